@@ -1,0 +1,42 @@
+"""The bundled JSON Schemas (schemas/*.json) and the kinds they define."""
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+
+
+@cache
+def _documents() -> dict[str, dict]:
+    docs = {}
+    for entry in resources.files("schemas").iterdir():
+        if entry.name.endswith(".json"):
+            doc = json.loads(entry.read_text(encoding="utf-8"))
+            docs[doc["$id"]] = doc
+    return docs
+
+
+@cache
+def served_versions() -> dict[tuple[str, str], tuple[str, ...]]:
+    """(group, kind) -> the versions Galleon accepts, as the schema files define them."""
+    return {(doc["x-galleon-group"], doc["title"]): tuple(sorted(doc["$defs"]))
+            for doc in _documents().values()}
+
+
+@cache
+def _registry() -> Registry:
+    return Registry().with_resources(
+        (uri, Resource.from_contents(doc)) for uri, doc in _documents().items())
+
+
+@cache
+def validator(group: str, kind: str, version: str) -> Draft202012Validator:
+    """A validator for one served version of one kind, built once and reused."""
+    uri = f"https://galleon.io/schemas/{kind.lower()}.json"
+    doc = _documents()[uri]
+    if doc["x-galleon-group"] != group or version not in doc["$defs"]:
+        raise KeyError((group, kind, version))
+    return Draft202012Validator({"$ref": f"{uri}#/$defs/{version}"}, registry=_registry())

@@ -1,0 +1,51 @@
+"""Validation: schemas first, then the semantic analyzers, over one snapshot.
+
+Analyzers see only objects that passed their schema, so each can trust the
+shapes it reads; an object with schema errors is reported once, for those.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..findings import Finding, has_errors, sorted_findings
+from ..parse import SourceObject, parse
+from ..snapshot import Snapshot
+from . import destination_rules, references, routing, service_entries, topology  # noqa: F401  (registers)
+from . import schema
+from .framework import ANALYZERS
+from .index import Index
+
+
+@dataclass
+class Validation:
+    snapshot: Snapshot
+    objects: list[SourceObject]
+    findings: list[Finding]
+
+    @property
+    def ok(self) -> bool:
+        return not has_errors(self.findings)
+
+
+def validate_objects(objects: list[SourceObject]) -> tuple[list[SourceObject], list[Finding]]:
+    """(the objects that passed their schema, every finding)."""
+    findings: list[Finding] = []
+    valid = []
+    for obj in objects:
+        problems = schema.check(obj)
+        findings += problems
+        if not problems:
+            valid.append(obj)
+    index = Index(valid)
+    for check in ANALYZERS:
+        for obj, path, message in check.run(index):
+            findings.append(Finding(obj.file, obj.line_of(path), check.level, check.code, message,
+                                    obj.kind, obj.namespace, obj.name))
+    return valid, findings
+
+
+def validate(snapshot: Snapshot) -> Validation:
+    """Parse and validate a snapshot. Raises parse.UnreadableFile for files that are not YAML text."""
+    parsed = parse(snapshot)
+    valid, findings = validate_objects(parsed.objects)
+    return Validation(snapshot, valid, sorted_findings(parsed.findings + findings))

@@ -1,0 +1,93 @@
+"""Look-up tables the semantic analyzers share, built once per validation.
+
+Only objects that passed the schema check are indexed, so every field here
+has the type its schema promises.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Iterator
+
+from ..hosts import fqdn, matches
+from ..parse import Path, SourceObject
+
+CLUSTER_LABEL = "topology.istio.io/cluster"
+
+
+class Index:
+    def __init__(self, objects: list[SourceObject]):
+        self.objects = objects
+        self.by_kind: dict[str, list[SourceObject]] = defaultdict(list)
+        for obj in objects:
+            self.by_kind[obj.kind].append(obj)
+        self.hosts: dict[str, list[SourceObject]] = defaultdict(list)
+        self.wildcards: list[tuple[str, SourceObject]] = []
+        for se in self.by_kind["ServiceEntry"]:
+            for host in se.spec.get("hosts", []):
+                host = fqdn(host, se.namespace)
+                if host.startswith("*"):
+                    self.wildcards.append((host, se))
+                else:
+                    self.hosts[host].append(se)
+        self.clusters = {c.name: c for c in self.by_kind["Cluster"]}
+        self.networks = {name for mn in self.by_kind["MeshNetworks"]
+                         for name in mn.spec.get("networks", {})}
+        self.gateways = {f"{g.namespace}/{g.name}": g for g in self.by_kind["Gateway"]}
+        self.workload_labels = [we.spec.get("labels", {}) for we in self.by_kind["WorkloadEntry"]]
+        self.workload_labels += [ep.get("labels", {}) for se in self.by_kind["ServiceEntry"]
+                                 for ep in se.spec.get("endpoints", [])]
+
+    def services(self, host: str) -> list[SourceObject]:
+        """The ServiceEntries that declare ``host`` (an FQDN), exactly or by wildcard."""
+        found = list(self.hosts.get(host, ()))
+        if not host.startswith("*"):
+            found += [se for pattern, se in self.wildcards if matches(pattern, host)]
+        else:
+            found += [se for pattern, se in self.wildcards if pattern == host]
+        return found
+
+    def ports(self, host: str) -> dict[int, dict]:
+        """Port number -> port declaration, over every ServiceEntry declaring ``host``."""
+        return {port["number"]: port for se in self.services(host) for port in se.spec.get("ports", [])}
+
+    def subsets(self, host: str) -> set[str]:
+        return {subset["name"] for dr in self.by_kind["DestinationRule"]
+                if matches(fqdn(dr.spec.get("host", ""), dr.namespace), host)
+                for subset in dr.spec.get("subsets", [])}
+
+
+def destinations(vs: SourceObject) -> Iterator[tuple[Path, dict, list]]:
+    """Every Destination a VirtualService names: (path of the Destination, it, its route list).
+
+    The route list is the weighted list it belongs to (empty for mirrors).
+    """
+    for section in ("http", "tcp", "tls"):
+        for i, rule in enumerate(vs.spec.get(section, [])):
+            route = rule.get("route", [])
+            for j, weighted in enumerate(route):
+                if "destination" in weighted:
+                    yield ("spec", section, i, "route", j, "destination"), weighted["destination"], route
+            if section != "http":
+                continue
+            if "mirror" in rule:
+                yield ("spec", section, i, "mirror"), rule["mirror"], []
+            for k, mirror in enumerate(rule.get("mirrors", [])):
+                if "destination" in mirror:
+                    yield ("spec", section, i, "mirrors", k, "destination"), mirror["destination"], []
+
+
+def traffic_policies(dr: SourceObject) -> Iterator[tuple[Path, dict, dict]]:
+    """Every TrafficPolicy of a DestinationRule: (path, the policy, the policy it inherits from).
+
+    Port-level and subset policies inherit unset fields from the level above,
+    as Istio merges them.
+    """
+    top = dr.spec.get("trafficPolicy")
+    levels = [(("spec", "trafficPolicy"), top, {})] if top else []
+    for i, subset in enumerate(dr.spec.get("subsets", [])):
+        if subset.get("trafficPolicy"):
+            levels.append((("spec", "subsets", i, "trafficPolicy"), subset["trafficPolicy"], top or {}))
+    for path, policy, parent in list(levels):
+        for k, port_policy in enumerate(policy.get("portLevelSettings", [])):
+            levels.append((path + ("portLevelSettings", k), port_policy, {**parent, **policy}))
+    yield from levels

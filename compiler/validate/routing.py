@@ -1,0 +1,83 @@
+"""Checks on VirtualServices and Gateways as routing tables."""
+from __future__ import annotations
+
+from collections import defaultdict
+
+from ..findings import Level
+from ..hosts import fqdn
+from .framework import analyzer
+from .index import Index
+
+
+def _routes(vs):
+    for section in ("http", "tcp", "tls"):
+        for i, rule in enumerate(vs.spec.get(section, [])):
+            if rule.get("route"):
+                yield ("spec", section, i, "route"), rule["route"]
+
+
+@analyzer("duplicate-virtual-service-host", "GAL0101", Level.ERROR,
+          "a VirtualService lists the same host twice")
+def duplicate_virtual_service_host(index: Index):
+    for vs in index.by_kind["VirtualService"]:
+        seen = {}
+        for i, host in enumerate(vs.spec.get("hosts", [])):
+            full = fqdn(host, vs.namespace)
+            if full in seen:
+                yield vs, ("spec", "hosts", i), (f"host {host!r} is listed twice (also hosts[{seen[full]}]); "
+                                                 "remove one")
+            else:
+                seen[full] = i
+
+
+@analyzer("negative-weight", "GAL0103", Level.ERROR, "a route destination has a negative weight")
+def negative_weight(index: Index):
+    for vs in index.by_kind["VirtualService"]:
+        for path, route in _routes(vs):
+            for j, dest in enumerate(route):
+                if dest.get("weight", 0) < 0:
+                    yield vs, path + (j, "weight"), f"weight {dest['weight']} is negative; use 0 or more"
+
+
+@analyzer("all-weights-zero", "GAL0104", Level.ERROR,
+          "every destination of a route has weight 0, so the route sends traffic nowhere")
+def all_weights_zero(index: Index):
+    for vs in index.by_kind["VirtualService"]:
+        for path, route in _routes(vs):
+            if all("weight" in d for d in route) and not any(d["weight"] for d in route):
+                yield vs, path, "every destination has weight 0; give at least one a positive weight"
+
+
+@analyzer("conflicting-mesh-virtual-service-hosts", "IST0109", Level.ERROR,
+          "two VirtualServices bound to the mesh claim the same host")
+def conflicting_mesh_virtual_service_hosts(index: Index):
+    claims = defaultdict(list)
+    for vs in index.by_kind["VirtualService"]:
+        if "mesh" not in vs.spec.get("gateways", ["mesh"]):
+            continue
+        for i, host in enumerate(vs.spec.get("hosts", [])):
+            claims[fqdn(host, vs.namespace)].append((vs, i))
+    for host, owners in claims.items():
+        if len({vs.key for vs, _ in owners}) < 2:
+            continue
+        names = ", ".join(sorted(f"{vs.namespace}/{vs.name}" for vs, _ in owners))
+        for vs, i in owners:
+            yield vs, ("spec", "hosts", i), (f"The VirtualServices {names} associated with mesh define "
+                                             f"the same host {host!r}, which can lead to undefined "
+                                             "behavior; merge them into one")
+
+
+@analyzer("duplicate-gateway-port-name", "GAL0106", Level.ERROR,
+          "two servers of one Gateway use the same port name")
+def duplicate_gateway_port_name(index: Index):
+    for gw in index.by_kind["Gateway"]:
+        seen = {}
+        for i, server in enumerate(gw.spec.get("servers", [])):
+            name = (server.get("port") or {}).get("name")
+            if not name:
+                continue
+            if name in seen:
+                yield gw, ("spec", "servers", i, "port", "name"), (
+                    f"port name {name!r} is already used by servers[{seen[name]}]; port names must be unique")
+            else:
+                seen[name] = i

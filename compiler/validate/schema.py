@@ -1,0 +1,98 @@
+"""Schema check (IST0106): every object against its kind's JSON Schema.
+
+jsonschema's own messages quote whole instances and say "additional
+properties"; these are rewritten into one finding per problem, at the line of
+the offending field, with a suggestion for misspelt keys.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Iterator
+
+from jsonschema import ValidationError
+from jsonschema.exceptions import best_match
+
+from ..findings import Finding, Level
+from ..parse import SourceObject, format_path
+from ..schemas import validator
+
+CODE = "IST0106"
+
+
+def check(obj: SourceObject) -> list[Finding]:
+    errors = validator(obj.group, obj.kind, obj.version).iter_errors(obj.body)
+    return [Finding(obj.file, obj.line_of(path), Level.ERROR, CODE, message, obj.kind, obj.namespace, obj.name)
+            for path, message in _explain_all(errors)]
+
+
+def _explain_all(errors) -> Iterator[tuple[tuple, str]]:
+    seen = set()
+    for error in errors:
+        for path, message in _explain(error):
+            if (path, message) not in seen:
+                seen.add((path, message))
+                yield path, message
+
+
+def _short(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _explain(error: ValidationError) -> Iterator[tuple[tuple, str]]:
+    path = tuple(error.absolute_path)
+    where = format_path(path)
+    kind = error.validator
+    if kind == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = set(error.schema.get("properties", {}))
+        patterns = [re.compile(p) for p in error.schema.get("patternProperties", {})]
+        for key in error.instance:
+            if key in allowed or any(p.search(key) for p in patterns):
+                continue
+            hint = difflib.get_close_matches(key, sorted(allowed), n=1)
+            suggestion = f" (did you mean {hint[0]!r}?)" if hint else (
+                f"; allowed: {', '.join(sorted(allowed))}" if 0 < len(allowed) <= 12 else "")
+            yield path + (key,), f"unknown field {format_path(path + (key,))}{suggestion}"
+    elif kind in ("oneOf", "anyOf") and error.context:
+        # The branch that got furthest says the most; required-field alternatives read as a choice.
+        if all(e.validator in ("required", "not") for e in error.context):
+            yield path, f"{where}: {_oneof_message(error)}"
+        else:
+            yield from _explain(best_match(error.context))
+    elif kind == "required":
+        yield path, f"{where}: {error.message.split(' is a required')[0]} is required"
+    elif kind == "type":
+        yield path, f"{where}: expected {_types(error.validator_value)}, got {_short(error.instance)}"
+    elif kind == "enum":
+        yield path, f"{where}: {_short(error.instance)} is not one of {', '.join(map(str, error.validator_value))}"
+    elif kind == "const":
+        yield path, f"{where}: must be {error.validator_value!r}, not {_short(error.instance)}"
+    else:
+        yield path, f"{where}: {error.message if len(error.message) < 200 else error.message[:197] + '...'}"
+
+
+def _types(value) -> str:
+    names = {"object": "a mapping", "array": "a list", "string": "a string", "integer": "an integer",
+             "number": "a number", "boolean": "true or false", "null": "null"}
+    values = value if isinstance(value, list) else [value]
+    return " or ".join(names.get(v, v) for v in values)
+
+
+def _oneof_message(error: ValidationError) -> str:
+    fields = sorted({name for sub in error.validator_value for name in _required_names(sub)})
+    if error.validator == "oneOf":
+        return f"set exactly one of {', '.join(fields)}" if fields else error.message[:200]
+    return f"set at least one of {', '.join(fields)}" if fields else error.message[:200]
+
+
+def _required_names(schema) -> list[str]:
+    if not isinstance(schema, dict):
+        return []
+    names = list(schema.get("required", []))
+    for key in ("anyOf", "oneOf", "allOf"):
+        for sub in schema.get(key, []):
+            names += _required_names(sub)
+    if "not" in schema:
+        names += _required_names(schema["not"])
+    return names

@@ -1,0 +1,103 @@
+"""Checks on the federation's shape: clusters, networks and addresses."""
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from ..findings import Level
+from .framework import analyzer
+from .index import CLUSTER_LABEL, Index
+
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$",
+                       re.IGNORECASE)
+
+
+def is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def is_hostname(text: str) -> bool:
+    return bool(_HOSTNAME.match(text)) and not text.replace(".", "").isdigit()
+
+
+def is_cidr(text: str) -> bool:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
+def _endpoints(index: Index):
+    """(object, path of the endpoint, the endpoint) for ServiceEntry endpoints and WorkloadEntries."""
+    for se in index.by_kind["ServiceEntry"]:
+        for i, ep in enumerate(se.spec.get("endpoints", [])):
+            yield se, ("spec", "endpoints", i), ep
+    for we in index.by_kind["WorkloadEntry"]:
+        yield we, ("spec",), we.spec
+
+
+@analyzer("unknown-network", "GAL0109", Level.ERROR, "a Cluster or endpoint names a network MeshNetworks does not define")
+def unknown_network(index: Index):
+    hint = (f"defined networks: {', '.join(sorted(index.networks))}" if index.networks
+            else "no MeshNetworks object defines any network")
+    for cluster in index.by_kind["Cluster"]:
+        if cluster.spec["network"] not in index.networks:
+            yield cluster, ("spec", "network"), f"network {cluster.spec['network']!r} is not in MeshNetworks; {hint}"
+    for obj, path, ep in _endpoints(index):
+        if ep.get("network") and ep["network"] not in index.networks:
+            yield obj, path + ("network",), f"network {ep['network']!r} is not in MeshNetworks; {hint}"
+
+
+@analyzer("unknown-cluster", "GAL0110", Level.ERROR, "an object names a Cluster the repository does not define")
+def unknown_cluster(index: Index):
+    hint = (f"defined clusters: {', '.join(sorted(index.clusters))}" if index.clusters
+            else "the repository defines no Cluster")
+    for mn in index.by_kind["MeshNetworks"]:
+        for network, spec in mn.spec["networks"].items():
+            for i, ep in enumerate(spec["endpoints"]):
+                if "fromRegistry" in ep and ep["fromRegistry"] not in index.clusters:
+                    yield mn, ("spec", "networks", network, "endpoints", i, "fromRegistry"), (
+                        f"fromRegistry {ep['fromRegistry']!r} is not a Cluster; {hint}")
+    for obj, path, ep in _endpoints(index):
+        cluster = (ep.get("labels") or {}).get(CLUSTER_LABEL)
+        if cluster is not None and cluster not in index.clusters:
+            yield obj, path + ("labels", CLUSTER_LABEL), f"label {CLUSTER_LABEL}={cluster!r} is not a Cluster; {hint}"
+    for ca in index.by_kind["CertificateAuthority"]:
+        for i, cluster in enumerate(ca.spec.get("clusters", [])):
+            if cluster not in index.clusters:
+                yield ca, ("spec", "clusters", i), f"cluster {cluster!r} is not a Cluster; {hint}"
+
+
+@analyzer("invalid-address", "GAL0111", Level.ERROR,
+          "a gateway, endpoint, CIDR or VIP address is not a valid IP, hostname or CIDR")
+def invalid_address(index: Index):
+    for mn in index.by_kind["MeshNetworks"]:
+        for network, spec in mn.spec["networks"].items():
+            base = ("spec", "networks", network)
+            for i, gw in enumerate(spec.get("gateways", [])):
+                address = gw.get("address")
+                if address is not None and not (is_ip(address) or is_hostname(address)):
+                    yield mn, base + ("gateways", i, "address"), (
+                        f"gateway address {address!r} is neither an IP address nor a hostname")
+            for i, ep in enumerate(spec["endpoints"]):
+                if "fromCidr" in ep and not is_cidr(ep["fromCidr"]):
+                    yield mn, base + ("endpoints", i, "fromCidr"), f"fromCidr {ep['fromCidr']!r} is not a CIDR"
+    for mesh in index.by_kind["MeshConfig"]:
+        cidr = mesh.spec.get("vipCidr")
+        if cidr is not None and not is_cidr(cidr):
+            yield mesh, ("spec", "vipCidr"), f"vipCidr {cidr!r} is not a CIDR such as 240.0.0.0/16"
+    for obj, path, ep in _endpoints(index):
+        address = ep.get("address")
+        if address is None or address.startswith("unix://"):
+            continue
+        if not (is_ip(address) or is_hostname(address)):
+            yield obj, path + ("address",), f"endpoint address {address!r} is neither an IP address nor a hostname"
+    for se in index.by_kind["ServiceEntry"]:
+        for i, address in enumerate(se.spec.get("addresses", [])):
+            if not is_cidr(address):
+                yield se, ("spec", "addresses", i), f"address {address!r} is not an IP address or CIDR"

@@ -1,0 +1,125 @@
+"""Generate schemas/<kind>.json from Istio's CRDs.
+
+    python -m schemas.generate ../shared/data/istio-crds.gen.yaml
+
+Each file holds one subschema per served version under ``$defs`` plus a
+top-level dispatch on ``apiVersion``, so the file is a valid JSON Schema on
+its own. Kubernetes extensions JSON Schema does not know are translated
+(``x-kubernetes-int-or-string``, ``nullable``) and every object that lists its
+properties is closed (``additionalProperties: false``) unless the CRD says it
+preserves unknown fields, so a misspelt key such as ``hsots`` is an error.
+CEL rules (``x-kubernetes-validations``) are dropped: the semantic analyzers
+in compiler/validate implement the checks that matter.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+KINDS = ("ServiceEntry", "WorkloadEntry", "DestinationRule", "VirtualService", "Gateway", "Sidecar")
+GROUP = "networking.istio.io"
+HERE = Path(__file__).resolve().parent
+
+# Formats are protobuf type hints (int32, double, ...) rather than JSON Schema
+# formats; the vocabulary keys below carry no meaning for jsonschema.
+DROP_KEYS = {"description", "format", "x-kubernetes-validations", "x-kubernetes-list-type",
+             "x-kubernetes-list-map-keys", "x-kubernetes-preserve-unknown-fields",
+             "x-kubernetes-int-or-string", "nullable"}
+
+METADATA = {
+    "type": "object",
+    "required": ["name"],
+    "additionalProperties": False,
+    "properties": {
+        "name": {"type": "string", "minLength": 1, "maxLength": 253,
+                 "pattern": "^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"},
+        "namespace": {"type": "string", "minLength": 1, "maxLength": 63,
+                      "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
+        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+        "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+    },
+}
+
+
+def translate(node):
+    if isinstance(node, list):
+        return [translate(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {key: translate(value) for key, value in node.items()
+           if key not in DROP_KEYS and not (key == "properties" and not isinstance(value, dict))}
+    if "properties" in node and isinstance(node["properties"], dict):
+        # property names are data, not schema keywords: translate only their values
+        out["properties"] = {name: translate(sub) for name, sub in node["properties"].items()}
+    if node.get("x-kubernetes-int-or-string"):
+        out.pop("type", None)
+        out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+    if node.get("nullable") and "type" in out:
+        out["type"] = [out["type"], "null"]
+    closed = "properties" in node and "additionalProperties" not in node
+    if closed and not node.get("x-kubernetes-preserve-unknown-fields"):
+        out["additionalProperties"] = False
+    return out
+
+
+def object_schema(kind: str, api_version: str, spec_schema: dict) -> dict:
+    return {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "additionalProperties": False,
+        "properties": {
+            "apiVersion": {"const": api_version},
+            "kind": {"const": kind},
+            "metadata": METADATA,
+            "spec": spec_schema,
+        },
+    }
+
+
+def file_schema(kind: str, group: str, versions: dict[str, dict]) -> dict:
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"https://galleon.io/schemas/{kind.lower()}.json",
+        "title": kind,
+        "x-galleon-group": group,
+        "$defs": versions,
+        "allOf": [
+            {"if": {"properties": {"apiVersion": {"const": f"{group}/{v}"}}, "required": ["apiVersion"]},
+             "then": {"$ref": f"#/$defs/{v}"}}
+            for v in sorted(versions)
+        ],
+    }
+
+
+def generate(crd_path: Path) -> list[Path]:
+    written = []
+    with open(crd_path, "rb") as fh:
+        docs = [d for d in yaml.load_all(fh, Loader=yaml.CSafeLoader) if d]
+    for doc in docs:
+        spec = doc.get("spec", {})
+        kind = spec.get("names", {}).get("kind")
+        if spec.get("group") != GROUP or kind not in KINDS:
+            continue
+        versions = {}
+        for version in spec["versions"]:
+            if not version.get("served"):
+                continue
+            crd_spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+            versions[version["name"]] = object_schema(kind, f"{GROUP}/{version['name']}", translate(crd_spec))
+        path = HERE / f"{kind.lower()}.json"
+        path.write_text(json.dumps(file_schema(kind, GROUP, versions), indent=1, sort_keys=True) + "\n")
+        written.append(path)
+    missing = sorted(k for k in KINDS if HERE / f"{k.lower()}.json" not in written)
+    if missing:
+        raise SystemExit(f"{crd_path}: no served versions found for {', '.join(missing)}")
+    return written
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: python -m schemas.generate PATH/TO/istio-crds.gen.yaml")
+    for written_path in generate(Path(sys.argv[1])):
+        print(f"wrote {written_path.relative_to(HERE.parent)}")
