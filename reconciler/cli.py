@@ -1,0 +1,138 @@
+"""The ``galleon`` command line.
+
+Exit codes follow DESIGN.md: 0 ok, 1 the configuration has errors, 2 the
+source (or an argument) could not be used. Bad input never shows a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from compiler.findings import Level
+from compiler.parse import UnreadableFile
+from compiler.summary import summarize
+from compiler.validate import Validation, validate
+
+from .sources import GitCredentials, SourceError, open_source
+
+EXIT_OK, EXIT_INVALID, EXIT_UNREADABLE = 0, 1, 2
+
+
+class UsageError(Exception):
+    pass
+
+
+def default_state_dir() -> Path:
+    if os.environ.get("GALLEON_STATE_DIR"):
+        return Path(os.environ["GALLEON_STATE_DIR"])
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "galleon"
+
+
+def _progress(received: int, total: int, _bytes: int) -> None:
+    if total:
+        end = "\n" if received == total else ""
+        print(f"\rfetching: {received}/{total} objects", end=end, file=sys.stderr, flush=True)
+
+
+def load(args) -> Validation:
+    """Read SOURCE at --rev and validate it; raises SourceError/UnreadableFile for exit 2."""
+    creds = GitCredentials(token_env=args.git_token_env, username=args.git_username,
+                           ssh_key=args.ssh_key, known_hosts=args.known_hosts,
+                           progress=_progress if sys.stderr.isatty() else None)
+    source = open_source(args.source, args.state_dir, creds)
+    source.refresh()
+    return validate(source.snapshot(args.rev))
+
+
+def cmd_validate(args) -> int:
+    result = load(args)
+    errors = sum(f.level is Level.ERROR for f in result.findings)
+    warnings = len(result.findings) - errors
+    if args.format == "json":
+        json.dump({"source": result.snapshot.origin, "revision": result.snapshot.revision,
+                   "valid": result.ok, "errors": errors, "warnings": warnings,
+                   "files": len(result.snapshot.files), "objects": len(result.objects),
+                   "findings": [f.to_dict() for f in result.findings]}, sys.stdout, indent=2, sort_keys=True)
+        print()
+    else:
+        for finding in result.findings:
+            print(finding.text())
+        if args.summary and result.ok:
+            print(summarize(result.objects))
+        verdict = "valid" if result.ok else "INVALID"
+        print(f"{result.snapshot.origin} at {result.snapshot.revision[:12]}: {verdict}: "
+              f"{len(result.objects)} objects in {len(result.snapshot.files)} files, "
+              f"{errors} errors, {warnings} warnings", file=sys.stderr)
+    return EXIT_OK if result.ok else EXIT_INVALID
+
+
+def _source_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", metavar="SOURCE",
+                        help="a local Git repository, a remote Git URL (file://, https://, ssh://, "
+                             "user@host:path) or a plain directory of YAML files")
+    parser.add_argument("--rev", default=None, metavar="REV",
+                        help="Git revision to read: branch, tag, commit id (full or short), HEAD~2... "
+                             "(default: HEAD; a directory has only its working files)")
+    git = parser.add_argument_group("remote Git sources")
+    git.add_argument("--state-dir", type=Path, default=default_state_dir(), metavar="DIR",
+                     help="where remote repositories are mirrored (default: $GALLEON_STATE_DIR or "
+                          "~/.cache/galleon)")
+    git.add_argument("--git-token-env", default="GALLEON_GIT_TOKEN", metavar="VAR",
+                     help="environment variable holding an HTTPS token (default: GALLEON_GIT_TOKEN)")
+    git.add_argument("--git-username", default=None, metavar="USER",
+                     help="user name sent with the token or SSH key (default: from the URL, else "
+                          "x-access-token for HTTPS and git for SSH)")
+    git.add_argument("--ssh-key", type=Path, default=None, metavar="FILE",
+                     help="private key for ssh:// and user@host:path URLs; its passphrase, if any, "
+                          "in $GALLEON_GIT_SSH_PASSPHRASE")
+    git.add_argument("--known-hosts", type=Path, default=None, metavar="FILE",
+                     help="known_hosts file to check the SSH server's key against (default: "
+                          "~/.ssh/known_hosts); unknown hosts are refused")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="galleon",
+        description="Galleon turns a Git repository of Istio-style mesh configuration into validated, "
+                    "per-cluster Envoy configuration and cluster state for a federation of clusters.",
+        epilog="Exit codes: 0 ok, 1 the configuration has errors, 2 the source or arguments cannot be used. "
+               "Run 'galleon COMMAND --help' for a command's options.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = commands.add_parser(
+        "validate", help="check a revision against the schemas and semantic analyzers",
+        description="Check every object of SOURCE at REV against its JSON Schema and the semantic "
+                    "analyzers. Prints one line per finding, FILE:LINE: LEVEL CODE KIND NS/NAME: message, "
+                    "sorted; exits 0 when there are no errors (warnings allowed), 1 on errors, "
+                    "2 when the source cannot be read.")
+    _source_arguments(p)
+    p.add_argument("--format", choices=("text", "json"), default="text",
+                   help="text lines (default) or one JSON document with the same fields")
+    p.add_argument("--summary", action="store_true",
+                   help="after the findings, print an overview of the mesh (clusters, networks, services)")
+    p.set_defaults(run=cmd_validate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except (SourceError, UnreadableFile, UsageError) as exc:
+        print(f"galleon: error: {exc}", file=sys.stderr)
+        return EXIT_UNREADABLE
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # stdout closed early (| head): not an error worth a traceback
+        sys.stderr.close()
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""What every source offers."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from compiler.snapshot import Snapshot
+
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+class SourceError(Exception):
+    """The source cannot be read: a one-line message for a person, never a traceback."""
+
+
+class Source(ABC):
+    location: str
+
+    @abstractmethod
+    def snapshot(self, rev: str | None = None) -> Snapshot:
+        """The YAML files of revision ``rev`` (None: the default, HEAD or the working files)."""
+
+    def refresh(self) -> None:
+        """Bring the local view up to date with the origin (a fetch for remotes)."""
+
+
+def is_config_file(name: str) -> bool:
+    return name.endswith(YAML_SUFFIXES)
+
+
+def outside(parts: list[str]) -> bool:
+    """Whether a normalised relative path climbs out of its root."""
+    depth = 0
+    for part in parts:
+        depth += -1 if part == ".." else (0 if part in ("", ".") else 1)
+        if depth < 0:
+            return True
+    return False
