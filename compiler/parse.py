@@ -223,14 +223,14 @@ def parse(snapshot: Snapshot) -> ParseResult:
         # Without aliases a file cannot hold more nodes than it has bytes; allow generous reuse.
         builder_budget = 2 * len(data) + 10_000
         for node in nodes:
-            if node is None:
-                continue
             builder = _Builder(builder_budget)
             try:
                 body = builder.build(node, ())
             except _Bomb as exc:
                 raise UnreadableFile(file, f"line {node.start_mark.line + 1}: {exc}") from None
             builder_budget = builder.budget
+            if body is None:
+                continue  # an empty document (between two ---) holds nothing
             line = node.start_mark.line + 1
             for path, key_line in builder.duplicate_keys:
                 findings.append(Finding(file, key_line, Level.ERROR, CODE_DUPLICATE_KEY,

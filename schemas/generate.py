@@ -94,7 +94,7 @@ def file_schema(kind: str, group: str, versions: dict[str, dict]) -> dict:
     }
 
 
-def generate(crd_path: Path) -> list[Path]:
+def generate(crd_path: Path, out_dir: Path = HERE) -> list[Path]:
     written = []
     with open(crd_path, "rb") as fh:
         docs = [d for d in yaml.load_all(fh, Loader=yaml.CSafeLoader) if d]
@@ -109,10 +109,10 @@ def generate(crd_path: Path) -> list[Path]:
                 continue
             crd_spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
             versions[version["name"]] = object_schema(kind, f"{GROUP}/{version['name']}", translate(crd_spec))
-        path = HERE / f"{kind.lower()}.json"
+        path = out_dir / f"{kind.lower()}.json"
         path.write_text(json.dumps(file_schema(kind, GROUP, versions), indent=1, sort_keys=True) + "\n")
         written.append(path)
-    missing = sorted(k for k in KINDS if HERE / f"{k.lower()}.json" not in written)
+    missing = sorted(k for k in KINDS if out_dir / f"{k.lower()}.json" not in written)
     if missing:
         raise SystemExit(f"{crd_path}: no served versions found for {', '.join(missing)}")
     return written

@@ -54,9 +54,9 @@ def _explain(error: ValidationError) -> Iterator[tuple[tuple, str]]:
             suggestion = f" (did you mean {hint[0]!r}?)" if hint else (
                 f"; allowed: {', '.join(sorted(allowed))}" if 0 < len(allowed) <= 12 else "")
             yield path + (key,), f"unknown field {format_path(path + (key,))}{suggestion}"
-    elif kind in ("oneOf", "anyOf") and error.context:
-        # The branch that got furthest says the most; required-field alternatives read as a choice.
-        if all(e.validator in ("required", "not") for e in error.context):
+    elif kind in ("oneOf", "anyOf"):
+        # Required-field alternatives read as a choice; otherwise the branch that got furthest says most.
+        if not error.context or all(e.validator in ("required", "not") for e in error.context):
             yield path, f"{where}: {_oneof_message(error)}"
         else:
             yield from _explain(best_match(error.context))
@@ -81,9 +81,13 @@ def _types(value) -> str:
 
 def _oneof_message(error: ValidationError) -> str:
     fields = sorted({name for sub in error.validator_value for name in _required_names(sub)})
-    if error.validator == "oneOf":
-        return f"set exactly one of {', '.join(fields)}" if fields else error.message[:200]
-    return f"set at least one of {', '.join(fields)}" if fields else error.message[:200]
+    if not fields:
+        return error.message[:200]
+    if error.validator == "anyOf":
+        return f"set at least one of {', '.join(fields)}"
+    # Istio writes "at most one" as oneOf [not anyOf [...], required a, required b]
+    optional = any("not" in sub for sub in error.validator_value if isinstance(sub, dict))
+    return f"set {'at most' if optional else 'exactly'} one of {', '.join(fields)}"
 
 
 def _required_names(schema) -> list[str]:

@@ -1,0 +1,262 @@
+"""Every semantic analyzer, with a case that passes it and one that fails it.
+
+Each case is YAML added to a small valid mesh (BASE). In a failing case the
+line the finding must point at carries the marker ``# <-``.
+"""
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from compiler.validate import validate
+from compiler.validate.framework import ANALYZERS
+from tests.conftest import snapshot_of
+
+BASE = """\
+apiVersion: galleon.io/v1alpha1
+kind: MeshNetworks
+metadata: {name: mesh-networks, namespace: istio-system}
+spec:
+  networks:
+    network-1:
+      endpoints: [{fromRegistry: cluster-a}]
+      gateways: [{address: 192.0.2.10, port: 15443}]
+---
+apiVersion: galleon.io/v1alpha1
+kind: Cluster
+metadata: {name: cluster-a, namespace: istio-system}
+spec: {network: network-1, locality: us-east/us-east-1a}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  hosts: [reviews.bookinfo.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+  endpoints:
+  - address: 10.1.0.1
+    labels: {app: reviews, version: v1, topology.istio.io/cluster: cluster-a}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ratings, namespace: bookinfo}
+spec:
+  hosts: [ratings.bookinfo.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports:
+  - {number: 9080, name: http, protocol: HTTP}
+  - {number: 9090, name: grpc, protocol: GRPC}
+  endpoints:
+  - address: 10.1.0.2
+    labels: {app: ratings, topology.istio.io/cluster: cluster-a}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  host: reviews.bookinfo.svc.cluster.local
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: ingress, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: ingress-a, namespace: istio-system}
+spec:
+  address: 10.1.100.1
+  labels: {istio: ingressgateway, topology.istio.io/cluster: cluster-a}
+"""
+
+
+def vs(http: str, hosts: str = "[reviews]", extra: str = "") -> str:
+    return (f"apiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+            f"metadata: {{name: test, namespace: bookinfo}}\nspec:\n  hosts: {hosts}\n{extra}  http:\n"
+            + textwrap.indent(textwrap.dedent(http).strip("\n"), "  ") + "\n")
+
+
+def dr(traffic_policy: str, host: str = "reviews") -> str:
+    return (f"apiVersion: networking.istio.io/v1\nkind: DestinationRule\n"
+            f"metadata: {{name: test, namespace: bookinfo}}\nspec:\n  host: {host}\n  trafficPolicy:\n"
+            + textwrap.indent(textwrap.dedent(traffic_policy).strip("\n"), "    ") + "\n")
+
+
+def se(spec: str, name: str = "test") -> str:
+    return (f"apiVersion: networking.istio.io/v1\nkind: ServiceEntry\n"
+            f"metadata: {{name: {name}, namespace: bookinfo}}\nspec:\n"
+            + textwrap.indent(textwrap.dedent(spec).strip("\n"), "  ") + "\n")
+
+
+CASES = {
+    "destination-host-not-found": (
+        vs("- route:\n  - destination: {host: reviews}"),
+        vs("- route:\n  - destination: {host: reveiws}  # <-"),
+    ),
+    "destination-rule-host-not-found": (
+        dr("loadBalancer: {simple: RANDOM}", host="ratings"),
+        dr("loadBalancer: {simple: RANDOM}", host="ratngs  # <-"),
+    ),
+    "subset-not-found": (
+        vs("- route:\n  - destination: {host: reviews, subset: v2}"),
+        vs("- route:\n  - destination: {host: reviews, subset: v3}  # <-"),
+    ),
+    "gateway-not-found": (
+        vs("- route:\n  - destination: {host: reviews}", extra="  gateways: [istio-system/ingress, mesh]\n"),
+        vs("- route:\n  - destination: {host: reviews}",
+           extra="  gateways:\n  - mesh\n  - ingress  # <-\n"),
+    ),
+    "gateway-selector-matches-nothing": (
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw2, namespace: istio-system}\n"
+        "spec:\n  selector: {istio: ingressgateway}\n  servers:\n"
+        "  - port: {number: 8080, name: http, protocol: HTTP}\n    hosts: ['*']\n",
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw2, namespace: istio-system}\n"
+        "spec:\n  selector: {istio: egressgateway}  # <-\n  servers:\n"
+        "  - port: {number: 8080, name: http, protocol: HTTP}\n    hosts: ['*']\n",
+    ),
+    "destination-port-required": (
+        vs("- route:\n  - destination: {host: ratings, port: {number: 9080}}", hosts="[ratings]"),
+        vs("- route:\n  - destination: {host: ratings}  # <-", hosts="[ratings]"),
+    ),
+    "destination-port-not-found": (
+        vs("- route:\n  - destination: {host: reviews, port: {number: 9080}}"),
+        vs("- route:\n  - destination:\n      host: reviews\n      port: {number: 9081}  # <-"),
+    ),
+    "duplicate-virtual-service-host": (
+        vs("- route:\n  - destination: {host: reviews}", hosts="[reviews, ratings]"),
+        vs("- route:\n  - destination: {host: reviews}",
+           hosts="\n  - reviews\n  - reviews.bookinfo.svc.cluster.local  # <-"),
+    ),
+    "negative-weight": (
+        vs("- route:\n  - destination: {host: reviews, subset: v1}\n    weight: 0\n"
+           "  - destination: {host: reviews, subset: v2}\n    weight: 100"),
+        vs("- route:\n  - destination: {host: reviews, subset: v1}\n    weight: -10  # <-\n"
+           "  - destination: {host: reviews, subset: v2}\n    weight: 110"),
+    ),
+    "all-weights-zero": (
+        vs("- route:\n  - destination: {host: reviews, subset: v1}\n    weight: 0\n"
+           "  - destination: {host: reviews, subset: v2}\n    weight: 1"),
+        vs("- route:  # <-\n  - destination: {host: reviews, subset: v1}\n    weight: 0\n"
+           "  - destination: {host: reviews, subset: v2}\n    weight: 0"),
+    ),
+    "conflicting-mesh-virtual-service-hosts": (
+        vs("- route:\n  - destination: {host: reviews}")
+        + "---\n" + vs("- route:\n  - destination: {host: reviews}").replace("name: test", "name: gw-only")
+        .replace("  http:", "  gateways: [istio-system/ingress]\n  http:"),
+        vs("- route:\n  - destination: {host: reviews}", hosts="\n  - reviews  # <-")
+        + "---\n" + vs("- route:\n  - destination: {host: reviews}", hosts="\n  - reviews  # <-")
+        .replace("name: test", "name: other"),
+    ),
+    "duplicate-gateway-port-name": (
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw2, namespace: istio-system}\n"
+        "spec:\n  selector: {istio: ingressgateway}\n  servers:\n"
+        "  - port: {number: 8080, name: http, protocol: HTTP}\n    hosts: ['*']\n"
+        "  - port: {number: 8081, name: http-alt, protocol: HTTP}\n    hosts: ['*']\n",
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw2, namespace: istio-system}\n"
+        "spec:\n  selector: {istio: ingressgateway}\n  servers:\n"
+        "  - port: {number: 8080, name: http, protocol: HTTP}\n    hosts: ['*']\n"
+        "  - port:\n      number: 8081\n      name: http  # <-\n      protocol: HTTP\n    hosts: ['*']\n",
+    ),
+    "duplicate-subset-name": (
+        dr("loadBalancer: {simple: RANDOM}").replace("  trafficPolicy:", "  subsets:\n  - {name: a}\n"
+                                                     "  - {name: b}\n  trafficPolicy:"),
+        dr("loadBalancer: {simple: RANDOM}").replace("  trafficPolicy:", "  subsets:\n  - {name: a}\n"
+                                                     "  - name: a  # <-\n  trafficPolicy:"),
+    ),
+    "locality-distribute-not-100": (
+        dr("loadBalancer:\n  localityLbSetting:\n    distribute:\n    - from: us-east/*\n"
+           "      to: {us-east/*: 80, eu-west/*: 20}"),
+        dr("loadBalancer:\n  localityLbSetting:\n    distribute:\n    - from: us-east/*\n"
+           "      to: {us-east/*: 80, eu-west/*: 10}  # <-"),
+    ),
+    "failover-without-outlier-detection": (
+        dr("outlierDetection: {consecutive5xxErrors: 5}\nloadBalancer:\n  localityLbSetting:\n"
+           "    failover: [{from: us-east, to: eu-west}]"),
+        dr("loadBalancer:\n  localityLbSetting:  # <-\n    failover: [{from: us-east, to: eu-west}]"),
+    ),
+    "unknown-network": (
+        se("hosts: [w.example.com]\nresolution: STATIC\nports: [{number: 80, name: http}]\n"
+           "endpoints: [{address: 10.0.0.1, network: network-1}]"),
+        se("hosts: [w.example.com]\nresolution: STATIC\nports: [{number: 80, name: http}]\n"
+           "endpoints:\n- address: 10.0.0.1\n  network: network-9  # <-"),
+    ),
+    "unknown-cluster": (
+        se("hosts: [w.example.com]\nresolution: STATIC\nports: [{number: 80, name: http}]\n"
+           "endpoints: [{address: 10.0.0.1, labels: {topology.istio.io/cluster: cluster-a}}]"),
+        se("hosts: [w.example.com]\nresolution: STATIC\nports: [{number: 80, name: http}]\n"
+           "endpoints:\n- address: 10.0.0.1\n  labels:\n    topology.istio.io/cluster: cluster-z  # <-"),
+    ),
+    "invalid-address": (
+        se("hosts: [w.example.com]\nresolution: DNS\nports: [{number: 80, name: http}]\n"
+           "endpoints: [{address: backend.example.com}]"),
+        se("hosts: [w.example.com]\nresolution: DNS\nports: [{number: 80, name: http}]\n"
+           "endpoints:\n- address: 10.0.0.300  # <-"),
+    ),
+    "static-hostname-endpoint": (
+        se("hosts: [w.example.com]\nresolution: STATIC\nports: [{number: 80, name: http}]\n"
+           "endpoints: [{address: 10.0.0.1}]"),
+        se("hosts: [w.example.com]\nresolution: STATIC\nports: [{number: 80, name: http}]\n"
+           "endpoints:\n- address: backend.example.com  # <-"),
+    ),
+    "endpoints-with-workload-selector": (
+        se("hosts: [w.example.com]\nresolution: STATIC\nports: [{number: 80, name: http}]\n"
+           "workloadSelector: {labels: {app: w}}"),
+        se("hosts: [w.example.com]\nresolution: STATIC\nports: [{number: 80, name: http}]\n"
+           "endpoints: [{address: 10.0.0.1}]\nworkloadSelector:  # <-\n  labels: {app: w}"),
+    ),
+    "wildcard-host-with-dns": (
+        se("hosts: ['*.example.com']\nresolution: NONE\nports: [{number: 80, name: http}]"),
+        se("hosts:\n- '*.example.com'  # <-\nresolution: DNS\nports: [{number: 80, name: http}]"),
+    ),
+    "port-out-of-range": (
+        se("hosts: [w.example.com]\nresolution: DNS\nports: [{number: 65535, name: http}]"),
+        se("hosts: [w.example.com]\nresolution: DNS\nports:\n- number: 65536  # <-\n  name: http"),
+    ),
+    "conflicting-port-protocol": (
+        se("hosts: [reviews.bookinfo.svc.cluster.local]\nresolution: STATIC\n"
+           "ports: [{number: 9080, name: http, protocol: HTTP}]\nendpoints: [{address: 10.1.0.9}]"),
+        se("hosts: [reviews.bookinfo.svc.cluster.local]\nresolution: STATIC\n"
+           "ports:\n- number: 9080\n  name: tcp\n  protocol: TCP  # <-\nendpoints: [{address: 10.1.0.9}]"),
+    ),
+}
+
+
+def _run(case: str):
+    text = BASE + "---\n" + case
+    return text, validate(snapshot_of({"mesh.yaml": text})).findings
+
+
+def test_base_mesh_is_clean():
+    assert validate(snapshot_of({"mesh.yaml": BASE})).findings == []
+
+
+def test_every_analyzer_has_cases():
+    assert sorted(CASES) == sorted(a.name for a in ANALYZERS)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_passing_case(name):
+    _, findings = _run(CASES[name][0])
+    assert [f.text() for f in findings] == []
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_failing_case(name):
+    check = next(a for a in ANALYZERS if a.name == name)
+    text, findings = _run(CASES[name][1])
+    marked = [i for i, line in enumerate(text.splitlines(), 1) if line.rstrip().endswith("# <-")]
+    assert marked, "a failing case must mark its line"
+    assert sorted((f.code, f.level, f.line) for f in findings) == \
+        sorted((check.code, check.level, line) for line in marked), [f.text() for f in findings]
+    assert all(f.message and f.kind != "-" and f.name != "-" for f in findings)

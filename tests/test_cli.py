@@ -1,0 +1,176 @@
+"""`galleon validate` as a user runs it: a real process, its output and its exit code."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pygit2
+import pytest
+
+from tests.conftest import ROOT, SAMPLE_REPO
+
+LINE = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+): (?P<level>error|warning) (?P<code>[A-Z]+\d{4}) "
+                  r"(?P<kind>\S+) (?P<ns>\S+)/(?P<name>\S+): (?P<message>.+)$")
+
+
+def galleon(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
+    env = {**os.environ, "GALLEON_STATE_DIR": str(cwd / ".state-test")} if cwd != ROOT else None
+    return subprocess.run([sys.executable, "-m", "reconciler.cli", *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd, env=env, timeout=120)
+
+
+def test_sample_repo_is_valid_and_summarized():
+    result = galleon("validate", SAMPLE_REPO, "--summary")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "cluster-c" in result.stdout and "network-2" in result.stdout
+    assert "reviews.bookinfo.svc.cluster.local" in result.stdout
+    assert "valid" in result.stderr and "0 errors" in result.stderr
+
+
+def write_repo(path, files: dict[str, str]):
+    for name, text in files.items():
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_text(text)
+    return path
+
+
+BROKEN = {
+    "vs.yaml": "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a, namespace: ns}\n"
+               "spec:\n  hosts: [a]\n  http:\n  - route:\n    - destination: {host: missing}\n      weight: -1\n",
+    "b/se.yaml": "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: s}\n"
+                 "spec:\n  hsots: [x]\n",
+}
+
+
+def test_errors_exit_1_with_one_line_per_finding(tmp_path):
+    result = galleon("validate", write_repo(tmp_path, BROKEN))
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    parsed = [LINE.match(line) for line in lines]
+    assert all(parsed), lines
+    assert [(m["file"], m["line"], m["code"]) for m in parsed] == [
+        ("b/se.yaml", "4", "IST0106"), ("b/se.yaml", "5", "IST0106"),
+        ("vs.yaml", "8", "IST0101"), ("vs.yaml", "9", "GAL0103")]
+    assert "'hosts' is required" in parsed[0]["message"] and "did you mean 'hosts'" in parsed[1]["message"]
+    assert parsed[2]["kind"] == "VirtualService" and parsed[2]["ns"] == "ns" and parsed[2]["name"] == "a"
+    assert "INVALID" in result.stderr
+
+
+def test_warnings_alone_exit_0(tmp_path):
+    repo = write_repo(tmp_path, {"x.yaml": "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n"})
+    result = galleon("validate", repo)
+    assert result.returncode == 0 and "warning GAL0003" in result.stdout
+
+
+def test_json_has_the_same_findings_and_is_deterministic(tmp_path):
+    repo = write_repo(tmp_path, BROKEN)
+    first, second = galleon("validate", repo, "--format", "json"), galleon("validate", repo, "--format", "json")
+    assert first.returncode == 1 and first.stdout == second.stdout
+    doc = json.loads(first.stdout)
+    assert doc["valid"] is False and doc["errors"] == 4 and doc["files"] == 2
+    assert [(f["file"], f["line"], f["code"], f["level"]) for f in doc["findings"]] == [
+        ("b/se.yaml", 4, "IST0106", "error"), ("b/se.yaml", 5, "IST0106", "error"), ("vs.yaml", 8, "IST0101", "error"),
+        ("vs.yaml", 9, "GAL0103", "error")]
+    assert doc["revision"].startswith("sha256:")
+
+
+def commit_all(path, message="c"):
+    repo = pygit2.Repository(str(path)) if (path / ".git").exists() else pygit2.init_repository(str(path))
+    repo.index.add_all()
+    repo.index.write()
+    sig = pygit2.Signature("t", "t@example.com", 1_700_000_000, 0)
+    parents = [] if repo.head_is_unborn else [repo.head.target]
+    return repo.create_commit("HEAD", sig, sig, message, repo.index.write_tree(), parents)
+
+
+def test_git_revisions(tmp_path):
+    write_repo(tmp_path, BROKEN)
+    bad = commit_all(tmp_path)
+    (tmp_path / "vs.yaml").unlink()
+    (tmp_path / "b/se.yaml").unlink()
+    write_repo(tmp_path, {"c.yaml": (SAMPLE_REPO / "mesh" / "clusters.yaml").read_text()})
+    (tmp_path / "n.yaml").write_text((SAMPLE_REPO / "mesh" / "networks.yaml").read_text())
+    good = commit_all(tmp_path)
+    assert galleon("validate", tmp_path).returncode == 0
+    assert galleon("validate", tmp_path, "--rev", "HEAD~1").returncode == 1
+    assert galleon("validate", tmp_path, "--rev", str(bad)[:8]).returncode == 1
+    result = galleon("validate", tmp_path, "--rev", str(good), "--format", "json")
+    assert json.loads(result.stdout)["revision"] == str(good)
+
+
+def test_remote_url_is_mirrored_into_the_state_dir(tmp_path):
+    origin = tmp_path / "origin"
+    origin.mkdir()
+    write_repo(origin, BROKEN)
+    commit_all(origin)
+    work = tmp_path / "work"
+    work.mkdir()
+    result = galleon("validate", f"file://{origin}", "--format", "json", cwd=work)
+    assert result.returncode == 1, result.stderr
+    assert json.loads(result.stdout)["errors"] == 4
+    assert (work / ".state-test" / "git").is_dir()
+
+
+def one_line_error(result: subprocess.CompletedProcess, *words: str) -> None:
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("galleon: error: "), lines
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def test_missing_path(tmp_path):
+    one_line_error(galleon("validate", tmp_path / "nope"), "nope", "no such file")
+
+
+def test_unknown_revision(tmp_path):
+    write_repo(tmp_path, BROKEN)
+    commit_all(tmp_path)
+    one_line_error(galleon("validate", tmp_path, "--rev", "release-9"), "release-9", "unknown revision")
+
+
+def test_unreachable_remote(tmp_path):
+    one_line_error(galleon("validate", f"file://{tmp_path}/absent.git", cwd=tmp_path), "absent.git", "fetch failed")
+
+
+@pytest.mark.parametrize("name, data, words", [
+    ("bin.yaml", b"\x00\x01\x02PK", ["bin.yaml", "binary"]),
+    ("latin.yaml", b"a: 1\nname: caf\xe9\n", ["latin.yaml", "line 2", "UTF-8"]),
+    ("bomb.yaml", ("a: &a [x,x,x,x,x,x,x,x,x,x]\n" + "".join(
+        f"{n}: &{n} [{','.join(['*' + p] * 10)}]\n" for p, n in zip("abcdefg", "bcdefgh"))).encode(),
+     ["bomb.yaml", "YAML bomb"]),
+])
+def test_unreadable_files(tmp_path, name, data, words):
+    (tmp_path / name).write_bytes(data)
+    one_line_error(galleon("validate", tmp_path), *words)
+
+
+def test_file_over_10_mb(tmp_path):
+    (tmp_path / "huge.yaml").write_bytes(b"# padding\n" * (1024 * 1024 + 10))
+    one_line_error(galleon("validate", tmp_path), "huge.yaml", "10 MB")
+
+
+def test_symlink_outside_is_not_followed(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (tmp_path / "secret.yaml").write_text("a: 1\n")
+    (repo / "link.yaml").symlink_to(tmp_path / "secret.yaml")
+    one_line_error(galleon("validate", repo), "link.yaml", "outside")
+
+
+def test_help_explains_itself():
+    top = galleon("--help")
+    assert top.returncode == 0 and "validate" in top.stdout and "Exit codes" in top.stdout
+    sub = galleon("validate", "--help")
+    assert sub.returncode == 0
+    for word in ("--rev", "--format", "FILE:LINE", "--ssh-key", "GALLEON_GIT_TOKEN"):
+        assert word in sub.stdout
+
+
+def test_bad_arguments_exit_2_without_traceback():
+    result = galleon("validate", SAMPLE_REPO, "--format", "xml")
+    assert result.returncode == 2 and "Traceback" not in result.stderr and "invalid choice" in result.stderr

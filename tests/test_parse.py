@@ -1,0 +1,213 @@
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from compiler.findings import Level
+from compiler.parse import MAX_FILE_BYTES, UnreadableFile, format_path, parse
+from tests.conftest import snapshot_of
+
+VS = textwrap.dedent("""\
+    # a comment first, so document and field lines differ
+    apiVersion: networking.istio.io/v1
+    kind: VirtualService
+    metadata:
+      name: reviews
+      namespace: bookinfo
+    spec:
+      hosts:
+      - reviews
+      http:
+      - match:
+        - uri:
+            prefix: /v2
+        route:
+        - destination:
+            host: reviews
+            subset: v1
+          weight: 90
+        - destination:
+            host: reviews
+            subset: v2
+          weight: 10
+    """)
+
+
+def parse_text(text: str, name: str = "f.yaml"):
+    return parse(snapshot_of({name: text}))
+
+
+def test_every_field_path_has_its_line():
+    result = parse_text(VS)
+    assert result.findings == []
+    (vs,) = result.objects
+    assert (vs.kind, vs.namespace, vs.name, vs.version) == ("VirtualService", "bookinfo", "reviews", "v1")
+    assert vs.line == 2  # the object starts at its first key, not at the comment above it
+    assert vs.lines[("spec", "http", 0, "route", 1, "destination", "host")] == 20
+    assert vs.lines[("spec", "http", 0, "route", 1, "weight")] == 22
+    assert vs.lines[("spec", "http", 0, "match", 0, "uri", "prefix")] == 13
+    assert vs.lines[("spec", "hosts", 0)] == 9
+
+
+def test_line_of_falls_back_to_nearest_written_ancestor():
+    (vs,) = parse_text(VS).objects
+    assert vs.line_of(("spec", "http", 0, "route", 1, "destination", "port", "number")) == 19
+    assert vs.line_of(("nowhere",)) == vs.line
+
+
+def test_format_path():
+    assert format_path(("spec", "http", 0, "route", 1, "destination", "host")) == \
+        ".spec.http[0].route[1].destination.host"
+    assert format_path(()) == "."
+
+
+def test_multi_document_lines_are_per_file():
+    text = VS + "---\n" + VS.replace("name: reviews", "name: ratings")
+    result = parse_text(text)
+    assert [o.name for o in result.objects] == ["reviews", "ratings"]
+    second = result.objects[1]
+    offset = VS.count("\n") + 1
+    assert second.line == 2 + offset
+    assert second.lines[("spec", "http", 0, "route", 1, "weight")] == 22 + offset
+
+
+def test_namespace_defaults_to_default():
+    (obj,) = parse_text(VS.replace("  namespace: bookinfo\n", "")).objects
+    assert obj.namespace == "default"
+
+
+def test_empty_documents_are_ignored():
+    result = parse_text("---\n---\n" + VS + "---\n")
+    assert len(result.objects) == 1 and result.findings == []
+
+
+def test_syntax_error_reports_line_and_column_and_keeps_earlier_documents():
+    result = parse_text(VS + "---\nkind: [unclosed\nmore: x\n")
+    assert len(result.objects) == 1
+    (finding,) = result.findings
+    assert finding.code == "GAL0001" and finding.level is Level.ERROR
+    assert finding.line == 25
+    assert "column" in finding.message
+
+
+def test_bad_indentation_points_at_the_line():
+    result = parse_text("a:\n  b: 1\n c: 2\n")
+    (finding,) = result.findings
+    assert finding.code == "GAL0001" and finding.line == 3
+
+
+def test_duplicate_key_is_an_error_at_the_second_key():
+    result = parse_text(VS.replace("  namespace: bookinfo\n", "  namespace: bookinfo\n  name: other\n"))
+    codes = [(f.code, f.line) for f in result.findings]
+    assert codes == [("GAL0005", 7)]
+    assert ".metadata.name" in result.findings[0].message
+
+
+def test_duplicate_object_names_both_places():
+    result = parse(snapshot_of({"a.yaml": VS, "b.yaml": VS}))
+    assert len(result.objects) == 1
+    (finding,) = result.findings
+    assert (finding.code, finding.file, finding.line) == ("GAL0002", "b.yaml", 2)
+    assert "a.yaml:2" in finding.message
+
+
+def test_same_name_in_another_namespace_or_kind_is_fine():
+    other_ns = VS.replace("namespace: bookinfo", "namespace: other")
+    other_kind = ("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n"
+                  "  name: reviews\n  namespace: bookinfo\nspec:\n  host: reviews\n")
+    result = parse(snapshot_of({"a.yaml": VS, "b.yaml": other_ns, "c.yaml": other_kind}))
+    assert result.findings == [] and len(result.objects) == 3
+
+
+def test_unknown_kind_is_a_warning_and_ignored():
+    result = parse_text("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\n")
+    assert result.objects == []
+    (finding,) = result.findings
+    assert (finding.code, finding.level, finding.kind) == ("GAL0003", Level.WARNING, "Deployment")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("- a\n- b\n", "must be a mapping"),
+    ("apiVersion: networking.istio.io/v1\nmetadata: {name: x}\n", "kind is missing"),
+    ("kind: Gateway\nmetadata: {name: x}\n", "apiVersion"),
+    ("apiVersion: networking.istio.io/v1\nkind: Gateway\nspec: {}\n", "metadata.name is required"),
+    ("apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: x, namespace: 3}\n", "namespace"),
+    ("apiVersion: networking.istio.io/v2\nkind: Gateway\nmetadata: {name: x}\n", "not a served version"),
+])
+def test_malformed_objects(text, message):
+    result = parse_text(text)
+    assert result.objects == []
+    (finding,) = result.findings
+    assert finding.code == "GAL0004" and message in finding.message
+
+
+def test_unserved_version_lists_the_served_ones():
+    (finding,) = parse_text("apiVersion: networking.istio.io/v2\nkind: Gateway\nmetadata: {name: x}\n").findings
+    assert "networking.istio.io/v1" in finding.message and "v1beta1" in finding.message
+
+
+def test_scalars_follow_yaml_types_but_timestamps_stay_text():
+    (obj,) = parse_text("apiVersion: galleon.io/v1alpha1\nkind: Cluster\nmetadata: {name: c}\n"
+                        "spec: {network: n, locality: r/z, when: 2024-01-01, n: 3, f: 1.5, b: true, z: null}\n"
+                        ).objects
+    spec = obj.body["spec"]
+    assert spec["when"] == "2024-01-01" and spec["n"] == 3 and spec["f"] == 1.5
+    assert spec["b"] is True and spec["z"] is None
+
+
+def test_merge_keys_are_resolved_with_own_keys_winning():
+    (obj,) = parse_text("base: &b {network: n1, locality: r/z}\n"
+                        "apiVersion: galleon.io/v1alpha1\nkind: Cluster\nmetadata: {name: c}\n"
+                        "spec:\n  <<: *b\n  network: n2\n").objects
+    assert obj.body["spec"] == {"network": "n2", "locality": "r/z"}
+
+
+def test_yaml_bomb_is_refused():
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for prev, name in zip("abcdefgh", "bcdefghi"):
+        lines.append(f"{name}: &{name} [{','.join(['*' + prev] * 9)}]")
+    with pytest.raises(UnreadableFile, match="YAML bomb"):
+        parse_text("\n".join(lines) + "\n", "bomb.yaml")
+
+
+def test_modest_alias_use_is_fine():
+    result = parse_text("x: &p {a: 1}\ny: *p\nz: *p\napiVersion: galleon.io/v1alpha1\nkind: Cluster\n"
+                        "metadata: {name: c}\nspec: {network: n, locality: r/z}\n")
+    assert len(result.objects) == 1
+
+
+def test_deep_nesting_is_refused_without_a_crash():
+    with pytest.raises(UnreadableFile, match="nesting deeper than 100"):
+        parse_text("a: " + "[" * 500 + "]" * 500 + "\n")
+    # libyaml's own limit comes first for absurd depths: a syntax finding, still no crash
+    (finding,) = parse_text("a: " + "[" * 5000 + "]" * 5000 + "\n").findings
+    assert finding.code == "GAL0001" and "nesting" in finding.message
+
+
+def test_binary_file_is_unreadable():
+    with pytest.raises(UnreadableFile, match="binary") as exc:
+        parse_text(b"\x89PNG\r\n\x1a\n\0\0\0", "logo.yaml")
+    assert exc.value.file == "logo.yaml"
+
+
+def test_non_utf8_names_the_line():
+    with pytest.raises(UnreadableFile, match=r"line 2: not valid UTF-8"):
+        parse_text(b"a: 1\nb: caf\xe9\n", "latin1.yaml")
+
+
+def test_utf8_bom_is_accepted():
+    result = parse_text(b"\xef\xbb\xbf" + VS.encode())
+    assert len(result.objects) == 1
+
+
+def test_file_over_10_mb_is_refused():
+    big = b"# " + b"x" * MAX_FILE_BYTES + b"\n"
+    with pytest.raises(UnreadableFile, match="10 MB"):
+        parse_text(big, "big.yaml")
+
+
+def test_files_and_objects_keep_snapshot_order():
+    result = parse(snapshot_of({"z.yaml": VS, "a.yaml": VS.replace("name: reviews", "name: a")}))
+    assert [o.file for o in result.objects] == ["a.yaml", "z.yaml"]
+    assert all(o.revision == "test" for o in result.objects)
