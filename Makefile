@@ -5,7 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench schemas clean
+# Real components the end-to-end tests run, as command:Debian-package.
+SYSTEM_TOOLS := sshd:openssh-server ssh-keygen:openssh-client git:git
+
+.PHONY: run test bench schemas clean system-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +20,18 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/galleon validate sample-repo --summary
 
-test: $(STAMP)
+test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q
+
+# Installs the Debian packages of SYSTEM_TOOLS that are missing (as root), or says which to install.
+system-deps:
+	@missing=""; for pair in $(SYSTEM_TOOLS); do tool=$${pair%%:*}; pkg=$${pair#*:}; \
+	  command -v $$tool >/dev/null || [ -x /usr/sbin/$$tool ] || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "the tests need Debian packages:$$missing; run: sudo apt-get install$$missing"; exit 1; fi; \
+	fi
 
 bench: $(STAMP)
 	$(BIN)/python bench/validate.py

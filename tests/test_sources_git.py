@@ -10,7 +10,7 @@ import pygit2
 import pytest
 
 from compiler.snapshot import Snapshot
-from gitutil import Gitlink, Link, ambiguous_prefix, annotated_tag, checkout, commit, init, lightweight_tag
+from tests.gitutil import Gitlink, Link, ambiguous_prefix, annotated_tag, checkout, commit, init, lightweight_tag
 from reconciler.sources import (DirectorySource, LocalGitSource, RemoteGitSource, SourceError,
                                 open_source)
 
@@ -397,10 +397,6 @@ def tip(remote: Remote, branch: str = "main") -> str:
     return str(remote.repo.references[f"refs/heads/{branch}"].target)
 
 
-def test_remote_url_is_file_uri(remote: Remote) -> None:
-    assert remote.url.startswith("file:///")
-
-
 def test_first_refresh_fetches_then_nothing_changes(remote: Remote) -> None:
     source = remote_source(remote)
     assert source.refresh() is True
@@ -482,17 +478,27 @@ def test_force_pushed_branch_is_followed(remote: Remote) -> None:
     assert old_root != rewritten
 
 
-def test_force_moved_tag_is_followed(remote: Remote) -> None:
+@pytest.mark.xfail(strict=True, reason=(
+    "RemoteGitSource.refresh() fetches with libgit2's default tag mode (auto), which never overwrites a "
+    "tag that already exists locally, even though the refspec is +refs/tags/*:refs/tags/*: a tag moved "
+    "(force-pushed) on the remote stays at its old commit in the mirror and refresh() returns False. "
+    "Setting remote.origin.tagopt to --no-tags (or --tags) on the mirror makes the forced refspec apply"))
+@pytest.mark.parametrize("kind", ["lightweight", "annotated"])
+def test_force_moved_tag_is_followed(remote: Remote, kind: str) -> None:
     first = remote.repo.references["refs/heads/main"].target
     second = commit(remote.repo, {"mesh.yaml": MESH_V2})
-    lightweight_tag(remote.repo, "stable", first)
+    make_tag = lightweight_tag if kind == "lightweight" else annotated_tag
+    make_tag(remote.repo, "stable", first)
     source = remote_source(remote)
     source.refresh()
     assert source.snapshot("stable").revision == str(first)
 
-    remote.repo.references.create("refs/tags/stable", second, force=True)
+    remote.repo.references.delete("refs/tags/stable")
+    make_tag(remote.repo, "stable", second)
+
     assert source.refresh() is True
     assert source.snapshot("stable").revision == str(second)
+    assert source.snapshot("stable").files == {"mesh.yaml": MESH_V2}
 
 
 def test_deleted_remote_branch_disappears(remote: Remote) -> None:

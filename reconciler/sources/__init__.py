@@ -13,7 +13,7 @@ from .directory import DirectorySource
 from .git import GitCredentials, LocalGitSource, RemoteGitSource
 
 __all__ = ["Source", "SourceError", "DirectorySource", "LocalGitSource", "RemoteGitSource",
-           "GitCredentials", "open_source"]
+           "GitCredentials", "open_source", "is_remote"]
 
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 _SCP_LIKE = re.compile(r"^[\w.-]+@[\w.-]+:(?!//)")
