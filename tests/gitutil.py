@@ -14,7 +14,6 @@ import pygit2
 from pygit2.enums import FileMode
 
 BASE_TIME = 1_700_000_000
-_clock = itertools.count()
 
 
 @dataclass(frozen=True)
@@ -30,10 +29,9 @@ class Gitlink:
 Entry = bytes | Link | Gitlink
 
 
-def signature(time: int | None = None) -> pygit2.Signature:
-    """A fixed identity; each call without ``time`` is one second later than the last."""
-    when = BASE_TIME + next(_clock) if time is None else time
-    return pygit2.Signature("Galleon Tests", "tests@galleon.invalid", when, 0)
+def signature(time: int = BASE_TIME) -> pygit2.Signature:
+    """A fixed identity at a fixed time (UTC): the same inputs always give the same object ids."""
+    return pygit2.Signature("Galleon Tests", "tests@galleon.invalid", time, 0)
 
 
 def init(path: Path, *, bare: bool = False, head: str = "main") -> pygit2.Repository:
@@ -79,7 +77,8 @@ def commit(repo: pygit2.Repository, files: dict[str, Entry], *, branch: str | No
     ref = f"refs/heads/{branch}" if branch else None
     if parents is None:
         parents = [repo.references[ref].target] if ref and ref in repo.references else []
-    sig = signature()
+    # a minute after the newest parent: deterministic, whatever ran before
+    sig = signature(max((repo[p].commit_time for p in parents), default=BASE_TIME - 60) + 60)
     oid = repo.create_commit(None, sig, sig, message, write_tree(repo, files), parents)
     if ref:
         repo.references.create(ref, oid, force=True)
@@ -92,7 +91,8 @@ def lightweight_tag(repo: pygit2.Repository, name: str, target: pygit2.Oid) -> N
 
 def annotated_tag(repo: pygit2.Repository, name: str, target: pygit2.Oid,
                   message: str = "release") -> pygit2.Oid:
-    return repo.create_tag(name, target, pygit2.enums.ObjectType.COMMIT, signature(), message)
+    return repo.create_tag(name, target, pygit2.enums.ObjectType.COMMIT,
+                           signature(repo[target].commit_time + 30), message)
 
 
 def checkout(repo: pygit2.Repository) -> None:

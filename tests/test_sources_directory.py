@@ -85,6 +85,27 @@ def test_empty_directory(tmp_path: Path) -> None:
     assert REVISION.match(snap.revision)
 
 
+def test_missing_root_is_a_source_error(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="missing"):
+        DirectorySource(tmp_path / "missing").snapshot()
+
+
+def test_file_name_that_is_not_utf8_gives_no_traceback(tmp_path: Path) -> None:
+    root = tmp_path / "config"
+    root.mkdir()
+    (root / "mesh.yaml").write_bytes(MESH)
+    with open(os.fsencode(root) + b"/bad\xff.yaml", "wb") as handle:
+        handle.write(EAST)
+    try:
+        snap = DirectorySource(root).snapshot()
+    except SourceError as exc:
+        assert "bad" in str(exc)
+    else:
+        assert REVISION.match(snap.revision)
+        assert snap.files["mesh.yaml"] == MESH
+        assert EAST in snap.files.values()
+
+
 # --- revision -------------------------------------------------------------------------------------
 
 def test_revision_is_a_content_hash(config: Path) -> None:

@@ -349,6 +349,13 @@ def test_link_loop_is_a_source_error(tmp_path: Path) -> None:
         LocalGitSource(tmp_path / "repo").snapshot()
 
 
+def test_link_through_a_linked_folder_is_followed(tmp_path: Path) -> None:
+    repo = init(tmp_path / "repo")
+    commit(repo, {"real/base.yaml": MESH_V1, "cur": Link("real"), "mesh.yaml": Link("cur/base.yaml")})
+    files = LocalGitSource(tmp_path / "repo").snapshot().files
+    assert files["mesh.yaml"] == MESH_V1
+
+
 def test_links_that_are_not_config_files_are_ignored(tmp_path: Path) -> None:
     repo = init(tmp_path / "repo")
     commit(repo, {
@@ -478,11 +485,6 @@ def test_force_pushed_branch_is_followed(remote: Remote) -> None:
     assert old_root != rewritten
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "RemoteGitSource.refresh() fetches with libgit2's default tag mode (auto), which never overwrites a "
-    "tag that already exists locally, even though the refspec is +refs/tags/*:refs/tags/*: a tag moved "
-    "(force-pushed) on the remote stays at its old commit in the mirror and refresh() returns False. "
-    "Setting remote.origin.tagopt to --no-tags (or --tags) on the mirror makes the forced refspec apply"))
 @pytest.mark.parametrize("kind", ["lightweight", "annotated"])
 def test_force_moved_tag_is_followed(remote: Remote, kind: str) -> None:
     first = remote.repo.references["refs/heads/main"].target
@@ -557,10 +559,6 @@ def test_change_of_remote_default_branch_is_followed(remote: Remote) -> None:
     assert source.snapshot().revision == str(other)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "RemoteGitSource.refresh() compares only refs/heads/* and refs/tags/* before and after the fetch, so "
-    "when the remote's default branch (its HEAD) changes, snapshot() now reads another commit but "
-    "refresh() returns False: a caller that recompiles on True keeps the stale revision"))
 def test_change_of_remote_default_branch_is_reported_by_refresh(remote: Remote) -> None:
     commit(remote.repo, {"mesh.yaml": MESH_V3}, branch="trunk", parents=[])
     source = remote_source(remote)

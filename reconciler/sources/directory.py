@@ -42,8 +42,12 @@ class DirectorySource(Source):
                 path = here / name
                 if path.is_symlink():
                     self._check_link(root, path)
+                relative = path.relative_to(root).as_posix()
+                if not _is_utf8(relative):
+                    raise SourceError(f"{os.fsencode(path)!r}: the file name is not valid UTF-8 text; "
+                                      "rename it")
                 try:
-                    files[path.relative_to(root).as_posix()] = path.read_bytes()
+                    files[relative] = path.read_bytes()
                 except OSError as exc:
                     raise SourceError(f"{path}: cannot read: {exc.strerror}") from None
         return files
@@ -58,3 +62,12 @@ class DirectorySource(Source):
 
     def _walk_error(self, exc: OSError) -> None:
         raise SourceError(f"{exc.filename}: cannot read: {exc.strerror}")
+
+
+def _is_utf8(name: str) -> bool:
+    # os.walk hands undecodable bytes over as lone surrogates
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -73,22 +73,42 @@ def read_tree(repo: pygit2.Repository, tree: pygit2.Tree, location: str) -> dict
 
 
 def _follow_link(repo, tree, path: str, target: bytes, location: str) -> bytes:
-    for _ in range(MAX_LINK_HOPS):
-        text = target.decode("utf-8", "replace")
-        resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), text))
-        if text.startswith("/") or resolved.startswith("../") or resolved == "..":
-            raise SourceError(f"{location}: {path}: symbolic link to {text} points outside the repository "
-                              "(not followed); commit the file itself instead")
+    """The bytes a committed symlink leads to, following links anywhere along the way (as a checkout would)."""
+    hops = 0
+
+    def fail(why: str):
+        raise SourceError(f"{location}: {path}: symbolic link {why}")
+
+    def resolve(link_path: str, link_target: bytes) -> str:
+        nonlocal hops
+        hops += 1
+        if hops > MAX_LINK_HOPS:
+            raise SourceError(f"{location}: {path}: more than {MAX_LINK_HOPS} symbolic links in a row (a loop?)")
+        text = link_target.decode("utf-8", "replace")
+        resolved = posixpath.normpath(posixpath.join(posixpath.dirname(link_path), text))
+        if text.startswith("/") or resolved == ".." or resolved.startswith("../"):
+            fail(f"to {text} points outside the repository (not followed); commit the file itself instead")
+        return resolved
+
+    pending = resolve(path, target).split("/")
+    done: list[str] = []
+    while pending:
+        part = pending.pop(0)
+        current = "/".join(done + [part])
         try:
-            entry = tree[resolved]
+            entry = tree[current]
         except KeyError:
-            raise SourceError(f"{location}: {path}: symbolic link to {text} is broken") from None
-        if entry.type != ObjectType.BLOB:
-            raise SourceError(f"{location}: {path}: symbolic link to {text} is not a file")
-        if entry.filemode != FileMode.LINK:
-            return repo[entry.id].data
-        path, target = resolved, repo[entry.id].data
-    raise SourceError(f"{location}: {path}: more than {MAX_LINK_HOPS} symbolic links in a row")
+            fail(f"to {target.decode('utf-8', 'replace')} is broken")
+        if entry.filemode == FileMode.LINK:
+            pending = resolve(current, repo[entry.id].data).split("/") + pending
+            done = []
+        elif pending and entry.type != ObjectType.TREE:
+            fail(f"to {target.decode('utf-8', 'replace')} is broken")
+        else:
+            done.append(part)
+    if entry.type != ObjectType.BLOB:
+        fail(f"to {target.decode('utf-8', 'replace')} is not a file")
+    return repo[entry.id].data
 
 
 class LocalGitSource(_GitSource):
@@ -187,6 +207,9 @@ class RemoteGitSource(_GitSource):
                 self.repo = pygit2.init_repository(str(self.path), bare=True)
                 self.repo.remotes.create("origin", url, MIRROR_REFSPECS[0])
                 self.repo.remotes.add_fetch("origin", MIRROR_REFSPECS[1])
+            # libgit2's automatic tag following never moves an existing tag; leave tags to the
+            # forced refspec above so a tag moved on the remote is followed too.
+            self.repo.config["remote.origin.tagopt"] = "--no-tags"
         except (OSError, pygit2.GitError) as exc:
             raise SourceError(f"{self.path}: cannot open the local mirror of {self.location}: {exc}") from None
 
@@ -200,12 +223,16 @@ class RemoteGitSource(_GitSource):
         pygit2.settings.homedir = str(home)
 
     def refs(self) -> dict[str, str]:
+        """Every branch and tag with its target."""
         return {name: str(self.repo.references[name].target) for name in self.repo.references
                 if name.startswith(("refs/heads/", "refs/tags/"))}
 
+    def _state(self) -> tuple[dict[str, str], str | None]:
+        return self.refs(), None if self.repo.head_is_unborn else self.repo.head.name
+
     def refresh(self) -> bool:
-        """Fetch every branch and tag; True when any ref moved, appeared or vanished."""
-        before = self.refs()
+        """Fetch every branch and tag; True when any ref moved, appeared or vanished, or HEAD changed branch."""
+        before = self._state()
         remote = self.repo.remotes["origin"]
         callbacks = _Callbacks(self.url, self.creds)
         try:
@@ -216,7 +243,7 @@ class RemoteGitSource(_GitSource):
         for head in heads:
             if head.name == "HEAD" and head.symref_target and head.symref_target in self.repo.references:
                 self.repo.set_head(head.symref_target)
-        return self.refs() != before
+        return self._state() != before
 
     def snapshot(self, rev: str | None = None) -> Snapshot:
         if not self.refs():
