@@ -186,13 +186,23 @@ def _decode(file: str, data: bytes) -> str:
                                    f"{exc.start}); save the file as UTF-8") from None
 
 
+# For these, libyaml gives up far from the mistake (often at the end of the file); the place the
+# unclosed bracket or quote was opened is where the user must look.
+_OPENED_AT = ("while parsing a flow", "while scanning a quoted scalar")
+
+
 def _yaml_error(file: str, exc: yaml.YAMLError) -> Finding:
-    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem_mark", None)
+    context = getattr(exc, "context", None) or ""
+    opened = getattr(exc, "context_mark", None) if context.startswith(_OPENED_AT) else None
+    mark = opened or problem or getattr(exc, "context_mark", None)
     line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
     message = f"invalid YAML, column {column}: {getattr(exc, 'problem', None) or exc}"
-    context = getattr(exc, "context", None)
     if context:
-        message += f" ({context})"
+        message += f" ({context}"
+        if opened and problem:
+            message += f" opened here; the parser gave up at line {problem.line + 1}"
+        message += ")"
     return Finding(file, line, Level.ERROR, CODE_YAML, message)
 
 
@@ -270,6 +280,11 @@ def _to_object(file, line, body, lines, revision, known, findings) -> SourceObje
     group, version = match.group(1) or "", match.group(2)
     versions = known.get((group, kind))
     if versions is None:
+        home = next((g for g, k in known if k == kind), None)
+        if home is not None:
+            malformed(f"{kind} belongs to {home}, not {group or 'the core group'}; use apiVersion: "
+                      f"{home}/{known[(home, kind)][0]}", ("apiVersion",), kind)
+            return None
         findings.append(Finding(file, line, Level.WARNING, CODE_UNKNOWN_KIND,
                                 f"{api_version} {kind} is not a kind Galleon reads; ignored", kind))
         return None

@@ -5,7 +5,7 @@ import json
 from functools import cache
 from importlib import resources
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, validators
 from referencing import Registry, Resource
 
 
@@ -26,6 +26,16 @@ def served_versions() -> dict[tuple[str, str], tuple[str, ...]]:
             for doc in _documents().values()}
 
 
+def _is_integer(_checker, value) -> bool:
+    # JSON Schema counts 9080.0 as an integer; Kubernetes' decoder (and Envoy's names) do not.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+StrictValidator = validators.extend(
+    Draft202012Validator,
+    type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer))
+
+
 @cache
 def _registry() -> Registry:
     return Registry().with_resources(
@@ -39,4 +49,4 @@ def validator(group: str, kind: str, version: str) -> Draft202012Validator:
     doc = _documents()[uri]
     if doc["x-galleon-group"] != group or version not in doc["$defs"]:
         raise KeyError((group, kind, version))
-    return Draft202012Validator({"$ref": f"{uri}#/$defs/{version}"}, registry=_registry())
+    return StrictValidator({"$ref": f"{uri}#/$defs/{version}"}, registry=_registry())

@@ -203,6 +203,10 @@ CASES = {
         se("hosts: [w.example.com]\nresolution: DNS\nports: [{number: 80, name: http}]\n"
            "endpoints:\n- address: 10.0.0.300  # <-"),
     ),
+    "invalid-host": (
+        se("hosts: [w.example.com, '*.w.example.com']\nresolution: NONE\nports: [{number: 80, name: http}]"),
+        se("hosts:\n- w.example.com - v.example.com  # <-\nresolution: NONE\nports: [{number: 80, name: http}]"),
+    ),
     "static-hostname-endpoint": (
         se("hosts: [w.example.com]\nresolution: STATIC\nports: [{number: 80, name: http}]\n"
            "endpoints: [{address: 10.0.0.1}]"),

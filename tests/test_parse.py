@@ -87,8 +87,8 @@ def test_syntax_error_reports_line_and_column_and_keeps_earlier_documents():
     assert len(result.objects) == 1
     (finding,) = result.findings
     assert finding.code == "GAL0001" and finding.level is Level.ERROR
-    assert finding.line == 25
-    assert "column" in finding.message
+    assert finding.line == 24  # where the bracket was opened, not where the parser gave up
+    assert "column 7" in finding.message and "gave up at line 25" in finding.message
 
 
 def test_bad_indentation_points_at_the_line():

@@ -42,8 +42,17 @@ def _short(value, limit: int = 60) -> str:
 
 def _explain(error: ValidationError) -> Iterator[tuple[tuple, str]]:
     path = tuple(error.absolute_path)
-    where = format_path(path)
     kind = error.validator
+    if "propertyNames" in error.absolute_schema_path:
+        # jsonschema reports a bad key at its parent; the key itself is the place to point at
+        path += (error.instance,)
+        yield path, f"{format_path(path)}: the name {error.instance!r} {error.message.split(' ', 1)[1]}"
+        return
+    if kind == "uniqueItems" and isinstance(error.instance, list):
+        path += (_first_repeat(error.instance),)
+        yield path, f"{format_path(path)}: {_short(error.instance[path[-1]])} is listed twice"
+        return
+    where = format_path(path)
     if kind == "additionalProperties" and isinstance(error.instance, dict):
         allowed = set(error.schema.get("properties", {}))
         patterns = [re.compile(p) for p in error.schema.get("patternProperties", {})]
@@ -70,6 +79,15 @@ def _explain(error: ValidationError) -> Iterator[tuple[tuple, str]]:
         yield path, f"{where}: must be {error.validator_value!r}, not {_short(error.instance)}"
     else:
         yield path, f"{where}: {error.message if len(error.message) < 200 else error.message[:197] + '...'}"
+
+
+def _first_repeat(items: list) -> int:
+    seen = []
+    for index, item in enumerate(items):
+        if item in seen:
+            return index
+        seen.append(item)
+    return 0
 
 
 def _types(value) -> str:

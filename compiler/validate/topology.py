@@ -6,7 +6,7 @@ import re
 
 from ..findings import Level
 from .framework import analyzer
-from .index import CLUSTER_LABEL, Index
+from .index import CLUSTER_LABEL, Index, destinations
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$",
                        re.IGNORECASE)
@@ -101,3 +101,28 @@ def invalid_address(index: Index):
         for i, address in enumerate(se.spec.get("addresses", [])):
             if not is_cidr(address):
                 yield se, ("spec", "addresses", i), f"address {address!r} is not an IP address or CIDR"
+
+
+def is_host(text: str) -> bool:
+    """Istio's host syntax: ``*``, or a DNS name optionally led by a ``*.`` wildcard."""
+    return text == "*" or is_hostname(text.removeprefix("*.")) or is_ip(text)
+
+
+@analyzer("invalid-host", "GAL0117", Level.ERROR, "a host name is not a valid DNS name or wildcard")
+def invalid_host(index: Index):
+    def hosts():
+        for se in index.by_kind["ServiceEntry"]:
+            for i, host in enumerate(se.spec.get("hosts", [])):
+                yield se, ("spec", "hosts", i), host
+        for dr in index.by_kind["DestinationRule"]:
+            yield dr, ("spec", "host"), dr.spec["host"]
+        for vs in index.by_kind["VirtualService"]:
+            for i, host in enumerate(vs.spec.get("hosts", [])):
+                yield vs, ("spec", "hosts", i), host
+            for path, dest, _ in destinations(vs):
+                yield vs, path + ("host",), dest["host"]
+
+    for obj, path, host in hosts():
+        if not is_host(host):
+            yield obj, path, (f"host {host!r} is not a DNS name such as reviews.bookinfo.svc.cluster.local "
+                              "or *.example.com (a list item indented wrongly can join two hosts)")
