@@ -31,7 +31,7 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
 
 import yaml  # noqa: E402
 
-from compiler.findings import Level  # noqa: E402
+from compiler.findings import Level, sorted_findings  # noqa: E402
 from compiler.parse import parse  # noqa: E402
 from compiler.snapshot import Snapshot  # noqa: E402
 from compiler.validate import validate_objects  # noqa: E402
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"FAIL: the generated mesh is not valid: {len(errors)} errors, {len(findings)} findings, "
               f"{len(parsed.objects)}/{count} objects parsed, {len(valid)}/{count} passed their schema",
               file=sys.stderr)
-        for finding in findings[:5]:
+        for finding in sorted_findings(findings)[:5]:
             print("  " + finding.text(), file=sys.stderr)
         return 1
     warnings = len(findings) - len(errors)

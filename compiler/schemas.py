@@ -43,6 +43,17 @@ def _registry() -> Registry:
 
 
 @cache
+def fast_check(group: str, kind: str, version: str):
+    """A compiled yes/no check for one served version of one kind (see fastschema)."""
+    from .fastschema import compile_schema
+
+    def resolve(ref: str) -> dict:
+        return _registry().resolver().lookup(ref).contents
+
+    return compile_schema({"$ref": f"https://galleon.io/schemas/{kind.lower()}.json#/$defs/{version}"}, resolve)
+
+
+@cache
 def validator(group: str, kind: str, version: str) -> Draft202012Validator:
     """A validator for one served version of one kind, built once and reused."""
     uri = f"https://galleon.io/schemas/{kind.lower()}.json"

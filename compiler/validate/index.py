@@ -29,6 +29,11 @@ class Index:
                     self.wildcards.append((host, se))
                 else:
                     self.hosts[host].append(se)
+        self.subset_names: dict[str, set[str]] = defaultdict(set)
+        for dr in self.by_kind["DestinationRule"]:
+            self.subset_names[fqdn(dr.spec.get("host", ""), dr.namespace)].update(
+                subset["name"] for subset in dr.spec.get("subsets", []))
+        self.wildcard_rule_hosts = [h for h in self.subset_names if h.startswith("*")]
         self.clusters = {c.name: c for c in self.by_kind["Cluster"]}
         self.networks = {name for mn in self.by_kind["MeshNetworks"]
                          for name in mn.spec.get("networks", {})}
@@ -51,9 +56,12 @@ class Index:
         return {port["number"]: port for se in self.services(host) for port in se.spec.get("ports", [])}
 
     def subsets(self, host: str) -> set[str]:
-        return {subset["name"] for dr in self.by_kind["DestinationRule"]
-                if matches(fqdn(dr.spec.get("host", ""), dr.namespace), host)
-                for subset in dr.spec.get("subsets", [])}
+        """Subset names defined for ``host`` by DestinationRules for it or for a wildcard covering it."""
+        found = set(self.subset_names.get(host, ()))
+        for pattern in self.wildcard_rule_hosts:
+            if pattern != host and matches(pattern, host):
+                found |= self.subset_names[pattern]
+        return found
 
 
 def destinations(vs: SourceObject) -> Iterator[tuple[Path, dict, list]]:

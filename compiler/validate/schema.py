@@ -15,12 +15,14 @@ from jsonschema.exceptions import best_match
 
 from ..findings import Finding, Level
 from ..parse import SourceObject, format_path
-from ..schemas import validator
+from ..schemas import fast_check, validator
 
 CODE = "IST0106"
 
 
 def check(obj: SourceObject) -> list[Finding]:
+    if fast_check(obj.group, obj.kind, obj.version)(obj.body):
+        return []
     errors = validator(obj.group, obj.kind, obj.version).iter_errors(obj.body)
     return [Finding(obj.file, obj.line_of(path), Level.ERROR, CODE, message, obj.kind, obj.namespace, obj.name)
             for path, message in _explain_all(errors)]
