@@ -43,9 +43,17 @@ def compile_schema(schema: dict | bool, resolve: Resolve) -> Predicate:
     if unknown:
         raise ValueError(f"schema keyword(s) {sorted(unknown)} are not supported by the fast check")
     checks = [build(schema, resolve) for build, keys in _BUILDERS if any(key in schema for key in keys)]
-    if len(checks) == 1:
-        return checks[0]
-    return lambda v: all(check(v) for check in checks)
+    if not checks:
+        return lambda v: True
+    combined = checks[0]
+    for check in checks[1:]:
+        combined = _both(combined, check)
+    return combined
+
+
+def _both(first: Predicate, second: Predicate) -> Predicate:
+    # direct calls: a generator over a list of checks costs more than the checks themselves
+    return lambda v: first(v) and second(v)
 
 
 def _type(schema, _resolve):
@@ -95,8 +103,10 @@ def _array(schema, resolve):
             return True
         if (low is not None and len(v) < low) or (high is not None and len(v) > high):
             return False
-        if items is not None and not all(items(item) for item in v):
-            return False
+        if items is not None:
+            for item in v:
+                if not items(item):
+                    return False
         if unique:
             seen = [json.dumps(item, sort_keys=True) for item in v]
             return len(set(seen)) == len(seen)

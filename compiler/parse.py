@@ -9,7 +9,9 @@ silently collapse.
 """
 from __future__ import annotations
 
+import gc
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +49,20 @@ def format_path(path: Path) -> str:
     return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path) or "."
 
 
+# Field lines are keyed by strings, not tuples: strings are invisible to the cyclic garbage
+# collector, which otherwise spends more time rescanning the tables than building them.
+# Control characters keep keys unambiguous even when a key holds dots (label names do).
+_KEY, _INDEX = "\x1f", "\x1e"
+
+
+def _line_key(path: Path) -> str:
+    return "".join(f"{_INDEX}{p}" if isinstance(p, int) else f"{_KEY}{p}" for p in path)
+
+
+def _display(key: str) -> str:
+    return re.sub(r"\x1e(\d+)", r"[\1]", key).replace(_KEY, ".") or "."
+
+
 @dataclass(eq=False)
 class SourceObject:
     """One Kubernetes-style object as written, with where every field came from."""
@@ -59,7 +75,8 @@ class SourceObject:
     body: dict[str, Any]
     file: str
     line: int
-    lines: dict[Path, int] = field(repr=False)
+    file_lines: "FileLines" = field(repr=False)
+    document: int = 0
     revision: str = ""
 
     @property
@@ -77,8 +94,9 @@ class SourceObject:
 
     def line_of(self, path: Path) -> int:
         """The line of ``path``, or of its nearest ancestor written in the file."""
+        lines = self.file_lines.of(self.document)
         for end in range(len(path), 0, -1):
-            line = self.lines.get(path[:end])
+            line = lines.get(_line_key(path[:end]))
             if line is not None:
                 return line
         return self.line
@@ -91,8 +109,43 @@ class ParseResult:
 
 
 _TAG = "tag:yaml.org,2002:"
+_STR, _SEQ, _MAP, _MERGE = _TAG + "str", _TAG + "seq", _TAG + "map", _TAG + "merge"
 _AS_TEXT = {_TAG + "timestamp", _TAG + "binary"}
 _constructor = SafeConstructor()
+
+
+class _Loader(yaml.CSafeLoader):
+    """libyaml's parser with a lean implicit-tag resolver (no path resolvers, which we never use)."""
+
+    _resolvers = yaml.CSafeLoader.yaml_implicit_resolvers.get
+
+    def resolve(self, kind, value, implicit):
+        if kind is yaml.ScalarNode:
+            if implicit[0]:
+                for tag, regexp in self._resolvers(value[:1], ()):
+                    if regexp.match(value):
+                        return tag
+            return _STR
+        return _SEQ if kind is yaml.SequenceNode else _MAP
+
+    def descend_resolver(self, current_node, current_index):
+        pass
+
+    def ascend_resolver(self):
+        pass
+
+
+@contextmanager
+def _collector_paused():
+    """Composing allocates hundreds of thousands of acyclic objects; letting the cyclic
+    garbage collector rescan them all, again and again, triples the time it takes."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 class _Bomb(Exception):
@@ -100,57 +153,64 @@ class _Bomb(Exception):
 
 
 class _Builder:
-    """Turns one composed document into Python values, recording field lines."""
+    """Turns one composed document into Python values; with ``record``, also the line of every field."""
 
-    def __init__(self, budget: int):
+    def __init__(self, budget: int, record: bool = False):
         self.budget = budget
-        self.lines: dict[Path, int] = {}
-        self.duplicate_keys: list[tuple[Path, int]] = []
+        self.lines: dict[str, int] | None = {} if record else None
+        self.duplicate_keys: list[tuple[str, int]] = []
 
-    def build(self, node: yaml.Node, path: Path, depth: int = 0) -> Any:
+    def build(self, node: yaml.Node, key: str, depth: int = 0) -> Any:
         self.budget -= 1
         if self.budget < 0:
             raise _Bomb("anchors and aliases expand it far beyond its size (a YAML bomb?)")
         if depth > MAX_DEPTH:
             raise _Bomb(f"nesting deeper than {MAX_DEPTH} levels")
-        if isinstance(node, yaml.MappingNode):
-            return self._mapping(node, path, depth)
-        if isinstance(node, yaml.SequenceNode):
-            out = []
-            for index, item in enumerate(node.value):
-                item_path = path + (index,)
-                self.lines[item_path] = item.start_mark.line + 1
-                out.append(self.build(item, item_path, depth + 1))
-            return out
-        return self._scalar(node)
-
-    def _mapping(self, node: yaml.MappingNode, path: Path, depth: int) -> dict:
-        out: dict = {}
-        for key_node, value_node in self._pairs(node):
-            # Keys stay as written: Kubernetes objects are JSON, whose keys are strings.
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else "<complex key>"
-            child = path + (key,)
-            line = key_node.start_mark.line + 1
-            if key in out:
-                self.duplicate_keys.append((child, line))
-            self.lines[child] = line
-            out[key] = self.build(value_node, child, depth + 1)
+        kind = node.__class__
+        if kind is yaml.ScalarNode:
+            return node.value if node.tag == _STR else self._scalar(node)
+        if kind is yaml.MappingNode:
+            return self._mapping(node.value, key, depth)
+        lines = self.lines
+        if lines is None:
+            return [self.build(item, key, depth + 1) for item in node.value]
+        out = []
+        for index, item in enumerate(node.value):
+            item_key = f"{key}{_INDEX}{index}"
+            lines[item_key] = item.start_mark.line + 1
+            out.append(self.build(item, item_key, depth + 1))
         return out
 
-    def _pairs(self, node: yaml.MappingNode):
-        # YAML merge keys (<<: *base): the merged pairs come first so the node's own keys win.
+    def _mapping(self, pairs: list, key: str, depth: int) -> dict:
+        out: dict = {}
+        lines = self.lines
+        for key_node, value_node in pairs:
+            if key_node.tag == _MERGE:
+                return self._mapping(self._merged(pairs), key, depth)
+            # Keys stay as written: Kubernetes objects are JSON, whose keys are strings.
+            name = key_node.value if key_node.__class__ is yaml.ScalarNode else "<complex key>"
+            if lines is not None:
+                child = f"{key}{_KEY}{name}"
+                lines[child] = key_node.start_mark.line + 1
+            else:
+                child = key
+            if name in out:
+                self.duplicate_keys.append((child, key_node.start_mark.line + 1))
+            out[name] = self.build(value_node, child, depth + 1)
+        return out
+
+    def _merged(self, pairs: list) -> list:
+        """YAML merge keys (<<: *base): the merged pairs come first so the mapping's own keys win."""
         merged, own = [], []
-        for key_node, value_node in node.value:
-            if key_node.tag == _TAG + "merge":
+        for key_node, value_node in pairs:
+            if key_node.tag == _MERGE:
                 sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
                 for source in sources:
                     if isinstance(source, yaml.MappingNode):
                         self.budget -= len(source.value)
-                        merged.extend(source.value)
+                        merged.extend(p for p in self._flat(source.value))
             else:
                 own.append((key_node, value_node))
-        if not merged:
-            return own
         own_keys = {k.value for k, _ in own if isinstance(k, yaml.ScalarNode)}
         seen: set = set()
         kept = []
@@ -161,8 +221,13 @@ class _Builder:
             kept.append((key_node, value_node))
         return list(reversed(kept)) + own
 
+    def _flat(self, pairs: list) -> list:
+        return self._merged(pairs) if any(k.tag == _MERGE for k, _ in pairs) else pairs
+
     @staticmethod
     def _scalar(node: yaml.Node) -> Any:
+        if node.tag == _STR:
+            return node.value
         if node.tag in _AS_TEXT or not node.tag.startswith(_TAG):
             return node.value  # timestamps and custom tags stay text, as Kubernetes reads them
         construct = SafeConstructor.yaml_constructors.get(node.tag)
@@ -219,52 +284,96 @@ def parse(snapshot: Snapshot) -> ParseResult:
     findings: list[Finding] = []
     seen: dict[tuple, SourceObject] = {}
     known = served_versions()
-    for file, data in snapshot.files.items():
-        text = _decode(file, data)
-        nodes = []
-        try:
-            # One document at a time, so the documents before a syntax error are still checked.
-            for node in yaml.compose_all(text, Loader=yaml.CSafeLoader):
-                nodes.append(node)
-        except yaml.YAMLError as exc:
-            findings.append(_yaml_error(file, exc))
-        except RecursionError:
-            raise UnreadableFile(file, f"nesting too deep to read (over {MAX_DEPTH} levels)") from None
-        # Without aliases a file cannot hold more nodes than it has bytes; allow generous reuse.
-        builder_budget = 2 * len(data) + 10_000
-        for node in nodes:
-            builder = _Builder(builder_budget)
-            try:
-                body = builder.build(node, ())
-            except _Bomb as exc:
-                raise UnreadableFile(file, f"line {node.start_mark.line + 1}: {exc}") from None
-            builder_budget = builder.budget
-            if body is None:
-                continue  # an empty document (between two ---) holds nothing
-            line = node.start_mark.line + 1
-            for path, key_line in builder.duplicate_keys:
-                findings.append(Finding(file, key_line, Level.ERROR, CODE_DUPLICATE_KEY,
-                                        f"key {format_path(path)} is given twice in one mapping; "
-                                        "YAML keeps only the last, remove one"))
-            obj = _to_object(file, line, body, builder.lines, snapshot.revision, known, findings)
-            if obj is None:
-                continue
-            first = seen.get(obj.key)
-            if first is not None:
-                findings.append(Finding(file, line, Level.ERROR, CODE_DUPLICATE_OBJECT,
-                                        f"defined twice: here and at {first.file}:{first.line}; "
-                                        "names must be unique per kind and namespace",
-                                        obj.kind, obj.namespace, obj.name))
-                continue
-            seen[obj.key] = obj
-            objects.append(obj)
+    with _collector_paused():
+        for file, data in snapshot.files.items():
+            _parse_file(file, data, snapshot.revision, known, objects, findings, seen)
     return ParseResult(objects, findings)
 
 
-def _to_object(file, line, body, lines, revision, known, findings) -> SourceObject | None:
+def _budget(data: bytes) -> int:
+    # Without aliases a file cannot hold more nodes than it has bytes; allow generous reuse.
+    return 2 * len(data) + 10_000
+
+
+class FileLines:
+    """The field lines of one file's documents, found only when first asked for.
+
+    Most objects never need a field line (only findings and previews do), so
+    the first pass builds values alone, and this re-reads the file once, on
+    demand, recording every field's line.
+    """
+
+    def __init__(self, text: str, budget: int):
+        self._text = text
+        self._budget = budget
+        self._documents: list[_Builder] | None = None
+
+    def _builder(self, document: int) -> _Builder | None:
+        if self._documents is None:
+            self._documents = []
+            with _collector_paused():
+                for node in yaml.compose_all(self._text, Loader=_Loader):
+                    builder = _Builder(self._budget, record=True)
+                    builder.build(node, "")
+                    self._documents.append(builder)
+        return self._documents[document] if document < len(self._documents) else None
+
+    def of(self, document: int) -> dict[str, int]:
+        builder = self._builder(document)
+        return builder.lines if builder else {}
+
+    def duplicate_keys(self, document: int) -> list[tuple[str, int]]:
+        builder = self._builder(document)
+        return builder.duplicate_keys if builder else []
+
+
+def _parse_file(file: str, data: bytes, revision: str, known, objects: list, findings: list,
+                seen: dict) -> None:
+    text = _decode(file, data)
+    nodes = []
+    try:
+        # One document at a time, so the documents before a syntax error are still checked.
+        for node in yaml.compose_all(text, Loader=_Loader):
+            nodes.append(node)
+    except yaml.YAMLError as exc:
+        findings.append(_yaml_error(file, exc))
+    except RecursionError:
+        raise UnreadableFile(file, f"nesting too deep to read (over {MAX_DEPTH} levels)") from None
+    file_lines = FileLines(text, _budget(data))
+    budget = _budget(data)
+    for document, node in enumerate(nodes):
+        builder = _Builder(budget)
+        try:
+            body = builder.build(node, "")
+        except _Bomb as exc:
+            raise UnreadableFile(file, f"line {node.start_mark.line + 1}: {exc}") from None
+        budget = builder.budget
+        if body is None:
+            continue  # an empty document (between two ---) holds nothing
+        line = node.start_mark.line + 1
+        if builder.duplicate_keys:
+            for path, key_line in file_lines.duplicate_keys(document):
+                findings.append(Finding(file, key_line, Level.ERROR, CODE_DUPLICATE_KEY,
+                                        f"key {_display(path)} is given twice in one mapping; "
+                                        "YAML keeps only the last, remove one"))
+        obj = _to_object(file, line, body, file_lines, document, revision, known, findings)
+        if obj is None:
+            continue
+        first = seen.get(obj.key)
+        if first is not None:
+            findings.append(Finding(file, line, Level.ERROR, CODE_DUPLICATE_OBJECT,
+                                    f"defined twice: here and at {first.file}:{first.line}; "
+                                    "names must be unique per kind and namespace",
+                                    obj.kind, obj.namespace, obj.name))
+            continue
+        seen[obj.key] = obj
+        objects.append(obj)
+
+
+def _to_object(file, line, body, file_lines, document, revision, known, findings) -> SourceObject | None:
     def malformed(message, path: Path = (), kind="-", namespace="-", name="-"):
-        findings.append(Finding(file, lines.get(path, line), Level.ERROR, CODE_MALFORMED, message,
-                                kind, namespace, name))
+        where = file_lines.of(document).get(_line_key(path), line) if path else line
+        findings.append(Finding(file, where, Level.ERROR, CODE_MALFORMED, message, kind, namespace, name))
 
     if not isinstance(body, dict):
         malformed(f"a document must be a mapping with apiVersion, kind and metadata, not a {type(body).__name__}")
@@ -302,4 +411,4 @@ def _to_object(file, line, body, lines, revision, known, findings) -> SourceObje
         malformed(f"{group}/{version} is not a served version of {kind}; use one of "
                   + ", ".join(f"{group}/{v}" for v in versions), ("apiVersion",), kind, namespace, name)
         return None
-    return SourceObject(group, version, kind, namespace, name, body, file, line, lines, revision)
+    return SourceObject(group, version, kind, namespace, name, body, file, line, file_lines, document, revision)

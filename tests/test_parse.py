@@ -44,10 +44,16 @@ def test_every_field_path_has_its_line():
     (vs,) = result.objects
     assert (vs.kind, vs.namespace, vs.name, vs.version) == ("VirtualService", "bookinfo", "reviews", "v1")
     assert vs.line == 2  # the object starts at its first key, not at the comment above it
-    assert vs.lines[("spec", "http", 0, "route", 1, "destination", "host")] == 20
-    assert vs.lines[("spec", "http", 0, "route", 1, "weight")] == 22
-    assert vs.lines[("spec", "http", 0, "match", 0, "uri", "prefix")] == 13
-    assert vs.lines[("spec", "hosts", 0)] == 9
+    assert vs.line_of(("spec", "http", 0, "route", 1, "destination", "host")) == 20
+    assert vs.line_of(("spec", "http", 0, "route", 1, "weight")) == 22
+    assert vs.line_of(("spec", "http", 0, "match", 0, "uri", "prefix")) == 13
+    assert vs.line_of(("spec", "hosts", 0)) == 9
+
+
+def test_keys_with_dots_do_not_collide():
+    (obj,) = parse_text("apiVersion: galleon.io/v1alpha1\nkind: Cluster\nmetadata: {name: c}\nspec:\n"
+                        "  a.b: 1\n  a:\n    b: 2\n").objects
+    assert obj.line_of(("spec", "a.b")) == 5 and obj.line_of(("spec", "a", "b")) == 7
 
 
 def test_line_of_falls_back_to_nearest_written_ancestor():
@@ -69,7 +75,7 @@ def test_multi_document_lines_are_per_file():
     second = result.objects[1]
     offset = VS.count("\n") + 1
     assert second.line == 2 + offset
-    assert second.lines[("spec", "http", 0, "route", 1, "weight")] == 22 + offset
+    assert second.line_of(("spec", "http", 0, "route", 1, "weight")) == 22 + offset
 
 
 def test_namespace_defaults_to_default():
