@@ -2,21 +2,17 @@
 from __future__ import annotations
 
 from ..findings import Level
-from .framework import analyzer
+from .framework import analyzer, repeats
 from .index import Index, traffic_policies
 
 
 @analyzer("duplicate-subset-name", "GAL0102", Level.ERROR, "a DestinationRule defines a subset name twice")
 def duplicate_subset_name(index: Index):
     for dr in index.by_kind["DestinationRule"]:
-        seen = {}
-        for i, subset in enumerate(dr.spec.get("subsets", [])):
-            if subset["name"] in seen:
-                yield dr, ("spec", "subsets", i, "name"), (
-                    f"subset {subset['name']!r} is already defined by subsets[{seen[subset['name']]}]; "
-                    "rename or remove one")
-            else:
-                seen[subset["name"]] = i
+        names = [subset["name"] for subset in dr.spec.get("subsets", [])]
+        for i, first in repeats(names):
+            yield dr, ("spec", "subsets", i, "name"), (
+                f"subset {names[i]!r} is already defined by subsets[{first}]; rename or remove one")
 
 
 def _locality_settings(index: Index):

@@ -23,6 +23,16 @@ class Analyzer:
 ANALYZERS: list[Analyzer] = []
 
 
+def repeats(values: Iterable) -> Iterator[tuple[int, int]]:
+    """(index, index of its first occurrence) for every value that occurred before."""
+    first: dict = {}
+    for index, value in enumerate(values):
+        if value in first:
+            yield index, first[value]
+        else:
+            first[value] = index
+
+
 def analyzer(name: str, code: str, level: Level, summary: str):
     """Register a check: a function from the index to (object, field path, message) triples."""
     def register(fn: Callable[[Index], Iterator[Problem]]):

@@ -5,7 +5,7 @@ from collections import defaultdict
 
 from ..findings import Level
 from ..hosts import fqdn
-from .framework import analyzer
+from .framework import analyzer, repeats
 from .index import Index
 
 
@@ -20,14 +20,9 @@ def _routes(vs):
           "a VirtualService lists the same host twice")
 def duplicate_virtual_service_host(index: Index):
     for vs in index.by_kind["VirtualService"]:
-        seen = {}
-        for i, host in enumerate(vs.spec.get("hosts", [])):
-            full = fqdn(host, vs.namespace)
-            if full in seen:
-                yield vs, ("spec", "hosts", i), (f"host {host!r} is listed twice (also hosts[{seen[full]}]); "
-                                                 "remove one")
-            else:
-                seen[full] = i
+        hosts = vs.spec.get("hosts", [])
+        for i, first in repeats(fqdn(host, vs.namespace) for host in hosts):
+            yield vs, ("spec", "hosts", i), f"host {hosts[i]!r} is listed twice (also hosts[{first}]); remove one"
 
 
 @analyzer("negative-weight", "GAL0103", Level.ERROR, "a route destination has a negative weight")
@@ -71,13 +66,9 @@ def conflicting_mesh_virtual_service_hosts(index: Index):
           "two servers of one Gateway use the same port name")
 def duplicate_gateway_port_name(index: Index):
     for gw in index.by_kind["Gateway"]:
-        seen = {}
-        for i, server in enumerate(gw.spec.get("servers", [])):
-            name = (server.get("port") or {}).get("name")
-            if not name:
-                continue
-            if name in seen:
-                yield gw, ("spec", "servers", i, "port", "name"), (
-                    f"port name {name!r} is already used by servers[{seen[name]}]; port names must be unique")
-            else:
-                seen[name] = i
+        servers = gw.spec.get("servers", [])
+        # an unnamed port gets a unique placeholder: only names can clash
+        names = [(server.get("port") or {}).get("name") or object() for server in servers]
+        for i, first in repeats(names):
+            yield gw, ("spec", "servers", i, "port", "name"), (
+                f"port name {names[i]!r} is already used by servers[{first}]; port names must be unique")
