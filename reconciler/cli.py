@@ -12,9 +12,12 @@ import sys
 from pathlib import Path
 
 from compiler.findings import Level
+from compiler.model import build_mesh
 from compiler.parse import UnreadableFile
 from compiler.summary import summarize
 from compiler.validate import Validation, validate
+from compiler.view import ViewError, make_view
+from compiler.xds import config_dump, dump_json, compile_view
 
 from .sources import GitCredentials, SourceError, open_source
 
@@ -70,6 +73,42 @@ def cmd_validate(args) -> int:
     return EXIT_OK if result.ok else EXIT_INVALID
 
 
+def _labels(pairs: list[str]) -> dict[str, str]:
+    labels = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--label {pair!r} is not KEY=VALUE")
+        labels[key] = value
+    return labels
+
+
+def cmd_compile(args) -> int:
+    result = load(args)
+    if not result.ok:
+        for finding in result.findings:
+            print(finding.text(), file=sys.stderr)
+        print(f"galleon: {result.snapshot.origin} at {result.snapshot.revision[:12]} has errors; "
+              "nothing compiled", file=sys.stderr)
+        return EXIT_INVALID
+    mesh = build_mesh(result.objects, result.snapshot.revision)
+    try:
+        view = make_view(mesh, args.cluster, args.node_id, _labels(args.label), args.locality)
+    except ViewError as exc:
+        raise UsageError(str(exc)) from None
+    dump = config_dump(compile_view(mesh, view))
+    if args.output is None:
+        sys.stdout.write(dump_json(dump))
+        return EXIT_OK
+    args.output.mkdir(parents=True, exist_ok=True)
+    for key, resources in dump.items():
+        (args.output / f"{key}.json").write_text(dump_json(resources))
+    counts = ", ".join(f"{len(v)} {k}" for k, v in dump.items())
+    print(f"wrote {counts} to {args.output}/ for {view.role} in {view.cluster} "
+          f"({view.network}, {view.locality}) at {result.snapshot.revision[:12]}", file=sys.stderr)
+    return EXIT_OK
+
+
 def _source_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", metavar="SOURCE",
                         help="a local Git repository, a remote Git URL (file://, https://, ssh://, "
@@ -115,6 +154,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--summary", action="store_true",
                    help="after the findings, print an overview of the mesh (clusters, networks, services)")
     p.set_defaults(run=cmd_validate)
+
+    p = commands.add_parser(
+        "compile", help="print one proxy's Envoy configuration (clusters, endpoints, listeners, routes)",
+        description="Compile SOURCE at REV into the Envoy v3 configuration one proxy would get, in Envoy's "
+                    "config_dump shape: {clusters, endpoints, listeners, routes}, each resource as proto3 "
+                    "JSON with its @type. The proxy is described as Istio does: its cluster, node id "
+                    "(sidecar~IP~POD.NS~NS.svc.cluster.local or router~...), labels and locality; its "
+                    "network and locality default to its cluster's. Exits 1 without output when the "
+                    "revision has errors.")
+    _source_arguments(p)
+    p.add_argument("--cluster", required=True, metavar="NAME", help="the Cluster the proxy runs in")
+    p.add_argument("--node-id", default="sidecar~10.0.0.1~proxy.default~default.svc.cluster.local",
+                   metavar="ID", help="Istio node id; its first part (sidecar or router) is the proxy's role and "
+                                      "its last the namespace (default: a sidecar in namespace default)")
+    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                   help="a label of the proxy's workload, matched by Gateway and Sidecar selectors (repeatable)")
+    p.add_argument("--locality", default=None, metavar="R/Z/S", help="the proxy's locality (default: its cluster's)")
+    p.add_argument("-o", "--output", type=Path, default=None, metavar="DIR",
+                   help="write clusters.json, endpoints.json, listeners.json and routes.json into DIR "
+                        "instead of one document to stdout")
+    p.set_defaults(run=cmd_compile)
     return parser
 
 

@@ -1,0 +1,208 @@
+"""CDS: ``outbound|port||host`` per service port, ``outbound|port|subset|host`` per subset.
+
+The cluster type follows the ServiceEntry's resolution, and the merged
+DestinationRule policy (port and subset levels included) sets the load
+balancer, connection pool, outlier detection and TLS, as Istio does.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
+from envoy.config.core.v3 import config_source_pb2, grpc_service_pb2, protocol_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+from envoy.type.v3 import percent_pb2
+from google.protobuf import any_pb2, wrappers_pb2
+
+from . import endpoints, provenance
+from .durations import duration
+from .model import Mesh, Port, Service
+from .names import cluster_name, sni
+from .view import ProxyView
+
+Cluster = cluster_pb2.Cluster
+DEFAULT_CONNECT_TIMEOUT = "10s"
+UNLIMITED = 2**32 - 1  # Istio lifts Envoy's default limit of 1024 unless the user sets one
+SDS_CLUSTER = "sds-grpc"
+HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+SIMPLE_LB = {"ROUND_ROBIN": Cluster.ROUND_ROBIN, "RANDOM": Cluster.RANDOM, "LEAST_REQUEST": Cluster.LEAST_REQUEST,
+             "LEAST_CONN": Cluster.LEAST_REQUEST, "UNSPECIFIED": Cluster.LEAST_REQUEST}
+
+
+def ads() -> config_source_pb2.ConfigSource:
+    return config_source_pb2.ConfigSource(ads=config_source_pb2.AggregatedConfigSource(),
+                                          resource_api_version=config_source_pb2.V3)
+
+
+def build_clusters(mesh: Mesh, view: ProxyView, services: list[Service]) -> list[Cluster]:
+    """Every outbound cluster of the visible services, sorted by name."""
+    clusters = []
+    for service in services:
+        rule = mesh.destination_rule(service.host)
+        subsets = [None] + [s.name for s in rule.subsets] if rule else [None]
+        for port in service.ports:
+            for subset in subsets:
+                clusters.append(build_cluster(mesh, view, service, port, subset))
+    return sorted(clusters, key=lambda c: c.name)
+
+
+def build_cluster(mesh: Mesh, view: ProxyView, service: Service, port: Port, subset: str | None) -> Cluster:
+    name = cluster_name(port.number, subset, service.host)
+    policy = mesh.policy(service.host, port.number, subset)
+    rule = mesh.destination_rule(service.host)
+    sources = (service.source, rule.source) if rule else (service.source,)
+    cluster = Cluster(name=name, metadata=provenance.metadata(mesh.revision, *sources))
+    pool = policy.get("connectionPool") or {}
+    cluster.connect_timeout.CopyFrom(duration((pool.get("tcp") or {}).get("connectTimeout", DEFAULT_CONNECT_TIMEOUT)))
+    _discovery(cluster, mesh, view, service, port, subset)
+    _load_balancer(cluster, policy.get("loadBalancer") or {})
+    if endpoints.locality_policy(mesh, service.host, port.number, subset).weighted:
+        cluster.common_lb_config.locality_weighted_lb_config.SetInParent()
+    _connection_pool(cluster, pool, port)
+    if "outlierDetection" in policy:
+        _outlier_detection(cluster, policy["outlierDetection"])
+    if policy.get("tls"):
+        _tls(cluster, policy["tls"], port, subset, service.host)
+    return cluster
+
+
+def _discovery(cluster: Cluster, mesh: Mesh, view: ProxyView, service: Service, port: Port,
+               subset: str | None) -> None:
+    resolution = service.resolution
+    if resolution == "STATIC" or (resolution == "NONE" and service.endpoints):
+        cluster.type = Cluster.EDS
+        cluster.eds_cluster_config.eds_config.CopyFrom(ads())
+        cluster.eds_cluster_config.service_name = cluster.name
+    elif resolution in ("DNS", "DNS_ROUND_ROBIN"):
+        cluster.type = Cluster.STRICT_DNS if resolution == "DNS" else Cluster.LOGICAL_DNS
+        cluster.dns_lookup_family = Cluster.V4_ONLY
+        groups = endpoints.compute_groups(mesh, view, service, port, subset) if service.endpoints else [
+            endpoints.Group(view.locality, (endpoints.Target(service.host, port.number, 1),), 1)]
+        if resolution == "DNS_ROUND_ROBIN":  # LOGICAL_DNS takes exactly one host
+            first = groups[0]
+            groups = [endpoints.Group(first.locality, first.targets[:1], first.targets[0].weight, first.priority)]
+        cluster.load_assignment.CopyFrom(endpoints.encode(cluster.name, groups))
+    else:  # NONE without endpoints: pass through to where the application was going
+        cluster.type = Cluster.ORIGINAL_DST
+        cluster.lb_policy = Cluster.CLUSTER_PROVIDED
+
+
+def _load_balancer(cluster: Cluster, lb: Mapping[str, Any]) -> None:
+    if cluster.type == Cluster.ORIGINAL_DST:
+        return
+    simple = lb.get("simple", "LEAST_REQUEST")
+    if simple == "PASSTHROUGH":
+        cluster.ClearField("eds_cluster_config")
+        cluster.ClearField("load_assignment")
+        cluster.type = Cluster.ORIGINAL_DST
+        cluster.lb_policy = Cluster.CLUSTER_PROVIDED
+        return
+    hashing = lb.get("consistentHash")
+    if hashing is None:
+        cluster.lb_policy = SIMPLE_LB[simple]
+    elif "maglev" in hashing:
+        cluster.lb_policy = Cluster.MAGLEV
+        if "tableSize" in hashing["maglev"]:
+            cluster.maglev_lb_config.table_size.value = hashing["maglev"]["tableSize"]
+    else:
+        cluster.lb_policy = Cluster.RING_HASH
+        size = (hashing.get("ringHash") or {}).get("minimumRingSize") or hashing.get("minimumRingSize")
+        if size:
+            cluster.ring_hash_lb_config.minimum_ring_size.value = size
+
+
+def _connection_pool(cluster: Cluster, pool: Mapping[str, Any], port: Port) -> None:
+    tcp, http = pool.get("tcp") or {}, pool.get("http") or {}
+    cluster.circuit_breakers.CopyFrom(circuit_breaker_pb2.CircuitBreakers(thresholds=[
+        circuit_breaker_pb2.CircuitBreakers.Thresholds(
+            max_connections=wrappers_pb2.UInt32Value(value=tcp.get("maxConnections", UNLIMITED)),
+            max_pending_requests=wrappers_pb2.UInt32Value(value=http.get("http1MaxPendingRequests", UNLIMITED)),
+            max_requests=wrappers_pb2.UInt32Value(value=http.get("http2MaxRequests", UNLIMITED)),
+            max_retries=wrappers_pb2.UInt32Value(value=http.get("maxRetries", UNLIMITED)))]))
+    http2 = port.protocol in ("HTTP2", "GRPC") or http.get("h2UpgradePolicy") == "UPGRADE"
+    if not (http2 or "idleTimeout" in http or "maxRequestsPerConnection" in http):
+        return
+    options = http_protocol_options_pb2.HttpProtocolOptions()
+    if "idleTimeout" in http:
+        options.common_http_protocol_options.idle_timeout.CopyFrom(duration(http["idleTimeout"]))
+    if http.get("maxRequestsPerConnection"):
+        options.common_http_protocol_options.max_requests_per_connection.value = http["maxRequestsPerConnection"]
+    if http2:
+        options.explicit_http_config.http2_protocol_options.CopyFrom(protocol_pb2.Http2ProtocolOptions())
+    else:
+        options.explicit_http_config.http_protocol_options.CopyFrom(protocol_pb2.Http1ProtocolOptions())
+    packed = any_pb2.Any()
+    packed.Pack(options)
+    cluster.typed_extension_protocol_options[HTTP_OPTIONS].CopyFrom(packed)
+
+
+def _outlier_detection(cluster: Cluster, od: Mapping[str, Any]) -> None:
+    out = outlier_detection_pb2.OutlierDetection(enforcing_success_rate=wrappers_pb2.UInt32Value(value=0))
+    errors = od.get("consecutive5xxErrors", od.get("consecutiveErrors"))
+    if errors is not None:
+        out.consecutive_5xx.value = errors
+        out.enforcing_consecutive_5xx.value = 100 if errors else 0
+    if "consecutiveGatewayErrors" in od:
+        out.consecutive_gateway_failure.value = od["consecutiveGatewayErrors"]
+        out.enforcing_consecutive_gateway_failure.value = 100 if od["consecutiveGatewayErrors"] else 0
+    if "consecutiveLocalOriginFailures" in od:
+        out.consecutive_local_origin_failure.value = od["consecutiveLocalOriginFailures"]
+    if od.get("splitExternalLocalOriginErrors"):
+        out.split_external_local_origin_errors = True
+    for field, key in (("interval", "interval"), ("base_ejection_time", "baseEjectionTime")):
+        if key in od:
+            getattr(out, field).CopyFrom(duration(od[key]))
+    if "maxEjectionPercent" in od:
+        out.max_ejection_percent.value = od["maxEjectionPercent"]
+    cluster.outlier_detection.CopyFrom(out)
+    if "minHealthPercent" in od:
+        cluster.common_lb_config.healthy_panic_threshold.CopyFrom(
+            percent_pb2.Percent(value=float(od["minHealthPercent"])))
+
+
+def _sds(name: str) -> secret_pb2.SdsSecretConfig:
+    # Istio's agent serves workload certificates over SDS on a local socket, reached as "sds-grpc".
+    source = config_source_pb2.ConfigSource(
+        api_config_source=config_source_pb2.ApiConfigSource(
+            api_type=config_source_pb2.ApiConfigSource.GRPC, transport_api_version=config_source_pb2.V3,
+            grpc_services=[grpc_service_pb2.GrpcService(
+                envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(cluster_name=SDS_CLUSTER))]),
+        resource_api_version=config_source_pb2.V3)
+    return secret_pb2.SdsSecretConfig(name=name, sds_config=source)
+
+
+def _tls(cluster: Cluster, tls: Mapping[str, Any], port: Port, subset: str | None, host: str) -> None:
+    mode = tls.get("mode", "DISABLE")
+    if mode == "DISABLE":
+        return
+    context = tls_pb2.UpstreamTlsContext()
+    common = context.common_tls_context
+    if mode == "ISTIO_MUTUAL":
+        context.sni = tls.get("sni") or sni(port.number, subset, host)
+        common.tls_certificate_sds_secret_configs.append(_sds("default"))
+        common.combined_validation_context.validation_context_sds_secret_config.CopyFrom(_sds("ROOTCA"))
+        common.alpn_protocols.extend(["istio-peer-exchange", "istio"])
+    else:
+        context.sni = tls.get("sni") or host
+        if tls.get("credentialName"):
+            common.tls_certificate_sds_secret_configs.append(_sds(tls["credentialName"]))
+            common.combined_validation_context.validation_context_sds_secret_config.CopyFrom(
+                _sds(tls["credentialName"] + "-cacert"))
+        else:
+            if mode == "MUTUAL" and tls.get("clientCertificate"):
+                common.tls_certificates.append(common_pb2.TlsCertificate(
+                    certificate_chain={"filename": tls["clientCertificate"]},
+                    private_key={"filename": tls["privateKey"]}))
+            if tls.get("caCertificates"):
+                common.validation_context.trusted_ca.filename = tls["caCertificates"]
+        names = tls.get("subjectAltNames") or []
+        target = (common.combined_validation_context.default_validation_context
+                  if tls.get("credentialName") else common.validation_context)
+        for name in names:
+            target.match_typed_subject_alt_names.add(
+                san_type=common_pb2.SubjectAltNameMatcher.DNS, matcher={"exact": name})
+    packed = any_pb2.Any()
+    packed.Pack(context)
+    cluster.transport_socket.name = "envoy.transport_sockets.tls"
+    cluster.transport_socket.typed_config.CopyFrom(packed)

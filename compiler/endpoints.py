@@ -1,0 +1,247 @@
+"""EDS: one ClusterLoadAssignment per cluster, as Istio computes it for one proxy.
+
+The steps are separate pure functions over plain data, in Istio's order:
+select the service's endpoints for a port and subset, group them by locality,
+apply the split horizon for the proxy's network (remote endpoints become
+their network's gateways), then locality load balancing (distribute weights,
+or failover priorities when outlier detection is on).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping
+
+from envoy.config.core.v3 import address_pb2, base_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from google.protobuf import wrappers_pb2
+
+from . import provenance
+from .locality import Locality
+from .model import CLUSTER_LABEL, Endpoint, Mesh, Network, Port, Service
+from .names import cluster_name
+from .view import ProxyView
+
+NETWORK_LABEL = "topology.istio.io/network"
+REGION_LABEL, ZONE_LABEL, SUBZONE_LABEL = ("topology.kubernetes.io/region", "topology.kubernetes.io/zone",
+                                           "topology.istio.io/subzone")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One address Envoy may send to: an endpoint, or a remote network's gateway standing for some."""
+
+    address: str
+    port: int
+    weight: int
+    network: str = ""
+    cluster: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict, compare=False)
+    gateway: bool = False
+    sidecar: bool = False  # can terminate Istio mTLS, so it may be reached across networks
+
+
+@dataclass(frozen=True)
+class Group:
+    """Envoy's LocalityLbEndpoints: targets in one locality, with a weight and a priority."""
+
+    locality: Locality
+    targets: tuple[Target, ...]
+    weight: int
+    priority: int = 0
+
+
+def select(service: Service, port: Port, subset_labels: Mapping[str, str] | None) -> list[Endpoint]:
+    """The service's endpoints that carry the subset's labels."""
+    wanted = (subset_labels or {}).items()
+    return [ep for ep in service.endpoints if wanted <= ep.labels.items()]
+
+
+def group_by_locality(endpoints: list[Endpoint], port: Port) -> list[Group]:
+    """Groups sorted by locality; targets sorted by address; group weight is the sum of its targets'."""
+    groups: dict[Locality, list[Target]] = {}
+    for ep in endpoints:
+        # Envoy refuses weight 0 on an endpoint; Istio sends such endpoints with weight 1
+        target = Target(ep.address, ep.port_for(port), max(ep.weight, 1), ep.network, ep.cluster, ep.labels,
+                        sidecar=ep.mtls_ready)
+        groups.setdefault(ep.locality, []).append(target)
+    return [Group(loc, tuple(sorted(ts, key=lambda t: (t.address, t.port))), sum(t.weight for t in ts))
+            for loc, ts in sorted(groups.items())]
+
+
+def scale_factor(networks: Mapping[str, Network]) -> int:
+    """Istio scales every weight by the LCM of the networks' gateway counts, so splits stay whole."""
+    return math.lcm(*(len(n.gateways) for n in networks.values() if n.gateways)) if networks else 1
+
+
+def split_horizon(groups: list[Group], proxy_network: str, networks: Mapping[str, Network],
+                  mtls: bool | None) -> list[Group]:
+    """Istio's network filter.
+
+    Endpoints in the proxy's network (or in none) are sent as they are, and so
+    are endpoints of a remote network that has no gateway. An endpoint of a
+    remote network with gateways is replaced by those gateways, its weight
+    split evenly over them; that needs Istio mTLS (``mtls`` True: the
+    DestinationRule says ISTIO_MUTUAL; None: it says nothing, so the endpoint's
+    own sidecar decides), otherwise the endpoint is dropped. Gateways follow the
+    direct endpoints, sorted by address, in the same locality group.
+    """
+    scale = scale_factor(networks)
+    out = []
+    for group in groups:
+        direct: list[Target] = []
+        via: dict[tuple[str, int, str], int] = {}
+        for target in group.targets:
+            network = networks.get(target.network)
+            gateways = network.gateways if network else ()
+            if not target.network or target.network == proxy_network or not gateways:
+                direct.append(replace(target, weight=target.weight * scale))
+                continue
+            if mtls is False or (mtls is None and not target.sidecar):
+                continue  # cross-network traffic is routed by SNI, which only Istio mTLS carries
+            share = target.weight * scale // len(gateways)
+            for gw in gateways:
+                key = (gw.address, gw.port, target.network)
+                via[key] = via.get(key, 0) + share
+        gateway_targets = [Target(address, port, max(weight, 1), network, gateway=True)
+                           for (address, port, network), weight in sorted(via.items())]
+        targets = tuple(direct + gateway_targets)
+        if targets:
+            out.append(replace(group, targets=targets, weight=sum(t.weight for t in targets)))
+    return out
+
+
+def apply_distribute(groups: list[Group], proxy: Locality, distribute: list[Mapping[str, Any]]) -> list[Group]:
+    """Istio's locality weights: the first rule whose ``from`` matches the proxy sets each matching
+    locality's share; a locality no ``to`` entry matches gets nothing (its group is dropped)."""
+    rule = next((r for r in distribute if proxy.matches(r.get("from", "*"))), None)
+    if rule is None:
+        return groups
+    weights: dict[int, int] = {}
+    for pattern, share in (rule.get("to") or {}).items():
+        # a wildcard can match several groups: the share is divided in proportion to their weights
+        matched = [i for i, g in enumerate(groups) if i not in weights and g.locality.matches(pattern)]
+        total = sum(groups[i].weight for i in matched)
+        for i in matched:
+            weights[i] = math.ceil(groups[i].weight * share / total) if total else 0
+    return [replace(g, weight=weights[i]) for i, g in enumerate(groups) if weights.get(i, 0) > 0]
+
+
+def _label_value(target: Target, label: str, locality: Locality) -> str | None:
+    special = {NETWORK_LABEL: target.network, CLUSTER_LABEL: target.cluster, REGION_LABEL: locality.region,
+               ZONE_LABEL: locality.zone, SUBZONE_LABEL: locality.subzone}
+    return special[label] if label in special else target.labels.get(label)
+
+
+def _proxy_label(view: ProxyView, label: str) -> str | None:
+    special = {NETWORK_LABEL: view.network, CLUSTER_LABEL: view.cluster, REGION_LABEL: view.locality.region,
+               ZONE_LABEL: view.locality.zone, SUBZONE_LABEL: view.locality.subzone}
+    return special[label] if label in special else view.label_map.get(label)
+
+
+def apply_failover(groups: list[Group], view: ProxyView, failover: list[Mapping[str, str]],
+                   failover_priority: list[str]) -> list[Group]:
+    """Istio's failover priorities, compacted to 0..N without gaps.
+
+    With ``failoverPriority`` labels, a target matching the first k labels of
+    the proxy (in order) ranks by how many it matches; within that, locality
+    distance ranks: 0 same subzone, 1 same zone, 2 same region, 3 another region,
+    4 another region that a ``failover`` entry from the proxy's region does not
+    name as its ``to``.
+    """
+    ranked: dict[tuple[int, Locality], list[Target]] = {}
+    for group in groups:
+        distance = group.locality.priority_from(view.locality)
+        if distance == 3:
+            rule = next((f for f in failover if f.get("from") == view.locality.region), None)
+            if rule is not None and group.locality.region != rule.get("to"):
+                distance = 4
+        for target in group.targets:
+            label_rank = len(failover_priority)
+            for i, label in enumerate(failover_priority):
+                if _label_value(target, label, group.locality) != _proxy_label(view, label):
+                    label_rank = len(failover_priority) - i
+                    break
+            else:
+                label_rank = 0
+            ranked.setdefault((label_rank * 5 + distance, group.locality), []).append(target)
+    order = {rank: i for i, rank in enumerate(sorted({rank for rank, _ in ranked}))}
+    return [Group(locality, tuple(targets), sum(t.weight for t in targets), order[rank])
+            for (rank, locality), targets in sorted(ranked.items(), key=lambda kv: (kv[0][0], kv[0][1]))]
+
+
+@dataclass(frozen=True)
+class LocalityPolicy:
+    """The locality load-balancing that applies to one cluster for one proxy."""
+
+    distribute: tuple = ()
+    failover: tuple = ()
+    failover_priority: tuple = ()
+    failover_enabled: bool = False
+
+    @property
+    def weighted(self) -> bool:
+        return bool(self.distribute)
+
+
+def locality_policy(mesh: Mesh, host: str, port: int, subset: str | None) -> LocalityPolicy:
+    """The DestinationRule's localityLbSetting wins over the mesh's; ``enabled: false`` turns it off.
+    Failover needs outlierDetection: without it Envoy never sees a locality as unhealthy."""
+    policy = mesh.policy(host, port, subset)
+    setting = (policy.get("loadBalancer") or {}).get("localityLbSetting")
+    if setting is None:
+        setting = mesh.settings.locality_lb
+    if not setting or setting.get("enabled") is False:
+        return LocalityPolicy()
+    return LocalityPolicy(tuple(setting.get("distribute") or ()), tuple(setting.get("failover") or ()),
+                          tuple(setting.get("failoverPriority") or ()), "outlierDetection" in policy)
+
+
+def locality_lb(groups: list[Group], view: ProxyView, locality: LocalityPolicy) -> list[Group]:
+    if locality.distribute:
+        return apply_distribute(groups, view.locality, list(locality.distribute))
+    if locality.failover_enabled:
+        return apply_failover(groups, view, list(locality.failover), list(locality.failover_priority))
+    return groups
+
+
+def mtls_mode(mesh: Mesh, host: str, port: int, subset: str | None) -> bool | None:
+    """True when the DestinationRule asks for Istio mTLS, False when it asks for anything else,
+    None when it says nothing (then each endpoint's sidecar decides)."""
+    tls = mesh.policy(host, port, subset).get("tls")
+    return None if not tls else tls.get("mode") == "ISTIO_MUTUAL"
+
+
+def compute_groups(mesh: Mesh, view: ProxyView, service: Service, port: Port, subset: str | None) -> list[Group]:
+    """The targets a proxy gets for one service port and subset, before Envoy encoding."""
+    rule = mesh.destination_rule(service.host)
+    chosen = rule.subset(subset) if rule and subset else None
+    groups = group_by_locality(select(service, port, chosen.labels if chosen else None), port)
+    groups = split_horizon(groups, view.network, mesh.networks, mtls_mode(mesh, service.host, port.number, subset))
+    return locality_lb(groups, view, locality_policy(mesh, service.host, port.number, subset))
+
+
+def encode(name: str, groups: list[Group], metadata: base_pb2.Metadata | None = None
+           ) -> endpoint_pb2.ClusterLoadAssignment:
+    assignment = endpoint_pb2.ClusterLoadAssignment(cluster_name=name)
+    for group in groups:
+        out = assignment.endpoints.add(
+            locality=base_pb2.Locality(region=group.locality.region, zone=group.locality.zone,
+                                       sub_zone=group.locality.subzone),
+            load_balancing_weight=wrappers_pb2.UInt32Value(value=max(group.weight, 1)),
+            priority=group.priority)
+        if metadata is not None:
+            out.metadata.CopyFrom(metadata)
+        for target in group.targets:
+            out.lb_endpoints.append(endpoint_components_pb2.LbEndpoint(
+                endpoint=endpoint_components_pb2.Endpoint(address=address_pb2.Address(
+                    socket_address=address_pb2.SocketAddress(address=target.address, port_value=target.port))),
+                load_balancing_weight=wrappers_pb2.UInt32Value(value=target.weight)))
+    return assignment
+
+
+def build_load_assignment(mesh: Mesh, view: ProxyView, service: Service, port: Port,
+                          subset: str | None) -> endpoint_pb2.ClusterLoadAssignment:
+    groups = compute_groups(mesh, view, service, port, subset)
+    return encode(cluster_name(port.number, subset, service.host), groups,
+                  provenance.metadata(mesh.revision, service.source))

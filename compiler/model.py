@@ -1,0 +1,257 @@
+"""The typed mesh: what a validated snapshot means, independent of any proxy.
+
+Built once per snapshot from schema-valid objects; every xDS generator reads
+this, never raw YAML. Istio's defaulting rules are applied here so the
+generators stay simple.
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .hosts import fqdn, matches
+from .locality import Locality
+from .parse import SourceObject
+
+CLUSTER_LABEL = "topology.istio.io/cluster"
+TLS_MODE_LABEL = "security.istio.io/tlsMode"
+DEFAULT_GATEWAY_PORT = 15443
+ROOT_NAMESPACE = "istio-system"
+
+
+@dataclass(frozen=True)
+class MeshCluster:
+    name: str
+    network: str
+    locality: Locality
+    kube_context: str | None
+    trust_domain: str | None
+    source: SourceObject = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class NetworkGateway:
+    address: str
+    port: int
+    locality: Locality | None = None
+
+
+@dataclass(frozen=True)
+class Network:
+    name: str
+    gateways: tuple[NetworkGateway, ...]
+    cidrs: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    registries: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Port:
+    number: int
+    name: str
+    protocol: str
+    target_port: int | None = None
+
+    @property
+    def is_http(self) -> bool:
+        return self.protocol in ("HTTP", "HTTP2", "GRPC", "GRPC-WEB")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    address: str
+    ports: Mapping[str, int]
+    labels: Mapping[str, str]
+    network: str
+    locality: Locality
+    cluster: str
+    weight: int
+    service_account: str
+    source: SourceObject = field(repr=False, compare=False)
+
+    @property
+    def mtls_ready(self) -> bool:
+        """Whether this endpoint has a sidecar to terminate Istio mTLS (needed across networks)."""
+        return bool(self.service_account) or self.labels.get(TLS_MODE_LABEL) == "istio"
+
+    def port_for(self, port: Port) -> int:
+        return self.ports.get(port.name) or port.target_port or port.number
+
+
+@dataclass
+class Service:
+    host: str
+    namespace: str
+    ports: tuple[Port, ...]
+    resolution: str
+    location: str
+    addresses: tuple[str, ...]
+    endpoints: tuple[Endpoint, ...]
+    source: SourceObject = field(repr=False)
+
+    def port(self, number: int) -> Port | None:
+        return next((p for p in self.ports if p.number == number), None)
+
+
+@dataclass
+class Subset:
+    name: str
+    labels: Mapping[str, str]
+    traffic_policy: Mapping[str, Any]
+
+
+@dataclass
+class DestinationRule:
+    host: str
+    namespace: str
+    traffic_policy: Mapping[str, Any]
+    subsets: tuple[Subset, ...]
+    source: SourceObject = field(repr=False)
+
+    def subset(self, name: str) -> Subset | None:
+        return next((s for s in self.subsets if s.name == name), None)
+
+    def policy(self, port: int, subset: str | None = None) -> dict[str, Any]:
+        """The effective traffic policy for a port (and subset), merged as Istio does.
+
+        Subset settings override the rule's, port-level settings override both;
+        each level replaces whole top-level fields (loadBalancer, tls, ...).
+        """
+        levels = [self.traffic_policy]
+        chosen = self.subset(subset) if subset else None
+        if chosen:
+            levels.append(chosen.traffic_policy)
+        merged: dict[str, Any] = {}
+        for level in levels:
+            merged.update({k: v for k, v in level.items() if k != "portLevelSettings"})
+            for port_level in level.get("portLevelSettings", ()):
+                if port_level.get("port", {}).get("number") == port:
+                    merged.update({k: v for k, v in port_level.items() if k != "port"})
+        return merged
+
+
+@dataclass
+class MeshSettings:
+    trust_domain: str = "cluster.local"
+    locality_lb: Mapping[str, Any] = field(default_factory=dict)
+    dns_suffix: str = "global"
+    vip_cidr: str = "240.0.0.0/16"
+
+
+@dataclass
+class Mesh:
+    revision: str
+    clusters: dict[str, MeshCluster]
+    networks: dict[str, Network]
+    services: dict[str, Service]
+    destination_rules: dict[str, DestinationRule]
+    virtual_services: list[SourceObject]
+    gateways: list[SourceObject]
+    sidecars: list[SourceObject]
+    settings: MeshSettings
+
+    def destination_rule(self, host: str) -> DestinationRule | None:
+        """The rule for ``host``: an exact match, else the most specific wildcard covering it."""
+        rule = self.destination_rules.get(host)
+        if rule is not None:
+            return rule
+        wildcards = [r for h, r in self.destination_rules.items() if h.startswith("*") and matches(h, host)]
+        return max(wildcards, key=lambda r: len(r.host), default=None)
+
+    def policy(self, host: str, port: int, subset: str | None = None) -> dict[str, Any]:
+        rule = self.destination_rule(host)
+        return rule.policy(port, subset) if rule else {}
+
+
+def build_mesh(objects: list[SourceObject], revision: str = "") -> Mesh:
+    """The typed mesh of a validated snapshot's objects."""
+    by_kind: dict[str, list[SourceObject]] = {}
+    for obj in sorted(objects, key=lambda o: (o.kind, o.namespace, o.name)):
+        by_kind.setdefault(obj.kind, []).append(obj)
+    settings = _settings(by_kind.get("MeshConfig", []))
+    clusters = {c.name: MeshCluster(c.name, c.spec["network"], Locality.parse(c.spec["locality"]),
+                                    c.spec.get("kubeContext"), c.spec.get("trustDomain"), c)
+                for c in by_kind.get("Cluster", [])}
+    networks = _networks(by_kind.get("MeshNetworks", []))
+    workload_entries = by_kind.get("WorkloadEntry", [])
+    services: dict[str, Service] = {}
+    for se in by_kind.get("ServiceEntry", []):
+        for service in _services(se, workload_entries, clusters, networks):
+            # The same host in two ServiceEntries: Istio merges their endpoints; the first ports win.
+            existing = services.get(service.host)
+            if existing is None:
+                services[service.host] = service
+            else:
+                existing.endpoints += service.endpoints
+    rules: dict[str, DestinationRule] = {}
+    for dr in by_kind.get("DestinationRule", []):
+        rule = DestinationRule(fqdn(dr.spec["host"], dr.namespace), dr.namespace,
+                               dr.spec.get("trafficPolicy") or {},
+                               tuple(Subset(s["name"], s.get("labels") or {}, s.get("trafficPolicy") or {})
+                                     for s in dr.spec.get("subsets", [])), dr)
+        rules.setdefault(rule.host, rule)  # first by namespace/name wins, deterministically
+    return Mesh(revision, clusters, networks, services, rules, by_kind.get("VirtualService", []),
+                by_kind.get("Gateway", []), by_kind.get("Sidecar", []), settings)
+
+
+def _settings(mesh_configs: list[SourceObject]) -> MeshSettings:
+    if not mesh_configs:
+        return MeshSettings()
+    spec = mesh_configs[0].spec
+    defaults = MeshSettings()
+    return MeshSettings(spec.get("trustDomain", defaults.trust_domain), spec.get("localityLbSetting") or {},
+                        spec.get("dnsSuffix", defaults.dns_suffix), spec.get("vipCidr", defaults.vip_cidr))
+
+
+def _networks(objects: list[SourceObject]) -> dict[str, Network]:
+    networks = {}
+    for mn in objects:
+        for name, spec in sorted(mn.spec["networks"].items()):
+            gateways = tuple(NetworkGateway(g.get("address") or g["registryServiceName"],
+                                            g.get("port", DEFAULT_GATEWAY_PORT),
+                                            Locality.parse(g["locality"]) if g.get("locality") else None)
+                             for g in spec.get("gateways", []))
+            cidrs = tuple(ipaddress.ip_network(e["fromCidr"], strict=False)
+                          for e in spec["endpoints"] if "fromCidr" in e)
+            registries = tuple(e["fromRegistry"] for e in spec["endpoints"] if "fromRegistry" in e)
+            networks[name] = Network(name, gateways, cidrs, registries)
+    return networks
+
+
+def _network_of(address: str, networks: dict[str, Network]) -> str:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return ""
+    for network in networks.values():
+        if any(ip in cidr for cidr in network.cidrs):
+            return network.name
+    return ""
+
+
+def _endpoint(spec: dict, source: SourceObject, clusters, networks) -> Endpoint:
+    labels = spec.get("labels") or {}
+    cluster = clusters.get(labels.get(CLUSTER_LABEL, ""))
+    address = spec.get("address", "")
+    # DESIGN.md: its own network, else its cluster's, else the MeshNetworks fromCidr holding its address
+    network = spec.get("network") or (cluster.network if cluster else "") or _network_of(address, networks)
+    locality = Locality.parse(spec["locality"]) if spec.get("locality") else (
+        cluster.locality if cluster else Locality())
+    return Endpoint(address, spec.get("ports") or {}, labels, network, locality,
+                    cluster.name if cluster else "", spec.get("weight") or 1,
+                    spec.get("serviceAccount", ""), source)
+
+
+def _services(se: SourceObject, workload_entries, clusters, networks) -> list[Service]:
+    spec = se.spec
+    ports = tuple(Port(p["number"], p.get("name", str(p["number"])), p.get("protocol", "TCP").upper(),
+                       p.get("targetPort")) for p in spec.get("ports", []))
+    if "workloadSelector" in spec:
+        selector = (spec["workloadSelector"].get("labels") or {}).items()
+        endpoints = tuple(_endpoint(we.spec, we, clusters, networks) for we in workload_entries
+                          if we.namespace == se.namespace and selector <= (we.spec.get("labels") or {}).items())
+    else:
+        endpoints = tuple(_endpoint(ep, se, clusters, networks) for ep in spec.get("endpoints", []))
+    return [Service(fqdn(host, se.namespace), se.namespace, ports, spec.get("resolution", "NONE"),
+                    spec.get("location", "MESH_EXTERNAL"), tuple(spec.get("addresses", [])), endpoints, se)
+            for host in spec["hosts"]]

@@ -1,0 +1,32 @@
+"""Envoy resource names, Istio-compatible so `istioctl proxy-config` habits carry over."""
+from __future__ import annotations
+
+
+def cluster_name(port: int, subset: str | None, host: str) -> str:
+    return f"outbound|{port}|{subset or ''}|{host}"
+
+
+def parse_cluster_name(name: str) -> tuple[int, str, str]:
+    """``outbound|9080|v1|reviews...`` -> (9080, 'v1', 'reviews...')."""
+    _, port, subset, host = name.split("|", 3)
+    return int(port), subset, host
+
+
+def sni(port: int, subset: str | None, host: str) -> str:
+    return f"outbound_.{port}_.{subset or ''}_.{host}"
+
+
+def listener_name(port: int) -> str:
+    return f"0.0.0.0_{port}"
+
+
+def sidecar_route_name(port: int) -> str:
+    return str(port)
+
+
+def gateway_route_name(port: int) -> str:
+    return f"http.{port}"
+
+
+def virtual_host_name(host: str, port: int) -> str:
+    return f"{host}:{port}"
