@@ -9,13 +9,14 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
-from envoy.config.core.v3 import config_source_pb2, grpc_service_pb2, protocol_pb2
-from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
+from envoy.config.core.v3 import protocol_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.v3 import percent_pb2
-from google.protobuf import any_pb2, wrappers_pb2
+from google.protobuf import wrappers_pb2
 
 from . import endpoints, provenance
+from .protos import ads, pack, sds_secret
 from .durations import duration
 from .model import Mesh, Port, Service
 from .names import cluster_name, sni
@@ -24,15 +25,9 @@ from .view import ProxyView
 Cluster = cluster_pb2.Cluster
 DEFAULT_CONNECT_TIMEOUT = "10s"
 UNLIMITED = 2**32 - 1  # Istio lifts Envoy's default limit of 1024 unless the user sets one
-SDS_CLUSTER = "sds-grpc"
 HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 SIMPLE_LB = {"ROUND_ROBIN": Cluster.ROUND_ROBIN, "RANDOM": Cluster.RANDOM, "LEAST_REQUEST": Cluster.LEAST_REQUEST,
              "LEAST_CONN": Cluster.LEAST_REQUEST, "UNSPECIFIED": Cluster.LEAST_REQUEST}
-
-
-def ads() -> config_source_pb2.ConfigSource:
-    return config_source_pb2.ConfigSource(ads=config_source_pb2.AggregatedConfigSource(),
-                                          resource_api_version=config_source_pb2.V3)
 
 
 def build_clusters(mesh: Mesh, view: ProxyView, services: list[Service]) -> list[Cluster]:
@@ -132,9 +127,7 @@ def _connection_pool(cluster: Cluster, pool: Mapping[str, Any], port: Port) -> N
         options.explicit_http_config.http2_protocol_options.CopyFrom(protocol_pb2.Http2ProtocolOptions())
     else:
         options.explicit_http_config.http_protocol_options.CopyFrom(protocol_pb2.Http1ProtocolOptions())
-    packed = any_pb2.Any()
-    packed.Pack(options)
-    cluster.typed_extension_protocol_options[HTTP_OPTIONS].CopyFrom(packed)
+    cluster.typed_extension_protocol_options[HTTP_OPTIONS].CopyFrom(pack(options))
 
 
 def _outlier_detection(cluster: Cluster, od: Mapping[str, Any]) -> None:
@@ -161,15 +154,10 @@ def _outlier_detection(cluster: Cluster, od: Mapping[str, Any]) -> None:
             percent_pb2.Percent(value=float(od["minHealthPercent"])))
 
 
-def _sds(name: str) -> secret_pb2.SdsSecretConfig:
-    # Istio's agent serves workload certificates over SDS on a local socket, reached as "sds-grpc".
-    source = config_source_pb2.ConfigSource(
-        api_config_source=config_source_pb2.ApiConfigSource(
-            api_type=config_source_pb2.ApiConfigSource.GRPC, transport_api_version=config_source_pb2.V3,
-            grpc_services=[grpc_service_pb2.GrpcService(
-                envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(cluster_name=SDS_CLUSTER))]),
-        resource_api_version=config_source_pb2.V3)
-    return secret_pb2.SdsSecretConfig(name=name, sds_config=source)
+def _combined_validation(common: tls_pb2.CommonTlsContext, secret: str) -> None:
+    # Envoy requires the default context to be present, even when the CA comes only over SDS
+    common.combined_validation_context.default_validation_context.SetInParent()
+    common.combined_validation_context.validation_context_sds_secret_config.CopyFrom(sds_secret(secret))
 
 
 def _tls(cluster: Cluster, tls: Mapping[str, Any], port: Port, subset: str | None, host: str) -> None:
@@ -180,15 +168,14 @@ def _tls(cluster: Cluster, tls: Mapping[str, Any], port: Port, subset: str | Non
     common = context.common_tls_context
     if mode == "ISTIO_MUTUAL":
         context.sni = tls.get("sni") or sni(port.number, subset, host)
-        common.tls_certificate_sds_secret_configs.append(_sds("default"))
-        common.combined_validation_context.validation_context_sds_secret_config.CopyFrom(_sds("ROOTCA"))
+        common.tls_certificate_sds_secret_configs.append(sds_secret("default"))
+        _combined_validation(common, "ROOTCA")
         common.alpn_protocols.extend(["istio-peer-exchange", "istio"])
     else:
         context.sni = tls.get("sni") or host
         if tls.get("credentialName"):
-            common.tls_certificate_sds_secret_configs.append(_sds(tls["credentialName"]))
-            common.combined_validation_context.validation_context_sds_secret_config.CopyFrom(
-                _sds(tls["credentialName"] + "-cacert"))
+            common.tls_certificate_sds_secret_configs.append(sds_secret(tls["credentialName"]))
+            _combined_validation(common, tls["credentialName"] + "-cacert")
         else:
             if mode == "MUTUAL" and tls.get("clientCertificate"):
                 common.tls_certificates.append(common_pb2.TlsCertificate(
@@ -202,7 +189,5 @@ def _tls(cluster: Cluster, tls: Mapping[str, Any], port: Port, subset: str | Non
         for name in names:
             target.match_typed_subject_alt_names.add(
                 san_type=common_pb2.SubjectAltNameMatcher.DNS, matcher={"exact": name})
-    packed = any_pb2.Any()
-    packed.Pack(context)
     cluster.transport_socket.name = "envoy.transport_sockets.tls"
-    cluster.transport_socket.typed_config.CopyFrom(packed)
+    cluster.transport_socket.typed_config.CopyFrom(pack(context))

