@@ -174,3 +174,39 @@ def test_help_explains_itself():
 def test_bad_arguments_exit_2_without_traceback():
     result = galleon("validate", SAMPLE_REPO, "--format", "xml")
     assert result.returncode == 2 and "Traceback" not in result.stderr and "invalid choice" in result.stderr
+
+
+def test_compile_prints_a_config_dump_deterministically():
+    first = galleon("compile", SAMPLE_REPO, "--cluster", "cluster-c")
+    second = galleon("compile", SAMPLE_REPO, "--cluster", "cluster-c")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == second.stdout
+    dump = json.loads(first.stdout)
+    assert sorted(dump) == ["clusters", "endpoints", "listeners", "routes"]
+    names = [c["name"] for c in dump["clusters"]]
+    assert "outbound|9080|v3|reviews.bookinfo.svc.cluster.local" in names
+    assert all(c["@type"] == "type.googleapis.com/envoy.config.cluster.v3.Cluster" for c in dump["clusters"])
+    reviews = next(e for e in dump["endpoints"] if e["clusterName"] == "outbound|9080||reviews.bookinfo.svc.cluster.local")
+    addresses = {ep["endpoint"]["address"]["socketAddress"]["address"]
+                 for loc in reviews["endpoints"] for ep in loc["lbEndpoints"]}
+    assert "192.0.2.10" in addresses  # network-1's endpoints reach cluster-c through network-1's gateway
+
+
+def test_compile_router_view_and_output_dir(tmp_path):
+    result = galleon("compile", SAMPLE_REPO, "--cluster", "cluster-a", "--node-id",
+                     "router~10.1.100.1~ingress.istio-system~istio-system.svc.cluster.local",
+                     "--label", "istio=ingressgateway", "-o", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "clusters.json", "endpoints.json", "listeners.json", "routes.json"]
+    listeners = json.loads((tmp_path / "out" / "listeners.json").read_text())
+    assert sorted(l["name"] for l in listeners) == ["0.0.0.0_443", "0.0.0.0_80"]
+    assert "router in cluster-a" in result.stderr
+
+
+def test_compile_refuses_invalid_revisions_and_unknown_clusters(tmp_path):
+    result = galleon("compile", write_repo(tmp_path, BROKEN), "--cluster", "cluster-a")
+    assert result.returncode == 1 and result.stdout == "" and "IST0101" in result.stderr
+    one_line_error(galleon("compile", SAMPLE_REPO, "--cluster", "cluster-z"), "cluster-z", "cluster-a")
+    one_line_error(galleon("compile", SAMPLE_REPO, "--cluster", "cluster-a", "--label", "novalue"), "KEY=VALUE")
+    one_line_error(galleon("compile", SAMPLE_REPO, "--cluster", "cluster-a", "--node-id", "bogus"), "node id")
