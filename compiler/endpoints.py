@@ -12,8 +12,8 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
-from envoy.config.core.v3 import address_pb2, base_pb2
-from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from envoy.config.core.v3 import base_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
 from google.protobuf import wrappers_pb2
 
 from . import provenance
@@ -27,7 +27,7 @@ REGION_LABEL, ZONE_LABEL, SUBZONE_LABEL = ("topology.kubernetes.io/region", "top
                                            "topology.istio.io/subzone")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Target:
     """One address Envoy may send to: an endpoint, or a remote network's gateway standing for some."""
 
@@ -40,6 +40,11 @@ class Target:
     gateway: bool = False
     sidecar: bool = False  # can terminate Istio mTLS, so it may be reached across networks
 
+    def scaled(self, factor: int) -> "Target":
+        # Targets are treated as values: a change makes a new one (this is the hot path's copy).
+        return Target(self.address, self.port, self.weight * factor, self.network, self.cluster, self.labels,
+                      self.gateway, self.sidecar)
+
 
 @dataclass(frozen=True)
 class Group:
@@ -51,22 +56,39 @@ class Group:
     priority: int = 0
 
 
-def select(service: Service, port: Port, subset_labels: Mapping[str, str] | None) -> list[Endpoint]:
-    """The service's endpoints that carry the subset's labels."""
-    wanted = (subset_labels or {}).items()
-    return [ep for ep in service.endpoints if wanted <= ep.labels.items()]
-
-
-def group_by_locality(endpoints: list[Endpoint], port: Port) -> list[Group]:
-    """Groups sorted by locality; targets sorted by address; group weight is the sum of its targets'."""
-    groups: dict[Locality, list[Target]] = {}
-    for ep in endpoints:
+def targets_of(mesh: Mesh, service: Service, port: Port) -> list[tuple[Locality, Target, Endpoint]]:
+    """Every endpoint of a service port as a target, sorted by locality then address; computed once
+    per mesh and shared by all subsets and views."""
+    key = ("targets", service.host, port.number)
+    found = mesh.memo.get(key)
+    if found is None:
         # Envoy refuses weight 0 on an endpoint; Istio sends such endpoints with weight 1
-        target = Target(ep.address, ep.port_for(port), max(ep.weight, 1), ep.network, ep.cluster, ep.labels,
-                        sidecar=ep.mtls_ready)
-        groups.setdefault(ep.locality, []).append(target)
-    return [Group(loc, tuple(sorted(ts, key=lambda t: (t.address, t.port))), sum(t.weight for t in ts))
-            for loc, ts in sorted(groups.items())]
+        found = sorted(((ep.locality, Target(ep.address, ep.port_for(port), max(ep.weight, 1), ep.network,
+                                             ep.cluster, ep.labels, sidecar=ep.mtls_ready), ep)
+                        for ep in service.endpoints), key=lambda item: (item[0], item[1].address, item[1].port))
+        mesh.memo[key] = found
+    return found
+
+
+def group_by_locality(targets: list[tuple[Locality, Target, Endpoint]],
+                      subset_labels: Mapping[str, str] | None) -> list[Group]:
+    """The targets carrying the subset's labels, in one group per locality (input is sorted by locality);
+    a group's weight is the sum of its targets'."""
+    wanted = (subset_labels or {}).items()
+    groups: list[Group] = []
+    current: list[Target] = []
+    locality = None
+    for loc, target, ep in targets:
+        if wanted and not wanted <= ep.labels.items():
+            continue
+        if loc != locality and current:
+            groups.append(Group(locality, tuple(current), sum(t.weight for t in current)))
+            current = []
+        locality = loc
+        current.append(target)
+    if current:
+        groups.append(Group(locality, tuple(current), sum(t.weight for t in current)))
+    return groups
 
 
 def scale_factor(networks: Mapping[str, Network]) -> int:
@@ -95,7 +117,7 @@ def split_horizon(groups: list[Group], proxy_network: str, networks: Mapping[str
             network = networks.get(target.network)
             gateways = network.gateways if network else ()
             if not target.network or target.network == proxy_network or not gateways:
-                direct.append(replace(target, weight=target.weight * scale))
+                direct.append(target.scaled(scale) if scale != 1 else target)
                 continue
             if mtls is False or (mtls is None and not target.sidecar):
                 continue  # cross-network traffic is routed by SNI, which only Istio mTLS carries
@@ -216,7 +238,7 @@ def compute_groups(mesh: Mesh, view: ProxyView, service: Service, port: Port, su
     """The targets a proxy gets for one service port and subset, before Envoy encoding."""
     rule = mesh.destination_rule(service.host)
     chosen = rule.subset(subset) if rule and subset else None
-    groups = group_by_locality(select(service, port, chosen.labels if chosen else None), port)
+    groups = group_by_locality(targets_of(mesh, service, port), chosen.labels if chosen else None)
     groups = split_horizon(groups, view.network, mesh.networks, mtls_mode(mesh, service.host, port.number, subset))
     return locality_lb(groups, view, locality_policy(mesh, service.host, port.number, subset))
 
@@ -233,10 +255,12 @@ def encode(name: str, groups: list[Group], metadata: base_pb2.Metadata | None = 
         if metadata is not None:
             out.metadata.CopyFrom(metadata)
         for target in group.targets:
-            out.lb_endpoints.append(endpoint_components_pb2.LbEndpoint(
-                endpoint=endpoint_components_pb2.Endpoint(address=address_pb2.Address(
-                    socket_address=address_pb2.SocketAddress(address=target.address, port_value=target.port))),
-                load_balancing_weight=wrappers_pb2.UInt32Value(value=target.weight)))
+            # filling fields in place avoids building and copying four nested messages per endpoint
+            lb = out.lb_endpoints.add()
+            socket = lb.endpoint.address.socket_address
+            socket.address = target.address
+            socket.port_value = target.port
+            lb.load_balancing_weight.value = target.weight
     return assignment
 
 

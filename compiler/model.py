@@ -149,6 +149,8 @@ class Mesh:
     gateways: list[SourceObject]
     sidecars: list[SourceObject]
     settings: MeshSettings
+    # Values derived from this (immutable) mesh, computed on first use by the generators.
+    memo: dict = field(default_factory=dict, repr=False)
 
     def destination_rule(self, host: str) -> DestinationRule | None:
         """The rule for ``host``: an exact match, else the most specific wildcard covering it."""
@@ -159,8 +161,13 @@ class Mesh:
         return max(wildcards, key=lambda r: len(r.host), default=None)
 
     def policy(self, host: str, port: int, subset: str | None = None) -> dict[str, Any]:
-        rule = self.destination_rule(host)
-        return rule.policy(port, subset) if rule else {}
+        """The merged policy for a host's port and subset; computed once per mesh (callers must not change it)."""
+        key = ("policy", host, port, subset)
+        found = self.memo.get(key)
+        if found is None:
+            rule = self.destination_rule(host)
+            found = self.memo[key] = rule.policy(port, subset) if rule else {}
+        return found
 
 
 def build_mesh(objects: list[SourceObject], revision: str = "") -> Mesh:

@@ -1,6 +1,8 @@
 """Envoy building blocks every generator uses, so each is written once."""
 from __future__ import annotations
 
+from functools import lru_cache
+
 from envoy.config.core.v3 import config_source_pb2, grpc_service_pb2
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from google.protobuf import any_pb2
@@ -17,12 +19,16 @@ def pack(message: Message) -> any_pb2.Any:
     return packed
 
 
+@lru_cache(maxsize=1)
 def ads() -> config_source_pb2.ConfigSource:
+    """Shared: callers copy it into their messages and must not change it."""
     return config_source_pb2.ConfigSource(ads=config_source_pb2.AggregatedConfigSource(),
                                           resource_api_version=config_source_pb2.V3)
 
 
+@lru_cache(maxsize=1024)
 def sds_secret(name: str) -> secret_pb2.SdsSecretConfig:
+    """Shared: callers copy it into their messages and must not change it."""
     source = config_source_pb2.ConfigSource(
         api_config_source=config_source_pb2.ApiConfigSource(
             api_type=config_source_pb2.ApiConfigSource.GRPC, transport_api_version=config_source_pb2.V3,
