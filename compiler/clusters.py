@@ -10,6 +10,7 @@ from typing import Any, Mapping
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
 from envoy.config.core.v3 import protocol_pb2
+from envoy.extensions.transport_sockets.raw_buffer.v3 import raw_buffer_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.v3 import percent_pb2
@@ -58,7 +59,9 @@ def build_cluster(mesh: Mesh, view: ProxyView, service: Service, port: Port, sub
     if "outlierDetection" in policy:
         _outlier_detection(cluster, policy["outlierDetection"])
     if policy.get("tls"):
-        _tls(cluster, policy["tls"], port, subset, service.host)
+        _tls(cluster, policy["tls"], port, subset, service, mesh.settings.trust_domain)
+    elif cluster.type in (Cluster.EDS, Cluster.STRICT_DNS):
+        _auto_mtls(cluster, port, subset, service, mesh.settings.trust_domain)
     return cluster
 
 
@@ -77,7 +80,8 @@ def _discovery(cluster: Cluster, mesh: Mesh, view: ProxyView, service: Service, 
         if resolution == "DNS_ROUND_ROBIN":  # LOGICAL_DNS takes exactly one host
             first = groups[0]
             groups = [endpoints.Group(first.locality, first.targets[:1], first.targets[0].weight, first.priority)]
-        cluster.load_assignment.CopyFrom(endpoints.encode(cluster.name, groups))
+        auto_mtls = endpoints.mtls_mode(mesh, service.host, port.number, subset) is None
+        cluster.load_assignment.CopyFrom(endpoints.encode(cluster.name, groups, mark_tls_mode=auto_mtls))
     else:  # NONE without endpoints: pass through to where the application was going
         cluster.type = Cluster.ORIGINAL_DST
         cluster.lb_policy = Cluster.CLUSTER_PROVIDED
@@ -149,9 +153,9 @@ def _outlier_detection(cluster: Cluster, od: Mapping[str, Any]) -> None:
     if "maxEjectionPercent" in od:
         out.max_ejection_percent.value = od["maxEjectionPercent"]
     cluster.outlier_detection.CopyFrom(out)
-    if "minHealthPercent" in od:
-        cluster.common_lb_config.healthy_panic_threshold.CopyFrom(
-            percent_pb2.Percent(value=float(od["minHealthPercent"])))
+    # Istio always sets it (default 0: no panic mode), so ejection is never undone by Envoy's 50 %
+    cluster.common_lb_config.healthy_panic_threshold.CopyFrom(
+        percent_pb2.Percent(value=float(od.get("minHealthPercent", 0))))
 
 
 def _combined_validation(common: tls_pb2.CommonTlsContext, secret: str) -> None:
@@ -160,34 +164,68 @@ def _combined_validation(common: tls_pb2.CommonTlsContext, secret: str) -> None:
     common.combined_validation_context.validation_context_sds_secret_config.CopyFrom(sds_secret(secret))
 
 
-def _tls(cluster: Cluster, tls: Mapping[str, Any], port: Port, subset: str | None, host: str) -> None:
+def _identities(service: Service, trust_domain: str) -> list[str]:
+    """The SPIFFE identities of the service's workloads, which an Istio mTLS peer must present."""
+    return sorted({f"spiffe://{trust_domain}/ns/{ep.source.namespace}/sa/{ep.service_account}"
+                   for ep in service.endpoints if ep.service_account})
+
+
+def _istio_mutual(port: Port, subset: str | None, service: Service, trust_domain: str,
+                  tls: Mapping[str, Any]) -> tls_pb2.UpstreamTlsContext:
+    context = tls_pb2.UpstreamTlsContext(sni=tls.get("sni") or sni(port.number, subset, service.host))
+    common = context.common_tls_context
+    common.tls_certificate_sds_secret_configs.append(sds_secret("default"))
+    _combined_validation(common, "ROOTCA")
+    for name in tls.get("subjectAltNames") or _identities(service, trust_domain):
+        common.combined_validation_context.default_validation_context.match_typed_subject_alt_names.add(
+            san_type=common_pb2.SubjectAltNameMatcher.URI, matcher={"exact": name})
+    common.alpn_protocols.extend(["istio-peer-exchange", "istio"])
+    return context
+
+
+def _auto_mtls(cluster: Cluster, port: Port, subset: str | None, service: Service, trust_domain: str) -> None:
+    """Istio's auto mTLS: with no TLS in the DestinationRule, endpoints marked tlsMode=istio (they
+    have a sidecar; remote networks' gateways too) get Istio mTLS, the others plaintext."""
+    istio = cluster.transport_socket_matches.add(name="tlsMode-istio")
+    istio.match.fields["tlsMode"].string_value = "istio"
+    istio.transport_socket.name = "envoy.transport_sockets.tls"
+    istio.transport_socket.typed_config.CopyFrom(pack(_istio_mutual(port, subset, service, trust_domain, {})))
+    plain = cluster.transport_socket_matches.add(name="tlsMode-disabled")
+    plain.match.SetInParent()
+    plain.transport_socket.name = "envoy.transport_sockets.raw_buffer"
+    plain.transport_socket.typed_config.CopyFrom(pack(raw_buffer_pb2.RawBuffer()))
+
+
+def _tls(cluster: Cluster, tls: Mapping[str, Any], port: Port, subset: str | None, service: Service,
+         trust_domain: str) -> None:
     mode = tls.get("mode", "DISABLE")
     if mode == "DISABLE":
         return
-    context = tls_pb2.UpstreamTlsContext()
-    common = context.common_tls_context
     if mode == "ISTIO_MUTUAL":
-        context.sni = tls.get("sni") or sni(port.number, subset, host)
-        common.tls_certificate_sds_secret_configs.append(sds_secret("default"))
-        _combined_validation(common, "ROOTCA")
-        common.alpn_protocols.extend(["istio-peer-exchange", "istio"])
+        context = _istio_mutual(port, subset, service, trust_domain, tls)
     else:
-        context.sni = tls.get("sni") or host
-        if tls.get("credentialName"):
-            common.tls_certificate_sds_secret_configs.append(sds_secret(tls["credentialName"]))
-            _combined_validation(common, tls["credentialName"] + "-cacert")
-        else:
-            if mode == "MUTUAL" and tls.get("clientCertificate"):
-                common.tls_certificates.append(common_pb2.TlsCertificate(
-                    certificate_chain={"filename": tls["clientCertificate"]},
-                    private_key={"filename": tls["privateKey"]}))
-            if tls.get("caCertificates"):
-                common.validation_context.trusted_ca.filename = tls["caCertificates"]
-        names = tls.get("subjectAltNames") or []
-        target = (common.combined_validation_context.default_validation_context
-                  if tls.get("credentialName") else common.validation_context)
-        for name in names:
-            target.match_typed_subject_alt_names.add(
-                san_type=common_pb2.SubjectAltNameMatcher.DNS, matcher={"exact": name})
+        context = _originated_tls(tls, service.host)
     cluster.transport_socket.name = "envoy.transport_sockets.tls"
     cluster.transport_socket.typed_config.CopyFrom(pack(context))
+
+
+def _originated_tls(tls: Mapping[str, Any], host: str) -> tls_pb2.UpstreamTlsContext:
+    """SIMPLE or MUTUAL TLS to a server outside the mesh, with files or an SDS credential."""
+    context = tls_pb2.UpstreamTlsContext(sni=tls.get("sni") or host)
+    common = context.common_tls_context
+    if tls.get("credentialName"):
+        common.tls_certificate_sds_secret_configs.append(sds_secret(tls["credentialName"]))
+        _combined_validation(common, tls["credentialName"] + "-cacert")
+        target = common.combined_validation_context.default_validation_context
+    else:
+        if tls.get("mode") == "MUTUAL" and tls.get("clientCertificate"):
+            common.tls_certificates.append(common_pb2.TlsCertificate(
+                certificate_chain={"filename": tls["clientCertificate"]},
+                private_key={"filename": tls["privateKey"]}))
+        if tls.get("caCertificates"):
+            common.validation_context.trusted_ca.filename = tls["caCertificates"]
+        target = common.validation_context
+    for name in tls.get("subjectAltNames") or []:
+        target.match_typed_subject_alt_names.add(san_type=common_pb2.SubjectAltNameMatcher.DNS,
+                                                 matcher={"exact": name})
+    return context

@@ -166,14 +166,17 @@ def apply_failover(groups: list[Group], view: ProxyView, failover: list[Mapping[
     """Istio's failover priorities, compacted to 0..N without gaps.
 
     With ``failoverPriority`` labels, a target matching the first k labels of
-    the proxy (in order) ranks by how many it matches; within that, locality
-    distance ranks: 0 same subzone, 1 same zone, 2 same region, 3 another region,
-    4 another region that a ``failover`` entry from the proxy's region does not
-    name as its ``to``.
+    the proxy (in order) ranks by how many it matches; within that (or alone,
+    and then only when ``failover`` rules are given too), locality distance
+    ranks: 0 same subzone, 1 same zone, 2 same region, 3 another region, 4 another
+    region that a ``failover`` entry from the proxy's region does not name as
+    its ``to``.
     """
     ranked: dict[tuple[int, Locality], list[Target]] = {}
+    # failoverPriority alone replaces locality distance; with failover rules both apply
+    by_distance = not failover_priority or bool(failover)
     for group in groups:
-        distance = group.locality.priority_from(view.locality)
+        distance = group.locality.priority_from(view.locality) if by_distance else 0
         if distance == 3:
             rule = next((f for f in failover if f.get("from") == view.locality.region), None)
             if rule is not None and group.locality.region != rule.get("to"):
@@ -203,7 +206,8 @@ class LocalityPolicy:
 
     @property
     def weighted(self) -> bool:
-        return bool(self.distribute)
+        """Whether Envoy must weigh localities: with distribute weights, and (as Istio sets it) failover."""
+        return bool(self.distribute) or self.failover_enabled
 
 
 def locality_policy(mesh: Mesh, host: str, port: int, subset: str | None) -> LocalityPolicy:
@@ -212,8 +216,8 @@ def locality_policy(mesh: Mesh, host: str, port: int, subset: str | None) -> Loc
     policy = mesh.policy(host, port, subset)
     setting = (policy.get("loadBalancer") or {}).get("localityLbSetting")
     if setting is None:
-        setting = mesh.settings.locality_lb
-    if not setting or setting.get("enabled") is False:
+        setting = mesh.settings.locality_lb  # Istio's default mesh config: enabled, no rules
+    if setting.get("enabled") is False:
         return LocalityPolicy()
     return LocalityPolicy(tuple(setting.get("distribute") or ()), tuple(setting.get("failover") or ()),
                           tuple(setting.get("failoverPriority") or ()), "outlierDetection" in policy)
@@ -243,8 +247,13 @@ def compute_groups(mesh: Mesh, view: ProxyView, service: Service, port: Port, su
     return locality_lb(groups, view, locality_policy(mesh, service.host, port.number, subset))
 
 
-def encode(name: str, groups: list[Group], metadata: base_pb2.Metadata | None = None
-           ) -> endpoint_pb2.ClusterLoadAssignment:
+TLS_MATCH = "envoy.transport_socket_match"
+
+
+def encode(name: str, groups: list[Group], metadata: base_pb2.Metadata | None = None,
+           mark_tls_mode: bool = False) -> endpoint_pb2.ClusterLoadAssignment:
+    """Envoy's form; with ``mark_tls_mode`` (auto mTLS) targets that can do Istio mTLS carry
+    tlsMode=istio, which the cluster's transport_socket_matches select on."""
     assignment = endpoint_pb2.ClusterLoadAssignment(cluster_name=name)
     for group in groups:
         out = assignment.endpoints.add(
@@ -261,6 +270,8 @@ def encode(name: str, groups: list[Group], metadata: base_pb2.Metadata | None = 
             socket.address = target.address
             socket.port_value = target.port
             lb.load_balancing_weight.value = target.weight
+            if mark_tls_mode and (target.sidecar or target.gateway):
+                lb.metadata.filter_metadata[TLS_MATCH].fields["tlsMode"].string_value = "istio"
     return assignment
 
 
@@ -268,4 +279,5 @@ def build_load_assignment(mesh: Mesh, view: ProxyView, service: Service, port: P
                           subset: str | None) -> endpoint_pb2.ClusterLoadAssignment:
     groups = compute_groups(mesh, view, service, port, subset)
     return encode(cluster_name(port.number, subset, service.host), groups,
-                  provenance.metadata(mesh.revision, service.source))
+                  provenance.metadata(mesh.revision, service.source),
+                  mark_tls_mode=mtls_mode(mesh, service.host, port.number, subset) is None)

@@ -133,7 +133,7 @@ class DestinationRule:
 @dataclass
 class MeshSettings:
     trust_domain: str = "cluster.local"
-    locality_lb: Mapping[str, Any] = field(default_factory=dict)
+    locality_lb: Mapping[str, Any] = field(default_factory=lambda: {"enabled": True})
     dns_suffix: str = "global"
     vip_cidr: str = "240.0.0.0/16"
 
@@ -206,7 +206,8 @@ def _settings(mesh_configs: list[SourceObject]) -> MeshSettings:
         return MeshSettings()
     spec = mesh_configs[0].spec
     defaults = MeshSettings()
-    return MeshSettings(spec.get("trustDomain", defaults.trust_domain), spec.get("localityLbSetting") or {},
+    return MeshSettings(spec.get("trustDomain", defaults.trust_domain),
+                        spec.get("localityLbSetting") or defaults.locality_lb,
                         spec.get("dnsSuffix", defaults.dns_suffix), spec.get("vipCidr", defaults.vip_cidr))
 
 

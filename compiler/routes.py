@@ -194,7 +194,8 @@ def _default_route(ctx: _Context, service: Service) -> rc.Route:
     if hash_policy is not None:
         action.hash_policy.append(hash_policy)
         sources.append(rule)
-    action.retry_policy.CopyFrom(_retry_policy(None, hashing=hash_policy is not None))
+    # Istio builds the default route's retries without regard to hashing: previous_hosts stays
+    action.retry_policy.CopyFrom(_retry_policy(None, hashing=False))
     route.metadata.CopyFrom(provenance.metadata(ctx.mesh.revision, *sources))
     return route
 

@@ -648,8 +648,8 @@ def test_consistent_hash_becomes_the_routes_hash_policy(consistent_hash, expecte
     rule = HASHED_RULE.format(hash=consistent_hash)
     (default,) = routes_of(rule, RATINGS)
     assert list(default.route.hash_policy) == [expected]
-    # retrying on another host would defeat the hashing
-    assert default.route.retry_policy == default_retry_policy(previous_hosts=False)
+    # Istio builds the default route's retry policy without regard to hashing (ConvertPolicy(default, false))
+    assert default.route.retry_policy == default_retry_policy(previous_hosts=True)
     assert galleon_metadata(default)["also"] == ["DestinationRule/bookinfo/ratings (extra.yaml:1)"]
     routed = only_route(rule + "---\n" + vs("- route: [{destination: {host: ratings, port: {number: 9080}}}]",
                                             hosts="[ratings]", name="ratings"), RATINGS)
