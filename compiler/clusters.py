@@ -19,6 +19,7 @@ from google.protobuf import wrappers_pb2
 from . import endpoints, provenance
 from .protos import ads, pack, sds_secret
 from .durations import duration
+from .gateways import sni_dnat_targets
 from .model import Mesh, Port, Service
 from .names import cluster_name, sni
 from .view import ProxyView
@@ -32,7 +33,8 @@ SIMPLE_LB = {"ROUND_ROBIN": Cluster.ROUND_ROBIN, "RANDOM": Cluster.RANDOM, "LEAS
 
 
 def build_clusters(mesh: Mesh, view: ProxyView, services: list[Service]) -> list[Cluster]:
-    """Every outbound cluster of the visible services, sorted by name."""
+    """Every outbound cluster of the visible services, and an east-west gateway's SNI-DNAT
+    clusters, sorted by name."""
     clusters = []
     for service in services:
         rule = mesh.destination_rule(service.host)
@@ -40,7 +42,24 @@ def build_clusters(mesh: Mesh, view: ProxyView, services: list[Service]) -> list
         for port in service.ports:
             for subset in subsets:
                 clusters.append(build_cluster(mesh, view, service, port, subset))
+    for service, port, subset in sni_dnat_targets(mesh, view, services):
+        clusters.append(build_sni_dnat_cluster(mesh, view, service, port, subset))
     return sorted(clusters, key=lambda c: c.name)
+
+
+def build_sni_dnat_cluster(mesh: Mesh, view: ProxyView, service: Service, port: Port,
+                           subset: str | None) -> Cluster:
+    """What an east-west gateway forwards one SNI to: the outbound cluster's endpoints in the
+    gateway's own network, without TLS of its own (the caller's mTLS passes through untouched)."""
+    cluster = build_cluster(mesh, view, service, port, subset)
+    cluster.name = sni(port.number, subset, service.host)
+    cluster.ClearField("transport_socket")
+    cluster.ClearField("transport_socket_matches")
+    if cluster.type == Cluster.EDS:
+        cluster.eds_cluster_config.service_name = cluster.name
+    else:
+        cluster.load_assignment.cluster_name = cluster.name
+    return cluster
 
 
 def build_cluster(mesh: Mesh, view: ProxyView, service: Service, port: Port, subset: str | None) -> Cluster:

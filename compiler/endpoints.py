@@ -19,7 +19,7 @@ from google.protobuf import wrappers_pb2
 from . import provenance
 from .locality import Locality
 from .model import CLUSTER_LABEL, Endpoint, Mesh, Network, Port, Service
-from .names import cluster_name
+from .names import cluster_name, sni
 from .view import ProxyView
 
 NETWORK_LABEL = "topology.istio.io/network"
@@ -238,13 +238,32 @@ def mtls_mode(mesh: Mesh, host: str, port: int, subset: str | None) -> bool | No
     return None if not tls else tls.get("mode") == "ISTIO_MUTUAL"
 
 
-def compute_groups(mesh: Mesh, view: ProxyView, service: Service, port: Port, subset: str | None) -> list[Group]:
-    """The targets a proxy gets for one service port and subset, before Envoy encoding."""
+def compute_groups(mesh: Mesh, view: ProxyView, service: Service, port: Port, subset: str | None,
+                   local_only: bool = False) -> list[Group]:
+    """The targets a proxy gets for one service port and subset, before Envoy encoding.
+
+    ``local_only`` is for an east-west gateway's SNI-DNAT clusters: only the endpoints of its own
+    network that can take the caller's Istio mTLS, never another network's gateway.
+    """
     rule = mesh.destination_rule(service.host)
     chosen = rule.subset(subset) if rule and subset else None
     groups = group_by_locality(targets_of(mesh, service, port), chosen.labels if chosen else None)
-    groups = split_horizon(groups, view.network, mesh.networks, mtls_mode(mesh, service.host, port.number, subset))
+    if local_only:
+        groups = local_mtls_targets(groups, view.network)
+    else:
+        groups = split_horizon(groups, view.network, mesh.networks, mtls_mode(mesh, service.host, port.number, subset))
     return locality_lb(groups, view, locality_policy(mesh, service.host, port.number, subset))
+
+
+def local_mtls_targets(groups: list[Group], network: str) -> list[Group]:
+    """The targets in ``network`` (or in none) whose sidecar can terminate the caller's mTLS,
+    which the east-west gateway passes through untouched."""
+    out = []
+    for group in groups:
+        kept = tuple(t for t in group.targets if (not t.network or t.network == network) and t.sidecar)
+        if kept:
+            out.append(replace(group, targets=kept, weight=sum(t.weight for t in kept)))
+    return out
 
 
 TLS_MATCH = "envoy.transport_socket_match"
@@ -276,8 +295,8 @@ def encode(name: str, groups: list[Group], metadata: base_pb2.Metadata | None = 
 
 
 def build_load_assignment(mesh: Mesh, view: ProxyView, service: Service, port: Port,
-                          subset: str | None) -> endpoint_pb2.ClusterLoadAssignment:
-    groups = compute_groups(mesh, view, service, port, subset)
-    return encode(cluster_name(port.number, subset, service.host), groups,
-                  provenance.metadata(mesh.revision, service.source),
-                  mark_tls_mode=mtls_mode(mesh, service.host, port.number, subset) is None)
+                          subset: str | None, sni_dnat: bool = False) -> endpoint_pb2.ClusterLoadAssignment:
+    groups = compute_groups(mesh, view, service, port, subset, local_only=sni_dnat)
+    name = (sni if sni_dnat else cluster_name)(port.number, subset, service.host)
+    auto_mtls = mtls_mode(mesh, service.host, port.number, subset) is None and not sni_dnat
+    return encode(name, groups, provenance.metadata(mesh.revision, service.source), mark_tls_mode=auto_mtls)

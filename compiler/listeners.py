@@ -24,6 +24,7 @@ from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from google.protobuf import wrappers_pb2
 
 from . import provenance
+from .gateways import selected_servers, sni_dnat_targets
 from .protos import ads, pack, sds_secret
 from .hosts import fqdn, matches
 from .model import Mesh, Port, Service
@@ -135,26 +136,25 @@ def _cidrs(addresses: Iterable[str]) -> list[tuple[str, int]]:
 
 def _gateway_listeners(mesh: Mesh, view: ProxyView, services: list[Service]) -> Iterator[listener_pb2.Listener]:
     servers_by_port: dict[int, list[tuple[SourceObject, dict]]] = defaultdict(list)
-    for gateway in mesh.gateways:
-        if view.selected_by(gateway.spec.get("selector")):
-            for server in gateway.spec.get("servers", []):
-                servers_by_port[server["port"]["number"]].append((gateway, server))
+    for gateway, server in selected_servers(mesh, view):
+        servers_by_port[server["port"]["number"]].append((gateway, server))
     for port, servers in sorted(servers_by_port.items()):
         chains = _without_conflicts(chain for gateway, server in servers
-                                    for chain in _server_chains(mesh, gateway, server, services))
+                                    for chain in _server_chains(mesh, view, gateway, server, services))
         if chains:  # Envoy rejects a listener with no filter chain
             gateways = list({gateway.key: gateway for gateway, _ in servers}.values())
             yield _listener(port, sorted(chains, key=lambda c: list(c.filter_chain_match.server_names)),
                             mesh.revision, gateways)
 
 
-def _server_chains(mesh: Mesh, gateway: SourceObject, server: dict, services: list[Service]) -> list[FilterChain]:
+def _server_chains(mesh: Mesh, view: ProxyView, gateway: SourceObject, server: dict,
+                   services: list[Service]) -> list[FilterChain]:
     """The filter chains one Gateway server contributes to its port's listener."""
     port = server["port"]["number"]
     protocol = server["port"].get("protocol", "").upper()
     mode = (server.get("tls") or {}).get("mode", "")
     if mode == "AUTO_PASSTHROUGH":
-        return list(_auto_passthrough_chains(mesh, port, services))
+        return list(_auto_passthrough_chains(mesh, view, port, services))
     if mode == "PASSTHROUGH":
         return list(_passthrough_chains(mesh, gateway, server))
     if Port(port, "", protocol).is_http:  # a plain-text server; its tls block can only ask for redirects
@@ -198,18 +198,12 @@ def _passthrough_chains(mesh: Mesh, gateway: SourceObject, server: dict) -> Iter
                     yield _chain([_tcp_proxy_filter(port, targets)], server_names=names, name=names[0])
 
 
-def _auto_passthrough_chains(mesh: Mesh, port: int, services: list[Service]) -> Iterator[FilterChain]:
-    """The east-west gateway: the SNI a remote sidecar sends names the cluster, so no routes are needed."""
-    for service in services:
-        if "*" in service.host:  # no client sends an SNI naming a wildcard
-            continue
-        rule = mesh.destination_rule(service.host)
-        subsets = [None] + [subset.name for subset in rule.subsets] if rule else [None]
-        for service_port in service.ports:
-            for subset in subsets:
-                name = sni(service_port.number, subset, service.host)
-                cluster = cluster_name(service_port.number, subset, service.host)
-                yield _chain([_tcp_proxy_filter(port, [(cluster, 1)])], server_names=[name], name=name)
+def _auto_passthrough_chains(mesh: Mesh, view: ProxyView, port: int, services: list[Service]
+                             ) -> Iterator[FilterChain]:
+    """The east-west gateway: the SNI a remote sidecar sends names the SNI-DNAT cluster to use."""
+    for service, service_port, subset in sni_dnat_targets(mesh, view, services):
+        name = sni(service_port.number, subset, service.host)
+        yield _chain([_tcp_proxy_filter(port, [(name, 1)])], server_names=[name], name=name)
 
 
 def _without_conflicts(chains: Iterable[FilterChain]) -> list[FilterChain]:

@@ -16,6 +16,17 @@ def sni(port: int, subset: str | None, host: str) -> str:
     return f"outbound_.{port}_.{subset or ''}_.{host}"
 
 
+def parse_sni(name: str) -> tuple[int, str, str]:
+    """``outbound_.9080_.v1_.reviews...`` -> (9080, 'v1', 'reviews...')."""
+    _, port, subset, host = name.split("_.", 3)
+    return int(port), subset, host
+
+
+def parse_eds_name(name: str) -> tuple[int, str, str]:
+    """An EDS cluster's name, outbound or SNI-DNAT, as (port, subset, host)."""
+    return parse_sni(name) if name.startswith("outbound_.") else parse_cluster_name(name)
+
+
 def listener_name(port: int) -> str:
     return f"0.0.0.0_{port}"
 

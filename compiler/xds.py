@@ -18,7 +18,7 @@ from .clusters import build_clusters
 from .endpoints import build_load_assignment
 from .listeners import build_listeners
 from .model import Mesh
-from .names import parse_cluster_name
+from .names import parse_eds_name
 from .routes import build_routes
 from .scope import visible_services
 from .view import ProxyView
@@ -69,9 +69,10 @@ def compile_view(mesh: Mesh, view: ProxyView) -> ViewConfig:
     assignments = []
     by_host = {s.host: s for s in services}
     for cluster in eds:
-        port, subset, host = parse_cluster_name(cluster.name)
+        port, subset, host = parse_eds_name(cluster.name)
         service = by_host[host]
-        assignments.append(build_load_assignment(mesh, view, service, service.port(port), subset or None))
+        assignments.append(build_load_assignment(mesh, view, service, service.port(port), subset or None,
+                                                 sni_dnat=cluster.name.startswith("outbound_.")))
     return ViewConfig({
         CLUSTER: _by_name(clusters, lambda m: m.name),
         ENDPOINT: _by_name(assignments, lambda m: m.cluster_name),

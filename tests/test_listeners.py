@@ -378,8 +378,9 @@ def test_east_west_gateway_auto_passthrough_chains_are_named_by_sni():
     assert listener.name == "0.0.0.0_15443"
     chains = [(c.name, list(c.filter_chain_match.server_names), tcp_proxy_of(c).cluster)
               for c in listener.filter_chains]
+    # each SNI goes to its SNI-DNAT cluster: local endpoints, no TLS of the gateway's own
     expected = [(f"outbound_.{port}_.{subset}_.{host}", [f"outbound_.{port}_.{subset}_.{host}"],
-                 f"outbound|{port}|{subset}|{host}")
+                 f"outbound_.{port}_.{subset}_.{host}")
                 for port, subset, host in [
                     (3306, "", "cache.shop.svc.cluster.local"), (3306, "", "db.shop.svc.cluster.local"),
                     (3306, "", "queue.shop.svc.cluster.local"), (9080, "", "api.shop.svc.cluster.local"),
