@@ -1,12 +1,14 @@
-"""Gateway facts shared by the generators: which servers a proxy runs, and what they admit."""
+"""Which Gateways and VirtualServices apply where: facts the route and listener generators share."""
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterable, Iterator
 
-from .hosts import matches
+from .hosts import fqdn, matches
 from .model import Mesh, Port, Service
 from .parse import SourceObject
 from .view import ProxyView
+
+MESH_GATEWAY = "mesh"
 
 
 def selected_servers(mesh: Mesh, view: ProxyView) -> Iterator[tuple[SourceObject, dict]]:
@@ -43,3 +45,37 @@ def sni_dnat_targets(mesh: Mesh, view: ProxyView, services: list[Service]
         subsets = [None] + [subset.name for subset in rule.subsets] if rule else [None]
         out += [(service, port, subset) for port in service.ports for subset in subsets]
     return out
+
+
+def bound_gateways(vs: SourceObject) -> set[str]:
+    """The gateways a VirtualService is bound to; no list means the mesh (sidecars) only."""
+    return qualified_gateways(vs.spec.get("gateways") or [MESH_GATEWAY], vs.namespace)
+
+
+def qualified_gateways(names: Iterable[str], namespace: str) -> set[str]:
+    """``mesh`` stays; a bare Gateway name is in the VirtualService's namespace."""
+    return {n if n == MESH_GATEWAY or "/" in n else f"{namespace}/{n}" for n in names}
+
+
+class MeshVirtualServices:
+    """The VirtualServices bound to the mesh, indexed by host, so each service finds its own
+    without a scan of every VirtualService."""
+
+    def __init__(self, mesh: Mesh):
+        self.exact: dict[str, SourceObject] = {}
+        wildcards: list[tuple[int, int, str, SourceObject]] = []
+        bound = [vs for vs in mesh.virtual_services if MESH_GATEWAY in bound_gateways(vs)]
+        for order, vs in enumerate(bound):
+            for host in (fqdn(h, vs.namespace) for h in vs.spec.get("hosts", [])):
+                if host.startswith("*"):
+                    wildcards.append((-len(host), order, host, vs))
+                else:
+                    self.exact.setdefault(host, vs)  # the first in mesh order wins
+        # Most specific (longest) wildcard first; equal ones in mesh order.
+        self.wildcards = [(host, vs) for _, _, host, vs in sorted(wildcards, key=lambda w: w[:2])]
+
+    def for_host(self, host: str) -> SourceObject | None:
+        """Istio's choice: the VirtualService naming the host, else the most specific wildcard covering it."""
+        if host in self.exact:
+            return self.exact[host]
+        return next((vs for pattern, vs in self.wildcards if matches(pattern, host)), None)

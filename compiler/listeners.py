@@ -24,7 +24,7 @@ from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from google.protobuf import wrappers_pb2
 
 from . import provenance
-from .gateways import selected_servers, sni_dnat_targets
+from .gateways import MeshVirtualServices, selected_servers, sni_dnat_targets
 from .protos import ads, pack, sds_secret
 from .hosts import fqdn, matches
 from .model import Mesh, Port, Service
@@ -72,12 +72,13 @@ def build_listeners(mesh: Mesh, view: ProxyView, services: list[Service]) -> lis
 
 
 def _sidecar_listeners(mesh: Mesh, services: list[Service]) -> Iterator[listener_pb2.Listener]:
+    routing = MeshVirtualServices(mesh)
     for port, on_port in sorted(_services_by_port(services).items()):
         if any(service.port(port).is_http for service in on_port):
             # One HTTP listener serves every host on the port: RDS picks the virtual host.
             chains, default = [_chain([_hcm_filter(port, sidecar_route_name(port))])], None
         else:
-            chains, default = _tcp_service_chains(port, on_port)
+            chains, default = _tcp_service_chains(mesh, routing, port, on_port)
         yield _listener(port, chains, mesh.revision, [on_port[0].source], default)
 
 
@@ -90,21 +91,35 @@ def _services_by_port(services: list[Service]) -> dict[int, list[Service]]:
     return by_port
 
 
-def _tcp_service_chains(port: int, on_port: list[Service]) -> tuple[list[FilterChain], FilterChain | None]:
+def _tcp_service_chains(mesh: Mesh, routing: MeshVirtualServices, port: int, on_port: list[Service]
+                        ) -> tuple[list[FilterChain], FilterChain | None]:
     """(filter chains, default chain) for a port with no HTTP service.
 
     Without HTTP there is no Host header, so services sharing the port are told
     apart by destination address or, for TLS, by SNI; what neither tells apart
     goes to the first service by host.
     """
-    first = _chain([_tcp_proxy_filter(port, [(cluster_name(port, None, on_port[0].host), 1)])])
-    matched = list(_matched_service_chains(port, on_port)) if len(on_port) > 1 else []
+    first = _chain([_tcp_proxy_filter(port, _mesh_tcp_targets(mesh, routing, on_port[0], port))])
+    matched = list(_matched_service_chains(mesh, routing, port, on_port)) if len(on_port) > 1 else []
     if not matched:
         return [first], None
     return matched, first
 
 
-def _matched_service_chains(port: int, on_port: list[Service]) -> Iterator[FilterChain]:
+def _mesh_tcp_targets(mesh: Mesh, routing: MeshVirtualServices, service: Service, port: int) -> list[Target]:
+    """Where a sidecar sends a service's TCP stream: the first ``tcp`` rule of its mesh VirtualService
+    that applies on this port (weighted clusters), else the service's own cluster."""
+    vs = routing.for_host(service.host)
+    for rule in (vs.spec.get("tcp", []) if vs else []):
+        if any(match.get("port") in (None, port) for match in rule.get("match") or [{}]):
+            targets = _route_targets(mesh, vs, rule.get("route", []), port)
+            if targets:
+                return targets
+    return [(cluster_name(port, None, service.host), 1)]
+
+
+def _matched_service_chains(mesh: Mesh, routing: MeshVirtualServices, port: int, on_port: list[Service]
+                            ) -> Iterator[FilterChain]:
     claimed: set[tuple[str, int]] = set()
     for service in on_port:
         names = [service.host] if service.port(port).protocol in SNI_PROTOCOLS and service.host != "*" else []
@@ -114,9 +129,8 @@ def _matched_service_chains(port: int, on_port: list[Service]) -> Iterator[Filte
         if not names:
             claimed.update(prefixes)
         if names or prefixes:
-            cluster = cluster_name(port, None, service.host)
-            yield _chain([_tcp_proxy_filter(port, [(cluster, 1)])], server_names=names, prefixes=prefixes,
-                         name=cluster)
+            yield _chain([_tcp_proxy_filter(port, _mesh_tcp_targets(mesh, routing, service, port))],
+                         server_names=names, prefixes=prefixes, name=cluster_name(port, None, service.host))
 
 
 def _cidrs(addresses: Iterable[str]) -> list[tuple[str, int]]:

@@ -28,6 +28,7 @@ from google.protobuf import wrappers_pb2
 from . import provenance
 from .protos import pack
 from .durations import duration
+from .gateways import MESH_GATEWAY, MeshVirtualServices, bound_gateways, qualified_gateways
 from .hosts import fqdn, matches
 from .model import Mesh, Port, Service
 from .names import cluster_name, gateway_route_name, parse_cluster_name, sidecar_route_name, virtual_host_name
@@ -36,7 +37,6 @@ from .view import ROUTER, ProxyView
 
 RouteConfiguration = route_pb2.RouteConfiguration
 
-MESH_GATEWAY = "mesh"
 FAULT_FILTER = "envoy.filters.http.fault"
 CORS_FILTER = "envoy.filters.http.cors"
 PREVIOUS_HOSTS = "envoy.retry_host_predicates.previous_hosts"
@@ -108,7 +108,7 @@ class _VirtualHost:
 
 def _sidecar_configs(mesh: Mesh, view: ProxyView, services: list[Service]) -> list[RouteConfiguration]:
     by_host = {service.host: service for service in services}
-    index = _MeshVirtualServices(mesh)
+    index = MeshVirtualServices(mesh)
     ports = sorted({port.number for service in services for port in service.ports if port.is_http})
     configs = []
     for port in ports:
@@ -127,7 +127,7 @@ def _serves_http_on(service: Service, number: int) -> bool:
     return port is not None and port.is_http
 
 
-def _service_virtual_host(ctx: _Context, service: Service, index: _MeshVirtualServices) -> _VirtualHost:
+def _service_virtual_host(ctx: _Context, service: Service, index: MeshVirtualServices) -> _VirtualHost:
     """The service's VirtualService routes, or Istio's default route when none applies on this port."""
     name = virtual_host_name(service.host, ctx.port)
     domains = _service_domains(service, ctx.port)
@@ -136,30 +136,6 @@ def _service_virtual_host(ctx: _Context, service: Service, index: _MeshVirtualSe
     if routes:
         return _VirtualHost(name, domains, routes, [vs])
     return _VirtualHost(name, domains, [_default_route(ctx, service)], [service.source])
-
-
-class _MeshVirtualServices:
-    """The VirtualServices bound to the mesh, indexed by host, so each service finds its own
-    without a scan of every VirtualService."""
-
-    def __init__(self, mesh: Mesh):
-        self.exact: dict[str, SourceObject] = {}
-        wildcards: list[tuple[int, int, str, SourceObject]] = []
-        bound = [vs for vs in mesh.virtual_services if MESH_GATEWAY in _vs_gateways(vs)]
-        for order, vs in enumerate(bound):
-            for host in (fqdn(h, vs.namespace) for h in vs.spec.get("hosts", [])):
-                if host.startswith("*"):
-                    wildcards.append((-len(host), order, host, vs))
-                else:
-                    self.exact.setdefault(host, vs)  # the first in mesh order wins
-        # Most specific (longest) wildcard first; equal ones in mesh order.
-        self.wildcards = [(host, vs) for _, _, host, vs in sorted(wildcards, key=lambda w: w[:2])]
-
-    def for_host(self, host: str) -> SourceObject | None:
-        """Istio's choice: the VirtualService naming the host, else the most specific wildcard covering it."""
-        if host in self.exact:
-            return self.exact[host]
-        return next((vs for pattern, vs in self.wildcards if matches(pattern, host)), None)
 
 
 def _service_domains(service: Service, port: int) -> list[str]:
@@ -232,7 +208,7 @@ def _gateway_config(mesh: Mesh, view: ProxyView, services: Mapping[str, Service]
         ctx = _Context(mesh, view, port, services, frozenset({_gateway_ref(gateway)}), tls)
         https_redirect = bool((server.get("tls") or {}).get("httpsRedirect"))
         for vs in mesh.virtual_services:
-            if _gateway_ref(gateway) not in _vs_gateways(vs):
+            if _gateway_ref(gateway) not in bound_gateways(vs):
                 continue
             hosts = _admitted_hosts(vs, gateway, server)
             routes = _virtual_service_routes(ctx, vs) if hosts else []
@@ -323,16 +299,6 @@ def _virtual_host_message(mesh: Mesh, vhost: _VirtualHost, domains: list[str]) -
 # --- VirtualService HTTP rules to routes ----------------------------------------------------------
 
 
-def _vs_gateways(vs: SourceObject) -> set[str]:
-    """The gateways a VirtualService is bound to; no list means the mesh (sidecars) only."""
-    return _qualified_gateways(vs.spec.get("gateways") or [MESH_GATEWAY], vs.namespace)
-
-
-def _qualified_gateways(names: Iterable[str], namespace: str) -> set[str]:
-    """``mesh`` stays; a bare Gateway name is in the VirtualService's namespace."""
-    return {n if n == MESH_GATEWAY or "/" in n else f"{namespace}/{n}" for n in names}
-
-
 def _virtual_service_routes(ctx: _Context, vs: SourceObject) -> list[rc.Route]:
     """Each match of each HTTP rule becomes a route, in order. As in Istio, nothing follows a
     catch-all (Envoy picks the first matching route, so it would never be used)."""
@@ -355,7 +321,7 @@ def _match_applies(ctx: _Context, vs: SourceObject, match: dict) -> bool:
     if match.get("port") and match["port"] != ctx.port:
         return False
     if match.get("gateways"):
-        return bool(_qualified_gateways(match["gateways"], vs.namespace) & ctx.gateways)
+        return bool(qualified_gateways(match["gateways"], vs.namespace) & ctx.gateways)
     if not ctx.view.selected_by(match.get("sourceLabels")):
         return False
     return match.get("sourceNamespace", "") in ("", ctx.view.namespace)
