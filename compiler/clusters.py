@@ -51,7 +51,8 @@ def build_sni_dnat_cluster(mesh: Mesh, view: ProxyView, service: Service, port: 
                            subset: str | None) -> Cluster:
     """What an east-west gateway forwards one SNI to: the outbound cluster's endpoints in the
     gateway's own network, without TLS of its own (the caller's mTLS passes through untouched)."""
-    cluster = build_cluster(mesh, view, service, port, subset)
+    cluster = Cluster()
+    cluster.CopyFrom(build_cluster(mesh, view, service, port, subset))  # the outbound one is shared
     cluster.name = sni(port.number, subset, service.host)
     cluster.ClearField("transport_socket")
     cluster.ClearField("transport_socket_matches")
@@ -63,6 +64,18 @@ def build_sni_dnat_cluster(mesh: Mesh, view: ProxyView, service: Service, port: 
 
 
 def build_cluster(mesh: Mesh, view: ProxyView, service: Service, port: Port, subset: str | None) -> Cluster:
+    """One outbound cluster. Only a DNS cluster's inline endpoints depend on the proxy, so the others
+    are built once per mesh and shared by every view (callers must not change them)."""
+    if service.resolution in ("DNS", "DNS_ROUND_ROBIN"):
+        return _build_cluster(mesh, view, service, port, subset)
+    key = ("cluster", service.host, port.number, subset)
+    cluster = mesh.memo.get(key)
+    if cluster is None:
+        cluster = mesh.memo[key] = _build_cluster(mesh, view, service, port, subset)
+    return cluster
+
+
+def _build_cluster(mesh: Mesh, view: ProxyView, service: Service, port: Port, subset: str | None) -> Cluster:
     name = cluster_name(port.number, subset, service.host)
     policy = mesh.policy(service.host, port.number, subset)
     rule = mesh.destination_rule(service.host)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 from envoy.config.core.v3 import base_pb2
-from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from google.protobuf import wrappers_pb2
 
 from . import provenance
@@ -181,6 +181,9 @@ def apply_failover(groups: list[Group], view: ProxyView, failover: list[Mapping[
             rule = next((f for f in failover if f.get("from") == view.locality.region), None)
             if rule is not None and group.locality.region != rule.get("to"):
                 distance = 4
+        if not failover_priority:  # the whole group shares one rank
+            ranked.setdefault((distance, group.locality), []).extend(group.targets)
+            continue
         for target in group.targets:
             label_rank = len(failover_priority)
             for i, label in enumerate(failover_priority):
@@ -283,15 +286,33 @@ def encode(name: str, groups: list[Group], metadata: base_pb2.Metadata | None = 
         if metadata is not None:
             out.metadata.CopyFrom(metadata)
         for target in group.targets:
-            # filling fields in place avoids building and copying four nested messages per endpoint
-            lb = out.lb_endpoints.add()
-            socket = lb.endpoint.address.socket_address
-            socket.address = target.address
-            socket.port_value = target.port
-            lb.load_balancing_weight.value = target.weight
-            if mark_tls_mode and (target.sidecar or target.gateway):
-                lb.metadata.filter_metadata[TLS_MATCH].fields["tlsMode"].string_value = "istio"
+            marked = mark_tls_mode and (target.sidecar or target.gateway)
+            key = (target.address, target.port, target.weight, marked)
+            data = _LB_ENDPOINTS.get(key)
+            if data is None:
+                data = _LB_ENDPOINTS[key] = _lb_endpoint(target, marked)
+            # merging cached bytes is several times cheaper than filling the nested fields again
+            out.lb_endpoints.add().MergeFromString(data)
     return assignment
+
+
+# Serialized LbEndpoints by (address, port, weight, tlsMode mark): the same endpoint appears in
+# every subset and view; bounded so a long-running server does not grow it without end.
+_LB_ENDPOINTS: dict[tuple, bytes] = {}
+_LB_ENDPOINTS_MAX = 1 << 20
+
+
+def _lb_endpoint(target: Target, marked: bool) -> bytes:
+    if len(_LB_ENDPOINTS) >= _LB_ENDPOINTS_MAX:
+        _LB_ENDPOINTS.clear()
+    lb = endpoint_components_pb2.LbEndpoint()
+    socket = lb.endpoint.address.socket_address
+    socket.address = target.address
+    socket.port_value = target.port
+    lb.load_balancing_weight.value = target.weight
+    if marked:
+        lb.metadata.filter_metadata[TLS_MATCH].fields["tlsMode"].string_value = "istio"
+    return lb.SerializeToString(deterministic=True)
 
 
 def build_load_assignment(mesh: Mesh, view: ProxyView, service: Service, port: Port,
