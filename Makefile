@@ -35,6 +35,7 @@ system-deps:
 
 bench: $(STAMP)
 	$(BIN)/python bench/validate.py
+	$(BIN)/python bench/compile.py
 
 # Regenerate schemas/ from the Istio CRDs (only when ../shared/data changes).
 schemas: $(STAMP)
