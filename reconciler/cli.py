@@ -65,7 +65,7 @@ def cmd_validate(args) -> int:
         for finding in result.findings:
             print(finding.text())
         if args.summary and result.ok:
-            print(summarize(result.objects))
+            print(summarize(result.objects, build_mesh(result.objects, result.snapshot.revision)))
         verdict = "valid" if result.ok else "INVALID"
         print(f"{result.snapshot.origin} at {result.snapshot.revision[:12]}: {verdict}: "
               f"{len(result.objects)} objects in {len(result.snapshot.files)} files, "

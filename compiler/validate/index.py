@@ -11,7 +11,6 @@ from typing import Iterator
 from ..hosts import fqdn, matches
 from ..parse import Path, SourceObject
 
-CLUSTER_LABEL = "topology.istio.io/cluster"
 
 
 class Index:
