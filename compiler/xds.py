@@ -46,9 +46,6 @@ class ViewConfig:
 
     resources: dict[str, dict[str, Message]]
 
-    def names(self, type_url: str) -> list[str]:
-        return list(self.resources[type_url])
-
     def items(self) -> Iterator[tuple[str, str, Message]]:
         for type_url in PUSH_ORDER:
             for name, message in self.resources[type_url].items():
