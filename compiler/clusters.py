@@ -107,7 +107,7 @@ def _discovery(cluster: Cluster, mesh: Mesh, view: ProxyView, service: Service, 
     elif resolution in ("DNS", "DNS_ROUND_ROBIN"):
         cluster.type = Cluster.STRICT_DNS if resolution == "DNS" else Cluster.LOGICAL_DNS
         cluster.dns_lookup_family = Cluster.V4_ONLY
-        groups = endpoints.compute_groups(mesh, view, service, port, subset) if service.endpoints else [
+        groups = endpoints.compute_groups(mesh, view, service, port, subset, split=False) if service.endpoints else [
             endpoints.Group(view.locality, (endpoints.Target(service.host, port.number, 1),), 1)]
         if resolution == "DNS_ROUND_ROBIN":  # LOGICAL_DNS takes exactly one host
             first = groups[0]

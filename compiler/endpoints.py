@@ -242,18 +242,19 @@ def mtls_mode(mesh: Mesh, host: str, port: int, subset: str | None) -> bool | No
 
 
 def compute_groups(mesh: Mesh, view: ProxyView, service: Service, port: Port, subset: str | None,
-                   local_only: bool = False) -> list[Group]:
+                   local_only: bool = False, split: bool = True) -> list[Group]:
     """The targets a proxy gets for one service port and subset, before Envoy encoding.
 
     ``local_only`` is for an east-west gateway's SNI-DNAT clusters: only the endpoints of its own
-    network that can take the caller's Istio mTLS, never another network's gateway.
+    network that can take the caller's Istio mTLS, never another network's gateway. Without
+    ``split`` (DNS clusters, whose hosts Envoy resolves itself) no network filter applies, as in Istio.
     """
     rule = mesh.destination_rule(service.host)
     chosen = rule.subset(subset) if rule and subset else None
     groups = group_by_locality(targets_of(mesh, service, port), chosen.labels if chosen else None)
     if local_only:
         groups = local_mtls_targets(groups, view.network)
-    else:
+    elif split:
         groups = split_horizon(groups, view.network, mesh.networks, mtls_mode(mesh, service.host, port.number, subset))
     return locality_lb(groups, view, locality_policy(mesh, service.host, port.number, subset))
 

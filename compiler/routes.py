@@ -486,15 +486,15 @@ def _apply_route_action(ctx: _Context, vs: SourceObject, rule: dict, route: rc.R
     else:
         action.weighted_clusters.clusters.extend(_cluster_weight(ctx, vs, d, w) for d, w in destinations)
     sources: list[SourceObject] = []
-    hash_policy = None
-    if destinations:  # Istio hashes by the first destination's DestinationRule
-        first = destinations[0][0]["destination"]
-        host = fqdn(first["host"], vs.namespace)
-        hash_policy, rule_source = _hash_policy(ctx, host, _destination_port(ctx, host, first), first.get("subset"))
+    for weighted, _ in destinations:  # as Istio: every destination's DestinationRule hash, in order
+        target = weighted["destination"]
+        host = fqdn(target["host"], vs.namespace)
+        hash_policy, rule_source = _hash_policy(ctx, host, _destination_port(ctx, host, target), target.get("subset"))
         if hash_policy is not None:
             action.hash_policy.append(hash_policy)
             sources.append(rule_source)
-    retry = _retry_policy(rule.get("retries"), hashing=hash_policy is not None)
+    # Only a single hashed destination switches to consistent-hash retries (Istio's route.go)
+    retry = _retry_policy(rule.get("retries"), hashing=len(destinations) == 1 and bool(sources))
     if retry is not None:
         action.retry_policy.CopyFrom(retry)
     return sources
@@ -621,8 +621,7 @@ def _set_retry_on(policy: rc.RetryPolicy, retry_on: str) -> None:
             conditions.append(part)
     if codes and "retriable-status-codes" not in conditions:
         conditions.append("retriable-status-codes")
-    if not codes and "retriable-status-codes" in conditions:
-        codes = [DEFAULT_RETRIABLE_STATUS]
+    # As Istio: a retryOn given replaces the default codes too, even when it names none
     policy.retry_on = ",".join(conditions)
     policy.retriable_status_codes[:] = codes
 

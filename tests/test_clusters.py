@@ -179,3 +179,19 @@ def test_provenance_names_service_entry_and_rule():
     assert fields["file"].string_value == "mesh.yaml" and fields["revision"].string_value == "r1"
     assert fields["line"].number_value == 13  # after the topology (11 lines) and a --- separator
     assert fields["also"].list_value.values[0].string_value.startswith("DestinationRule/ns/web (mesh.yaml:")
+
+
+def test_dns_clusters_get_no_split_horizon():
+    """Istio applies its network filter to EDS only: a DNS cluster lists its hosts wherever they are."""
+    remote = TOPOLOGY.replace("    n1: {endpoints: [{fromRegistry: c1}], gateways: [{address: 192.0.2.1, port: 15443}]}",
+                              "    n1: {endpoints: [{fromRegistry: c1}], gateways: [{address: 192.0.2.1, port: 15443}]}\n"
+                              "    n2: {endpoints: [{fromCidr: 10.9.0.0/16}], gateways: [{address: 192.0.2.2, port: 15443}]}")
+    result = validate(snapshot_of({"mesh.yaml": "---\n".join(
+        (remote, se("api", "DNS", "[{address: api.far.internal, network: n2}, {address: api.near.internal}]")))},
+        revision="r1"))
+    assert result.ok, [f.text() for f in result.findings]
+    mesh = build_mesh(result.objects, "r1")
+    view = make_view(mesh, "c1")
+    (api,) = [c for c in build_clusters(mesh, view, visible_services(mesh, view)) if "api" in c.name]
+    hosts = {e.endpoint.address.socket_address.address for g in api.load_assignment.endpoints for e in g.lb_endpoints}
+    assert hosts == {"api.far.internal", "api.near.internal"}

@@ -426,13 +426,15 @@ def test_retries_without_retry_on_keep_istios_conditions():
     assert route.route.retry_policy == expected
 
 
-def test_retriable_status_codes_default_to_503():
+def test_a_given_retry_on_replaces_the_default_status_codes():
+    # Istio's ConvertPolicy: parseRetryOn sets both retry_on and the codes, so naming
+    # retriable-status-codes without a code leaves the list empty (the default 503 is gone)
     route = only_route(vs("""
         - route: [{destination: {host: reviews, subset: v1}}]
           retries: {attempts: 1, retryOn: "connect-failure,retriable-status-codes"}
         """))
     assert route.route.retry_policy.retry_on == "connect-failure,retriable-status-codes"
-    assert list(route.route.retry_policy.retriable_status_codes) == [503]
+    assert list(route.route.retry_policy.retriable_status_codes) == []
 
 
 def test_zero_attempts_disable_retries():
@@ -911,3 +913,28 @@ def test_envoy_accepts_every_route_feature(tmp_path):
         chain_filter.typed_config.Pack(manager)
     result = validate_with_envoy(boot, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-2000:]
+
+
+def test_weighted_route_appends_every_destination_hash_and_keeps_previous_hosts():
+    rules = """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings, namespace: bookinfo}
+spec:
+  host: ratings
+  subsets:
+  - name: a
+    labels: {version: v1}
+    trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x-a}}}
+  - name: b
+    labels: {version: v2}
+    trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x-b}}}
+"""
+    route = only_route(rules + "---\n" + vs(
+        "- route:\n"
+        "  - {destination: {host: ratings, subset: a, port: {number: 9080}}, weight: 50}\n"
+        "  - {destination: {host: ratings, subset: b, port: {number: 9080}}, weight: 50}",
+        hosts="[ratings]", name="ratings"), RATINGS)
+    assert [h.header.header_name for h in route.route.hash_policy] == ["x-a", "x-b"]
+    assert [p.name for p in route.route.retry_policy.retry_host_predicate] == [
+        "envoy.retry_host_predicates.previous_hosts"]
