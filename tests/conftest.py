@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from compiler.model import Mesh, build_mesh
 from compiler.snapshot import Snapshot
 from compiler.validate import validate
 
@@ -29,3 +30,33 @@ def sample_files() -> dict[str, bytes]:
 @pytest.fixture
 def sample_snapshot() -> Snapshot:
     return Snapshot("sample", sample_files())
+
+
+def mesh_from(files: dict[str, str | bytes], revision: str = "test") -> Mesh:
+    """The typed mesh of files that must validate clean (the findings are shown when they do not)."""
+    result = validate(snapshot_of(files, revision))
+    assert result.ok, "\n".join(f.text() for f in result.findings)
+    return build_mesh(result.objects, revision)
+
+
+@pytest.fixture(scope="session")
+def sample_mesh() -> Mesh:
+    return mesh_from(sample_files(), "sample")
+
+
+# The smallest federation most compiler tests start from: one network, one cluster in it.
+ONE_CLUSTER = """\
+apiVersion: galleon.io/v1alpha1
+kind: MeshNetworks
+metadata: {name: mesh-networks, namespace: istio-system}
+spec:
+  networks:
+    network-1:
+      endpoints: [{fromRegistry: cluster-a}]
+      gateways: [{address: 192.0.2.10, port: 15443}]
+---
+apiVersion: galleon.io/v1alpha1
+kind: Cluster
+metadata: {name: cluster-a, namespace: istio-system}
+spec: {network: network-1, locality: us-east/us-east-1a}
+"""

@@ -11,23 +11,9 @@ import pytest
 
 from compiler.validate import validate
 from compiler.validate.framework import ANALYZERS
-from tests.conftest import snapshot_of
+from tests.conftest import ONE_CLUSTER, snapshot_of
 
-BASE = """\
-apiVersion: galleon.io/v1alpha1
-kind: MeshNetworks
-metadata: {name: mesh-networks, namespace: istio-system}
-spec:
-  networks:
-    network-1:
-      endpoints: [{fromRegistry: cluster-a}]
-      gateways: [{address: 192.0.2.10, port: 15443}]
----
-apiVersion: galleon.io/v1alpha1
-kind: Cluster
-metadata: {name: cluster-a, namespace: istio-system}
-spec: {network: network-1, locality: us-east/us-east-1a}
----
+BASE = ONE_CLUSTER + """---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: reviews, namespace: bookinfo}

@@ -9,11 +9,9 @@ from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
 from compiler.clusters import build_clusters
-from compiler.model import build_mesh
 from compiler.scope import visible_services
-from compiler.validate import validate
 from compiler.view import make_view
-from tests.conftest import snapshot_of
+from tests.conftest import mesh_from
 
 Cluster = cluster_pb2.Cluster
 
@@ -52,9 +50,7 @@ def dr(host: str, body: str) -> str:
 
 
 def clusters(*docs: str) -> dict[str, Cluster]:
-    result = validate(snapshot_of({"mesh.yaml": "---\n".join((TOPOLOGY,) + docs)}, revision="r1"))
-    assert result.ok, [f.text() for f in result.findings]
-    mesh = build_mesh(result.objects, "r1")
+    mesh = mesh_from({"mesh.yaml": "---\n".join((TOPOLOGY,) + docs)}, revision="r1")
     view = make_view(mesh, "c1")
     return {c.name: c for c in build_clusters(mesh, view, visible_services(mesh, view))}
 
@@ -186,11 +182,9 @@ def test_dns_clusters_get_no_split_horizon():
     remote = TOPOLOGY.replace("    n1: {endpoints: [{fromRegistry: c1}], gateways: [{address: 192.0.2.1, port: 15443}]}",
                               "    n1: {endpoints: [{fromRegistry: c1}], gateways: [{address: 192.0.2.1, port: 15443}]}\n"
                               "    n2: {endpoints: [{fromCidr: 10.9.0.0/16}], gateways: [{address: 192.0.2.2, port: 15443}]}")
-    result = validate(snapshot_of({"mesh.yaml": "---\n".join(
+    mesh = mesh_from({"mesh.yaml": "---\n".join(
         (remote, se("api", "DNS", "[{address: api.far.internal, network: n2}, {address: api.near.internal}]")))},
-        revision="r1"))
-    assert result.ok, [f.text() for f in result.findings]
-    mesh = build_mesh(result.objects, "r1")
+        revision="r1")
     view = make_view(mesh, "c1")
     (api,) = [c for c in build_clusters(mesh, view, visible_services(mesh, view)) if "api" in c.name]
     hosts = {e.endpoint.address.socket_address.address for g in api.load_assignment.endpoints for e in g.lb_endpoints}

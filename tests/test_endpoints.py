@@ -7,11 +7,8 @@ import pytest
 
 from compiler.endpoints import Group, Target, apply_distribute, apply_failover, split_horizon
 from compiler.locality import Locality
-from compiler.model import Network, NetworkGateway, build_mesh
-from compiler.snapshot import Snapshot
-from compiler.validate import validate
+from compiler.model import Network, NetworkGateway
 from compiler.view import ProxyView, make_view
-from tests.conftest import sample_files
 
 NETWORKS = {
     "n1": Network("n1", (NetworkGateway("1.1.1.1", 15443),), (), ()),
@@ -160,13 +157,6 @@ def test_failover_priority_labels_rank_first():
     by_address = {t.address: g.priority for g in result for t in g.targets}
     # both labels match: 0; only the first: 1; the first does not match: 2 (the second then never counts)
     assert by_address == {"10.0.0.1": 0, "10.0.0.2": 1, "10.0.0.3": 2}
-
-
-@pytest.fixture(scope="module")
-def sample_mesh():
-    result = validate(Snapshot("rev", sample_files()))
-    assert result.ok
-    return build_mesh(result.objects, "rev")
 
 
 def test_sample_mesh_split_horizon_from_each_network(sample_mesh):

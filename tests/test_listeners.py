@@ -11,13 +11,10 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 
 from compiler.listeners import build_listeners
-from compiler.model import build_mesh
 from compiler.scope import visible_services
-from compiler.snapshot import Snapshot
-from compiler.validate import validate
 from compiler.view import make_view
 
-from .conftest import sample_files
+from .conftest import mesh_from
 
 ROUTER_NODE = "router~10.0.0.1~gw.istio-system~istio-system.svc.cluster.local"
 SIDECAR_NODE = "sidecar~10.0.0.2~app.shop~shop.svc.cluster.local"
@@ -161,9 +158,7 @@ spec:
 
 
 def mesh_of(text: str, revision: str = "rev"):
-    result = validate(Snapshot(revision, {"mesh.yaml": textwrap.dedent(text).lstrip("\n").encode()}))
-    assert result.ok, result.findings
-    return build_mesh(result.objects, revision)
+    return mesh_from({"mesh.yaml": textwrap.dedent(text).lstrip("\n")}, revision)
 
 
 def listeners_for(mesh, node_id: str = SIDECAR_NODE, labels: dict | None = None, cluster: str = "cluster-a"):
@@ -439,13 +434,6 @@ def test_same_input_gives_identical_messages():
 
 
 # --- the sample repository ------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def sample_mesh():
-    result = validate(Snapshot("sample", sample_files()))
-    assert result.ok, result.findings
-    return build_mesh(result.objects, "sample")
 
 
 SAMPLE_VIEWS = [("cluster-a", SIDECAR_NODE, None), ("cluster-b", SIDECAR_NODE, None),

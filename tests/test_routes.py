@@ -17,10 +17,9 @@ from compiler.model import build_mesh
 from compiler.parse import parse
 from compiler.routes import build_routes
 from compiler.scope import visible_services
-from compiler.snapshot import Snapshot
 from compiler.validate import validate
 from compiler.view import make_view
-from tests.conftest import sample_files, snapshot_of
+from tests.conftest import ONE_CLUSTER, mesh_from, sample_files, snapshot_of
 
 SIDECAR = "sidecar~10.1.0.9~client.bookinfo~bookinfo.svc.cluster.local"
 ROUTER = "router~10.1.100.1~ingress.istio-system~istio-system.svc.cluster.local"
@@ -30,21 +29,7 @@ RATINGS = "ratings.bookinfo.svc.cluster.local"
 DETAILS = "details.bookinfo.svc.cluster.local"
 DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
 
-MESH = """\
-apiVersion: galleon.io/v1alpha1
-kind: MeshNetworks
-metadata: {name: mesh-networks, namespace: istio-system}
-spec:
-  networks:
-    network-1:
-      endpoints: [{fromRegistry: cluster-a}]
-      gateways: [{address: 192.0.2.10, port: 15443}]
----
-apiVersion: galleon.io/v1alpha1
-kind: Cluster
-metadata: {name: cluster-a, namespace: istio-system}
-spec: {network: network-1, locality: us-east/us-east-1a}
----
+MESH = ONE_CLUSTER + """---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: reviews, namespace: bookinfo}
@@ -794,15 +779,14 @@ def sample_views(mesh):
         yield make_view(mesh, cluster, node_id=ROUTER, labels=INGRESS)
 
 
-def test_every_sample_cluster_builds_complete_deterministic_routes():
-    result = validate(Snapshot("sample", sample_files()))
-    assert result.ok
-    mesh = build_mesh(result.objects, "sample")
+def test_every_sample_cluster_builds_complete_deterministic_routes(sample_mesh):
+    mesh = sample_mesh
     seen = set()
     for view in sample_views(mesh):
         services = visible_services(mesh, view)
         first = build_routes(mesh, view, services)
-        second = build_routes(build_mesh(result.objects, "sample"), view, visible_services(mesh, view))
+        # a freshly built mesh: what one mesh memoizes must not change the output
+        second = build_routes(mesh_from(sample_files(), "sample"), view, visible_services(mesh, view))
         assert first, view
         for a, b in zip(first, second, strict=True):
             assert a.IsInitialized()
@@ -812,9 +796,8 @@ def test_every_sample_cluster_builds_complete_deterministic_routes():
     assert seen == {"9080", "9090", "http.80", "http.443"}
 
 
-def test_sample_routes_match_the_bookinfo_intent():
-    result = validate(Snapshot("sample", sample_files()))
-    mesh = build_mesh(result.objects, "sample")
+def test_sample_routes_match_the_bookinfo_intent(sample_mesh):
+    mesh = sample_mesh
     view = make_view(mesh, "cluster-a")
     sidecar = {c.name: c for c in build_routes(mesh, view, visible_services(mesh, view))}
     reviews = vhost(sidecar["9080"], f"{REVIEWS}:9080").routes

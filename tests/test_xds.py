@@ -3,18 +3,13 @@ from __future__ import annotations
 
 import json
 
-from compiler.model import build_mesh
-from compiler.snapshot import Snapshot
-from compiler.validate import validate
 from compiler.view import make_view
 from compiler.xds import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, compile_view, config_dump, dump_json
-from tests.conftest import sample_files
+from tests.conftest import mesh_from, sample_files
 
 
 def compiled(files: dict[str, bytes], revision: str = "r1", cluster: str = "cluster-a"):
-    result = validate(Snapshot(revision, files))
-    assert result.ok
-    mesh = build_mesh(result.objects, revision)
+    mesh = mesh_from(files, revision)
     return compile_view(mesh, make_view(mesh, cluster))
 
 

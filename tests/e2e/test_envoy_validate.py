@@ -8,12 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from compiler.model import build_mesh
-from compiler.snapshot import Snapshot
-from compiler.validate import validate
 from compiler.view import make_view
 from compiler.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, compile_view
-from tests.conftest import sample_files
 from tests.e2e.envoy import static_bootstrap, validate_with_envoy
 
 pytestmark = pytest.mark.e2e
@@ -23,10 +19,8 @@ INGRESS = "router~10.1.100.1~istio-ingressgateway.istio-system~istio-system.svc.
 
 
 @pytest.fixture(scope="module")
-def mesh():
-    result = validate(Snapshot("sample", sample_files()))
-    assert result.ok
-    return build_mesh(result.objects, "sample")
+def mesh(sample_mesh):
+    return sample_mesh
 
 
 @pytest.mark.parametrize("cluster", ["cluster-a", "cluster-b", "cluster-c"])
