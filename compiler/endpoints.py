@@ -149,15 +149,19 @@ def apply_distribute(groups: list[Group], proxy: Locality, distribute: list[Mapp
     return [replace(g, weight=weights[i]) for i, g in enumerate(groups) if weights.get(i, 0) > 0]
 
 
+def _topology_labels(network: str, cluster: str, locality: Locality) -> dict[str, str]:
+    """The well-known labels failoverPriority may name, which Istio derives from topology."""
+    return {NETWORK_LABEL: network, CLUSTER_LABEL: cluster, REGION_LABEL: locality.region,
+            ZONE_LABEL: locality.zone, SUBZONE_LABEL: locality.subzone}
+
+
 def _label_value(target: Target, label: str, locality: Locality) -> str | None:
-    special = {NETWORK_LABEL: target.network, CLUSTER_LABEL: target.cluster, REGION_LABEL: locality.region,
-               ZONE_LABEL: locality.zone, SUBZONE_LABEL: locality.subzone}
+    special = _topology_labels(target.network, target.cluster, locality)
     return special[label] if label in special else target.labels.get(label)
 
 
 def _proxy_label(view: ProxyView, label: str) -> str | None:
-    special = {NETWORK_LABEL: view.network, CLUSTER_LABEL: view.cluster, REGION_LABEL: view.locality.region,
-               ZONE_LABEL: view.locality.zone, SUBZONE_LABEL: view.locality.subzone}
+    special = _topology_labels(view.network, view.cluster, view.locality)
     return special[label] if label in special else view.label_map.get(label)
 
 

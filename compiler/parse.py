@@ -339,8 +339,8 @@ def _parse_file(file: str, data: bytes, revision: str, known, objects: list, fin
         findings.append(_yaml_error(file, exc))
     except RecursionError:
         raise UnreadableFile(file, f"nesting too deep to read (over {MAX_DEPTH} levels)") from None
-    file_lines = FileLines(text, _budget(data))
     budget = _budget(data)
+    file_lines = FileLines(text, budget)
     for document, node in enumerate(nodes):
         builder = _Builder(budget)
         try:

@@ -8,6 +8,8 @@ from importlib import resources
 from jsonschema import Draft202012Validator, validators
 from referencing import Registry, Resource
 
+from .fastschema import compile_schema
+
 
 @cache
 def _documents() -> dict[str, dict]:
@@ -45,8 +47,6 @@ def _registry() -> Registry:
 @cache
 def fast_check(group: str, kind: str, version: str):
     """A compiled yes/no check for one served version of one kind (see fastschema)."""
-    from .fastschema import compile_schema
-
     def resolve(ref: str) -> dict:
         return _registry().resolver().lookup(ref).contents
 
