@@ -79,3 +79,13 @@ class MeshVirtualServices:
         if host in self.exact:
             return self.exact[host]
         return next((vs for pattern, vs in self.wildcards if matches(pattern, host)), None)
+
+
+def weighted_destinations(destinations: list[dict]) -> list[tuple[dict, int]]:
+    """(destination, weight) pairs that get traffic. One destination takes all; among several, a
+    missing weight is 0 unless none has a weight, which splits evenly; weight 0 gets nothing."""
+    if len(destinations) == 1:
+        return [(destinations[0], 1)]
+    if not any("weight" in d for d in destinations):
+        return [(d, 1) for d in destinations]
+    return [(d, d.get("weight", 0)) for d in destinations if d.get("weight", 0) > 0]

@@ -24,7 +24,7 @@ from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from google.protobuf import wrappers_pb2
 
 from . import provenance
-from .gateways import MeshVirtualServices, selected_servers, sni_dnat_targets
+from .gateways import MeshVirtualServices, selected_servers, sni_dnat_targets, weighted_destinations
 from .protos import ads, pack, sds_secret
 from .hosts import fqdn, matches
 from .model import Mesh, Port, Service
@@ -312,16 +312,13 @@ def _stream_targets(mesh: Mesh, gateway: SourceObject, server: dict, sections: t
 
 
 def _route_targets(mesh: Mesh, vs: SourceObject, route: list[dict], default_port: int) -> list[Target]:
-    """A tls/tcp route's destinations as weighted clusters; weight-0 destinations get no traffic."""
-    all_unweighted = all("weight" not in dest for dest in route)
+    """A tls/tcp route's destinations as weighted clusters, weighted as HTTP routes are."""
     targets = []
-    for dest in route:
-        weight = 1 if all_unweighted else dest.get("weight", 0)
+    for dest, weight in weighted_destinations(route):
         destination = dest["destination"]
         host = fqdn(destination["host"], vs.namespace)
         port = (destination.get("port") or {}).get("number") or _sole_port(mesh, host) or default_port
-        if weight > 0:
-            targets.append((cluster_name(port, destination.get("subset"), host), weight))
+        targets.append((cluster_name(port, destination.get("subset"), host), weight))
     return targets
 
 

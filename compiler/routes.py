@@ -28,7 +28,7 @@ from google.protobuf import wrappers_pb2
 from . import provenance
 from .protos import pack
 from .durations import duration
-from .gateways import MESH_GATEWAY, MeshVirtualServices, bound_gateways, qualified_gateways
+from .gateways import MESH_GATEWAY, MeshVirtualServices, bound_gateways, qualified_gateways, weighted_destinations
 from .hosts import fqdn, matches
 from .model import Mesh, Port, Service
 from .names import cluster_name, gateway_route_name, parse_cluster_name, sidecar_route_name, virtual_host_name
@@ -343,7 +343,7 @@ def _route(ctx: _Context, vs: SourceObject, rule: dict, match: dict | None) -> r
         route.redirect.CopyFrom(redirect)
     elif "directResponse" in rule:
         route.direct_response.CopyFrom(_direct_response(rule["directResponse"]))
-    elif rule.get("route") and _weighted_destinations(rule["route"]):
+    elif rule.get("route") and weighted_destinations(rule["route"]):
         sources += _apply_route_action(ctx, vs, rule, route, operations.authority)
     else:
         return None  # nothing to do with a matched request (a delegate is not expanded here)
@@ -480,7 +480,7 @@ def _apply_route_action(ctx: _Context, vs: SourceObject, rule: dict, route: rc.R
     if authority:
         action.host_rewrite_literal = authority
     action.request_mirror_policies.extend(_mirror_policies(ctx, vs, rule))
-    destinations = _weighted_destinations(rule["route"])
+    destinations = weighted_destinations(rule["route"])
     if len(rule["route"]) == 1:
         _route_to_one(ctx, vs, destinations[0][0], route)
     else:
@@ -505,16 +505,6 @@ def _set_timeout(action: rc.RouteAction, timeout: str | None) -> None:
     action.timeout.CopyFrom(duration(timeout or NO_TIMEOUT))
     # As Istio does: honour a gRPC client's grpc-timeout header, capped by the route timeout (0: no cap).
     action.max_grpc_timeout.CopyFrom(action.timeout)
-
-
-def _weighted_destinations(destinations: list[dict]) -> list[tuple[dict, int]]:
-    """(destination, weight) pairs that get traffic. One destination takes all; among several, a
-    missing weight is 0 unless none has a weight, which splits evenly; weight 0 gets nothing."""
-    if len(destinations) == 1:
-        return [(destinations[0], 1)]
-    if not any("weight" in d for d in destinations):
-        return [(d, 1) for d in destinations]
-    return [(d, d.get("weight", 0)) for d in destinations if d.get("weight", 0) > 0]
 
 
 def _destination_port(ctx: _Context, host: str, destination: dict) -> int:

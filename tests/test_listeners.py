@@ -463,3 +463,4 @@ def test_sample_repo_sidecar_and_ingress_listeners(sample_mesh):
     assert not https.HasField("filter_chain_match")  # hosts bookinfo/*: any server name
     assert tls_context_of(https).common_tls_context.tls_certificate_sds_secret_configs[0].name == "bookinfo-cert"
     assert hcm_of(https).rds.route_config_name == "http.443"
+
