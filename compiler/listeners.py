@@ -32,7 +32,6 @@ from .names import cluster_name, gateway_route_name, listener_name, sidecar_rout
 from .parse import SourceObject
 from .view import ROUTER, ProxyView
 
-ANY_ADDRESS = "0.0.0.0"
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
 TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
 FAULT_FILTER = "envoy.filters.http.fault"
@@ -64,14 +63,14 @@ def build_listeners(mesh: Mesh, view: ProxyView, services: list[Service]) -> lis
     if view.role == ROUTER:
         listeners = _gateway_listeners(mesh, view, services)
     else:
-        listeners = _sidecar_listeners(mesh, services)
+        listeners = _sidecar_listeners(mesh, view, services)
     return sorted(listeners, key=lambda listener: listener.name)
 
 
 # --- sidecars -------------------------------------------------------------------------------------
 
 
-def _sidecar_listeners(mesh: Mesh, services: list[Service]) -> Iterator[listener_pb2.Listener]:
+def _sidecar_listeners(mesh: Mesh, view: ProxyView, services: list[Service]) -> Iterator[listener_pb2.Listener]:
     routing = MeshVirtualServices(mesh)
     for port, on_port in sorted(_services_by_port(services).items()):
         if any(service.port(port).is_http for service in on_port):
@@ -79,7 +78,7 @@ def _sidecar_listeners(mesh: Mesh, services: list[Service]) -> Iterator[listener
             chains, default = [_chain([_hcm_filter(port, sidecar_route_name(port))])], None
         else:
             chains, default = _tcp_service_chains(mesh, routing, port, on_port)
-        yield _listener(port, chains, mesh.revision, [on_port[0].source], default)
+        yield _listener(view, port, chains, mesh.revision, [on_port[0].source], default)
 
 
 def _services_by_port(services: list[Service]) -> dict[int, list[Service]]:
@@ -157,7 +156,7 @@ def _gateway_listeners(mesh: Mesh, view: ProxyView, services: list[Service]) -> 
                                     for chain in _server_chains(mesh, view, gateway, server, services))
         if chains:  # Envoy rejects a listener with no filter chain
             gateways = list({gateway.key: gateway for gateway, _ in servers}.values())
-            yield _listener(port, sorted(chains, key=lambda c: list(c.filter_chain_match.server_names)),
+            yield _listener(view, port, sorted(chains, key=lambda c: list(c.filter_chain_match.server_names)),
                             mesh.revision, gateways)
 
 
@@ -425,11 +424,12 @@ def _chain(filters: list[listener_components_pb2.Filter], server_names: Iterable
     return chain
 
 
-def _listener(port: int, chains: list[FilterChain], revision: str, sources: list[SourceObject],
+def _listener(view: ProxyView, port: int, chains: list[FilterChain], revision: str, sources: list[SourceObject],
               default_chain: FilterChain | None = None) -> listener_pb2.Listener:
     listener = listener_pb2.Listener(
         name=listener_name(port),
-        address=address_pb2.Address(socket_address=address_pb2.SocketAddress(address=ANY_ADDRESS, port_value=port)),
+        address=address_pb2.Address(socket_address=address_pb2.SocketAddress(address=view.listen_address,
+                                                                                 port_value=port)),
         traffic_direction=base_pb2.OUTBOUND,
         filter_chains=chains,
         default_filter_chain=default_chain,

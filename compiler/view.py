@@ -5,6 +5,7 @@ compiles and serializes once per view, not once per proxy.
 """
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -12,6 +13,7 @@ from .locality import Locality
 from .model import Mesh
 
 SIDECAR, ROUTER = "sidecar", "router"
+ANY_ADDRESS = "0.0.0.0"
 
 
 class ViewError(ValueError):
@@ -26,6 +28,9 @@ class ProxyView:
     role: str
     namespace: str
     labels: tuple[tuple[str, str], ...] = ()
+    # Where listeners bind. Istio captures traffic with iptables and binds 0.0.0.0; a proxy without
+    # capture (a laptop, a test) binds loopback instead. Listener names keep the 0.0.0.0_<port> form.
+    listen_address: str = ANY_ADDRESS
 
     @property
     def label_map(self) -> dict[str, str]:
@@ -49,15 +54,19 @@ def parse_node_id(node_id: str) -> tuple[str, str]:
 
 def make_view(mesh: Mesh, cluster: str, node_id: str = "sidecar~127.0.0.1~proxy.default~default.svc.cluster.local",
               labels: Mapping[str, str] | None = None, locality: str | None = None,
-              network: str | None = None) -> ProxyView:
+              network: str | None = None, listen_address: str = ANY_ADDRESS) -> ProxyView:
     """The view of a proxy; missing values default to its cluster's network and locality."""
     home = mesh.clusters.get(cluster)
     if home is None:
         known = ", ".join(sorted(mesh.clusters)) or "none defined"
         raise ViewError(f"cluster {cluster!r} is not a Cluster of this mesh (clusters: {known})")
     role, namespace = parse_node_id(node_id)
+    try:
+        ipaddress.ip_address(listen_address)
+    except ValueError:
+        raise ViewError(f"listen address {listen_address!r} is not an IP address") from None
     if network and network not in mesh.networks:
         raise ViewError(f"network {network!r} is not in MeshNetworks")
     return ProxyView(cluster, network or home.network,
                      Locality.parse(locality) if locality else home.locality, role, namespace,
-                     tuple(sorted((labels or {}).items())))
+                     tuple(sorted((labels or {}).items())), listen_address)

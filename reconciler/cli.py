@@ -6,6 +6,7 @@ source (or an argument) could not be used. Bad input never shows a traceback.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
@@ -16,9 +17,12 @@ from compiler.model import build_mesh
 from compiler.parse import UnreadableFile
 from compiler.summary import summarize
 from compiler.validate import Validation, validate
-from compiler.view import ViewError, make_view
+from compiler.view import ANY_ADDRESS, ViewError, make_view
 from compiler.xds import config_dump, dump_json, compile_view
 
+from . import logs
+from .bootstrap import DEFAULT_SDS_SOCKET, BootstrapOptions, bootstrap_yaml, split_address
+from .serve import Daemon, ServeOptions
 from .sources import GitCredentials, SourceError, open_source
 
 EXIT_OK, EXIT_INVALID, EXIT_UNREADABLE = 0, 1, 2
@@ -43,10 +47,7 @@ def _progress(received: int, total: int, _bytes: int) -> None:
 
 def load(args) -> Validation:
     """Read SOURCE at --rev and validate it; raises SourceError/UnreadableFile for exit 2."""
-    creds = GitCredentials(token_env=args.git_token_env, username=args.git_username,
-                           ssh_key=args.ssh_key, known_hosts=args.known_hosts,
-                           progress=_progress if sys.stderr.isatty() else None)
-    source = open_source(args.source, args.state_dir, creds)
+    source = open_source(args.source, args.state_dir, _credentials(args, True))
     source.refresh()
     return validate(source.snapshot(args.rev))
 
@@ -106,6 +107,44 @@ def cmd_compile(args) -> int:
     counts = ", ".join(f"{len(v)} {k}" for k, v in dump.items())
     print(f"wrote {counts} to {args.output}/ for {view.role} in {view.cluster} "
           f"({view.network}, {view.locality}) at {result.snapshot.revision[:12]}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _credentials(args, progress: bool) -> GitCredentials:
+    return GitCredentials(token_env=args.git_token_env, username=args.git_username, ssh_key=args.ssh_key,
+                          known_hosts=args.known_hosts,
+                          progress=_progress if progress and sys.stderr.isatty() else None)
+
+
+def cmd_serve(args) -> int:
+    logs.configure(args.log_level)
+    for value, flag in ((args.debounce, "--debounce"), (args.debounce_max, "--debounce-max")):
+        if value < 0:
+            raise UsageError(f"{flag} must not be negative")
+    if args.poll is not None and args.poll <= 0:
+        raise UsageError("--poll must be a positive number of seconds")
+    for address, flag in ((args.ads, "--ads"), (args.http, "--http")):
+        try:
+            split_address(address, flag)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    options = ServeOptions(source=args.source, cluster=args.cluster, rev=args.rev, ads=args.ads, http=args.http,
+                           poll=args.poll, state_dir=args.state_dir, credentials=_credentials(args, False),
+                           debounce=args.debounce, debounce_max=args.debounce_max)
+    try:
+        return asyncio.run(Daemon(options).run())
+    except OSError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def cmd_bootstrap(args) -> int:
+    options = BootstrapOptions(cluster=args.cluster, node_id=args.node_id, ads=args.ads, labels=_labels(args.label),
+                               locality=args.locality, network=args.network, admin=args.admin,
+                               listen_address=args.listen_address, delta=args.delta, sds_socket=args.sds_socket)
+    try:
+        sys.stdout.write(bootstrap_yaml(options))
+    except (ValueError, ViewError) as exc:
+        raise UsageError(str(exc)) from None
     return EXIT_OK
 
 
@@ -175,6 +214,57 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write clusters.json, endpoints.json, listeners.json and routes.json into DIR "
                         "instead of one document to stdout")
     p.set_defaults(run=cmd_compile)
+
+    p = commands.add_parser(
+        "serve", help="serve one cluster's proxies over ADS, following the source",
+        description="Read SOURCE, validate it and serve the compiled configuration to Envoy and gRPC proxies over "
+                    "ADS (state of the world and delta). Reloads when a directory's files change, when a local "
+                    "repository gets a commit, on SIGHUP, and every --poll seconds. A revision with errors is "
+                    "reported and not served: proxies keep the last valid one. Stops cleanly on SIGTERM or "
+                    "SIGINT. HTTP on --http: /healthz, /readyz, /metrics, /debug/configz, /debug/syncz, "
+                    "/debug/config_dump?proxyID=NODE_ID.")
+    _source_arguments(p)
+    p.add_argument("--cluster", required=True, metavar="NAME",
+                   help="the Cluster this daemon serves; proxies that do not say theirs are taken to be in it")
+    p.add_argument("--ads", default="127.0.0.1:15010", metavar="HOST:PORT",
+                   help="where to serve ADS (default: 127.0.0.1:15010; port 0 picks a free one)")
+    p.add_argument("--http", default="127.0.0.1:15014", metavar="HOST:PORT",
+                   help="where to serve health, metrics and debug pages (default: 127.0.0.1:15014)")
+    p.add_argument("--poll", type=float, default=None, metavar="SECONDS",
+                   help="also read the source every SECONDS (for remote Git; default: only on changes and SIGHUP)")
+    p.add_argument("--debounce", type=float, default=0.1, metavar="SECONDS",
+                   help="wait until changes have been quiet this long before reloading (default: 0.1)")
+    p.add_argument("--debounce-max", type=float, default=10.0, metavar="SECONDS",
+                   help="but reload at most this long after the first change (default: 10)")
+    p.add_argument("--log-level", choices=logs.LEVELS, default="info",
+                   help="least important log events shown (default: info); logs are JSON lines unless "
+                        "stderr is a terminal")
+    p.set_defaults(run=cmd_serve)
+
+    p = commands.add_parser(
+        "bootstrap", help="print an Envoy bootstrap that connects a proxy to galleon serve",
+        description="Print an Envoy bootstrap (YAML, for envoy -c) for one proxy: its node identity as Istio "
+                    "writes it (id, CLUSTER_ID, NETWORK, LABELS, locality), ADS over HTTP/2 to galleon serve, "
+                    "the SDS socket of Istio's agent, and the admin interface on loopback.")
+    p.add_argument("--cluster", required=True, metavar="NAME", help="the Cluster the proxy runs in")
+    p.add_argument("--node-id", required=True, metavar="ID",
+                   help="Istio node id: sidecar~IP~POD.NAMESPACE~NAMESPACE.svc.cluster.local, or router~... "
+                        "for a gateway")
+    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                   help="a label of the proxy's workload, matched by Gateway and Sidecar selectors (repeatable)")
+    p.add_argument("--locality", default=None, metavar="R/Z/S", help="the proxy's locality (default: its cluster's)")
+    p.add_argument("--network", default=None, metavar="NAME", help="the proxy's network (default: its cluster's)")
+    p.add_argument("--ads", default="127.0.0.1:15010", metavar="HOST:PORT",
+                   help="where galleon serve listens for ADS (default: 127.0.0.1:15010)")
+    p.add_argument("--delta", action="store_true", help="use incremental (delta) xDS instead of state of the world")
+    p.add_argument("--admin", default="127.0.0.1:15000", metavar="HOST:PORT",
+                   help="Envoy's admin interface (default: 127.0.0.1:15000)")
+    p.add_argument("--listen-address", default=ANY_ADDRESS, metavar="IP",
+                   help="the address the proxy's listeners bind (default: 0.0.0.0, as with iptables capture; "
+                        "127.0.0.1 for a proxy that applications call directly)")
+    p.add_argument("--sds-socket", default=DEFAULT_SDS_SOCKET, metavar="PATH",
+                   help=f"Unix socket of the SDS server with workload certificates (default: {DEFAULT_SDS_SOCKET})")
+    p.set_defaults(run=cmd_bootstrap)
     return parser
 
 

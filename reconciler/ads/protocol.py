@@ -1,0 +1,168 @@
+"""The xDS protocol for one stream, without gRPC: what a request means and what to send.
+
+State of the world (SotW) and incremental (delta) follow Envoy's xDS protocol
+document: per type, a subscription (wildcard or named), the version and nonce
+last sent, the version the proxy ACKed. A NACK leaves the proxy on what it had
+ACKed; the rejected version is recorded and never sent again (a later, different
+version is). Stale nonces are ignored, as the protocol says.
+"""
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+
+from envoy.service.discovery.v3 import discovery_pb2
+
+from . import wire
+from .views import WILDCARD_TYPES, ServedView
+
+
+@dataclass
+class Nack:
+    version: str
+    message: str
+    at: float
+
+
+@dataclass
+class TypeState:
+    wildcard: bool = False
+    names: set[str] = field(default_factory=set)
+    sent_version: str | None = None
+    sent_nonce: str | None = None
+    acked_version: str | None = None
+    last_nack: Nack | None = None
+    pushes: int = 0
+    # SotW: rejected type versions. Delta: rejected (name, version) pairs.
+    rejected: set = field(default_factory=set)
+    # Delta only: what the proxy holds (name -> version, counting responses not yet answered), and
+    # per unanswered nonce (system version, name -> (version before, version sent; None = absent)).
+    held: dict[str, str] = field(default_factory=dict)
+    pending: dict[str, tuple[str, dict[str, tuple[str | None, str | None]]]] = field(default_factory=dict)
+
+    def status(self) -> dict:
+        return {
+            "subscription": "*" if self.wildcard else sorted(self.names),
+            "sent": self.sent_version, "nonce": self.sent_nonce, "acked": self.acked_version,
+            "pushes": self.pushes,
+            "last_nack": None if self.last_nack is None else {
+                "version": self.last_nack.version, "error": self.last_nack.message,
+                "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.last_nack.at))},
+        }
+
+
+class Stream:
+    """Shared by both flavours: per-type state and nonces unique within the stream."""
+
+    def __init__(self) -> None:
+        self.types: dict[str, TypeState] = {}
+        self._nonces = itertools.count(1)
+
+    def _nonce(self) -> str:
+        return str(next(self._nonces))
+
+    def subscribed(self, type_url: str) -> bool:
+        return type_url in self.types
+
+    def status(self) -> dict:
+        return {type_url: state.status() for type_url, state in sorted(self.types.items())}
+
+
+class SotwStream(Stream):
+    def on_request(self, request: discovery_pb2.DiscoveryRequest) -> tuple[bool, Nack | None]:
+        """Apply a request; returns (whether it is current, not stale; the NACK it carried)."""
+        first = request.type_url not in self.types
+        state = self.types.setdefault(request.type_url, TypeState())
+        nack = None
+        if request.response_nonce:
+            if request.response_nonce != state.sent_nonce:
+                return False, None  # answers an older response; a newer one is on its way
+            if request.HasField("error_detail"):
+                nack = state.last_nack = Nack(state.sent_version or "", request.error_detail.message, time.time())
+                state.rejected.add(state.sent_version)
+            else:
+                state.acked_version = request.version_info
+        elif first and request.version_info:
+            # A proxy reconnecting (to us or to a restarted server) says what it holds; versions are
+            # content hashes, so if that is still current there is nothing to send.
+            state.sent_version = state.acked_version = request.version_info
+        names = set(request.resource_names)
+        if "*" in names:
+            state.wildcard = True
+            names.discard("*")
+        elif first:
+            state.wildcard = request.type_url in WILDCARD_TYPES and not names
+        elif names:
+            state.wildcard = False
+        state.names = names
+        return True, nack
+
+    def respond(self, type_url: str, served: ServedView) -> bytes | None:
+        """The response that brings the proxy up to date for one type, or None when it is."""
+        state = self.types[type_url]
+        version, body = served.sotw(type_url, None if state.wildcard else frozenset(state.names))
+        if version == state.sent_version or version in state.rejected:
+            return None
+        state.sent_version, state.sent_nonce = version, self._nonce()
+        state.pushes += 1
+        return wire.sotw_response(body, state.sent_nonce)
+
+
+class DeltaStream(Stream):
+    def on_request(self, request: discovery_pb2.DeltaDiscoveryRequest) -> tuple[bool, Nack | None]:
+        first = request.type_url not in self.types
+        state = self.types.setdefault(request.type_url, TypeState())
+        nack = None
+        if request.response_nonce:
+            answered = state.pending.pop(request.response_nonce, None)
+            if answered is not None:
+                system_version, changes = answered
+                if request.HasField("error_detail"):
+                    nack = state.last_nack = Nack(system_version, request.error_detail.message, time.time())
+                    for name, (before, sent) in changes.items():
+                        if before is None:
+                            state.held.pop(name, None)
+                        else:
+                            state.held[name] = before
+                        if sent is not None:
+                            state.rejected.add((name, sent))
+                else:
+                    state.acked_version = system_version
+        subscribe = set(request.resource_names_subscribe)
+        if first:
+            state.held.update(request.initial_resource_versions)
+            state.wildcard = "*" in subscribe or (request.type_url in WILDCARD_TYPES and not subscribe)
+        elif "*" in subscribe:
+            state.wildcard = True
+        subscribe.discard("*")
+        state.names |= subscribe
+        for name in request.resource_names_unsubscribe:
+            if name == "*":
+                state.wildcard = False
+            else:
+                state.names.discard(name)
+                state.held.pop(name, None)  # the proxy drops it; resubscribing must send it again
+        return True, nack
+
+    def respond(self, type_url: str, served: ServedView) -> bytes | None:
+        state = self.types[type_url]
+        current = served.resources.get(type_url, {})
+        wanted = current if state.wildcard else {n: current[n] for n in sorted(state.names) if n in current}
+        changed = [r for n, r in wanted.items()
+                   if state.held.get(n) != r.version and (n, r.version) not in state.rejected]
+        removed = sorted(n for n in state.held if n not in current and (state.wildcard or n in state.names))
+        if not changed and not removed:
+            return None
+        nonce = self._nonce()
+        changes: dict[str, tuple[str | None, str | None]] = {}
+        for resource in changed:
+            changes[resource.name] = (state.held.get(resource.name), resource.version)
+            state.held[resource.name] = resource.version
+        for name in removed:
+            changes[name] = (state.held.pop(name), None)
+        system_version = served.versions[type_url]
+        state.pending[nonce] = (system_version, changes)
+        state.sent_version, state.sent_nonce = system_version, nonce
+        state.pushes += 1
+        return wire.delta_response(system_version, [r.delta for r in changed], type_url, removed, nonce)

@@ -1,0 +1,243 @@
+"""The Aggregated Discovery Service over gRPC (asyncio), both state of the world and delta.
+
+Every proxy is a connection with a view; each distinct view is compiled and
+serialized once (views.py) and the per-stream protocol (protocol.py) decides what
+to send. A new mesh recompiles the views in use and wakes every stream, which
+sends only what changed for it, types in make-before-break order.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import time
+from dataclasses import dataclass, field
+
+import grpc
+import structlog
+from envoy.config.core.v3 import base_pb2
+from envoy.service.discovery.v3 import discovery_pb2
+
+from compiler.model import Mesh
+from compiler.view import ProxyView, ViewError
+from compiler.xds import PUSH_ORDER
+
+from ..metrics import Metrics, type_label
+from .protocol import DeltaStream, SotwStream, Stream
+from .views import ServedView, serve_view, view_of_node
+
+log = structlog.get_logger("galleon.ads")
+
+SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+_UPDATE = object()  # queue marker: the stream's view has a new configuration
+_CLOSED = object()  # queue marker: the proxy closed its side
+
+
+@dataclass(eq=False)
+class Connection:
+    id: int
+    protocol_name: str
+    node: base_pb2.Node
+    view: ProxyView
+    protocol: Stream
+    peer: str
+    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    connected_at: float = field(default_factory=time.time)
+    update_pending: bool = False
+    update_started: float = 0.0
+
+    def wake(self, started: float) -> None:
+        if not self.update_pending:
+            self.update_pending, self.update_started = True, started
+            self.queue.put_nowait(_UPDATE)
+
+    def status(self) -> dict:
+        v = self.view
+        return {"node": self.node.id, "peer": self.peer, "protocol": self.protocol_name,
+                "connected_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.connected_at)),
+                "view": {"cluster": v.cluster, "network": v.network, "locality": str(v.locality), "role": v.role,
+                         "namespace": v.namespace, "labels": dict(v.labels), "listen_address": v.listen_address},
+                "types": self.protocol.status()}
+
+
+class AdsServer:
+    """Holds the served mesh, the compiled views and the open streams. Runs on one asyncio loop;
+    compiles run on one worker thread so that streams keep being served meanwhile."""
+
+    def __init__(self, cluster: str, metrics: Metrics | None = None) -> None:
+        self.cluster = cluster
+        self.metrics = metrics or Metrics()
+        self.mesh: Mesh | None = None
+        self.ready = asyncio.Event()
+        self.views: dict[ProxyView, ServedView] = {}
+        self.connections: dict[int, Connection] = {}
+        self._building: dict[ProxyView, asyncio.Future] = {}
+        self._ids = itertools.count(1)
+        self._compiler = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="galleon-compile")
+        self._grpc: grpc.aio.Server | None = None
+
+    # --- configuration ------------------------------------------------------------------------------
+
+    async def _compile(self, mesh: Mesh, view: ProxyView) -> ServedView:
+        started = time.perf_counter()
+        served = await asyncio.get_running_loop().run_in_executor(self._compiler, serve_view, mesh, view)
+        elapsed = time.perf_counter() - started
+        self.metrics.compile_seconds.observe(elapsed)
+        log.debug("view compiled", cluster=view.cluster, role=view.role, namespace=view.namespace,
+                  network=view.network, locality=str(view.locality), revision=mesh.revision[:12],
+                  seconds=round(elapsed, 3), bytes=served.size())
+        return served
+
+    async def served(self, view: ProxyView) -> ServedView:
+        """The configuration of a view, compiled once however many proxies ask at the same time."""
+        await self.ready.wait()
+        while True:
+            held = self.views.get(view)
+            if held is not None:
+                return held
+            building = self._building.get(view)
+            if building is None:
+                mesh = self.mesh
+                building = self._building[view] = asyncio.ensure_future(self._compile(mesh, view))
+                try:
+                    result = await building
+                finally:
+                    del self._building[view]
+                if mesh is self.mesh:  # else a newer mesh was published meanwhile: compile again
+                    self.views[view] = result
+                    self.metrics.views.set(len(self.views))
+            else:
+                await asyncio.shield(building)
+
+    async def publish(self, mesh: Mesh) -> None:
+        """Serve a new mesh: recompile the views proxies use now, then wake their streams."""
+        started = time.monotonic()
+        moves: list[tuple[Connection, ProxyView]] = []
+        for connection in list(self.connections.values()):
+            try:
+                moves.append((connection, view_of_node(mesh, connection.node, self.cluster)))
+            except ViewError as exc:
+                # Its cluster or network is gone from the mesh: it keeps what it has.
+                log.warning("proxy keeps its configuration", node=connection.node.id, reason=str(exc))
+        views: dict[ProxyView, ServedView] = {}
+        for view in dict.fromkeys(v for _, v in moves):
+            views[view] = await self._compile(mesh, view)
+        self.mesh, self.views = mesh, views
+        self.metrics.views.set(len(views))
+        self.ready.set()
+        for connection, view in moves:
+            connection.view = view
+            connection.wake(started)
+        log.info("configuration published", revision=mesh.revision[:12], views=len(views),
+                 proxies=len(moves), seconds=round(time.monotonic() - started, 3))
+
+    # --- streams ------------------------------------------------------------------------------------
+
+    async def _stream(self, protocol: Stream, name: str, requests, context: grpc.aio.ServicerContext) -> None:
+        queue: asyncio.Queue = asyncio.Queue()
+
+        async def read() -> None:
+            try:
+                async for request in requests:
+                    queue.put_nowait(request)
+            except (asyncio.CancelledError, grpc.aio.AioRpcError):
+                pass
+            finally:
+                queue.put_nowait(_CLOSED)
+
+        reader = asyncio.create_task(read())
+        connection = None
+        try:
+            first = await queue.get()
+            if first is _CLOSED:
+                return
+            await self.ready.wait()
+            try:
+                view = view_of_node(self.mesh, first.node, self.cluster)
+            except ViewError as exc:
+                log.warning("proxy refused", node=first.node.id, reason=str(exc))
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"galleon: {exc}")
+                return
+            connection = Connection(next(self._ids), name, first.node, view, protocol, context.peer(), queue)
+            self.connections[connection.id] = connection
+            self.metrics.connected.labels(name).inc()
+            log.info("proxy connected", node=first.node.id, protocol=name, peer=connection.peer)
+            await self._serve(connection, first, context)
+        finally:
+            reader.cancel()
+            if connection is not None:
+                del self.connections[connection.id]
+                self.metrics.connected.labels(name).dec()
+                log.info("proxy disconnected", node=connection.node.id, protocol=name)
+
+    async def _serve(self, connection: Connection, first, context: grpc.aio.ServicerContext) -> None:
+        item = first
+        while item is not _CLOSED:
+            served = await self.served(connection.view)
+            started = None
+            if item is _UPDATE:
+                connection.update_pending = False
+                started = connection.update_started
+                types = [t for t in PUSH_ORDER if connection.protocol.subscribed(t)]
+            else:
+                current, nack = connection.protocol.on_request(item)
+                if nack is not None:
+                    self.metrics.nacks.labels(type_label(item.type_url)).inc()
+                    log.warning("proxy rejected configuration", node=connection.node.id,
+                                type=type_label(item.type_url), version=nack.version, error=nack.message)
+                types = [item.type_url] if current and item.type_url in served.resources else []
+            for type_url in types:
+                response = connection.protocol.respond(type_url, served)
+                if response is None:
+                    continue
+                await context.write(response)
+                label = type_label(type_url)
+                self.metrics.pushes.labels(label).inc()
+                if started is not None:
+                    self.metrics.push_latency.labels(label).observe(time.monotonic() - started)
+            item = await connection.queue.get()
+
+    async def _sotw(self, requests, context):
+        await self._stream(SotwStream(), "sotw", requests, context)
+
+    async def _delta(self, requests, context):
+        await self._stream(DeltaStream(), "delta", requests, context)
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        # Responses are written as bytes assembled from pre-serialized pieces (wire.py).
+        def passthrough(data: bytes) -> bytes:
+            return data
+
+        return grpc.method_handlers_generic_handler(SERVICE, {
+            "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                self._sotw, request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+                response_serializer=passthrough),
+            "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                self._delta, request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+                response_serializer=passthrough),
+        })
+
+    async def start(self, address: str) -> int:
+        """Listen on HOST:PORT (port 0 picks one); returns the port."""
+        self._grpc = grpc.aio.server(options=[("grpc.max_receive_message_length", 16 << 20),
+                                              ("grpc.so_reuseport", 0)])
+        self._grpc.add_generic_rpc_handlers([self.handler()])
+        port = self._grpc.add_insecure_port(address)
+        if port == 0:
+            raise OSError(f"cannot listen on {address} for ADS")
+        await self._grpc.start()
+        return port
+
+    async def stop(self, grace: float) -> None:
+        if self._grpc is not None:
+            await self._grpc.stop(grace)
+        self._compiler.shutdown(wait=False, cancel_futures=True)
+
+    def syncz(self) -> list[dict]:
+        return [c.status() for c in sorted(self.connections.values(), key=lambda c: (c.node.id, c.id))]
+
+    def connection_of(self, node_id: str) -> Connection | None:
+        for connection in self.connections.values():
+            if connection.node.id == node_id:
+                return connection
+        return None

@@ -1,0 +1,125 @@
+"""A view's configuration, serialized once and shared by every proxy of that view.
+
+Holding bytes rather than messages keeps memory near the size of what is sent
+(messages take about ten times more), and lets a response be assembled by
+concatenation (see wire.py) instead of being serialized again for every stream.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from envoy.config.core.v3 import base_pb2
+from google.protobuf import any_pb2, json_format, struct_pb2
+
+from compiler.model import Mesh
+from compiler.view import ANY_ADDRESS, ProxyView, ViewError, make_view
+from compiler.xds import CLUSTER, DUMP_KEYS, LISTENER, PUSH_ORDER, compile_view, serialize, version_of
+
+from . import wire
+
+# Envoy and gRPC subscribe to these by wildcard; the others by name.
+WILDCARD_TYPES = frozenset((CLUSTER, LISTENER))
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    name: str
+    version: str
+    any: bytes      # an encoded google.protobuf.Any, ready for a DiscoveryResponse
+    delta: bytes    # an encoded discovery Resource, ready for a DeltaDiscoveryResponse
+
+
+def _combined_version(resources) -> str:
+    digest = hashlib.sha256()
+    for resource in resources:
+        digest.update(f"{resource.name}\0{resource.version}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+@dataclass
+class ServedView:
+    view: ProxyView
+    revision: str
+    resources: dict[str, dict[str, Resource]]           # type URL -> name -> resource, in name order
+    versions: dict[str, str]                            # type URL -> version of all its resources
+    _bodies: dict = field(default_factory=dict, repr=False)
+
+    def sotw(self, type_url: str, names: frozenset[str] | None) -> tuple[str, bytes]:
+        """(version, response body without nonce) of every resource (names None) or of the named ones.
+
+        Bodies are cached per subscription: every Envoy of a view asks for the same names.
+        """
+        key = (type_url, names)
+        cached = self._bodies.get(key)
+        if cached is None:
+            chosen = self.resources.get(type_url, {})
+            if names is not None:
+                chosen = {n: r for n, r in chosen.items() if n in names}
+            version = self.versions[type_url] if names is None else _combined_version(chosen.values())
+            cached = version, wire.sotw_body(version, [r.any for r in chosen.values()], type_url)
+            self._bodies[key] = cached
+        return cached
+
+    def config_dump(self) -> dict[str, list[dict]]:
+        """The view as ``galleon compile`` prints it."""
+        dump: dict[str, list[dict]] = {key: [] for key in DUMP_KEYS.values()}
+        for type_url in PUSH_ORDER:
+            for resource in self.resources[type_url].values():
+                packed = any_pb2.Any.FromString(resource.any)
+                dump[DUMP_KEYS[type_url]].append(json_format.MessageToDict(packed))
+        return dump
+
+    def size(self) -> int:
+        return sum(len(r.any) + len(r.delta) for by_name in self.resources.values() for r in by_name.values())
+
+
+def serve_view(mesh: Mesh, view: ProxyView) -> ServedView:
+    """Compile a view and serialize each resource once."""
+    config = compile_view(mesh, view)
+    resources: dict[str, dict[str, Resource]] = {}
+    for type_url in PUSH_ORDER:
+        by_name = resources[type_url] = {}
+        for name, message in config.resources[type_url].items():
+            data = serialize(message)
+            version = version_of(data)
+            packed = wire.any_message(type_url, data)
+            by_name[name] = Resource(name, version, packed, wire.delta_resource(name, version, packed))
+    versions = {t: _combined_version(by_name.values()) for t, by_name in resources.items()}
+    return ServedView(view, mesh.revision, resources, versions)
+
+
+# Node metadata keys, as Istio's agent sets them.
+CLUSTER_ID, NETWORK, LABELS = "CLUSTER_ID", "NETWORK", "LABELS"
+# Galleon's own: where a proxy without traffic capture binds its listeners (see ProxyView).
+LISTEN_ADDRESS = "GALLEON_LISTEN_ADDRESS"
+
+
+def _string(metadata: struct_pb2.Struct, key: str) -> str | None:
+    value = metadata.fields.get(key)
+    if value is None:
+        return None
+    if value.WhichOneof("kind") != "string_value":
+        raise ViewError(f"node metadata {key} must be a string")
+    return value.string_value or None
+
+
+def view_of_node(mesh: Mesh, node: base_pb2.Node, default_cluster: str) -> ProxyView:
+    """A proxy's view from its node (DESIGN.md "A proxy's view"); missing values default to the
+    daemon's own cluster and that cluster's network and locality."""
+    metadata = node.metadata
+    labels: dict[str, str] = {}
+    if LABELS in metadata.fields:
+        value = metadata.fields[LABELS]
+        if value.WhichOneof("kind") != "struct_value":
+            raise ViewError("node metadata LABELS must be a map of strings")
+        for key, label in value.struct_value.fields.items():
+            if label.WhichOneof("kind") != "string_value":
+                raise ViewError(f"node metadata LABELS.{key} must be a string")
+            labels[key] = label.string_value
+    locality = None
+    if node.HasField("locality") and node.locality.region:
+        parts = [node.locality.region, node.locality.zone, node.locality.sub_zone]
+        locality = "/".join(parts).rstrip("/")
+    return make_view(mesh, _string(metadata, CLUSTER_ID) or default_cluster, node.id, labels, locality,
+                     _string(metadata, NETWORK), _string(metadata, LISTEN_ADDRESS) or ANY_ADDRESS)

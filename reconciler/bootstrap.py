@@ -1,0 +1,119 @@
+"""``galleon bootstrap``: the Envoy bootstrap that connects a proxy to ``galleon serve``.
+
+Built as Envoy's own Bootstrap message, so a misspelt field cannot slip through,
+then printed as YAML (proto3 JSON names), which Envoy reads with ``-c``.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass, field
+
+import yaml
+from envoy.config.bootstrap.v3 import bootstrap_pb2
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import address_pb2, config_source_pb2, grpc_service_pb2, protocol_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+from google.protobuf import json_format
+
+from compiler.locality import Locality
+from compiler.protos import SDS_CLUSTER, pack
+from compiler.view import ANY_ADDRESS, parse_node_id
+
+from .ads.views import CLUSTER_ID, LABELS, LISTEN_ADDRESS, NETWORK
+
+XDS_CLUSTER = "xds-grpc"
+# Where Istio's agent serves workload certificates (SDS) inside a pod.
+DEFAULT_SDS_SOCKET = "./var/run/secrets/workload-spiffe-uds/socket"
+
+
+@dataclass
+class BootstrapOptions:
+    cluster: str
+    node_id: str
+    ads: str = "127.0.0.1:15010"
+    labels: dict[str, str] = field(default_factory=dict)
+    locality: str | None = None
+    network: str | None = None
+    admin: str = "127.0.0.1:15000"
+    listen_address: str = ANY_ADDRESS
+    delta: bool = False
+    sds_socket: str = DEFAULT_SDS_SOCKET
+
+
+def split_address(text: str, what: str) -> tuple[str, int]:
+    """HOST:PORT or [V6]:PORT -> (host, port); ValueError with a message a person can act on."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"{what} {text!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def _socket(host: str, port: int) -> address_pb2.Address:
+    return address_pb2.Address(socket_address=address_pb2.SocketAddress(address=host, port_value=port))
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _upstream_cluster(name: str, address: address_pb2.Address, dns: bool) -> cluster_pb2.Cluster:
+    cluster = cluster_pb2.Cluster(name=name, type=cluster_pb2.Cluster.STRICT_DNS if dns else cluster_pb2.Cluster.STATIC)
+    cluster.connect_timeout.seconds = 1
+    # xDS and SDS are gRPC: the cluster must speak HTTP/2.
+    options = http_protocol_options_pb2.HttpProtocolOptions()
+    options.explicit_http_config.http2_protocol_options.CopyFrom(protocol_pb2.Http2ProtocolOptions())
+    cluster.typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].CopyFrom(
+        pack(options))
+    cluster.load_assignment.cluster_name = name
+    cluster.load_assignment.endpoints.add().lb_endpoints.add().endpoint.address.CopyFrom(address)
+    return cluster
+
+
+def build_bootstrap(o: BootstrapOptions) -> bootstrap_pb2.Bootstrap:
+    parse_node_id(o.node_id)  # a ViewError names what is wrong with it
+    ads_host, ads_port = split_address(o.ads, "--ads")
+    admin_host, admin_port = split_address(o.admin, "--admin")
+    boot = bootstrap_pb2.Bootstrap()
+    node = boot.node
+    node.id, node.cluster = o.node_id, o.cluster
+    node.metadata.fields[CLUSTER_ID].string_value = o.cluster
+    if o.network:
+        node.metadata.fields[NETWORK].string_value = o.network
+    if o.labels:
+        labels = node.metadata.fields[LABELS].struct_value
+        for key, value in sorted(o.labels.items()):
+            labels.fields[key].string_value = value
+    if o.listen_address != ANY_ADDRESS:
+        node.metadata.fields[LISTEN_ADDRESS].string_value = o.listen_address
+    if o.locality:
+        locality = Locality.parse(o.locality)
+        node.locality.region, node.locality.zone, node.locality.sub_zone = (
+            locality.region, locality.zone, locality.subzone)
+
+    ads = boot.dynamic_resources.ads_config
+    ads.api_type = (config_source_pb2.ApiConfigSource.DELTA_GRPC if o.delta
+                    else config_source_pb2.ApiConfigSource.GRPC)
+    ads.transport_api_version = config_source_pb2.V3
+    ads.set_node_on_first_message_only = True  # Envoy's node message is ~60 KB
+    ads.grpc_services.append(grpc_service_pb2.GrpcService(
+        envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(cluster_name=XDS_CLUSTER)))
+    for source in (boot.dynamic_resources.cds_config, boot.dynamic_resources.lds_config):
+        source.ads.SetInParent()
+        source.resource_api_version = config_source_pb2.V3
+
+    boot.static_resources.clusters.append(_upstream_cluster(XDS_CLUSTER, _socket(ads_host, ads_port),
+                                                            dns=not _is_ip(ads_host)))
+    boot.static_resources.clusters.append(_upstream_cluster(
+        SDS_CLUSTER, address_pb2.Address(pipe=address_pb2.Pipe(path=o.sds_socket)), dns=False))
+    boot.admin.address.CopyFrom(_socket(admin_host, admin_port))
+    return boot
+
+
+def bootstrap_yaml(o: BootstrapOptions) -> str:
+    data = json.loads(json_format.MessageToJson(build_bootstrap(o)))  # plain dicts, which yaml can write
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)

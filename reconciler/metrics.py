@@ -1,0 +1,38 @@
+"""Prometheus metrics of one running server.
+
+Each server gets its own registry, so several can run in one process (tests,
+benchmarks) without colliding in the global one.
+"""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from compiler.xds import DUMP_KEYS
+
+LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+def type_label(type_url: str) -> str:
+    return DUMP_KEYS.get(type_url, type_url.rsplit(".", 1)[-1])
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.connected = Gauge("galleon_xds_connected_proxies", "xDS streams open now", ["protocol"], registry=r)
+        self.views = Gauge("galleon_xds_views", "Distinct proxy views compiled and held", registry=r)
+        self.pushes = Counter("galleon_xds_pushes", "xDS responses sent", ["type"], registry=r)
+        self.nacks = Counter("galleon_xds_nacks", "xDS responses a proxy rejected", ["type"], registry=r)
+        self.push_latency = Histogram(
+            "galleon_xds_push_latency_seconds",
+            "From a new configuration being published to a proxy's response being sent",
+            ["type"], buckets=LATENCY_BUCKETS, registry=r)
+        self.compile_seconds = Histogram("galleon_compile_seconds", "Time to compile and serialize one view",
+                                         buckets=LATENCY_BUCKETS, registry=r)
+        self.loads = Counter("galleon_source_loads", "Source revisions read, by outcome", ["outcome"], registry=r)
+        self.snapshot_valid = Gauge("galleon_snapshot_valid",
+                                    "1 when the newest revision read is valid, 0 when it has errors", registry=r)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,243 @@
+"""``galleon serve``: read the source, validate, serve ADS, and follow changes.
+
+A change (directory edit, new commit, SIGHUP, poll tick) is debounced: the
+reload starts once changes have been quiet for ``debounce`` seconds, and at the
+latest ``debounce_max`` seconds after the first one. A revision with errors is
+reported and not served; proxies keep the previous one.
+"""
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+import watchfiles
+
+from compiler.findings import Finding, Level
+from compiler.model import build_mesh
+from compiler.parse import UnreadableFile
+from compiler.validate import validate
+
+from .ads.server import AdsServer
+from .http import HttpServer, json_body, text_body
+from .metrics import Metrics
+from .sources import DirectorySource, GitCredentials, LocalGitSource, Source, SourceError, open_source
+
+log = structlog.get_logger("galleon.serve")
+
+
+@dataclass
+class ServeOptions:
+    source: str
+    cluster: str
+    rev: str | None = None
+    ads: str = "127.0.0.1:15010"
+    http: str = "127.0.0.1:15014"
+    poll: float | None = None
+    state_dir: Path | None = None
+    credentials: GitCredentials = field(default_factory=GitCredentials)
+    debounce: float = 0.1
+    debounce_max: float = 10.0
+    grace: float = 5.0
+
+
+@dataclass
+class LoadState:
+    """What the daemon has read and what it serves, for /readyz and /debug/configz."""
+    served_revision: str | None = None
+    served_at: float | None = None
+    seen_revision: str | None = None
+    findings: list[Finding] = field(default_factory=list)
+    error: str | None = None
+    unknown_cluster: str | None = None
+
+
+class Daemon:
+    def __init__(self, options: ServeOptions) -> None:
+        self.options = options
+        self.metrics = Metrics()
+        self.ads = AdsServer(options.cluster, self.metrics)
+        self.state = LoadState()
+        self.source: Source | None = None
+        self.ads_port = self.http_port = 0
+        self._changes = asyncio.Event()
+        self._stop = asyncio.Event()
+
+    # --- loading ------------------------------------------------------------------------------------
+
+    def _read(self):
+        """Runs on a worker thread: refresh, read, validate, build. Returns a mesh to publish or None."""
+        source = self.source
+        source.refresh()
+        snapshot = source.snapshot(self.options.rev)
+        if snapshot.revision in (self.state.seen_revision, self.state.served_revision):
+            return None
+        self.state.seen_revision = snapshot.revision
+        started = time.perf_counter()
+        result = validate(snapshot)
+        self.state.findings = result.findings
+        if not result.ok:
+            errors = [f for f in result.findings if f.level is Level.ERROR]
+            self.metrics.loads.labels("invalid").inc()
+            self.metrics.snapshot_valid.set(0)
+            log.error("revision rejected", revision=snapshot.revision[:12], errors=len(errors),
+                      served=(self.state.served_revision or "nothing")[:12],
+                      first=[f.text() for f in errors[:5]])
+            return None
+        clusters = sorted(o.name for o in result.objects if o.kind == "Cluster")
+        if self.options.cluster not in clusters:
+            self.metrics.loads.labels("invalid").inc()
+            self.metrics.snapshot_valid.set(0)
+            self.state.unknown_cluster = (f"{snapshot.origin} at {snapshot.revision[:12]} has no Cluster named "
+                                          f"{self.options.cluster!r} (clusters: {', '.join(clusters) or 'none'})")
+            log.error("revision rejected", revision=snapshot.revision[:12], reason=self.state.unknown_cluster)
+            return None
+        self.state.unknown_cluster = None
+        mesh = build_mesh(result.objects, snapshot.revision)
+        self.metrics.loads.labels("valid").inc()
+        self.metrics.snapshot_valid.set(1)
+        log.info("revision validated", revision=snapshot.revision[:12], objects=len(result.objects),
+                 seconds=round(time.perf_counter() - started, 3))
+        return mesh
+
+    async def reload(self, reason: str) -> None:
+        log.debug("reading source", reason=reason, source=self.options.source)
+        try:
+            mesh = await asyncio.to_thread(self._read)
+        except (SourceError, UnreadableFile) as exc:
+            self.state.error = str(exc)
+            self.metrics.loads.labels("unreadable").inc()
+            log.error("source unreadable; serving what was served before", error=str(exc),
+                      served=(self.state.served_revision or "nothing")[:12])
+            return
+        self.state.error = None
+        if mesh is None:
+            return
+        await self.ads.publish(mesh)
+        self.state.served_revision, self.state.served_at = mesh.revision, time.time()
+
+    def changed(self, reason: str) -> None:
+        log.debug("change noticed", reason=reason)
+        self._changes.set()
+
+    async def _debounce(self) -> None:
+        while True:
+            await self._changes.wait()
+            first = time.monotonic()
+            while True:
+                self._changes.clear()
+                remaining = self.options.debounce_max - (time.monotonic() - first)
+                if remaining <= 0:
+                    break
+                try:
+                    await asyncio.wait_for(self._changes.wait(), min(self.options.debounce, remaining))
+                except asyncio.TimeoutError:
+                    break  # quiet long enough
+            await self.reload("change")
+
+    async def _watch(self) -> None:
+        """A directory's files, or a local repository's refs (a commit moves HEAD's branch)."""
+        if isinstance(self.source, DirectorySource):
+            path, wanted = self.source.root, None
+        elif isinstance(self.source, LocalGitSource):
+            path = Path(self.source.repo.path)
+            wanted = ("HEAD", "packed-refs", "refs")
+        else:
+            return
+        async for changes in watchfiles.awatch(path, stop_event=self._stop, debounce=50, step=20,
+                                               recursive=True):
+            relevant = [p for _, p in changes
+                        if wanted is None or Path(p).relative_to(path).parts[0] in wanted]
+            if relevant and not all(Path(p).name.endswith(".lock") for p in relevant):
+                self.changed("files changed" if wanted is None else "new commit")
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.poll)
+            self.changed("poll")
+
+    # --- HTTP ---------------------------------------------------------------------------------------
+
+    def _routes(self):
+        def healthz(_):
+            return text_body(200, "ok\n")
+
+        def readyz(_):
+            if self.state.served_revision is None:
+                why = self.state.error or ("the source has errors; see /debug/configz" if self.state.findings
+                                           else "no revision loaded yet")
+                return text_body(503, f"not ready: {why}\n")
+            return text_body(200, f"ready: serving {self.state.served_revision}\n")
+
+        def configz(_):
+            s = self.state
+            return json_body(200, {
+                "source": self.options.source, "cluster": self.options.cluster,
+                "served_revision": s.served_revision, "last_revision_seen": s.seen_revision,
+                "served_at": s.served_at, "source_error": s.error,
+                "findings": [f.to_dict() for f in s.findings]})
+
+        def syncz(_):
+            return json_body(200, self.ads.syncz())
+
+        def config_dump(query):
+            node_id = (query.get("proxyID") or [None])[0]
+            if not node_id:
+                return json_body(400, {"error": "give ?proxyID=NODE_ID",
+                                       "proxies": sorted({c.node.id for c in self.ads.connections.values()})})
+            connection = self.ads.connection_of(node_id)
+            served = connection and self.ads.views.get(connection.view)
+            if not served:
+                return json_body(404, {"error": f"no connected proxy {node_id!r} with a served configuration"})
+            return json_body(200, {"node": node_id, "revision": served.revision, **served.config_dump()})
+
+        def metrics(_):
+            return 200, "text/plain; version=0.0.4; charset=utf-8", self.metrics.exposition()
+
+        return {"/healthz": healthz, "/readyz": readyz, "/debug/configz": configz, "/debug/syncz": syncz,
+                "/debug/config_dump": config_dump, "/metrics": metrics}
+
+    # --- life cycle ---------------------------------------------------------------------------------
+
+    def stop(self, reason: str = "asked") -> None:
+        log.info("stopping", reason=reason)
+        self._stop.set()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        o = self.options
+        self.source = await asyncio.to_thread(open_source, o.source, o.state_dir, o.credentials)
+        self.ads_port = await self.ads.start(o.ads)
+        http = HttpServer(self._routes(), loop)
+        self.http_port = http.start(o.http)
+        log.info("serving", cluster=o.cluster, source=o.source, ads=f"{o.ads.rpartition(':')[0]}:{self.ads_port}",
+                 http=f"{o.http.rpartition(':')[0]}:{self.http_port}")
+        for signum, handler in ((signal.SIGHUP, lambda: self.changed("SIGHUP")),
+                                (signal.SIGTERM, lambda: self.stop("SIGTERM")),
+                                (signal.SIGINT, lambda: self.stop("SIGINT"))):
+            try:
+                loop.add_signal_handler(signum, handler)
+            except (RuntimeError, ValueError):
+                pass  # not the main thread (tests run the daemon on a thread): signals stay default
+        await self.reload("start")
+        if self.state.unknown_cluster and self.state.served_revision is None:
+            # Most likely a typo in --cluster: say so now rather than serve nothing forever.
+            await self.ads.stop(0)
+            http.stop()
+            raise SourceError(self.state.unknown_cluster)
+        tasks = [asyncio.create_task(t) for t in (self._debounce(), self._watch())]
+        if o.poll:
+            tasks.append(asyncio.create_task(self._poll()))
+        try:
+            await self._stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.ads.stop(o.grace)
+            http.stop()
+            log.info("stopped")
+        return 0
