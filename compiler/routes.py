@@ -504,7 +504,9 @@ def _set_timeout(action: rc.RouteAction, timeout: str | None) -> None:
     """Istio's default is no timeout at all (Envoy's own default is 15s)."""
     action.timeout.CopyFrom(duration(timeout or NO_TIMEOUT))
     # As Istio does: honour a gRPC client's grpc-timeout header, capped by the route timeout (0: no cap).
-    action.max_grpc_timeout.CopyFrom(action.timeout)
+    # (max_stream_duration, not the deprecated max_grpc_timeout that Envoy warns about.)
+    action.max_stream_duration.max_stream_duration.CopyFrom(action.timeout)
+    action.max_stream_duration.grpc_timeout_header_max.CopyFrom(action.timeout)
 
 
 def _destination_port(ctx: _Context, host: str, destination: dict) -> int:

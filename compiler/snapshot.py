@@ -21,3 +21,9 @@ class Snapshot:
     def __post_init__(self) -> None:
         # A dict sorted by path makes iteration order, and so every output, deterministic.
         object.__setattr__(self, "files", dict(sorted(self.files.items())))
+
+
+def short_revision(revision: str) -> str:
+    """A revision as people read it: 12 hex digits (after the ``sha256:`` of a directory's)."""
+    prefix, sep, digest = revision.rpartition(":")
+    return f"{prefix}{sep}{digest[:12]}"

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from compiler.findings import Level
+from compiler.snapshot import short_revision
 from compiler.model import build_mesh
 from compiler.parse import UnreadableFile
 from compiler.summary import summarize
@@ -68,7 +69,7 @@ def cmd_validate(args) -> int:
         if args.summary and result.ok:
             print(summarize(result.objects, build_mesh(result.objects, result.snapshot.revision)))
         verdict = "valid" if result.ok else "INVALID"
-        print(f"{result.snapshot.origin} at {result.snapshot.revision[:12]}: {verdict}: "
+        print(f"{result.snapshot.origin} at {short_revision(result.snapshot.revision)}: {verdict}: "
               f"{len(result.objects)} objects in {len(result.snapshot.files)} files, "
               f"{errors} errors, {warnings} warnings", file=sys.stderr)
     return EXIT_OK if result.ok else EXIT_INVALID
@@ -89,7 +90,7 @@ def cmd_compile(args) -> int:
     if not result.ok:
         for finding in result.findings:
             print(finding.text(), file=sys.stderr)
-        print(f"galleon: {result.snapshot.origin} at {result.snapshot.revision[:12]} has errors; "
+        print(f"galleon: {result.snapshot.origin} at {short_revision(result.snapshot.revision)} has errors; "
               "nothing compiled", file=sys.stderr)
         return EXIT_INVALID
     mesh = build_mesh(result.objects, result.snapshot.revision)
@@ -106,7 +107,7 @@ def cmd_compile(args) -> int:
         (args.output / f"{key}.json").write_text(dump_json(resources))
     counts = ", ".join(f"{len(v)} {k}" for k, v in dump.items())
     print(f"wrote {counts} to {args.output}/ for {view.role} in {view.cluster} "
-          f"({view.network}, {view.locality}) at {result.snapshot.revision[:12]}", file=sys.stderr)
+          f"({view.network}, {view.locality}) at {short_revision(result.snapshot.revision)}", file=sys.stderr)
     return EXIT_OK
 
 

@@ -17,6 +17,7 @@ import structlog
 import watchfiles
 
 from compiler.findings import Finding, Level
+from compiler.snapshot import short_revision
 from compiler.model import build_mesh
 from compiler.parse import UnreadableFile
 from compiler.validate import validate
@@ -83,23 +84,23 @@ class Daemon:
             errors = [f for f in result.findings if f.level is Level.ERROR]
             self.metrics.loads.labels("invalid").inc()
             self.metrics.snapshot_valid.set(0)
-            log.error("revision rejected", revision=snapshot.revision[:12], errors=len(errors),
-                      served=(self.state.served_revision or "nothing")[:12],
+            log.error("revision rejected", revision=short_revision(snapshot.revision), errors=len(errors),
+                      served=short_revision(self.state.served_revision or "nothing"),
                       first=[f.text() for f in errors[:5]])
             return None
         clusters = sorted(o.name for o in result.objects if o.kind == "Cluster")
         if self.options.cluster not in clusters:
             self.metrics.loads.labels("invalid").inc()
             self.metrics.snapshot_valid.set(0)
-            self.state.unknown_cluster = (f"{snapshot.origin} at {snapshot.revision[:12]} has no Cluster named "
+            self.state.unknown_cluster = (f"{snapshot.origin} at {short_revision(snapshot.revision)} has no Cluster named "
                                           f"{self.options.cluster!r} (clusters: {', '.join(clusters) or 'none'})")
-            log.error("revision rejected", revision=snapshot.revision[:12], reason=self.state.unknown_cluster)
+            log.error("revision rejected", revision=short_revision(snapshot.revision), reason=self.state.unknown_cluster)
             return None
         self.state.unknown_cluster = None
         mesh = build_mesh(result.objects, snapshot.revision)
         self.metrics.loads.labels("valid").inc()
         self.metrics.snapshot_valid.set(1)
-        log.info("revision validated", revision=snapshot.revision[:12], objects=len(result.objects),
+        log.info("revision validated", revision=short_revision(snapshot.revision), objects=len(result.objects),
                  seconds=round(time.perf_counter() - started, 3))
         return mesh
 
@@ -111,7 +112,7 @@ class Daemon:
             self.state.error = str(exc)
             self.metrics.loads.labels("unreadable").inc()
             log.error("source unreadable; serving what was served before", error=str(exc),
-                      served=(self.state.served_revision or "nothing")[:12])
+                      served=short_revision(self.state.served_revision or "nothing"))
             return
         self.state.error = None
         if mesh is None:

@@ -18,6 +18,7 @@ import structlog
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
+from compiler.snapshot import short_revision
 from compiler.model import Mesh
 from compiler.view import ProxyView, ViewError
 from compiler.xds import PUSH_ORDER
@@ -84,7 +85,7 @@ class AdsServer:
         elapsed = time.perf_counter() - started
         self.metrics.compile_seconds.observe(elapsed)
         log.debug("view compiled", cluster=view.cluster, role=view.role, namespace=view.namespace,
-                  network=view.network, locality=str(view.locality), revision=mesh.revision[:12],
+                  network=view.network, locality=str(view.locality), revision=short_revision(mesh.revision),
                   seconds=round(elapsed, 3), bytes=served.size())
         return served
 
@@ -128,7 +129,7 @@ class AdsServer:
         for connection, view in moves:
             connection.view = view
             connection.wake(started)
-        log.info("configuration published", revision=mesh.revision[:12], views=len(views),
+        log.info("configuration published", revision=short_revision(mesh.revision), views=len(views),
                  proxies=len(moves), seconds=round(time.monotonic() - started, 3))
 
     # --- streams ------------------------------------------------------------------------------------

@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
+import socket
 import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
 from envoy.config.bootstrap.v3 import bootstrap_pb2
@@ -77,3 +81,98 @@ def validate_with_envoy(bootstrap: bootstrap_pb2.Bootstrap, workdir: Path) -> su
     path.write_text(json_format.MessageToJson(bootstrap))
     return subprocess.run([str(envoy_binary()), "--mode", "validate", "-c", str(path), "--log-level", "warn",
                            "--disable-hot-restart"], capture_output=True, text=True, timeout=120)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Envoy:
+    """A real Envoy process bootstrapped by ``galleon bootstrap``, with its admin API on loopback."""
+
+    def __init__(self, bootstrap_yaml: str, workdir: Path, name: str = "envoy") -> None:
+        self.workdir = workdir
+        self.config = workdir / f"{name}.yaml"
+        self.config.write_text(bootstrap_yaml)
+        self.admin_path = workdir / f"{name}.admin"
+        self.log = workdir / f"{name}.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "Envoy":
+        self.admin_path.unlink(missing_ok=True)  # else a previous run's address would be read
+        self.process = subprocess.Popen(
+            [str(envoy_binary()), "-c", str(self.config), "--disable-hot-restart", "--log-level", "warn",
+             "--admin-address-path", str(self.admin_path)],
+            stdout=self.log.open("w"), stderr=subprocess.STDOUT)
+        wait_for(lambda: self.admin_path.exists() and self.admin_path.read_text().strip(), 10,
+                 lambda: f"Envoy wrote no admin address; its log:\n{self.log.read_text()[-3000:]}")
+        self.admin = "http://" + self.admin_path.read_text().strip()
+        return self
+
+    def get(self, path: str) -> str:
+        with urllib.request.urlopen(self.admin + path, timeout=5) as response:
+            return response.read().decode()
+
+    def post(self, path: str) -> str:
+        request = urllib.request.Request(self.admin + path, method="POST")
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.read().decode()
+
+    def state(self) -> str:
+        return json.loads(self.get("/server_info"))["state"]
+
+    def wait_live(self, timeout: float = 10) -> None:
+        wait_for(lambda: self.state() == "LIVE", timeout,
+                 lambda: f"Envoy is not LIVE after {timeout} s; its log:\n{self.log.read_text()[-3000:]}")
+
+    def stats(self) -> dict[str, int]:
+        values = {}
+        for line in self.get("/stats?usedonly&format=text").splitlines():
+            name, _, value = line.partition(": ")
+            if value.isdigit():
+                values[name] = int(value)
+        return values
+
+    def endpoints(self) -> dict[str, list[tuple[str, int, int]]]:
+        """Cluster name -> its hosts as (address, port, weight), sorted, from the admin's /clusters."""
+        data = json.loads(self.get("/clusters?format=json"))
+        found = {}
+        for status in data.get("cluster_statuses", []):
+            hosts = []
+            for host in status.get("host_statuses", []):
+                address = host["address"].get("socket_address", {})
+                hosts.append((address.get("address", ""), address.get("port_value", 0), host.get("weight", 1)))
+            found[status["name"]] = sorted(hosts)
+        return found
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def __enter__(self) -> "Envoy":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def wait_for(condition, timeout: float, message=lambda: "timed out", interval: float = 0.05):
+    """Poll ``condition`` until it returns something true; fail the test with ``message()`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = condition()
+        except (OSError, ValueError, KeyError):
+            value = None
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(message())
+        time.sleep(interval)
