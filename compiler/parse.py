@@ -312,10 +312,13 @@ class FileLines:
         if self._documents is None:
             self._documents = []
             with _collector_paused():
-                for node in yaml.compose_all(self._text, Loader=_Loader):
-                    builder = _Builder(self._budget, record=True)
-                    builder.build(node, "")
-                    self._documents.append(builder)
+                try:
+                    for node in yaml.compose_all(self._text, Loader=_Loader):
+                        builder = _Builder(self._budget, record=True)
+                        builder.build(node, "")
+                        self._documents.append(builder)
+                except yaml.YAMLError:
+                    pass  # the first pass reported it; the documents before it keep their lines
         return self._documents[document] if document < len(self._documents) else None
 
     def of(self, document: int) -> dict[str, int]:

@@ -108,16 +108,23 @@ class Daemon:
         log.debug("reading source", reason=reason, source=self.options.source)
         try:
             mesh = await asyncio.to_thread(self._read)
+            if mesh is not None:
+                await self.ads.publish(mesh)
         except (SourceError, UnreadableFile) as exc:
             self.state.error = str(exc)
             self.metrics.loads.labels("unreadable").inc()
             log.error("source unreadable; serving what was served before", error=str(exc),
                       served=short_revision(self.state.served_revision or "nothing"))
             return
+        except Exception as exc:  # noqa: BLE001 - a bug must not take down what proxies are served
+            self.state.error = f"internal error: {type(exc).__name__}: {exc}"
+            self.metrics.loads.labels("failed").inc()
+            log.exception("internal error while loading; serving what was served before",
+                          served=short_revision(self.state.served_revision or "nothing"))
+            return
         self.state.error = None
         if mesh is None:
             return
-        await self.ads.publish(mesh)
         self.state.served_revision, self.state.served_at = mesh.revision, time.time()
 
     def changed(self, reason: str) -> None:
@@ -142,14 +149,15 @@ class Daemon:
     async def _watch(self) -> None:
         """A directory's files, or a local repository's refs (a commit moves HEAD's branch)."""
         if isinstance(self.source, DirectorySource):
-            path, wanted = self.source.root, None
+            # The default filter skips editors' swap files and dot-folders, which snapshots skip too.
+            path, wanted, only = self.source.root, None, watchfiles.DefaultFilter()
         elif isinstance(self.source, LocalGitSource):
-            path = Path(self.source.repo.path)
-            wanted = ("HEAD", "packed-refs", "refs")
+            # Everything under .git is what the default filter skips, so no filter here.
+            path, wanted, only = Path(self.source.repo.path), ("HEAD", "packed-refs", "refs"), None
         else:
             return
         async for changes in watchfiles.awatch(path, stop_event=self._stop, debounce=50, step=20,
-                                               recursive=True):
+                                               watch_filter=only):
             relevant = [p for _, p in changes
                         if wanted is None or Path(p).relative_to(path).parts[0] in wanted]
             if relevant and not all(Path(p).name.endswith(".lock") for p in relevant):

@@ -217,3 +217,24 @@ def test_files_and_objects_keep_snapshot_order():
     result = parse(snapshot_of({"z.yaml": VS, "a.yaml": VS.replace("name: reviews", "name: a")}))
     assert [o.file for o in result.objects] == ["a.yaml", "z.yaml"]
     assert all(o.revision == "test" for o in result.objects)
+
+
+def test_field_lines_of_documents_before_a_syntax_error():
+    """A finding in a document before a syntax error still gets its field's line (the lazy second
+    reading of the file stops at the error instead of raising it)."""
+    from compiler.validate import validate
+    text = textwrap.dedent("""\
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {name: web}
+        spec:
+          hosts: [web.default.svc.cluster.local]
+          resolution: STATIC
+          ports: [{number: 80, name: http, protocol: HTTP}]
+          endpoints:
+        ---
+          broken: [
+        """)
+    findings = validate(snapshot_of({"web.yaml": text})).findings
+    assert [f.code for f in findings] == ["IST0106", "GAL0001"]
+    assert findings[0].line == 8

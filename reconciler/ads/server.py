@@ -230,6 +230,9 @@ class AdsServer:
         return port
 
     async def stop(self, grace: float) -> None:
+        """End every stream with OK (proxies reconnect, to another replica if there is one), then stop."""
+        for connection in self.connections.values():
+            connection.queue.put_nowait(_CLOSED)
         if self._grpc is not None:
             await self._grpc.stop(grace)
         self._compiler.shutdown(wait=False, cancel_futures=True)
