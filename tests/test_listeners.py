@@ -453,7 +453,7 @@ def test_sample_repo_listeners_are_complete_and_deterministic(sample_mesh, clust
 
 def test_sample_repo_sidecar_and_ingress_listeners(sample_mesh):
     sidecar = by_name(listeners_for(sample_mesh, SIDECAR_NODE))
-    assert sorted(sidecar) == ["0.0.0.0_3306", "0.0.0.0_9080", "0.0.0.0_9090"]
+    assert sorted(sidecar) == ["0.0.0.0_18080", "0.0.0.0_3306", "0.0.0.0_9080", "0.0.0.0_9090"]
     assert tcp_proxy_of(sidecar["0.0.0.0_3306"].filter_chains[0]).cluster == \
         "outbound|3306||mysqldb.bookinfo.svc.cluster.local"
     assert hcm_of(sidecar["0.0.0.0_9090"].filter_chains[0]).rds.route_config_name == "9090"

@@ -793,7 +793,7 @@ def test_every_sample_cluster_builds_complete_deterministic_routes(sample_mesh):
             assert a.SerializeToString(deterministic=True) == a.SerializeToString(deterministic=True)
             assert a.SerializeToString(deterministic=True) == b.SerializeToString(deterministic=True)
             seen.add(a.name)
-    assert seen == {"9080", "9090", "http.80", "http.443"}
+    assert seen == {"9080", "9090", "18080", "http.80", "http.443"}
 
 
 def test_sample_routes_match_the_bookinfo_intent(sample_mesh):
