@@ -2,6 +2,7 @@
 
 Built as Envoy's own Bootstrap message, so a misspelt field cannot slip through,
 then printed as YAML (proto3 JSON names), which Envoy reads with ``-c``.
+``--grpc`` gives gRPC's own JSON bootstrap instead, for a proxyless gRPC client.
 """
 from __future__ import annotations
 
@@ -18,13 +19,18 @@ from google.protobuf import json_format
 
 from compiler.locality import Locality
 from compiler.protos import SDS_CLUSTER, pack
+from compiler.proxyless import CERTIFICATE_PROVIDER
 from compiler.view import ANY_ADDRESS, parse_node_id
 
-from .ads.views import CLUSTER_ID, LABELS, LISTEN_ADDRESS, NETWORK
+from .ads.views import CLUSTER_ID, GENERATOR, GRPC_GENERATOR, LABELS, LISTEN_ADDRESS, NETWORK
 
 XDS_CLUSTER = "xds-grpc"
 # Where Istio's agent serves workload certificates (SDS) inside a pod.
 DEFAULT_SDS_SOCKET = "./var/run/secrets/workload-spiffe-uds/socket"
+# Where Istio's agent writes a proxyless gRPC client's certificates (OUTPUT_CERTS in its injection
+# template), and how often gRPC's file watcher rereads them (Istio's value).
+DEFAULT_GRPC_CERTIFICATE_DIR = "/var/lib/istio/data"
+GRPC_CERTIFICATE_REFRESH = "900s"
 
 
 @dataclass
@@ -76,6 +82,8 @@ def _upstream_cluster(name: str, address: address_pb2.Address, dns: bool) -> clu
 
 def build_bootstrap(o: BootstrapOptions) -> bootstrap_pb2.Bootstrap:
     parse_node_id(o.node_id)  # a ViewError names what is wrong with it
+    if not _is_ip(o.listen_address):
+        raise ValueError(f"--listen-address {o.listen_address!r} is not an IP address")
     ads_host, ads_port = split_address(o.ads, "--ads")
     admin_host, admin_port = split_address(o.admin, "--admin")
     boot = bootstrap_pb2.Bootstrap()
@@ -117,3 +125,57 @@ def build_bootstrap(o: BootstrapOptions) -> bootstrap_pb2.Bootstrap:
 def bootstrap_yaml(o: BootstrapOptions) -> str:
     data = json.loads(json_format.MessageToJson(build_bootstrap(o)))  # plain dicts, which yaml can write
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+
+
+def grpc_bootstrap(o: BootstrapOptions, certificate_dir: str = DEFAULT_GRPC_CERTIFICATE_DIR) -> dict:
+    """gRPC's xDS bootstrap (what ``GRPC_XDS_BOOTSTRAP`` names, or ``GRPC_XDS_BOOTSTRAP_CONFIG``
+    holds) for a proxyless client of ``galleon serve``, as Istio's agent writes it.
+
+    The node is the one ``build_bootstrap`` gives an Envoy, plus ``GENERATOR: grpc``, which asks for
+    the proxyless view (compiler/proxyless.py). gRPC speaks state of the world only, so ``delta``
+    is refused; admin, listen address and SDS socket mean nothing to it and are left out. Its
+    certificates come from the ``default`` file-watcher provider declared here, which clusters
+    with Istio mTLS name (gRPC NACKs a cluster naming a provider its bootstrap lacks); gRPC reads
+    the files only on channels with xDS credentials.
+    """
+    parse_node_id(o.node_id)  # a ViewError names what is wrong with it
+    if not _is_ip(o.listen_address):
+        raise ValueError(f"--listen-address {o.listen_address!r} is not an IP address")
+    split_address(o.ads, "--ads")
+    if o.delta:
+        raise ValueError("gRPC's xDS client speaks state of the world only: --delta does not apply to it")
+    metadata: dict = {CLUSTER_ID: o.cluster, GENERATOR: GRPC_GENERATOR}
+    if o.network:
+        metadata[NETWORK] = o.network
+    if o.labels:
+        metadata[LABELS] = dict(sorted(o.labels.items()))
+    node: dict = {"id": o.node_id, "cluster": o.cluster, "metadata": metadata}
+    if o.locality:
+        locality = Locality.parse(o.locality)
+        node["locality"] = {key: value for key, value in (("region", locality.region), ("zone", locality.zone),
+                                                          ("sub_zone", locality.subzone)) if value}
+    directory = certificate_dir.rstrip("/") or "/"
+    return {
+        "xds_servers": [{
+            "server_uri": o.ads,
+            "channel_creds": [{"type": "insecure"}],
+            "server_features": ["xds_v3"],
+        }],
+        "node": node,
+        "certificate_providers": {
+            CERTIFICATE_PROVIDER: {
+                "plugin_name": "file_watcher",
+                "config": {
+                    "certificate_file": f"{directory}/cert-chain.pem",
+                    "private_key_file": f"{directory}/key.pem",
+                    "ca_certificate_file": f"{directory}/root-cert.pem",
+                    "refresh_interval": GRPC_CERTIFICATE_REFRESH,
+                },
+            },
+        },
+    }
+
+
+def grpc_bootstrap_json(o: BootstrapOptions, certificate_dir: str = DEFAULT_GRPC_CERTIFICATE_DIR) -> str:
+    """``grpc_bootstrap`` as the JSON text gRPC reads."""
+    return json.dumps(grpc_bootstrap(o, certificate_dir), indent=2) + "\n"

@@ -62,7 +62,10 @@ class HttpServer:
 
     def start(self, address: str) -> int:
         host, _, port = address.rpartition(":")
-        self._server = ThreadingHTTPServer((host.strip("[]") or "127.0.0.1", int(port)), self._handler())
+        try:
+            self._server = ThreadingHTTPServer((host.strip("[]") or "127.0.0.1", int(port)), self._handler())
+        except OSError as exc:
+            raise OSError(f"cannot listen on {address} for HTTP: {exc.strerror or exc}") from None
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, name="galleon-http", daemon=True).start()
         return self._server.server_address[1]

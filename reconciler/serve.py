@@ -219,9 +219,13 @@ class Daemon:
         loop = asyncio.get_running_loop()
         o = self.options
         self.source = await asyncio.to_thread(open_source, o.source, o.state_dir, o.credentials)
-        self.ads_port = await self.ads.start(o.ads)
         http = HttpServer(self._routes(), loop)
-        self.http_port = http.start(o.http)
+        try:
+            self.ads_port = await self.ads.start(o.ads)
+            self.http_port = http.start(o.http)
+        except OSError:
+            await self.ads.stop(0)
+            raise
         log.info("serving", cluster=o.cluster, source=o.source, ads=f"{o.ads.rpartition(':')[0]}:{self.ads_port}",
                  http=f"{o.http.rpartition(':')[0]}:{self.http_port}")
         for signum, handler in ((signal.SIGHUP, lambda: self.changed("SIGHUP")),

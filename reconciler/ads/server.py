@@ -223,9 +223,12 @@ class AdsServer:
         self._grpc = grpc.aio.server(options=[("grpc.max_receive_message_length", 16 << 20),
                                               ("grpc.so_reuseport", 0)])
         self._grpc.add_generic_rpc_handlers([self.handler()])
-        port = self._grpc.add_insecure_port(address)
+        try:
+            port = self._grpc.add_insecure_port(address)
+        except RuntimeError:  # grpc's way of saying the address is taken or not ours
+            port = 0
         if port == 0:
-            raise OSError(f"cannot listen on {address} for ADS")
+            raise OSError(f"cannot listen on {address} for ADS: the address is in use or not on this host")
         await self._grpc.start()
         return port
 

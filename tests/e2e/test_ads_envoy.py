@@ -184,6 +184,9 @@ def test_weighted_split_and_a_subset_route(tmp_path, sds, mesh, protocol):
         assert abs(seen["v1"] / 500 - 0.80) <= 0.05, seen
         assert abs(seen["v2"] / 500 - 0.20) <= 0.05, seen
         assert galleon.json("/debug/syncz")[0]["protocol"] == protocol
+        dump = galleon.json(f"/debug/config_dump?proxyID={SIDECAR}")
+        assert f"outbound|{mesh.port}|v1|{HOST}" in [c["name"] for c in dump["clusters"]]
+        assert [r["name"] for r in dump["routes"]] == [str(mesh.port)]
 
         # A subset route: every request reaches v2, and v2's cluster holds only v2's endpoint.
         write_dir(repo, mesh.files(subset="v2"))

@@ -1,0 +1,122 @@
+"""`galleon bootstrap` and `galleon serve` as a user runs them: real processes, output, exit codes."""
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import time
+
+import yaml
+
+from tests.conftest import SAMPLE_REPO
+from tests.e2e.daemon import Galleon
+from tests.e2e.envoy import wait_for
+from tests.test_cli import galleon, one_line_error
+
+NODE = "sidecar~10.0.0.1~web-1.shop~shop.svc.cluster.local"
+
+
+def test_bootstrap_describes_the_node_as_istio_does():
+    result = galleon("bootstrap", "--cluster", "cluster-c", "--node-id", NODE, "--label", "app=web",
+                     "--label", "version=v2", "--locality", "eu-west/eu-west-1a/rack-4", "--network", "network-2",
+                     "--ads", "galleon.istio-system.svc:15010")
+    assert result.returncode == 0, result.stderr
+    boot = yaml.safe_load(result.stdout)
+    node = boot["node"]
+    assert node["id"] == NODE
+    assert node["metadata"] == {"CLUSTER_ID": "cluster-c", "NETWORK": "network-2",
+                                "LABELS": {"app": "web", "version": "v2"}}
+    assert node["locality"] == {"region": "eu-west", "zone": "eu-west-1a", "subZone": "rack-4"}
+    ads = boot["dynamicResources"]["adsConfig"]
+    assert ads["apiType"] == "GRPC" and ads["setNodeOnFirstMessageOnly"] is True
+    xds = {c["name"]: c for c in boot["staticResources"]["clusters"]}["xds-grpc"]
+    assert xds["type"] == "STRICT_DNS"  # a host name, resolved by Envoy
+    address = xds["loadAssignment"]["endpoints"][0]["lbEndpoints"][0]["endpoint"]["address"]["socketAddress"]
+    assert address == {"address": "galleon.istio-system.svc", "portValue": 15010}
+    assert "http2ProtocolOptions" in json.dumps(xds)
+    assert boot["admin"]["address"]["socketAddress"] == {"address": "127.0.0.1", "portValue": 15000}
+
+
+def test_bootstrap_delta_and_listen_address():
+    result = galleon("bootstrap", "--cluster", "cluster-a", "--node-id", NODE, "--delta",
+                     "--listen-address", "127.0.0.1")
+    boot = yaml.safe_load(result.stdout)
+    assert boot["dynamicResources"]["adsConfig"]["apiType"] == "DELTA_GRPC"
+    assert boot["node"]["metadata"]["GALLEON_LISTEN_ADDRESS"] == "127.0.0.1"
+
+
+def test_bootstrap_refuses_bad_input_in_one_line():
+    one_line_error(galleon("bootstrap", "--cluster", "a", "--node-id", "web-1"), "web-1", "sidecar~")
+    one_line_error(galleon("bootstrap", "--cluster", "a", "--node-id", NODE, "--ads", "nowhere"), "--ads")
+    one_line_error(galleon("bootstrap", "--cluster", "a", "--node-id", NODE, "--label", "app"), "KEY=VALUE")
+    one_line_error(galleon("bootstrap", "--cluster", "a", "--node-id", NODE, "--listen-address", "localhost"),
+                   "--listen-address")
+
+
+def last_line_error(result, *words: str) -> None:
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("galleon: error: "), last
+    for word in words:
+        assert word in last, last
+
+
+def test_serve_refuses_what_it_cannot_serve(tmp_path):
+    last_line_error(galleon("serve", SAMPLE_REPO, "--cluster", "cluster-x", "--ads", "127.0.0.1:0", "--http",
+                            "127.0.0.1:0"), "cluster-x", "cluster-a, cluster-b, cluster-c")
+    last_line_error(galleon("serve", tmp_path / "nope", "--cluster", "a"), "no such file")
+    last_line_error(galleon("serve", SAMPLE_REPO, "--cluster", "a", "--poll", "0"), "--poll")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        last_line_error(galleon("serve", SAMPLE_REPO, "--cluster", "cluster-a", "--ads", f"127.0.0.1:{port}",
+                                "--http", "127.0.0.1:0"), f"127.0.0.1:{port}", "ADS")
+        last_line_error(galleon("serve", SAMPLE_REPO, "--cluster", "cluster-a", "--ads", "127.0.0.1:0",
+                                "--http", f"127.0.0.1:{port}"), f"127.0.0.1:{port}", "HTTP")
+
+
+def test_serve_follows_a_directory_and_keeps_the_last_valid_revision(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for path in SAMPLE_REPO.rglob("*.yaml"):
+        target = repo / path.relative_to(SAMPLE_REPO)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(path.read_bytes())
+    with Galleon(repo, "cluster-a") as daemon:
+        status, body = daemon.get("/readyz")
+        first = daemon.json("/debug/configz")["served_revision"]
+        assert status == 200 and first in body and first.startswith("sha256:")
+        assert daemon.get("/healthz") == (200, "ok\n")
+
+        # An edit is picked up.
+        ratings = repo / "bookinfo" / "ratings.yaml"
+        ratings.write_text(ratings.read_text().replace("10.1.3.1", "10.1.3.99"))
+        second = wait_for(lambda: (r := daemon.json("/debug/configz")["served_revision"]) != first and r, 5,
+                          lambda: daemon.log())
+
+        # A broken revision is reported and not served.
+        ratings.write_text(ratings.read_text() + "\n---\nkind: [\n")
+        configz = wait_for(lambda: (c := daemon.json("/debug/configz"))["last_revision_seen"] not in (first, second)
+                           and c, 5, lambda: daemon.log())
+        assert configz["served_revision"] == second
+        assert [f["code"] for f in configz["findings"] if f["level"] == "error"] == ["GAL0001"]
+        assert daemon.get("/readyz")[0] == 200
+        metrics = daemon.get("/metrics")[1]
+        assert "galleon_snapshot_valid 0.0" in metrics
+        assert 'galleon_source_loads_total{outcome="invalid"} 1.0' in metrics
+        assert daemon.event("revision rejected")["errors"] == 1
+
+        # SIGHUP re-reads; nothing changed, nothing published.
+        published = daemon.count("configuration published")
+        daemon.signal(signal.SIGHUP)
+        wait_for(lambda: daemon.event("change noticed", reason="SIGHUP"), 5)
+        time.sleep(0.3)
+        assert daemon.count("configuration published") == published
+
+        assert daemon.get("/debug/config_dump")[0] == 400
+        assert daemon.get("/debug/config_dump?proxyID=nobody")[0] == 404
+        assert daemon.get("/nope")[0] == 404
+        assert daemon.stop() == 0
+    assert daemon.event("stopped")
