@@ -12,7 +12,7 @@ import base64
 import ipaddress
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
@@ -119,6 +119,24 @@ def _sidecar_configs(mesh: Mesh, view: ProxyView, services: list[Service]) -> li
         # first service's); each virtual host and route carries its own.
         first = min(vhosts, key=lambda v: v.name).sources[:1]
         configs.append(_route_configuration(mesh, sidecar_route_name(port), vhosts, first))
+    return configs
+
+
+def service_route_configurations(mesh: Mesh, view: ProxyView, services: list[Service],
+                                 name: Callable[[str, int], str]) -> list[RouteConfiguration]:
+    """One configuration per HTTP port of each service, named ``name(host, port)``, holding that
+    service's virtual host alone, built as a sidecar's is: for clients whose listener names one
+    service (proxyless gRPC, see proxyless.py). Unsorted."""
+    by_host = {service.host: service for service in services}
+    index = MeshVirtualServices(mesh)
+    configs = []
+    for service in services:
+        for port in service.ports:
+            if port.is_http:
+                ctx = _Context(mesh, view, port.number, by_host, frozenset({MESH_GATEWAY}))
+                vhost = _service_virtual_host(ctx, service, index)
+                configs.append(_route_configuration(mesh, name(service.host, port.number), [vhost],
+                                                    vhost.sources[:1]))
     return configs
 
 

@@ -13,6 +13,9 @@ from .locality import Locality
 from .model import Mesh
 
 SIDECAR, ROUTER = "sidecar", "router"
+# A proxyless gRPC client (gRPC's own xDS client, node metadata GENERATOR=grpc as in Istio): it has a
+# sidecar's node id and sees what a sidecar sees, but gets the configuration of compiler/proxyless.py.
+GRPC = "grpc"
 ANY_ADDRESS = "0.0.0.0"
 
 
@@ -54,13 +57,16 @@ def parse_node_id(node_id: str) -> tuple[str, str]:
 
 def make_view(mesh: Mesh, cluster: str, node_id: str = "sidecar~127.0.0.1~proxy.default~default.svc.cluster.local",
               labels: Mapping[str, str] | None = None, locality: str | None = None,
-              network: str | None = None, listen_address: str = ANY_ADDRESS) -> ProxyView:
-    """The view of a proxy; missing values default to its cluster's network and locality."""
+              network: str | None = None, listen_address: str = ANY_ADDRESS, proxyless: bool = False) -> ProxyView:
+    """The view of a proxy; missing values default to its cluster's network and locality.
+    ``proxyless``: a gRPC client (role ``grpc``) rather than the Envoy its node id names."""
     home = mesh.clusters.get(cluster)
     if home is None:
         known = ", ".join(sorted(mesh.clusters)) or "none defined"
         raise ViewError(f"cluster {cluster!r} is not a Cluster of this mesh (clusters: {known})")
     role, namespace = parse_node_id(node_id)
+    if proxyless:
+        role = GRPC
     try:
         ipaddress.ip_address(listen_address)
     except ValueError:

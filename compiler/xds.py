@@ -14,6 +14,7 @@ from typing import Iterator
 from google.protobuf import any_pb2, json_format
 from google.protobuf.message import Message
 
+from . import proxyless
 from .clusters import build_clusters
 from .endpoints import build_load_assignment
 from .listeners import build_listeners
@@ -21,7 +22,7 @@ from .model import Mesh
 from .names import parse_eds_name
 from .routes import build_routes
 from .scope import visible_services
-from .view import ProxyView
+from .view import GRPC, ProxyView
 
 CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
@@ -60,6 +61,8 @@ def _by_name(messages, key) -> dict[str, Message]:
 
 
 def compile_view(mesh: Mesh, view: ProxyView) -> ViewConfig:
+    if view.role == GRPC:
+        return _compile_proxyless(mesh, view)
     services = visible_services(mesh, view)
     clusters = build_clusters(mesh, view, services)
     eds = [c for c in clusters if c.HasField("eds_cluster_config")]
@@ -75,6 +78,20 @@ def compile_view(mesh: Mesh, view: ProxyView) -> ViewConfig:
         ENDPOINT: _by_name(assignments, lambda m: m.cluster_name),
         LISTENER: _by_name(build_listeners(mesh, view, services), lambda m: m.name),
         ROUTE: _by_name(build_routes(mesh, view, services), lambda m: m.name),
+    })
+
+
+def _compile_proxyless(mesh: Mesh, view: ProxyView) -> ViewConfig:
+    """A proxyless gRPC client's view (proxyless.py): api_listeners named ``host:port``, and the
+    sidecar's routes, clusters and endpoints as gRPC accepts them."""
+    services = proxyless.proxyless_services(mesh, view)
+    clusters = proxyless.build_clusters(mesh, view, services)
+    eds = [c for c in clusters if c.HasField("eds_cluster_config")]
+    return ViewConfig({
+        CLUSTER: _by_name(clusters, lambda m: m.name),
+        ENDPOINT: _by_name(proxyless.build_load_assignments(mesh, view, services, eds), lambda m: m.cluster_name),
+        LISTENER: _by_name(proxyless.build_listeners(mesh, view, services), lambda m: m.name),
+        ROUTE: _by_name(proxyless.build_routes(mesh, view, services), lambda m: m.name),
     })
 
 

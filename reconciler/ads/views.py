@@ -91,6 +91,8 @@ def serve_view(mesh: Mesh, view: ProxyView) -> ServedView:
 
 # Node metadata keys, as Istio's agent sets them.
 CLUSTER_ID, NETWORK, LABELS = "CLUSTER_ID", "NETWORK", "LABELS"
+# Istio's mark of a proxyless gRPC client (GENERATOR: grpc); its node id is a sidecar's.
+GENERATOR, GRPC_GENERATOR = "GENERATOR", "grpc"
 # Galleon's own: where a proxy without traffic capture binds its listeners (see ProxyView).
 LISTEN_ADDRESS = "GALLEON_LISTEN_ADDRESS"
 
@@ -106,7 +108,9 @@ def _string(metadata: struct_pb2.Struct, key: str) -> str | None:
 
 def view_of_node(mesh: Mesh, node: base_pb2.Node, default_cluster: str) -> ProxyView:
     """A proxy's view from its node (DESIGN.md "A proxy's view"); missing values default to the
-    daemon's own cluster and that cluster's network and locality."""
+    daemon's own cluster and that cluster's network and locality. A node with metadata GENERATOR=grpc
+    is a proxyless gRPC client and gets the ``grpc`` view (compiler/proxyless.py); any other
+    generator, or none, is an Envoy."""
     metadata = node.metadata
     labels: dict[str, str] = {}
     if LABELS in metadata.fields:
@@ -122,4 +126,5 @@ def view_of_node(mesh: Mesh, node: base_pb2.Node, default_cluster: str) -> Proxy
         parts = [node.locality.region, node.locality.zone, node.locality.sub_zone]
         locality = "/".join(parts).rstrip("/")
     return make_view(mesh, _string(metadata, CLUSTER_ID) or default_cluster, node.id, labels, locality,
-                     _string(metadata, NETWORK), _string(metadata, LISTEN_ADDRESS) or ANY_ADDRESS)
+                     _string(metadata, NETWORK), _string(metadata, LISTEN_ADDRESS) or ANY_ADDRESS,
+                     proxyless=_string(metadata, GENERATOR) == GRPC_GENERATOR)
