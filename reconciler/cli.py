@@ -22,7 +22,8 @@ from compiler.view import ANY_ADDRESS, ViewError, make_view
 from compiler.xds import config_dump, dump_json, compile_view
 
 from . import logs
-from .bootstrap import DEFAULT_SDS_SOCKET, BootstrapOptions, bootstrap_yaml, split_address
+from .bootstrap import (DEFAULT_GRPC_CERTIFICATE_DIR, DEFAULT_SDS_SOCKET, BootstrapOptions, bootstrap_yaml,
+                        grpc_bootstrap_json, split_address)
 from .serve import Daemon, ServeOptions
 from .sources import GitCredentials, SourceError, open_source
 
@@ -143,7 +144,7 @@ def cmd_bootstrap(args) -> int:
                                locality=args.locality, network=args.network, admin=args.admin,
                                listen_address=args.listen_address, delta=args.delta, sds_socket=args.sds_socket)
     try:
-        sys.stdout.write(bootstrap_yaml(options))
+        sys.stdout.write(grpc_bootstrap_json(options, args.certificate_dir) if args.grpc else bootstrap_yaml(options))
     except (ValueError, ViewError) as exc:
         raise UsageError(str(exc)) from None
     return EXIT_OK
@@ -243,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_serve)
 
     p = commands.add_parser(
-        "bootstrap", help="print an Envoy bootstrap that connects a proxy to galleon serve",
+        "bootstrap", help="print an Envoy (or gRPC) bootstrap that connects a proxy to galleon serve",
         description="Print an Envoy bootstrap (YAML, for envoy -c) for one proxy: its node identity as Istio "
                     "writes it (id, CLUSTER_ID, NETWORK, LABELS, locality), ADS over HTTP/2 to galleon serve, "
                     "the SDS socket of Istio's agent, and the admin interface on loopback.")
@@ -265,6 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "127.0.0.1 for a proxy that applications call directly)")
     p.add_argument("--sds-socket", default=DEFAULT_SDS_SOCKET, metavar="PATH",
                    help=f"Unix socket of the SDS server with workload certificates (default: {DEFAULT_SDS_SOCKET})")
+    p.add_argument("--grpc", action="store_true",
+                   help="print gRPC's xDS bootstrap (JSON, for GRPC_XDS_BOOTSTRAP) for a proxyless gRPC client "
+                        "instead: node metadata GENERATOR=grpc, state of the world only")
+    p.add_argument("--certificate-dir", default=DEFAULT_GRPC_CERTIFICATE_DIR, metavar="DIR",
+                   help="with --grpc: where the workload's cert-chain.pem, key.pem and root-cert.pem are "
+                        f"(default: {DEFAULT_GRPC_CERTIFICATE_DIR}, where Istio's agent writes them)")
     p.set_defaults(run=cmd_bootstrap)
     return parser
 

@@ -120,3 +120,14 @@ def test_serve_follows_a_directory_and_keeps_the_last_valid_revision(tmp_path):
         assert daemon.get("/nope")[0] == 404
         assert daemon.stop() == 0
     assert daemon.event("stopped")
+
+
+def test_bootstrap_for_a_proxyless_grpc_client():
+    result = galleon("bootstrap", "--grpc", "--cluster", "cluster-a", "--node-id", NODE, "--ads", "10.0.0.2:15010",
+                     "--certificate-dir", "/etc/certs")
+    assert result.returncode == 0, result.stderr
+    boot = json.loads(result.stdout)
+    assert boot["xds_servers"][0]["server_uri"] == "10.0.0.2:15010"
+    assert boot["node"]["metadata"]["GENERATOR"] == "grpc"
+    assert boot["certificate_providers"]["default"]["config"]["certificate_file"] == "/etc/certs/cert-chain.pem"
+    one_line_error(galleon("bootstrap", "--grpc", "--delta", "--cluster", "a", "--node-id", NODE), "state of the world")
