@@ -75,7 +75,7 @@ class SotwStream(Stream):
         first = request.type_url not in self.types
         state = self.types.setdefault(request.type_url, TypeState())
         nack = None
-        if request.response_nonce:
+        if request.response_nonce and not first:
             if request.response_nonce != state.sent_nonce:
                 return False, None  # answers an older response; a newer one is on its way
             if request.HasField("error_detail"):
@@ -83,7 +83,7 @@ class SotwStream(Stream):
                 state.rejected.add(state.sent_version)
             else:
                 state.acked_version = request.version_info
-        elif first and request.version_info:
+        elif first and request.version_info:  # (with a nonce from its previous stream, or none)
             # A proxy reconnecting (to us or to a restarted server) says what it holds; versions are
             # content hashes, so if that is still current there is nothing to send.
             state.sent_version = state.acked_version = request.version_info
@@ -140,6 +140,9 @@ class DeltaStream(Stream):
         for name in request.resource_names_unsubscribe:
             if name == "*":
                 state.wildcard = False
+                # The proxy drops what only the wildcard brought; a later "*" must send it again.
+                for held in [n for n in state.held if n not in state.names]:
+                    del state.held[held]
             else:
                 state.names.discard(name)
                 state.held.pop(name, None)  # the proxy drops it; resubscribing must send it again

@@ -44,6 +44,7 @@ class Connection:
     peer: str
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
     connected_at: float = field(default_factory=time.time)
+    pinned: ServedView | None = None  # what it is held to while its view is not in the mesh
     update_pending: bool = False
     update_started: float = 0.0
 
@@ -72,7 +73,7 @@ class AdsServer:
         self.ready = asyncio.Event()
         self.views: dict[ProxyView, ServedView] = {}
         self.connections: dict[int, Connection] = {}
-        self._building: dict[ProxyView, asyncio.Future] = {}
+        self._building: dict[ProxyView, tuple[Mesh, asyncio.Future]] = {}  # compiles under way
         self._ids = itertools.count(1)
         self._compiler = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="galleon-compile")
         self._grpc: grpc.aio.Server | None = None
@@ -89,6 +90,17 @@ class AdsServer:
                   seconds=round(elapsed, 3), bytes=served.size())
         return served
 
+    async def _build(self, mesh: Mesh, view: ProxyView) -> ServedView:
+        try:
+            served = await self._compile(mesh, view)
+            if mesh is self.mesh:  # else a newer mesh was published meanwhile and this is stale
+                self.views[view] = served
+                self.metrics.views.set(len(self.views))
+            return served
+        finally:
+            if self._building.get(view, (None,))[0] is mesh:
+                del self._building[view]
+
     async def served(self, view: ProxyView) -> ServedView:
         """The configuration of a view, compiled once however many proxies ask at the same time."""
         await self.ready.wait()
@@ -96,19 +108,13 @@ class AdsServer:
             held = self.views.get(view)
             if held is not None:
                 return held
-            building = self._building.get(view)
-            if building is None:
+            entry = self._building.get(view)
+            if entry is None or entry[0] is not self.mesh:
                 mesh = self.mesh
-                building = self._building[view] = asyncio.ensure_future(self._compile(mesh, view))
-                try:
-                    result = await building
-                finally:
-                    del self._building[view]
-                if mesh is self.mesh:  # else a newer mesh was published meanwhile: compile again
-                    self.views[view] = result
-                    self.metrics.views.set(len(self.views))
-            else:
-                await asyncio.shield(building)
+                entry = self._building[view] = (mesh, asyncio.ensure_future(self._build(mesh, view)))
+            served = await asyncio.shield(entry[1])
+            if entry[0] is self.mesh:
+                return served
 
     async def publish(self, mesh: Mesh) -> None:
         """Serve a new mesh: recompile the views proxies use now, then wake their streams."""
@@ -118,7 +124,9 @@ class AdsServer:
             try:
                 moves.append((connection, view_of_node(mesh, connection.node, self.cluster)))
             except ViewError as exc:
-                # Its cluster or network is gone from the mesh: it keeps what it has.
+                # Its cluster or network is gone from the mesh: it keeps what it has, until it reconnects
+                # (and is refused) or a later revision brings its cluster back.
+                connection.pinned = connection.pinned or self.views.get(connection.view)
                 log.warning("proxy keeps its configuration", node=connection.node.id, reason=str(exc))
         views: dict[ProxyView, ServedView] = {}
         for view in dict.fromkeys(v for _, v in moves):
@@ -127,7 +135,7 @@ class AdsServer:
         self.metrics.views.set(len(views))
         self.ready.set()
         for connection, view in moves:
-            connection.view = view
+            connection.view, connection.pinned = view, None
             connection.wake(started)
         log.info("configuration published", revision=short_revision(mesh.revision), views=len(views),
                  proxies=len(moves), seconds=round(time.monotonic() - started, 3))
@@ -174,7 +182,7 @@ class AdsServer:
     async def _serve(self, connection: Connection, first, context: grpc.aio.ServicerContext) -> None:
         item = first
         while item is not _CLOSED:
-            served = await self.served(connection.view)
+            served = connection.pinned or await self.served(connection.view)
             started = None
             if item is _UPDATE:
                 connection.update_pending = False

@@ -40,9 +40,9 @@ def sotw_response(body: bytes, nonce: str) -> bytes:
     return body + field(5, nonce)
 
 
-# Resource: version = 1, resource = 2 (Any), name = 3.
+# Resource: version = 1, resource = 2 (Any), name = 3, in field-number order as SerializeToString writes them.
 def delta_resource(name: str, version: str, any_bytes: bytes) -> bytes:
-    return field(3, name) + field(1, version) + field(2, any_bytes)
+    return field(1, version) + field(2, any_bytes) + field(3, name)
 
 
 # DeltaDiscoveryResponse: system_version_info = 1, resources = 2, type_url = 4, nonce = 5,

@@ -1,0 +1,426 @@
+"""AdsServer in-process on a loopback port, driven by a real gRPC client (grpc.aio) speaking ADS.
+
+Each test runs its own event loop (asyncio.run) with a deadline, so a server that fails to answer,
+or spins, fails the test instead of hanging it. Whether a response was *not* sent is checked with a sentinel:
+a later change whose response must be the very next message on the stream.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import signal
+
+import grpc
+import pytest
+from envoy.config.core.v3 import base_pb2
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from google.protobuf import struct_pb2
+from google.rpc import status_pb2
+
+from compiler.view import make_view
+from compiler.xds import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE
+from reconciler.ads import wire
+from reconciler.ads.server import AdsServer
+from reconciler.ads.views import serve_view
+from reconciler.metrics import Metrics
+from envoy.config.endpoint.v3 import endpoint_pb2
+
+from tests.conftest import ONE_CLUSTER, mesh_from
+from tests.test_ads_protocol import (CART_CLUSTER, CLUSTERS, LISTENERS, PAY_CLUSTER, PAY_ROUND_ROBIN, ROUTES,
+                                     names_in, service, shop)
+
+DEADLINE = 4.0      # a whole test
+READ_TIMEOUT = 3.0  # one response
+
+
+class Overrun(Exception):
+    """A test ran past its deadline: waiting for something that never came, or stuck in a
+    coroutine that never yields (which no asyncio timeout can interrupt)."""
+
+
+def asynchronous(test=None, *, deadline: float = DEADLINE):
+    """Run an async test function on a fresh event loop within a deadline, enforced by an alarm
+    signal: its handler raises Overrun in whatever runs, so the test fails instead of hanging the suite."""
+    if test is None:
+        return functools.partial(asynchronous, deadline=deadline)
+
+    def overrun(signum, frame):
+        raise Overrun(f"still running {deadline} s into the test")
+
+    @functools.wraps(test)
+    def run(*args, **kwargs):
+        previous = signal.signal(signal.SIGALRM, overrun)
+        signal.setitimer(signal.ITIMER_REAL, deadline)
+        try:
+            asyncio.run(test(*args, **kwargs))
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+    return run
+
+
+def node_of(pod: str = "web-1", namespace: str = "shop", **metadata) -> base_pb2.Node:
+    node = base_pb2.Node(id=f"sidecar~10.1.0.50~{pod}.{namespace}~{namespace}.svc.cluster.local")
+    for key, value in metadata.items():
+        node.metadata.fields[key].CopyFrom(struct_pb2.Value(string_value=value))
+    return node
+
+
+class Client:
+    """One ADS stream, the way Envoy uses it: node on the first message only."""
+
+    def __init__(self, stub, node: base_pb2.Node, delta: bool = False) -> None:
+        self.node = node
+        self.call = stub.DeltaAggregatedResources() if delta else stub.StreamAggregatedResources()
+        self._first = True
+
+    async def send(self, request) -> None:
+        if self._first:
+            request.node.CopyFrom(self.node)
+            self._first = False
+        await self.call.write(request)
+
+    async def request(self, type_url: str, names=(), version: str = "", nonce: str = "", error: str | None = None):
+        request = discovery_pb2.DiscoveryRequest(type_url=type_url, resource_names=list(names), version_info=version,
+                                                 response_nonce=nonce)
+        if error is not None:
+            request.error_detail.CopyFrom(status_pb2.Status(code=3, message=error))
+        await self.send(request)
+
+    async def ack(self, response, names=(), error: str | None = None) -> None:
+        await self.request(response.type_url, names, response.version_info, response.nonce, error)
+
+    async def delta_request(self, type_url: str, subscribe=(), unsubscribe=(), nonce: str = "",
+                            error: str | None = None) -> None:
+        request = discovery_pb2.DeltaDiscoveryRequest(type_url=type_url, resource_names_subscribe=list(subscribe),
+                                                      resource_names_unsubscribe=list(unsubscribe),
+                                                      response_nonce=nonce)
+        if error is not None:
+            request.error_detail.CopyFrom(status_pb2.Status(code=3, message=error))
+        await self.send(request)
+
+    async def read(self):
+        response = await asyncio.wait_for(self.call.read(), READ_TIMEOUT)
+        assert response is not grpc.aio.EOF, "the server closed the stream"
+        return response
+
+    async def subscribe_all(self):
+        """CDS and LDS by wildcard, EDS and RDS by name, each response ACKed; returns the responses."""
+        responses = {}
+        for type_url, names in [(CLUSTER, ()), (ENDPOINT, CLUSTERS), (LISTENER, ()), (ROUTE, ROUTES)]:
+            await self.request(type_url, names)
+            responses[type_url] = response = await self.read()
+            assert response.type_url == type_url
+            await self.ack(response, names)
+        return responses
+
+
+@contextlib.asynccontextmanager
+async def running(mesh=None, cluster: str = "cluster-a"):
+    server = AdsServer(cluster, Metrics())
+    if mesh is not None:
+        await server.publish(mesh)
+    port = await server.start("127.0.0.1:0")
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield server, ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
+    finally:
+        await channel.close()
+        await server.stop(0)
+
+
+def sample(server: AdsServer, name: str, **labels) -> float:
+    value = server.metrics.registry.get_sample_value(name, labels or None)
+    return 0.0 if value is None else value
+
+
+async def eventually(check, what: str, timeout: float = READ_TIMEOUT):
+    """Poll until check() holds: the server handles an ACK without answering it."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not check():
+        assert loop.time() < end, f"timed out waiting for {what}"
+        await asyncio.sleep(0.005)
+
+
+def types_of(server: AdsServer, node_id: str) -> dict:
+    (status,) = [s for s in server.syncz() if s["node"] == node_id]
+    return status["types"]
+
+
+# --- tests ----------------------------------------------------------------------------------------
+
+@asynchronous
+async def test_sotw_stream_gets_every_type_of_its_view():
+    mesh = shop()
+    served = serve_view(mesh, make_view(mesh, "cluster-a"))
+    async with running(mesh) as (server, stub):
+        client = Client(stub, node_of())
+        responses = await client.subscribe_all()
+        assert names_in(responses[CLUSTER]) == CLUSTERS
+        assert names_in(responses[ENDPOINT]) == CLUSTERS
+        assert names_in(responses[LISTENER]) == LISTENERS
+        assert names_in(responses[ROUTE]) == ROUTES
+        for type_url in PUSH_ORDER:
+            assert responses[type_url].version_info == served.versions[type_url]
+            # what crossed the wire is the view's body, serialized once, plus this stream's nonce
+            assert responses[type_url].SerializeToString(deterministic=True) == \
+                   wire.sotw_response(served.sotw(type_url, None)[1], responses[type_url].nonce)
+        assert len({r.nonce for r in responses.values()}) == 4
+        await eventually(lambda: types_of(server, client.node.id)[ROUTE]["acked"] is not None, "the RDS ACK")
+        assert {t: s["acked"] for t, s in types_of(server, client.node.id).items()} == served.versions
+        assert sample(server, "galleon_xds_pushes_total", type="clusters") == 1
+        assert sample(server, "galleon_xds_connected_proxies", protocol="sotw") == 1
+
+
+@asynchronous
+async def test_two_streams_of_one_view_share_one_compile():
+    async with running(shop()) as (server, stub):
+        assert sample(server, "galleon_compile_seconds_count") == 0, "no proxy yet, nothing compiled"
+        first, second = Client(stub, node_of("web-1")), Client(stub, node_of("web-2"))
+        # (two proxies asking while the view compiles: test_concurrent_asks_for_one_view_compile_once)
+        await first.request(CLUSTER)
+        one = await first.read()
+        await second.request(CLUSTER)
+        two = await second.read()
+        assert one.version_info == two.version_info
+        assert one.resources == two.resources
+        assert sample(server, "galleon_compile_seconds_count") == 1
+        assert sample(server, "galleon_xds_views") == 1
+        assert len(server.views) == 1
+        # a proxy in another namespace is another view
+        third = Client(stub, node_of("api-1", "api"))
+        await third.request(CLUSTER)
+        await third.read()
+        assert sample(server, "galleon_compile_seconds_count") == 2
+        assert sample(server, "galleon_xds_views") == 2
+        assert sample(server, "galleon_xds_connected_proxies", protocol="sotw") == 3
+        # a publish compiles once per view in use, not once per stream
+        await server.publish(shop(extra=PAY_ROUND_ROBIN))
+        assert sample(server, "galleon_compile_seconds_count") == 4
+        assert sample(server, "galleon_xds_views") == 2
+        for client in (first, second, third):
+            assert names_in(await client.read()) == CLUSTERS
+
+
+@asynchronous(deadline=1.0)
+async def test_concurrent_asks_for_one_view_compile_once():
+    """Proxies of one view that connect while it compiles wait for that one compile. One asks at
+    every turn of the event loop until the first is served, so some ask in the window where the
+    compile has finished and its first asker has not yet resumed to store it: a waiter there must
+    still yield (or take the result), not spin on the finished future and freeze the loop."""
+    mesh = shop()
+    view = make_view(mesh, "cluster-a", node_of().id)
+    server = AdsServer("cluster-a", Metrics())
+    try:
+        await server.publish(mesh)
+        first = asyncio.ensure_future(server.served(view))
+        waiters = []
+        while not first.done():
+            waiters.append(asyncio.ensure_future(server.served(view)))
+            await asyncio.sleep(0)
+        results = await asyncio.gather(*waiters)
+        assert len(waiters) >= 2
+        assert all(result is first.result() for result in results)
+        assert sample(server, "galleon_compile_seconds_count") == 1
+        assert sample(server, "galleon_xds_views") == 1
+    finally:
+        await server.stop(0)
+
+
+@asynchronous
+async def test_a_node_of_an_unknown_cluster_is_refused_with_invalid_argument():
+    async with running(shop()) as (server, stub):
+        for delta in (False, True):
+            client = Client(stub, node_of(CLUSTER_ID="cluster-z"), delta=delta)
+            if delta:
+                await client.delta_request(CLUSTER)
+            else:
+                await client.request(CLUSTER)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await client.read()
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "cluster-z" in caught.value.details()
+            assert "cluster-a" in caught.value.details(), "the message lists the clusters there are"
+        assert server.syncz() == []
+        assert sample(server, "galleon_xds_connected_proxies", protocol="sotw") == 0
+        # the server still serves proxies it knows
+        good = Client(stub, node_of())
+        await good.request(CLUSTER)
+        assert names_in(await good.read()) == CLUSTERS
+
+
+@asynchronous
+async def test_a_stream_waits_for_the_first_publish():
+    async with running(None) as (server, stub):
+        client = Client(stub, node_of())
+        await client.request(CLUSTER)
+        reading = asyncio.ensure_future(client.read())
+        await asyncio.sleep(0.05)
+        assert not reading.done(), "nothing to serve before a mesh is published"
+        await server.publish(shop())
+        assert names_in(await reading) == CLUSTERS
+
+
+@asynchronous
+async def test_publish_wakes_a_stream_with_only_the_changed_types():
+    async with running(shop()) as (server, stub):
+        client = Client(stub, node_of())
+        before = await client.subscribe_all()
+        node_id = client.node.id
+        await eventually(lambda: types_of(server, node_id)[ROUTE]["acked"] is not None, "the RDS ACK")
+
+        # one endpoint moves: only EDS is pushed
+        await server.publish(shop(cart="10.1.0.9"))
+        eds = await client.read()
+        assert eds.type_url == ENDPOINT
+        assert names_in(eds) == CLUSTERS, "SotW: all the names subscribed to"
+        assert eds.version_info != before[ENDPOINT].version_info
+        await client.ack(eds, CLUSTERS)
+
+        # sentinel: the next change is to one cluster only; had LDS or RDS been pushed after EDS,
+        # it would be read here first
+        await server.publish(shop(cart="10.1.0.9", extra=PAY_ROUND_ROBIN))
+        cds = await client.read()
+        assert cds.type_url == CLUSTER
+        assert cds.version_info != before[CLUSTER].version_info
+        await client.ack(cds)
+        await eventually(lambda: types_of(server, node_id)[CLUSTER]["acked"] == cds.version_info, "the CDS ACK")
+
+        pushes = {t: s["pushes"] for t, s in types_of(server, node_id).items()}
+        assert pushes == {CLUSTER: 2, ENDPOINT: 2, LISTENER: 1, ROUTE: 1}
+        assert sample(server, "galleon_xds_push_latency_seconds_count", type="endpoints") == 1
+        assert sample(server, "galleon_xds_push_latency_seconds_count", type="listeners") == 0
+
+        # publishing the same mesh again wakes the stream but sends nothing; a new revision sends all
+        await server.publish(shop(cart="10.1.0.9", extra=PAY_ROUND_ROBIN))
+        await server.publish(shop(cart="10.1.0.9", extra=PAY_ROUND_ROBIN, revision="r2"))
+        assert [(await client.read()).type_url for _ in PUSH_ORDER] == list(PUSH_ORDER), "make before break"
+
+
+@asynchronous
+async def test_syncz_shows_node_versions_and_last_nack():
+    async with running(shop()) as (server, stub):
+        client = Client(stub, node_of())
+        good = await client.subscribe_all()
+        node_id = client.node.id
+        await eventually(lambda: types_of(server, node_id)[ROUTE]["acked"] is not None, "the RDS ACK")
+        (status,) = server.syncz()
+        assert status["node"] == node_id
+        assert status["protocol"] == "sotw"
+        assert status["peer"]
+        assert status["view"]["cluster"] == "cluster-a"
+        assert status["view"]["network"] == "network-1"
+        assert status["view"]["locality"] == "us-east/us-east-1a"
+        assert status["view"]["namespace"] == "shop"
+        assert status["types"][CLUSTER]["subscription"] == "*"
+        assert status["types"][ENDPOINT]["subscription"] == sorted(CLUSTERS)
+        for type_url in PUSH_ORDER:
+            assert status["types"][type_url]["acked"] == status["types"][type_url]["sent"] \
+                   == good[type_url].version_info
+            assert status["types"][type_url]["last_nack"] is None
+
+        # the proxy rejects a cluster change
+        await server.publish(shop(extra=PAY_ROUND_ROBIN))
+        bad = await client.read()
+        assert bad.type_url == CLUSTER
+        await client.request(CLUSTER, version=good[CLUSTER].version_info, nonce=bad.nonce,
+                             error="cds: outbound|8080 rejected")
+        await eventually(lambda: types_of(server, node_id)[CLUSTER]["last_nack"] is not None, "the NACK")
+        cds = types_of(server, node_id)[CLUSTER]
+        assert cds["acked"] == good[CLUSTER].version_info
+        assert cds["sent"] == bad.version_info
+        assert cds["last_nack"]["version"] == bad.version_info
+        assert cds["last_nack"]["error"] == "cds: outbound|8080 rejected"
+        assert sample(server, "galleon_xds_nacks_total", type="clusters") == 1
+
+        # the same content published again is not resent; the sentinel (an endpoint move) comes next
+        await server.publish(shop(extra=PAY_ROUND_ROBIN))
+        await server.publish(shop(cart="10.1.0.9", extra=PAY_ROUND_ROBIN))
+        assert (await client.read()).type_url == ENDPOINT
+
+
+@asynchronous
+async def test_a_closed_stream_leaves_syncz():
+    async with running(shop()) as (server, stub):
+        client = Client(stub, node_of())
+        await client.request(CLUSTER)
+        await client.read()
+        assert [s["node"] for s in server.syncz()] == [client.node.id]
+        assert server.connection_of(client.node.id) is not None
+        await client.call.done_writing()
+        await eventually(lambda: not server.syncz(), "the connection to go")
+        assert server.connection_of(client.node.id) is None
+        assert sample(server, "galleon_xds_connected_proxies", protocol="sotw") == 0
+        # a publish with nobody connected compiles nothing
+        compiled = sample(server, "galleon_compile_seconds_count")
+        await server.publish(shop(pay=None))
+        assert sample(server, "galleon_compile_seconds_count") == compiled
+
+
+@asynchronous
+async def test_reconnect_with_the_current_version_gets_nothing_new():
+    mesh = shop()
+    served = serve_view(mesh, make_view(mesh, "cluster-a"))
+    async with running(mesh) as (server, stub):
+        client = Client(stub, node_of())
+        # a proxy that already holds the current clusters (from before a server restart)
+        await client.request(CLUSTER, version=served.versions[CLUSTER])
+        await client.request(LISTENER, version="0000000000000000")
+        listeners = await client.read()
+        assert listeners.type_url == LISTENER, "clusters are current: nothing for them"
+        assert names_in(listeners) == LISTENERS
+
+
+@asynchronous
+async def test_delta_stream_sends_changes_and_removals():
+    async with running(shop()) as (server, stub):
+        client = Client(stub, node_of(), delta=True)
+        await client.delta_request(CLUSTER)
+        cds = await client.read()
+        assert isinstance(cds, discovery_pb2.DeltaDiscoveryResponse)
+        assert sorted(r.name for r in cds.resources) == CLUSTERS
+        await client.delta_request(CLUSTER, nonce=cds.nonce)
+        await client.delta_request(ENDPOINT, [CART_CLUSTER])
+        eds = await client.read()
+        assert [r.name for r in eds.resources] == [CART_CLUSTER]
+        await client.delta_request(ENDPOINT, nonce=eds.nonce)
+        node_id = client.node.id
+        await eventually(lambda: types_of(server, node_id)[ENDPOINT]["acked"] is not None, "the EDS ACK")
+        assert server.syncz()[0]["protocol"] == "delta"
+
+        # pay goes away: its cluster is removed; EDS, subscribed to cart only, gets nothing
+        await server.publish(shop(pay=None))
+        removal = await client.read()
+        assert removal.type_url == CLUSTER
+        assert list(removal.removed_resources) == [PAY_CLUSTER]
+        assert not removal.resources
+        await client.delta_request(CLUSTER, nonce=removal.nonce)
+        # sentinel: cart's endpoint moves, EDS sends cart alone
+        await server.publish(shop(cart="10.1.0.9", pay=None))
+        moved = await client.read()
+        assert moved.type_url == ENDPOINT
+        assert [r.name for r in moved.resources] == [CART_CLUSTER] and not moved.removed_resources
+
+
+@asynchronous
+async def test_a_proxy_whose_cluster_leaves_the_mesh_keeps_its_configuration():
+    async with running(shop()) as (server, stub):
+        client = Client(stub, node_of())
+        before = await client.subscribe_all()
+        node_id = client.node.id
+        await eventually(lambda: types_of(server, node_id)[ROUTE]["acked"] is not None, "the RDS ACK")
+        renamed = ONE_CLUSTER.replace("cluster-a", "cluster-z")
+        moved = service("cart", "10.1.0.7", 9080).replace("cluster-a", "cluster-z")
+        await server.publish(mesh_from({"mesh.yaml": renamed + moved}, "r2"))
+        # asking again (a subscription change) is answered from what it had, not from the new mesh
+        await client.request(ENDPOINT, [CART_CLUSTER], before[ENDPOINT].version_info, before[ENDPOINT].nonce)
+        eds = await client.read()
+        assert names_in(eds) == [CART_CLUSTER]
+        assignment = endpoint_pb2.ClusterLoadAssignment.FromString(eds.resources[0].value)
+        address = assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.address
+        assert address == "10.1.0.1", "the old mesh's endpoint, not the new mesh's 10.1.0.7"
+        # the cluster comes back: the proxy follows the mesh again
+        await server.publish(shop(cart="10.1.0.8", revision="r3"))
+        assert (await client.read()).type_url == CLUSTER
