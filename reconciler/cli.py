@@ -174,6 +174,19 @@ def _source_arguments(parser: argparse.ArgumentParser) -> None:
                           "~/.ssh/known_hosts); unknown hosts are refused")
 
 
+def _proxy_arguments(parser: argparse.ArgumentParser, node_id_default: str | None) -> None:
+    """How a proxy is described, the way Istio identifies one (compile and bootstrap)."""
+    parser.add_argument("--cluster", required=True, metavar="NAME", help="the Cluster the proxy runs in")
+    default = f" (default: {node_id_default}, a sidecar in namespace default)" if node_id_default else ""
+    parser.add_argument("--node-id", required=node_id_default is None, default=node_id_default, metavar="ID",
+                        help="Istio node id: sidecar~IP~POD.NAMESPACE~NAMESPACE.svc.cluster.local, or router~... "
+                             "for a gateway; its first part is the proxy's role and its last the namespace" + default)
+    parser.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                        help="a label of the proxy's workload, matched by Gateway and Sidecar selectors (repeatable)")
+    parser.add_argument("--locality", default=None, metavar="R/Z/S",
+                        help="the proxy's locality (default: its cluster's)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="galleon",
@@ -205,13 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "network and locality default to its cluster's. Exits 1 without output when the "
                     "revision has errors.")
     _source_arguments(p)
-    p.add_argument("--cluster", required=True, metavar="NAME", help="the Cluster the proxy runs in")
-    p.add_argument("--node-id", default="sidecar~10.0.0.1~proxy.default~default.svc.cluster.local",
-                   metavar="ID", help="Istio node id; its first part (sidecar or router) is the proxy's role and "
-                                      "its last the namespace (default: a sidecar in namespace default)")
-    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
-                   help="a label of the proxy's workload, matched by Gateway and Sidecar selectors (repeatable)")
-    p.add_argument("--locality", default=None, metavar="R/Z/S", help="the proxy's locality (default: its cluster's)")
+    _proxy_arguments(p, node_id_default="sidecar~10.0.0.1~proxy.default~default.svc.cluster.local")
     p.add_argument("-o", "--output", type=Path, default=None, metavar="DIR",
                    help="write clusters.json, endpoints.json, listeners.json and routes.json into DIR "
                         "instead of one document to stdout")
@@ -248,13 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print an Envoy bootstrap (YAML, for envoy -c) for one proxy: its node identity as Istio "
                     "writes it (id, CLUSTER_ID, NETWORK, LABELS, locality), ADS over HTTP/2 to galleon serve, "
                     "the SDS socket of Istio's agent, and the admin interface on loopback.")
-    p.add_argument("--cluster", required=True, metavar="NAME", help="the Cluster the proxy runs in")
-    p.add_argument("--node-id", required=True, metavar="ID",
-                   help="Istio node id: sidecar~IP~POD.NAMESPACE~NAMESPACE.svc.cluster.local, or router~... "
-                        "for a gateway")
-    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
-                   help="a label of the proxy's workload, matched by Gateway and Sidecar selectors (repeatable)")
-    p.add_argument("--locality", default=None, metavar="R/Z/S", help="the proxy's locality (default: its cluster's)")
+    _proxy_arguments(p, node_id_default=None)
     p.add_argument("--network", default=None, metavar="NAME", help="the proxy's network (default: its cluster's)")
     p.add_argument("--ads", default="127.0.0.1:15010", metavar="HOST:PORT",
                    help="where galleon serve listens for ADS (default: 127.0.0.1:15010)")
