@@ -1,0 +1,863 @@
+"""Benchmark: the ADS server under many xDS streams, and a commit reaching a real Envoy (prints figures, not a test).
+
+Part 1 (streams). Writes a synthetic mesh (bench/compile.py's generator) to a
+directory, starts ``galleon serve`` on it as its own process, then starts a
+client process that opens --streams real gRPC ADS streams (state of the world,
+one HTTP/2 connection each, as Envoys do) spread over --views distinct proxy
+views, and answers every response the way Envoy does (CDS and LDS by wildcard,
+EDS and RDS by the names they hold, every response ACKed with its version and
+nonce). It measures the initial sync, the server's CPU time and resident memory
+before the streams, with one stream per view, and with every stream, then edits
+one endpoint's address in one file --changes times and measures, per stream,
+the time until that stream has received and ACKed the new versions.
+
+Part 2 (Envoy). Commits the mesh to a local Git repository (pygit2), serves it,
+starts a real Envoy with ``galleon bootstrap``'s bootstrap (and an SDS stand-in
+for the TLS clusters), then --envoy-repeats times commits a new address for one
+endpoint and times until Envoy's admin ``/clusters?format=json`` shows it.
+
+    .venv/bin/python bench/ads.py                  # 1,000 streams, 5 views, 300 services (about a minute)
+    .venv/bin/python bench/ads.py --quick          # small and fast (about 15 s)
+    .venv/bin/python bench/ads.py --streams 200 --services 100 --no-envoy
+
+See bench/README.md.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import datetime
+import json
+import os
+import re
+import resource
+import select
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+# As in bench/compile.py: bench/validate.py must not shadow protoc-gen-validate's `validate` package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import grpc  # noqa: E402
+from envoy.config.cluster.v3 import cluster_pb2  # noqa: E402
+from envoy.config.core.v3 import base_pb2  # noqa: E402
+from envoy.config.listener.v3 import listener_pb2  # noqa: E402
+from envoy.extensions.filters.network.http_connection_manager.v3 import (  # noqa: E402
+    http_connection_manager_pb2 as hcm_pb2)
+from envoy.service.discovery.v3 import discovery_pb2  # noqa: E402
+
+CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+EDS = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+LDS = "type.googleapis.com/envoy.config.listener.v3.Listener"
+RDS = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+TYPES = (CDS, EDS, LDS, RDS)
+SHORT = {CDS: "CDS", EDS: "EDS", LDS: "LDS", RDS: "RDS"}
+METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+HCM = "envoy.filters.network.http_connection_manager"
+
+HOME_CLUSTER = "cluster-0"  # the cluster galleon serve serves (--cluster)
+TARGET_STREAMS = 1000
+TARGET_ACK_P99 = 1.0          # seconds, change to every stream ACKed
+TARGET_BYTES_PER_STREAM = 50 * 1024
+TARGET_ENVOY = 1.0            # seconds, commit to Envoy applying it
+FIRST_ADDRESS = "10.0.0.1"    # the generator's first endpoint: svc-00000, cluster-0, version v1
+FIRST_HOST = "svc-00000.ns-00.svc.cluster.local"
+
+
+# =========================================================================== the client process
+#
+# Runs as `bench/ads.py --client ADS STREAMS VIEWS CLUSTERS`: one asyncio loop, one grpc.aio channel
+# (so one TCP connection) per stream. Commands come on stdin, one word a line; answers go to
+# stdout as JSON lines.
+
+def view_node(view: int, index: int, clusters: int, router: bool) -> base_pb2.Node:
+    """The node of proxy ``index`` of view ``view``: views differ by cluster, namespace and locality
+    (the subzone is unique per view); the last view is the ingress router when ``router``."""
+    node = base_pb2.Node()
+    ip = f"10.{100 + index // 65536 % 100}.{index // 256 % 256}.{index % 256}"
+    cluster = f"cluster-{view % clusters}"
+    region = ("us-east", "eu-west")[view % clusters % 2]
+    if router:
+        node.id = f"router~{ip}~istio-ingressgateway-{index}.istio-system~istio-system.svc.cluster.local"
+        node.metadata.fields["LABELS"].struct_value.fields["istio"].string_value = "ingressgateway"
+    else:
+        namespace = f"ns-{view % 10:02d}"
+        node.id = f"sidecar~{ip}~proxy-{index}.{namespace}~{namespace}.svc.cluster.local"
+    node.cluster = "bench"
+    node.metadata.fields["CLUSTER_ID"].string_value = cluster
+    node.locality.region = region
+    node.locality.zone = f"{region}-{view % clusters // 2 + 1}a"
+    node.locality.sub_zone = f"bench-{view}"
+    return node
+
+
+class Names:
+    """What a CDS or LDS response makes an Envoy subscribe to, computed once per version."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[str, str], tuple[str, ...]] = {}
+
+    def of(self, response: discovery_pb2.DiscoveryResponse) -> tuple[str, ...]:
+        key = (response.type_url, response.version_info)
+        names = self._cache.get(key)
+        if names is None:
+            found = set()
+            for packed in response.resources:
+                if response.type_url == CDS:
+                    cluster = cluster_pb2.Cluster.FromString(packed.value)
+                    if cluster.type == cluster_pb2.Cluster.EDS:
+                        found.add(cluster.eds_cluster_config.service_name or cluster.name)
+                else:
+                    listener = listener_pb2.Listener.FromString(packed.value)
+                    chains = list(listener.filter_chains)
+                    if listener.HasField("default_filter_chain"):
+                        chains.append(listener.default_filter_chain)
+                    for chain in chains:
+                        for network_filter in chain.filters:
+                            if network_filter.name == HCM:
+                                manager = hcm_pb2.HttpConnectionManager.FromString(network_filter.typed_config.value)
+                                if manager.HasField("rds"):
+                                    found.add(manager.rds.route_config_name)
+            names = self._cache[key] = tuple(sorted(found))
+        return names
+
+
+def _sized(data: bytes) -> tuple[int, discovery_pb2.DiscoveryResponse]:
+    return len(data), discovery_pb2.DiscoveryResponse.FromString(data)
+
+
+class Proxy:
+    """One ADS stream that behaves like Envoy's SotW ADS client."""
+
+    def __init__(self, index: int, view: int, node: base_pb2.Node) -> None:
+        self.index, self.view, self.node = index, view, node
+        self.acked: dict[str, str] = {}          # type -> version ACKed
+        self.nonce: dict[str, str] = {}          # type -> last nonce received
+        self.names: dict[str, tuple[str, ...]] = {EDS: (), RDS: ()}
+        self.requested: set[str] = set()
+        self.opened = self.synced_at = None
+        self.synced = asyncio.Event()
+        self.error: str | None = None
+        self.reset_mark()
+
+    def reset_mark(self) -> None:
+        self.at_mark = dict(self.acked)
+        self.since_mark = 0                       # responses received since the mark
+        self.bytes = 0                            # bytes of those responses
+        self.last_ack: dict[str, float] = {}      # type -> when the newest version was ACKed
+        self.first_receive: float | None = None
+
+    def is_synced(self) -> bool:
+        return (CDS in self.acked and LDS in self.acked and (EDS in self.acked or not self.names[EDS])
+                and (RDS in self.acked or not self.names[RDS]))
+
+    def request(self, type_url: str, names=()) -> discovery_pb2.DiscoveryRequest:
+        """A subscription (change): carries the version and nonce last seen for the type, as Envoy does."""
+        self.requested.add(type_url)
+        return discovery_pb2.DiscoveryRequest(type_url=type_url, resource_names=list(names),
+                                              version_info=self.acked.get(type_url, ""),
+                                              response_nonce=self.nonce.get(type_url, ""))
+
+    async def run(self, channel: grpc.aio.Channel, names: Names, client: "Client") -> None:
+        call = channel.stream_stream(METHOD, request_serializer=discovery_pb2.DiscoveryRequest.SerializeToString,
+                                     response_deserializer=_sized)()
+        self.opened = time.time()
+        try:
+            first = self.request(CDS)
+            first.node.CopyFrom(self.node)  # set_node_on_first_message_only, as Galleon's bootstrap says
+            await call.write(first)
+            while True:
+                read = await call.read()
+                if read is grpc.aio.EOF:
+                    self.error = "the server closed the stream"
+                    return
+                size, response = read
+                self.bytes += size
+                received = time.time()
+                client.last_receive = received
+                self.since_mark += 1
+                if self.first_receive is None:
+                    self.first_receive = received
+                type_url, version = response.type_url, response.version_info
+                self.nonce[type_url] = response.nonce
+                follow = []
+                if type_url == CDS:
+                    wanted = names.of(response)
+                    if wanted != self.names[EDS] or EDS not in self.requested:
+                        self.names[EDS] = wanted
+                        if wanted:
+                            follow.append(self.request(EDS, wanted))
+                if type_url == LDS:
+                    wanted = names.of(response)
+                    if wanted != self.names[RDS] or RDS not in self.requested:
+                        self.names[RDS] = wanted
+                        if wanted:
+                            follow.append(self.request(RDS, wanted))
+                # Envoy subscribes to new EDS/RDS names before it ACKs the CDS/LDS response.
+                for request in follow:
+                    await call.write(request)
+                names_now = self.names[type_url] if type_url in (EDS, RDS) else ()
+                await call.write(discovery_pb2.DiscoveryRequest(
+                    type_url=type_url, version_info=version, response_nonce=response.nonce,
+                    resource_names=list(names_now)))
+                self.acked[type_url] = version
+                self.last_ack[type_url] = time.time()
+                # Envoy asks for listeners once its clusters are warm (CDS, then their EDS).
+                if LDS not in self.requested and (type_url == EDS or (type_url == CDS and not self.names[EDS])):
+                    await call.write(self.request(LDS))
+                if not self.synced.is_set() and self.is_synced():
+                    self.synced_at = time.time()
+                    self.synced.set()
+        except grpc.aio.AioRpcError as exc:
+            self.error = f"{exc.code().name}: {exc.details()}"
+        except asyncio.CancelledError:
+            call.cancel()
+            raise
+        finally:
+            self.synced.set()  # so that waiters see the error rather than hang
+
+
+class Client:
+    def __init__(self, ads: str, streams: int, views: int, clusters: int, router: bool) -> None:
+        self.ads, self.streams, self.views, self.clusters, self.router = ads, streams, views, clusters, router
+        self.proxies: list[Proxy] = []
+        self.channels: list[grpc.aio.Channel] = []
+        self.tasks: list[asyncio.Task] = []
+        self.names = Names()
+        self.last_receive = 0.0
+
+    def say(self, **fields) -> None:
+        print(json.dumps(fields), flush=True)
+
+    async def open(self, count: int) -> dict:
+        """Open ``count`` more streams (round-robin over the views) and wait until each has ACKed everything."""
+        started = time.time()
+        new = []
+        for _ in range(count):
+            index = len(self.proxies)
+            view = index % self.views
+            router = self.router and view == self.views - 1
+            proxy = Proxy(index, view, view_node(view, index, self.clusters, router))
+            channel = grpc.aio.insecure_channel(self.ads, options=[
+                ("grpc.use_local_subchannel_pool", 1),  # a connection of its own, as every Envoy has
+                ("grpc.max_receive_message_length", 256 << 20)])
+            self.proxies.append(proxy)
+            self.channels.append(channel)
+            self.tasks.append(asyncio.create_task(proxy.run(channel, self.names, self)))
+            new.append(proxy)
+        await asyncio.wait_for(asyncio.gather(*(p.synced.wait() for p in new)), 600)
+        errors = [p.error for p in new if p.error]
+        seconds = [p.synced_at - p.opened for p in new if p.synced_at]
+        return {"streams": len(new), "total": len(self.proxies), "seconds": time.time() - started,
+                "per_stream": seconds, "errors": errors[:5], "failed": len(errors)}
+
+    async def settle(self, timeout: float, quiet: float) -> dict:
+        """Wait until every stream has had a response since the mark and none came for ``quiet`` s."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(p.since_mark or p.error for p in self.proxies) and time.time() - self.last_receive > quiet:
+                break
+            await asyncio.sleep(0.05)
+        # A view's target is the versions most of its streams hold now (they should all agree).
+        held: dict[int, collections.Counter] = {}
+        for p in self.proxies:
+            held.setdefault(p.view, collections.Counter())[tuple(sorted(p.acked.items()))] += 1
+        targets = {view: dict(counter.most_common(1)[0][0]) for view, counter in held.items()}
+        disagree = sum(p.acked != targets[p.view] for p in self.proxies)
+        streams = []
+        for p in self.proxies:
+            changed = [t for t in TYPES if p.acked.get(t) != p.at_mark.get(t)]
+            done = max((p.last_ack[t] for t in changed if t in p.last_ack), default=None)
+            streams.append({"view": p.view, "done": done if changed and p.acked == targets[p.view] else None,
+                            "first": p.first_receive, "responses": p.since_mark, "bytes": p.bytes,
+                            "changed": [SHORT[t] for t in changed], "error": p.error})
+        return {"streams": streams, "disagree": disagree}
+
+    async def main(self) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        try:
+            while True:
+                line = (await reader.readline()).decode().split()
+                if not line or line[0] == "quit":
+                    break
+                command, rest = line[0], line[1:]
+                if command == "open":
+                    self.say(event="opened", **await self.open(int(rest[0])))
+                elif command == "mark":
+                    for p in self.proxies:
+                        p.reset_mark()
+                    self.say(event="marked", at=time.time())
+                elif command == "settle":
+                    self.say(event="settled", **await self.settle(float(rest[0]), float(rest[1])))
+        finally:
+            for task in self.tasks:
+                task.cancel()
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+            for channel in self.channels:
+                await channel.close()
+
+
+def client_main(argv: list[str]) -> int:
+    ads, streams, views, clusters, router = argv[0], int(argv[1]), int(argv[2]), int(argv[3]), argv[4] == "1"
+    raise_fd_limit()
+    asyncio.run(Client(ads, streams, views, clusters, router).main())
+    return 0
+
+
+# =========================================================================== measuring a process
+
+def raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_sample(pid: int) -> dict:
+    """CPU seconds (user + system, all threads) and memory (kB) of a process, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    cpu = (int(fields[11]) + int(fields[12])) / TICK  # utime, stime (fields 14, 15 of stat(5))
+    memory = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM", "Threads"):
+                memory[key] = int(value.split()[0])
+    return {"cpu": cpu, "rss": memory.get("VmRSS", 0), "hwm": memory.get("VmHWM", 0),
+            "threads": memory.get("Threads", 0), "by_thread": thread_cpu(pid), "at": time.time()}
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds by kind of thread: the main thread (galleon serve's asyncio event loop, where every
+    stream is served), gRPC core's threads (event_engine, grpc_*: sockets and HTTP/2), other Python threads
+    (the compile worker, source reads, the HTTP server)."""
+    kinds = {"loop": 0.0, "grpc": 0.0, "other": 0.0}
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return kinds
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                comm = f.read().strip()
+        except OSError:
+            continue  # the thread ended meanwhile
+        kind = "loop" if int(tid) == pid else "grpc" if comm.startswith(("event_engine", "grpc")) else "other"
+        kinds[kind] += (int(fields[11]) + int(fields[12])) / TICK
+    return kinds
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100); NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), -(-len(ordered) * q // 100)))
+    return ordered[int(rank) - 1]
+
+
+def when(event: dict) -> float:
+    """A server log event's wall-clock time (structlog's ISO timestamp, UTC)."""
+    return datetime.datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:,.0f} ms"
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+# =========================================================================== the mesh on disk
+
+def write_mesh(snapshot, root: Path) -> None:
+    for path, data in snapshot.files.items():
+        target = root / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+
+
+def move_endpoint(text: str, old: str, new: str) -> str:
+    """The file's text with the one endpoint at ``old`` moved to ``new``."""
+    edited, n = re.subn(rf"(\baddress:\s*['\"]?){re.escape(old)}(['\"]?[ \t]*)$", rf"\g<1>{new}\g<2>", text,
+                        count=2, flags=re.MULTILINE)
+    if n != 1:
+        raise SystemExit(f"expected exactly one endpoint at {old}, found {n}")
+    return edited
+
+
+def first_file(snapshot) -> str:
+    """The file holding the first ServiceEntry's first endpoint."""
+    pattern = re.compile(rf"\baddress:\s*['\"]?{re.escape(FIRST_ADDRESS)}['\"]?[ \t]*$", re.MULTILINE)
+    for path in sorted(snapshot.files):
+        if pattern.search(snapshot.files[path].decode()):
+            return path
+    raise SystemExit(f"no endpoint at {FIRST_ADDRESS} in the generated mesh")
+
+
+# =========================================================================== part 1: streams
+
+class ClientProcess:
+    def __init__(self, ads: str, streams: int, views: int, clusters: int, router: bool) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--client", ads, str(streams), str(views), str(clusters),
+             "1" if router else "0"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+
+    def ask(self, command: str, timeout: float = 900) -> dict:
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
+        line = self.process.stdout.readline() if ready else ""
+        if not line:
+            raise SystemExit(f"the client process did not answer {command!r} (exit status {self.process.poll()})")
+        return json.loads(line)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            try:
+                self.process.stdin.write("quit\n")
+                self.process.stdin.flush()
+                self.process.wait(20)
+            except (OSError, subprocess.TimeoutExpired):
+                self.process.kill()
+                self.process.wait()
+
+
+def wait_event(galleon, name: str, count: int, timeout: float) -> dict:
+    """Wait until the server has logged ``name`` more than ``count`` times; the first one after those."""
+    deadline = time.monotonic() + timeout
+    while galleon.count(name) <= count:
+        if time.monotonic() > deadline or galleon.process.poll() is not None:
+            raise SystemExit(f"no {name!r} event from galleon serve within {timeout} s:\n{galleon.log()}")
+        time.sleep(0.01)
+    return [e for e in list(galleon.events) if e.get("event") == name][count]
+
+
+def push_latencies(exposition: str) -> dict[str, tuple[float, float]]:
+    """galleon_xds_push_latency_seconds by type: (sum, count)."""
+    found: dict[str, list[float]] = {}
+    for line in exposition.splitlines():
+        m = re.match(r'galleon_xds_push_latency_seconds_(sum|count)\{type="([^"]+)"\} (\S+)', line)
+        if m:
+            found.setdefault(m.group(2), [0.0, 0.0])[m.group(1) == "count"] = float(m.group(3))
+    return {k: (v[0], v[1]) for k, v in found.items()}
+
+
+def stats_of(envoy, pattern: str) -> dict[str, int]:
+    """Envoy's counters and gauges whose names match ``pattern`` (admin /stats?filter=, RE2)."""
+    values = {}
+    for line in envoy.get("/stats?filter=" + urllib.parse.quote(pattern)).splitlines():
+        name, _, value = line.partition(": ")
+        if value.isdigit():
+            values[name] = int(value)
+    return values
+
+
+def mb(kb: float) -> str:
+    return f"{kb / 1024:,.1f} MB"
+
+
+def run_streams(args, snapshot, workdir: Path) -> dict:
+    from tests.e2e.daemon import Galleon
+
+    source = workdir / "mesh"
+    write_mesh(snapshot, source)
+    changed_file = source / first_file(snapshot)
+    router = args.views >= 2 and not args.no_gateway
+    print(f"\n== part 1: {args.streams:,} SotW streams, {args.views} views, a change to one endpoint, "
+          f"{args.changes} times ==")
+    galleon = Galleon(source, HOME_CLUSTER, "--debounce", str(args.debounce))
+    client = None
+    result: dict = {}
+    try:
+        t0 = time.perf_counter()
+        galleon.start()
+        pid = galleon.process.pid
+        loaded = galleon.event("revision validated")
+        print(f"galleon serve (pid {pid}) ready in {time.perf_counter() - t0:.2f} s on {source}: "
+              f"validate + build_mesh {loaded['seconds']:.2f} s; ADS {galleon.ads}, HTTP {galleon.http}")
+        time.sleep(0.5)
+        before = proc_sample(pid)
+        client = ClientProcess(galleon.ads, args.streams, args.views, args.clusters, router)
+        # Phase 1: one stream per view, so every view is compiled and held; phase 2: all the others.
+        first = client.ask(f"open {min(args.views, args.streams)}")
+        if first["failed"]:
+            raise SystemExit(f"streams failed: {first['errors']}")
+        time.sleep(0.5)
+        with_views = proc_sample(pid)
+        rest = args.streams - first["streams"]
+        opened = client.ask(f"open {rest}") if rest else {"seconds": 0.0, "per_stream": [], "failed": 0}
+        if opened["failed"]:
+            raise SystemExit(f"{opened['failed']} streams failed: {opened['errors']}")
+        time.sleep(1.0)
+        with_all = proc_sample(pid)
+        time.sleep(2.0)
+        idle = proc_sample(pid)
+        client_pid = client.process.pid
+        views_compiled = galleon.count("view compiled")
+        print(f"views compiled and held: {views_compiled} ({args.views} asked for"
+              f"{', the last one an ingress router' if router else ''})")
+        print(f"initial sync: {first['streams']} streams (one per view, views compiled on first use) "
+              f"{first['seconds']:.2f} s; {rest:,} more streams all ACKed in {opened['seconds']:.2f} s "
+              f"(per stream from its open: p50 {ms(percentile(opened['per_stream'], 50))}, "
+              f"p99 {ms(percentile(opened['per_stream'], 99))})")
+        per_stream_cpu = (with_all["cpu"] - with_views["cpu"]) / rest if rest else float("nan")
+        per_stream_rss = (with_all["rss"] - with_views["rss"]) * 1024 / rest if rest else float("nan")
+        print(f"server RSS: {mb(before['rss'])} before streams -> {mb(with_views['rss'])} with one stream per view "
+              f"-> {mb(with_all['rss'])} with {args.streams:,} streams ({with_all['threads']} threads)")
+        print(f"  per stream beyond the shared views: {per_stream_rss / 1024:,.1f} KB "
+              f"((RSS with all - RSS with one per view) / {rest:,})")
+        print(f"server CPU: {with_views['cpu'] - before['cpu']:.2f} s for the first {first['streams']} streams "
+              f"(compiling the views), {with_all['cpu'] - with_views['cpu']:.2f} s for {rest:,} more "
+              f"({per_stream_cpu * 1000:.2f} ms per stream to connect and sync); idle with {args.streams:,} "
+              f"streams: {(idle['cpu'] - with_all['cpu']) / (idle['at'] - with_all['at']) * 100:.1f} % of a core")
+
+        # The changes.
+        current = FIRST_ADDRESS
+        rounds = []
+        for k in range(args.changes):
+            new = f"10.255.{k // 250}.{k % 250 + 1}"
+            marked = client.ask("mark")
+            published = galleon.count("configuration published")
+            cpu0, client_cpu0 = proc_sample(pid), proc_sample(client_pid)
+            text = move_endpoint(changed_file.read_text(), current, new)
+            temporary = changed_file.with_name("." + changed_file.name + ".tmp")
+            temporary.write_text(text)
+            os.replace(temporary, changed_file)
+            written = time.time()
+            current = new
+            event = wait_event(galleon, "configuration published", published, 120)
+            validated = galleon.event("revision validated")
+            settled = client.ask(f"settle {args.timeout} {args.quiet}", timeout=args.timeout + 60)
+            cpu1, client_cpu1 = proc_sample(pid), proc_sample(client_pid)
+            end = when(event)
+            start = end - event["seconds"]
+            streams = settled["streams"]
+            done = [s["done"] for s in streams if s["done"] is not None]
+            missing = [s for s in streams if s["done"] is None]
+            changed_types = sorted({t for s in streams for t in s["changed"]})
+            rounds.append({
+                "written": written, "publish_start": start, "publish_end": end, "done": done,
+                "read_seconds": validated["seconds"], "publish_seconds": event["seconds"],
+                "missing": len(missing), "disagree": settled["disagree"], "types": changed_types,
+                "server_cpu": cpu1["cpu"] - cpu0["cpu"],
+                "threads": {k: cpu1["by_thread"][k] - cpu0["by_thread"][k] for k in cpu1["by_thread"]},
+                "client_cpu": client_cpu1["cpu"] - client_cpu0["cpu"],
+                "rss": cpu1["rss"], "hwm": cpu1["hwm"], "mark": marked["at"],
+                "responses": sum(s["responses"] for s in streams), "bytes": sum(s["bytes"] for s in streams),
+                "first": min((s["first"] for s in streams if s["first"]), default=None)})
+            if missing:
+                example = missing[0]
+                print(f"  change {k + 1}: {len(missing)} streams did not reach their view's new versions "
+                      f"(e.g. view {example['view']}: {example['responses']} responses, changed "
+                      f"{example['changed']}, error {example['error']})")
+        result = {"rounds": rounds, "before": before, "with_views": with_views, "with_all": with_all,
+                  "per_stream_rss": per_stream_rss, "per_stream_cpu": per_stream_cpu,
+                  "metrics": galleon.get("/metrics")[1]}
+    finally:
+        if client is not None:
+            client.stop()
+        code = galleon.stop() if galleon.process else None
+        if code not in (0, None):
+            print(f"galleon serve exited with {code}:\n{galleon.log()}", file=sys.stderr)
+    report_rounds(args, result)
+    return result
+
+
+def report_rounds(args, result: dict) -> None:
+    rounds = result["rounds"]
+    print(f"\nchange: one endpoint's address in one file (os.replace), {len(rounds)} times; types that changed: "
+          f"{', '.join(rounds[0]['types']) if rounds else '-'}")
+    print(f"{'':>3} {'write->publish':>15} {'compile views':>14} {'publish->ACKed: p50':>20} {'p99':>9} {'max':>9} "
+          f"{'write->ACKed p99':>17} {'server CPU':>11} {'client CPU':>11} {'server RSS':>11}")
+    pooled_start, pooled_write, pooled_end = [], [], []
+    for k, r in enumerate(rounds, 1):
+        from_start = [d - r["publish_start"] for d in r["done"]]
+        from_write = [d - r["written"] for d in r["done"]]
+        pooled_start += from_start
+        pooled_write += from_write
+        pooled_end += [d - r["publish_end"] for d in r["done"]]
+        print(f"{k:>3} {ms(r['publish_start'] - r['written']):>15} {ms(r['publish_seconds']):>14} "
+              f"{ms(percentile(from_start, 50)):>20} {ms(percentile(from_start, 99)):>9} "
+              f"{ms(max(from_start, default=float('nan'))):>9} {ms(percentile(from_write, 99)):>17} "
+              f"{r['server_cpu']:>9.2f} s {r['client_cpu']:>9.2f} s {mb(r['rss']):>11}"
+              + (f"  ({r['missing']} streams not converged)" if r["missing"] else ""))
+    streams = args.streams
+    print(f"all changes pooled ({len(pooled_start):,} stream-changes):")
+    print(f"  from publish start (the 'configuration published' log time minus its seconds: views compiled, "
+          f"then sent): p50 {ms(percentile(pooled_start, 50))}, p99 {ms(percentile(pooled_start, 99))}, "
+          f"max {ms(max(pooled_start, default=float('nan')))}")
+    print(f"  from the 'configuration published' event (views compiled; streams woken): "
+          f"p50 {ms(percentile(pooled_end, 50))}, p99 {ms(percentile(pooled_end, 99))}")
+    print(f"  from the file write (watch + {args.debounce * 1000:g} ms debounce + read, validate, build_mesh "
+          f"included): p50 {ms(percentile(pooled_write, 50))}, p99 {ms(percentile(pooled_write, 99))}")
+    if rounds:
+        cpu = statistics.median(r["server_cpu"] for r in rounds)
+        by = {k: statistics.median(r["threads"][k] for r in rounds) for k in rounds[0]["threads"]}
+        print(f"  server CPU per change: {cpu:.2f} s median ({cpu / streams * 1000:.2f} ms per stream): event loop "
+              f"thread {by['loop']:.2f} s, gRPC core threads {by['grpc']:.2f} s, other threads (compile, read) "
+              f"{by['other']:.2f} s; client process {statistics.median(r['client_cpu'] for r in rounds):.2f} s "
+              f"on the same {os.cpu_count()} CPUs")
+        print(f"  server peak RSS (VmHWM) {mb(max(r['hwm'] for r in rounds))}")
+        sent = statistics.median(r["bytes"] for r in rounds)
+        print(f"  sent per change: {statistics.median(r['responses'] for r in rounds):,.0f} responses, "
+              f"{sent / 2 ** 20:,.1f} MB ({sent / streams / 1024:,.0f} KB per stream: SotW sends every resource of "
+              f"each changed type)")
+    # The server's own view (only pushes after a publish are observed, so these are the changes'):
+    # from publish start to the response handed to gRPC, by type.
+    buckets: dict[str, dict[str, float]] = {}
+    for line in result["metrics"].splitlines():
+        m = re.match(r'galleon_xds_push_latency_seconds_bucket\{le="([^"]+)",type="([^"]+)"\} (\S+)', line)
+        if m:
+            buckets.setdefault(m.group(2), {})[m.group(1)] = float(m.group(3))
+    sums = push_latencies(result["metrics"])
+    parts = []
+    for kind in ("clusters", "endpoints", "listeners", "routes"):
+        if kind in sums and sums[kind][1]:
+            total = buckets.get(kind, {}).get("+Inf", 0)
+            within = buckets.get(kind, {}).get("1.0", 0)
+            parts.append(f"{kind} mean {ms(sums[kind][0] / sums[kind][1])} ({within / total * 100:.0f} % <= 1 s)")
+    if parts:
+        print(f"  server side (galleon_xds_push_latency_seconds, publish start to response written): {'; '.join(parts)}")
+
+    p99 = percentile(pooled_start, 99)
+    missing = sum(r["missing"] for r in rounds)
+    size = "" if streams >= TARGET_STREAMS else f" [measured with {streams:,} streams, not the target's 1,000]"
+    print()
+    print(f"target: {TARGET_STREAMS:,} streams, change to every stream ACKed p99 < {TARGET_ACK_P99:g} s: "
+          f"{verdict(p99 < TARGET_ACK_P99 and not missing)} ({ms(p99)} from publish start"
+          f"{f'; {missing} streams never converged' if missing else ''}){size}")
+    per = result["per_stream_rss"]
+    print(f"target: < {TARGET_BYTES_PER_STREAM // 1024} KB server memory per stream beyond the shared views: "
+          f"{verdict(per < TARGET_BYTES_PER_STREAM)} ({per / 1024:,.1f} KB){size}")
+
+
+# =========================================================================== part 2: a real Envoy
+
+def run_envoy(args, snapshot, workdir: Path) -> dict:
+    import pygit2
+
+    from reconciler.bootstrap import BootstrapOptions, bootstrap_yaml
+    from tests.e2e.daemon import Galleon
+    from tests.e2e.envoy import Envoy, envoy_binary
+    from tests.e2e.sds import SdsServer
+
+    version = subprocess.run([str(envoy_binary()), "--version"], capture_output=True, text=True).stdout.split()
+    version = next((w for w in version if re.match(r"^[0-9a-f]{40}/", w)), "?").partition("/")[2].split("/")[0]
+    print(f"\n== part 2: a commit reaching a real Envoy (Envoy {version}), {args.envoy_repeats} commits ==")
+    repo_path = workdir / "repo"
+    repo = pygit2.init_repository(str(repo_path), initial_head="main")
+    signature = pygit2.Signature("Galleon Bench", "bench@galleon.invalid")
+    files = dict(snapshot.files)
+    changed_path = first_file(snapshot)
+
+    def commit(message: str) -> pygit2.Oid:
+        index = pygit2.Index()
+        for path, data in sorted(files.items()):
+            index.add(pygit2.IndexEntry(path, repo.create_blob(data), pygit2.enums.FileMode.BLOB))
+        tree = index.write_tree(repo)
+        parents = [] if repo.head_is_unborn else [repo.head.target]
+        return repo.create_commit("refs/heads/main", signature, signature, message, tree, parents)
+
+    commit("the mesh")
+    watched = HOME_CLUSTER
+    cluster_name = f"outbound|8080||{FIRST_HOST}"  # the sidecar's cluster that holds the endpoint that moves
+    galleon = Galleon(repo_path, watched, "--debounce", str(args.debounce))
+    envoy = None
+    samples = []
+    try:
+        with SdsServer() as sds:
+            galleon.start()
+            options = BootstrapOptions(cluster=watched, node_id="sidecar~127.0.0.1~bench.ns-00~ns-00.svc.cluster.local",
+                                       ads=galleon.ads, admin="127.0.0.1:0", listen_address="127.0.0.1",
+                                       sds_socket=str(sds.socket))
+            envoy = Envoy(bootstrap_yaml(options), workdir, "envoy").start()
+
+            # The host set Envoy uses for one cluster: what /clusters prints, but for that cluster only
+            # (/clusters?format=json of the whole mesh takes ~0.2 s at 300 services and occupies Envoy's
+            # main thread, which also applies xDS). Confirmed with /clusters?format=json after each commit.
+            probe = ("/config_dump?include_eds&resource=dynamic_endpoint_configs&name_regex="
+                     + urllib.parse.quote("^" + re.escape(cluster_name) + "$"))
+
+            def addresses() -> tuple[set[str], float]:
+                t0 = time.time()
+                dump = json.loads(envoy.get(probe))
+                found = set()
+                for config in dump.get("configs", []):
+                    for group in config.get("endpoint_config", {}).get("endpoints", []):
+                        for lb in group.get("lb_endpoints", []):
+                            found.add(lb["endpoint"]["address"]["socket_address"]["address"])
+                return found, time.time() - t0
+
+            def confirmed(address: str) -> bool:
+                return address in {a for a, _, _ in envoy.endpoints().get(cluster_name, [])}
+
+            deadline = time.monotonic() + 60
+            while FIRST_ADDRESS not in addresses()[0]:
+                if time.monotonic() > deadline or envoy.process.poll() is not None:
+                    raise SystemExit(f"Envoy never showed {FIRST_ADDRESS} in {cluster_name}; its log:\n"
+                                     f"{envoy.log.read_text()[-3000:]}\ngalleon:\n{galleon.log()}")
+                time.sleep(0.05)
+            envoy.wait_live(30)
+            stats = envoy.stats()
+            print(f"Envoy LIVE: {stats.get('cluster_manager.active_clusters', '?')} clusters, "
+                  f"watching {cluster_name}")
+            current = FIRST_ADDRESS
+            pushed = push_latencies(galleon.get("/metrics")[1])
+            for k in range(args.envoy_repeats):
+                new = f"10.254.{k // 250}.{k % 250 + 1}"
+                files[changed_path] = move_endpoint(files[changed_path].decode(), current, new).encode()
+                published = galleon.count("configuration published")
+                noticed = galleon.count("change noticed")
+                time.sleep(0.3)  # let the watcher go quiet, so each commit is timed on its own
+                committed = time.time()
+                commit(f"move {current} -> {new}")
+                polls = []
+                while True:
+                    seen, took = addresses()
+                    polls.append(took)
+                    if new in seen:
+                        applied = time.time()
+                        break
+                    time.sleep(0.005)
+                    if time.time() - committed > 60:
+                        raise SystemExit(f"Envoy did not show {new} within 60 s; galleon:\n{galleon.log()}")
+                if not confirmed(new):
+                    raise SystemExit(f"the config dump shows {new} in {cluster_name} but /clusters does not")
+                event = wait_event(galleon, "configuration published", published, 30)
+                notice = wait_event(galleon, "change noticed", noticed, 30)
+                current = new
+                publish_end = when(event)
+                publish_start = publish_end - event["seconds"]
+                pushes = push_latencies(galleon.get("/metrics")[1])
+                written = {t: (pushes[t][0] - pushed.get(t, (0.0, 0.0))[0]) / (pushes[t][1] - pushed.get(t, (0.0, 0.0))[1])
+                           for t in pushes if pushes[t][1] > pushed.get(t, (0.0, 0.0))[1]}
+                pushed = pushes
+                envoy_stats = stats_of(envoy, r"^(cluster_manager\.cds|listener_manager\.lds)\.update_time$")
+                cds_applied = envoy_stats.get("cluster_manager.cds.update_time", 0) / 1000
+                samples.append({"total": applied - committed,
+                                "noticed": when(notice) - committed,
+                                "publish_start": publish_start - committed,
+                                "publish_end": publish_end - committed,
+                                "cds_written": publish_start + written["clusters"] - committed
+                                if "clusters" in written else float("nan"),
+                                "last_written": publish_start + max(written.values()) - committed
+                                if written else float("nan"),
+                                "cds_applied": cds_applied - committed if cds_applied > committed else float("nan"),
+                                "poll": statistics.median(polls), "polls": len(polls)})
+            rejected = envoy.stats().get("cluster_manager.cds.update_rejected", 0) + \
+                envoy.stats().get("listener_manager.lds.update_rejected", 0)
+    finally:
+        if envoy is not None:
+            envoy.stop()
+        galleon.stop()
+    print("milliseconds from the commit: the watcher noticed it; the server began to publish (read, validated, "
+          "built the mesh), had compiled the view, had written CDS and the last type; Envoy had applied CDS "
+          "(its cds.update_time); Envoy's host set held the new address")
+    print(f"{'':>3} {'noticed':>8} {'publish':>8} {'compiled':>9} {'CDS sent':>9} {'all sent':>9} "
+          f"{'CDS applied':>12} {'Envoy shows it':>15}")
+    for k, s in enumerate(samples, 1):
+        print(f"{k:>3} {s['noticed'] * 1000:>8,.0f} {s['publish_start'] * 1000:>8,.0f} {s['publish_end'] * 1000:>9,.0f} "
+              f"{s['cds_written'] * 1000:>9,.0f} {s['last_written'] * 1000:>9,.0f} {s['cds_applied'] * 1000:>12,.0f} "
+              f"{s['total'] * 1000:>15,.0f}")
+    totals = [s["total"] for s in samples]
+    after_publish = [s["total"] - s["publish_start"] for s in samples]
+    print(f"commit to Envoy applying it (watcher + {args.debounce * 1000:g} ms debounce + read, validate, "
+          f"compile, push, Envoy): median {ms(statistics.median(totals))}, max {ms(max(totals))}; "
+          f"of which publish start to Envoy: median {ms(statistics.median(after_publish))}; "
+          f"Envoy rejected {rejected} updates")
+    print(f"  (times from just before the commit is written until Envoy's host set for {cluster_name} holds the "
+          f"new address, polled with /config_dump?include_eds&resource=dynamic_endpoint_configs&name_regex=... "
+          f"(~{ms(statistics.median(s['poll'] for s in samples))} a poll) and confirmed with /clusters?format=json)")
+    print()
+    print(f"target: commit to a real Envoy applying it < {TARGET_ENVOY:g} s (no poll wait): "
+          f"{verdict(max(totals) < TARGET_ENVOY)} (median {ms(statistics.median(totals))}, max {ms(max(totals))})")
+    return {"samples": samples}
+
+
+# =========================================================================== main
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--client"]:
+        return client_main(argv[1:])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--streams", type=int, default=1000, help="ADS streams (each its own connection); default 1000")
+    ap.add_argument("--views", type=int, default=5, help="distinct proxy views the streams are spread over; "
+                                                         "default 5 (the last an ingress router)")
+    ap.add_argument("--services", type=int, default=300, help="services in the mesh; default 300")
+    ap.add_argument("--clusters", type=int, default=3, help="clusters, alternating over 2 networks; default 3")
+    ap.add_argument("--endpoints", type=int, default=3, help="endpoints per service per cluster; default 3")
+    ap.add_argument("--changes", type=int, default=5, help="changes pushed to the streams; default 5")
+    ap.add_argument("--envoy-repeats", type=int, default=5, help="commits timed into a real Envoy; default 5")
+    ap.add_argument("--envoy-services", type=int, default=None,
+                    help="services in the mesh of part 2 (default: --services)")
+    ap.add_argument("--debounce", type=float, default=0.1, help="galleon serve --debounce; default 0.1")
+    ap.add_argument("--timeout", type=float, default=120, help="seconds to wait for a change to settle")
+    ap.add_argument("--quiet", type=float, default=0.5,
+                    help="a change has settled once no stream received anything for this long; default 0.5")
+    ap.add_argument("--no-gateway", action="store_true", help="no ingress Gateway, every view a sidecar")
+    ap.add_argument("--no-envoy", action="store_true", help="skip part 2 (the real Envoy)")
+    ap.add_argument("--no-streams", action="store_true", help="skip part 1 (the streams)")
+    ap.add_argument("--quick", action="store_true",
+                    help="a small run (100 streams, 3 views, 50 services, 2 changes, 3 Envoy commits), ~15 s")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.streams, args.views, args.services, args.changes, args.envoy_repeats = 100, 3, 50, 2, 3
+    if min(args.streams, args.views, args.services, args.clusters, args.endpoints) < 1 or args.changes < 1 \
+            or args.envoy_repeats < 1:
+        ap.error("every size must be at least 1")
+    raise_fd_limit()
+
+    from bench.compile import make_snapshot
+    from google.protobuf.internal import api_implementation
+
+    workdir = Path(tempfile.mkdtemp(prefix="galleon-bench-ads-"))
+    try:
+        started = time.perf_counter()
+        snapshot, count = make_snapshot(args.services, args.clusters, args.endpoints, not args.no_gateway)
+        size = sum(len(b) for b in snapshot.files.values())
+        print(f"mesh: {count:,} objects ({args.services:,} services x 3 + mesh{'' if args.no_gateway else ' and gateway'}), "
+              f"{args.clusters} clusters, {args.services * args.clusters * args.endpoints:,} endpoints, "
+              f"{len(snapshot.files)} files, {size:,} bytes; generated in {time.perf_counter() - started:.2f} s; "
+              f"{os.cpu_count()} CPUs; protobuf {api_implementation.Type()}, grpcio {grpc.__version__}")
+        load = os.getloadavg()[0]
+        if load > 0.5:
+            print(f"warning: load average {load:.2f} before starting: other work on this machine will inflate "
+                  "the timings (the client and server share its CPUs already)")
+        if not args.no_streams:
+            run_streams(args, snapshot, workdir)
+        if not args.no_envoy:
+            envoy_snapshot = snapshot
+            if args.envoy_services and args.envoy_services != args.services:
+                envoy_snapshot, _ = make_snapshot(args.envoy_services, args.clusters, args.endpoints,
+                                                  not args.no_gateway)
+            run_envoy(args, envoy_snapshot, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
