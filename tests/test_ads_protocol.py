@@ -163,9 +163,8 @@ def normal_sotw(served, type_url: str, nonce: str) -> discovery_pb2.DiscoveryRes
 
 @pytest.mark.parametrize("type_url", PUSH_ORDER)
 def test_sotw_wire_bytes_equal_normal_serialization(base, type_url):
-    _, body = base.sotw(type_url, None)
-    data = wire.sotw_response(body, "42")
-    expected = normal_sotw(base, type_url, "42")
+    _, nonce, data = base.sotw(type_url, None)
+    expected = normal_sotw(base, type_url, nonce)
     assert len(expected.resources) == 2
     assert discovery_pb2.DiscoveryResponse.FromString(data) == expected
     assert data == expected.SerializeToString(deterministic=True)
@@ -174,8 +173,8 @@ def test_sotw_wire_bytes_equal_normal_serialization(base, type_url):
 def test_sotw_wire_of_the_sample_mesh(sample_mesh):
     served = serve_view(sample_mesh, make_view(sample_mesh, "cluster-c"))
     for type_url in PUSH_ORDER:
-        data = wire.sotw_response(served.sotw(type_url, None)[1], "7")
-        assert data == normal_sotw(served, type_url, "7").SerializeToString(deterministic=True)
+        _, nonce, data = served.sotw(type_url, None)
+        assert data == normal_sotw(served, type_url, nonce).SerializeToString(deterministic=True)
 
 
 @pytest.mark.parametrize("type_url", PUSH_ORDER)
@@ -258,12 +257,25 @@ def test_versions_are_stable_across_compiles(base):
     assert list(base.resources[ROUTE]) == ROUTES
 
 
-def test_a_resource_version_is_the_hash_of_its_bytes(base):
-    import hashlib
+def test_a_resource_version_hashes_its_content_but_not_the_revision(base):
+    """A new commit changes every resource's provenance; versions ignore that, and a view compiled
+    with the previous one keeps the bytes of what did not change, so only real changes are pushed."""
+    mesh = shop(revision="r9")
+    fresh = served_of(mesh)
     for type_url in PUSH_ORDER:
-        for r in base.resources[type_url].values():
-            value = any_pb2.Any.FromString(r.any).value
-            assert r.version == hashlib.sha256(value).hexdigest()[:16]
+        for name, resource in base.resources[type_url].items():
+            assert fresh.resources[type_url][name].version == resource.version
+            assert fresh.resources[type_url][name].any != resource.any  # r9 in its provenance, not r1
+            assert b"r9" in fresh.resources[type_url][name].any
+    kept = serve_view(mesh, make_view(mesh, "cluster-a"), previous=base)
+    assert kept.changed == 0 and kept.versions == base.versions
+    assert all(kept.resources[t][n] is base.resources[t][n] for t in PUSH_ORDER for n in base.resources[t])
+    moved_mesh = shop(cart="10.1.0.9", revision="r9")
+    moved = serve_view(moved_mesh, make_view(moved_mesh, "cluster-a"), previous=base)
+    assert moved.changed == 1
+    assert moved.resources[ENDPOINT][CART_CLUSTER].version != base.resources[ENDPOINT][CART_CLUSTER].version
+    assert b"r9" in moved.resources[ENDPOINT][CART_CLUSTER].any
+    assert moved.resources[ENDPOINT][PAY_CLUSTER] is base.resources[ENDPOINT][PAY_CLUSTER]
 
 
 def changed_names(before, after) -> dict[str, list[str]]:
@@ -288,8 +300,8 @@ def test_one_changed_cluster_changes_only_that_cluster(base, pay_round_robin):
 
 
 def test_sotw_of_a_name_subset(base):
-    version, body = base.sotw(ENDPOINT, frozenset({CART_CLUSTER}))
-    response = discovery_pb2.DiscoveryResponse.FromString(wire.sotw_response(body, "1"))
+    version, _, data = base.sotw(ENDPOINT, frozenset({CART_CLUSTER}))
+    response = discovery_pb2.DiscoveryResponse.FromString(data)
     assert names_in(response) == [CART_CLUSTER]
     assert response.version_info == version != base.versions[ENDPOINT]
     assert response.type_url == ENDPOINT
@@ -301,7 +313,7 @@ def test_sotw_of_a_name_subset(base):
     assert both == base.sotw(ENDPOINT, None)
     assert both[0] == base.versions[ENDPOINT]
     # none at all: an empty response with its own version
-    empty_version, empty = base.sotw(ENDPOINT, frozenset())
+    empty_version, _, empty = base.sotw(ENDPOINT, frozenset())
     assert not discovery_pb2.DiscoveryResponse.FromString(empty).resources
     assert empty_version not in (version, base.versions[ENDPOINT])
 

@@ -162,11 +162,11 @@ async def test_sotw_stream_gets_every_type_of_its_view():
         assert names_in(responses[ENDPOINT]) == CLUSTERS
         assert names_in(responses[LISTENER]) == LISTENERS
         assert names_in(responses[ROUTE]) == ROUTES
+        (held,) = server.views.values()
         for type_url in PUSH_ORDER:
             assert responses[type_url].version_info == served.versions[type_url]
-            # what crossed the wire is the view's body, serialized once, plus this stream's nonce
-            assert responses[type_url].SerializeToString(deterministic=True) == \
-                   wire.sotw_response(served.sotw(type_url, None)[1], responses[type_url].nonce)
+            # what crossed the wire is the view's response, serialized once for all its proxies
+            assert responses[type_url].SerializeToString(deterministic=True) == held.sotw(type_url, None)[2]
         assert len({r.nonce for r in responses.values()}) == 4
         await eventually(lambda: types_of(server, client.node.id)[ROUTE]["acked"] is not None, "the RDS ACK")
         assert {t: s["acked"] for t, s in types_of(server, client.node.id).items()} == served.versions
@@ -293,9 +293,11 @@ async def test_publish_wakes_a_stream_with_only_the_changed_types():
         assert sample(server, "galleon_xds_push_latency_seconds_count", type="endpoints") == 1
         assert sample(server, "galleon_xds_push_latency_seconds_count", type="listeners") == 0
 
-        # publishing the same mesh again wakes the stream but sends nothing; a new revision sends all
+        # publishing the same mesh again, or the same content at a new revision, sends nothing;
+        # a change to every type sends them all, clusters first (make before break)
         await server.publish(shop(cart="10.1.0.9", extra=PAY_ROUND_ROBIN))
         await server.publish(shop(cart="10.1.0.9", extra=PAY_ROUND_ROBIN, revision="r2"))
+        await server.publish(shop(cart=None, pay="10.1.0.3", revision="r3"))
         assert [(await client.read()).type_url for _ in PUSH_ORDER] == list(PUSH_ORDER), "make before break"
 
 
@@ -421,6 +423,9 @@ async def test_a_proxy_whose_cluster_leaves_the_mesh_keeps_its_configuration():
         assignment = endpoint_pb2.ClusterLoadAssignment.FromString(eds.resources[0].value)
         address = assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.address
         assert address == "10.1.0.1", "the old mesh's endpoint, not the new mesh's 10.1.0.7"
-        # the cluster comes back: the proxy follows the mesh again
+        # the cluster comes back: the proxy follows the mesh again, and gets only what changed
         await server.publish(shop(cart="10.1.0.8", revision="r3"))
-        assert (await client.read()).type_url == CLUSTER
+        eds = await client.read()
+        assert eds.type_url == ENDPOINT
+        assignment = endpoint_pb2.ClusterLoadAssignment.FromString(eds.resources[0].value)
+        assert assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.address == "10.1.0.8"

@@ -420,7 +420,7 @@ def test_the_view_is_deterministic_and_served_by_name():
     assert compile_view(mesh, view).versions() == compile_view(mesh, view).versions()
     served = serve_view(mesh, view)
     name = "reviews.bookinfo.svc.cluster.local:9080"
-    _, body = served.sotw(LISTENER, frozenset({name}))
+    _, _, body = served.sotw(LISTENER, frozenset({name}))
     assert name.encode() in body and b"details.bookinfo" not in body
     for config in compile_view(mesh, view).resources[ENDPOINT].values():
         assert all(group.load_balancing_weight.value > 0 for group in config.endpoints)

@@ -8,6 +8,7 @@ version is). Stale nonces are ignored, as the protocol says.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import time
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ class Nack:
 @dataclass
 class TypeState:
     wildcard: bool = False
-    names: set[str] = field(default_factory=set)
+    names: set[str] | frozenset[str] = field(default_factory=set)  # SotW: shared, frozen
     sent_version: str | None = None
     sent_nonce: str | None = None
     acked_version: str | None = None
@@ -69,6 +70,13 @@ class Stream:
         return {type_url: state.status() for type_url, state in sorted(self.types.items())}
 
 
+@functools.lru_cache(maxsize=4096)
+def _subscription(names: tuple[str, ...]) -> frozenset[str]:
+    """One shared set per distinct subscription: a thousand Envoys of one view ask for the same
+    thousand endpoint names on every ACK, and each would otherwise keep its own copy."""
+    return frozenset(names)
+
+
 class SotwStream(Stream):
     def on_request(self, request: discovery_pb2.DiscoveryRequest) -> tuple[bool, Nack | None]:
         """Apply a request; returns (whether it is current, not stale; the NACK it carried)."""
@@ -87,10 +95,10 @@ class SotwStream(Stream):
             # A proxy reconnecting (to us or to a restarted server) says what it holds; versions are
             # content hashes, so if that is still current there is nothing to send.
             state.sent_version = state.acked_version = request.version_info
-        names = set(request.resource_names)
+        names = _subscription(tuple(request.resource_names))
         if "*" in names:
             state.wildcard = True
-            names.discard("*")
+            names = names - {"*"}
         elif first:
             state.wildcard = request.type_url in WILDCARD_TYPES and not names
         elif names:
@@ -101,12 +109,12 @@ class SotwStream(Stream):
     def respond(self, type_url: str, served: ServedView) -> bytes | None:
         """The response that brings the proxy up to date for one type, or None when it is."""
         state = self.types[type_url]
-        version, body = served.sotw(type_url, None if state.wildcard else frozenset(state.names))
+        version, nonce, response = served.sotw(type_url, None if state.wildcard else state.names)
         if version == state.sent_version or version in state.rejected:
             return None
-        state.sent_version, state.sent_nonce = version, self._nonce()
+        state.sent_version, state.sent_nonce = version, nonce
         state.pushes += 1
-        return wire.sotw_response(body, state.sent_nonce)
+        return response
 
 
 class DeltaStream(Stream):

@@ -74,6 +74,7 @@ class AdsServer:
         self.views: dict[ProxyView, ServedView] = {}
         self.connections: dict[int, Connection] = {}
         self._building: dict[ProxyView, tuple[Mesh, asyncio.Future]] = {}  # compiles under way
+        self._previous: dict[ProxyView, ServedView] = {}  # while publishing: what the old mesh served
         self._ids = itertools.count(1)
         self._compiler = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="galleon-compile")
         self._grpc: grpc.aio.Server | None = None
@@ -82,12 +83,13 @@ class AdsServer:
 
     async def _compile(self, mesh: Mesh, view: ProxyView) -> ServedView:
         started = time.perf_counter()
-        served = await asyncio.get_running_loop().run_in_executor(self._compiler, serve_view, mesh, view)
+        previous = self._previous.get(view)
+        served = await asyncio.get_running_loop().run_in_executor(self._compiler, serve_view, mesh, view, previous)
         elapsed = time.perf_counter() - started
         self.metrics.compile_seconds.observe(elapsed)
         log.debug("view compiled", cluster=view.cluster, role=view.role, namespace=view.namespace,
                   network=view.network, locality=str(view.locality), revision=short_revision(mesh.revision),
-                  seconds=round(elapsed, 3), bytes=served.size())
+                  seconds=round(elapsed, 3), bytes=served.size(), changed=served.changed)
         return served
 
     async def _build(self, mesh: Mesh, view: ProxyView) -> ServedView:
@@ -117,28 +119,33 @@ class AdsServer:
                 return served
 
     async def publish(self, mesh: Mesh) -> None:
-        """Serve a new mesh: recompile the views proxies use now, then wake their streams."""
+        """Serve a new mesh: recompile the views proxies use now, waking each view's streams as soon as
+        its configuration is ready (the first views need not wait for the last)."""
         started = time.monotonic()
-        moves: list[tuple[Connection, ProxyView]] = []
+        by_view: dict[ProxyView, list[Connection]] = {}
         for connection in list(self.connections.values()):
             try:
-                moves.append((connection, view_of_node(mesh, connection.node, self.cluster)))
+                by_view.setdefault(view_of_node(mesh, connection.node, self.cluster), []).append(connection)
             except ViewError as exc:
                 # Its cluster or network is gone from the mesh: it keeps what it has, until it reconnects
                 # (and is refused) or a later revision brings its cluster back.
                 connection.pinned = connection.pinned or self.views.get(connection.view)
                 log.warning("proxy keeps its configuration", node=connection.node.id, reason=str(exc))
-        views: dict[ProxyView, ServedView] = {}
-        for view in dict.fromkeys(v for _, v in moves):
-            views[view] = await self._compile(mesh, view)
-        self.mesh, self.views = mesh, views
-        self.metrics.views.set(len(views))
+        # What each view served so far: unchanged resources keep their bytes (see serve_view).
+        self._previous = {**self._previous, **self.views} if self.mesh is not None else {}
+        self.mesh, self.views = mesh, {}
         self.ready.set()
-        for connection, view in moves:
-            connection.view, connection.pinned = view, None
-            connection.wake(started)
-        log.info("configuration published", revision=short_revision(mesh.revision), views=len(views),
-                 proxies=len(moves), seconds=round(time.monotonic() - started, 3))
+        for view, connections in by_view.items():
+            await self.served(view)
+            if self.mesh is not mesh:
+                return  # a newer mesh is being published: it wakes everyone
+            for connection in connections:
+                connection.view, connection.pinned = view, None
+                connection.wake(started)
+        self._previous = {}
+        self.metrics.views.set(len(self.views))
+        log.info("configuration published", revision=short_revision(mesh.revision), views=len(by_view),
+                 proxies=sum(map(len, by_view.values())), seconds=round(time.monotonic() - started, 3))
 
     # --- streams ------------------------------------------------------------------------------------
 

@@ -3,10 +3,18 @@
 Holding bytes rather than messages keeps memory near the size of what is sent
 (messages take about ten times more), and lets a response be assembled by
 concatenation (see wire.py) instead of being serialized again for every stream.
+
+Every resource's provenance names the revision it was compiled at, so a new
+commit changes every resource's bytes. A resource's version hashes its bytes
+without that revision, and a resource whose version did not change keeps the
+bytes proxies already hold: only what really changed is pushed, and the
+revision a proxy sees in a resource is the one at which that resource last
+changed (while the server runs).
 """
 from __future__ import annotations
 
 import hashlib
+import itertools
 from dataclasses import dataclass, field
 
 from envoy.config.core.v3 import base_pb2
@@ -37,28 +45,37 @@ def _combined_version(resources) -> str:
     return digest.hexdigest()[:16]
 
 
+_serials = itertools.count(1)
+
+
 @dataclass
 class ServedView:
     view: ProxyView
     revision: str
     resources: dict[str, dict[str, Resource]]           # type URL -> name -> resource, in name order
     versions: dict[str, str]                            # type URL -> version of all its resources
-    _bodies: dict = field(default_factory=dict, repr=False)
+    changed: int = 0                                    # resources whose bytes were not kept from before
+    serial: int = field(default_factory=lambda: next(_serials))
+    _responses: dict = field(default_factory=dict, repr=False)
 
-    def sotw(self, type_url: str, names: frozenset[str] | None) -> tuple[str, bytes]:
-        """(version, response body without nonce) of every resource (names None) or of the named ones.
+    def sotw(self, type_url: str, names: frozenset[str] | None) -> tuple[str, str, bytes]:
+        """(version, nonce, DiscoveryResponse bytes) of every resource (names None) or of the named ones.
 
-        Bodies are cached per subscription: every Envoy of a view asks for the same names.
+        Cached per subscription, whole: every proxy of a view gets the same bytes, nonce included.
+        The nonce is the version and this view's serial, so a stream never sees one nonce twice for
+        different content, and a late ACK is still told from the current one.
         """
         key = (type_url, names)
-        cached = self._bodies.get(key)
+        cached = self._responses.get(key)
         if cached is None:
             chosen = self.resources.get(type_url, {})
             if names is not None:
                 chosen = {n: r for n, r in chosen.items() if n in names}
             version = self.versions[type_url] if names is None else _combined_version(chosen.values())
-            cached = version, wire.sotw_body(version, [r.any for r in chosen.values()], type_url)
-            self._bodies[key] = cached
+            nonce = f"{version}-{self.serial}"
+            body = wire.sotw_body(version, [r.any for r in chosen.values()], type_url)
+            cached = version, nonce, wire.sotw_response(body, nonce)
+            self._responses[key] = cached
         return cached
 
     def config_dump(self) -> dict[str, list[dict]]:
@@ -74,19 +91,28 @@ class ServedView:
         return sum(len(r.any) + len(r.delta) for by_name in self.resources.values() for r in by_name.values())
 
 
-def serve_view(mesh: Mesh, view: ProxyView) -> ServedView:
-    """Compile a view and serialize each resource once."""
+def serve_view(mesh: Mesh, view: ProxyView, previous: ServedView | None = None) -> ServedView:
+    """Compile a view and serialize each resource once; resources unchanged since ``previous`` (but
+    for the revision in their provenance) keep its bytes."""
     config = compile_view(mesh, view)
+    revision = mesh.revision.encode()
     resources: dict[str, dict[str, Resource]] = {}
+    changed = 0
     for type_url in PUSH_ORDER:
+        before = previous.resources.get(type_url, {}) if previous else {}
         by_name = resources[type_url] = {}
         for name, message in config.resources[type_url].items():
             data = serialize(message)
-            version = version_of(data)
+            version = version_of(data.replace(revision, b"") if revision else data)
+            kept = before.get(name)
+            if kept is not None and kept.version == version:
+                by_name[name] = kept
+                continue
             packed = wire.any_message(type_url, data)
             by_name[name] = Resource(name, version, packed, wire.delta_resource(name, version, packed))
+            changed += 1
     versions = {t: _combined_version(by_name.values()) for t, by_name in resources.items()}
-    return ServedView(view, mesh.revision, resources, versions)
+    return ServedView(view, mesh.revision, resources, versions, changed)
 
 
 # Node metadata keys, as Istio's agent sets them.
