@@ -35,16 +35,17 @@ SIMPLE_LB = {"ROUND_ROBIN": Cluster.ROUND_ROBIN, "RANDOM": Cluster.RANDOM, "LEAS
 def build_clusters(mesh: Mesh, view: ProxyView, services: list[Service]) -> list[Cluster]:
     """Every outbound cluster of the visible services, and an east-west gateway's SNI-DNAT
     clusters, sorted by name."""
-    clusters = []
-    for service in services:
-        rule = mesh.destination_rule(service.host)
-        subsets = [None] + [s.name for s in rule.subsets] if rule else [None]
-        for port in service.ports:
-            for subset in subsets:
-                clusters.append(build_cluster(mesh, view, service, port, subset))
+    clusters = [cluster for service in services for cluster in service_clusters(mesh, view, service)]
     for service, port, subset in sni_dnat_targets(mesh, view, services):
         clusters.append(build_sni_dnat_cluster(mesh, view, service, port, subset))
     return sorted(clusters, key=lambda c: c.name)
+
+
+def service_clusters(mesh: Mesh, view: ProxyView, service: Service) -> list[Cluster]:
+    """One service's outbound clusters: per port, the whole service and each DestinationRule subset."""
+    rule = mesh.destination_rule(service.host)
+    subsets = [None] + [s.name for s in rule.subsets] if rule else [None]
+    return [build_cluster(mesh, view, service, port, subset) for port in service.ports for subset in subsets]
 
 
 def build_sni_dnat_cluster(mesh: Mesh, view: ProxyView, service: Service, port: Port,

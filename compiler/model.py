@@ -6,6 +6,7 @@ generators stay simple.
 """
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -18,6 +19,8 @@ CLUSTER_LABEL = "topology.istio.io/cluster"
 TLS_MODE_LABEL = "security.istio.io/tlsMode"
 DEFAULT_GATEWAY_PORT = 15443
 ROOT_NAMESPACE = "istio-system"
+# Kinds whose objects shape a service's clusters and endpoints (or its routes) rather than the whole mesh.
+PER_SERVICE_KINDS = frozenset({"ServiceEntry", "WorkloadEntry", "DestinationRule", "VirtualService"})
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,9 @@ class Mesh:
     gateways: list[SourceObject]
     sidecars: list[SourceObject]
     settings: MeshSettings
+    # A hash of every object that is not about one service (clusters, networks, mesh settings,
+    # gateways, sidecars...): when it is unchanged, a service's resources depend on its own objects only.
+    digest: str = ""
     # Values derived from this (immutable) mesh, computed on first use by the generators.
     memo: dict = field(default_factory=dict, repr=False)
 
@@ -197,8 +203,12 @@ def build_mesh(objects: list[SourceObject], revision: str = "") -> Mesh:
                                tuple(Subset(s["name"], s.get("labels") or {}, s.get("trafficPolicy") or {})
                                      for s in dr.spec.get("subsets", [])), dr)
         rules.setdefault(rule.host, rule)  # first by namespace/name wins, deterministically
+    mesh_wide = hashlib.sha256()
+    for kind in sorted(set(by_kind) - PER_SERVICE_KINDS):
+        for obj in by_kind[kind]:
+            mesh_wide.update(f"{obj.ref} {obj.digest}\n".encode())
     return Mesh(revision, clusters, networks, services, rules, by_kind.get("VirtualService", []),
-                by_kind.get("Gateway", []), by_kind.get("Sidecar", []), settings)
+                by_kind.get("Gateway", []), by_kind.get("Sidecar", []), settings, mesh_wide.hexdigest()[:24])
 
 
 def _settings(mesh_configs: list[SourceObject]) -> MeshSettings:

@@ -10,6 +10,7 @@ silently collapse.
 from __future__ import annotations
 
 import gc
+import hashlib
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -86,6 +87,11 @@ class SourceObject:
     @property
     def ref(self) -> str:
         return f"{self.kind}/{self.namespace}/{self.name}"
+
+    @property
+    def digest(self) -> str:
+        """Equal for two parses exactly when the object's text, file and line are unchanged."""
+        return f"{self.file}:{self.line}:{self.file_lines.digest(self.document)}"
 
     @property
     def spec(self) -> dict[str, Any]:
@@ -303,10 +309,20 @@ class FileLines:
     demand, recording every field's line.
     """
 
-    def __init__(self, text: str, budget: int):
+    def __init__(self, text: str, budget: int, spans: list[tuple[int, int]] = ()):
         self._text = text
         self._budget = budget
         self._documents: list[_Builder] | None = None
+        self._spans = spans  # each document's (start, end) in the text
+        self._digests: dict[int, str] = {}
+
+    def digest(self, document: int) -> str:
+        """A hash of one document's text: what an incremental compile compares (computed on demand)."""
+        found = self._digests.get(document)
+        if found is None:
+            start, end = self._spans[document]
+            found = self._digests[document] = hashlib.sha256(self._text[start:end].encode()).hexdigest()[:24]
+        return found
 
     def _builder(self, document: int) -> _Builder | None:
         if self._documents is None:
@@ -343,7 +359,7 @@ def _parse_file(file: str, data: bytes, revision: str, known, objects: list, fin
     except RecursionError:
         raise UnreadableFile(file, f"nesting too deep to read (over {MAX_DEPTH} levels)") from None
     budget = _budget(data)
-    file_lines = FileLines(text, budget)
+    file_lines = FileLines(text, budget, [(node.start_mark.index, node.end_mark.index) for node in nodes])
     for document, node in enumerate(nodes):
         builder = _Builder(budget)
         try:

@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
 
 from google.protobuf import any_pb2, json_format
 from google.protobuf.message import Message
 
 from . import proxyless
-from .clusters import build_clusters
+from .clusters import build_sni_dnat_cluster, service_clusters
 from .endpoints import build_load_assignment
 from .listeners import build_listeners
-from .model import Mesh
+from .gateways import sni_dnat_targets
+from .model import Mesh, Service
 from .names import parse_eds_name
 from .routes import build_routes
 from .scope import visible_services
@@ -43,9 +44,15 @@ def version_of(data: bytes) -> str:
 
 @dataclass(frozen=True)
 class ViewConfig:
-    """Every resource of one view, by type URL and then by name, in name order."""
+    """Every resource of one view, by type URL and then by name, in name order.
+
+    ``services`` records, per service host, what its clusters and assignments were built from (see
+    ``compile_view``'s ``previous``) and their names.
+    """
 
     resources: dict[str, dict[str, Message]]
+    view_key: str = ""
+    services: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = field(default_factory=dict, repr=False)
 
     def items(self) -> Iterator[tuple[str, str, Message]]:
         for type_url in PUSH_ORDER:
@@ -60,25 +67,62 @@ def _by_name(messages, key) -> dict[str, Message]:
     return {key(m): m for m in sorted(messages, key=key)}
 
 
-def compile_view(mesh: Mesh, view: ProxyView) -> ViewConfig:
+def compile_view(mesh: Mesh, view: ProxyView, previous: ViewConfig | None = None) -> ViewConfig:
+    """The configuration of one proxy view.
+
+    With ``previous`` (this view's configuration of an earlier mesh), a service whose own objects
+    (ServiceEntry, the WorkloadEntries it selects, its DestinationRule) and the mesh-wide objects are
+    unchanged keeps its previous clusters and assignments instead of having them built again; they
+    keep the revision they were compiled at in their provenance. Everything else is built anew, so
+    the result equals a full compile but for those revisions.
+    """
     if view.role == GRPC:
         return _compile_proxyless(mesh, view)
     services = visible_services(mesh, view)
-    clusters = build_clusters(mesh, view, services)
-    eds = [c for c in clusters if c.HasField("eds_cluster_config")]
-    assignments = []
-    by_host = {s.host: s for s in services}
-    for cluster in eds:
-        port, subset, host = parse_eds_name(cluster.name)
-        service = by_host[host]
-        assignments.append(build_load_assignment(mesh, view, service, service.port(port), subset or None,
-                                                 sni_dnat=cluster.name.startswith("outbound_.")))
+    view_key = f"{mesh.digest}|{view!r}"
+    reusable = previous.services if previous is not None and previous.view_key == view_key else {}
+    dnat: dict[str, list] = {}
+    for service, port, subset in sni_dnat_targets(mesh, view, services):
+        dnat.setdefault(service.host, []).append((port, subset))
+    clusters: list[Message] = []
+    assignments: list[Message] = []
+    built: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {}
+    for service in services:
+        key = _service_key(mesh, service)
+        before = reusable.get(service.host)
+        if before is not None and before[0] == key:
+            mine = [previous.resources[CLUSTER][name] for name in before[1]]
+            loads = [previous.resources[ENDPOINT][name] for name in before[2]]
+        else:
+            mine = service_clusters(mesh, view, service) + [
+                build_sni_dnat_cluster(mesh, view, service, port, subset) for port, subset in dnat.get(service.host, ())]
+            loads = [_assignment(mesh, view, service, cluster) for cluster in mine
+                     if cluster.HasField("eds_cluster_config")]
+        clusters += mine
+        assignments += loads
+        built[service.host] = (key, tuple(c.name for c in mine), tuple(a.cluster_name for a in loads))
     return ViewConfig({
         CLUSTER: _by_name(clusters, lambda m: m.name),
         ENDPOINT: _by_name(assignments, lambda m: m.cluster_name),
         LISTENER: _by_name(build_listeners(mesh, view, services), lambda m: m.name),
         ROUTE: _by_name(build_routes(mesh, view, services), lambda m: m.name),
-    })
+    }, view_key, built)
+
+
+def _service_key(mesh: Mesh, service: Service) -> str:
+    """What a service's clusters and assignments are built from, beyond the mesh-wide objects: its
+    own fields, the objects its endpoints come from, and its DestinationRule (each with its file)."""
+    rule = mesh.destination_rule(service.host)
+    sources = sorted({endpoint.source.digest for endpoint in service.endpoints})
+    return "|".join([repr((service.namespace, service.ports, service.resolution, service.location,
+                           service.addresses)), service.source.digest, rule.source.digest if rule else "-",
+                     *sources])
+
+
+def _assignment(mesh: Mesh, view: ProxyView, service: Service, cluster: Message) -> Message:
+    port, subset, _ = parse_eds_name(cluster.name)
+    return build_load_assignment(mesh, view, service, service.port(port), subset or None,
+                                 sni_dnat=cluster.name.startswith("outbound_."))
 
 
 def _compile_proxyless(mesh: Mesh, view: ProxyView) -> ViewConfig:

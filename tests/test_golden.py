@@ -64,13 +64,17 @@ def cases():
             yield pytest.param(feature, view, id=f"{feature.name}/{view['name']}")
 
 
-def compile_golden(feature: Path, view: dict) -> str:
-    result = validate(snapshot_of(feature))
-    mesh = build_mesh(result.objects, result.snapshot.revision)
-    proxy = make_view(mesh, view["cluster"], view.get("node_id") or
-                      "sidecar~127.0.0.1~proxy.default~default.svc.cluster.local",
-                      view.get("labels") or {}, view.get("locality"))
-    return dump_json(config_dump(compile_view(mesh, proxy)))
+def compile_golden(feature: Path, view: dict, incremental: bool = False) -> str:
+    """The view's config dump; ``incremental``: compiled with a previous compile of a separate parse of
+    the same repository, so every service's clusters and assignments are reused from it."""
+    def compiled(previous=None):
+        result = validate(snapshot_of(feature))
+        mesh = build_mesh(result.objects, result.snapshot.revision)
+        proxy = make_view(mesh, view["cluster"], view.get("node_id") or
+                          "sidecar~127.0.0.1~proxy.default~default.svc.cluster.local",
+                          view.get("labels") or {}, view.get("locality"))
+        return compile_view(mesh, proxy, previous=previous)
+    return dump_json(config_dump(compiled(compiled() if incremental else None)))
 
 
 def test_golden_features_exist():
@@ -108,3 +112,8 @@ def test_golden(feature, view):
     assert actual == expected.read_text(), (
         f"{feature.name}/{view['name']} differs from {expected.relative_to(GOLDEN.parent.parent)}; "
         "if the change is intended, regenerate with GALLEON_UPDATE_GOLDEN=1 and review the diff")
+
+
+@pytest.mark.parametrize("feature, view", [c for c in cases() if not c.values[1].get("known_issue")])
+def test_golden_through_an_incremental_compile(feature, view):
+    assert compile_golden(feature, view, incremental=True) == (feature / "expected" / f"{view['name']}.json").read_text()

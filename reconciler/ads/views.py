@@ -1,8 +1,9 @@
 """A view's configuration, serialized once and shared by every proxy of that view.
 
-Holding bytes rather than messages keeps memory near the size of what is sent
-(messages take about ten times more), and lets a response be assembled by
-concatenation (see wire.py) instead of being serialized again for every stream.
+Responses are assembled from those bytes by concatenation (see wire.py), never
+serialized again per stream. The messages are kept as well, for the next
+incremental compile (compile_view's ``previous``): they take about ten times
+the memory of the bytes, the price of recompiling only what a commit touched.
 
 Every resource's provenance names the revision it was compiled at, so a new
 commit changes every resource's bytes. A resource's version hashes its bytes
@@ -22,7 +23,7 @@ from google.protobuf import any_pb2, json_format, struct_pb2
 
 from compiler.model import Mesh
 from compiler.view import ANY_ADDRESS, ProxyView, ViewError, make_view
-from compiler.xds import CLUSTER, DUMP_KEYS, LISTENER, PUSH_ORDER, compile_view, serialize, version_of
+from compiler.xds import CLUSTER, DUMP_KEYS, LISTENER, PUSH_ORDER, ViewConfig, compile_view, serialize, version_of
 
 from . import wire
 
@@ -55,6 +56,7 @@ class ServedView:
     resources: dict[str, dict[str, Resource]]           # type URL -> name -> resource, in name order
     versions: dict[str, str]                            # type URL -> version of all its resources
     changed: int = 0                                    # resources whose bytes were not kept from before
+    config: ViewConfig | None = field(default=None, repr=False)  # the messages, for the next incremental compile
     serial: int = field(default_factory=lambda: next(_serials))
     _responses: dict = field(default_factory=dict, repr=False)
 
@@ -94,14 +96,18 @@ class ServedView:
 def serve_view(mesh: Mesh, view: ProxyView, previous: ServedView | None = None) -> ServedView:
     """Compile a view and serialize each resource once; resources unchanged since ``previous`` (but
     for the revision in their provenance) keep its bytes."""
-    config = compile_view(mesh, view)
+    config = compile_view(mesh, view, previous=previous.config if previous else None)
     revision = mesh.revision.encode()
     resources: dict[str, dict[str, Resource]] = {}
     changed = 0
     for type_url in PUSH_ORDER:
         before = previous.resources.get(type_url, {}) if previous else {}
+        reused = previous.config.resources.get(type_url, {}) if previous and previous.config else {}
         by_name = resources[type_url] = {}
         for name, message in config.resources[type_url].items():
+            if reused.get(name) is message:  # the compiler kept it: so are its bytes
+                by_name[name] = before[name]
+                continue
             data = serialize(message)
             version = version_of(data.replace(revision, b"") if revision else data)
             kept = before.get(name)
@@ -112,7 +118,7 @@ def serve_view(mesh: Mesh, view: ProxyView, previous: ServedView | None = None) 
             by_name[name] = Resource(name, version, packed, wire.delta_resource(name, version, packed))
             changed += 1
     versions = {t: _combined_version(by_name.values()) for t, by_name in resources.items()}
-    return ServedView(view, mesh.revision, resources, versions, changed)
+    return ServedView(view, mesh.revision, resources, versions, changed, config=config)
 
 
 # Node metadata keys, as Istio's agent sets them.

@@ -1,0 +1,101 @@
+"""Incremental compile: ``compile_view(mesh, view, previous=...)`` equals a full compile.
+
+For one edit at a time to sample-repo (an endpoint, a WorkloadEntry, a DestinationRule, a
+VirtualService, the mesh-wide networks, a new file...), every view compiled with the previous
+revision's configuration must serialize exactly as a full compile of the new revision, except for the
+revision named in the provenance of resources that were kept. And resources must really be kept:
+those of services the edit does not touch are the previous objects themselves.
+"""
+from __future__ import annotations
+
+import pytest
+
+from compiler.view import make_view
+from compiler.xds import CLUSTER, ENDPOINT, PUSH_ORDER, compile_view, serialize
+from tests.conftest import mesh_from, sample_files
+
+OLD, NEW = "rev-aaaaaaaaaaaa", "rev-bbbbbbbbbbbb"  # same length: masking them keeps the bytes comparable
+SIDECAR = "sidecar~10.1.1.1~productpage-v1.bookinfo~bookinfo.svc.cluster.local"
+INGRESS = "router~10.1.100.1~istio-ingressgateway.istio-system~istio-system.svc.cluster.local"
+EASTWEST = "router~10.1.100.2~eastwest.istio-system~istio-system.svc.cluster.local"
+
+
+def edit(files: dict[str, bytes], path: str, old: str, new: str) -> dict[str, bytes]:
+    text = files[path].decode()
+    assert old in text, f"{path} lacks {old!r}"
+    return {**files, path: text.replace(old, new, 1).encode()}
+
+
+EDITS = {
+    "an endpoint moves": lambda f: edit(f, "bookinfo/ratings.yaml", "10.1.3.2", "10.1.3.9"),
+    "a WorkloadEntry moves": lambda f: edit(f, "bookinfo/mysqldb.yaml", "10.1.5.1", "10.1.5.7"),
+    "a WorkloadEntry leaves its service": lambda f: edit(f, "bookinfo/mysqldb.yaml", "app: mysqldb", "app: other"),
+    "a load balancer changes": lambda f: edit(f, "bookinfo/reviews.yaml", "simple: LEAST_REQUEST",
+                                              "simple: ROUND_ROBIN"),
+    "route weights change": lambda f: edit(edit(f, "bookinfo/reviews.yaml", "weight: 50", "weight: 60"),
+                                           "bookinfo/reviews.yaml", "weight: 40", "weight: 30"),
+    "a gateway address changes (mesh-wide)": lambda f: edit(f, "mesh/networks.yaml", "address: 198.51.100.10",
+                                                            "address: 198.51.100.11"),
+    "only a comment changes": lambda f: edit(f, "mesh/networks.yaml", "# Which cluster", "# Which Cluster"),
+    "lines shift above an object": lambda f: edit(f, "bookinfo/ratings.yaml", "# ratings:", "#\n#\n# ratings:"),
+    "a service is added": lambda f: {**f, "bookinfo/new.yaml": f["bookinfo/details.yaml"].decode().replace(
+        "details", "extra").replace("10.1.2.1", "10.1.8.1").replace("10.2.2.1", "10.2.8.1").replace(
+        "10.3.2.1", "10.3.8.1").replace("10.2.9.1", "10.2.9.8").encode()},
+    "a service is removed": lambda f: {k: v for k, v in f.items() if k != "bookinfo/mysqldb.yaml"},
+    "nothing changes but the revision": lambda f: f,
+}
+
+VIEWS = [("cluster-a", SIDECAR, {}), ("cluster-c", SIDECAR, {}),
+         ("cluster-a", INGRESS, {"istio": "ingressgateway"}), ("cluster-c", EASTWEST, {"istio": "eastwestgateway"})]
+
+
+@pytest.fixture(scope="module")
+def before():
+    mesh = mesh_from(sample_files(), OLD)
+    return {(c, n): compile_view(mesh, make_view(mesh, c, n, labels)) for c, n, labels in VIEWS}
+
+
+def masked(message) -> bytes:
+    return serialize(message).replace(OLD.encode(), b"").replace(NEW.encode(), b"")
+
+
+@pytest.mark.parametrize("change", sorted(EDITS))
+def test_incremental_compile_equals_a_full_compile(before, change):
+    files = EDITS[change](sample_files())
+    mesh = mesh_from(files, NEW)
+    for cluster, node, labels in VIEWS:
+        view = make_view(mesh, cluster, node, labels)
+        previous = before[cluster, node]
+        incremental = compile_view(mesh, view, previous=previous)
+        full = compile_view(mesh, view)
+        for type_url in PUSH_ORDER:
+            assert list(incremental.resources[type_url]) == list(full.resources[type_url]), (change, type_url)
+            for name, message in incremental.resources[type_url].items():
+                assert masked(message) == masked(full.resources[type_url][name]), (change, cluster, node, name)
+        kept = [name for t in (CLUSTER, ENDPOINT) for name, m in incremental.resources[t].items()
+                if previous.resources[t].get(name) is m]
+        if "mesh-wide" in change:
+            assert not kept, "a mesh-wide change rebuilds everything"
+        else:
+            assert kept, f"{change}: nothing was reused"
+        if change in ("nothing changes but the revision", "only a comment changes"):
+            assert len(kept) == len(full.resources[CLUSTER]) + len(full.resources[ENDPOINT])
+
+
+def test_an_edited_service_is_rebuilt_and_the_others_kept(before):
+    mesh = mesh_from(EDITS["an endpoint moves"](sample_files()), NEW)
+    view = make_view(mesh, "cluster-a", SIDECAR)
+    previous = before["cluster-a", SIDECAR]
+    config = compile_view(mesh, view, previous=previous)
+    for type_url in (CLUSTER, ENDPOINT):
+        for name, message in config.resources[type_url].items():
+            rebuilt = "ratings.bookinfo.svc.cluster.local" in name
+            assert (previous.resources[type_url][name] is not message) == rebuilt, name
+            assert (NEW.encode() in serialize(message)) == rebuilt, name
+
+
+def test_previous_of_another_view_is_not_used(before):
+    mesh = mesh_from(sample_files(), NEW)
+    view = make_view(mesh, "cluster-c", SIDECAR)
+    config = compile_view(mesh, view, previous=before["cluster-a", SIDECAR])
+    assert all(OLD.encode() not in serialize(m) for t in PUSH_ORDER for m in config.resources[t].values())
