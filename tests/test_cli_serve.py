@@ -131,3 +131,18 @@ def test_bootstrap_for_a_proxyless_grpc_client():
     assert boot["node"]["metadata"]["GENERATOR"] == "grpc"
     assert boot["certificate_providers"]["default"]["config"]["certificate_file"] == "/etc/certs/cert-chain.pem"
     one_line_error(galleon("bootstrap", "--grpc", "--delta", "--cluster", "a", "--node-id", NODE), "state of the world")
+
+
+def test_serve_polls_a_remote_repository(tmp_path):
+    """A remote (here file://) is mirrored into the state directory and fetched every --poll seconds."""
+    from tests import gitutil
+    origin = gitutil.init(tmp_path / "origin", bare=True)
+    files = {p.relative_to(SAMPLE_REPO).as_posix(): p.read_bytes() for p in SAMPLE_REPO.rglob("*.yaml")}
+    first = gitutil.commit(origin, files)
+    with Galleon(f"file://{tmp_path / 'origin'}", "cluster-a", "--poll", "0.2",
+                 state_dir=tmp_path / "state") as daemon:
+        assert daemon.json("/debug/configz")["served_revision"] == str(first)
+        files["bookinfo/ratings.yaml"] = files["bookinfo/ratings.yaml"].replace(b"10.1.3.1", b"10.1.3.77")
+        second = gitutil.commit(origin, files)
+        wait_for(lambda: daemon.json("/debug/configz")["served_revision"] == str(second), 5, lambda: daemon.log())
+        assert daemon.event("change noticed", reason="poll")
