@@ -24,3 +24,8 @@ def metadata(revision: str, *sources: SourceObject) -> base_pb2.Metadata:
     if len(sources) > 1:
         fields.update({"also": [f"{s.ref} ({s.file}:{s.line})" for s in sources[1:]]})
     return md
+
+
+def restamp(md: base_pb2.Metadata, revision: str) -> None:
+    """Name another revision in metadata made by ``metadata`` (a copy the caller owns)."""
+    md.filter_metadata[FILTER].fields["revision"].string_value = revision

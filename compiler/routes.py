@@ -28,6 +28,7 @@ from google.protobuf import wrappers_pb2
 from . import provenance
 from .protos import pack
 from .durations import duration
+from .fingerprints import destination_hosts, service_key
 from .gateways import MESH_GATEWAY, MeshVirtualServices, bound_gateways, qualified_gateways, weighted_destinations
 from .hosts import fqdn, matches
 from .model import Mesh, Port, Service
@@ -69,13 +70,18 @@ MILLION = percent_pb2.FractionalPercent.MILLION
 HUNDRED = percent_pb2.FractionalPercent.HUNDRED
 
 
-def build_routes(mesh: Mesh, view: ProxyView, services: list[Service]) -> list[RouteConfiguration]:
+def build_routes(mesh: Mesh, view: ProxyView, services: list[Service], reuse: Mapping | None = None,
+                 built: dict | None = None) -> list[RouteConfiguration]:
     """The route configurations for a proxy with this view, given the services it sees
-    (scoped, sorted by host); sorted by name."""
+    (scoped, sorted by host); sorted by name.
+
+    A sidecar's virtual hosts are recorded in ``built`` by what they are made from, and taken from
+    ``reuse`` (the ``built`` of this view's previous compile) when that is unchanged.
+    """
     if view.role == ROUTER:
         configs = _gateway_configs(mesh, view, services)
     else:
-        configs = _sidecar_configs(mesh, view, services)
+        configs = _sidecar_configs(mesh, view, services, reuse or {}, {} if built is None else built)
     return sorted(configs, key=lambda config: config.name)
 
 
@@ -106,15 +112,26 @@ class _VirtualHost:
 # --- sidecars -------------------------------------------------------------------------------------
 
 
-def _sidecar_configs(mesh: Mesh, view: ProxyView, services: list[Service]) -> list[RouteConfiguration]:
+def _sidecar_configs(mesh: Mesh, view: ProxyView, services: list[Service], reuse: Mapping,
+                     built: dict) -> list[RouteConfiguration]:
     by_host = {service.host: service for service in services}
     index = MeshVirtualServices(mesh)
     ports = sorted({port.number for service in services for port in service.ports if port.is_http})
     configs = []
     for port in ports:
         ctx = _Context(mesh, view, port, by_host, frozenset({MESH_GATEWAY}))
-        vhosts = [_service_virtual_host(ctx, service, index) for service in services
-                  if _serves_http_on(service, port)]
+        vhosts = []
+        for service in services:
+            if _serves_http_on(service, port):
+                key = _virtual_host_key(ctx, service, index)
+                vhost = reuse.get(key)
+                if vhost is None:
+                    vhost = _service_virtual_host(ctx, service, index)
+                else:  # its routes are copied into a new configuration: they name this revision
+                    for route in vhost.routes:
+                        provenance.restamp(route.metadata, mesh.revision)
+                built[key] = vhost
+                vhosts.append(vhost)
         # The configuration names its first virtual host's source (as a sidecar listener names its
         # first service's); each virtual host and route carries its own.
         first = min(vhosts, key=lambda v: v.name).sources[:1]
@@ -143,6 +160,19 @@ def service_route_configurations(mesh: Mesh, view: ProxyView, services: list[Ser
 def _serves_http_on(service: Service, number: int) -> bool:
     port = service.port(number)
     return port is not None and port.is_http
+
+
+def _virtual_host_key(ctx: _Context, service: Service, index: MeshVirtualServices) -> str:
+    """What a sidecar's virtual host for a service is made from: the port, the service, its
+    VirtualService, and every service that VirtualService sends traffic to (or that it is not seen)."""
+    vs = index.for_host(service.host)
+    parts = [str(ctx.port), service_key(ctx.mesh, service)]
+    if vs is not None:
+        parts.append(vs.digest)
+        for host in destination_hosts(vs):
+            other = ctx.services.get(host)
+            parts.append(service_key(ctx.mesh, other) if other else f"{host} unseen")
+    return "\n".join(parts)
 
 
 def _service_virtual_host(ctx: _Context, service: Service, index: MeshVirtualServices) -> _VirtualHost:

@@ -19,6 +19,7 @@ from .clusters import build_sni_dnat_cluster, service_clusters
 from .endpoints import build_load_assignment
 from .listeners import build_listeners
 from .gateways import sni_dnat_targets
+from .fingerprints import service_key, view_key
 from .model import Mesh, Service
 from .names import parse_eds_name
 from .routes import build_routes
@@ -47,12 +48,14 @@ class ViewConfig:
     """Every resource of one view, by type URL and then by name, in name order.
 
     ``services`` records, per service host, what its clusters and assignments were built from (see
-    ``compile_view``'s ``previous``) and their names.
+    ``compile_view``'s ``previous``) and their names; ``vhosts`` the virtual hosts, by what they were
+    built from.
     """
 
     resources: dict[str, dict[str, Message]]
     view_key: str = ""
     services: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = field(default_factory=dict, repr=False)
+    vhosts: dict = field(default_factory=dict, repr=False)  # a sidecar's virtual hosts by their key (routes.py)
 
     def items(self) -> Iterator[tuple[str, str, Message]]:
         for type_url in PUSH_ORDER:
@@ -79,16 +82,18 @@ def compile_view(mesh: Mesh, view: ProxyView, previous: ViewConfig | None = None
     if view.role == GRPC:
         return _compile_proxyless(mesh, view)
     services = visible_services(mesh, view)
-    view_key = f"{mesh.digest}|{view!r}"
-    reusable = previous.services if previous is not None and previous.view_key == view_key else {}
+    key_of_view = view_key(mesh, view)
+    same_view = previous is not None and previous.view_key == key_of_view
+    reusable = previous.services if same_view else {}
     dnat: dict[str, list] = {}
     for service, port, subset in sni_dnat_targets(mesh, view, services):
         dnat.setdefault(service.host, []).append((port, subset))
     clusters: list[Message] = []
     assignments: list[Message] = []
     built: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {}
+    vhosts: dict = {}
     for service in services:
-        key = _service_key(mesh, service)
+        key = service_key(mesh, service)
         before = reusable.get(service.host)
         if before is not None and before[0] == key:
             mine = [previous.resources[CLUSTER][name] for name in before[1]]
@@ -105,18 +110,9 @@ def compile_view(mesh: Mesh, view: ProxyView, previous: ViewConfig | None = None
         CLUSTER: _by_name(clusters, lambda m: m.name),
         ENDPOINT: _by_name(assignments, lambda m: m.cluster_name),
         LISTENER: _by_name(build_listeners(mesh, view, services), lambda m: m.name),
-        ROUTE: _by_name(build_routes(mesh, view, services), lambda m: m.name),
-    }, view_key, built)
-
-
-def _service_key(mesh: Mesh, service: Service) -> str:
-    """What a service's clusters and assignments are built from, beyond the mesh-wide objects: its
-    own fields, the objects its endpoints come from, and its DestinationRule (each with its file)."""
-    rule = mesh.destination_rule(service.host)
-    sources = sorted({endpoint.source.digest for endpoint in service.endpoints})
-    return "|".join([repr((service.namespace, service.ports, service.resolution, service.location,
-                           service.addresses)), service.source.digest, rule.source.digest if rule else "-",
-                     *sources])
+        ROUTE: _by_name(build_routes(mesh, view, services, previous.vhosts if same_view else {}, vhosts),
+                        lambda m: m.name),
+    }, key_of_view, built, vhosts)
 
 
 def _assignment(mesh: Mesh, view: ProxyView, service: Service, cluster: Message) -> Message:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from compiler.view import make_view
-from compiler.xds import CLUSTER, ENDPOINT, PUSH_ORDER, compile_view, serialize
+from compiler.xds import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, compile_view, serialize
 from tests.conftest import mesh_from, sample_files
 
 OLD, NEW = "rev-aaaaaaaaaaaa", "rev-bbbbbbbbbbbb"  # same length: masking them keeps the bytes comparable
@@ -72,12 +72,17 @@ def test_incremental_compile_equals_a_full_compile(before, change):
             assert list(incremental.resources[type_url]) == list(full.resources[type_url]), (change, type_url)
             for name, message in incremental.resources[type_url].items():
                 assert masked(message) == masked(full.resources[type_url][name]), (change, cluster, node, name)
+                if type_url in (LISTENER, ROUTE):  # rebuilt every time: exactly the full compile's
+                    assert serialize(message) == serialize(full.resources[type_url][name]), (change, name)
         kept = [name for t in (CLUSTER, ENDPOINT) for name, m in incremental.resources[t].items()
                 if previous.resources[t].get(name) is m]
+        kept_hosts = [key for key, vhost in incremental.vhosts.items() if previous.vhosts.get(key) is vhost]
         if "mesh-wide" in change:
-            assert not kept, "a mesh-wide change rebuilds everything"
+            assert not kept and not kept_hosts, "a mesh-wide change rebuilds everything"
         else:
             assert kept, f"{change}: nothing was reused"
+            if node == SIDECAR:
+                assert kept_hosts, f"{change}: no virtual host was reused"
         if change in ("nothing changes but the revision", "only a comment changes"):
             assert len(kept) == len(full.resources[CLUSTER]) + len(full.resources[ENDPOINT])
 
@@ -99,3 +104,18 @@ def test_previous_of_another_view_is_not_used(before):
     view = make_view(mesh, "cluster-c", SIDECAR)
     config = compile_view(mesh, view, previous=before["cluster-a", SIDECAR])
     assert all(OLD.encode() not in serialize(m) for t in PUSH_ORDER for m in config.resources[t].values())
+
+
+def test_a_virtual_host_is_rebuilt_when_its_routing_or_a_destination_changes(before):
+    previous = before["cluster-a", SIDECAR]
+
+    def rebuilt(change: str) -> set[str]:
+        mesh = mesh_from(EDITS[change](sample_files()), NEW)
+        config = compile_view(mesh, make_view(mesh, "cluster-a", SIDECAR), previous=previous)
+        return {key.split("\n")[1].split("|")[0] for key, vhost in config.vhosts.items()
+                if previous.vhosts.get(key) is not vhost}
+
+    assert rebuilt("route weights change") == {"reviews.bookinfo.svc.cluster.local"}
+    # a service's own change rebuilds its virtual host (the key holds the service's key)
+    assert "ratings.bookinfo.svc.cluster.local" in rebuilt("an endpoint moves")
+    assert "reviews.bookinfo.svc.cluster.local" in rebuilt("a load balancer changes")

@@ -1,0 +1,44 @@
+"""What a resource is built from, as strings that are equal exactly when its inputs are.
+
+An incremental compile (xds.compile_view's ``previous``) keeps a resource whose key is
+unchanged. Objects are compared by their document's text, file and line (SourceObject.digest),
+so an edit anywhere in a document, or a shift of its lines, rebuilds what it feeds.
+"""
+from __future__ import annotations
+
+from .hosts import fqdn
+from .model import Mesh, Service
+from .parse import SourceObject
+from .view import ProxyView
+
+
+def view_key(mesh: Mesh, view: ProxyView) -> str:
+    """The proxy and every mesh-wide object (clusters, networks, settings, gateways, sidecars)."""
+    return f"{mesh.digest}|{view!r}"
+
+
+def service_key(mesh: Mesh, service: Service) -> str:
+    """A service's clusters and assignments, beyond the view key: its own fields, the objects its
+    endpoints come from, and its DestinationRule. Computed once per mesh."""
+    memo = ("service key", service.host)
+    found = mesh.memo.get(memo)
+    if found is None:
+        rule = mesh.destination_rule(service.host)
+        sources = sorted({endpoint.source.digest for endpoint in service.endpoints})
+        found = mesh.memo[memo] = "|".join([
+            service.host, repr((service.namespace, service.ports, service.resolution, service.location,
+                                service.addresses)),
+            service.source.digest, rule.source.digest if rule else "-", *sources])
+    return found
+
+
+def destination_hosts(vs: SourceObject) -> list[str]:
+    """Every host a VirtualService's HTTP rules send (or mirror) traffic to, sorted."""
+    hosts = set()
+    for rule in vs.spec.get("http", []):
+        for route in rule.get("route", []):
+            hosts.add((route.get("destination") or {}).get("host"))
+        hosts.add((rule.get("mirror") or {}).get("host"))
+        for mirror in rule.get("mirrors", []):
+            hosts.add((mirror.get("destination") or {}).get("host"))
+    return sorted(fqdn(h, vs.namespace) for h in hosts if h)
