@@ -625,18 +625,39 @@ def test_sotw_eds_subscription_changes_get_exactly_the_requested_names(base):
     # Envoy learns of a new cluster: its ACK names both
     assert sotw_ack(stream, ENDPOINT, first, [CART_CLUSTER, PAY_CLUSTER]) == (True, None)
     both = sotw_response(stream.respond(ENDPOINT, base))
-    assert names_in(both) == CLUSTERS
+    # it holds cart already: only pay is sent (leaving an assignment out keeps it), at both's version
+    assert names_in(both) == [PAY_CLUSTER]
+    assert both.version_info == base.sotw(ENDPOINT, frozenset(CLUSTERS))[0]
     assert stream.status()[ENDPOINT]["subscription"] == sorted(CLUSTERS)
-    # one cluster goes away: only the other is sent
+    # one cluster goes away: it holds the other, so nothing is sent
     sotw_ack(stream, ENDPOINT, both, [PAY_CLUSTER])
-    pay_only = sotw_response(stream.respond(ENDPOINT, base))
-    assert names_in(pay_only) == [PAY_CLUSTER]
-    assert pay_only.version_info == base.sotw(ENDPOINT, frozenset({PAY_CLUSTER}))[0]
-    assert len({first.version_info, both.version_info, pay_only.version_info}) == 3
-    assert stream.status()[ENDPOINT]["acked"] == both.version_info
-    # an ACK that repeats the same names asks for nothing new
-    sotw_ack(stream, ENDPOINT, pay_only, [PAY_CLUSTER])
     assert stream.respond(ENDPOINT, base) is None
+    assert stream.status()[ENDPOINT]["acked"] == base.sotw(ENDPOINT, frozenset({PAY_CLUSTER}))[0]
+    assert len({first.version_info, both.version_info, stream.status()[ENDPOINT]["acked"]}) == 3
+    # asking for cart again sends it again: it dropped it
+    stream.on_request(sotw_request(ENDPOINT, CLUSTERS, both.version_info, both.nonce))
+    assert names_in(sotw_response(stream.respond(ENDPOINT, base))) == [CART_CLUSTER]
+
+
+def test_sotw_endpoints_that_did_not_change_are_left_out(base, cart_moved):
+    """State of the world keeps an assignment a response leaves out, so only changed ones are sent;
+    proxies of a view that were in step share one response."""
+    streams = [SotwStream(), SotwStream()]
+    for stream in streams:
+        stream.on_request(sotw_request(ENDPOINT, CLUSTERS))
+        sotw_ack(stream, ENDPOINT, sotw_response(stream.respond(ENDPOINT, base)), CLUSTERS)
+    updates = [stream.respond(ENDPOINT, cart_moved) for stream in streams]
+    assert updates[0] is updates[1]
+    update = sotw_response(updates[0])
+    assert names_in(update) == [CART_CLUSTER]
+    assert update.version_info == cart_moved.versions[ENDPOINT]
+    # a NACK: the proxy keeps what it ACKed (base), and the next update is built on that
+    streams[0].on_request(sotw_request(ENDPOINT, CLUSTERS, base.versions[ENDPOINT], update.nonce, error="no"))
+    assert streams[0].respond(ENDPOINT, cart_moved) is None  # that version was rejected
+    assert streams[0].respond(ENDPOINT, base) is None  # back to what it holds: nothing to send
+    assert streams[0].status()[ENDPOINT]["sent"] == base.versions[ENDPOINT]
+    again = served_of(shop(cart="10.1.0.5"))
+    assert names_in(sotw_response(streams[0].respond(ENDPOINT, again))) == [CART_CLUSTER]
 
 
 def test_sotw_wildcard_ends_with_a_request_that_names_resources(base):

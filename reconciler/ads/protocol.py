@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from envoy.service.discovery.v3 import discovery_pb2
 
 from . import wire
-from .views import WILDCARD_TYPES, ServedView
+from .views import PARTIAL_TYPES, WILDCARD_TYPES, ServedView
 
 
 @dataclass
@@ -41,6 +41,10 @@ class TypeState:
     # per unanswered nonce (system version, name -> (version before, version sent; None = absent)).
     held: dict[str, str] = field(default_factory=dict)
     pending: dict[str, tuple[str, dict[str, tuple[str | None, str | None]]]] = field(default_factory=dict)
+    # SotW endpoints and routes: what the proxy holds (or will, once the response in flight is applied)
+    # and what it had ACKed, each as (the view it came from, the names asked for then); shared objects.
+    holds: tuple[ServedView, frozenset[str]] | None = None
+    acked: tuple[ServedView, frozenset[str]] | None = None
 
     def status(self) -> dict:
         return {
@@ -89,8 +93,10 @@ class SotwStream(Stream):
             if request.HasField("error_detail"):
                 nack = state.last_nack = Nack(state.sent_version or "", request.error_detail.message, time.time())
                 state.rejected.add(state.sent_version)
+                state.holds = state.acked
             else:
                 state.acked_version = request.version_info
+                state.acked = state.holds
         elif first and request.version_info:  # (with a nonce from its previous stream, or none)
             # A proxy reconnecting (to us or to a restarted server) says what it holds; versions are
             # content hashes, so if that is still current there is nothing to send.
@@ -107,10 +113,28 @@ class SotwStream(Stream):
         return True, nack
 
     def respond(self, type_url: str, served: ServedView) -> bytes | None:
-        """The response that brings the proxy up to date for one type, or None when it is."""
+        """The response that brings the proxy up to date for one type, or None when it is.
+
+        Clusters and listeners are sent whole (leaving one out deletes it). Endpoints and routes a
+        proxy already holds are left out: in state of the world, leaving those out keeps them
+        (Envoy and gRPC alike), so a moved endpoint costs one assignment, not the view's all.
+        """
         state = self.types[type_url]
-        version, nonce, response = served.sotw(type_url, None if state.wildcard else state.names)
+        names = None if state.wildcard else state.names
+        version = served.version_of(type_url, names)
         if version == state.sent_version or version in state.rejected:
+            return None
+        partial = type_url in PARTIAL_TYPES and names is not None
+        if partial and state.holds is not None:
+            version, nonce, response = served.sotw_update(type_url, names, *state.holds)
+        else:
+            version, nonce, response = served.sotw(type_url, names)
+        if partial:
+            state.holds = (served, names)
+        if response is None:
+            # It holds all it asks for (say it dropped a name): nothing to send, nothing to ACK.
+            state.sent_version = state.acked_version = version
+            state.acked = state.holds
             return None
         state.sent_version, state.sent_nonce = version, nonce
         state.pushes += 1

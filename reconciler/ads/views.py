@@ -23,12 +23,15 @@ from google.protobuf import any_pb2, json_format, struct_pb2
 
 from compiler.model import Mesh
 from compiler.view import ANY_ADDRESS, ProxyView, ViewError, make_view
-from compiler.xds import CLUSTER, DUMP_KEYS, LISTENER, PUSH_ORDER, ViewConfig, compile_view, serialize, version_of
+from compiler.xds import (CLUSTER, DUMP_KEYS, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, ViewConfig, compile_view,
+                          serialize, version_of)
 
 from . import wire
 
 # Envoy and gRPC subscribe to these by wildcard; the others by name.
 WILDCARD_TYPES = frozenset((CLUSTER, LISTENER))
+# In state of the world, a response that leaves one of these out keeps it (NOTES.md).
+PARTIAL_TYPES = frozenset((ENDPOINT, ROUTE))
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +80,28 @@ class ServedView:
             nonce = f"{version}-{self.serial}"
             body = wire.sotw_body(version, [r.any for r in chosen.values()], type_url)
             cached = version, nonce, wire.sotw_response(body, nonce)
+            self._responses[key] = cached
+        return cached
+
+    def version_of(self, type_url: str, names: frozenset[str] | None) -> str:
+        """The version of every resource of a type (names None), or of the named ones."""
+        return self.sotw(type_url, names)[0] if names is not None else self.versions[type_url]
+
+    def sotw_update(self, type_url: str, names: frozenset[str], base: "ServedView",
+                    base_names: frozenset[str]) -> tuple[str, str, bytes | None]:
+        """Like ``sotw``, for a proxy that holds the named resources of ``base`` (asked for as
+        ``base_names``): only those it lacks or holds in another version (None: it lacks none).
+        Cached per base, so every proxy of a view that was in step gets the same bytes."""
+        key = (type_url, names, base.serial, base_names)
+        cached = self._responses.get(key)
+        if cached is None:
+            version = self.version_of(type_url, names)
+            held = base.resources.get(type_url, {})
+            chosen = [r for n, r in self.resources.get(type_url, {}).items()
+                      if n in names and (n not in base_names or getattr(held.get(n), "version", None) != r.version)]
+            nonce = f"{version}-{self.serial}-{base.serial}"
+            body = wire.sotw_body(version, [r.any for r in chosen], type_url) if chosen else None
+            cached = version, nonce, body and wire.sotw_response(body, nonce)
             self._responses[key] = cached
         return cached
 
