@@ -630,8 +630,8 @@ def report_rounds(args, result: dict) -> None:
         print(f"  server peak RSS (VmHWM) {mb(max(r['hwm'] for r in rounds))}")
         sent = statistics.median(r["bytes"] for r in rounds)
         print(f"  sent per change: {statistics.median(r['responses'] for r in rounds):,.0f} responses, "
-              f"{sent / 2 ** 20:,.1f} MB ({sent / streams / 1024:,.0f} KB per stream: SotW sends every resource of "
-              f"each changed type)")
+              f"{sent / 2 ** 20:,.1f} MB ({sent / streams / 1024:,.0f} KB per stream: what changed, and in state of the world "
+              f"every cluster or listener when one of them changed)")
     # The server's own view (only pushes after a publish are observed, so these are the changes'):
     # from publish start to the response handed to gRPC, by type.
     buckets: dict[str, dict[str, float]] = {}
