@@ -25,7 +25,7 @@ from compiler.xds import PUSH_ORDER
 
 from ..metrics import Metrics, type_label
 from .protocol import DeltaStream, SotwStream, Stream
-from .views import ServedView, serve_view, view_of_node
+from .views import ServedView, node_identity, serve_view, view_of_node
 
 log = structlog.get_logger("galleon.ads")
 
@@ -174,11 +174,13 @@ class AdsServer:
                 log.warning("proxy refused", node=first.node.id, reason=str(exc))
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"galleon: {exc}")
                 return
-            connection = Connection(next(self._ids), name, first.node, view, protocol, context.peer(), queue)
+            connection = Connection(next(self._ids), name, node_identity(first.node), view, protocol,
+                                    context.peer(), queue)
             self.connections[connection.id] = connection
             self.metrics.connected.labels(name).inc()
             log.info("proxy connected", node=first.node.id, protocol=name, peer=connection.peer)
-            await self._serve(connection, first, context)
+            initial, first = [first], None  # _serve drops it once handled
+            await self._serve(connection, initial, context)
         finally:
             reader.cancel()
             if connection is not None:
@@ -186,8 +188,8 @@ class AdsServer:
                 self.metrics.connected.labels(name).dec()
                 log.info("proxy disconnected", node=connection.node.id, protocol=name)
 
-    async def _serve(self, connection: Connection, first, context: grpc.aio.ServicerContext) -> None:
-        item = first
+    async def _serve(self, connection: Connection, initial: list, context: grpc.aio.ServicerContext) -> None:
+        item = initial.pop()
         while item is not _CLOSED:
             served = connection.pinned or await self.served(connection.view)
             started = None
@@ -211,6 +213,9 @@ class AdsServer:
                 self.metrics.pushes.labels(label).inc()
                 if started is not None:
                     self.metrics.push_latency.labels(label).observe(time.monotonic() - started)
+            # An idle stream must not hold on to its last request (an EDS ACK names every cluster) or to
+            # a view that a newer one replaced.
+            item = served = response = None
             item = await connection.queue.get()
 
     async def _sotw(self, requests, context):

@@ -154,6 +154,16 @@ GENERATOR, GRPC_GENERATOR = "GENERATOR", "grpc"
 LISTEN_ADDRESS = "GALLEON_LISTEN_ADDRESS"
 
 
+def node_identity(node: base_pb2.Node) -> base_pb2.Node:
+    """The parts of a node that its view is made of, copied out of the request that brought it:
+    Envoy's whole node is about 60 KB, and a thousand proxies' worth would stay in memory."""
+    kept = base_pb2.Node(id=node.id, cluster=node.cluster, locality=node.locality)
+    for key in (CLUSTER_ID, NETWORK, LABELS, LISTEN_ADDRESS, GENERATOR):
+        if key in node.metadata.fields:
+            kept.metadata.fields[key].CopyFrom(node.metadata.fields[key])
+    return kept
+
+
 def _string(metadata: struct_pb2.Struct, key: str) -> str | None:
     value = metadata.fields.get(key)
     if value is None:
