@@ -254,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
         "bootstrap", help="print an Envoy (or gRPC) bootstrap that connects a proxy to galleon serve",
         description="Print an Envoy bootstrap (YAML, for envoy -c) for one proxy: its node identity as Istio "
                     "writes it (id, CLUSTER_ID, NETWORK, LABELS, locality), ADS over HTTP/2 to galleon serve, "
-                    "the SDS socket of Istio's agent, and the admin interface on loopback.")
+                    "the SDS socket of Istio's agent, and the admin interface on loopback. With --grpc, gRPC's "
+                    "own xDS bootstrap (JSON) for a proxyless gRPC client instead.")
     _proxy_arguments(p, node_id_default=None)
     p.add_argument("--network", default=None, metavar="NAME", help="the proxy's network (default: its cluster's)")
     p.add_argument("--ads", default="127.0.0.1:15010", metavar="HOST:PORT",
