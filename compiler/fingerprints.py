@@ -32,6 +32,22 @@ def service_key(mesh: Mesh, service: Service) -> str:
     return found
 
 
+def route_key(mesh: Mesh, service: Service) -> str:
+    """What routes to a service are built from: its fields, where it is written (routes name it in
+    their provenance) and its DestinationRule; not its endpoints, which routes never see. Computed
+    once per mesh."""
+    memo = ("route key", service.host)
+    found = mesh.memo.get(memo)
+    if found is None:
+        rule = mesh.destination_rule(service.host)
+        found = mesh.memo[memo] = "|".join([
+            service.host, repr((service.namespace, service.ports, service.resolution, service.location,
+                                service.addresses)),
+            f"{service.source.ref} {service.source.file}:{service.source.line}",
+            rule.source.digest if rule else "-"])
+    return found
+
+
 def destination_hosts(vs: SourceObject) -> list[str]:
     """Every host a VirtualService's HTTP rules send (or mirror) traffic to, sorted."""
     hosts = set()

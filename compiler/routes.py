@@ -28,7 +28,7 @@ from google.protobuf import wrappers_pb2
 from . import provenance
 from .protos import pack
 from .durations import duration
-from .fingerprints import destination_hosts, service_key
+from .fingerprints import destination_hosts, route_key
 from .gateways import MESH_GATEWAY, MeshVirtualServices, bound_gateways, qualified_gateways, weighted_destinations
 from .hosts import fqdn, matches
 from .model import Mesh, Port, Service
@@ -120,22 +120,31 @@ def _sidecar_configs(mesh: Mesh, view: ProxyView, services: list[Service], reuse
     configs = []
     for port in ports:
         ctx = _Context(mesh, view, port, by_host, frozenset({MESH_GATEWAY}))
+        name = sidecar_route_name(port)
+        keys = tuple(_virtual_host_key(ctx, service, index) for service in services if _serves_http_on(service, port))
+        kept = reuse.get(name)
+        if kept is not None and kept[0] == keys:
+            # Every virtual host is as before: so is the configuration (it keeps its revision).
+            built[name] = kept
+            built.update((key, reuse[key]) for key in keys)
+            configs.append(kept[1])
+            continue
         vhosts = []
-        for service in services:
-            if _serves_http_on(service, port):
-                key = _virtual_host_key(ctx, service, index)
-                vhost = reuse.get(key)
-                if vhost is None:
-                    vhost = _service_virtual_host(ctx, service, index)
-                else:  # its routes are copied into a new configuration: they name this revision
-                    for route in vhost.routes:
-                        provenance.restamp(route.metadata, mesh.revision)
-                built[key] = vhost
-                vhosts.append(vhost)
+        for key, service in zip(keys, (s for s in services if _serves_http_on(s, port))):
+            vhost = reuse.get(key)
+            if vhost is None:
+                vhost = _service_virtual_host(ctx, service, index)
+            else:  # its routes are copied into a new configuration: they name this revision
+                for route in vhost.routes:
+                    provenance.restamp(route.metadata, mesh.revision)
+            built[key] = vhost
+            vhosts.append(vhost)
         # The configuration names its first virtual host's source (as a sidecar listener names its
         # first service's); each virtual host and route carries its own.
         first = min(vhosts, key=lambda v: v.name).sources[:1]
-        configs.append(_route_configuration(mesh, sidecar_route_name(port), vhosts, first))
+        config = _route_configuration(mesh, name, vhosts, first)
+        built[name] = (keys, config)
+        configs.append(config)
     return configs
 
 
@@ -166,12 +175,12 @@ def _virtual_host_key(ctx: _Context, service: Service, index: MeshVirtualService
     """What a sidecar's virtual host for a service is made from: the port, the service, its
     VirtualService, and every service that VirtualService sends traffic to (or that it is not seen)."""
     vs = index.for_host(service.host)
-    parts = [str(ctx.port), service_key(ctx.mesh, service)]
+    parts = [str(ctx.port), route_key(ctx.mesh, service)]
     if vs is not None:
         parts.append(vs.digest)
         for host in destination_hosts(vs):
             other = ctx.services.get(host)
-            parts.append(service_key(ctx.mesh, other) if other else f"{host} unseen")
+            parts.append(route_key(ctx.mesh, other) if other else f"{host} unseen")
     return "\n".join(parts)
 
 
