@@ -24,7 +24,8 @@ def service_key(mesh: Mesh, service: Service) -> str:
     found = mesh.memo.get(memo)
     if found is None:
         rule = mesh.destination_rule(service.host)
-        sources = sorted({endpoint.source.digest for endpoint in service.endpoints})
+        # Endpoints written in one object (all of a ServiceEntry's) share its source: hash it once.
+        sources = sorted(source.digest for source in {endpoint.source for endpoint in service.endpoints})
         found = mesh.memo[memo] = "|".join([
             service.host, repr((service.namespace, service.ports, service.resolution, service.location,
                                 service.addresses)),

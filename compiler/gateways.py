@@ -59,7 +59,14 @@ def qualified_gateways(names: Iterable[str], namespace: str) -> set[str]:
 
 class MeshVirtualServices:
     """The VirtualServices bound to the mesh, indexed by host, so each service finds its own
-    without a scan of every VirtualService."""
+    without a scan of every VirtualService. One per mesh: use ``of``."""
+
+    @staticmethod
+    def of(mesh: Mesh) -> "MeshVirtualServices":
+        index = mesh.memo.get("mesh virtual services")
+        if index is None:
+            index = mesh.memo["mesh virtual services"] = MeshVirtualServices(mesh)
+        return index
 
     def __init__(self, mesh: Mesh):
         self.exact: dict[str, SourceObject] = {}

@@ -71,7 +71,7 @@ def build_listeners(mesh: Mesh, view: ProxyView, services: list[Service]) -> lis
 
 
 def _sidecar_listeners(mesh: Mesh, view: ProxyView, services: list[Service]) -> Iterator[listener_pb2.Listener]:
-    routing = MeshVirtualServices(mesh)
+    routing = MeshVirtualServices.of(mesh)
     for port, on_port in sorted(_services_by_port(services).items()):
         if any(service.port(port).is_http for service in on_port):
             # One HTTP listener serves every host on the port: RDS picks the virtual host.

@@ -14,6 +14,7 @@ import hashlib
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import yaml
@@ -88,7 +89,7 @@ class SourceObject:
     def ref(self) -> str:
         return f"{self.kind}/{self.namespace}/{self.name}"
 
-    @property
+    @cached_property
     def digest(self) -> str:
         """Equal for two parses exactly when the object's text, file and line are unchanged."""
         return f"{self.file}:{self.line}:{self.file_lines.digest(self.document)}"

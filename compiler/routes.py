@@ -115,7 +115,7 @@ class _VirtualHost:
 def _sidecar_configs(mesh: Mesh, view: ProxyView, services: list[Service], reuse: Mapping,
                      built: dict) -> list[RouteConfiguration]:
     by_host = {service.host: service for service in services}
-    index = MeshVirtualServices(mesh)
+    index = MeshVirtualServices.of(mesh)
     ports = sorted({port.number for service in services for port in service.ports if port.is_http})
     configs = []
     for port in ports:
@@ -154,7 +154,7 @@ def service_route_configurations(mesh: Mesh, view: ProxyView, services: list[Ser
     service's virtual host alone, built as a sidecar's is: for clients whose listener names one
     service (proxyless gRPC, see proxyless.py). Unsorted."""
     by_host = {service.host: service for service in services}
-    index = MeshVirtualServices(mesh)
+    index = MeshVirtualServices.of(mesh)
     configs = []
     for service in services:
         for port in service.ports:
