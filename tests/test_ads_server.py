@@ -427,3 +427,31 @@ async def test_a_proxy_whose_cluster_leaves_the_mesh_keeps_its_configuration():
         assert eds.type_url == ENDPOINT
         assignment = endpoint_pb2.ClusterLoadAssignment.FromString(eds.resources[0].value)
         assert assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.address == "10.1.0.8"
+
+
+@asynchronous
+async def test_a_revision_that_fails_to_compile_leaves_the_previous_one_served(monkeypatch):
+    """Fault injection: the compiler raising for one revision (a bug) must not leave proxies half on it."""
+    import reconciler.ads.server as server_module
+    real = server_module.serve_view
+
+    def failing(mesh, view, previous=None):
+        if mesh.revision == "bad":
+            raise RuntimeError("compiler bug")
+        return real(mesh, view, previous)
+
+    monkeypatch.setattr(server_module, "serve_view", failing)
+    async with running(shop()) as (server, stub):
+        client = Client(stub, node_of())
+        before = await client.subscribe_all()
+        node_id = client.node.id
+        await eventually(lambda: types_of(server, node_id)[ROUTE]["acked"] is not None, "the RDS ACK")
+        with pytest.raises(RuntimeError, match="compiler bug"):
+            await server.publish(shop(cart="10.1.0.9", revision="bad"))
+        assert server.mesh.revision == "r1" and list(server.views.values())[0].revision == "r1"
+        # the next good revision is served as usual
+        await server.publish(shop(cart="10.1.0.8", revision="r2"))
+        eds = await client.read()
+        assert eds.type_url == ENDPOINT and eds.version_info != before[ENDPOINT].version_info
+        assignment = endpoint_pb2.ClusterLoadAssignment.FromString(eds.resources[0].value)
+        assert assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.address == "10.1.0.8"

@@ -132,16 +132,28 @@ class AdsServer:
                 connection.pinned = connection.pinned or self.views.get(connection.view)
                 log.warning("proxy keeps its configuration", node=connection.node.id, reason=str(exc))
         # What each view served so far: unchanged resources keep their bytes (see serve_view).
+        old_mesh, old_views = self.mesh, self.views
         self._previous = {**self._previous, **self.views} if self.mesh is not None else {}
         self.mesh, self.views = mesh, {}
         self.ready.set()
-        for view, connections in by_view.items():
-            await self.served(view)
-            if self.mesh is not mesh:
-                return  # a newer mesh is being published: it wakes everyone
-            for connection in connections:
-                connection.view, connection.pinned = view, None
-                connection.wake(started)
+        try:
+            for view, connections in by_view.items():
+                await self.served(view)
+                if self.mesh is not mesh:
+                    return  # a newer mesh is being published: it wakes everyone
+                for connection in connections:
+                    connection.view, connection.pinned = view, None
+                    connection.wake(started)
+        except Exception:
+            # A view of this revision cannot be compiled (a bug, surely): serve the previous revision
+            # again, to every proxy, those already woken included, rather than half of each.
+            self.mesh, self.views, self._previous = old_mesh, old_views, {}
+            if old_mesh is None:
+                self.ready.clear()
+            for connections in by_view.values():
+                for connection in connections:
+                    connection.wake(started)
+            raise
         self._previous = {}
         self.metrics.views.set(len(self.views))
         log.info("configuration published", revision=short_revision(mesh.revision), views=len(by_view),
