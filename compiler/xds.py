@@ -99,8 +99,8 @@ def compile_view(mesh: Mesh, view: ProxyView, previous: ViewConfig | None = None
             mine = [previous.resources[CLUSTER][name] for name in before[1]]
             loads = [previous.resources[ENDPOINT][name] for name in before[2]]
         else:
-            mine = service_clusters(mesh, view, service) + [
-                build_sni_dnat_cluster(mesh, view, service, port, subset) for port, subset in dnat.get(service.host, ())]
+            mine = service_clusters(mesh, view, service) + [build_sni_dnat_cluster(mesh, view, service, port, subset)
+                                                             for port, subset in dnat.get(service.host, ())]
             loads = [_assignment(mesh, view, service, cluster) for cluster in mine
                      if cluster.HasField("eds_cluster_config")]
         clusters += mine

@@ -92,9 +92,10 @@ class Daemon:
         if self.options.cluster not in clusters:
             self.metrics.loads.labels("invalid").inc()
             self.metrics.snapshot_valid.set(0)
-            self.state.unknown_cluster = (f"{snapshot.origin} at {short_revision(snapshot.revision)} has no Cluster named "
+            revision = short_revision(snapshot.revision)
+            self.state.unknown_cluster = (f"{snapshot.origin} at {revision} has no Cluster named "
                                           f"{self.options.cluster!r} (clusters: {', '.join(clusters) or 'none'})")
-            log.error("revision rejected", revision=short_revision(snapshot.revision), reason=self.state.unknown_cluster)
+            log.error("revision rejected", revision=revision, reason=self.state.unknown_cluster)
             return None
         self.state.unknown_cluster = None
         mesh = build_mesh(result.objects, snapshot.revision)
