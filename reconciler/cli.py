@@ -96,7 +96,7 @@ def cmd_compile(args) -> int:
         return EXIT_INVALID
     mesh = build_mesh(result.objects, result.snapshot.revision)
     try:
-        view = make_view(mesh, args.cluster, args.node_id, _labels(args.label), args.locality)
+        view = make_view(mesh, args.cluster, args.node_id, _labels(args.label), args.locality, proxyless=args.grpc)
     except ViewError as exc:
         raise UsageError(str(exc)) from None
     dump = config_dump(compile_view(mesh, view))
@@ -219,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "revision has errors.")
     _source_arguments(p)
     _proxy_arguments(p, node_id_default="sidecar~10.0.0.1~proxy.default~default.svc.cluster.local")
+    p.add_argument("--grpc", action="store_true",
+                   help="the configuration of a proxyless gRPC client (node metadata GENERATOR=grpc) instead of "
+                        "an Envoy's: listeners HOST:PORT with an api_listener, as gRPC asks for them")
     p.add_argument("-o", "--output", type=Path, default=None, metavar="DIR",
                    help="write clusters.json, endpoints.json, listeners.json and routes.json into DIR "
                         "instead of one document to stdout")

@@ -146,3 +146,12 @@ def test_serve_polls_a_remote_repository(tmp_path):
         second = gitutil.commit(origin, files)
         wait_for(lambda: daemon.json("/debug/configz")["served_revision"] == str(second), 5, lambda: daemon.log())
         assert daemon.event("change noticed", reason="poll")
+
+
+def test_compile_shows_a_proxyless_grpc_clients_view():
+    result = galleon("compile", SAMPLE_REPO, "--cluster", "cluster-a", "--grpc", "--node-id",
+                     "sidecar~10.1.1.1~client.bookinfo~bookinfo.svc.cluster.local")
+    assert result.returncode == 0, result.stderr
+    listeners = json.loads(result.stdout)["listeners"]
+    assert "reviews.bookinfo.svc.cluster.local:9080" in [listener["name"] for listener in listeners]
+    assert all("apiListener" in listener for listener in listeners)
