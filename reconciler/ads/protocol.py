@@ -58,14 +58,10 @@ class TypeState:
 
 
 class Stream:
-    """Shared by both flavours: per-type state and nonces unique within the stream."""
+    """Shared by both flavours: per-type state."""
 
     def __init__(self) -> None:
         self.types: dict[str, TypeState] = {}
-        self._nonces = itertools.count(1)
-
-    def _nonce(self) -> str:
-        return str(next(self._nonces))
 
     def subscribed(self, type_url: str) -> bool:
         return type_url in self.types
@@ -121,7 +117,7 @@ class SotwStream(Stream):
         """
         state = self.types[type_url]
         names = None if state.wildcard else state.names
-        version = served.version_of(type_url, names)
+        version = served.type_version(type_url, names)
         if version == state.sent_version or version in state.rejected:
             return None
         partial = type_url in PARTIAL_TYPES and names is not None
@@ -142,6 +138,12 @@ class SotwStream(Stream):
 
 
 class DeltaStream(Stream):
+    """Responses differ per stream here, so nonces are the stream's own (SotW's come with the views')."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._nonces = itertools.count(1)
+
     def on_request(self, request: discovery_pb2.DeltaDiscoveryRequest) -> tuple[bool, Nack | None]:
         first = request.type_url not in self.types
         state = self.types.setdefault(request.type_url, TypeState())
@@ -189,7 +191,7 @@ class DeltaStream(Stream):
         removed = sorted(n for n in state.held if n not in current and (state.wildcard or n in state.names))
         if not changed and not removed:
             return None
-        nonce = self._nonce()
+        nonce = str(next(self._nonces))
         changes: dict[str, tuple[str | None, str | None]] = {}
         for resource in changed:
             changes[resource.name] = (state.held.get(resource.name), resource.version)

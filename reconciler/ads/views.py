@@ -58,10 +58,22 @@ class ServedView:
     revision: str
     resources: dict[str, dict[str, Resource]]           # type URL -> name -> resource, in name order
     versions: dict[str, str]                            # type URL -> version of all its resources
+    config: ViewConfig = field(repr=False)              # the messages, for the next incremental compile
     changed: int = 0                                    # resources whose bytes were not kept from before
-    config: ViewConfig | None = field(default=None, repr=False)  # the messages, for the next incremental compile
     serial: int = field(default_factory=lambda: next(_serials))
+    _versions: dict = field(default_factory=dict, repr=False)
     _responses: dict = field(default_factory=dict, repr=False)
+
+    def type_version(self, type_url: str, names: frozenset[str] | None) -> str:
+        """The version of every resource of a type (names None), or of the named ones."""
+        if names is None:
+            return self.versions[type_url]
+        key = (type_url, names)
+        found = self._versions.get(key)
+        if found is None:
+            found = self._versions[key] = _combined_version(
+                r for n, r in self.resources.get(type_url, {}).items() if n in names)
+        return found
 
     def sotw(self, type_url: str, names: frozenset[str] | None) -> tuple[str, str, bytes]:
         """(version, nonce, DiscoveryResponse bytes) of every resource (names None) or of the named ones.
@@ -73,19 +85,13 @@ class ServedView:
         key = (type_url, names)
         cached = self._responses.get(key)
         if cached is None:
-            chosen = self.resources.get(type_url, {})
-            if names is not None:
-                chosen = {n: r for n, r in chosen.items() if n in names}
-            version = self.versions[type_url] if names is None else _combined_version(chosen.values())
+            version = self.type_version(type_url, names)
+            chosen = [r for n, r in self.resources.get(type_url, {}).items() if names is None or n in names]
             nonce = f"{version}-{self.serial}"
-            body = wire.sotw_body(version, [r.any for r in chosen.values()], type_url)
-            cached = version, nonce, wire.sotw_response(body, nonce)
+            cached = version, nonce, wire.sotw_response(wire.sotw_body(version, [r.any for r in chosen], type_url),
+                                                         nonce)
             self._responses[key] = cached
         return cached
-
-    def version_of(self, type_url: str, names: frozenset[str] | None) -> str:
-        """The version of every resource of a type (names None), or of the named ones."""
-        return self.sotw(type_url, names)[0] if names is not None else self.versions[type_url]
 
     def sotw_update(self, type_url: str, names: frozenset[str], base: "ServedView",
                     base_names: frozenset[str]) -> tuple[str, str, bytes | None]:
@@ -95,7 +101,7 @@ class ServedView:
         key = (type_url, names, base.serial, base_names)
         cached = self._responses.get(key)
         if cached is None:
-            version = self.version_of(type_url, names)
+            version = self.type_version(type_url, names)
             held = base.resources.get(type_url, {})
             chosen = [r for n, r in self.resources.get(type_url, {}).items()
                       if n in names and (n not in base_names or getattr(held.get(n), "version", None) != r.version)]
@@ -126,8 +132,8 @@ def serve_view(mesh: Mesh, view: ProxyView, previous: ServedView | None = None) 
     resources: dict[str, dict[str, Resource]] = {}
     changed = 0
     for type_url in PUSH_ORDER:
-        before = previous.resources.get(type_url, {}) if previous else {}
-        reused = previous.config.resources.get(type_url, {}) if previous and previous.config else {}
+        before = previous.resources[type_url] if previous else {}
+        reused = previous.config.resources[type_url] if previous else {}
         by_name = resources[type_url] = {}
         for name, message in config.resources[type_url].items():
             if reused.get(name) is message:  # the compiler kept it: so are its bytes
@@ -143,7 +149,7 @@ def serve_view(mesh: Mesh, view: ProxyView, previous: ServedView | None = None) 
             by_name[name] = Resource(name, version, packed, wire.delta_resource(name, version, packed))
             changed += 1
     versions = {t: _combined_version(by_name.values()) for t, by_name in resources.items()}
-    return ServedView(view, mesh.revision, resources, versions, changed, config=config)
+    return ServedView(view, mesh.revision, resources, versions, config, changed)
 
 
 # Node metadata keys, as Istio's agent sets them.
