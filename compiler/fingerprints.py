@@ -17,35 +17,33 @@ def view_key(mesh: Mesh, view: ProxyView) -> str:
     return f"{mesh.digest}|{view!r}"
 
 
-def service_key(mesh: Mesh, service: Service) -> str:
-    """A service's clusters and assignments, beyond the view key: its own fields, the objects its
-    endpoints come from, and its DestinationRule. Computed once per mesh."""
-    memo = ("service key", service.host)
-    found = mesh.memo.get(memo)
-    if found is None:
-        rule = mesh.destination_rule(service.host)
-        # Endpoints written in one object (all of a ServiceEntry's) share its source: hash it once.
-        sources = sorted(source.digest for source in {endpoint.source for endpoint in service.endpoints})
-        found = mesh.memo[memo] = "|".join([
-            service.host, repr((service.namespace, service.ports, service.resolution, service.location,
-                                service.addresses)),
-            service.source.digest, rule.source.digest if rule else "-", *sources])
-    return found
-
-
 def route_key(mesh: Mesh, service: Service) -> str:
     """What routes to a service are built from: its fields, where it is written (routes name it in
-    their provenance) and its DestinationRule; not its endpoints, which routes never see. Computed
-    once per mesh."""
-    memo = ("route key", service.host)
-    found = mesh.memo.get(memo)
-    if found is None:
+    their provenance) and its DestinationRule; not its endpoints, which routes never see."""
+    def compute() -> str:
         rule = mesh.destination_rule(service.host)
-        found = mesh.memo[memo] = "|".join([
-            service.host, repr((service.namespace, service.ports, service.resolution, service.location,
-                                service.addresses)),
-            f"{service.source.ref} {service.source.file}:{service.source.line}",
-            rule.source.digest if rule else "-"])
+        return "|".join([service.host, repr((service.namespace, service.ports, service.resolution,
+                                             service.location, service.addresses)),
+                         f"{service.source.ref} {service.source.file}:{service.source.line}",
+                         rule.source.digest if rule else "-"])
+    return _once(mesh, "route key", service, compute)
+
+
+def service_key(mesh: Mesh, service: Service) -> str:
+    """A service's clusters and assignments, beyond the view key: what its routes are built from,
+    plus its ServiceEntry's text and the objects its endpoints come from."""
+    def compute() -> str:
+        # Endpoints written in one object (all of a ServiceEntry's) share its source: hash it once.
+        sources = sorted(source.digest for source in {endpoint.source for endpoint in service.endpoints})
+        return "|".join([route_key(mesh, service), service.source.digest, *sources])
+    return _once(mesh, "service key", service, compute)
+
+
+def _once(mesh: Mesh, what: str, service: Service, compute) -> str:
+    """Keys are computed once per mesh and service."""
+    found = mesh.memo.get((what, service.host))
+    if found is None:
+        found = mesh.memo[(what, service.host)] = compute()
     return found
 
 

@@ -121,7 +121,8 @@ def _sidecar_configs(mesh: Mesh, view: ProxyView, services: list[Service], reuse
     for port in ports:
         ctx = _Context(mesh, view, port, by_host, frozenset({MESH_GATEWAY}))
         name = sidecar_route_name(port)
-        keys = tuple(_virtual_host_key(ctx, service, index) for service in services if _serves_http_on(service, port))
+        on_port = [service for service in services if _serves_http_on(service, port)]
+        keys = tuple(_virtual_host_key(ctx, service, index) for service in on_port)
         kept = reuse.get(name)
         if kept is not None and kept[0] == keys:
             # Every virtual host is as before: so is the configuration (it keeps its revision).
@@ -130,7 +131,7 @@ def _sidecar_configs(mesh: Mesh, view: ProxyView, services: list[Service], reuse
             configs.append(kept[1])
             continue
         vhosts = []
-        for key, service in zip(keys, (s for s in services if _serves_http_on(s, port))):
+        for key, service in zip(keys, on_port):
             vhost = reuse.get(key)
             if vhost is None:
                 vhost = _service_virtual_host(ctx, service, index)
