@@ -80,30 +80,30 @@ class Daemon:
         started = time.perf_counter()
         result = validate(snapshot)
         self.state.findings = result.findings
+        revision = short_revision(snapshot.revision)
         if not result.ok:
             errors = [f for f in result.findings if f.level is Level.ERROR]
-            self.metrics.loads.labels("invalid").inc()
-            self.metrics.snapshot_valid.set(0)
-            log.error("revision rejected", revision=short_revision(snapshot.revision), errors=len(errors),
-                      served=short_revision(self.state.served_revision or "nothing"),
-                      first=[f.text() for f in errors[:5]])
-            return None
+            return self._reject(revision, errors=len(errors), first=[f.text() for f in errors[:5]])
         clusters = sorted(o.name for o in result.objects if o.kind == "Cluster")
         if self.options.cluster not in clusters:
-            self.metrics.loads.labels("invalid").inc()
-            self.metrics.snapshot_valid.set(0)
-            revision = short_revision(snapshot.revision)
             self.state.unknown_cluster = (f"{snapshot.origin} at {revision} has no Cluster named "
                                           f"{self.options.cluster!r} (clusters: {', '.join(clusters) or 'none'})")
-            log.error("revision rejected", revision=revision, reason=self.state.unknown_cluster)
-            return None
+            return self._reject(revision, reason=self.state.unknown_cluster)
         self.state.unknown_cluster = None
         mesh = build_mesh(result.objects, snapshot.revision)
         self.metrics.loads.labels("valid").inc()
         self.metrics.snapshot_valid.set(1)
-        log.info("revision validated", revision=short_revision(snapshot.revision), objects=len(result.objects),
+        log.info("revision validated", revision=revision, objects=len(result.objects),
                  seconds=round(time.perf_counter() - started, 3))
         return mesh
+
+    def _reject(self, revision: str, **why) -> None:
+        self.metrics.loads.labels("invalid").inc()
+        self.metrics.snapshot_valid.set(0)
+        log.error("revision rejected", revision=revision, served=self._served(), **why)
+
+    def _served(self) -> str:
+        return short_revision(self.state.served_revision or "nothing")
 
     async def reload(self, reason: str) -> None:
         log.debug("reading source", reason=reason, source=self.options.source)
@@ -114,14 +114,12 @@ class Daemon:
         except (SourceError, UnreadableFile) as exc:
             self.state.error = str(exc)
             self.metrics.loads.labels("unreadable").inc()
-            log.error("source unreadable; serving what was served before", error=str(exc),
-                      served=short_revision(self.state.served_revision or "nothing"))
+            log.error("source unreadable; serving what was served before", error=str(exc), served=self._served())
             return
         except Exception as exc:  # noqa: BLE001 - a bug must not take down what proxies are served
             self.state.error = f"internal error: {type(exc).__name__}: {exc}"
             self.metrics.loads.labels("failed").inc()
-            log.exception("internal error while loading; serving what was served before",
-                          served=short_revision(self.state.served_revision or "nothing"))
+            log.exception("internal error while loading; serving what was served before", served=self._served())
             return
         self.state.error = None
         if mesh is None:
