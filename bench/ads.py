@@ -57,14 +57,13 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (  # noq
     http_connection_manager_pb2 as hcm_pb2)
 from envoy.service.discovery.v3 import discovery_pb2  # noqa: E402
 
-CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
-EDS = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
-LDS = "type.googleapis.com/envoy.config.listener.v3.Listener"
-RDS = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
-TYPES = (CDS, EDS, LDS, RDS)
+from compiler.listeners import HCM_FILTER as HCM  # noqa: E402
+from compiler.xds import CLUSTER as CDS, ENDPOINT as EDS, LISTENER as LDS, PUSH_ORDER as TYPES  # noqa: E402
+from compiler.xds import ROUTE as RDS  # noqa: E402
+from reconciler.ads.server import SERVICE  # noqa: E402
+
 SHORT = {CDS: "CDS", EDS: "EDS", LDS: "LDS", RDS: "RDS"}
-METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
-HCM = "envoy.filters.network.http_connection_manager"
+METHOD = f"/{SERVICE}/StreamAggregatedResources"
 
 HOME_CLUSTER = "cluster-0"  # the cluster galleon serve serves (--cluster)
 TARGET_STREAMS = 1000

@@ -16,9 +16,9 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import any_pb2, json_format
 
+from compiler.listeners import HCM_FILTER as HCM
 from compiler.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, ViewConfig
 
-HCM = "envoy.filters.network.http_connection_manager"
 
 
 def envoy_binary() -> Path:
