@@ -14,28 +14,14 @@ from compiler.listeners import build_listeners
 from compiler.scope import visible_services
 from compiler.view import make_view
 
-from .conftest import mesh_from
+from .conftest import ONE_CLUSTER, mesh_from
 
 ROUTER_NODE = "router~10.0.0.1~gw.istio-system~istio-system.svc.cluster.local"
 SIDECAR_NODE = "sidecar~10.0.0.2~app.shop~shop.svc.cluster.local"
 
 # One cluster, one network, and services that cover each listener shape:
 # two HTTP hosts on 9080, three TCP services sharing 3306 (two with addresses).
-BASE = """
-apiVersion: galleon.io/v1alpha1
-kind: Cluster
-metadata: {name: cluster-a, namespace: istio-system}
-spec: {network: network-1, locality: us-east/us-east-1a}
----
-apiVersion: galleon.io/v1alpha1
-kind: MeshNetworks
-metadata: {name: mesh-networks, namespace: istio-system}
-spec:
-  networks:
-    network-1:
-      endpoints: [{fromRegistry: cluster-a}]
-      gateways: [{address: 192.0.2.10, port: 15443}]
----
+BASE = ONE_CLUSTER + """---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: web, namespace: shop}
