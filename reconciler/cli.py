@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from compiler.diff import build_preview, load_revision
 from compiler.findings import Level
 from compiler.snapshot import short_revision
 from compiler.model import build_mesh
@@ -21,13 +22,15 @@ from compiler.validate import Validation, validate
 from compiler.view import ANY_ADDRESS, ViewError, make_view
 from compiler.xds import config_dump, dump_json, compile_view
 
-from . import logs
+from . import logs, preview
 from .bootstrap import (DEFAULT_GRPC_CERTIFICATE_DIR, DEFAULT_SDS_SOCKET, BootstrapOptions, bootstrap_yaml,
                         grpc_bootstrap_json, split_address)
 from .serve import Daemon, ServeOptions
 from .sources import GitCredentials, SourceError, open_source
 
 EXIT_OK, EXIT_INVALID, EXIT_UNREADABLE = 0, 1, 2
+# galleon diff --exit-code, kubectl diff's convention: 0 no changes, 1 changes, above 1 trouble.
+EXIT_CHANGES, EXIT_HEAD_INVALID_STRICT = 1, 3
 
 
 class UsageError(Exception):
@@ -112,6 +115,41 @@ def cmd_compile(args) -> int:
     return EXIT_OK
 
 
+def _say(message: str) -> None:
+    """Progress for people on a terminal; silent in CI logs and pipes."""
+    if sys.stderr.isatty():
+        print(f"galleon: {message}", file=sys.stderr, flush=True)
+
+
+def cmd_diff(args) -> int:
+    if args.max_bytes < preview.MIN_MAX_BYTES:
+        raise UsageError(f"--max-bytes must be at least {preview.MIN_MAX_BYTES}")
+    source = open_source(args.source, args.state_dir, _credentials(args, True))
+    source.refresh()
+    _say(f"reading {args.base} and {args.head}")
+    base, head = (load_revision(source.snapshot(rev)) for rev in (args.base, args.head))
+    known = sorted({*(base.mesh.clusters if base.mesh else ()), *(head.mesh.clusters if head.mesh else ())})
+    unknown = [name for name in args.cluster if name not in known]
+    if unknown and base.valid and head.valid:
+        raise UsageError(f"--cluster {', '.join(unknown)}: not a Cluster at either revision "
+                         f"(clusters: {', '.join(known) or 'none'})")
+    clusters = sorted(set(args.cluster)) or known
+    result = build_preview(base, head, clusters, preview.plans(base, head, clusters), progress=_say)
+    text = preview.render_json(result) if args.format == "json" else preview.render_markdown(result, args.max_bytes)
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        args.output.write_text(text, encoding="utf-8")
+        _say(f"wrote the preview to {args.output}")
+    if not head.valid:
+        print(f"galleon: HEAD ({short_revision(head.snapshot.revision)}) has errors; see the preview's "
+              "validation section", file=sys.stderr)
+        return EXIT_HEAD_INVALID_STRICT if args.exit_code else EXIT_INVALID
+    if args.exit_code:
+        return EXIT_CHANGES if result.has_changes else EXIT_OK
+    return EXIT_OK
+
+
 def _credentials(args, progress: bool) -> GitCredentials:
     return GitCredentials(token_env=args.git_token_env, username=args.git_username, ssh_key=args.ssh_key,
                           known_hosts=args.known_hosts,
@@ -150,13 +188,14 @@ def cmd_bootstrap(args) -> int:
     return EXIT_OK
 
 
-def _source_arguments(parser: argparse.ArgumentParser) -> None:
+def _source_arguments(parser: argparse.ArgumentParser, rev: bool = True) -> None:
     parser.add_argument("source", metavar="SOURCE",
                         help="a local Git repository, a remote Git URL (file://, https://, ssh://, "
                              "user@host:path) or a plain directory of YAML files")
-    parser.add_argument("--rev", default=None, metavar="REV",
-                        help="Git revision to read: branch, tag, commit id (full or short), HEAD~2... "
-                             "(default: HEAD; a directory has only its working files)")
+    if rev:
+        parser.add_argument("--rev", default=None, metavar="REV",
+                            help="Git revision to read: branch, tag, commit id (full or short), HEAD~2... "
+                                 "(default: HEAD; a directory has only its working files)")
     git = parser.add_argument_group("remote Git sources")
     git.add_argument("--state-dir", type=Path, default=default_state_dir(), metavar="DIR",
                      help="where remote repositories are mirrored (default: $GALLEON_STATE_DIR or "
@@ -226,6 +265,35 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write clusters.json, endpoints.json, listeners.json and routes.json into DIR "
                         "instead of one document to stdout")
     p.set_defaults(run=cmd_compile)
+
+    p = commands.add_parser(
+        "diff", help="preview a change: objects, every cluster's Envoy configuration, traffic shares",
+        description="Compare two revisions of SOURCE (a Git repository) for a pull-request preview: the objects "
+                    "added, removed and changed (field by field, with HEAD's file:line); HEAD's validation "
+                    "findings, new or already at BASE; for every cluster and every kind of proxy in it "
+                    "(sidecars, one per Sidecar resource, gateways), the Envoy resources added, removed and "
+                    "changed; and for every service whose routing or endpoints change, the share of requests "
+                    "from each cluster and locality to each destination before and after, and when the "
+                    "caller's own locality is down. Markdown (for a PR comment, cut to --max-bytes) or JSON.",
+        epilog="Exit codes: 0 (changes or not), 1 HEAD has errors, 2 the source or a revision cannot be read. "
+               "With --exit-code, kubectl diff's convention: 0 no changes, 1 changes, 2 cannot read, "
+               "3 HEAD has errors.")
+    _source_arguments(p, rev=False)
+    p.add_argument("base", metavar="BASE", help="the revision the change starts from (a PR's target branch, "
+                                                "origin/main, a commit id...)")
+    p.add_argument("head", metavar="HEAD", help="the revision with the change (the PR's head commit)")
+    p.add_argument("--format", choices=("markdown", "json"), default="markdown",
+                   help="markdown for a PR comment (default) or JSON with the same content, uncut")
+    p.add_argument("--cluster", action="append", default=[], metavar="NAME",
+                   help="compare only this cluster's proxies (repeatable; default: every cluster)")
+    p.add_argument("--max-bytes", type=int, default=preview.DEFAULT_MAX_BYTES, metavar="N",
+                   help=f"cut the markdown to N bytes, keeping the summary whole and naming what was cut "
+                        f"(default: {preview.DEFAULT_MAX_BYTES:,}; GitHub's comment limit is 65,535)")
+    p.add_argument("--exit-code", action="store_true",
+                   help="exit 1 when there are changes and 0 when there are none (as kubectl diff)")
+    p.add_argument("-o", "--output", type=Path, default=None, metavar="FILE",
+                   help="write the preview to FILE instead of stdout")
+    p.set_defaults(run=cmd_diff)
 
     p = commands.add_parser(
         "serve", help="serve one cluster's proxies over ADS, following the source",

@@ -1,0 +1,307 @@
+"""A pull-request preview: everything a change does, from two revisions' snapshots.
+
+Pure: the reconciler reads the snapshots and renders the result (markdown or JSON). Each
+proxy view is compiled at BASE and then at HEAD incrementally from BASE's (xds.compile_view's
+``previous``), so the resources of services the change does not touch are the very same
+messages and are skipped without comparing.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..findings import Finding, has_errors, sorted_findings
+from ..model import Mesh, build_mesh
+from ..names import parse_eds_name
+from ..parse import SourceObject, parse
+from ..snapshot import Snapshot
+from ..validate import validate_objects
+from ..view import SIDECAR
+from ..xds import ROUTE, ViewConfig, compile_view
+from .objects import ObjectDiff, diff_objects
+from .resources import ResourceChange, diff_views
+from .traffic import Destination, service_shares
+from .views import DEFAULT_NAMESPACE, ViewSpec, caller_localities, proxy_specs
+
+
+@dataclass
+class Revision:
+    """One side of a preview: every object as parsed, the findings, and the mesh when valid."""
+
+    snapshot: Snapshot
+    objects: list[SourceObject]
+    findings: list[Finding]
+    mesh: Mesh | None
+
+    @property
+    def valid(self) -> bool:
+        return self.mesh is not None
+
+
+def load_revision(snapshot: Snapshot) -> Revision:
+    parsed = parse(snapshot)
+    valid, findings = validate_objects(parsed.objects)
+    findings = sorted_findings(parsed.findings + findings)
+    mesh = None if has_errors(findings) else build_mesh(valid, snapshot.revision)
+    return Revision(snapshot, parsed.objects, findings, mesh)
+
+
+@dataclass(frozen=True)
+class ViewDiff:
+    spec: ViewSpec
+    changes: tuple[ResourceChange, ...]
+
+    def counts(self) -> Counter:
+        return Counter(c.action for c in self.changes)
+
+    def to_dict(self) -> dict:
+        return {"proxy": self.spec.label, "role": self.spec.role, "namespace": self.spec.namespace,
+                "labels": dict(self.spec.labels), "changes": [c.to_dict() for c in self.changes]}
+
+
+@dataclass(frozen=True)
+class TrafficRow:
+    """Percentages of requests to one destination; None where the destination gets none."""
+
+    destination: Destination
+    before: float | None
+    after: float | None
+    failover_before: float | None
+    failover_after: float | None
+
+    def to_dict(self) -> dict:
+        return {"destination": self.destination.text(), "subset": self.destination.subset,
+                "place": self.destination.place, "locality": self.destination.locality,
+                "before": self.before, "after": self.after,
+                "failover_before": self.failover_before, "failover_after": self.failover_after,
+                "delta": round(abs((self.after or 0) - (self.before or 0)), 1)}
+
+
+@dataclass(frozen=True)
+class TrafficChange:
+    """Requests from sidecars in ``cluster`` at ``locality`` to ``service`` (``host:port``)."""
+
+    cluster: str
+    locality: str
+    service: str
+    rows: tuple[TrafficRow, ...]
+
+    @property
+    def shift(self) -> float:
+        """The largest change in any destination's share, in percentage points."""
+        return max((abs((r.after or 0) - (r.before or 0)) for r in self.rows), default=0.0)
+
+    def to_dict(self) -> dict:
+        return {"cluster": self.cluster, "locality": self.locality, "service": self.service,
+                "shift": self.shift, "rows": [r.to_dict() for r in self.rows]}
+
+
+@dataclass(frozen=True)
+class ClusterDiff:
+    name: str
+    views: tuple[ViewDiff, ...]
+    traffic: tuple[TrafficChange, ...]
+    present: tuple[bool, bool] = (True, True)  # whether BASE and HEAD have this cluster
+
+    @property
+    def touched(self) -> bool:
+        return any(v.changes for v in self.views) or bool(self.traffic)
+
+    def counts(self) -> Counter:
+        return sum((v.counts() for v in self.views), Counter())
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "at_base": self.present[0], "at_head": self.present[1], "touched": self.touched,
+                "counts": dict(sorted(self.counts().items())),
+                "proxies": [v.to_dict() for v in self.views if v.changes],
+                "traffic": [t.to_dict() for t in self.traffic]}
+
+
+@dataclass(frozen=True)
+class PlanChange:
+    """One thing a cluster reconciler (CA, DNS) would do, described without secrets."""
+
+    cluster: str
+    action: str
+    subject: str
+    detail: str = ""
+
+    def to_dict(self) -> dict:
+        return {"cluster": self.cluster, "action": self.action, "subject": self.subject, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class PlanSection:
+    """What one reconciler would change if HEAD were applied (see reconciler/preview.py PLANNERS)."""
+
+    title: str
+    changes: tuple[PlanChange, ...]
+
+    def to_dict(self) -> dict:
+        return {"title": self.title, "changes": [c.to_dict() for c in self.changes]}
+
+
+@dataclass
+class Preview:
+    base: Revision
+    head: Revision
+    objects: ObjectDiff
+    new_findings: list[Finding]
+    old_findings: list[Finding]
+    clusters: list[ClusterDiff]
+    plans: list[PlanSection] = field(default_factory=list)
+
+    @property
+    def envoy_compared(self) -> bool:
+        return self.base.valid and self.head.valid
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.objects.changes) or any(c.touched for c in self.clusters) or any(p.changes for p in self.plans)
+
+    def biggest_shifts(self, limit: int = 5) -> list[TrafficChange]:
+        moves = [t for c in self.clusters for t in c.traffic if t.shift > 0]
+        return sorted(moves, key=lambda t: (-t.shift, t.cluster, t.locality, t.service))[:limit]
+
+    def to_dict(self) -> dict:
+        return {
+            "base": _revision_dict(self.base), "head": _revision_dict(self.head),
+            "has_changes": self.has_changes, "envoy_compared": self.envoy_compared,
+            "objects": {"counts": {a: self.objects.count(a) for a in ("added", "removed", "changed", "moved")},
+                        "changes": [c.to_dict() for c in self.objects.changes]},
+            "findings": {"new": [_finding_dict(f) for f in self.new_findings],
+                         "existing": [_finding_dict(f) for f in self.old_findings]},
+            "clusters": [c.to_dict() for c in self.clusters],
+            "biggest_shifts": [t.to_dict() for t in self.biggest_shifts()],
+            "plans": [p.to_dict() for p in self.plans],
+        }
+
+
+def _finding_dict(finding: Finding) -> dict:
+    return {**finding.to_dict(), "text": finding.text()}
+
+
+def _revision_dict(revision: Revision) -> dict:
+    errors = sum(f.level.value == "error" for f in revision.findings)
+    return {"revision": revision.snapshot.revision, "valid": revision.valid, "objects": len(revision.objects),
+            "errors": errors, "warnings": len(revision.findings) - errors}
+
+
+def split_findings(base: list[Finding], head: list[Finding]) -> tuple[list[Finding], list[Finding]]:
+    """HEAD's findings as (new, already at BASE). Lines move with unrelated edits, so a finding is
+    the same one when its code, level, object and message are."""
+    def same(f: Finding) -> tuple:
+        return (f.code, f.level, f.kind, f.namespace, f.name, f.message)
+
+    known = Counter(same(f) for f in base)
+    new, old = [], []
+    for finding in head:
+        if known[same(finding)] > 0:
+            known[same(finding)] -= 1
+            old.append(finding)
+        else:
+            new.append(finding)
+    return new, old
+
+
+def build_preview(base: Revision, head: Revision, clusters: list[str] | None = None,
+                  plans: list[PlanSection] | None = None,
+                  progress: Callable[[str], None] | None = None) -> Preview:
+    """The preview of going from ``base`` to ``head``; ``clusters`` limits the Envoy part to those."""
+    new, old = split_findings(base.findings, head.findings)
+    preview = Preview(base, head, diff_objects(base.objects, head.objects), new, old, [], plans or [])
+    if not preview.envoy_compared:
+        return preview
+    names = clusters if clusters is not None else sorted(base.mesh.clusters.keys() | head.mesh.clusters.keys())
+    context = _Context(base.mesh, head.mesh)
+    for name in names:
+        if progress:
+            progress(f"comparing the proxies of cluster {name}")
+        preview.clusters.append(context.cluster_diff(name))
+    return preview
+
+
+class _Context:
+    """What every cluster's comparison shares: the two meshes and the names of addresses."""
+
+    def __init__(self, base: Mesh, head: Mesh):
+        self.base, self.head = base, head
+        self.specs = proxy_specs(base, head)
+        self.places: dict[str, str] = {}
+        self.gateways: dict[str, str] = {}
+        for mesh in (head, base):
+            for network in mesh.networks.values():
+                for gateway in network.gateways:
+                    self.gateways.setdefault(gateway.address, network.name)
+                    self.places.setdefault(gateway.address, f"{network.name} gateway")
+            for service in mesh.services.values():
+                for ep in service.endpoints:
+                    self.places.setdefault(ep.address, ep.cluster or (ep.network and f"network {ep.network}")
+                                           or "outside the mesh")
+
+    def compile_pair(self, spec: ViewSpec, cluster: str) -> tuple[ViewConfig | None, ViewConfig | None]:
+        before_view, after_view = spec.view(self.base, cluster), spec.view(self.head, cluster)
+        before = compile_view(self.base, before_view) if before_view else None
+        after = compile_view(self.head, after_view, previous=before) if after_view else None
+        return before, after
+
+    def cluster_diff(self, cluster: str) -> ClusterDiff:
+        views, traffic = [], []
+        for spec in self.specs:
+            before, after = self.compile_pair(spec, cluster)
+            changes = diff_views(before, after, self.gateways)
+            views.append(ViewDiff(spec, tuple(changes)))
+            if spec == ViewSpec(SIDECAR, DEFAULT_NAMESPACE) and changes and before and after:
+                traffic += self.traffic(cluster, spec, (before, after), _services_touched(changes, before, after))
+        present = (cluster in self.base.clusters, cluster in self.head.clusters)
+        return ClusterDiff(cluster, tuple(views), tuple(traffic), present)
+
+    def traffic(self, cluster: str, spec: ViewSpec, home: tuple[ViewConfig, ViewConfig],
+                services: list[tuple[str, int]]) -> list[TrafficChange]:
+        if not services:
+            return []
+        changes = []
+        for i, locality in enumerate(caller_localities(cluster, self.base, self.head)):
+            before, after = home if i == 0 else self.compile_pair(ViewSpec(SIDECAR, DEFAULT_NAMESPACE,
+                                                                             locality=locality), cluster)
+            for host, port in services:
+                rows = _rows(before, after, host, port, locality, self.places)
+                if rows:
+                    changes.append(TrafficChange(cluster, locality, f"{host}:{port}", rows))
+        return changes
+
+
+def _services_touched(changes: list[ResourceChange], before: ViewConfig, after: ViewConfig) -> list[tuple[str, int]]:
+    """The (host, port) whose routing or endpoints a view's changes may move."""
+    touched = set()
+    for change in changes:
+        if change.kind in ("cluster", "endpoints") and change.name.startswith("outbound"):
+            port, _, host = parse_eds_name(change.name)
+            touched.add((host, port))
+        elif change.kind == "route":
+            names = {f.path[1][1:] for f in change.fields if len(f.path) > 1 and f.path[0] == "virtual_hosts"}
+            for config in (before.resources[ROUTE].get(change.name), after.resources[ROUTE].get(change.name)):
+                for vhost in config.virtual_hosts if config else ():
+                    if change.action != "changed" or vhost.name in names:
+                        host, _, port = vhost.name.rpartition(":")
+                        touched.add((host, int(port)))
+    return sorted(touched)
+
+
+def _percent(shares: dict | None, destination: Destination) -> float | None:
+    share = (shares or {}).get(destination)
+    return round(share * 100, 1) if share else None
+
+
+def _rows(before: ViewConfig, after: ViewConfig, host: str, port: int, locality: str,
+          places: dict[str, str]) -> tuple[TrafficRow, ...]:
+    """The destinations of requests to host:port before and after, when anything moved."""
+    normal = (service_shares(before, host, port, None, places), service_shares(after, host, port, None, places))
+    failover = (service_shares(before, host, port, locality, places),
+                service_shares(after, host, port, locality, places))
+    destinations = sorted(set().union(*(s or {} for s in normal + failover)))
+    rows = tuple(TrafficRow(d, _percent(normal[0], d), _percent(normal[1], d),
+                            _percent(failover[0], d), _percent(failover[1], d)) for d in destinations)
+    moved = any(r.before != r.after or r.failover_before != r.failover_after for r in rows)
+    return rows if moved else ()

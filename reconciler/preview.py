@@ -1,0 +1,96 @@
+"""`galleon diff`: read two revisions, build the preview (compiler.diff) and render it.
+
+Markdown is made for one pull-request comment: the header (verdict, summary, biggest traffic
+shifts) is always whole, then blocks (objects, findings, each cluster's traffic and proxies,
+reconciler plans) are added in order while they fit ``max_bytes``; the ones left out are named
+in a note at the end. JSON carries everything, uncut, for bots.
+"""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib import resources
+from typing import Callable
+
+import jinja2
+
+from compiler.diff import PlanSection, Preview, Revision
+from compiler.snapshot import short_revision
+
+DEFAULT_MAX_BYTES = 60_000  # GitHub refuses comments over 65,535 characters
+MIN_MAX_BYTES = 4_000
+# Found by the README's workflow to update its one comment instead of adding another.
+MARKER = "<!-- galleon-preview -->"
+CUT_NOTE_RESERVE = 600
+CUT_NAMES_SHOWN = 12
+OBJECTS_SHOWN = 200  # per block; JSON has them all
+RESOURCES_SHOWN = 100
+
+# What the cluster reconcilers (CA, DNS) would change, each given (base, head, clusters) and
+# returning one section. They register here when they exist.
+Planner = Callable[[Revision, Revision, list[str]], PlanSection]
+PLANNERS: list[Planner] = []
+
+
+@lru_cache(maxsize=1)
+def _template() -> jinja2.Template:
+    def load(name: str) -> str:
+        return (resources.files("templates") / name).read_text(encoding="utf-8")
+
+    env = jinja2.Environment(loader=jinja2.FunctionLoader(load), undefined=jinja2.StrictUndefined,
+                             keep_trailing_newline=True, autoescape=False)
+    env.filters["cell"] = lambda text: str(text).replace("|", "\\|")
+    return env.get_template("preview.md.j2")
+
+
+def plans(base: Revision, head: Revision, clusters: list[str]) -> list[PlanSection]:
+    return [planner(base, head, clusters) for planner in PLANNERS]
+
+
+def render_json(preview: Preview) -> str:
+    return json.dumps(preview.to_dict(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def _size(text: str) -> int:
+    return len(text.encode("utf-8"))
+
+
+def render_markdown(preview: Preview, max_bytes: int = DEFAULT_MAX_BYTES) -> str:
+    data = preview.to_dict()
+    macros = _template().make_module()
+    header = str(macros.header(data, short_revision, MARKER)).strip() + "\n"
+    budget = max_bytes - _size(header) - CUT_NOTE_RESERVE
+    kept, cut = [header], []
+    for name, block in _blocks(data, macros):
+        text = str(block).strip() + "\n"
+        if _size(text) + 1 <= budget:
+            kept.append(text)
+            budget -= _size(text) + 1
+        else:
+            cut.append(name)
+    if cut:
+        shown = cut[:CUT_NAMES_SHOWN] + ([f"{len(cut) - CUT_NAMES_SHOWN} more"] if len(cut) > CUT_NAMES_SHOWN else [])
+        kept.append(str(macros.cut(shown)).strip() + "\n")
+    return "\n".join(kept)
+
+
+def _blocks(data: dict, macros):
+    """(name, rendered block) in the order a reviewer reads them; rendered lazily."""
+    if data["objects"]["changes"]:
+        yield "objects", macros.objects(data, OBJECTS_SHOWN)
+    if data["findings"]["new"] or data["findings"]["existing"]:
+        yield "validation", macros.findings(data)
+    seen: dict[str, str] = {}  # a proxy's changes, as JSON -> the first block that showed them
+    for cluster in data["clusters"]:
+        if cluster["traffic"]:
+            yield f"{cluster['name']} traffic", macros.traffic(cluster)
+        for proxy in cluster["proxies"]:
+            name = f"{cluster['name']}: {proxy['proxy']}"
+            same = seen.setdefault(json.dumps(proxy["changes"], sort_keys=True), name)
+            if same != name:
+                yield name, macros.same_proxy(name, proxy, same)
+            else:
+                yield name, macros.proxy(name, proxy, RESOURCES_SHOWN)
+    for section in data["plans"]:
+        if section["changes"]:
+            yield section["title"], macros.plan(section)
