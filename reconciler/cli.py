@@ -130,7 +130,7 @@ def cmd_diff(args) -> int:
     base, head = (load_revision(source.snapshot(rev)) for rev in (args.base, args.head))
     known = sorted({*(base.mesh.clusters if base.mesh else ()), *(head.mesh.clusters if head.mesh else ())})
     unknown = [name for name in args.cluster if name not in known]
-    if unknown and base.valid and head.valid:
+    if unknown:
         raise UsageError(f"--cluster {', '.join(unknown)}: not a Cluster at either revision "
                          f"(clusters: {', '.join(known) or 'none'})")
     clusters = sorted(set(args.cluster)) or known
@@ -272,8 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "added, removed and changed (field by field, with HEAD's file:line); HEAD's validation "
                     "findings, new or already at BASE; for every cluster and every kind of proxy in it "
                     "(sidecars, one per Sidecar resource, gateways), the Envoy resources added, removed and "
-                    "changed; and for every service whose routing or endpoints change, the share of requests "
-                    "from each cluster and locality to each destination before and after, and when the "
+                    "changed; and for every service whose routing or endpoints change, the traffic shares: of requests "
+                    "from each cluster and locality, the share to each destination before and after, and when the "
                     "caller's own locality is down. Markdown (for a PR comment, cut to --max-bytes) or JSON.",
         epilog="Exit codes: 0 (changes or not), 1 HEAD has errors, 2 the source or a revision cannot be read. "
                "With --exit-code, kubectl diff's convention: 0 no changes, 1 changes, 2 cannot read, "

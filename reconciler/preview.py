@@ -82,6 +82,8 @@ def _blocks(data: dict, macros):
         yield "validation", macros.findings(data)
     seen: dict[str, str] = {}  # a proxy's changes, as JSON -> the first block that showed them
     for cluster in data["clusters"]:
+        if cluster["notes"]:
+            yield f"{cluster['name']} notes", macros.notes(cluster)
         if cluster["traffic"]:
             yield f"{cluster['name']} traffic", macros.traffic(cluster)
         for proxy in cluster["proxies"]:

@@ -17,9 +17,9 @@ from ..names import parse_eds_name
 from ..parse import SourceObject, parse
 from ..snapshot import Snapshot
 from ..validate import validate_objects
-from ..view import SIDECAR
+from ..view import SIDECAR, ProxyView
 from ..xds import ROUTE, ViewConfig, compile_view
-from .objects import ObjectDiff, diff_objects
+from .objects import MOVED, ObjectDiff, diff_objects
 from .resources import ResourceChange, diff_views
 from .traffic import Destination, service_shares
 from .views import DEFAULT_NAMESPACE, ViewSpec, caller_localities, proxy_specs
@@ -27,7 +27,12 @@ from .views import DEFAULT_NAMESPACE, ViewSpec, caller_localities, proxy_specs
 
 @dataclass
 class Revision:
-    """One side of a preview: every object as parsed, the findings, and the mesh when valid."""
+    """One side of a preview: every object as parsed, the findings, and the mesh.
+
+    A revision with errors is never served, but a reviewer still wants to see what it would do
+    (a renamed subset: its clusters and the route left dangling), so its mesh is built from the
+    objects that passed their schemas; ``mesh`` is None only when even that fails.
+    """
 
     snapshot: Snapshot
     objects: list[SourceObject]
@@ -36,15 +41,32 @@ class Revision:
 
     @property
     def valid(self) -> bool:
-        return self.mesh is not None
+        return not has_errors(self.findings)
+
+
+class Uncompilable(Exception):
+    """A revision with errors that the compiler cannot make sense of (only ever for previews)."""
 
 
 def load_revision(snapshot: Snapshot) -> Revision:
     parsed = parse(snapshot)
-    valid, findings = validate_objects(parsed.objects)
-    findings = sorted_findings(parsed.findings + findings)
-    mesh = None if has_errors(findings) else build_mesh(valid, snapshot.revision)
-    return Revision(snapshot, parsed.objects, findings, mesh)
+    schema_valid, findings = validate_objects(parsed.objects)
+    revision = Revision(snapshot, parsed.objects, sorted_findings(parsed.findings + findings), None)
+    try:
+        revision.mesh = build_mesh(schema_valid, snapshot.revision)
+    except Exception:  # noqa: BLE001 - the analyzers' guarantees do not hold for a revision with errors
+        if revision.valid:
+            raise
+    return revision
+
+
+def _compile(revision: Revision, view: ProxyView, previous: ViewConfig | None = None) -> ViewConfig:
+    try:
+        return compile_view(revision.mesh, view, previous)
+    except Exception as exc:  # noqa: BLE001 - as in load_revision
+        if revision.valid:
+            raise
+        raise Uncompilable(f"{type(exc).__name__}: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -103,10 +125,11 @@ class ClusterDiff:
     views: tuple[ViewDiff, ...]
     traffic: tuple[TrafficChange, ...]
     present: tuple[bool, bool] = (True, True)  # whether BASE and HEAD have this cluster
+    notes: tuple[str, ...] = ()
 
     @property
     def touched(self) -> bool:
-        return any(v.changes for v in self.views) or bool(self.traffic)
+        return any(v.changes for v in self.views) or bool(self.traffic) or bool(self.notes)
 
     def counts(self) -> Counter:
         return sum((v.counts() for v in self.views), Counter())
@@ -115,7 +138,7 @@ class ClusterDiff:
         return {"name": self.name, "at_base": self.present[0], "at_head": self.present[1], "touched": self.touched,
                 "counts": dict(sorted(self.counts().items())),
                 "proxies": [v.to_dict() for v in self.views if v.changes],
-                "traffic": [t.to_dict() for t in self.traffic]}
+                "traffic": [t.to_dict() for t in self.traffic], "notes": list(self.notes)}
 
 
 @dataclass(frozen=True)
@@ -154,11 +177,13 @@ class Preview:
 
     @property
     def envoy_compared(self) -> bool:
-        return self.base.valid and self.head.valid
+        return self.base.mesh is not None and self.head.mesh is not None
 
     @property
     def has_changes(self) -> bool:
-        return bool(self.objects.changes) or any(c.touched for c in self.clusters) or any(p.changes for p in self.plans)
+        """Whether the configuration changes (an object only moved to another file does not)."""
+        moved_only = all(c.action == MOVED for c in self.objects.changes)
+        return not moved_only or any(c.touched for c in self.clusters) or any(p.changes for p in self.plans)
 
     def biggest_shifts(self, limit: int = 5) -> list[TrafficChange]:
         moves = [t for c in self.clusters for t in c.traffic if t.shift > 0]
@@ -214,7 +239,7 @@ def build_preview(base: Revision, head: Revision, clusters: list[str] | None = N
     if not preview.envoy_compared:
         return preview
     names = clusters if clusters is not None else sorted(base.mesh.clusters.keys() | head.mesh.clusters.keys())
-    context = _Context(base.mesh, head.mesh)
+    context = _Context(base, head)
     for name in names:
         if progress:
             progress(f"comparing the proxies of cluster {name}")
@@ -223,14 +248,14 @@ def build_preview(base: Revision, head: Revision, clusters: list[str] | None = N
 
 
 class _Context:
-    """What every cluster's comparison shares: the two meshes and the names of addresses."""
+    """What every cluster's comparison shares: the two revisions and the names of addresses."""
 
-    def __init__(self, base: Mesh, head: Mesh):
+    def __init__(self, base: Revision, head: Revision):
         self.base, self.head = base, head
-        self.specs = proxy_specs(base, head)
+        self.specs = proxy_specs(base.mesh, head.mesh)
         self.places: dict[str, str] = {}
         self.gateways: dict[str, str] = {}
-        for mesh in (head, base):
+        for mesh in (head.mesh, base.mesh):
             for network in mesh.networks.values():
                 for gateway in network.gateways:
                     self.gateways.setdefault(gateway.address, network.name)
@@ -241,28 +266,32 @@ class _Context:
                                            or "outside the mesh")
 
     def compile_pair(self, spec: ViewSpec, cluster: str) -> tuple[ViewConfig | None, ViewConfig | None]:
-        before_view, after_view = spec.view(self.base, cluster), spec.view(self.head, cluster)
-        before = compile_view(self.base, before_view) if before_view else None
-        after = compile_view(self.head, after_view, previous=before) if after_view else None
+        """The proxy's configuration at BASE and HEAD (None where the revision has no such proxy)."""
+        before_view, after_view = spec.view(self.base.mesh, cluster), spec.view(self.head.mesh, cluster)
+        before = _compile(self.base, before_view) if before_view else None
+        after = _compile(self.head, after_view, previous=before) if after_view else None
         return before, after
 
     def cluster_diff(self, cluster: str) -> ClusterDiff:
-        views, traffic = [], []
+        views, traffic, notes = [], [], []
         for spec in self.specs:
-            before, after = self.compile_pair(spec, cluster)
-            changes = diff_views(before, after, self.gateways)
-            views.append(ViewDiff(spec, tuple(changes)))
-            if spec == ViewSpec(SIDECAR, DEFAULT_NAMESPACE) and changes and before and after:
-                traffic += self.traffic(cluster, spec, (before, after), _services_touched(changes, before, after))
-        present = (cluster in self.base.clusters, cluster in self.head.clusters)
-        return ClusterDiff(cluster, tuple(views), tuple(traffic), present)
+            try:
+                before, after = self.compile_pair(spec, cluster)
+                changes = diff_views(before, after, self.gateways)
+                views.append(ViewDiff(spec, tuple(changes)))
+                if spec == ViewSpec(SIDECAR, DEFAULT_NAMESPACE) and changes and before and after:
+                    traffic += self.traffic(cluster, (before, after), _services_touched(changes, before, after))
+            except Uncompilable as exc:
+                notes.append(f"{spec.label}: not compared, a revision with errors does not compile ({exc})")
+        present = (cluster in self.base.mesh.clusters, cluster in self.head.mesh.clusters)
+        return ClusterDiff(cluster, tuple(views), tuple(traffic), present, tuple(notes))
 
-    def traffic(self, cluster: str, spec: ViewSpec, home: tuple[ViewConfig, ViewConfig],
+    def traffic(self, cluster: str, home: tuple[ViewConfig, ViewConfig],
                 services: list[tuple[str, int]]) -> list[TrafficChange]:
         if not services:
             return []
         changes = []
-        for i, locality in enumerate(caller_localities(cluster, self.base, self.head)):
+        for i, locality in enumerate(caller_localities(cluster, self.base.mesh, self.head.mesh)):
             before, after = home if i == 0 else self.compile_pair(ViewSpec(SIDECAR, DEFAULT_NAMESPACE,
                                                                              locality=locality), cluster)
             for host, port in services:

@@ -32,6 +32,9 @@ from ..xds import CLUSTER, ENDPOINT, ROUTE, ViewConfig
 DEFAULT_OVERPROVISIONING = 140
 DEFAULT_PANIC_THRESHOLD = 50.0
 NO_HEALTHY_UPSTREAM = "no healthy endpoint (503)"
+NO_CLUSTER = "no such cluster (503)"
+NO_ENDPOINT = "no endpoints (503)"
+ORIGINAL_DESTINATION = "the address the caller asked for (ORIGINAL_DST)"
 
 
 @dataclass(frozen=True, order=True)
@@ -68,11 +71,12 @@ def service_shares(config: ViewConfig, host: str, port: int, caller_locality: st
     total = sum(weight for _, weight in destinations)
     shares: Shares = defaultdict(float)
     for cluster_name, weight in destinations:
-        subset = parse_cluster_name(cluster_name)[1] if cluster_name.startswith("outbound|") else ""
+        if not cluster_name.startswith("outbound|"):
+            shares[Destination("", cluster_name, "")] += weight / total  # a direct response or redirect
+            continue
+        subset = parse_cluster_name(cluster_name)[1]
         for (locality, address), share in cluster_shares(config, cluster_name, caller_locality).items():
-            place = places.get(address, address) if address else cluster_name
-            subset = "" if address == NO_HEALTHY_UPSTREAM else subset
-            shares[Destination(subset, place, locality)] += share * weight / total
+            shares[Destination(subset, places.get(address, address), locality)] += share * weight / total
     return dict(sorted(shares.items()))
 
 
@@ -103,19 +107,19 @@ def _catch_all(route: Message) -> bool:
 
 
 def cluster_shares(config: ViewConfig, cluster_name: str, caller_locality: str | None) -> dict[tuple[str, str], float]:
-    """(locality, address) → share of one cluster's requests. A cluster without endpoints Envoy can
-    pick (missing, original destination) is one share at ("", "")."""
+    """(locality, address) → share of one cluster's requests. Where Envoy picks no endpoint of its
+    own the address says why (NO_CLUSTER, NO_ENDPOINT, ORIGINAL_DESTINATION, NO_HEALTHY_UPSTREAM)."""
     cluster = config.resources[CLUSTER].get(cluster_name)
     if cluster is None:
-        return {("", ""): 1.0}
+        return {("", NO_CLUSTER): 1.0}
     if cluster.type == cluster_pb2.Cluster.EDS:
         assignment = config.resources[ENDPOINT].get(cluster_name)
     elif cluster.HasField("load_assignment"):
         assignment = cluster.load_assignment
     else:
-        return {("", ""): 1.0}
+        return {("", ORIGINAL_DESTINATION): 1.0}
     if assignment is None or not any(g.lb_endpoints for g in assignment.endpoints):
-        return {("", ""): 1.0}
+        return {("", NO_ENDPOINT): 1.0}
     factor = (assignment.policy.overprovisioning_factor.value
               if assignment.policy.HasField("overprovisioning_factor") else DEFAULT_OVERPROVISIONING) / 100
     lb = cluster.common_lb_config

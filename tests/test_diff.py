@@ -1,0 +1,192 @@
+"""PR previews (compiler.diff) between commits of real Git repositories made with pygit2.
+
+Each test commits the sample repository, then a change on top, reads both commits back through
+the Git source (as `galleon diff` does) and checks what the preview says about objects,
+findings, every cluster's Envoy configuration and the traffic shares.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from compiler.diff import build_preview, load_revision
+from compiler.diff.preview import Preview
+from reconciler.preview import MARKER, render_json, render_markdown
+from reconciler.sources import LocalGitSource
+from tests import gitutil
+from tests.conftest import sample_files
+
+REVIEWS = "bookinfo/reviews.yaml"
+HOST = "reviews.bookinfo.svc.cluster.local"
+CLUSTERS = ("cluster-a", "cluster-b", "cluster-c")
+
+
+@pytest.fixture
+def repo(tmp_path):
+    repository = gitutil.init(tmp_path / "mesh")
+    gitutil.commit(repository, sample_files(), message="the sample mesh")
+    return repository
+
+
+def change(repo, edit, message="change") -> None:
+    """Commit the current tree with ``edit(files)`` applied (files: path -> text)."""
+    head = repo[repo.references["refs/heads/main"].target]
+    files = {path: data.decode() for path, data in _tree(repo, head.tree).items()}
+    edit(files)
+    gitutil.commit(repo, {path: text.encode() for path, text in files.items()}, message=message)
+
+
+def _tree(repo, tree, prefix="") -> dict[str, bytes]:
+    files = {}
+    for entry in tree:
+        if entry.type_str == "tree":
+            files.update(_tree(repo, repo[entry.id], f"{prefix}{entry.name}/"))
+        else:
+            files[prefix + entry.name] = repo[entry.id].data
+    return files
+
+
+def preview_of(repo, base="HEAD~1", head="HEAD", clusters=None) -> Preview:
+    source = LocalGitSource(repo.workdir or repo.path)
+    return build_preview(load_revision(source.snapshot(base)), load_revision(source.snapshot(head)), clusters)
+
+
+def replace(path: str, old: str, new: str, count: int = 1):
+    def edit(files):
+        assert files[path].count(old) >= count, f"{old!r} not in {path}"
+        files[path] = files[path].replace(old, new, count)
+    return edit
+
+
+def traffic(preview: Preview, cluster: str, service: str = f"{HOST}:9080"):
+    found = [t for c in preview.clusters if c.name == cluster for t in c.traffic if t.service == service]
+    assert len(found) == 1, f"{cluster}: {[t.service for c in preview.clusters for t in c.traffic]}"
+    return {row.destination.text(): row for row in found[0].rows}
+
+
+def resources(preview: Preview, cluster: str, proxy: str = "sidecar default"):
+    views = [v for c in preview.clusters if c.name == cluster for v in c.views if v.spec.label == proxy]
+    assert len(views) == 1
+    return {(r.kind, r.name): r for r in views[0].changes}
+
+
+def test_weight_change_shows_the_traffic_shift_from_every_cluster(repo):
+    change(repo, replace(REVIEWS, "weight: 50", "weight: 20"))
+    change(repo, replace(REVIEWS, "weight: 10\n", "weight: 40\n"), "second")
+    preview = preview_of(repo, "HEAD~2")
+    assert preview.head.valid and not preview.new_findings
+    (vs,) = preview.objects.changes
+    assert (vs.kind, vs.action) == ("VirtualService", "changed")
+    assert [(f.text(), f.line) for f in vs.fields] == [(".spec.http[1].route[0].weight: 50 → 20", 104),
+                                                        (".spec.http[1].route[2].weight: 10 → 40", 112)]
+    gateway_side = {"cluster-a": "cluster-a", "cluster-b": "cluster-a", "cluster-c": "network-1 gateway"}
+    for cluster in CLUSTERS:
+        rows = traffic(preview, cluster)
+        locality = "us-east/us-east-1a"
+        v1 = rows[f"subset v1 · {gateway_side[cluster]} · {locality}"]
+        assert (v1.before, v1.after) == (50.0, 20.0)
+        v3 = [r for text, r in rows.items() if text.startswith("subset v3")]
+        assert sum(r.before or 0 for r in v3) == 10.0 and sum(r.after or 0 for r in v3) == 40.0
+        assert sum(r.after or 0 for r in rows.values()) == pytest.approx(100.0)
+        route = resources(preview, cluster)[("route", "9080")]
+        assert any(line.endswith(f"clusters[outbound|9080|v1|{HOST}].weight: 50 → 20") for line in route.lines)
+    assert preview.biggest_shifts()[0].shift == 30.0
+
+
+def test_new_endpoint_in_another_network_is_gateway_weight_there_and_direct_at_home(repo):
+    # a reviews v2 endpoint in cluster-c (network-2, eu-west); v2 ran only in network-1 so far
+    change(repo, replace(REVIEWS, "    - address: 10.3.4.1\n", "    - address: 10.3.4.9\n      labels:\n"
+                         "        app: reviews\n        version: v2\n        topology.istio.io/cluster: cluster-c\n"
+                         "      serviceAccount: bookinfo-reviews\n    - address: 10.3.4.1\n"))
+    preview = preview_of(repo)
+    for cluster in ("cluster-a", "cluster-b"):  # network-1: the new endpoint is behind network-2's gateway
+        changes = resources(preview, cluster)
+        assert "~ 198.51.100.10:15443, network-2 gateway: weight 1 → 2" in \
+            changes[("endpoints", f"outbound|9080||{HOST}")].lines
+        assert "+ 198.51.100.10:15443 (eu-west/eu-west-1a, weight 1, network-2 gateway)" in \
+            changes[("endpoints", f"outbound|9080|v2|{HOST}")].lines
+    home = resources(preview, "cluster-c")
+    assert "+ 10.3.4.9:9080 (eu-west/eu-west-1a, weight 1)" in home[("endpoints", f"outbound|9080|v2|{HOST}")].lines
+    # cluster-c's sidecars now keep v2 traffic at home instead of crossing to network-1
+    rows = traffic(preview, "cluster-c")
+    home_v2 = rows["subset v2 · cluster-c · eu-west/eu-west-1a"]
+    assert (home_v2.before, home_v2.after) == (None, 40.0)
+    crossing = [r for text, r in rows.items() if text.startswith("subset v2 · network-1 gateway")]
+    assert sum(r.before for r in crossing) == 40.0 and all(r.after is None for r in crossing)
+    # ...and fail over to network-1 when their own locality is down
+    assert home_v2.failover_after is None and sum(r.failover_after for r in crossing) == 40.0
+
+
+def test_subset_rename_shows_clusters_replaced_and_the_dangling_route_as_a_new_finding(repo):
+    change(repo, replace(REVIEWS, "    - name: v3\n", "    - name: v3-canary\n"))
+    preview = preview_of(repo)
+    assert not preview.head.valid and preview.base.valid
+    assert [(f.code, f.kind, f.name) for f in preview.new_findings] == [("IST0101", "VirtualService", "reviews")]
+    assert "'v3'" in preview.new_findings[0].message and not preview.old_findings
+    for cluster in CLUSTERS:
+        changes = resources(preview, cluster)
+        for kind in ("cluster", "endpoints"):
+            assert changes[(kind, f"outbound|9080|v3|{HOST}")].action == "removed"
+            assert changes[(kind, f"outbound|9080|v3-canary|{HOST}")].action == "added"
+        dangling = traffic(preview, cluster)["subset v3 · no such cluster (503)"]
+        assert (dangling.before, dangling.after) == (None, 10.0)
+    markdown = render_markdown(preview)
+    assert markdown.index("**HEAD is invalid** (1 error)") < markdown.index("**Objects:**")
+
+
+def test_whitespace_reordered_keys_and_moves_change_nothing(repo):
+    def reformat(files):
+        # blank lines and a comment shift every line; keys reordered; one object moved to a new file
+        text = "# reformatted\n\n" + files[REVIEWS].replace("  location: MESH_INTERNAL\n  resolution: STATIC\n",
+                                                          "  resolution: STATIC\n  location: MESH_INTERNAL\n")
+        first, rest = text.split("\n---\n", 1)
+        files[REVIEWS] = rest
+        files["bookinfo/reviews-entry.yaml"] = first + "\n"
+    change(repo, reformat)
+    preview = preview_of(repo)
+    assert [(c.kind, c.action, c.moved_from) for c in preview.objects.changes] == \
+        [("ServiceEntry", "moved", "bookinfo/reviews.yaml:2")]
+    assert all(not v.changes for c in preview.clusters for v in c.views)
+    assert not any(c.traffic for c in preview.clusters)
+    assert not preview.has_changes
+    assert "**No changes**: the two revisions mean the same configuration (files moved or reformatted only)" \
+        in render_markdown(preview)
+
+
+def test_identical_revisions_have_no_changes(repo):
+    change(repo, lambda files: files.update({REVIEWS: files[REVIEWS] + "\n# trailing comment\n"}))
+    preview = preview_of(repo)
+    assert not preview.has_changes
+    assert "**No changes**" in render_markdown(preview)
+
+
+def test_cluster_filter_and_determinism(repo):
+    change(repo, replace(REVIEWS, "weight: 50", "weight: 45"))
+    one = preview_of(repo, clusters=["cluster-b"])
+    assert [c.name for c in one.clusters] == ["cluster-b"]
+    again = preview_of(repo, clusters=["cluster-b"])
+    assert render_json(one) == render_json(again)
+    assert render_markdown(one) == render_markdown(again)
+    data = json.loads(render_json(one))
+    assert data["clusters"][0]["traffic"][0]["service"] == f"{HOST}:9080"
+
+
+def test_truncation_keeps_the_summary_whole_and_names_what_was_cut(repo):
+    def many(files):
+        files[REVIEWS] = files[REVIEWS].replace("simple: LEAST_REQUEST", "simple: ROUND_ROBIN")
+        files[REVIEWS] = files[REVIEWS].replace("weight: 50", "weight: 30").replace("weight: 10\n", "weight: 30\n")
+        for path in [p for p in files if p.startswith("bookinfo/")]:
+            files[path] = files[path].replace("serviceAccount: bookinfo-", "serviceAccount: bookinfo-v2-")
+    change(repo, many)
+    preview = preview_of(repo)
+    full = render_markdown(preview)
+    limit = 6_000
+    assert len(full.encode()) > 2 * limit
+    cut = render_markdown(preview, max_bytes=limit)
+    assert len(cut.encode()) <= limit
+    summary = full[:full.index("<details")]
+    assert cut.startswith(summary) and cut.startswith(MARKER)
+    assert "Cut to fit the comment size limit" in cut
+    note = cut[cut.index("Cut to fit"):]
+    assert "cluster-c" in note  # blocks are kept in order, so the last cluster's go first
