@@ -8,6 +8,12 @@ from tests.conftest import ROOT
 
 def test_every_package_is_listed():
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
-    found = {".".join(p.parent.relative_to(ROOT).parts) for top in ("compiler", "reconciler", "schemas")
+    found = {".".join(p.parent.relative_to(ROOT).parts) for top in ("compiler", "reconciler", "schemas", "templates")
              for p in (ROOT / top).rglob("__init__.py")}
     assert found <= listed, f"missing from pyproject.toml: {sorted(found - listed)}"
+
+
+def test_templates_ship_as_package_data():
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    shipped = {p.name for p in (ROOT / "templates").iterdir() if p.suffix == ".j2"}
+    assert shipped and data["templates"] == ["*.j2"]

@@ -1,0 +1,91 @@
+"""Benchmark: `galleon diff` of two revisions of a large mesh that differ in one file (prints figures).
+
+Uses bench/compile.py's mesh (5,000 services x 3 clusters x 10 endpoints and an ingress
+Gateway by default) and its one-line change (one ServiceEntry endpoint moved), then times each
+stage of the preview as the command runs it: reading each revision (parse, validate, model),
+comparing every proxy of every cluster (BASE compiled, HEAD compiled incrementally from it,
+resources compared, traffic shares), and rendering markdown and JSON.
+
+    .venv/bin/python bench/diff.py                  # the issue's size
+    .venv/bin/python bench/diff.py --services 500   # quicker
+    .venv/bin/python bench/diff.py --profile        # cProfile of the comparison stage
+
+See bench/README.md.
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]  # see bench/compile.py
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.compile import TARGET, make_snapshot, with_one_endpoint_moved  # noqa: E402
+from compiler.diff import build_preview, load_revision  # noqa: E402
+from reconciler.preview import render_json, render_markdown  # noqa: E402
+
+TARGET_SECONDS = 2.0
+
+
+def timed(what: str, fn):
+    start = time.perf_counter()
+    result = fn()
+    seconds = time.perf_counter() - start
+    print(f"  {what:<52} {seconds:7.2f} s", flush=True)
+    return result, seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--services", type=int, default=TARGET[0])
+    parser.add_argument("--clusters", type=int, default=TARGET[1])
+    parser.add_argument("--endpoints", type=int, default=TARGET[2])
+    parser.add_argument("--profile", action="store_true", help="print a cProfile of the comparison stage")
+    args = parser.parse_args(argv)
+
+    base_snapshot, objects = make_snapshot(args.services, args.clusters, args.endpoints, gateway=True)
+    base_for_edit = load_revision(base_snapshot)
+    head_snapshot, what = with_one_endpoint_moved(base_snapshot, base_for_edit.objects)
+    del base_for_edit
+    size = sum(len(d) for d in base_snapshot.files.values()) / 1e6
+    print(f"mesh: {args.services} services x {args.clusters} clusters x {args.endpoints} endpoints, "
+          f"{objects} objects, {size:.1f} MB of YAML in {len(base_snapshot.files)} files")
+    print(f"change: {what}")
+
+    total = 0.0
+    base, seconds = timed("read BASE (parse, validate, model)", lambda: load_revision(base_snapshot))
+    total += seconds
+    head, seconds = timed("read HEAD (parse, validate, model)", lambda: load_revision(head_snapshot))
+    total += seconds
+    profiler = cProfile.Profile() if args.profile else None
+    if profiler:
+        profiler.enable()
+    preview, seconds = timed("compare every proxy of every cluster", lambda: build_preview(base, head))
+    if profiler:
+        profiler.disable()
+    compare = seconds
+    total += seconds
+    markdown, seconds = timed("render markdown", lambda: render_markdown(preview))
+    total += seconds
+    _, seconds = timed("render JSON", lambda: render_json(preview))
+    total += seconds
+    proxies = sum(len(c.views) for c in preview.clusters)
+    changed = sum(len(v.changes) for c in preview.clusters for v in c.views)
+    print(f"  {'total':<52} {total:7.2f} s  (target < {TARGET_SECONDS:.0f} s: "
+          f"{'PASS' if total < TARGET_SECONDS else 'FAIL'})")
+    print(f"proxies compared: {proxies} ({compare / max(proxies, 1):.2f} s each), resources changed: {changed}, "
+          f"traffic changes: {sum(len(c.traffic) for c in preview.clusters)}, markdown: {len(markdown):,} bytes")
+    if profiler:
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
