@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     total = 0.0
     base, seconds = timed("read BASE (parse, validate, model)", lambda: load_revision(base_snapshot))
     total += seconds
-    head, seconds = timed("read HEAD (parse, validate, model)", lambda: load_revision(head_snapshot))
+    head, seconds = timed("read HEAD (the changed file parsed; validate, model)", lambda: load_revision(head_snapshot, like=base))
     total += seconds
     profiler = cProfile.Profile() if args.profile else None
     if profiler:

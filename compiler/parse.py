@@ -79,7 +79,6 @@ class SourceObject:
     line: int
     file_lines: "FileLines" = field(repr=False)
     document: int = 0
-    revision: str = ""
 
     @property
     def key(self) -> tuple[str, str, str, str]:
@@ -109,10 +108,20 @@ class SourceObject:
         return self.line
 
 
+@dataclass(frozen=True)
+class _FileParse:
+    """One file's objects and findings on its own, before objects are checked against other files'."""
+
+    data: bytes
+    objects: list[SourceObject]
+    findings: list[Finding]
+
+
 @dataclass
 class ParseResult:
     objects: list[SourceObject]
     findings: list[Finding]
+    files: dict[str, _FileParse] = field(default_factory=dict, repr=False)
 
 
 _TAG = "tag:yaml.org,2002:"
@@ -281,20 +290,39 @@ def _yaml_error(file: str, exc: yaml.YAMLError) -> Finding:
 _GROUP_VERSION = re.compile(r"^(?:([a-z0-9.-]+)/)?([a-z0-9]+)$")
 
 
-def parse(snapshot: Snapshot) -> ParseResult:
+def parse(snapshot: Snapshot, previous: ParseResult | None = None) -> ParseResult:
     """Every object of every YAML file in the snapshot, and what was wrong with them.
+
+    With ``previous`` (another revision's result), a file whose bytes are unchanged keeps its
+    parsed objects instead of being read again: a preview reads two revisions that mostly share
+    their files.
 
     Raises UnreadableFile for a file that is not YAML text at all (binary,
     not UTF-8, too large, a YAML bomb): the source as a whole cannot be used.
     """
+    known = served_versions()
+    reusable = previous.files if previous is not None else {}
+    files: dict[str, _FileParse] = {}
+    with _collector_paused():
+        for file, data in snapshot.files.items():
+            before = reusable.get(file)
+            files[file] = before if before is not None and before.data == data else _parse_file(file, data, known)
     objects: list[SourceObject] = []
     findings: list[Finding] = []
     seen: dict[tuple, SourceObject] = {}
-    known = served_versions()
-    with _collector_paused():
-        for file, data in snapshot.files.items():
-            _parse_file(file, data, snapshot.revision, known, objects, findings, seen)
-    return ParseResult(objects, findings)
+    for file, parsed in files.items():
+        findings += parsed.findings
+        for obj in parsed.objects:
+            first = seen.get(obj.key)
+            if first is not None:
+                findings.append(Finding(file, obj.line, Level.ERROR, CODE_DUPLICATE_OBJECT,
+                                        f"defined twice: here and at {first.file}:{first.line}; "
+                                        "names must be unique per kind and namespace",
+                                        obj.kind, obj.namespace, obj.name))
+                continue
+            seen[obj.key] = obj
+            objects.append(obj)
+    return ParseResult(objects, findings, files)
 
 
 def _budget(data: bytes) -> int:
@@ -347,8 +375,9 @@ class FileLines:
         return builder.duplicate_keys if builder else []
 
 
-def _parse_file(file: str, data: bytes, revision: str, known, objects: list, findings: list,
-                seen: dict) -> None:
+def _parse_file(file: str, data: bytes, known) -> _FileParse:
+    objects: list[SourceObject] = []
+    findings: list[Finding] = []
     text = _decode(file, data)
     nodes = []
     try:
@@ -376,21 +405,13 @@ def _parse_file(file: str, data: bytes, revision: str, known, objects: list, fin
                 findings.append(Finding(file, key_line, Level.ERROR, CODE_DUPLICATE_KEY,
                                         f"key {_display(path)} is given twice in one mapping; "
                                         "YAML keeps only the last, remove one"))
-        obj = _to_object(file, line, body, file_lines, document, revision, known, findings)
-        if obj is None:
-            continue
-        first = seen.get(obj.key)
-        if first is not None:
-            findings.append(Finding(file, line, Level.ERROR, CODE_DUPLICATE_OBJECT,
-                                    f"defined twice: here and at {first.file}:{first.line}; "
-                                    "names must be unique per kind and namespace",
-                                    obj.kind, obj.namespace, obj.name))
-            continue
-        seen[obj.key] = obj
-        objects.append(obj)
+        obj = _to_object(file, line, body, file_lines, document, known, findings)
+        if obj is not None:
+            objects.append(obj)
+    return _FileParse(data, objects, findings)
 
 
-def _to_object(file, line, body, file_lines, document, revision, known, findings) -> SourceObject | None:
+def _to_object(file, line, body, file_lines, document, known, findings) -> SourceObject | None:
     def malformed(message, path: Path = (), kind="-", namespace="-", name="-"):
         where = file_lines.of(document).get(_line_key(path), line) if path else line
         findings.append(Finding(file, where, Level.ERROR, CODE_MALFORMED, message, kind, namespace, name))
@@ -431,4 +452,4 @@ def _to_object(file, line, body, file_lines, document, revision, known, findings
         malformed(f"{group}/{version} is not a served version of {kind}; use one of "
                   + ", ".join(f"{group}/{v}" for v in versions), ("apiVersion",), kind, namespace, name)
         return None
-    return SourceObject(group, version, kind, namespace, name, body, file, line, file_lines, document, revision)
+    return SourceObject(group, version, kind, namespace, name, body, file, line, file_lines, document)

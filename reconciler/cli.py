@@ -127,7 +127,8 @@ def cmd_diff(args) -> int:
     source = open_source(args.source, args.state_dir, _credentials(args, True))
     source.refresh()
     _say(f"reading {args.base} and {args.head}")
-    base, head = (load_revision(source.snapshot(rev)) for rev in (args.base, args.head))
+    base = load_revision(source.snapshot(args.base))
+    head = load_revision(source.snapshot(args.head), like=base)
     known = sorted({*(base.mesh.clusters if base.mesh else ()), *(head.mesh.clusters if head.mesh else ())})
     unknown = [name for name in args.cluster if name not in known]
     if unknown:

@@ -49,7 +49,8 @@ def _tree(repo, tree, prefix="") -> dict[str, bytes]:
 
 def preview_of(repo, base="HEAD~1", head="HEAD", clusters=None) -> Preview:
     source = LocalGitSource(repo.workdir or repo.path)
-    return build_preview(load_revision(source.snapshot(base)), load_revision(source.snapshot(head)), clusters)
+    before = load_revision(source.snapshot(base))
+    return build_preview(before, load_revision(source.snapshot(head), like=before), clusters)
 
 
 def replace(path: str, old: str, new: str, count: int = 1):

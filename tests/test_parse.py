@@ -216,7 +216,18 @@ def test_file_over_10_mb_is_refused():
 def test_files_and_objects_keep_snapshot_order():
     result = parse(snapshot_of({"z.yaml": VS, "a.yaml": VS.replace("name: reviews", "name: a")}))
     assert [o.file for o in result.objects] == ["a.yaml", "z.yaml"]
-    assert all(o.revision == "test" for o in result.objects)
+
+
+def test_another_revision_reuses_the_unchanged_files_and_still_finds_duplicates_across_files():
+    first = parse(snapshot_of({"a.yaml": VS, "b.yaml": VS.replace("name: reviews", "name: b")}))
+    changed = {"a.yaml": VS, "b.yaml": VS.replace("name: reviews", "name: c"), "d.yaml": VS}
+    second = parse(snapshot_of(changed), previous=first)
+    assert second.objects[0] is first.objects[0]  # a.yaml: same bytes, not read again
+    assert [o.name for o in second.objects] == ["reviews", "c"]
+    fresh = parse(snapshot_of(changed))
+    assert second.findings == fresh.findings
+    assert [f.code for f in second.findings] == ["GAL0002"]  # d.yaml repeats a.yaml's object
+    assert [(o.file, o.line, o.body) for o in second.objects] == [(o.file, o.line, o.body) for o in fresh.objects]
 
 
 def test_field_lines_of_documents_before_a_syntax_error():

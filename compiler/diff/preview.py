@@ -14,7 +14,7 @@ from typing import Callable
 from ..findings import Finding, has_errors, sorted_findings
 from ..model import Mesh, build_mesh
 from ..names import parse_eds_name
-from ..parse import SourceObject, parse
+from ..parse import ParseResult, SourceObject, parse
 from ..snapshot import Snapshot
 from ..validate import validate_objects
 from ..view import SIDECAR, ProxyView
@@ -35,9 +35,13 @@ class Revision:
     """
 
     snapshot: Snapshot
-    objects: list[SourceObject]
+    parsed: ParseResult = field(repr=False)
     findings: list[Finding]
     mesh: Mesh | None
+
+    @property
+    def objects(self) -> list[SourceObject]:
+        return self.parsed.objects
 
     @property
     def valid(self) -> bool:
@@ -48,10 +52,11 @@ class Uncompilable(Exception):
     """A revision with errors that the compiler cannot make sense of (only ever for previews)."""
 
 
-def load_revision(snapshot: Snapshot) -> Revision:
-    parsed = parse(snapshot)
+def load_revision(snapshot: Snapshot, like: Revision | None = None) -> Revision:
+    """Parse, validate and model a snapshot; files unchanged since ``like`` are not read again."""
+    parsed = parse(snapshot, previous=like.parsed if like else None)
     schema_valid, findings = validate_objects(parsed.objects)
-    revision = Revision(snapshot, parsed.objects, sorted_findings(parsed.findings + findings), None)
+    revision = Revision(snapshot, parsed, sorted_findings(parsed.findings + findings), None)
     try:
         revision.mesh = build_mesh(schema_valid, snapshot.revision)
     except Exception:  # noqa: BLE001 - the analyzers' guarantees do not hold for a revision with errors
