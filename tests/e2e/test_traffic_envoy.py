@@ -23,7 +23,6 @@ aggregated counts per backend over a few thousand requests, never of a sequence.
 """
 from __future__ import annotations
 
-import http.client
 import json
 import math
 import socket
@@ -42,7 +41,7 @@ from compiler.view import make_view
 from compiler.xds import CLUSTER, ENDPOINT, compile_view
 from reconciler.sources import open_source
 from tests.e2e.daemon import GALLEON, Galleon
-from tests.e2e.envoy import Envoy, free_port, wait_for
+from tests.e2e.envoy import Envoy, answers, free_port, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -213,8 +212,8 @@ class Setup:
         self.envoy = Envoy(boot, self.root).start()
         self.envoy.wait_live(15)
         for host in BACKENDS:
-            wait_for(lambda: set(send(self.port, host, 3)) <= set(self.predicted(host)), 10,
-                     lambda: f"no route to {host}: {send(self.port, host, 3)}\n{self.galleon.log()}")
+            wait_for(lambda: set(answers(self.port, host, 3)) <= set(self.predicted(host)), 10,
+                     lambda: f"no route to {host}: {answers(self.port, host, 3)}\n{self.galleon.log()}")
         return self
 
     def predicted(self, host: str, caller_locality: str | None = None) -> dict[str, float]:
@@ -233,22 +232,6 @@ class Setup:
             self.galleon.stop()
         for backend in self.backends.values():
             backend.stop()
-
-
-def send(port: int, host: str, requests: int) -> Counter:
-    """Requests through Envoy's listener on one keep-alive connection; answers counted by backend
-    (or by status when not 200)."""
-    seen: Counter = Counter()
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        for _ in range(requests):
-            connection.request("GET", "/", headers={"Host": host})
-            response = connection.getresponse()
-            body = response.read().decode()
-            seen[body if response.status == 200 else f"HTTP {response.status}"] += 1
-    finally:
-        connection.close()
-    return seen
 
 
 def assert_shares(observed: Counter, predicted: dict[str, float], label: str) -> None:
@@ -284,7 +267,7 @@ def test_a_weighted_split_over_subsets_then_endpoint_weights(setup):
     endpoints = setup.envoy.endpoints()
     assert [(a, w) for a, _, w in endpoints[v1]] == [("127.0.0.111", 1), ("127.0.0.112", 3)]
     assert [(a, w) for a, _, w in endpoints[v2]] == [("127.0.0.113", 1)]
-    assert_shares(send(setup.port, SPLIT, REQUESTS), predicted, "70/30 split")
+    assert_shares(answers(setup.port, SPLIT, REQUESTS), predicted, "70/30 split")
 
 
 def test_locality_weights_from_distribute_then_endpoint_weights(setup):
@@ -302,7 +285,7 @@ def test_locality_weights_from_distribute_then_endpoint_weights(setup):
     predicted = setup.predicted(SPREAD)
     assert predicted == pytest.approx({"127.0.0.121": 50 / 101 / 4, "127.0.0.122": 50 / 101 * 3 / 4,
                                        "127.0.0.123": 30 / 101, "127.0.0.124": 7 / 101, "127.0.0.125": 14 / 101})
-    assert_shares(send(setup.port, SPREAD, REQUESTS), predicted, "distribute 50/30/20")
+    assert_shares(answers(setup.port, SPREAD, REQUESTS), predicted, "distribute 50/30/20")
 
 
 def test_failover_when_the_callers_locality_is_down(setup):
@@ -311,7 +294,7 @@ def test_failover_when_the_callers_locality_is_down(setup):
     assert priorities == {("us-east-1a", 0), ("us-east-1b", 1), ("eu-west-1a", 2)}
     # All healthy: priority 0 (the caller's zone) takes everything.
     assert setup.predicted(FAILOVER) == pytest.approx({"127.0.0.131": 0.5, "127.0.0.132": 0.5})
-    assert_shares(send(setup.port, FAILOVER, 400), setup.predicted(FAILOVER), "failover, all healthy")
+    assert_shares(answers(setup.port, FAILOVER, 400), setup.predicted(FAILOVER), "failover, all healthy")
 
     local = [address for address, locality, *_ in BACKENDS[FAILOVER] if locality == CALLER_LOCALITY]
     for address in local:
@@ -326,7 +309,7 @@ def test_failover_when_the_callers_locality_is_down(setup):
 
     def settled() -> bool:
         failures = setup.envoy.stats().get(stats + "upstream_cx_connect_fail", 0)
-        seen = send(setup.port, FAILOVER, 20)
+        seen = answers(setup.port, FAILOVER, 20)
         after = setup.envoy.stats()
         return (after.get(stats + "outlier_detection.ejections_active") == len(local)
                 and after.get(stats + "upstream_cx_connect_fail", 0) == failures and set(seen) <= set(predicted))
@@ -336,7 +319,7 @@ def test_failover_when_the_callers_locality_is_down(setup):
     # Priority 0 has no healthy host (and Istio's panic threshold is 0): priority 1, the same region's
     # other zone, takes everything, by endpoint weight; priority 2 (eu-west) gets nothing.
     assert predicted == pytest.approx({"127.0.0.133": 0.25, "127.0.0.134": 0.75})
-    assert_shares(send(setup.port, FAILOVER, REQUESTS), predicted, "failover, caller's zone down")
+    assert_shares(answers(setup.port, FAILOVER, REQUESTS), predicted, "failover, caller's zone down")
     after = setup.envoy.stats()
     for counter in ("upstream_cx_connect_fail", "upstream_rq_retry"):  # no request tried a stopped host
         assert after.get(stats + counter, 0) == before.get(stats + counter, 0), counter
