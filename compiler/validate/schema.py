@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import weakref
 from typing import Iterator
 
 from jsonschema import ValidationError
@@ -20,7 +21,19 @@ from ..schemas import fast_check, validator
 CODE = "IST0106"
 
 
+# An object parsed once and validated again (a preview's second revision reuses the objects of
+# unchanged files, parse.parse's ``previous``) is not checked again.
+_checked: "weakref.WeakKeyDictionary[SourceObject, list[Finding]]" = weakref.WeakKeyDictionary()
+
+
 def check(obj: SourceObject) -> list[Finding]:
+    found = _checked.get(obj)
+    if found is None:
+        found = _checked[obj] = _check(obj)
+    return found
+
+
+def _check(obj: SourceObject) -> list[Finding]:
     if fast_check(obj.group, obj.kind, obj.version)(obj.body):
         return []
     errors = validator(obj.group, obj.kind, obj.version).iter_errors(obj.body)
