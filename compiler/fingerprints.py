@@ -1,15 +1,22 @@
-"""What a resource is built from, as strings that are equal exactly when its inputs are.
+"""What a resource is built from, as keys that are equal exactly when its inputs are.
 
 An incremental compile (xds.compile_view's ``previous``) keeps a resource whose key is
 unchanged. Objects are compared by their document's text, file and line (SourceObject.digest),
 so an edit anywhere in a document, or a shift of its lines, rebuilds what it feeds.
+
+Keys are flat tuples of strings that name the hosts and hold the digests they are made of, so
+``Changes`` can tell which keys may differ from a previous compile's without computing any other.
 """
 from __future__ import annotations
 
-from .hosts import fqdn
+from dataclasses import dataclass
+
+from .hosts import fqdn, matches
 from .model import Mesh, Service
 from .parse import SourceObject
 from .view import ProxyView
+
+Key = tuple[str, ...]
 
 
 def view_key(mesh: Mesh, view: ProxyView) -> str:
@@ -17,34 +24,77 @@ def view_key(mesh: Mesh, view: ProxyView) -> str:
     return f"{mesh.digest}|{view!r}"
 
 
-def route_key(mesh: Mesh, service: Service) -> str:
+def route_key(mesh: Mesh, service: Service) -> Key:
     """What routes to a service are built from: its fields, where it is written (routes name it in
     their provenance) and its DestinationRule; not its endpoints, which routes never see."""
-    def compute() -> str:
+    def compute() -> Key:
         rule = mesh.destination_rule(service.host)
-        return "|".join([service.host, repr((service.namespace, service.ports, service.resolution,
-                                             service.location, service.addresses)),
-                         f"{service.source.ref} {service.source.file}:{service.source.line}",
-                         rule.source.digest if rule else "-"])
-    return _once(mesh, "route key", service, compute)
+        return (service.host, repr((service.namespace, service.ports, service.resolution, service.location,
+                                    service.addresses)),
+                f"{service.source.ref} {service.source.file}:{service.source.line}",
+                rule.source.digest if rule else "-")
+    return _once(mesh, ("route key", service.host), compute)
 
 
-def service_key(mesh: Mesh, service: Service) -> str:
+def service_key(mesh: Mesh, service: Service) -> Key:
     """A service's clusters and assignments, beyond the view key: what its routes are built from,
     plus its ServiceEntry's text and the objects its endpoints come from."""
-    def compute() -> str:
+    def compute() -> Key:
         # Endpoints written in one object (all of a ServiceEntry's) share its source: hash it once.
         sources = sorted(source.digest for source in {endpoint.source for endpoint in service.endpoints})
-        return "|".join([route_key(mesh, service), service.source.digest, *sources])
-    return _once(mesh, "service key", service, compute)
+        return (*route_key(mesh, service), service.source.digest, *sources)
+    return _once(mesh, ("service key", service.host), compute)
 
 
-def _once(mesh: Mesh, what: str, service: Service, compute) -> str:
-    """Keys are computed once per mesh and service."""
-    found = mesh.memo.get((what, service.host))
+def _once(mesh: Mesh, what: tuple, compute):
+    """Keys and digests are computed once per mesh."""
+    found = mesh.memo.get(what)
     if found is None:
-        found = mesh.memo[(what, service.host)] = compute()
+        found = mesh.memo[what] = compute()
     return found
+
+
+def digests(mesh: Mesh) -> frozenset[str]:
+    """The digests of the mesh's per-service objects (the view key covers the others)."""
+    return _once(mesh, ("digests",), lambda: frozenset(_by_digest(mesh)))
+
+
+def _by_digest(mesh: Mesh) -> dict[str, SourceObject]:
+    return _once(mesh, ("objects by digest",), lambda: {obj.digest: obj for obj in mesh.per_service_objects})
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What differs between the mesh of a previous compile (with the same view key) and this one."""
+
+    gone: frozenset[str]  # digests of that mesh's objects not in this one: edited or removed
+    hosts: frozenset[str]  # hosts an object new to this mesh (or edited) may feed
+
+    def may_differ(self, key: Key) -> bool:
+        """Whether a key computed on the previous mesh may differ on this one. A key holds the digest
+        of every object it is made of, and names the host of every service it describes: if none
+        is gone, and no new object feeds one of its hosts, it is the same."""
+        return not (self.gone.isdisjoint(key) and self.hosts.isdisjoint(key))
+
+
+def changes(mesh: Mesh, before: frozenset[str]) -> Changes:
+    """The changes since a mesh whose per-service objects had the digests ``before``."""
+    now = _by_digest(mesh)
+    hosts = {host for digest in digests(mesh) - before for host in _fed_by(mesh, now[digest])}
+    return Changes(before - digests(mesh), frozenset(hosts))
+
+
+def _fed_by(mesh: Mesh, obj: SourceObject) -> set[str]:
+    """The hosts whose keys may hold this object (a superset)."""
+    if obj.kind == "WorkloadEntry":  # only ServiceEntries of its own namespace select it
+        return {service.host for service in mesh.services.values() if service.namespace == obj.namespace}
+    spec = obj.spec
+    patterns = {fqdn(h, obj.namespace) for h in ([spec["host"]] if obj.kind == "DestinationRule" else
+                                                 spec.get("hosts", []))}
+    hosts = {p for p in patterns if "*" not in p}
+    if len(hosts) < len(patterns):  # a wildcard: every host it covers
+        hosts.update(h for h in mesh.services for p in patterns if matches(p, h))
+    return hosts
 
 
 def destination_hosts(vs: SourceObject) -> list[str]:

@@ -71,9 +71,11 @@ class MeshVirtualServices:
     def __init__(self, mesh: Mesh):
         self.exact: dict[str, SourceObject] = {}
         wildcards: list[tuple[int, int, str, SourceObject]] = []
-        bound = [vs for vs in mesh.virtual_services if MESH_GATEWAY in bound_gateways(vs)]
-        for order, vs in enumerate(bound):
-            for host in (fqdn(h, vs.namespace) for h in vs.spec.get("hosts", [])):
+        for order, vs in enumerate(mesh.virtual_services):
+            spec = vs.spec
+            if spec.get("gateways") and MESH_GATEWAY not in spec["gateways"]:
+                continue  # bound to Gateways only (as bound_gateways says, without building its set)
+            for host in (fqdn(h, vs.namespace) for h in spec.get("hosts", [])):
                 if host.startswith("*"):
                     wildcards.append((-len(host), order, host, vs))
                 else:

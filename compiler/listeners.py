@@ -71,13 +71,12 @@ def build_listeners(mesh: Mesh, view: ProxyView, services: list[Service]) -> lis
 
 
 def _sidecar_listeners(mesh: Mesh, view: ProxyView, services: list[Service]) -> Iterator[listener_pb2.Listener]:
-    routing = MeshVirtualServices.of(mesh)
     for port, on_port in sorted(_services_by_port(services).items()):
         if any(service.port(port).is_http for service in on_port):
             # One HTTP listener serves every host on the port: RDS picks the virtual host.
             chains, default = [_chain([_hcm_filter(port, sidecar_route_name(port))])], None
         else:
-            chains, default = _tcp_service_chains(mesh, routing, port, on_port)
+            chains, default = _tcp_service_chains(mesh, MeshVirtualServices.of(mesh), port, on_port)
         yield _listener(view, port, chains, mesh.revision, [on_port[0].source], default)
 
 

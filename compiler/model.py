@@ -155,6 +155,8 @@ class Mesh:
     # A hash of every object that is not about one service (clusters, networks, mesh settings,
     # gateways, sidecars...): when it is unchanged, a service's resources depend on its own objects only.
     digest: str = ""
+    # The objects of the other kinds, which the keys of an incremental compile hold (fingerprints.py).
+    per_service_objects: tuple[SourceObject, ...] = field(default=(), repr=False)
     # Values derived from this (immutable) mesh, computed on first use by the generators.
     memo: dict = field(default_factory=dict, repr=False)
 
@@ -208,7 +210,8 @@ def build_mesh(objects: list[SourceObject], revision: str = "") -> Mesh:
         for obj in by_kind[kind]:
             mesh_wide.update(f"{obj.ref} {obj.digest}\n".encode())
     return Mesh(revision, clusters, networks, services, rules, by_kind.get("VirtualService", []),
-                by_kind.get("Gateway", []), by_kind.get("Sidecar", []), settings, mesh_wide.hexdigest()[:24])
+                by_kind.get("Gateway", []), by_kind.get("Sidecar", []), settings, mesh_wide.hexdigest()[:24],
+                tuple(obj for kind in sorted(PER_SERVICE_KINDS) for obj in by_kind.get(kind, [])))
 
 
 def _settings(mesh_configs: list[SourceObject]) -> MeshSettings:

@@ -28,7 +28,7 @@ from google.protobuf import wrappers_pb2
 from . import provenance
 from .protos import pack
 from .durations import duration
-from .fingerprints import destination_hosts, route_key
+from .fingerprints import Changes, Key, destination_hosts, route_key
 from .gateways import MESH_GATEWAY, MeshVirtualServices, bound_gateways, qualified_gateways, weighted_destinations
 from .hosts import fqdn, matches
 from .model import Mesh, Port, Service
@@ -71,17 +71,18 @@ HUNDRED = percent_pb2.FractionalPercent.HUNDRED
 
 
 def build_routes(mesh: Mesh, view: ProxyView, services: list[Service], reuse: Mapping | None = None,
-                 built: dict | None = None) -> list[RouteConfiguration]:
+                 built: dict | None = None, changes: Changes | None = None) -> list[RouteConfiguration]:
     """The route configurations for a proxy with this view, given the services it sees
     (scoped, sorted by host); sorted by name.
 
     A sidecar's virtual hosts are recorded in ``built`` by what they are made from, and taken from
-    ``reuse`` (the ``built`` of this view's previous compile) when that is unchanged.
+    ``reuse`` (the ``built`` of this view's previous compile) when that is unchanged. With ``changes``
+    (since ``reuse`` was built), only the keys that may differ are computed again.
     """
     if view.role == ROUTER:
         configs = _gateway_configs(mesh, view, services)
     else:
-        configs = _sidecar_configs(mesh, view, services, reuse or {}, {} if built is None else built)
+        configs = _sidecar_configs(mesh, view, services, reuse or {}, {} if built is None else built, changes)
     return sorted(configs, key=lambda config: config.name)
 
 
@@ -113,28 +114,33 @@ class _VirtualHost:
 
 
 def _sidecar_configs(mesh: Mesh, view: ProxyView, services: list[Service], reuse: Mapping,
-                     built: dict) -> list[RouteConfiguration]:
+                     built: dict, changes: Changes | None) -> list[RouteConfiguration]:
     by_host = {service.host: service for service in services}
-    index = MeshVirtualServices.of(mesh)
     ports = sorted({port.number for service in services for port in service.ports if port.is_http})
     configs = []
     for port in ports:
         ctx = _Context(mesh, view, port, by_host, frozenset({MESH_GATEWAY}))
         name = sidecar_route_name(port)
-        on_port = [service for service in services if _serves_http_on(service, port)]
-        keys = tuple(_virtual_host_key(ctx, service, index) for service in on_port)
         kept = reuse.get(name)
-        if kept is not None and kept[0] == keys:
+        before = kept[0] if kept is not None else {}
+        keys = {}  # by host, in host order
+        for service in services:
+            if _serves_http_on(service, port):
+                key = before.get(service.host)
+                if key is None or changes is None or changes.may_differ(key):
+                    key = _virtual_host_key(ctx, service)
+                keys[service.host] = key
+        if kept is not None and keys == before:
             # Every virtual host is as before: so is the configuration (it keeps its revision).
             built[name] = kept
-            built.update((key, reuse[key]) for key in keys)
+            built.update((key, reuse[key]) for key in keys.values())
             configs.append(kept[1])
             continue
         vhosts = []
-        for key, service in zip(keys, on_port):
+        for key, service in zip(keys.values(), map(by_host.get, keys)):
             vhost = reuse.get(key)
             if vhost is None:
-                vhost = _service_virtual_host(ctx, service, index)
+                vhost = _service_virtual_host(ctx, service)
             else:  # its routes are copied into a new configuration: they name this revision
                 for route in vhost.routes:
                     provenance.restamp(route.metadata, mesh.revision)
@@ -155,13 +161,12 @@ def service_route_configurations(mesh: Mesh, view: ProxyView, services: list[Ser
     service's virtual host alone, built as a sidecar's is: for clients whose listener names one
     service (proxyless gRPC, see proxyless.py). Unsorted."""
     by_host = {service.host: service for service in services}
-    index = MeshVirtualServices.of(mesh)
     configs = []
     for service in services:
         for port in service.ports:
             if port.is_http:
                 ctx = _Context(mesh, view, port.number, by_host, frozenset({MESH_GATEWAY}))
-                vhost = _service_virtual_host(ctx, service, index)
+                vhost = _service_virtual_host(ctx, service)
                 configs.append(_route_configuration(mesh, name(service.host, port.number), [vhost],
                                                     vhost.sources[:1]))
     return configs
@@ -172,24 +177,25 @@ def _serves_http_on(service: Service, number: int) -> bool:
     return port is not None and port.is_http
 
 
-def _virtual_host_key(ctx: _Context, service: Service, index: MeshVirtualServices) -> str:
+def _virtual_host_key(ctx: _Context, service: Service) -> Key:
     """What a sidecar's virtual host for a service is made from: the port, the service, its
     VirtualService, and every service that VirtualService sends traffic to (or that it is not seen)."""
-    vs = index.for_host(service.host)
-    parts = [str(ctx.port), route_key(ctx.mesh, service)]
-    if vs is not None:
-        parts.append(vs.digest)
-        for host in destination_hosts(vs):
-            other = ctx.services.get(host)
-            parts.append(route_key(ctx.mesh, other) if other else f"{host} unseen")
-    return "\n".join(parts)
+    vs = MeshVirtualServices.of(ctx.mesh).for_host(service.host)
+    key = (str(ctx.port), *route_key(ctx.mesh, service))
+    if vs is None:
+        return key
+    key += (vs.digest,)
+    for host in destination_hosts(vs):
+        other = ctx.services.get(host)
+        key += route_key(ctx.mesh, other) if other else (host, "unseen")
+    return key
 
 
-def _service_virtual_host(ctx: _Context, service: Service, index: MeshVirtualServices) -> _VirtualHost:
+def _service_virtual_host(ctx: _Context, service: Service) -> _VirtualHost:
     """The service's VirtualService routes, or Istio's default route when none applies on this port."""
     name = virtual_host_name(service.host, ctx.port)
     domains = _service_domains(service, ctx.port)
-    vs = index.for_host(service.host)
+    vs = MeshVirtualServices.of(ctx.mesh).for_host(service.host)
     routes = _virtual_service_routes(ctx, vs) if vs else []
     if routes:
         return _VirtualHost(name, domains, routes, [vs])

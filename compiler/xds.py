@@ -19,7 +19,7 @@ from .clusters import build_sni_dnat_cluster, service_clusters
 from .endpoints import build_load_assignment
 from .listeners import build_listeners
 from .gateways import sni_dnat_targets
-from .fingerprints import service_key, view_key
+from .fingerprints import Key, changes, digests, service_key, view_key
 from .model import Mesh, Service
 from .names import parse_eds_name
 from .routes import build_routes
@@ -49,13 +49,14 @@ class ViewConfig:
 
     ``services`` records, per service host, what its clusters and assignments were built from (see
     ``compile_view``'s ``previous``) and their names; ``vhosts`` the virtual hosts, by what they were
-    built from.
+    built from; ``digests`` the mesh's objects that those keys hold (fingerprints.digests).
     """
 
     resources: dict[str, dict[str, Message]]
     view_key: str = ""
-    services: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = field(default_factory=dict, repr=False)
+    services: dict[str, tuple[Key, tuple[str, ...], tuple[str, ...]]] = field(default_factory=dict, repr=False)
     vhosts: dict = field(default_factory=dict, repr=False)  # a sidecar's virtual hosts by their key (routes.py)
+    digests: frozenset[str] = field(default=frozenset(), repr=False)
 
     def items(self) -> Iterator[tuple[str, str, Message]]:
         for type_url in PUSH_ORDER:
@@ -85,34 +86,56 @@ def compile_view(mesh: Mesh, view: ProxyView, previous: ViewConfig | None = None
     key_of_view = view_key(mesh, view)
     same_view = previous is not None and previous.view_key == key_of_view
     reusable = previous.services if same_view else {}
+    # Only the keys of services that the changed objects feed are computed again.
+    changed = changes(mesh, previous.digests) if same_view else None
     dnat: dict[str, list] = {}
     for service, port, subset in sni_dnat_targets(mesh, view, services):
         dnat.setdefault(service.host, []).append((port, subset))
-    clusters: list[Message] = []
-    assignments: list[Message] = []
-    built: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {}
-    vhosts: dict = {}
+    # The previous resources, in name order, stay in place but for those of rebuilt or gone services.
+    clusters = dict(previous.resources[CLUSTER]) if same_view else {}
+    assignments = dict(previous.resources[ENDPOINT]) if same_view else {}
+    built: dict[str, tuple[Key, tuple[str, ...], tuple[str, ...]]] = {}
+    for host in reusable.keys() - {service.host for service in services}:
+        _replace(clusters, reusable[host][1], [], lambda m: m.name)
+        _replace(assignments, reusable[host][2], [], lambda m: m.cluster_name)
+    in_order = True
     for service in services:
-        key = service_key(mesh, service)
         before = reusable.get(service.host)
+        if before is not None and not changed.may_differ(before[0]):
+            built[service.host] = before
+            continue
+        key = service_key(mesh, service)
         if before is not None and before[0] == key:
-            mine = [previous.resources[CLUSTER][name] for name in before[1]]
-            loads = [previous.resources[ENDPOINT][name] for name in before[2]]
-        else:
-            mine = service_clusters(mesh, view, service) + [build_sni_dnat_cluster(mesh, view, service, port, subset)
-                                                             for port, subset in dnat.get(service.host, ())]
-            loads = [_assignment(mesh, view, service, cluster) for cluster in mine
-                     if cluster.HasField("eds_cluster_config")]
-        clusters += mine
-        assignments += loads
+            built[service.host] = before
+            continue
+        mine = service_clusters(mesh, view, service) + [build_sni_dnat_cluster(mesh, view, service, port, subset)
+                                                         for port, subset in dnat.get(service.host, ())]
+        loads = [_assignment(mesh, view, service, cluster) for cluster in mine
+                 if cluster.HasField("eds_cluster_config")]
+        old = before or (key, (), ())
+        in_order &= _replace(clusters, old[1], mine, lambda m: m.name)
+        in_order &= _replace(assignments, old[2], loads, lambda m: m.cluster_name)
         built[service.host] = (key, tuple(c.name for c in mine), tuple(a.cluster_name for a in loads))
+    if not in_order:
+        clusters, assignments = dict(sorted(clusters.items())), dict(sorted(assignments.items()))
+    vhosts: dict = {}
     return ViewConfig({
-        CLUSTER: _by_name(clusters, lambda m: m.name),
-        ENDPOINT: _by_name(assignments, lambda m: m.cluster_name),
+        CLUSTER: clusters,
+        ENDPOINT: assignments,
         LISTENER: _by_name(build_listeners(mesh, view, services), lambda m: m.name),
-        ROUTE: _by_name(build_routes(mesh, view, services, previous.vhosts if same_view else {}, vhosts),
+        ROUTE: _by_name(build_routes(mesh, view, services, previous.vhosts if same_view else {}, vhosts, changed),
                         lambda m: m.name),
-    }, key_of_view, built, vhosts)
+    }, key_of_view, built, vhosts, digests(mesh))
+
+
+def _replace(resources: dict[str, Message], old: tuple[str, ...], new: list[Message], name) -> bool:
+    """Put a service's new resources in place of its old ones (named ``old``); False when one has a
+    name that was not there, so the dict is no longer in name order."""
+    fresh = {name(message): message for message in new}
+    resources.update(fresh)  # an existing name keeps its place
+    for gone in set(old) - fresh.keys():
+        del resources[gone]
+    return fresh.keys() <= set(old)
 
 
 def _assignment(mesh: Mesh, view: ProxyView, service: Service, cluster: Message) -> Message:

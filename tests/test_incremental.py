@@ -43,6 +43,34 @@ EDITS = {
         "10.3.2.1", "10.3.8.1").replace("10.2.9.1", "10.2.9.8").encode()},
     "a service is removed": lambda f: {k: v for k, v in f.items() if k != "bookinfo/mysqldb.yaml"},
     "nothing changes but the revision": lambda f: f,
+    # New objects that feed existing services, in files of their own (no other object changes):
+    "a WorkloadEntry joins a service": lambda f: {**f, "bookinfo/mysqldb-b.yaml": b"""
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: mysqldb-cluster-b, namespace: bookinfo}
+spec:
+  address: 10.2.5.1
+  labels: {app: mysqldb, version: v1, topology.istio.io/cluster: cluster-b}
+  serviceAccount: bookinfo-mysqldb
+"""},
+    "a wildcard DestinationRule is added": lambda f: {**f, "global/rule.yaml": b"""
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: global, namespace: bookinfo}
+spec:
+  host: "*.global"
+  trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}
+"""},
+    "a VirtualService is added": lambda f: {**f, "global/routes.yaml": b"""
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings-global, namespace: bookinfo}
+spec:
+  hosts: [ratings.bookinfo.global]
+  http:
+    - timeout: 3s
+      route: [{destination: {host: ratings.bookinfo.svc.cluster.local, port: {number: 9080}}}]
+"""},
 }
 
 VIEWS = [("cluster-a", SIDECAR, {}), ("cluster-c", SIDECAR, {}),
@@ -113,8 +141,8 @@ def test_a_virtual_host_is_rebuilt_when_its_routing_or_a_destination_changes(bef
     def rebuilt(change: str) -> set[str]:
         mesh = mesh_from(EDITS[change](sample_files()), NEW)
         config = compile_view(mesh, make_view(mesh, "cluster-a", SIDECAR), previous=previous)
-        return {key.split("\n")[1].split("|")[0] for key, vhost in config.vhosts.items()
-                if "\n" in key and previous.vhosts.get(key) is not vhost}
+        return {key[1] for key, vhost in config.vhosts.items()  # (port, host, ...); names are strings
+                if isinstance(key, tuple) and previous.vhosts.get(key) is not vhost}
 
     assert rebuilt("route weights change") == {"reviews.bookinfo.svc.cluster.local"}
     # routes never see endpoints: a moved endpoint rebuilds no virtual host, and keeps the configurations
