@@ -12,7 +12,7 @@ import base64
 import ipaddress
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Callable, Iterable, Mapping
+from typing import AbstractSet, Callable, Iterable, Mapping
 
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
@@ -71,18 +71,21 @@ HUNDRED = percent_pb2.FractionalPercent.HUNDRED
 
 
 def build_routes(mesh: Mesh, view: ProxyView, services: list[Service], reuse: Mapping | None = None,
-                 built: dict | None = None, changes: Changes | None = None) -> list[RouteConfiguration]:
+                 built: dict | None = None, changes: Changes | None = None,
+                 only: AbstractSet[str] | None = None) -> list[RouteConfiguration]:
     """The route configurations for a proxy with this view, given the services it sees
     (scoped, sorted by host); sorted by name.
 
     A sidecar's virtual hosts are recorded in ``built`` by what they are made from, and taken from
     ``reuse`` (the ``built`` of this view's previous compile) when that is unchanged. With ``changes``
-    (since ``reuse`` was built), only the keys that may differ are computed again.
+    (since ``reuse`` was built), only the keys that may differ are computed again. With ``only``, a
+    sidecar's configurations hold just the virtual hosts of those hosts (xds.compile_view).
     """
     if view.role == ROUTER:
         configs = _gateway_configs(mesh, view, services)
     else:
-        configs = _sidecar_configs(mesh, view, services, reuse or {}, {} if built is None else built, changes)
+        configs = _sidecar_configs(mesh, view, services, reuse or {}, {} if built is None else built, changes,
+                                   only)
     return sorted(configs, key=lambda config: config.name)
 
 
@@ -114,7 +117,7 @@ class _VirtualHost:
 
 
 def _sidecar_configs(mesh: Mesh, view: ProxyView, services: list[Service], reuse: Mapping,
-                     built: dict, changes: Changes | None) -> list[RouteConfiguration]:
+                     built: dict, changes: Changes | None, only: AbstractSet[str] | None) -> list[RouteConfiguration]:
     by_host = {service.host: service for service in services}
     ports = sorted({port.number for service in services for port in service.ports if port.is_http})
     configs = []
@@ -125,7 +128,7 @@ def _sidecar_configs(mesh: Mesh, view: ProxyView, services: list[Service], reuse
         before = kept[0] if kept is not None else {}
         keys = {}  # by host, in host order
         for service in services:
-            if _serves_http_on(service, port):
+            if _serves_http_on(service, port) and (only is None or service.host in only):
                 key = before.get(service.host)
                 if key is None or changes is None or changes.may_differ(key):
                     key = _virtual_host_key(ctx, service)
@@ -148,7 +151,7 @@ def _sidecar_configs(mesh: Mesh, view: ProxyView, services: list[Service], reuse
             vhosts.append(vhost)
         # The configuration names its first virtual host's source (as a sidecar listener names its
         # first service's); each virtual host and route carries its own.
-        first = min(vhosts, key=lambda v: v.name).sources[:1]
+        first = min(vhosts, key=lambda v: v.name).sources[:1] if vhosts else []
         config = _route_configuration(mesh, name, vhosts, first)
         built[name] = (keys, config)
         configs.append(config)

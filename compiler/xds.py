@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import AbstractSet, Iterator
 
 from google.protobuf import any_pb2, json_format
 from google.protobuf.message import Message
@@ -71,7 +71,8 @@ def _by_name(messages, key) -> dict[str, Message]:
     return {key(m): m for m in sorted(messages, key=key)}
 
 
-def compile_view(mesh: Mesh, view: ProxyView, previous: ViewConfig | None = None) -> ViewConfig:
+def compile_view(mesh: Mesh, view: ProxyView, previous: ViewConfig | None = None,
+                 only: AbstractSet[str] | None = None) -> ViewConfig:
     """The configuration of one proxy view.
 
     With ``previous`` (this view's configuration of an earlier mesh), a service whose own objects
@@ -79,9 +80,16 @@ def compile_view(mesh: Mesh, view: ProxyView, previous: ViewConfig | None = None
     unchanged keeps its previous clusters and assignments instead of having them built again; they
     keep the revision they were compiled at in their provenance. Everything else is built anew, so
     the result equals a full compile but for those revisions.
+
+    With ``only`` (hosts; not with ``previous``), just those services' clusters, assignments and
+    sidecar virtual hosts are built: the route configurations keep their names and hold only those
+    virtual hosts; listeners and gateway routes are whole. Two meshes compiled for the same ``only``
+    differ exactly where their whole configurations differ among those hosts (a preview's need).
     """
     if view.role == GRPC:
         return _compile_proxyless(mesh, view)
+    if only is not None and previous is not None:
+        raise ValueError("compile_view: give previous or only, not both")
     services = visible_services(mesh, view)
     key_of_view = view_key(mesh, view)
     same_view = previous is not None and previous.view_key == key_of_view
@@ -100,6 +108,8 @@ def compile_view(mesh: Mesh, view: ProxyView, previous: ViewConfig | None = None
         _replace(assignments, reusable[host][2], [], lambda m: m.cluster_name)
     in_order = True
     for service in services:
+        if only is not None and service.host not in only:
+            continue
         before = reusable.get(service.host)
         if before is not None and not changed.may_differ(before[0]):
             built[service.host] = before
@@ -123,8 +133,8 @@ def compile_view(mesh: Mesh, view: ProxyView, previous: ViewConfig | None = None
         CLUSTER: clusters,
         ENDPOINT: assignments,
         LISTENER: _by_name(build_listeners(mesh, view, services), lambda m: m.name),
-        ROUTE: _by_name(build_routes(mesh, view, services, previous.vhosts if same_view else {}, vhosts, changed),
-                        lambda m: m.name),
+        ROUTE: _by_name(build_routes(mesh, view, services, previous.vhosts if same_view else {}, vhosts, changed,
+                                     only), lambda m: m.name),
     }, key_of_view, built, vhosts, digests(mesh))
 
 

@@ -191,3 +191,36 @@ def test_truncation_keeps_the_summary_whole_and_names_what_was_cut(repo):
     assert "Cut to fit the comment size limit" in cut
     note = cut[cut.index("Cut to fit"):]
     assert "cluster-c" in note  # blocks are kept in order, so the last cluster's go first
+
+
+# details' VirtualService also mirrors its requests to reviews v3
+add_mirror = replace("bookinfo/details.yaml", "    - name: details-canary\n",
+                     "    - name: details-canary\n      mirror:\n        host: reviews.bookinfo.svc.cluster.local\n"
+                     "        subset: v3\n")
+
+
+# (what BASE adds to the sample, what HEAD changes then)
+EDITS = {
+    "route weights": (None, replace(REVIEWS, "weight: 50", "weight: 20")),
+    "an endpoint": (None, replace(REVIEWS, "address: 10.3.4.1", "address: 10.3.4.7")),
+    "a subset renamed (HEAD invalid)": (None, replace(REVIEWS, "    - name: v3\n", "    - name: v3-canary\n")),
+    "a WorkloadEntry moved": (None, replace("bookinfo/mysqldb.yaml", "address: 10.3.5.1", "address: 10.3.5.2")),
+    "a VirtualService that mirrors to another host": (None, add_mirror),
+    # details' virtual host names the port of the reviews cluster it mirrors to: it changes too
+    "the port of a host another host's VirtualService mirrors to": (add_mirror, replace(
+        REVIEWS, "    - number: 9080\n", "    - number: 9081\n")),
+    "a mesh-wide object": (None, replace("mesh/networks.yaml", "address: 198.51.100.10", "address: 198.51.100.11")),
+}
+
+
+@pytest.mark.parametrize("setup, edit", EDITS.values(), ids=EDITS.keys())
+def test_compiling_only_the_affected_hosts_gives_the_same_preview(repo, setup, edit):
+    if setup:
+        change(repo, setup, "setup")
+    change(repo, edit)
+    source = LocalGitSource(repo.workdir or repo.path)
+    base = load_revision(source.snapshot("HEAD~1"))
+    head = load_revision(source.snapshot("HEAD"), like=base)
+    narrow, whole = build_preview(base, head), build_preview(base, head, narrow=False)
+    assert render_json(narrow) == render_json(whole)
+    assert any(v.changes for c in whole.clusters for v in c.views)

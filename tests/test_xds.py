@@ -49,3 +49,27 @@ def test_a_new_revision_alone_changes_every_version():
     files = sample_files()
     first, other = compiled(files, "r1").versions(), compiled(files, "r2").versions()
     assert all(first[t][n] != other[t][n] for t in PUSH_ORDER for n in first[t])
+
+
+def test_only_builds_just_those_hosts_and_matches_the_whole_compile(sample_mesh):
+    from compiler.names import parse_eds_name
+    from compiler.xds import serialize
+    for node in ("sidecar~10.0.0.1~p.default~default.svc.cluster.local",
+                 "router~10.0.0.2~gw.istio-system~istio-system.svc.cluster.local"):
+        view = make_view(sample_mesh, "cluster-c", node, {"istio": "ingressgateway"})
+        whole = compile_view(sample_mesh, view)
+        only = {"reviews.bookinfo.svc.cluster.local", "ratings.bookinfo.svc.cluster.local"}
+        part = compile_view(sample_mesh, view, only=only)
+        for type_url in (CLUSTER, ENDPOINT):
+            expected = {n: serialize(m) for n, m in whole.resources[type_url].items() if parse_eds_name(n)[2] in only}
+            assert expected and {n: serialize(m) for n, m in part.resources[type_url].items()} == expected
+        assert {n: serialize(m) for n, m in part.resources[LISTENER].items()} == \
+            {n: serialize(m) for n, m in whole.resources[LISTENER].items()}
+        assert part.resources[ROUTE].keys() == whole.resources[ROUTE].keys()
+        for name, config in part.resources[ROUTE].items():
+            full = {v.name: serialize(v) for v in whole.resources[ROUTE][name].virtual_hosts}
+            kept = {v.name: serialize(v) for v in config.virtual_hosts}
+            if view.role == "router":
+                assert kept == full  # gateway routes are whole
+            else:
+                assert kept == {n: v for n, v in full.items() if n.rsplit(":", 1)[0] in only}

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..findings import Finding, has_errors, sorted_findings
+from ..fingerprints import changes, destination_hosts, digests
+from ..hosts import fqdn, matches
 from ..model import Mesh, build_mesh
 from ..names import parse_eds_name
 from ..parse import ParseResult, SourceObject, parse
@@ -65,9 +67,10 @@ def load_revision(snapshot: Snapshot, like: Revision | None = None) -> Revision:
     return revision
 
 
-def _compile(revision: Revision, view: ProxyView, previous: ViewConfig | None = None) -> ViewConfig:
+def _compile(revision: Revision, view: ProxyView, previous: ViewConfig | None = None,
+             only: frozenset[str] | None = None) -> ViewConfig:
     try:
-        return compile_view(revision.mesh, view, previous)
+        return compile_view(revision.mesh, view, previous, only)
     except Exception as exc:  # noqa: BLE001 - as in load_revision
         if revision.valid:
             raise
@@ -235,16 +238,48 @@ def split_findings(base: list[Finding], head: list[Finding]) -> tuple[list[Findi
     return new, old
 
 
+def affected_hosts(base: Mesh, head: Mesh) -> frozenset[str] | None:
+    """The hosts whose configuration may differ between two meshes, plus the hosts their routes send
+    to (their traffic shares need those); None when a mesh-wide object changed (then any may).
+
+    A host may differ when an object feeding it is new, edited or gone (fingerprints.changes, both
+    ways), or when its VirtualService sends traffic to such a host (a virtual host names the
+    subsets and ports of its destinations).
+    """
+    if base.digest != head.digest:
+        return None
+    hosts = set(changes(head, digests(base)).hosts | changes(base, digests(head)).hosts)
+    for mesh in (base, head):
+        for vs in mesh.virtual_services:
+            if hosts.intersection(destination_hosts(vs)):
+                hosts.update(_services_of(mesh, vs))
+    destinations = {d for mesh in (base, head) for vs in mesh.virtual_services
+                    if hosts.intersection(_services_of(mesh, vs)) for d in destination_hosts(vs)}
+    return frozenset(hosts | destinations)
+
+
+def _services_of(mesh: Mesh, vs: SourceObject) -> set[str]:
+    """The services a VirtualService's hosts name or cover (a wildcard covers several)."""
+    patterns = {fqdn(h, vs.namespace) for h in vs.spec.get("hosts", [])}
+    found = {p for p in patterns if p in mesh.services}
+    wildcards = [p for p in patterns if "*" in p]
+    if wildcards:
+        found.update(h for h in mesh.services for p in wildcards if matches(p, h))
+    return found
+
+
 def build_preview(base: Revision, head: Revision, clusters: list[str] | None = None,
                   plans: list[PlanSection] | None = None,
-                  progress: Callable[[str], None] | None = None) -> Preview:
-    """The preview of going from ``base`` to ``head``; ``clusters`` limits the Envoy part to those."""
+                  progress: Callable[[str], None] | None = None, narrow: bool = True) -> Preview:
+    """The preview of going from ``base`` to ``head``; ``clusters`` limits the Envoy part to those.
+    ``narrow``: compile only the services the change may touch (affected_hosts); False compiles
+    every service, for the same result."""
     new, old = split_findings(base.findings, head.findings)
     preview = Preview(base, head, diff_objects(base.objects, head.objects), new, old, [], plans or [])
     if not preview.envoy_compared:
         return preview
     names = clusters if clusters is not None else sorted(base.mesh.clusters.keys() | head.mesh.clusters.keys())
-    context = _Context(base, head)
+    context = _Context(base, head, affected_hosts(base.mesh, head.mesh) if narrow else None)
     for name in names:
         if progress:
             progress(f"comparing the proxies of cluster {name}")
@@ -255,8 +290,8 @@ def build_preview(base: Revision, head: Revision, clusters: list[str] | None = N
 class _Context:
     """What every cluster's comparison shares: the two revisions and the names of addresses."""
 
-    def __init__(self, base: Revision, head: Revision):
-        self.base, self.head = base, head
+    def __init__(self, base: Revision, head: Revision, only: frozenset[str] | None):
+        self.base, self.head, self.only = base, head, only
         self.specs = proxy_specs(base.mesh, head.mesh)
         self.places: dict[str, str] = {}
         self.gateways: dict[str, str] = {}
@@ -273,6 +308,9 @@ class _Context:
     def compile_pair(self, spec: ViewSpec, cluster: str) -> tuple[ViewConfig | None, ViewConfig | None]:
         """The proxy's configuration at BASE and HEAD (None where the revision has no such proxy)."""
         before_view, after_view = spec.view(self.base.mesh, cluster), spec.view(self.head.mesh, cluster)
+        if self.only is not None:
+            return (_compile(self.base, before_view, only=self.only) if before_view else None,
+                    _compile(self.head, after_view, only=self.only) if after_view else None)
         before = _compile(self.base, before_view) if before_view else None
         after = _compile(self.head, after_view, previous=before) if after_view else None
         return before, after
