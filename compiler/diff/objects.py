@@ -77,6 +77,8 @@ def diff_objects(base: list[SourceObject], head: list[SourceObject]) -> ObjectDi
         if old is None:
             changes.append(ObjectChange(ADDED, *key, new.file, new.line))
             continue
+        if old is new:
+            continue  # parsed once for both revisions (parse's ``previous``): its file is unchanged
         # A removed field's path is BASE's: line_of falls back to the nearest ancestor HEAD still has.
         fields = tuple(FieldLine(c, new.line_of(c.path)) for c in diff_values(old.body, new.body))
         moved = f"{old.file}:{old.line}" if old.file != new.file else ""

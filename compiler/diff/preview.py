@@ -249,13 +249,12 @@ def affected_hosts(base: Mesh, head: Mesh) -> frozenset[str] | None:
     if base.digest != head.digest:
         return None
     hosts = set(changes(head, digests(base)).hosts | changes(base, digests(head)).hosts)
-    for mesh in (base, head):
-        for vs in mesh.virtual_services:
-            if hosts.intersection(destination_hosts(vs)):
-                hosts.update(_services_of(mesh, vs))
-    destinations = {d for mesh in (base, head) for vs in mesh.virtual_services
-                    if hosts.intersection(_services_of(mesh, vs)) for d in destination_hosts(vs)}
-    return frozenset(hosts | destinations)
+    routing = [(_services_of(mesh, vs), destination_hosts(vs)) for mesh in (base, head) for vs in mesh.virtual_services]
+    for services, destinations in routing:
+        if hosts.intersection(destinations):
+            hosts.update(services)
+    return frozenset(hosts.union(*(destinations for services, destinations in routing
+                                   if hosts.intersection(services))))
 
 
 def _services_of(mesh: Mesh, vs: SourceObject) -> set[str]:
@@ -293,14 +292,15 @@ class _Context:
     def __init__(self, base: Revision, head: Revision, only: frozenset[str] | None):
         self.base, self.head, self.only = base, head, only
         self.specs = proxy_specs(base.mesh, head.mesh)
-        self.places: dict[str, str] = {}
+        self.places: dict[str, str] = {}  # an address's cluster, network or gateway, for traffic shares
         self.gateways: dict[str, str] = {}
         for mesh in (head.mesh, base.mesh):
             for network in mesh.networks.values():
                 for gateway in network.gateways:
                     self.gateways.setdefault(gateway.address, network.name)
                     self.places.setdefault(gateway.address, f"{network.name} gateway")
-            for service in mesh.services.values():
+            hosts = mesh.services.keys() if only is None else only & mesh.services.keys()
+            for service in map(mesh.services.get, sorted(hosts)):
                 for ep in service.endpoints:
                     self.places.setdefault(ep.address, ep.cluster or (ep.network and f"network {ep.network}")
                                            or "outside the mesh")
