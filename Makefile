@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 # Real components the end-to-end tests run, as command:Debian-package.
-SYSTEM_TOOLS := sshd:openssh-server ssh-keygen:openssh-client git:git
+SYSTEM_TOOLS := sshd:openssh-server ssh-keygen:openssh-client git:git gpg:gnupg
 
 .PHONY: run test bench schemas clean system-deps
 
