@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import AbstractSet, Callable, Iterable, Mapping
 
@@ -805,23 +805,28 @@ def _direct_response(response: dict) -> rc.DirectResponseAction:
 # --- header operations ----------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True)
 class _HeaderOperations:
-    request_add: list[base_pb2.HeaderValueOption] = field(default_factory=list)
-    request_remove: list[str] = field(default_factory=list)
-    response_add: list[base_pb2.HeaderValueOption] = field(default_factory=list)
-    response_remove: list[str] = field(default_factory=list)
+    request_add: tuple[base_pb2.HeaderValueOption, ...] = ()
+    request_remove: tuple[str, ...] = ()
+    response_add: tuple[base_pb2.HeaderValueOption, ...] = ()
+    response_remove: tuple[str, ...] = ()
     authority: str = ""  # setting Host or :authority is a host rewrite in Envoy, not a header operation
 
 
+NO_HEADER_OPERATIONS = _HeaderOperations()
+
+
 def _header_operations(headers: dict | None) -> _HeaderOperations:
-    request = (headers or {}).get("request") or {}
-    response = (headers or {}).get("response") or {}
+    if not headers:
+        return NO_HEADER_OPERATIONS  # most rules and destinations (three per route of a canary split)
+    request = headers.get("request") or {}
+    response = headers.get("response") or {}
     return _HeaderOperations(
-        _header_values(request.get("set"), OVERWRITE) + _header_values(request.get("add"), APPEND),
-        _modifiable(request.get("remove") or []),
-        _header_values(response.get("set"), OVERWRITE) + _header_values(response.get("add"), APPEND),
-        _modifiable(response.get("remove") or []),
+        tuple(_header_values(request.get("set"), OVERWRITE) + _header_values(request.get("add"), APPEND)),
+        tuple(_modifiable(request.get("remove") or [])),
+        tuple(_header_values(response.get("set"), OVERWRITE) + _header_values(response.get("add"), APPEND)),
+        tuple(_modifiable(response.get("remove") or [])),
         _authority(request.get("set")) or _authority(request.get("add")))
 
 
