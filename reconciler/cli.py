@@ -22,11 +22,12 @@ from compiler.validate import Validation, validate
 from compiler.view import ANY_ADDRESS, ViewError, make_view
 from compiler.xds import config_dump, dump_json, compile_view
 
-from . import logs, preview
+from . import logs, preview, webhook
 from .bootstrap import (DEFAULT_GRPC_CERTIFICATE_DIR, DEFAULT_SDS_SOCKET, BootstrapOptions, bootstrap_yaml,
                         grpc_bootstrap_json, split_address)
 from .serve import Daemon, ServeOptions
 from .sources import GitCredentials, SourceError, open_source
+from .sources.signatures import SignatureError, SignaturePolicy
 
 EXIT_OK, EXIT_INVALID, EXIT_UNREADABLE = 0, 1, 2
 # galleon diff --exit-code, kubectl diff's convention: 0 no changes, 1 changes, above 1 trouble.
@@ -169,9 +170,18 @@ def cmd_serve(args) -> int:
             split_address(address, flag)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
+    if args.max_connection_age is not None and args.max_connection_age <= 0:
+        raise UsageError("--max-connection-age must be a positive number of seconds")
+    try:
+        secret = webhook.load_secret(args.webhook_secret_file) if args.webhook_secret_file else None
+        signatures = (SignaturePolicy.load(args.verify_ssh_key, args.verify_gpg_key)
+                      if args.verify_ssh_key or args.verify_gpg_key else None)
+    except (ValueError, SignatureError) as exc:
+        raise UsageError(str(exc)) from None
     options = ServeOptions(source=args.source, cluster=args.cluster, rev=args.rev, ads=args.ads, http=args.http,
                            poll=args.poll, state_dir=args.state_dir, credentials=_credentials(args, False),
-                           debounce=args.debounce, debounce_max=args.debounce_max)
+                           debounce=args.debounce, debounce_max=args.debounce_max, webhook_secret=secret,
+                           signatures=signatures, max_connection_age=args.max_connection_age)
     try:
         return asyncio.run(Daemon(options).run())
     except OSError as exc:
@@ -199,8 +209,8 @@ def _source_arguments(parser: argparse.ArgumentParser, rev: bool = True) -> None
                                  "(default: HEAD; a directory has only its working files)")
     git = parser.add_argument_group("remote Git sources")
     git.add_argument("--state-dir", type=Path, default=default_state_dir(), metavar="DIR",
-                     help="where remote repositories are mirrored (default: $GALLEON_STATE_DIR or "
-                          "~/.cache/galleon)")
+                     help="where remote repositories are mirrored, and where galleon serve keeps the last "
+                          "snapshot it served (default: $GALLEON_STATE_DIR or ~/.cache/galleon)")
     git.add_argument("--git-token-env", default="GALLEON_GIT_TOKEN", metavar="VAR",
                      help="environment variable holding an HTTPS token (default: GALLEON_GIT_TOKEN)")
     git.add_argument("--git-username", default=None, metavar="USER",
@@ -317,6 +327,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="wait until changes have been quiet this long before reloading (default: 0.1)")
     p.add_argument("--debounce-max", type=float, default=10.0, metavar="SECONDS",
                    help="but reload at most this long after the first change (default: 10)")
+    p.add_argument("--webhook-secret-file", type=Path, default=None, metavar="FILE",
+                   help="turn on POST /hook on --http: a push notice signed with the secret in FILE (GitHub's "
+                        "X-Hub-Signature-256, GitLab's X-Gitlab-Token, or X-Galleon-Signature: sha256=HMAC) "
+                        "fetches at once")
+    p.add_argument("--verify-ssh-key", type=Path, action="append", default=[], metavar="FILE",
+                   help="serve only commits signed by one of the SSH public keys in FILE (public key or "
+                        "allowed_signers lines; repeatable); an unsigned or unverified head is reported, not served")
+    p.add_argument("--verify-gpg-key", type=Path, action="append", default=[], metavar="FILE",
+                   help="likewise for OpenPGP signatures, by the ASCII-armored public keys in FILE (repeatable)")
+    p.add_argument("--max-connection-age", type=float, default=None, metavar="SECONDS",
+                   help="end each xDS stream (with OK) after about SECONDS, so proxies reconnect and spread over "
+                        "replicas behind a load balancer (default: never)")
     p.add_argument("--log-level", choices=logs.LEVELS, default="info",
                    help="least important log events shown (default: info); logs are JSON lines unless "
                         "stderr is a terminal")

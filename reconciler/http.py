@@ -14,6 +14,10 @@ from urllib.parse import parse_qs, urlsplit
 
 # path -> a function of the query that returns (status, content type, body); run on the event loop.
 Route = Callable[[dict[str, list[str]]], tuple[int, str, bytes]]
+# path -> a function of the request's headers (lower-case names) and body, for POST; run on the
+# server's thread (it must only hand work to the loop, e.g. with call_soon_threadsafe).
+PostRoute = Callable[[dict[str, str], bytes], tuple[int, str, bytes]]
+MAX_POST_BODY = 1 << 20
 
 
 def json_body(status: int, data) -> tuple[int, str, bytes]:
@@ -25,8 +29,9 @@ def text_body(status: int, text: str) -> tuple[int, str, bytes]:
 
 
 class HttpServer:
-    def __init__(self, routes: dict[str, Route], loop: asyncio.AbstractEventLoop) -> None:
-        self.routes, self.loop = routes, loop
+    def __init__(self, routes: dict[str, Route], loop: asyncio.AbstractEventLoop,
+                 posts: dict[str, PostRoute] | None = None) -> None:
+        self.routes, self.loop, self.posts = routes, loop, posts or {}
         self._server: ThreadingHTTPServer | None = None
 
     def _handler(self):
@@ -41,6 +46,20 @@ class HttpServer:
                                                          "endpoints": sorted(outer.routes)})
                 else:
                     status, kind, body = outer.ask(route, parse_qs(url.query))
+                self.answer(status, kind, body)
+
+            def do_POST(self) -> None:  # noqa: N802
+                route = outer.posts.get(urlsplit(self.path).path)
+                length = int(self.headers.get("Content-Length") or 0)
+                if route is None:
+                    self.answer(*json_body(404, {"error": f"no POST endpoint {self.path}", "endpoints": sorted(outer.posts)}))
+                elif length > MAX_POST_BODY:
+                    self.answer(*json_body(413, {"error": f"body over {MAX_POST_BODY} bytes"}))
+                else:
+                    body = self.rfile.read(length)
+                    self.answer(*route({k.lower(): v for k, v in self.headers.items()}, body))
+
+            def answer(self, status: int, kind: str, body: bytes) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(body)))

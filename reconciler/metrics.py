@@ -33,6 +33,11 @@ class Metrics:
         self.loads = Counter("galleon_source_loads", "Source revisions read, by outcome", ["outcome"], registry=r)
         self.snapshot_valid = Gauge("galleon_snapshot_valid",
                                     "1 when the newest revision read is valid, 0 when it has errors", registry=r)
+        self.revision_info = Gauge("galleon_revision_info", "The revision served (value 1)", ["revision"],
+                                   registry=r)
+        self.last_success = Gauge("galleon_last_success_timestamp_seconds",
+                                  "When the source was last read with its newest revision valid and served",
+                                  registry=r)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

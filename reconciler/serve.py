@@ -8,9 +8,10 @@ reported and not served; proxies keep the previous one.
 from __future__ import annotations
 
 import asyncio
+import random
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import structlog
@@ -18,14 +19,18 @@ import watchfiles
 
 from compiler.findings import Finding, Level
 from compiler.snapshot import short_revision
-from compiler.model import build_mesh
+from compiler.model import Mesh, build_mesh
 from compiler.parse import UnreadableFile
+from compiler.snapshot import Snapshot
 from compiler.validate import validate
 
+from . import webhook
 from .ads.server import AdsServer
 from .http import HttpServer, json_body, text_body
 from .metrics import Metrics
 from .sources import DirectorySource, GitCredentials, LocalGitSource, Source, SourceError, open_source
+from .sources.signatures import SignaturePolicy, Verdict
+from .state import LastGood
 
 log = structlog.get_logger("galleon.serve")
 
@@ -43,6 +48,10 @@ class ServeOptions:
     debounce: float = 0.1
     debounce_max: float = 10.0
     grace: float = 5.0
+    poll_jitter: float = 0.1  # each poll waits poll x (1 ± this), so replicas do not fetch in step
+    webhook_secret: bytes | None = None
+    signatures: SignaturePolicy | None = None  # a Git head must be signed by one of these keys
+    max_connection_age: float | None = None
 
 
 @dataclass
@@ -54,29 +63,48 @@ class LoadState:
     findings: list[Finding] = field(default_factory=list)
     error: str | None = None
     unknown_cluster: str | None = None
+    from_state_dir: bool = False  # serving the last known good snapshot, the source unreadable
+    signature: Verdict | None = None  # of the newest commit seen, when signatures are verified
 
 
 class Daemon:
     def __init__(self, options: ServeOptions) -> None:
         self.options = options
         self.metrics = Metrics()
-        self.ads = AdsServer(options.cluster, self.metrics)
+        self.ads = AdsServer(options.cluster, self.metrics, options.max_connection_age)
         self.state = LoadState()
         self.source: Source | None = None
+        self.last_good = LastGood(options.state_dir, options.cluster) if options.state_dir else None
         self.ads_port = self.http_port = 0
         self._changes = asyncio.Event()
         self._stop = asyncio.Event()
 
     # --- loading ------------------------------------------------------------------------------------
 
-    def _read(self):
-        """Runs on a worker thread: refresh, read, validate, build. Returns a mesh to publish or None."""
+    def _read(self) -> tuple[Snapshot, Mesh] | None:
+        """Runs on a worker thread: refresh, read, validate, build. Returns what to publish, or None
+        when the source has nothing new (checked before reading any file when it can tell)."""
         source = self.source
         source.refresh()
+        known = {self.state.seen_revision, self.state.served_revision} - {None}
+        head = source.head(self.options.rev)
+        if head in known:
+            return None
+        if self.options.signatures is not None:
+            verdict = self.options.signatures.verify(source.repo, head)
+            self.state.signature = verdict
+            if not verdict.ok:
+                self.state.seen_revision, self.state.findings = head, []
+                return self._reject(short_revision(head), "unverified", reason=f"unverified commit: {verdict.reason}")
         snapshot = source.snapshot(self.options.rev)
-        if snapshot.revision in (self.state.seen_revision, self.state.served_revision):
+        if snapshot.revision in known:
             return None
         self.state.seen_revision = snapshot.revision
+        mesh = self._accept(snapshot)
+        return (snapshot, mesh) if mesh is not None else None
+
+    def _accept(self, snapshot: Snapshot) -> Mesh | None:
+        """Validate a snapshot for serving: the mesh, or None (reported) when it must not be served."""
         started = time.perf_counter()
         result = validate(snapshot)
         self.state.findings = result.findings
@@ -97,8 +125,8 @@ class Daemon:
                  seconds=round(time.perf_counter() - started, 3))
         return mesh
 
-    def _reject(self, revision: str, **why) -> None:
-        self.metrics.loads.labels("invalid").inc()
+    def _reject(self, revision: str, outcome: str = "invalid", **why) -> None:
+        self.metrics.loads.labels(outcome).inc()
         self.metrics.snapshot_valid.set(0)
         log.error("revision rejected", revision=revision, served=self._served(), **why)
 
@@ -108,9 +136,9 @@ class Daemon:
     async def reload(self, reason: str) -> None:
         log.debug("reading source", reason=reason, source=self.options.source)
         try:
-            mesh = await asyncio.to_thread(self._read)
-            if mesh is not None:
-                await self.ads.publish(mesh)
+            read = await asyncio.to_thread(self._read)
+            if read is not None:
+                await self._publish(*read)
         except (SourceError, UnreadableFile) as exc:
             self.state.error = str(exc)
             self.metrics.loads.labels("unreadable").inc()
@@ -122,9 +150,39 @@ class Daemon:
             log.exception("internal error while loading; serving what was served before", served=self._served())
             return
         self.state.error = None
+        self.state.from_state_dir = False
+        if self.state.seen_revision == self.state.served_revision:
+            self.metrics.last_success.set(time.time())
+
+    async def _publish(self, snapshot: Snapshot, mesh: Mesh, from_state_dir: bool = False) -> None:
+        await self.ads.publish(mesh)
+        self.state.served_revision, self.state.served_at = mesh.revision, time.time()
+        self.state.from_state_dir = from_state_dir
+        self.metrics.revision_info.clear()
+        self.metrics.revision_info.labels(mesh.revision).set(1)
+        if self.last_good is not None and not from_state_dir:
+            started = time.perf_counter()
+            try:
+                await asyncio.to_thread(self.last_good.save, snapshot)
+            except OSError as exc:
+                log.error("cannot save the last known good snapshot", path=str(self.last_good.path), error=str(exc))
+                return
+            log.debug("last known good snapshot saved", path=str(self.last_good.path),
+                      seconds=round(time.perf_counter() - started, 3))
+
+    async def _serve_last_good(self) -> None:
+        """At start-up, when the source cannot be read: serve the snapshot served before, if any."""
+        snapshot = await asyncio.to_thread(self.last_good.load)
+        if snapshot is None:
+            return
+        mesh = await asyncio.to_thread(self._accept, snapshot)
         if mesh is None:
             return
-        self.state.served_revision, self.state.served_at = mesh.revision, time.time()
+        self.state.seen_revision = snapshot.revision
+        await self._publish(snapshot, mesh, from_state_dir=True)
+        log.warning("serving the last known good snapshot from the state directory; the source cannot be read",
+                    revision=short_revision(snapshot.revision), path=str(self.last_good.path),
+                    source_error=self.state.error)
 
     def changed(self, reason: str) -> None:
         log.debug("change noticed", reason=reason)
@@ -163,8 +221,9 @@ class Daemon:
                 self.changed("files changed" if wanted is None else "new commit")
 
     async def _poll(self) -> None:
+        jitter = random.Random()
         while True:
-            await asyncio.sleep(self.options.poll)
+            await asyncio.sleep(self.options.poll * (1 + jitter.uniform(-1, 1) * self.options.poll_jitter))
             self.changed("poll")
 
     # --- HTTP ---------------------------------------------------------------------------------------
@@ -178,6 +237,9 @@ class Daemon:
                 why = self.state.error or ("the source has errors; see /debug/configz" if self.state.findings
                                            else "no revision loaded yet")
                 return text_body(503, f"not ready: {why}\n")
+            if self.state.from_state_dir:
+                return text_body(200, f"ready: serving {self.state.served_revision} from the state directory "
+                                      f"(last known good); the source cannot be read: {self.state.error}\n")
             return text_body(200, f"ready: serving {self.state.served_revision}\n")
 
         def configz(_):
@@ -185,7 +247,8 @@ class Daemon:
             return json_body(200, {
                 "source": self.options.source, "cluster": self.options.cluster,
                 "served_revision": s.served_revision, "last_revision_seen": s.seen_revision,
-                "served_at": s.served_at, "source_error": s.error,
+                "served_at": s.served_at, "source_error": s.error, "from_state_dir": s.from_state_dir,
+                "signature": asdict(s.signature) if s.signature else None,
                 "findings": [f.to_dict() for f in s.findings]})
 
         def syncz(_):
@@ -208,6 +271,18 @@ class Daemon:
         return {"/healthz": healthz, "/readyz": readyz, "/debug/configz": configz, "/debug/syncz": syncz,
                 "/debug/config_dump": config_dump, "/metrics": metrics}
 
+    def _hook(self, headers: dict[str, str], body: bytes) -> tuple[int, str, bytes]:
+        """POST /hook (on the HTTP server's thread): a verified notice from the Git host fetches now."""
+        if self.options.webhook_secret is None:
+            return json_body(404, {"error": "the webhook is off; start galleon serve with --webhook-secret-file"})
+        try:
+            sender = webhook.verify(self.options.webhook_secret, headers, body)
+        except webhook.WebhookRejected as exc:
+            log.warning("webhook refused", reason=str(exc))
+            return json_body(exc.status, {"error": str(exc)})
+        self._loop.call_soon_threadsafe(self.changed, f"webhook ({sender})")
+        return json_body(202, {"accepted": sender})
+
     # --- life cycle ---------------------------------------------------------------------------------
 
     def stop(self, reason: str = "asked") -> None:
@@ -215,10 +290,12 @@ class Daemon:
         self._stop.set()
 
     async def run(self) -> int:
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         o = self.options
         self.source = await asyncio.to_thread(open_source, o.source, o.state_dir, o.credentials)
-        http = HttpServer(self._routes(), loop)
+        if o.signatures is not None and isinstance(self.source, DirectorySource):
+            raise SourceError(f"{o.source}: commit signatures need a Git source; a directory has no commits")
+        http = HttpServer(self._routes(), loop, {"/hook": self._hook})
         try:
             self.ads_port = await self.ads.start(o.ads)
             self.http_port = http.start(o.http)
@@ -235,6 +312,8 @@ class Daemon:
             except (RuntimeError, ValueError):
                 pass  # not the main thread (tests run the daemon on a thread): signals stay default
         await self.reload("start")
+        if self.state.served_revision is None and self.state.error and self.last_good is not None:
+            await self._serve_last_good()
         if self.state.unknown_cluster and self.state.served_revision is None:
             # Most likely a typo in --cluster: say so now rather than serve nothing forever.
             await self.ads.stop(0)

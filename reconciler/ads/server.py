@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import itertools
+import random
 import time
 from dataclasses import dataclass, field
 
@@ -66,8 +67,11 @@ class AdsServer:
     """Holds the served mesh, the compiled views and the open streams. Runs on one asyncio loop;
     compiles run on one worker thread so that streams keep being served meanwhile."""
 
-    def __init__(self, cluster: str, metrics: Metrics | None = None) -> None:
+    def __init__(self, cluster: str, metrics: Metrics | None = None, max_connection_age: float | None = None) -> None:
         self.cluster = cluster
+        # A stream older than this (± 10 %, so replicas' proxies do not all reconnect at once) is ended
+        # with OK: the proxy reconnects, maybe to another replica, which spreads proxies over replicas.
+        self.max_connection_age = max_connection_age
         self.metrics = metrics or Metrics()
         self.mesh: Mesh | None = None
         self.ready = asyncio.Event()
@@ -191,6 +195,9 @@ class AdsServer:
             self.connections[connection.id] = connection
             self.metrics.connected.labels(name).inc()
             log.info("proxy connected", node=first.node.id, protocol=name, peer=connection.peer)
+            if self.max_connection_age:
+                age = self.max_connection_age * random.uniform(0.9, 1.1)
+                asyncio.get_running_loop().call_later(age, queue.put_nowait, _CLOSED)
             initial, first = [first], None  # _serve drops it once handled
             await self._serve(connection, initial, context)
         finally:

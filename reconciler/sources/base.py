@@ -22,6 +22,11 @@ class Source(ABC):
     def refresh(self) -> None:
         """Bring the local view up to date with the origin (a fetch for remotes)."""
 
+    def head(self, rev: str | None = None) -> str | None:
+        """The revision ``rev`` names, when the source can tell without reading its files (a commit
+        id); None otherwise. Lets a poll that finds nothing new skip all work."""
+        return None
+
 
 def is_config_file(name: str) -> bool:
     return name.endswith(YAML_SUFFIXES)

@@ -48,6 +48,9 @@ class _GitSource(Source):
             return f"{self.location}: the repository has no commits yet"
         return f"{self.location}: unknown revision {rev!r} (not a branch, tag or commit)"
 
+    def head(self, rev: str | None = None) -> str | None:
+        return str(self.resolve(rev).id)
+
     def snapshot(self, rev: str | None = None) -> Snapshot:
         commit = self.resolve(rev)
         return Snapshot(str(commit.id), read_tree(self.repo, commit.tree, self.location), self.location)
@@ -245,7 +248,14 @@ class RemoteGitSource(_GitSource):
                 self.repo.set_head(head.symref_target)
         return self._state() != before
 
-    def snapshot(self, rev: str | None = None) -> Snapshot:
+    def _fetched(self) -> None:
         if not self.refs():
             raise SourceError(f"{self.location}: nothing fetched yet (the first fetch has not succeeded)")
+
+    def head(self, rev: str | None = None) -> str | None:
+        self._fetched()
+        return super().head(rev)
+
+    def snapshot(self, rev: str | None = None) -> Snapshot:
+        self._fetched()
         return super().snapshot(rev)

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import urllib.error
 import urllib.request
@@ -20,8 +21,9 @@ class Galleon:
     def __init__(self, source: Path | str, cluster: str, *extra: str, state_dir: Path | None = None) -> None:
         self.argv = [*GALLEON, "serve", str(source), "--cluster", cluster, "--ads", "127.0.0.1:0",
                      "--http", "127.0.0.1:0", "--log-level", "debug", *extra]
-        if state_dir is not None:
-            self.argv += ["--state-dir", str(state_dir)]
+        # Each daemon its own state directory unless a test shares one on purpose: a last known good
+        # snapshot left by another test must not be served here.
+        self.argv += ["--state-dir", str(state_dir or tempfile.mkdtemp(prefix="galleon-state-"))]
         self.events: list[dict] = []
         self.lines: list[str] = []
         self.process: subprocess.Popen | None = None
