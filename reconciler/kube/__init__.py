@@ -1,0 +1,1 @@
+"""Kubernetes access for the daemon: API clients from kubeconfig or in-cluster, leader election."""
