@@ -12,6 +12,9 @@ import os
 import sys
 from pathlib import Path
 
+import grpc
+from google.protobuf import json_format
+
 from compiler.diff import build_preview, load_revision
 from compiler.findings import Level
 from compiler.snapshot import short_revision
@@ -23,6 +26,7 @@ from compiler.view import ANY_ADDRESS, ViewError, make_view
 from compiler.xds import config_dump, dump_json, compile_view
 
 from . import logs, preview, webhook
+from .api import reconciler_pb2, reconciler_pb2_grpc
 from .bootstrap import (DEFAULT_GRPC_CERTIFICATE_DIR, DEFAULT_SDS_SOCKET, BootstrapOptions, bootstrap_yaml,
                         grpc_bootstrap_json, split_address)
 from .serve import Daemon, ServeOptions
@@ -188,6 +192,63 @@ def cmd_serve(args) -> int:
         raise UsageError(str(exc)) from None
 
 
+def _status_text(status) -> str:
+    served = status.served_revision or "nothing"
+    lines = [f"cluster {status.cluster}, source {status.source}",
+             f"serving {served}" + (" (from the state directory: the source cannot be read)"
+                                    if status.from_state_dir else ""),
+             f"newest revision seen {status.last_revision_seen or '-'}: "
+             + ("served" if status.last_revision_seen == status.served_revision and status.last_revision_valid
+                else "valid" if status.last_revision_valid else f"REFUSED: {status.rejection}")]
+    if status.source_error:
+        lines.append(f"source error: {status.source_error}")
+    lines += [f"  {f.file}:{f.line}: {f.level} {f.code} {f.kind} {f.namespace}/{f.name}: {f.message}"
+              for f in status.findings]
+    lines.append(f"{status.connected_proxies} proxies connected; " + ("leader" if status.leader else "not the leader"))
+    return "\n".join(lines) + "\n"
+
+
+def _show_status(status, fmt: str) -> int:
+    if fmt == "json":
+        sys.stdout.write(json_format.MessageToJson(status, preserving_proto_field_name=True, sort_keys=True,
+                                                   always_print_fields_with_no_presence=True) + "\n")
+    else:
+        sys.stdout.write(_status_text(status))
+    sys.stdout.flush()
+    return EXIT_OK if status.last_revision_valid and status.served_revision else EXIT_INVALID
+
+
+def _status_call(args, call):
+    try:
+        split_address(args.server, "--server")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    with grpc.insecure_channel(args.server) as channel:
+        stub = reconciler_pb2_grpc.ReconcilerStub(channel)
+        try:
+            return call(stub)
+        except grpc.RpcError as exc:
+            raise UsageError(f"galleon serve at {args.server}: {exc.code().name}: {exc.details()}") from None
+
+
+def cmd_status(args) -> int:
+    if not args.watch:
+        return _show_status(_status_call(args, lambda stub: stub.GetStatus(reconciler_pb2.GetStatusRequest(),
+                                                                          timeout=args.timeout)), args.format)
+
+    def watch(stub) -> int:
+        for status in stub.WatchStatus(reconciler_pb2.WatchStatusRequest()):
+            _show_status(status, args.format)
+        return EXIT_OK
+    return _status_call(args, watch)
+
+
+def cmd_sync(args) -> int:
+    response = _status_call(args, lambda stub: stub.Sync(reconciler_pb2.SyncRequest(wait=not args.no_wait),
+                                                         timeout=args.timeout))
+    return _show_status(response.status, args.format)
+
+
 def cmd_bootstrap(args) -> int:
     options = BootstrapOptions(cluster=args.cluster, node_id=args.node_id, ads=args.ads, labels=_labels(args.label),
                                locality=args.locality, network=args.network, admin=args.admin,
@@ -343,6 +404,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="least important log events shown (default: info); logs are JSON lines unless "
                         "stderr is a terminal")
     p.set_defaults(run=cmd_serve)
+
+    for name, summary, description in (
+            ("status", "show what a running galleon serve serves, and why it refused what it refused",
+             "Ask galleon serve (its status API, on the ADS port) what it serves: the revision, whether it came "
+             "from the state directory, the newest revision seen and why it was refused (with its findings), "
+             "source errors, connected proxies, leadership. Exits 0 when the newest revision is served, 1 when "
+             "it was refused or nothing is served, 2 when the daemon cannot be reached."),
+            ("sync", "make a running galleon serve fetch and read its source now",
+             "Ask galleon serve to fetch and read its source now (as a webhook would), wait for it (unless "
+             "--no-wait) and print its status; exit codes as galleon status.")):
+        p = commands.add_parser(name, help=summary, description=description)
+        p.add_argument("--server", default="127.0.0.1:15010", metavar="HOST:PORT",
+                       help="galleon serve's ADS address, where the status API is served (default: 127.0.0.1:15010)")
+        p.add_argument("--format", choices=("text", "json"), default="text", help="text (default) or JSON")
+        p.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                       help="give up after SECONDS (default: 60)")
+        if name == "status":
+            p.add_argument("--watch", action="store_true", help="print the status again each time it changes")
+            p.set_defaults(run=cmd_status)
+        else:
+            p.add_argument("--no-wait", action="store_true", help="return at once instead of after the read")
+            p.set_defaults(run=cmd_sync)
 
     p = commands.add_parser(
         "bootstrap", help="print an Envoy (or gRPC) bootstrap that connects a proxy to galleon serve",

@@ -24,13 +24,18 @@ from compiler.parse import UnreadableFile
 from compiler.snapshot import Snapshot
 from compiler.validate import validate
 
-from . import webhook
+from compiler.diff import Revision, build_preview, load_revision
+
+from . import status, webhook
 from .ads.server import AdsServer
+from .api import reconciler_pb2 as pb
+from .preview import DEFAULT_MAX_BYTES, render_json, render_markdown
 from .http import HttpServer, json_body, text_body
 from .metrics import Metrics
 from .sources import DirectorySource, GitCredentials, LocalGitSource, Source, SourceError, open_source
 from .sources.signatures import SignaturePolicy, Verdict
 from .state import LastGood
+from .status import StatusBoard
 
 log = structlog.get_logger("galleon.serve")
 
@@ -65,6 +70,7 @@ class LoadState:
     unknown_cluster: str | None = None
     from_state_dir: bool = False  # serving the last known good snapshot, the source unreadable
     signature: Verdict | None = None  # of the newest commit seen, when signatures are verified
+    rejection: str | None = None  # why the newest revision seen is not served, in one line
 
 
 class Daemon:
@@ -72,6 +78,11 @@ class Daemon:
         self.options = options
         self.metrics = Metrics()
         self.ads = AdsServer(options.cluster, self.metrics, options.max_connection_age)
+        self.board = StatusBoard()
+        self.leader = True
+        self.served_snapshot: Snapshot | None = None
+        self._base: Revision | None = None  # the served snapshot read for previews, once asked for
+        self._reloading = asyncio.Lock()
         self.state = LoadState()
         self.source: Source | None = None
         self.last_good = LastGood(options.state_dir, options.cluster) if options.state_dir else None
@@ -95,7 +106,7 @@ class Daemon:
             self.state.signature = verdict
             if not verdict.ok:
                 self.state.seen_revision, self.state.findings = head, []
-                return self._reject(short_revision(head), "unverified", reason=f"unverified commit: {verdict.reason}")
+                return self._reject(short_revision(head), f"unverified commit: {verdict.reason}", "unverified")
         snapshot = source.snapshot(self.options.rev)
         if snapshot.revision in known:
             return None
@@ -111,13 +122,14 @@ class Daemon:
         revision = short_revision(snapshot.revision)
         if not result.ok:
             errors = [f for f in result.findings if f.level is Level.ERROR]
-            return self._reject(revision, errors=len(errors), first=[f.text() for f in errors[:5]])
+            return self._reject(revision, f"{len(errors)} error{'s' if len(errors) > 1 else ''}, the first: "
+                                          f"{errors[0].text()}", errors=len(errors), first=[f.text() for f in errors[:5]])
         clusters = sorted(o.name for o in result.objects if o.kind == "Cluster")
         if self.options.cluster not in clusters:
             self.state.unknown_cluster = (f"{snapshot.origin} at {revision} has no Cluster named "
                                           f"{self.options.cluster!r} (clusters: {', '.join(clusters) or 'none'})")
-            return self._reject(revision, reason=self.state.unknown_cluster)
-        self.state.unknown_cluster = None
+            return self._reject(revision, self.state.unknown_cluster)
+        self.state.unknown_cluster = self.state.rejection = None
         mesh = build_mesh(result.objects, snapshot.revision)
         self.metrics.loads.labels("valid").inc()
         self.metrics.snapshot_valid.set(1)
@@ -125,15 +137,23 @@ class Daemon:
                  seconds=round(time.perf_counter() - started, 3))
         return mesh
 
-    def _reject(self, revision: str, outcome: str = "invalid", **why) -> None:
+    def _reject(self, revision: str, rejection: str, outcome: str = "invalid", **details) -> None:
+        self.state.rejection = rejection
         self.metrics.loads.labels(outcome).inc()
         self.metrics.snapshot_valid.set(0)
-        log.error("revision rejected", revision=revision, served=self._served(), **why)
+        log.error("revision rejected", revision=revision, reason=rejection, served=self._served(), **details)
 
     def _served(self) -> str:
         return short_revision(self.state.served_revision or "nothing")
 
     async def reload(self, reason: str) -> None:
+        async with self._reloading:
+            try:
+                await self._reload(reason)
+            finally:
+                self.board.bump()
+
+    async def _reload(self, reason: str) -> None:
         log.debug("reading source", reason=reason, source=self.options.source)
         try:
             read = await asyncio.to_thread(self._read)
@@ -156,6 +176,7 @@ class Daemon:
 
     async def _publish(self, snapshot: Snapshot, mesh: Mesh, from_state_dir: bool = False) -> None:
         await self.ads.publish(mesh)
+        self.served_snapshot, self._base = snapshot, None
         self.state.served_revision, self.state.served_at = mesh.revision, time.time()
         self.state.from_state_dir = from_state_dir
         self.metrics.revision_info.clear()
@@ -183,6 +204,39 @@ class Daemon:
         log.warning("serving the last known good snapshot from the state directory; the source cannot be read",
                     revision=short_revision(snapshot.revision), path=str(self.last_good.path),
                     source_error=self.state.error)
+
+    async def preview(self, rev: str | None, fmt: str, clusters: list[str], max_bytes: int | None) -> pb.PreviewResponse:
+        """`galleon diff` from what is served to the source's head (or ``rev``): the status API's Preview."""
+        if self.served_snapshot is None:
+            raise LookupError("nothing is served yet, so there is nothing to compare with")
+
+        def build() -> pb.PreviewResponse:
+            if self._base is None or self._base.snapshot is not self.served_snapshot:
+                self._base = load_revision(self.served_snapshot)
+            base = self._base
+            self.source.refresh()
+            head = load_revision(self.source.snapshot(rev or self.options.rev), like=base)
+            known = set(base.mesh.clusters if base.mesh else ()) | set(head.mesh.clusters if head.mesh else ())
+            unknown = sorted(set(clusters) - known)
+            if unknown:
+                raise ValueError(f"no Cluster {', '.join(unknown)} at either revision")
+            result = build_preview(base, head, sorted(set(clusters)) or None)
+            body = (render_json(result) if fmt == "json"
+                    else render_markdown(result, max_bytes or DEFAULT_MAX_BYTES))
+            return pb.PreviewResponse(base_revision=base.snapshot.revision, head_revision=head.snapshot.revision,
+                                      has_changes=result.has_changes, head_valid=head.valid, body=body)
+
+        try:
+            return await asyncio.to_thread(build)
+        except (SourceError, UnreadableFile) as exc:
+            raise LookupError(f"the source cannot be read: {exc}") from None
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    async def stopped(self) -> None:
+        await self._stop.wait()
 
     def changed(self, reason: str) -> None:
         log.debug("change noticed", reason=reason)
@@ -297,7 +351,7 @@ class Daemon:
             raise SourceError(f"{o.source}: commit signatures need a Git source; a directory has no commits")
         http = HttpServer(self._routes(), loop, {"/hook": self._hook})
         try:
-            self.ads_port = await self.ads.start(o.ads)
+            self.ads_port = await self.ads.start(o.ads, status.handlers(self))
             self.http_port = http.start(o.http)
         except OSError:
             await self.ads.stop(0)

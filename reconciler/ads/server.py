@@ -257,11 +257,12 @@ class AdsServer:
                 response_serializer=passthrough),
         })
 
-    async def start(self, address: str) -> int:
-        """Listen on HOST:PORT (port 0 picks one); returns the port."""
+    async def start(self, address: str, others: list | None = None) -> int:
+        """Listen on HOST:PORT (port 0 picks one), with ``others`` (more gRPC services' generic handlers)
+        beside ADS; returns the port."""
         self._grpc = grpc.aio.server(options=[("grpc.max_receive_message_length", 16 << 20),
                                               ("grpc.so_reuseport", 0)])
-        self._grpc.add_generic_rpc_handlers([self.handler()])
+        self._grpc.add_generic_rpc_handlers([self.handler(), *(others or [])])
         try:
             port = self._grpc.add_insecure_port(address)
         except RuntimeError:  # grpc's way of saying the address is taken or not ours

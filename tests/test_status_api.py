@@ -1,0 +1,93 @@
+"""The status API of `galleon serve` (galleon.v1.Reconciler on the ADS port) and `galleon status`/`sync`,
+against a real daemon process following a real Git remote (file://, no polling: only Sync fetches)."""
+from __future__ import annotations
+
+import json
+import threading
+
+import grpc
+import pytest
+
+from reconciler.api import reconciler_pb2 as pb
+from reconciler.api import reconciler_pb2_grpc as pb_grpc
+from tests import gitutil
+from tests.conftest import sample_files
+from tests.e2e.daemon import Galleon
+from tests.test_cli import galleon
+
+REVIEWS = "bookinfo/reviews.yaml"
+
+
+@pytest.fixture
+def remote(tmp_path):
+    repo = gitutil.init(tmp_path / "origin", bare=True)
+    files = sample_files()
+    gitutil.commit(repo, files)
+    return repo, files
+
+
+def push(repo, files, path, old: bytes, new: bytes):
+    files[path] = files[path].replace(old, new, 1)
+    return str(gitutil.commit(repo, files))
+
+
+def test_status_sync_watch_and_preview(remote, tmp_path):
+    repo, files = remote
+    first = str(repo.references["refs/heads/main"].target)
+    with Galleon(f"file://{tmp_path / 'origin'}", "cluster-a", state_dir=tmp_path / "state") as daemon:
+        with grpc.insecure_channel(daemon.ads) as channel:
+            stub = pb_grpc.ReconcilerStub(channel)
+            status = stub.GetStatus(pb.GetStatusRequest(), timeout=10)
+            assert (status.served_revision, status.last_revision_valid, status.leader) == (first, True, True)
+
+            watched = []
+            stream = stub.WatchStatus(pb.WatchStatusRequest())
+            def read():
+                try:
+                    watched.extend(stream)
+                except grpc.RpcError as exc:
+                    assert exc.code() == grpc.StatusCode.CANCELLED  # by the test, below
+
+            reader = threading.Thread(target=read, daemon=True)
+            reader.start()
+
+            # Preview: the remote's new head against what is served, before anything applies it
+            second = push(repo, files, REVIEWS, b"weight: 50", b"weight: 20")
+            preview = stub.Preview(pb.PreviewRequest(clusters=["cluster-b"], format="json"), timeout=60)
+            assert (preview.base_revision, preview.head_revision, preview.has_changes) == (first, second, True)
+            data = json.loads(preview.body)
+            assert [c["name"] for c in data["clusters"]] == ["cluster-b"] and data["biggest_shifts"]
+            assert stub.GetStatus(pb.GetStatusRequest()).served_revision == first  # a preview applies nothing
+
+            synced = stub.Sync(pb.SyncRequest(wait=True), timeout=60).status
+            assert synced.served_revision == second and synced.generation > status.generation
+
+            third = push(repo, files, REVIEWS, b"subset: v3", b"subset: v9")  # a dangling subset
+            refused = stub.Sync(pb.SyncRequest(wait=True), timeout=60).status
+            assert (refused.served_revision, refused.last_revision_seen) == (second, third)
+            assert not refused.last_revision_valid and "IST0101" in refused.rejection
+            assert [(f.code, f.file) for f in refused.findings if f.level == "error"] == [("IST0101", REVIEWS)]
+
+            with pytest.raises(grpc.RpcError) as bad:
+                stub.Preview(pb.PreviewRequest(clusters=["cluster-z"]), timeout=60)
+            assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "cluster-z" in bad.value.details()
+
+            stream.cancel()
+            reader.join(5)
+        assert [s.served_revision for s in watched][:1] == [first]
+        assert second in [s.served_revision for s in watched]
+        assert third in [s.last_revision_seen for s in watched]
+
+        # the command line reads the same API
+        text = galleon("status", "--server", daemon.ads)
+        assert text.returncode == 1 and "REFUSED" in text.stdout and "IST0101" in text.stdout
+        push(repo, files, REVIEWS, b"subset: v9", b"subset: v3")
+        synced = galleon("sync", "--server", daemon.ads, "--format", "json")
+        assert synced.returncode == 0, synced.stdout + synced.stderr
+        assert json.loads(synced.stdout)["last_revision_valid"] is True
+
+
+def test_status_of_a_daemon_that_is_not_there():
+    result = galleon("status", "--server", "127.0.0.1:1", "--timeout", "2")
+    assert result.returncode == 2 and result.stderr.startswith("galleon: error: galleon serve at 127.0.0.1:1")
+    assert "Traceback" not in result.stderr
