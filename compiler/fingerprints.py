@@ -86,8 +86,9 @@ def changes(mesh: Mesh, before: frozenset[str]) -> Changes:
 
 def _fed_by(mesh: Mesh, obj: SourceObject) -> set[str]:
     """The hosts whose keys may hold this object (a superset)."""
-    if obj.kind == "WorkloadEntry":  # only ServiceEntries of its own namespace select it
-        return {service.host for service in mesh.services.values() if service.namespace == obj.namespace}
+    if obj.kind == "WorkloadEntry":  # only ServiceEntries of its own namespace select it: their hosts
+        entries = [o for o in mesh.per_service_objects if o.kind == "ServiceEntry" and o.namespace == obj.namespace]
+        return {fqdn(h, se.namespace) for se in entries for h in se.spec.get("hosts", [])}
     spec = obj.spec
     patterns = {fqdn(h, obj.namespace) for h in ([spec["host"]] if obj.kind == "DestinationRule" else
                                                  spec.get("hosts", []))}
