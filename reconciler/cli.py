@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import json
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from . import logs, preview, webhook
 from .api import reconciler_pb2, reconciler_pb2_grpc
 from .bootstrap import (DEFAULT_GRPC_CERTIFICATE_DIR, DEFAULT_SDS_SOCKET, BootstrapOptions, bootstrap_yaml,
                         grpc_bootstrap_json, split_address)
-from .serve import Daemon, ServeOptions
+from .serve import Daemon, LeaseOptions, ServeOptions
 from .sources import GitCredentials, SourceError, open_source
 from .sources.signatures import SignatureError, SignaturePolicy
 
@@ -185,7 +186,10 @@ def cmd_serve(args) -> int:
     options = ServeOptions(source=args.source, cluster=args.cluster, rev=args.rev, ads=args.ads, http=args.http,
                            poll=args.poll, state_dir=args.state_dir, credentials=_credentials(args, False),
                            debounce=args.debounce, debounce_max=args.debounce_max, webhook_secret=secret,
-                           signatures=signatures, max_connection_age=args.max_connection_age)
+                           signatures=signatures, max_connection_age=args.max_connection_age,
+                           lease=LeaseOptions(args.lease_namespace, args.lease_name or f"galleon-{args.cluster}",
+                                              args.lease_identity, args.kubeconfig, args.kube_context)
+                           if args.leader_elect else None)
     try:
         return asyncio.run(Daemon(options).run())
     except OSError as exc:
@@ -400,6 +404,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-connection-age", type=float, default=None, metavar="SECONDS",
                    help="end each xDS stream (with OK) after about SECONDS, so proxies reconnect and spread over "
                         "replicas behind a load balancer (default: never)")
+    elect = p.add_argument_group("replicas")
+    elect.add_argument("--leader-elect", action="store_true",
+                       help="run as one of several replicas: all serve ADS, only the one holding a "
+                            "coordination.k8s.io/v1 Lease writes to the cluster")
+    elect.add_argument("--lease-namespace", default="istio-system", metavar="NS",
+                       help="the Lease's namespace (default: istio-system)")
+    elect.add_argument("--lease-name", default=None, metavar="NAME", help="the Lease's name (default: galleon-CLUSTER)")
+    elect.add_argument("--lease-identity", default=os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}",
+                       metavar="ID", help="this replica's name in the Lease (default: $POD_NAME, else HOST-PID)")
+    elect.add_argument("--kubeconfig", type=Path, default=None, metavar="FILE",
+                       help="kubeconfig for the Lease (default: $KUBECONFIG, ~/.kube/config, else in-cluster)")
+    elect.add_argument("--kube-context", default=None, metavar="NAME", help="kubeconfig context (default: current)")
     p.add_argument("--log-level", choices=logs.LEVELS, default="info",
                    help="least important log events shown (default: info); logs are JSON lines unless "
                         "stderr is a terminal")

@@ -34,6 +34,8 @@ from .http import HttpServer, json_body, text_body
 from .metrics import Metrics
 from .sources import DirectorySource, GitCredentials, LocalGitSource, Source, SourceError, open_source
 from .sources.signatures import SignaturePolicy, Verdict
+from .kube.client import KubeError, api_client
+from .kube.lease import LeaderElector
 from .state import LastGood
 from .status import StatusBoard
 
@@ -57,6 +59,18 @@ class ServeOptions:
     webhook_secret: bytes | None = None
     signatures: SignaturePolicy | None = None  # a Git head must be signed by one of these keys
     max_connection_age: float | None = None
+    # With a Lease, only the replica holding it writes to the cluster (the CA and DNS reconcilers);
+    # every replica serves ADS. None: this daemon is the only one, and the leader.
+    lease: LeaseOptions | None = None
+
+
+@dataclass
+class LeaseOptions:
+    namespace: str
+    name: str
+    identity: str
+    kubeconfig: Path | None = None
+    context: str | None = None
 
 
 @dataclass
@@ -79,7 +93,8 @@ class Daemon:
         self.metrics = Metrics()
         self.ads = AdsServer(options.cluster, self.metrics, options.max_connection_age)
         self.board = StatusBoard()
-        self.leader = True
+        self.leader = options.lease is None
+        self.metrics.leader.set(int(self.leader))
         self.served_snapshot: Snapshot | None = None
         self._base: Revision | None = None  # the served snapshot read for previews, once asked for
         self._reloading = asyncio.Lock()
@@ -280,6 +295,16 @@ class Daemon:
             await asyncio.sleep(self.options.poll * (1 + jitter.uniform(-1, 1) * self.options.poll_jitter))
             self.changed("poll")
 
+    async def _elect(self, elector: LeaderElector, lease: LeaseOptions) -> None:
+        def lead(leading: bool) -> None:
+            self.leader = leading
+            self.metrics.leader.set(int(leading))
+            self.board.bump()
+            log.info("became the leader" if leading else "no longer the leader",
+                     lease=f"{lease.namespace}/{lease.name}", identity=lease.identity)
+
+        await elector.run(self._stop, lambda: lead(True), lambda: lead(False))
+
     # --- HTTP ---------------------------------------------------------------------------------------
 
     def _routes(self):
@@ -347,6 +372,13 @@ class Daemon:
         loop = self._loop = asyncio.get_running_loop()
         o = self.options
         self.source = await asyncio.to_thread(open_source, o.source, o.state_dir, o.credentials)
+        elector = None
+        if o.lease is not None:
+            try:
+                api = await asyncio.to_thread(api_client, o.lease.kubeconfig, o.lease.context)
+            except KubeError as exc:
+                raise SourceError(f"--leader-elect: {exc}") from None
+            elector = LeaderElector(api, o.lease.namespace, o.lease.name, o.lease.identity)
         if o.signatures is not None and isinstance(self.source, DirectorySource):
             raise SourceError(f"{o.source}: commit signatures need a Git source; a directory has no commits")
         http = HttpServer(self._routes(), loop, {"/hook": self._hook})
@@ -374,12 +406,15 @@ class Daemon:
             http.stop()
             raise SourceError(self.state.unknown_cluster)
         tasks = [asyncio.create_task(t) for t in (self._debounce(), self._watch())]
+        election = asyncio.create_task(self._elect(elector, o.lease)) if elector else None
         if o.poll:
             tasks.append(asyncio.create_task(self._poll()))
         try:
             await self._stop.wait()
         finally:
-            for task in tasks:
+            if election is not None:  # it releases the lease on stop, so that another replica leads at once
+                await asyncio.wait({election}, timeout=5)
+            for task in tasks + ([election] if election else []):
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.ads.stop(o.grace)
