@@ -66,6 +66,7 @@ def test_a_writer_killed_at_any_moment_leaves_the_old_or_the_new_snapshot(tmp_pa
     """SIGKILL a process that rewrites the snapshot (600 KB each time) in a loop, 25 times at random
     moments: what is on disk always reads back whole, as one of the two revisions."""
     store = LastGood(tmp_path, "cluster-a")
+    store.save(Snapshot("old", {"a.yaml": b"old" * 200_000}, "o"))  # as the writer saves it; a kill may come first
     seen = set()
     chance = random.Random(7)
     for _ in range(25):
