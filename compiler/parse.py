@@ -152,9 +152,10 @@ class _Loader(yaml.CSafeLoader):
 
 
 @contextmanager
-def _collector_paused():
-    """Composing allocates hundreds of thousands of acyclic objects; letting the cyclic
-    garbage collector rescan them all, again and again, triples the time it takes."""
+def collector_paused():
+    """Composing (and compiling, xds.compile_view) allocates hundreds of thousands of acyclic
+    objects; letting the cyclic garbage collector rescan them all, again and again, triples the
+    time it takes."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -303,7 +304,7 @@ def parse(snapshot: Snapshot, previous: ParseResult | None = None) -> ParseResul
     known = served_versions()
     reusable = previous.files if previous is not None else {}
     files: dict[str, _FileParse] = {}
-    with _collector_paused():
+    with collector_paused():
         for file, data in snapshot.files.items():
             before = reusable.get(file)
             files[file] = before if before is not None and before.data == data else _parse_file(file, data, known)
@@ -356,7 +357,7 @@ class FileLines:
     def _builder(self, document: int) -> _Builder | None:
         if self._documents is None:
             self._documents = []
-            with _collector_paused():
+            with collector_paused():
                 try:
                     for node in yaml.compose_all(self._text, Loader=_Loader):
                         builder = _Builder(self._budget, record=True)
