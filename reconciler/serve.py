@@ -96,6 +96,7 @@ class Daemon:
         self.leader = options.lease is None
         self.metrics.leader.set(int(self.leader))
         self.served_snapshot: Snapshot | None = None
+        self._served_checks: tuple = ([], None)  # the served revision's findings and signature verdict
         self._base: Revision | None = None  # the served snapshot read for previews, once asked for
         self._reloading = asyncio.Lock()
         self.state = LoadState()
@@ -112,9 +113,8 @@ class Daemon:
         when the source has nothing new (checked before reading any file when it can tell)."""
         source = self.source
         source.refresh()
-        known = {self.state.seen_revision, self.state.served_revision} - {None}
         head = source.head(self.options.rev)
-        if head in known:
+        if head is not None and self._known(head):
             return None
         if self.options.signatures is not None:
             verdict = self.options.signatures.verify(source.repo, head)
@@ -122,12 +122,26 @@ class Daemon:
             if not verdict.ok:
                 self.state.seen_revision, self.state.findings = head, []
                 return self._reject(short_revision(head), f"unverified commit: {verdict.reason}", "unverified")
-        snapshot = source.snapshot(self.options.rev)
-        if snapshot.revision in known:
+        started = time.perf_counter()
+        # The commit whose signature was checked, not whatever the branch names by now.
+        snapshot = source.snapshot(head or self.options.rev)
+        if self._known(snapshot.revision):
             return None
         self.state.seen_revision = snapshot.revision
+        log.info("revision seen", revision=short_revision(snapshot.revision), files=len(snapshot.files),
+                 seconds=round(time.perf_counter() - started, 3))
         mesh = self._accept(snapshot)
         return (snapshot, mesh) if mesh is not None else None
+
+    def _known(self, revision: str) -> bool:
+        """Whether ``revision`` was read before. Back at the served one (a branch forced back after a
+        refused commit), what the refused one left in the status is forgotten: the served one holds."""
+        if revision == self.state.served_revision and self.state.seen_revision != revision:
+            self.state.seen_revision, self.state.rejection = revision, None
+            self.state.findings, self.state.signature = self._served_checks
+            self.metrics.snapshot_valid.set(1)
+            log.info("back at the revision served", revision=short_revision(revision))
+        return revision in (self.state.seen_revision, self.state.served_revision)
 
     def _accept(self, snapshot: Snapshot) -> Mesh | None:
         """Validate a snapshot for serving: the mesh, or None (reported) when it must not be served."""
@@ -192,6 +206,7 @@ class Daemon:
     async def _publish(self, snapshot: Snapshot, mesh: Mesh, from_state_dir: bool = False) -> None:
         await self.ads.publish(mesh)
         self.served_snapshot, self._base = snapshot, None
+        self._served_checks = (self.state.findings, self.state.signature)
         self.state.served_revision, self.state.served_at = mesh.revision, time.time()
         self.state.from_state_dir = from_state_dir
         self.metrics.revision_info.clear()
