@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -263,6 +264,21 @@ def _endpoint(spec: dict, source: SourceObject, clusters, networks) -> Endpoint:
                     spec.get("serviceAccount", ""), source)
 
 
+# The endpoints a ServiceEntry writes depend on it and on the clusters and networks alone. An object
+# shared by two revisions (parse's ``previous``: a preview reads two revisions, a daemon reads one
+# after another) keeps them while those are unchanged: 150,000 endpoints take a second to build.
+_written: "weakref.WeakKeyDictionary[SourceObject, tuple[tuple, tuple[Endpoint, ...]]]" = weakref.WeakKeyDictionary()
+
+
+def _written_endpoints(se: SourceObject, clusters: dict[str, MeshCluster], networks: dict[str, Network]):
+    topology = (tuple(clusters.values()), tuple(networks.values()))
+    found = _written.get(se)
+    if found is None or found[0] != topology:
+        found = _written[se] = (topology, tuple(_endpoint(ep, se, clusters, networks)
+                                                for ep in se.spec.get("endpoints", [])))
+    return found[1]
+
+
 def _services(se: SourceObject, workload_entries, clusters, networks) -> list[Service]:
     spec = se.spec
     ports = tuple(Port(p["number"], p.get("name", str(p["number"])), p.get("protocol", "TCP").upper(),
@@ -272,7 +288,7 @@ def _services(se: SourceObject, workload_entries, clusters, networks) -> list[Se
         endpoints = tuple(_endpoint(we.spec, we, clusters, networks) for we in workload_entries
                           if we.namespace == se.namespace and selector <= (we.spec.get("labels") or {}).items())
     else:
-        endpoints = tuple(_endpoint(ep, se, clusters, networks) for ep in spec.get("endpoints", []))
+        endpoints = _written_endpoints(se, clusters, networks)
     return [Service(fqdn(host, se.namespace), se.namespace, ports, spec.get("resolution", "NONE"),
                     spec.get("location", "MESH_EXTERNAL"), tuple(spec.get("addresses", [])), endpoints, se)
             for host in spec["hosts"]]

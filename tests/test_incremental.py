@@ -152,3 +152,22 @@ def test_a_virtual_host_is_rebuilt_when_its_routing_or_a_destination_changes(bef
     assert all(config.resources[ROUTE][n] is previous.resources[ROUTE][n] for n in config.resources[ROUTE])
     # a DestinationRule is part of what routes are made from (subsets, hash policies)
     assert "reviews.bookinfo.svc.cluster.local" in rebuilt("a load balancer changes")
+
+
+def test_a_service_entry_shared_by_two_revisions_keeps_its_endpoints_until_the_topology_changes():
+    from compiler.model import build_mesh
+    from compiler.parse import parse
+    from compiler.snapshot import Snapshot
+    files = sample_files()
+    first = parse(Snapshot("r1", files))
+    same = parse(Snapshot("r2", {**files, "bookinfo/details.yaml": files["bookinfo/details.yaml"] + b"\n"}),
+                 previous=first)
+    host = "reviews.bookinfo.svc.cluster.local"
+    one, two = build_mesh(first.objects, "r1"), build_mesh(same.objects, "r2")
+    assert two.services[host].endpoints is one.services[host].endpoints  # reviews.yaml was not read again
+    # cluster-c moves to network-1: every endpoint there now has another network, so none is kept
+    moved = parse(Snapshot("r3", edit(files, "mesh/clusters.yaml", "network: network-2", "network: network-1")),
+                  previous=first)
+    three = build_mesh(moved.objects, "r3")
+    assert three.services[host].endpoints is not one.services[host].endpoints
+    assert {ep.network for ep in three.services[host].endpoints} == {"network-1"}
