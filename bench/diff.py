@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     total = 0.0
     base, seconds = timed("read BASE (parse, validate, model)", lambda: load_revision(base_snapshot))
     total += seconds
+    read_base = seconds
     head, seconds = timed("read HEAD (the changed file parsed; validate, model)", lambda: load_revision(head_snapshot, like=base))
     total += seconds
     profiler = cProfile.Profile() if args.profile else None
@@ -80,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     changed = sum(len(v.changes) for c in preview.clusters for v in c.views)
     print(f"  {'total':<52} {total:7.2f} s  (target < {TARGET_SECONDS:.0f} s: "
           f"{'PASS' if total < TARGET_SECONDS else 'FAIL'})")
+    # The status API's Preview holds BASE (the served snapshot) once read: only the rest is per preview.
+    warm = total - read_base
+    print(f"  {'without reading BASE (the daemon Preview, BASE held)':<52} {warm:7.2f} s  (target < "
+          f"{TARGET_SECONDS:.0f} s: {'PASS' if warm < TARGET_SECONDS else 'FAIL'})")
     print(f"proxies compared: {proxies} ({compare / max(proxies, 1):.2f} s each), resources changed: {changed}, "
           f"traffic changes: {sum(len(c.traffic) for c in preview.clusters)}, markdown: {len(markdown):,} bytes")
     if profiler:
