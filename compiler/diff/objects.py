@@ -64,6 +64,11 @@ def _key(obj: SourceObject) -> tuple[str, str, str]:
 
 def diff_objects(base: list[SourceObject], head: list[SourceObject]) -> ObjectDiff:
     """Changes from ``base`` to ``head`` by HEAD's file and line (removed ones last, by BASE's)."""
+    # An object parsed once for both revisions (its file is unchanged) has not changed: leave it out
+    # (it cannot match another object, whose key would make it a duplicate).
+    shared = {id(obj) for obj in base} & {id(obj) for obj in head}
+    base = [obj for obj in base if id(obj) not in shared]
+    head = [obj for obj in head if id(obj) not in shared]
     # Duplicates (an error validation reports) keep their first occurrence here.
     before: dict = {}
     for obj in base:
@@ -77,8 +82,6 @@ def diff_objects(base: list[SourceObject], head: list[SourceObject]) -> ObjectDi
         if old is None:
             changes.append(ObjectChange(ADDED, *key, new.file, new.line))
             continue
-        if old is new:
-            continue  # parsed once for both revisions (parse's ``previous``): its file is unchanged
         # A removed field's path is BASE's: line_of falls back to the nearest ancestor HEAD still has.
         fields = tuple(FieldLine(c, new.line_of(c.path)) for c in diff_values(old.body, new.body))
         moved = f"{old.file}:{old.line}" if old.file != new.file else ""

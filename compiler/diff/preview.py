@@ -249,7 +249,16 @@ def affected_hosts(base: Mesh, head: Mesh) -> frozenset[str] | None:
     if base.digest != head.digest:
         return None
     hosts = set(changes(head, digests(base)).hosts | changes(base, digests(head)).hosts)
-    routing = [(_services_of(mesh, vs), destination_hosts(vs)) for mesh in (base, head) for vs in mesh.virtual_services]
+    # A VirtualService shared by both revisions (parse's ``previous``) is read once, unless a wildcard
+    # of its hosts covers services that differ between the meshes.
+    by_object: dict[int, tuple[set[str], list[str]]] = {}
+    for mesh in (base, head):
+        for vs in mesh.virtual_services:
+            known = by_object.get(id(vs))
+            if known is None or any("*" in h for h in vs.spec.get("hosts", [])):
+                services = _services_of(mesh, vs) | (known[0] if known else set())
+                by_object[id(vs)] = (services, destination_hosts(vs))
+    routing = list(by_object.values())
     for services, destinations in routing:
         if hosts.intersection(destinations):
             hosts.update(services)
@@ -258,10 +267,10 @@ def affected_hosts(base: Mesh, head: Mesh) -> frozenset[str] | None:
 
 
 def _services_of(mesh: Mesh, vs: SourceObject) -> set[str]:
-    """The services a VirtualService's hosts name or cover (a wildcard covers several)."""
+    """The hosts a VirtualService names, and the mesh's services its wildcards cover."""
     patterns = {fqdn(h, vs.namespace) for h in vs.spec.get("hosts", [])}
-    found = {p for p in patterns if p in mesh.services}
-    wildcards = [p for p in patterns if "*" in p]
+    found = {p for p in patterns if "*" not in p}
+    wildcards = patterns - found
     if wildcards:
         found.update(h for h in mesh.services for p in wildcards if matches(p, h))
     return found
