@@ -11,10 +11,8 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -22,6 +20,7 @@ import yaml
 
 from tests import gitutil
 from tests.e2e.daemon import GALLEON, Galleon
+from tests.e2e.backends import Backend
 from tests.e2e.envoy import Envoy, answers, free_port, wait_for
 from tests.e2e.sds import SdsServer
 
@@ -29,38 +28,6 @@ pytestmark = pytest.mark.e2e
 
 HOST = "web.default.svc.cluster.local"
 FAR = "far.default.svc.cluster.local"
-
-
-class Backend:
-    """A local HTTP server that answers with its name."""
-
-    def __init__(self, name: str) -> None:
-        outer = self
-        self.name, self.hits = name, 0
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # else each answer waits out a delayed ACK (40 ms)
-
-            def do_GET(self):  # noqa: N802
-                outer.hits += 1
-                body = outer.name.encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def mesh_files(port: int, backends: dict[str, int], weights: dict[str, int], far_port: int,
@@ -143,19 +110,6 @@ SIDECAR = "sidecar~127.0.0.1~client.default~default.svc.cluster.local"
 def shares(port: int, requests: int, host: str = HOST) -> Counter:
     """Send requests through Envoy's listener; count the answering backends."""
     return answers(port, host, requests)
-
-
-@pytest.fixture
-def sds():
-    with SdsServer() as server:
-        yield server
-
-
-@pytest.fixture
-def mesh():
-    m = Mesh()
-    yield m
-    m.close()
 
 
 @pytest.mark.parametrize("protocol", ["sotw", "delta"])

@@ -36,19 +36,6 @@ ALL_V2 = {"v1": 0, "v2": 100}
 SECRET = b"3f9c2b7e5d8a4c1f9e6b2d7a8c5f1e3b"  # the webhook's shared secret
 
 
-@pytest.fixture
-def sds():
-    with SdsServer() as server:
-        yield server
-
-
-@pytest.fixture
-def mesh():
-    m = Mesh()
-    yield m
-    m.close()
-
-
 def encoded(files: dict[str, str]) -> dict[str, bytes]:
     return {name: text.encode() for name, text in files.items()}
 

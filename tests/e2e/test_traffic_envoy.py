@@ -25,11 +25,8 @@ from __future__ import annotations
 
 import json
 import math
-import socket
 import subprocess
-import threading
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -41,6 +38,7 @@ from compiler.view import make_view
 from compiler.xds import CLUSTER, ENDPOINT, compile_view
 from reconciler.sources import open_source
 from tests.e2e.daemon import GALLEON, Galleon
+from tests.e2e.backends import Backend
 from tests.e2e.envoy import Envoy, answers, free_port, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -71,61 +69,6 @@ BACKENDS = {
                ("127.0.0.134", "us-east/us-east-1b", 3, "v1"),
                ("127.0.0.135", "eu-west/eu-west-1a", 1, "v1")],
 }
-
-
-class Backend:
-    """An HTTP/1.1 server on one loopback address that answers with that address. ``stop`` is a
-    crashed process: the listening socket and every open connection are closed."""
-
-    def __init__(self, address: str) -> None:
-        outer = self
-        self.address = address
-        self.connections: set[socket.socket] = set()
-        self.lock = threading.Lock()
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # else each answer waits out a delayed ACK (40 ms)
-
-            def setup(self):
-                super().setup()
-                with outer.lock:
-                    outer.connections.add(self.connection)
-
-            def finish(self):
-                with outer.lock:
-                    outer.connections.discard(self.connection)
-                super().finish()
-
-            def do_GET(self):  # noqa: N802
-                body = address.encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer((address, 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.running = True
-
-    def stop(self) -> None:
-        if not self.running:
-            return
-        self.running = False
-        self.server.shutdown()
-        self.server.server_close()
-        with self.lock:
-            for connection in list(self.connections):
-                try:
-                    connection.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
 
 def _obj(api: str, kind: str, name: str, spec: dict, namespace: str = "default") -> dict:
@@ -189,7 +132,7 @@ class Setup:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.port = free_port()
-        self.backends = {address: Backend(address) for rows in BACKENDS.values() for address, *_ in rows}
+        self.backends = {address: Backend(address, address) for rows in BACKENDS.values() for address, *_ in rows}
         source = root / "mesh"
         source.mkdir()
         for name, text in mesh_files(self.port, self.backends).items():
