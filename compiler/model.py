@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 from .hosts import fqdn, matches
 from .locality import Locality
-from .parse import SourceObject
+from .parse import SourceObject, collector_paused
 
 CLUSTER_LABEL = "topology.istio.io/cluster"
 TLS_MODE_LABEL = "security.istio.io/tlsMode"
@@ -179,6 +179,7 @@ class Mesh:
         return found
 
 
+@collector_paused()  # 150,000 endpoints and their tuples: see parse.collector_paused
 def build_mesh(objects: list[SourceObject], revision: str = "") -> Mesh:
     """The typed mesh of a validated snapshot's objects."""
     by_kind: dict[str, list[SourceObject]] = {}

@@ -93,8 +93,9 @@ class SourceObject:
         """Equal for two parses exactly when the object's text, file and line are unchanged."""
         return f"{self.file}:{self.line}:{self.file_lines.digest(self.document)}"
 
-    @property
+    @cached_property
     def spec(self) -> dict[str, Any]:
+        # Read hundreds of thousands of times by the analyzers and the model; a body never changes.
         spec = self.body.get("spec")
         return spec if isinstance(spec, dict) else {}
 

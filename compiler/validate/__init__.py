@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..findings import Finding, has_errors, sorted_findings
-from ..parse import SourceObject, parse
+from ..parse import SourceObject, collector_paused, parse
 from ..snapshot import Snapshot
 from . import destination_rules, references, routing, service_entries, topology  # noqa: F401  (registers)
 from . import schema
@@ -27,6 +27,7 @@ class Validation:
         return not has_errors(self.findings)
 
 
+@collector_paused()  # as parse: the analyzers make many small acyclic objects beside large object bodies
 def validate_objects(objects: list[SourceObject]) -> tuple[list[SourceObject], list[Finding]]:
     """(the objects that passed their schema, every finding)."""
     findings: list[Finding] = []
