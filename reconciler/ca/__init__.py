@@ -1,0 +1,17 @@
+"""Citadel plug-in CAs for every cluster: one shared root, one intermediate per cluster (issue 8).
+
+- ``root``: create and load the root of trust, which lives in a directory and never in Git.
+- ``intermediate``: the per-cluster policy from CertificateAuthority objects, and issuing.
+- ``plan``: the pure decision (create, reissue, none, refuse) from the current ``cacerts`` Secret.
+- ``targets``: where the Secret lives (``dir:PATH`` today) and ``reconcile``.
+
+Every error a person can cause is a ``CAError`` with one line and never any key material.
+"""
+from .errors import CAError
+from .intermediate import CaCerts, Policy, issue, policy_for
+from .plan import Plan, plan, secret_manifest
+from .root import RootCA, init_root, load_root
+from .targets import DirTarget, Target, reconcile, target_from
+
+__all__ = ["CAError", "CaCerts", "DirTarget", "Plan", "Policy", "RootCA", "Target", "init_root", "issue",
+           "load_root", "plan", "policy_for", "reconcile", "secret_manifest", "target_from"]
