@@ -22,6 +22,8 @@ DEFAULT_GATEWAY_PORT = 15443
 ROOT_NAMESPACE = "istio-system"
 # Kinds whose objects shape a service's clusters and endpoints (or its routes) rather than the whole mesh.
 PER_SERVICE_KINDS = frozenset({"ServiceEntry", "WorkloadEntry", "DestinationRule", "VirtualService"})
+# Kinds no proxy configuration depends on (the CA reconciler reads them): not in the mesh's digest.
+NOT_PROXY_KINDS = frozenset({"CertificateAuthority"})
 
 
 @dataclass(frozen=True)
@@ -208,7 +210,7 @@ def build_mesh(objects: list[SourceObject], revision: str = "") -> Mesh:
                                      for s in dr.spec.get("subsets", [])), dr)
         rules.setdefault(rule.host, rule)  # first by namespace/name wins, deterministically
     mesh_wide = hashlib.sha256()
-    for kind in sorted(set(by_kind) - PER_SERVICE_KINDS):
+    for kind in sorted(set(by_kind) - PER_SERVICE_KINDS - NOT_PROXY_KINDS):
         for obj in by_kind[kind]:
             mesh_wide.update(f"{obj.ref} {obj.digest}\n".encode())
     return Mesh(revision, clusters, networks, services, rules, by_kind.get("VirtualService", []),

@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import grpc
@@ -26,7 +27,7 @@ from compiler.validate import Validation, validate
 from compiler.view import ANY_ADDRESS, ViewError, make_view
 from compiler.xds import config_dump, dump_json, compile_view
 
-from . import logs, preview, webhook
+from . import ca, logs, preview, webhook
 from .api import reconciler_pb2, reconciler_pb2_grpc
 from .bootstrap import (DEFAULT_GRPC_CERTIFICATE_DIR, DEFAULT_SDS_SOCKET, BootstrapOptions, bootstrap_yaml,
                         grpc_bootstrap_json, split_address)
@@ -253,6 +254,45 @@ def cmd_sync(args) -> int:
     return _show_status(response.status, args.format)
 
 
+def cmd_ca_init_root(args) -> int:
+    root = ca.init_root(args.directory, args.algorithm, datetime.now(timezone.utc))
+    print(f"wrote {args.directory}/root-cert.pem and root-key.pem (mode 0600): {args.algorithm} root CA "
+          f"sha256:{root.fingerprint}, valid until {root.not_after:%Y-%m-%d}; keep the key out of Git")
+    return EXIT_OK
+
+
+def cmd_ca_reconcile(args) -> int:
+    if bool(args.cluster) == args.all_clusters:
+        raise UsageError("give --cluster NAME (repeatable) or --all-clusters")
+    result = load(args)
+    if not result.ok:
+        for finding in result.findings:
+            print(finding.text(), file=sys.stderr)
+        print(f"galleon: {result.snapshot.origin} at {short_revision(result.snapshot.revision)} has errors; "
+              "no certificate issued", file=sys.stderr)
+        return EXIT_INVALID
+    root = ca.load_root(args.root_ca)
+    target = ca.target_from(args.target)
+    known = sorted(o.name for o in result.objects if o.kind == "Cluster")
+    unknown = sorted(set(args.cluster) - set(known))
+    if unknown:
+        raise UsageError(f"--cluster {', '.join(unknown)}: not a Cluster of this revision (clusters: "
+                         f"{', '.join(known) or 'none'})")
+    failed = False
+    now = datetime.now(timezone.utc)
+    for cluster in sorted(set(args.cluster)) or known:
+        policy = ca.policy_for(result.objects, cluster)
+        if policy is None:
+            print(f"{cluster}: no CertificateAuthority policy covers it; its cacerts is left alone")
+            continue
+        decided = ca.reconcile(target, root, cluster, policy, now, dry_run=args.dry_run, adopt=args.adopt)
+        print(decided.describe())
+        if decided.writes:
+            print(f"  {'would write' if args.dry_run else 'written'}: {args.target} {cluster}")
+        failed |= decided.action == "refuse"
+    return EXIT_INVALID if failed else EXIT_OK
+
+
 def cmd_bootstrap(args) -> int:
     options = BootstrapOptions(cluster=args.cluster, node_id=args.node_id, ads=args.ads, labels=_labels(args.label),
                                locality=args.locality, network=args.network, admin=args.admin,
@@ -443,6 +483,37 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--no-wait", action="store_true", help="return at once instead of after the read")
             p.set_defaults(run=cmd_sync)
 
+    p = commands.add_parser("ca", help="the shared root CA and each cluster's Istio intermediate (cacerts)",
+                            description="Cross-cluster mTLS needs every cluster's Istio CA to be an intermediate "
+                                        "under one shared root: the plug-in CA secret istio-system/cacerts.")
+    ca_commands = p.add_subparsers(dest="ca_command", metavar="COMMAND", required=True)
+    q = ca_commands.add_parser("init-root", help="create the shared root CA in a directory (never in Git)",
+                               description="Write DIR/root-cert.pem and DIR/root-key.pem (mode 0600): a self-signed "
+                                           "root CA valid 10 years. Refuses to overwrite an existing root.")
+    q.add_argument("directory", type=Path, metavar="DIR")
+    q.add_argument("--algorithm", choices=("ecdsa-p256", "rsa-4096"), default="ecdsa-p256",
+                   help="the root's key (default: ecdsa-p256)")
+    q.set_defaults(run=cmd_ca_init_root)
+    q = ca_commands.add_parser(
+        "reconcile", help="issue or renew each cluster's intermediate into istio-system/cacerts",
+        description="For each cluster, read its cacerts Secret from TARGET and write a new intermediate only when "
+                    "it is missing, does not verify under the root, its key does not match, it expires within the "
+                    "policy's renewBefore, or the CertificateAuthority policy changed; otherwise write nothing. A "
+                    "cacerts not labelled app.kubernetes.io/managed-by: galleon is refused unless --adopt. "
+                    "Exits 0, 1 when the revision has errors or a cluster was refused, 2 on bad input.")
+    _source_arguments(q)
+    q.add_argument("--root-ca", type=Path, required=True, metavar="DIR",
+                   help="the directory of root-cert.pem and root-key.pem (galleon ca init-root)")
+    q.add_argument("--target", required=True, metavar="TARGET",
+                   help="dir:PATH: Secret manifests at PATH/CLUSTER/istio-system/Secret/cacerts.yaml "
+                        "(the Kubernetes target comes next)")
+    q.add_argument("--cluster", action="append", default=[], metavar="NAME", help="this cluster (repeatable)")
+    q.add_argument("--all-clusters", action="store_true", help="every Cluster of the revision")
+    q.add_argument("--dry-run", action="store_true", help="print the plan (fingerprints and dates, never keys); "
+                                                          "write nothing")
+    q.add_argument("--adopt", action="store_true", help="take over a cacerts Galleon did not write")
+    q.set_defaults(run=cmd_ca_reconcile)
+
     p = commands.add_parser(
         "bootstrap", help="print an Envoy (or gRPC) bootstrap that connects a proxy to galleon serve",
         description="Print an Envoy bootstrap (YAML, for envoy -c) for one proxy: its node identity as Istio "
@@ -476,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (SourceError, UnreadableFile, UsageError) as exc:
+    except (SourceError, UnreadableFile, UsageError, ca.CAError) as exc:
         print(f"galleon: error: {exc}", file=sys.stderr)
         return EXIT_UNREADABLE
     except KeyboardInterrupt:

@@ -17,6 +17,8 @@ import jinja2
 from compiler.diff import PlanSection, Preview, Revision
 from compiler.snapshot import short_revision
 
+from .ca.preview import ca_plan
+
 DEFAULT_MAX_BYTES = 60_000  # GitHub refuses comments over 65,535 characters
 MIN_MAX_BYTES = 4_000
 # Found by the README's workflow to update its one comment instead of adding another.
@@ -27,9 +29,9 @@ OBJECTS_SHOWN = 200  # per block; JSON has them all
 RESOURCES_SHOWN = 100
 
 # What the cluster reconcilers (CA, DNS) would change, each given (base, head, clusters) and
-# returning one section. They register here when they exist.
+# returning one section.
 Planner = Callable[[Revision, Revision, list[str]], PlanSection]
-PLANNERS: list[Planner] = []
+PLANNERS: list[Planner] = [ca_plan]
 
 
 @lru_cache(maxsize=1)

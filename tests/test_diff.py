@@ -12,7 +12,7 @@ import pytest
 
 from compiler.diff import build_preview, load_revision
 from compiler.diff.preview import Preview
-from reconciler.preview import MARKER, render_json, render_markdown
+from reconciler.preview import MARKER, plans, render_json, render_markdown
 from reconciler.sources import LocalGitSource
 from tests import gitutil
 from tests.conftest import sample_files
@@ -50,7 +50,8 @@ def _tree(repo, tree, prefix="") -> dict[str, bytes]:
 def preview_of(repo, base="HEAD~1", head="HEAD", clusters=None) -> Preview:
     source = LocalGitSource(repo.workdir or repo.path)
     before = load_revision(source.snapshot(base))
-    return build_preview(before, load_revision(source.snapshot(head), like=before), clusters)
+    after = load_revision(source.snapshot(head), like=before)
+    return build_preview(before, after, clusters, plans(before, after, clusters or list(CLUSTERS)))
 
 
 def replace(path: str, old: str, new: str, count: int = 1):
@@ -224,3 +225,13 @@ def test_compiling_only_the_affected_hosts_gives_the_same_preview(repo, setup, e
     narrow, whole = build_preview(base, head), build_preview(base, head, narrow=False)
     assert render_json(narrow) == render_json(whole)
     assert any(v.changes for c in whole.clusters for v in c.views)
+
+
+def test_a_ca_policy_change_is_a_reissue_per_cluster_and_no_envoy_change(repo):
+    change(repo, replace("mesh/ca.yaml", "lifetime: 8760h", "lifetime: 17520h"))
+    preview = preview_of(repo)
+    assert all(not v.changes for c in preview.clusters for v in c.views)
+    (section,) = preview.plans or [None]
+    assert [(c.cluster, c.action, c.detail) for c in section.changes] == [
+        (cluster, "reissue", "policy changed: lifetime 8760h → 17520h") for cluster in CLUSTERS]
+    assert "CA: istio-system/cacerts intermediates:** 3 changes" in render_markdown(preview)

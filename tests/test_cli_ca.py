@@ -1,0 +1,45 @@
+"""`galleon ca init-root` and `galleon ca reconcile` as an operator runs them, with the dir: target."""
+from __future__ import annotations
+
+import os
+import stat
+
+from tests.conftest import SAMPLE_REPO
+from tests.test_cli import galleon
+
+
+def test_init_root_then_reconcile_every_cluster_then_nothing_to_do(tmp_path):
+    root, out = tmp_path / "root", tmp_path / "out"
+    made = galleon("ca", "init-root", root)
+    assert made.returncode == 0 and "sha256:" in made.stdout
+    assert stat.S_IMODE(os.stat(root / "root-key.pem").st_mode) == 0o600
+    again = galleon("ca", "init-root", root)
+    assert again.returncode == 2 and "refusing to overwrite" in again.stderr
+
+    first = galleon("ca", "reconcile", SAMPLE_REPO, "--root-ca", root, "--target", f"dir:{out}", "--all-clusters")
+    assert first.returncode == 0, first.stderr
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.yaml"))
+    assert written == [f"cluster-{c}/istio-system/Secret/cacerts.yaml" for c in "abc"]
+    assert first.stdout.count(": create") == 3 and "BEGIN" not in first.stdout  # no key material printed
+    before = {p: p.read_bytes() for p in out.rglob("*.yaml")}
+
+    second = galleon("ca", "reconcile", SAMPLE_REPO, "--root-ca", root, "--target", f"dir:{out}", "--cluster",
+                     "cluster-b", "--dry-run")
+    assert second.returncode == 0 and "cluster-b istio-system/cacerts: none" in second.stdout
+    third = galleon("ca", "reconcile", SAMPLE_REPO, "--root-ca", root, "--target", f"dir:{out}", "--all-clusters")
+    assert third.stdout.count(": none") == 3
+    assert {p: p.read_bytes() for p in out.rglob("*.yaml")} == before
+
+
+def test_bad_input_is_one_line(tmp_path):
+    galleon("ca", "init-root", tmp_path / "root")
+    common = ["ca", "reconcile", SAMPLE_REPO, "--root-ca", tmp_path / "root"]
+    for args, words in (((f"dir:{tmp_path}",), "--cluster NAME"),
+                        ((f"dir:{tmp_path}", "--cluster", "cluster-z"), "not a Cluster"),
+                        (("kube:x", "--all-clusters"), "unknown target"),
+                        (("dir:", "--all-clusters"), "unknown target")):
+        result = galleon(*common, "--target", *args)
+        assert result.returncode == 2 and words in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    missing = galleon("ca", "reconcile", SAMPLE_REPO, "--root-ca", tmp_path / "nope", "--target", f"dir:{tmp_path}",
+                      "--all-clusters")
+    assert missing.returncode == 2 and "galleon ca init-root" in missing.stderr
