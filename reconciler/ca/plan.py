@@ -80,11 +80,6 @@ class Plan:
         lines += [f"  warning: {warning}" for warning in self.warnings]
         return "\n".join(lines)
 
-    def change(self):
-        """This plan as a line of the pull-request preview (``galleon diff``)."""
-        from compiler.diff import PlanChange  # imports the whole xDS compiler: only for previews
-        return PlanChange(self.cluster, self.action, SECRET, "; ".join(self.reasons + self.warnings))
-
 
 def plan(current: dict | None, root: RootCA, cluster: str, policy: Policy, now: datetime,
          adopt: bool = False) -> Plan:
