@@ -31,7 +31,7 @@ from . import ca, logs, preview, webhook
 from .api import reconciler_pb2, reconciler_pb2_grpc
 from .bootstrap import (DEFAULT_GRPC_CERTIFICATE_DIR, DEFAULT_SDS_SOCKET, BootstrapOptions, bootstrap_yaml,
                         grpc_bootstrap_json, split_address)
-from .serve import Daemon, LeaseOptions, ServeOptions
+from .serve import CaOptions, Daemon, LeaseOptions, ServeOptions
 from .sources import GitCredentials, SourceError, open_source
 from .sources.signatures import SignatureError, SignaturePolicy
 
@@ -176,6 +176,13 @@ def cmd_serve(args) -> int:
             split_address(address, flag)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
+    if bool(args.root_ca) != bool(args.ca_target):
+        raise UsageError("--root-ca and --ca-target go together (the CA reconciler needs both)")
+    if args.root_ca:
+        ca.load_root(args.root_ca)  # a typo here is an error now, not a log line in an hour
+        ca.target_from(args.ca_target)
+    if args.ca_interval <= 0:
+        raise UsageError("--ca-interval must be a positive number of seconds")
     if args.max_connection_age is not None and args.max_connection_age <= 0:
         raise UsageError("--max-connection-age must be a positive number of seconds")
     try:
@@ -190,7 +197,8 @@ def cmd_serve(args) -> int:
                            signatures=signatures, max_connection_age=args.max_connection_age,
                            lease=LeaseOptions(args.lease_namespace, args.lease_name or f"galleon-{args.cluster}",
                                               args.lease_identity, args.kubeconfig, args.kube_context)
-                           if args.leader_elect else None)
+                           if args.leader_elect else None,
+                           ca=CaOptions(args.root_ca, args.ca_target, args.ca_interval) if args.root_ca else None)
     try:
         return asyncio.run(Daemon(options).run())
     except OSError as exc:
@@ -444,6 +452,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-connection-age", type=float, default=None, metavar="SECONDS",
                    help="end each xDS stream (with OK) after about SECONDS, so proxies reconnect and spread over "
                         "replicas behind a load balancer (default: never)")
+    cas = p.add_argument_group("CA reconciler (galleon ca reconcile, for this cluster, by the leader)")
+    cas.add_argument("--root-ca", type=Path, default=None, metavar="DIR",
+                     help="the shared root CA (galleon ca init-root); with --ca-target, keep this cluster's "
+                          "istio-system/cacerts right after each new revision and every --ca-interval")
+    cas.add_argument("--ca-target", default=None, metavar="TARGET", help="where cacerts lives: dir:PATH")
+    cas.add_argument("--ca-interval", type=float, default=3600.0, metavar="SECONDS",
+                     help="also check it this often (default: 3600)")
     elect = p.add_argument_group("replicas")
     elect.add_argument("--leader-elect", action="store_true",
                        help="run as one of several replicas: all serve ADS, only the one holding a "
@@ -451,7 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
     elect.add_argument("--lease-namespace", default="istio-system", metavar="NS",
                        help="the Lease's namespace (default: istio-system)")
     elect.add_argument("--lease-name", default=None, metavar="NAME", help="the Lease's name (default: galleon-CLUSTER)")
-    elect.add_argument("--lease-identity", default=os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}",
+    elect.add_argument("--lease-identity",
+                       default=os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}",
                        metavar="ID", help="this replica's name in the Lease (default: $POD_NAME, else HOST-PID)")
     elect.add_argument("--kubeconfig", type=Path, default=None, metavar="FILE",
                        help="kubeconfig for the Lease (default: $KUBECONFIG, ~/.kube/config, else in-cluster)")

@@ -52,7 +52,8 @@ class HttpServer:
                 route = outer.posts.get(urlsplit(self.path).path)
                 length = int(self.headers.get("Content-Length") or 0)
                 if route is None:
-                    self.answer(*json_body(404, {"error": f"no POST endpoint {self.path}", "endpoints": sorted(outer.posts)}))
+                    self.answer(*json_body(404, {"error": f"no POST endpoint {self.path}",
+                                                 "endpoints": sorted(outer.posts)}))
                 elif length > MAX_POST_BODY:
                     self.answer(*json_body(413, {"error": f"body over {MAX_POST_BODY} bytes"}))
                 else:

@@ -35,6 +35,8 @@ class Metrics:
                                     "1 when the newest revision read is valid, 0 when it has errors", registry=r)
         self.revision_info = Gauge("galleon_revision_info", "The revision served (value 1)", ["revision"],
                                    registry=r)
+        self.ca_reconciles = Counter("galleon_ca_reconciles", "CA reconciles of this cluster's cacerts, by outcome",
+                                     ["outcome"], registry=r)
         self.leader = Gauge("galleon_leader", "1 while this replica holds the lease (or runs alone)", registry=r)
         self.leader.set(1)
         self.last_success = Gauge("galleon_last_success_timestamp_seconds",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from datetime import datetime, timezone
 import signal
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,7 +27,7 @@ from compiler.validate import validate
 
 from compiler.diff import Revision, build_preview, load_revision
 
-from . import status, webhook
+from . import ca, status, webhook
 from .ads.server import AdsServer
 from .api import reconciler_pb2 as pb
 from .preview import DEFAULT_MAX_BYTES, render_json, render_markdown
@@ -62,6 +63,14 @@ class ServeOptions:
     # With a Lease, only the replica holding it writes to the cluster (the CA and DNS reconcilers);
     # every replica serves ADS. None: this daemon is the only one, and the leader.
     lease: LeaseOptions | None = None
+    ca: CaOptions | None = None  # reconcile this cluster's cacerts (the leader only)
+
+
+@dataclass
+class CaOptions:
+    root: Path  # the root CA's directory (galleon ca init-root)
+    target: str  # dir:PATH
+    interval: float = 3600.0
 
 
 @dataclass
@@ -96,6 +105,10 @@ class Daemon:
         self.leader = options.lease is None
         self.metrics.leader.set(int(self.leader))
         self.served_snapshot: Snapshot | None = None
+        self.served_objects: list = []  # the served revision's validated objects
+        self._accepted_objects: list = []
+        self._ca_due = asyncio.Event()
+        self.ca_plan: str | None = None  # the last CA reconcile's plan, for /debug/configz
         self._served_checks: tuple = ([], None)  # the served revision's findings and signature verdict
         self._base: Revision | None = None  # the served snapshot read for previews, once asked for
         self._reloading = asyncio.Lock()
@@ -152,7 +165,8 @@ class Daemon:
         if not result.ok:
             errors = [f for f in result.findings if f.level is Level.ERROR]
             return self._reject(revision, f"{len(errors)} error{'s' if len(errors) > 1 else ''}, the first: "
-                                          f"{errors[0].text()}", errors=len(errors), first=[f.text() for f in errors[:5]])
+                                          f"{errors[0].text()}",
+                                errors=len(errors), first=[f.text() for f in errors[:5]])
         clusters = sorted(o.name for o in result.objects if o.kind == "Cluster")
         if self.options.cluster not in clusters:
             self.state.unknown_cluster = (f"{snapshot.origin} at {revision} has no Cluster named "
@@ -160,6 +174,7 @@ class Daemon:
             return self._reject(revision, self.state.unknown_cluster)
         self.state.unknown_cluster = self.state.rejection = None
         mesh = build_mesh(result.objects, snapshot.revision)
+        self._accepted_objects = result.objects
         self.metrics.loads.labels("valid").inc()
         self.metrics.snapshot_valid.set(1)
         log.info("revision validated", revision=revision, objects=len(result.objects),
@@ -206,6 +221,8 @@ class Daemon:
     async def _publish(self, snapshot: Snapshot, mesh: Mesh, from_state_dir: bool = False) -> None:
         await self.ads.publish(mesh)
         self.served_snapshot, self._base = snapshot, None
+        self.served_objects = self._accepted_objects
+        self._ca_due.set()  # a new revision may carry a new CertificateAuthority policy
         self._served_checks = (self.state.findings, self.state.signature)
         self.state.served_revision, self.state.served_at = mesh.revision, time.time()
         self.state.from_state_dir = from_state_dir
@@ -235,7 +252,8 @@ class Daemon:
                     revision=short_revision(snapshot.revision), path=str(self.last_good.path),
                     source_error=self.state.error)
 
-    async def preview(self, rev: str | None, fmt: str, clusters: list[str], max_bytes: int | None) -> pb.PreviewResponse:
+    async def preview(self, rev: str | None, fmt: str, clusters: list[str],
+                      max_bytes: int | None) -> pb.PreviewResponse:
         """`galleon diff` from what is served to the source's head (or ``rev``): the status API's Preview."""
         if self.served_snapshot is None:
             raise LookupError("nothing is served yet, so there is nothing to compare with")
@@ -310,6 +328,39 @@ class Daemon:
             await asyncio.sleep(self.options.poll * (1 + jitter.uniform(-1, 1) * self.options.poll_jitter))
             self.changed("poll")
 
+    async def _reconcile_ca(self, options: CaOptions) -> None:
+        """Keep this cluster's cacerts right: after each new revision and every ``interval``, when
+        this replica leads (only the leader writes to the cluster)."""
+        while True:
+            try:
+                await asyncio.wait_for(self._ca_due.wait(), options.interval)
+            except asyncio.TimeoutError:
+                pass
+            self._ca_due.clear()
+            if not self.leader or self.served_snapshot is None:
+                continue
+            started = time.perf_counter()
+            try:
+                decided = await asyncio.to_thread(self._ca_once, options)
+            except ca.CAError as exc:
+                self.metrics.ca_reconciles.labels("failed").inc()
+                log.error("CA reconcile failed", error=str(exc))
+                continue
+            if decided is None:
+                continue
+            self.ca_plan = decided.describe()
+            self.metrics.ca_reconciles.labels(decided.action).inc()
+            log.info("CA reconciled", action=decided.action, reasons=list(decided.reasons),
+                     revision=short_revision(self.state.served_revision),
+                     seconds=round(time.perf_counter() - started, 3))
+
+    def _ca_once(self, options: CaOptions):
+        policy = ca.policy_for(self.served_objects, self.options.cluster)
+        if policy is None:
+            return None  # no CertificateAuthority covers this cluster: its CA is not Galleon's
+        return ca.reconcile(ca.target_from(options.target), ca.load_root(options.root), self.options.cluster,
+                            policy, datetime.now(timezone.utc))
+
     async def _elect(self, elector: LeaderElector, lease: LeaseOptions) -> None:
         def lead(leading: bool) -> None:
             self.leader = leading
@@ -342,7 +393,7 @@ class Daemon:
                 "source": self.options.source, "cluster": self.options.cluster,
                 "served_revision": s.served_revision, "last_revision_seen": s.seen_revision,
                 "served_at": s.served_at, "source_error": s.error, "from_state_dir": s.from_state_dir,
-                "signature": asdict(s.signature) if s.signature else None,
+                "signature": asdict(s.signature) if s.signature else None, "ca_plan": self.ca_plan,
                 "findings": [f.to_dict() for f in s.findings]})
 
         def syncz(_):
@@ -422,6 +473,8 @@ class Daemon:
             raise SourceError(self.state.unknown_cluster)
         tasks = [asyncio.create_task(t) for t in (self._debounce(), self._watch())]
         election = asyncio.create_task(self._elect(elector, o.lease)) if elector else None
+        if o.ca is not None:
+            tasks.append(asyncio.create_task(self._reconcile_ca(o.ca)))
         if o.poll:
             tasks.append(asyncio.create_task(self._poll()))
         try:

@@ -127,8 +127,8 @@ def cluster_shares(config: ViewConfig, cluster_name: str, caller_locality: str |
     by_priority: dict[int, list[tuple[str, int, list[_Host]]]] = defaultdict(list)
     for group in assignment.endpoints:
         where = "/".join(filter(None, (group.locality.region, group.locality.zone, group.locality.sub_zone)))
-        hosts = [_Host(lb_endpoint.endpoint.address.socket_address.address, lb_endpoint.load_balancing_weight.value or 1,
-                       where, where != caller_locality) for lb_endpoint in group.lb_endpoints]
+        hosts = [_Host(lb.endpoint.address.socket_address.address, lb.load_balancing_weight.value or 1,
+                       where, where != caller_locality) for lb in group.lb_endpoints]
         by_priority[group.priority].append((where, group.load_balancing_weight.value or 1, hosts))
     levels = [by_priority[p] for p in sorted(by_priority)]
     loads = _priority_loads(levels, factor)
