@@ -180,7 +180,7 @@ def cmd_serve(args) -> int:
         raise UsageError("--root-ca and --ca-target go together (the CA reconciler needs both)")
     if args.root_ca:
         ca.load_root(args.root_ca)  # a typo here is an error now, not a log line in an hour
-        ca.target_from(args.ca_target)
+        ca.target_from(args.ca_target, contexts={args.cluster: args.kube_context}, kubeconfig=args.kubeconfig)
     if args.ca_interval <= 0:
         raise UsageError("--ca-interval must be a positive number of seconds")
     if args.max_connection_age is not None and args.max_connection_age <= 0:
@@ -198,7 +198,8 @@ def cmd_serve(args) -> int:
                            lease=LeaseOptions(args.lease_namespace, args.lease_name or f"galleon-{args.cluster}",
                                               args.lease_identity, args.kubeconfig, args.kube_context)
                            if args.leader_elect else None,
-                           ca=CaOptions(args.root_ca, args.ca_target, args.ca_interval) if args.root_ca else None)
+                           ca=CaOptions(args.root_ca, args.ca_target, args.ca_interval, args.kubeconfig,
+                                        args.kube_context) if args.root_ca else None)
     try:
         return asyncio.run(Daemon(options).run())
     except OSError as exc:
@@ -280,8 +281,9 @@ def cmd_ca_reconcile(args) -> int:
               "no certificate issued", file=sys.stderr)
         return EXIT_INVALID
     root = ca.load_root(args.root_ca)
-    target = ca.target_from(args.target)
-    known = sorted(o.name for o in result.objects if o.kind == "Cluster")
+    contexts = {o.name: o.spec.get("kubeContext") for o in result.objects if o.kind == "Cluster"}
+    target = ca.target_from(args.target, contexts=contexts, kubeconfig=args.kubeconfig)
+    known = sorted(contexts)
     unknown = sorted(set(args.cluster) - set(known))
     if unknown:
         raise UsageError(f"--cluster {', '.join(unknown)}: not a Cluster of this revision (clusters: "
@@ -456,7 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
     cas.add_argument("--root-ca", type=Path, default=None, metavar="DIR",
                      help="the shared root CA (galleon ca init-root); with --ca-target, keep this cluster's "
                           "istio-system/cacerts right after each new revision and every --ca-interval")
-    cas.add_argument("--ca-target", default=None, metavar="TARGET", help="where cacerts lives: dir:PATH")
+    cas.add_argument("--ca-target", default=None, metavar="TARGET",
+                     help="where cacerts lives: kube (this cluster's API server: in-cluster, or --kubeconfig and "
+                          "--kube-context) or dir:PATH")
     cas.add_argument("--ca-interval", type=float, default=3600.0, metavar="SECONDS",
                      help="also check it this often (default: 3600)")
     elect = p.add_argument_group("replicas")
@@ -470,7 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
                        default=os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}",
                        metavar="ID", help="this replica's name in the Lease (default: $POD_NAME, else HOST-PID)")
     elect.add_argument("--kubeconfig", type=Path, default=None, metavar="FILE",
-                       help="kubeconfig for the Lease (default: $KUBECONFIG, ~/.kube/config, else in-cluster)")
+                       help="kubeconfig for the Lease and --ca-target kube (default: $KUBECONFIG, ~/.kube/config, "
+                            "else in-cluster)")
     elect.add_argument("--kube-context", default=None, metavar="NAME", help="kubeconfig context (default: current)")
     p.add_argument("--log-level", choices=logs.LEVELS, default="info",
                    help="least important log events shown (default: info); logs are JSON lines unless "
@@ -521,8 +526,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--root-ca", type=Path, required=True, metavar="DIR",
                    help="the directory of root-cert.pem and root-key.pem (galleon ca init-root)")
     q.add_argument("--target", required=True, metavar="TARGET",
-                   help="dir:PATH: Secret manifests at PATH/CLUSTER/istio-system/Secret/cacerts.yaml "
-                        "(the Kubernetes target comes next)")
+                   help="kube: istio-system/cacerts through the Kubernetes API, in each Cluster's spec.kubeContext "
+                        "(read, then replaced with its resourceVersion; conflicts re-planned, 5xx retried); or "
+                        "dir:PATH: Secret manifests at PATH/CLUSTER/istio-system/Secret/cacerts.yaml")
+    q.add_argument("--kubeconfig", type=Path, default=None, metavar="FILE",
+                   help="kubeconfig for --target kube (default: $KUBECONFIG, ~/.kube/config, else in-cluster)")
     q.add_argument("--cluster", action="append", default=[], metavar="NAME", help="this cluster (repeatable)")
     q.add_argument("--all-clusters", action="store_true", help="every Cluster of the revision")
     q.add_argument("--dry-run", action="store_true", help="print the plan (fingerprints and dates, never keys); "

@@ -69,8 +69,10 @@ class ServeOptions:
 @dataclass
 class CaOptions:
     root: Path  # the root CA's directory (galleon ca init-root)
-    target: str  # dir:PATH
+    target: str  # kube or dir:PATH
     interval: float = 3600.0
+    kubeconfig: Path | None = None
+    context: str | None = None
 
 
 @dataclass
@@ -358,8 +360,10 @@ class Daemon:
         policy = ca.policy_for(self.served_objects, self.options.cluster)
         if policy is None:
             return None  # no CertificateAuthority covers this cluster: its CA is not Galleon's
-        return ca.reconcile(ca.target_from(options.target), ca.load_root(options.root), self.options.cluster,
-                            policy, datetime.now(timezone.utc))
+        target = ca.target_from(options.target, contexts={self.options.cluster: options.context},
+                                kubeconfig=options.kubeconfig)
+        return ca.reconcile(target, ca.load_root(options.root), self.options.cluster, policy,
+                            datetime.now(timezone.utc))
 
     async def _elect(self, elector: LeaderElector, lease: LeaseOptions) -> None:
         def lead(leading: bool) -> None:

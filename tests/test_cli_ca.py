@@ -43,3 +43,25 @@ def test_bad_input_is_one_line(tmp_path):
     missing = galleon("ca", "reconcile", SAMPLE_REPO, "--root-ca", tmp_path / "nope", "--target", f"dir:{tmp_path}",
                       "--all-clusters")
     assert missing.returncode == 2 and "galleon ca init-root" in missing.stderr
+
+
+def test_the_kube_target_writes_each_clusters_secret_through_its_context(tmp_path):
+    """Against tests/kube/standin.py, a stand-in for kube-apiserver (none can be installed here): one
+    stand-in per cluster, reached through the contexts the sample's Cluster objects name."""
+    from tests.kube.standin import KubeStandIn, write_kubeconfig
+    galleon("ca", "init-root", tmp_path / "root")
+    with KubeStandIn() as a, KubeStandIn() as b, KubeStandIn() as c:
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", {"kind-cluster-a": a, "kind-cluster-b": b,
+                                                                "kind-cluster-c": c})
+        argv = ["ca", "reconcile", SAMPLE_REPO, "--root-ca", tmp_path / "root", "--target", "kube",
+                "--kubeconfig", kubeconfig, "--all-clusters"]
+        first = galleon(*argv)
+        assert first.returncode == 0 and first.stdout.count(": create") == 3, first.stdout + first.stderr
+        for server in (a, b, c):
+            secret = server.get("secrets", "istio-system", "cacerts")
+            assert secret["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "galleon"
+            assert set(secret["data"]) == {"ca-cert.pem", "ca-key.pem", "cert-chain.pem", "root-cert.pem"}
+        writes = len([r for s in (a, b, c) for r in s.requests if r.method != "GET"])
+        second = galleon(*argv)
+        assert second.returncode == 0 and second.stdout.count(": none") == 3
+        assert len([r for s in (a, b, c) for r in s.requests if r.method != "GET"]) == writes
