@@ -270,15 +270,23 @@ def cmd_ca_init_root(args) -> int:
     return EXIT_OK
 
 
-def cmd_ca_reconcile(args) -> int:
-    if bool(args.cluster) == args.all_clusters:
-        raise UsageError("give --cluster NAME (repeatable) or --all-clusters")
+def _ca_revision(args) -> Validation | None:
+    """The validated revision the CA commands work from; None (reported) when it has errors."""
     result = load(args)
     if not result.ok:
         for finding in result.findings:
             print(finding.text(), file=sys.stderr)
         print(f"galleon: {result.snapshot.origin} at {short_revision(result.snapshot.revision)} has errors; "
               "no certificate issued", file=sys.stderr)
+        return None
+    return result
+
+
+def cmd_ca_reconcile(args) -> int:
+    if bool(args.cluster) == args.all_clusters:
+        raise UsageError("give --cluster NAME (repeatable) or --all-clusters")
+    result = _ca_revision(args)
+    if result is None:
         return EXIT_INVALID
     root = ca.load_root(args.root_ca)
     contexts = {o.name: o.spec.get("kubeContext") for o in result.objects if o.kind == "Cluster"}
@@ -301,6 +309,27 @@ def cmd_ca_reconcile(args) -> int:
             print(f"  {'would write' if args.dry_run else 'written'}: {args.target} {cluster}")
         failed |= decided.action == "refuse"
     return EXIT_INVALID if failed else EXIT_OK
+
+
+def cmd_ca_rotate_root(args) -> int:
+    result = _ca_revision(args)
+    if result is None:
+        return EXIT_INVALID
+    old, new = ca.load_root(args.root_ca), ca.load_root(args.new_root_ca)
+    contexts = {o.name: o.spec.get("kubeContext") for o in result.objects if o.kind == "Cluster"}
+    policies = {}
+    for cluster in sorted(contexts):
+        policy = ca.policy_for(result.objects, cluster)
+        if policy is None:
+            print(f"{cluster}: no CertificateAuthority policy covers it; its cacerts is left alone")
+        else:
+            policies[cluster] = policy
+    if not policies:
+        raise UsageError("no CertificateAuthority policy covers a Cluster of this revision: nothing to rotate")
+    target = ca.target_from(args.target, contexts=contexts, kubeconfig=args.kubeconfig)
+    rotation = ca.rotate_root(target, old, new, policies, datetime.now(timezone.utc), dry_run=args.dry_run)
+    print(rotation.describe(args.dry_run))
+    return EXIT_INVALID if rotation.refused else EXIT_OK
 
 
 def cmd_bootstrap(args) -> int:
@@ -537,6 +566,26 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "write nothing")
     q.add_argument("--adopt", action="store_true", help="take over a cacerts Galleon did not write")
     q.set_defaults(run=cmd_ca_reconcile)
+    q = ca_commands.add_parser(
+        "rotate-root", help="move every cluster's cacerts to a new root, one phase per run",
+        description="Rotate the shared root across every Cluster a CertificateAuthority policy covers, one phase "
+                    "per run, the phase recorded in each cacerts' galleon.io/ca-rotation annotation: 1. trust both "
+                    "(root-cert.pem holds the old and the new root), 2. switch (new intermediates under the new "
+                    "root), 3. drop the old root. A phase starts only when every cluster has finished the one before. "
+                    "While a rotation is under way, galleon ca reconcile writes nothing. Exits 0, 1 when the "
+                    "revision has errors or a cluster's cacerts is not in a state the rotation can move from "
+                    "(nothing is written then), 2 on bad input.")
+    _source_arguments(q)
+    q.add_argument("--root-ca", type=Path, required=True, metavar="OLD",
+                   help="the directory of the current root (root-cert.pem and root-key.pem)")
+    q.add_argument("--new-root-ca", type=Path, required=True, metavar="NEW",
+                   help="the directory of the new root (galleon ca init-root NEW)")
+    q.add_argument("--target", required=True, metavar="TARGET", help="kube or dir:PATH, as for galleon ca reconcile")
+    q.add_argument("--kubeconfig", type=Path, default=None, metavar="FILE",
+                   help="kubeconfig for --target kube (default: $KUBECONFIG, ~/.kube/config, else in-cluster)")
+    q.add_argument("--dry-run", action="store_true", help="print every cluster's phase and the next phase "
+                                                          "(fingerprints and dates, never keys); write nothing")
+    q.set_defaults(run=cmd_ca_rotate_root)
 
     p = commands.add_parser(
         "bootstrap", help="print an Envoy (or gRPC) bootstrap that connects a proxy to galleon serve",

@@ -4,6 +4,11 @@ The decision reads the current Secret (as a dict, or None when it is missing) an
 istiod relies on: the chain verifies to the current root, the key matches, the bundle and
 chain are the ones Istio expects, the certificate is not due, and the policy it was issued under
 is the current one. It never generates keys, so ``--dry-run`` is cheap and shows no secret.
+
+During a root rotation (the ``galleon.io/ca-rotation`` annotation, see rotate.py) the bundle is the
+old and the new root, and a plain reconcile never writes: with the root that signs at the current
+phase a Secret in order is left as it is, anything else is refused with the reason, so that only
+``galleon ca rotate-root``, which holds both roots, moves or repairs it.
 """
 from __future__ import annotations
 
@@ -26,6 +31,10 @@ MANAGED_BY, GALLEON = "app.kubernetes.io/managed-by", "galleon"
 ROOT_ANNOTATION = "galleon.io/ca-root-fingerprint"
 NOT_AFTER_ANNOTATION = "galleon.io/ca-not-after"
 POLICY_ANNOTATION = "galleon.io/ca-policy-hash"
+# ``<new root fingerprint>:<phase>`` while ``galleon ca rotate-root`` moves the mesh to a new root
+# (rotate.py); ``:done`` stays after the last phase so that a reconcile with the old root refuses.
+ROTATION_ANNOTATION = "galleon.io/ca-rotation"
+TRUST_BOTH, SWITCHED, DONE = "trust-both", "switched", "done"
 ISTIO_GENERATED = "istio-generated"
 # kubectl keeps a whole copy of the object it applied here, keys included: never carry it over.
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
@@ -101,7 +110,19 @@ def plan(current: dict | None, root: RootCA, cluster: str, policy: Policy, now: 
             return Plan(action=REFUSE, reasons=(f"{SECRET} exists and Galleon did not write it ({owner}); "
                                                 "pass --adopt to replace it",), **base)
         reasons.append(f"adopting {SECRET}, which Galleon did not write")
-    found, problems = _check(current, root, policy, now, new_not_after)
+    rotation = rotation_of(current)
+    bundle = [root.fingerprint]
+    if rotation:
+        bundle, wrong_root = _rotation_bundle(*rotation, root)
+        if wrong_root:
+            return Plan(action=REFUSE, reasons=(wrong_root,), **base)
+    found, problems = _check(current, root, policy, now, new_not_after, bundle)
+    if problems and rotation and rotation[1] in (TRUST_BOTH, SWITCHED):
+        # A reissue would write a one-root bundle in the middle of a rotation and split the mesh's
+        # trust: the Secret is left to rotate-root, which knows both roots.
+        return Plan(action=REFUSE, current=found, reasons=(
+            f"a root rotation to sha256:{rotation[0]} is at phase {rotation[1]}; Galleon leaves {SECRET} "
+            "to `galleon ca rotate-root` until it is done", *problems), **base)
     reasons += problems
     warnings = ()
     if found and not problems and root.not_after - now <= policy.renew_before_delta:
@@ -111,9 +132,45 @@ def plan(current: dict | None, root: RootCA, cluster: str, policy: Policy, now: 
                 new_not_after=new_not_after if reasons else None, warnings=warnings, **base)
 
 
-def _check(secret: dict, root: RootCA, policy: Policy, now: datetime,
-           new_not_after: datetime) -> tuple[Intermediate | None, list[str]]:
-    """The intermediate found in ``secret`` (None when unreadable) and every reason to reissue it."""
+def rotation_of(secret: dict) -> tuple[str, str | None] | None:
+    """The Secret's rotation annotation as (new root fingerprint, phase); the phase is None when
+    the annotation is not one Galleon writes."""
+    value = ((secret.get("metadata") or {}).get("annotations") or {}).get(ROTATION_ANNOTATION)
+    if value is None:
+        return None
+    new, _, phase = str(value).partition(":")
+    return new, phase if new and phase in (TRUST_BOTH, SWITCHED, DONE) else None
+
+
+def _rotation_bundle(new: str, phase: str | None, root: RootCA) -> tuple[list[str | None], str | None]:
+    """The bundle a Secret at ``phase`` of a rotation to ``new`` holds when ``root`` signs its
+    intermediate (None stands for the rotation's other root, which a plain reconcile does not
+    know), or why ``root`` is not the one that signs at this phase."""
+    if phase is None:
+        return [], f"its {ROTATION_ANNOTATION} annotation is not <fingerprint>:{TRUST_BOTH}|{SWITCHED}|{DONE}"
+    is_new = root.fingerprint == new
+    if phase == TRUST_BOTH and not is_new:
+        return [root.fingerprint, new], None
+    if phase == SWITCHED and is_new:
+        return [None, root.fingerprint], None
+    if phase == DONE and is_new:
+        return [root.fingerprint], None
+    signer = "the old root" if phase == TRUST_BOTH else f"the new root sha256:{new}"
+    return [], (f"a root rotation to sha256:{new} is at phase {phase}, where intermediates are under {signer}, "
+                f"not under sha256:{root.fingerprint}; continue it with `galleon ca rotate-root`"
+                if phase != DONE else
+                f"the root was rotated to sha256:{new}; reconcile with that root, not sha256:{root.fingerprint}")
+
+
+def _same_bundle(found: list[str], expected: list[str | None]) -> bool:
+    return len(found) == len(expected) and all(f == e or (e is None and f not in expected)
+                                               for f, e in zip(found, expected))
+
+
+def _check(secret: dict, root: RootCA, policy: Policy, now: datetime, new_not_after: datetime,
+           bundle: list[str | None]) -> tuple[Intermediate | None, list[str]]:
+    """The intermediate found in ``secret`` (None when unreadable) and every reason to reissue it;
+    ``bundle``: the root fingerprints root-cert.pem must hold, in order."""
     values, problems = _values(secret)
     if secret.get("type", "Opaque") != "Opaque":
         problems.append(f"its type is {secret['type']!r}, not Opaque")
@@ -122,7 +179,7 @@ def _check(secret: dict, root: RootCA, policy: Policy, now: datetime,
     try:
         cert = _one_cert(values, "ca-cert.pem")
         key = _key(values)
-        bundle = _certs(values, "root-cert.pem")
+        roots = _certs(values, "root-cert.pem")
         chain = _certs(values, "cert-chain.pem")
     except _Unreadable as exc:
         return None, problems + [str(exc)]
@@ -131,8 +188,9 @@ def _check(secret: dict, root: RootCA, policy: Policy, now: datetime,
         cert.verify_directly_issued_by(root.cert)
     except (ValueError, TypeError, InvalidSignature):
         problems.append(f"the intermediate is not signed by the current root sha256:{root.fingerprint}")
-    if [fingerprint(c) for c in bundle] != [root.fingerprint]:
-        problems.append(f"root-cert.pem is not the current root sha256:{root.fingerprint}")
+    if not _same_bundle([fingerprint(c) for c in roots], bundle):
+        problems.append(f"root-cert.pem is not the current root sha256:{root.fingerprint}" if len(bundle) == 1
+                        else "root-cert.pem is not the rotation's bundle of the old and the new root")
     if [fingerprint(c) for c in chain] != [found.fingerprint, root.fingerprint]:
         problems.append("cert-chain.pem is not the intermediate followed by the current root")
     if not same_public_key(key.public_key(), cert.public_key()):
@@ -196,6 +254,12 @@ def _values(secret: dict) -> tuple[dict[str, bytes], list[str]]:
     return values, problems
 
 
+def pem_values(secret: dict) -> dict[str, str]:
+    """The four values as text, of a Secret ``plan`` found in order (other keys may be binary)."""
+    values = _values(secret)[0]
+    return {name: values[name].decode() for name in ("ca-cert.pem", "ca-key.pem", "root-cert.pem", "cert-chain.pem")}
+
+
 def _certs(values: dict[str, bytes], name: str) -> list[x509.Certificate]:
     if name not in values:
         raise _Unreadable(f"{name} is missing")
@@ -221,12 +285,13 @@ def _key(values: dict[str, bytes]):
         raise _Unreadable("ca-key.pem is not an unencrypted PEM private key") from None  # never quote it
 
 
-def secret_manifest(cacerts: CaCerts, root: RootCA, policy: Policy, existing: dict | None = None) -> dict:
+def secret_manifest(cacerts: CaCerts, root: RootCA, policy: Policy, existing: dict | None = None,
+                    rotation: str | None = None) -> dict:
     """The ``cacerts`` Secret to write: the four keys, our label and annotations.
 
     Labels and annotations other tools put on ``existing`` are kept (Galleon owns only its own);
     its values are not: all four keys are replaced together, and any others (``istio-generated``)
-    dropped, so istiod never reloads a half-updated CA.
+    dropped, so istiod never reloads a half-updated CA. ``rotation``: the rotation annotation to set.
     """
     old = (existing or {}).get("metadata") or {}
     labels = {**(old.get("labels") or {}), MANAGED_BY: GALLEON}
@@ -236,6 +301,8 @@ def secret_manifest(cacerts: CaCerts, root: RootCA, policy: Policy, existing: di
         NOT_AFTER_ANNOTATION: stamp(x509.load_pem_x509_certificate(cacerts.ca_cert.encode()).not_valid_after_utc),
         POLICY_ANNOTATION: policy.hash,
     })
+    if rotation:
+        annotations[ROTATION_ANNOTATION] = rotation
     return {
         "apiVersion": "v1",
         "kind": "Secret",
