@@ -96,13 +96,21 @@ def _labels(pairs: list[str]) -> dict[str, str]:
     return labels
 
 
-def cmd_compile(args) -> int:
+def _valid_revision(args, consequence: str) -> Validation | None:
+    """SOURCE at --rev, validated; None (its findings printed) when it has errors."""
     result = load(args)
     if not result.ok:
         for finding in result.findings:
             print(finding.text(), file=sys.stderr)
         print(f"galleon: {result.snapshot.origin} at {short_revision(result.snapshot.revision)} has errors; "
-              "nothing compiled", file=sys.stderr)
+              f"{consequence}", file=sys.stderr)
+        return None
+    return result
+
+
+def cmd_compile(args) -> int:
+    result = _valid_revision(args, "nothing compiled")
+    if result is None:
         return EXIT_INVALID
     mesh = build_mesh(result.objects, result.snapshot.revision)
     try:
@@ -270,22 +278,10 @@ def cmd_ca_init_root(args) -> int:
     return EXIT_OK
 
 
-def _ca_revision(args) -> Validation | None:
-    """The validated revision the CA commands work from; None (reported) when it has errors."""
-    result = load(args)
-    if not result.ok:
-        for finding in result.findings:
-            print(finding.text(), file=sys.stderr)
-        print(f"galleon: {result.snapshot.origin} at {short_revision(result.snapshot.revision)} has errors; "
-              "no certificate issued", file=sys.stderr)
-        return None
-    return result
-
-
 def cmd_ca_reconcile(args) -> int:
     if bool(args.cluster) == args.all_clusters:
         raise UsageError("give --cluster NAME (repeatable) or --all-clusters")
-    result = _ca_revision(args)
+    result = _valid_revision(args, "no certificate issued")
     if result is None:
         return EXIT_INVALID
     root = ca.load_root(args.root_ca)
@@ -312,7 +308,7 @@ def cmd_ca_reconcile(args) -> int:
 
 
 def cmd_ca_rotate_root(args) -> int:
-    result = _ca_revision(args)
+    result = _valid_revision(args, "no certificate issued")
     if result is None:
         return EXIT_INVALID
     old, new = ca.load_root(args.root_ca), ca.load_root(args.new_root_ca)

@@ -60,3 +60,11 @@ kind: Cluster
 metadata: {name: cluster-a, namespace: istio-system}
 spec: {network: network-1, locality: us-east/us-east-1a}
 """
+
+
+@pytest.fixture
+def standin():
+    """A Kubernetes API stand-in (tests/kube/standin.py; no kube-apiserver can be installed here)."""
+    from tests.kube.standin import KubeStandIn
+    with KubeStandIn() as server:
+        yield server

@@ -37,12 +37,6 @@ def policy():
 
 
 @pytest.fixture
-def standin():
-    with KubeStandIn() as server:
-        yield server
-
-
-@pytest.fixture
 def kubeconfig(standin, tmp_path):
     return standin.write_kubeconfig(tmp_path / "kubeconfig", contexts=("ctx-a",))
 

@@ -22,12 +22,6 @@ NS = "istio-system"
 
 
 @pytest.fixture
-def standin():
-    with KubeStandIn() as server:
-        yield server
-
-
-@pytest.fixture
 def api(standin, tmp_path):
     kubeconfig = standin.write_kubeconfig(tmp_path / "kubeconfig", contexts=["cluster-a"])
     return config.new_client_from_config(str(kubeconfig), context="cluster-a", persist_config=False)

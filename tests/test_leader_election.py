@@ -15,7 +15,6 @@ import pytest
 from kubernetes import config
 
 from reconciler.kube.lease import LeaderElector
-from tests.kube.standin import KubeStandIn
 
 NS, LEASE = "istio-system", "galleon-cluster-a"
 
@@ -29,12 +28,6 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
-
-
-@pytest.fixture
-def standin():
-    with KubeStandIn() as server:
-        yield server
 
 
 @pytest.fixture
