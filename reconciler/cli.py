@@ -278,13 +278,22 @@ def cmd_ca_init_root(args) -> int:
     return EXIT_OK
 
 
+def _root_ca(args) -> ca.RootCA:
+    if bool(args.root_ca) == bool(args.root_ca_secret):
+        raise UsageError("give the root CA as --root-ca DIR or --root-ca-secret NAMESPACE/NAME")
+    if args.root_ca:
+        return ca.load_root(args.root_ca)
+    from .ca.kube import load_root_secret  # the Kubernetes client is slow to import: only when asked
+    return load_root_secret(args.root_ca_secret, args.kubeconfig, args.root_ca_context)
+
+
 def cmd_ca_reconcile(args) -> int:
     if bool(args.cluster) == args.all_clusters:
         raise UsageError("give --cluster NAME (repeatable) or --all-clusters")
     result = _valid_revision(args, "no certificate issued")
     if result is None:
         return EXIT_INVALID
-    root = ca.load_root(args.root_ca)
+    root = _root_ca(args)
     contexts = {o.name: o.spec.get("kubeContext") for o in result.objects if o.kind == "Cluster"}
     target = ca.target_from(args.target, contexts=contexts, kubeconfig=args.kubeconfig)
     known = sorted(contexts)
@@ -548,8 +557,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "cacerts not labelled app.kubernetes.io/managed-by: galleon is refused unless --adopt. "
                     "Exits 0, 1 when the revision has errors or a cluster was refused, 2 on bad input.")
     _source_arguments(q)
-    q.add_argument("--root-ca", type=Path, required=True, metavar="DIR",
+    q.add_argument("--root-ca", type=Path, default=None, metavar="DIR",
                    help="the directory of root-cert.pem and root-key.pem (galleon ca init-root)")
+    q.add_argument("--root-ca-secret", default=None, metavar="NAMESPACE/NAME",
+                   help="or the root in a Kubernetes Secret (keys root-cert.pem and root-key.pem, or tls.crt and "
+                        "tls.key), read through --kubeconfig and --root-ca-context")
+    q.add_argument("--root-ca-context", default=None, metavar="NAME",
+                   help="the kubeconfig context holding --root-ca-secret (default: the current one)")
     q.add_argument("--target", required=True, metavar="TARGET",
                    help="kube: istio-system/cacerts through the Kubernetes API, in each Cluster's spec.kubeContext "
                         "(read, then replaced with its resourceVersion; conflicts re-planned, 5xx retried); or "

@@ -65,3 +65,30 @@ def test_the_kube_target_writes_each_clusters_secret_through_its_context(tmp_pat
         second = galleon(*argv)
         assert second.returncode == 0 and second.stdout.count(": none") == 3
         assert len([r for s in (a, b, c) for r in s.requests if r.method != "GET"]) == writes
+
+
+def test_the_root_can_come_from_a_kubernetes_secret(tmp_path):
+    """The root in a Secret of the Kubernetes API stand-in (tests/kube/standin.py), read with --root-ca-secret."""
+    import base64
+
+    from tests.kube.standin import KubeStandIn
+    galleon("ca", "init-root", tmp_path / "root")
+    with KubeStandIn() as kube:
+        kubeconfig = kube.write_kubeconfig(tmp_path / "kubeconfig", contexts=("management",))
+        data = {key: base64.b64encode((tmp_path / "root" / key).read_bytes()).decode()
+                for key in ("root-cert.pem", "root-key.pem")}
+        kube.put({"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "data": data,
+                  "metadata": {"name": "galleon-root", "namespace": "istio-system"}})
+        argv = ["ca", "reconcile", SAMPLE_REPO, "--root-ca-secret", "istio-system/galleon-root", "--kubeconfig",
+                kubeconfig, "--target", f"dir:{tmp_path / 'out'}", "--cluster", "cluster-a"]
+        made = galleon(*argv)
+        assert made.returncode == 0 and ": create" in made.stdout, made.stdout + made.stderr
+        fingerprint = galleon("ca", "reconcile", SAMPLE_REPO, "--root-ca", tmp_path / "root", "--target",
+                              f"dir:{tmp_path / 'out'}", "--cluster", "cluster-a")
+        assert ": none" in fingerprint.stdout  # the same root, whichever way it was read
+        for ref, words in (("istio-system/missing", "no such Secret"), ("nonsense", "not NAMESPACE/NAME")):
+            argv[argv.index("--root-ca-secret") + 1] = ref
+            result = galleon(*argv)
+            assert result.returncode == 2 and words in result.stderr and result.stderr.count("\n") == 1
+        both = galleon(*argv, "--root-ca", tmp_path / "root")
+        assert both.returncode == 2 and "--root-ca DIR or --root-ca-secret" in both.stderr

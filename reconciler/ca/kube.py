@@ -9,6 +9,8 @@ sees some of its keys new and others old.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import time
 from pathlib import Path
@@ -21,6 +23,7 @@ from kubernetes.client.exceptions import ApiException
 from reconciler.kube.client import KubeError, api_client
 
 from .errors import CAError
+from .root import RootCA, root_from_pem
 from .plan import NAME, NAMESPACE, SECRET
 from .targets import ConflictError
 
@@ -138,3 +141,34 @@ def _status(exc: ApiException) -> str:
 
 def _one_line(text: object) -> str:
     return " ".join(str(text).split())
+
+
+ROOT_KEYS = (("root-cert.pem", "root-key.pem"), ("tls.crt", "tls.key"))
+
+
+def load_root_secret(ref: str, kubeconfig: Path | None = None, context: str | None = None,
+                     timeout: float = 10) -> RootCA:
+    """The root CA kept in the Kubernetes Secret ``NAMESPACE/NAME`` (keys root-cert.pem and root-key.pem,
+    or a kubernetes.io/tls Secret's tls.crt and tls.key), read with the official client."""
+    namespace, sep, name = ref.partition("/")
+    if not (sep and namespace and name) or "/" in name:
+        raise CAError(f"--root-ca-secret {ref!r} is not NAMESPACE/NAME")
+    try:
+        api = kubernetes.client.CoreV1Api(api_client(kubeconfig, context))
+        secret = api.read_namespaced_secret(name, namespace, _request_timeout=timeout)
+    except KubeError as exc:
+        raise CAError(f"--root-ca-secret {ref}: {exc}") from None
+    except ApiException as exc:
+        why = "no such Secret" if exc.status == 404 else _status(exc)
+        raise CAError(f"--root-ca-secret {ref}: {why}") from None
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise CAError(f"--root-ca-secret {ref}: {_one_line(exc)}") from None
+    data = secret.data or {}
+    for cert_key, key_key in ROOT_KEYS:
+        if cert_key in data and key_key in data:
+            try:
+                cert, key = (base64.b64decode(data[k], validate=True) for k in (cert_key, key_key))
+            except (binascii.Error, ValueError):
+                raise CAError(f"Secret {ref}: {cert_key} or {key_key} is not base64") from None
+            return root_from_pem(cert, key, f"Secret {ref} {cert_key}", f"Secret {ref} {key_key}")
+    raise CAError(f"Secret {ref} holds neither root-cert.pem and root-key.pem nor tls.crt and tls.key")

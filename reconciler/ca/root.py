@@ -112,32 +112,40 @@ def load_root(directory: Path) -> RootCA:
     """The root in ``directory``; a ``CAError`` naming the file and the problem otherwise."""
     directory = Path(directory)
     cert_path, key_path = directory / CERT_FILE, directory / KEY_FILE
-    certs = _read(cert_path, lambda data: x509.load_pem_x509_certificates(data), "a PEM certificate")
+    return root_from_pem(_read(cert_path), _read(key_path), str(cert_path), str(key_path))
+
+
+def root_from_pem(cert_data: bytes, key_data: bytes, cert_name: str, key_name: str) -> RootCA:
+    """A root from its PEM certificate and key, wherever they were read (named in errors)."""
+    certs = _parse(cert_data, cert_name, lambda data: x509.load_pem_x509_certificates(data), "a PEM certificate")
     if len(certs) != 1:
-        raise CAError(f"{cert_path} holds {len(certs)} certificates; a root CA directory holds exactly one")
-    key = _read(key_path, lambda data: serialization.load_pem_private_key(data, password=None),
-                "an unencrypted PEM private key")
+        raise CAError(f"{cert_name} holds {len(certs)} certificates; a root CA holds exactly one")
+    key = _parse(key_data, key_name, lambda data: serialization.load_pem_private_key(data, password=None),
+                 "an unencrypted PEM private key")
     cert = certs[0]
     if not isinstance(key, PrivateKey):
-        raise CAError(f"{key_path} is a {type(key).__name__}; the root key must be RSA or ECDSA")
+        raise CAError(f"{key_name} is a {type(key).__name__}; the root key must be RSA or ECDSA")
     if not same_public_key(cert.public_key(), key.public_key()):
-        raise CAError(f"{key_path} does not match {cert_path} (their public keys differ)")
+        raise CAError(f"{key_name} does not match {cert_name} (their public keys differ)")
     if not is_ca(cert):
-        raise CAError(f"{cert_path} is not a CA certificate (basicConstraints CA:true is missing)")
+        raise CAError(f"{cert_name} is not a CA certificate (basicConstraints CA:true is missing)")
     if cert.issuer != cert.subject:
-        raise CAError(f"{cert_path} is not self-signed (issuer {cert.issuer.rfc4514_string()})")
+        raise CAError(f"{cert_name} is not self-signed (issuer {cert.issuer.rfc4514_string()})")
     return RootCA(cert, key)
 
 
-def _read(path: Path, load, what: str):
+def _read(path: Path) -> bytes:
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise CAError(f"{path}: no such file (create a root with `galleon ca init-root {path.parent}`)") from None
     except OSError as exc:
         raise CAError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _parse(data: bytes, name: str, load, what: str):
     try:
         return load(data)
     except (ValueError, TypeError):
-        # The library's message can quote the input; a key file's content must never reach a log.
-        raise CAError(f"{path} is not {what}") from None
+        # The library's message can quote the input; a key's content must never reach a log.
+        raise CAError(f"{name} is not {what}") from None
