@@ -228,6 +228,8 @@ class Daemon:
         self._served_checks = (self.state.findings, self.state.signature)
         self.state.served_revision, self.state.served_at = mesh.revision, time.time()
         self.state.from_state_dir = from_state_dir
+        if not from_state_dir:
+            self.state.error = None  # read from the source just now: say so before the state file is written
         self.metrics.revision_info.clear()
         self.metrics.revision_info.labels(mesh.revision).set(1)
         if self.last_good is not None and not from_state_dir:
