@@ -17,7 +17,7 @@ from pathlib import Path
 import grpc
 from google.protobuf import json_format
 
-from compiler.diff import build_preview, load_revision
+from compiler.diff import load_revision
 from compiler.findings import Level
 from compiler.snapshot import short_revision
 from compiler.model import build_mesh
@@ -144,13 +144,10 @@ def cmd_diff(args) -> int:
     _say(f"reading {args.base} and {args.head}")
     base = load_revision(source.snapshot(args.base))
     head = load_revision(source.snapshot(args.head), like=base)
-    known = sorted({*(base.mesh.clusters if base.mesh else ()), *(head.mesh.clusters if head.mesh else ())})
-    unknown = [name for name in args.cluster if name not in known]
-    if unknown:
-        raise UsageError(f"--cluster {', '.join(unknown)}: not a Cluster at either revision "
-                         f"(clusters: {', '.join(known) or 'none'})")
-    clusters = sorted(set(args.cluster)) or known
-    result = build_preview(base, head, clusters, preview.plans(base, head, clusters), progress=_say)
+    try:
+        result = preview.preview_of(base, head, args.cluster, progress=_say)
+    except ValueError as exc:
+        raise UsageError(f"--cluster {exc}") from None
     text = preview.render_json(result) if args.format == "json" else preview.render_markdown(result, args.max_bytes)
     if args.output is None:
         sys.stdout.write(text)

@@ -14,7 +14,7 @@ from typing import Callable
 
 import jinja2
 
-from compiler.diff import PlanSection, Preview, Revision
+from compiler.diff import PlanSection, Preview, Revision, build_preview
 from compiler.snapshot import short_revision
 
 from .ca.preview import ca_plan
@@ -47,6 +47,20 @@ def _template() -> jinja2.Template:
 
 def plans(base: Revision, head: Revision, clusters: list[str]) -> list[PlanSection]:
     return [planner(base, head, clusters) for planner in PLANNERS]
+
+
+def preview_of(base: Revision, head: Revision, clusters: list[str],
+               progress: Callable[[str], None] | None = None) -> Preview:
+    """The preview `galleon diff` and the status API's Preview both give: of ``clusters`` (every
+    cluster when empty), with every reconciler's plan. Raises ValueError for a cluster neither
+    revision has."""
+    known = sorted({*(base.mesh.clusters if base.mesh else ()), *(head.mesh.clusters if head.mesh else ())})
+    unknown = sorted(set(clusters) - set(known))
+    if unknown:
+        raise ValueError(f"{', '.join(unknown)}: not a Cluster at either revision "
+                         f"(clusters: {', '.join(known) or 'none'})")
+    chosen = sorted(set(clusters)) or known
+    return build_preview(base, head, chosen, plans(base, head, chosen), progress=progress)
 
 
 def render_json(preview: Preview) -> str:

@@ -25,12 +25,12 @@ from compiler.parse import UnreadableFile
 from compiler.snapshot import Snapshot
 from compiler.validate import validate
 
-from compiler.diff import Revision, build_preview, load_revision
+from compiler.diff import Revision, load_revision
 
 from . import ca, status, webhook
 from .ads.server import AdsServer
 from .api import reconciler_pb2 as pb
-from .preview import DEFAULT_MAX_BYTES, render_json, render_markdown
+from .preview import DEFAULT_MAX_BYTES, preview_of, render_json, render_markdown
 from .http import HttpServer, json_body, text_body
 from .metrics import Metrics
 from .sources import DirectorySource, GitCredentials, LocalGitSource, Source, SourceError, open_source
@@ -268,11 +268,7 @@ class Daemon:
             base = self._base
             self.source.refresh()
             head = load_revision(self.source.snapshot(rev or self.options.rev), like=base)
-            known = set(base.mesh.clusters if base.mesh else ()) | set(head.mesh.clusters if head.mesh else ())
-            unknown = sorted(set(clusters) - known)
-            if unknown:
-                raise ValueError(f"no Cluster {', '.join(unknown)} at either revision")
-            result = build_preview(base, head, sorted(set(clusters)) or None)
+            result = preview_of(base, head, clusters)  # raises ValueError for an unknown cluster
             body = (render_json(result) if fmt == "json"
                     else render_markdown(result, max_bytes or DEFAULT_MAX_BYTES))
             return pb.PreviewResponse(base_revision=base.snapshot.revision, head_revision=head.snapshot.revision,
