@@ -611,18 +611,12 @@ class KubeStandIn:
 
     def _replace(self, t: _Type, namespace: str, name: str, obj: dict, dry_run: bool) -> dict:
         meta = self._check_identity(t, obj, namespace, name)
-        key = (t.resource, namespace, name)
-        old = self._objects.get(key)
-        if old is None:
-            raise _not_found(t, name)
+        key, old = self._existing(t, namespace, name)
         self._preconditions(t, old, meta.get("resourceVersion"), meta.get("uid"))
         return self._write(t, key, obj, old, dry_run)
 
     def _patch(self, t: _Type, namespace: str, name: str, patch: dict, dry_run: bool) -> dict:
-        key = (t.resource, namespace, name)
-        old = self._objects.get(key)
-        if old is None:
-            raise _not_found(t, name)
+        key, old = self._existing(t, namespace, name)
         meta = patch.get("metadata") or {}
         self._preconditions(t, old, meta.get("resourceVersion"), meta.get("uid"))
         obj = _merge_patch(copy.deepcopy(old), patch)
@@ -670,11 +664,16 @@ class KubeStandIn:
         stored = self._write(t, key, obj, old, dry_run, owners={m: o for m, o in owners.items() if o.fields})
         return (200 if old is not None else 201), stored
 
-    def _delete(self, t: _Type, namespace: str, name: str, options: dict, dry_run: bool) -> dict:
+    def _existing(self, t: _Type, namespace: str, name: str) -> tuple[tuple, dict]:
+        """(key, stored object) of an object a request needs to exist; 404 otherwise."""
         key = (t.resource, namespace, name)
         old = self._objects.get(key)
         if old is None:
             raise _not_found(t, name)
+        return key, old
+
+    def _delete(self, t: _Type, namespace: str, name: str, options: dict, dry_run: bool) -> dict:
+        key, old = self._existing(t, namespace, name)
         preconditions = options.get("preconditions") or {}
         self._preconditions(t, old, preconditions.get("resourceVersion"), preconditions.get("uid"))
         if not dry_run:
