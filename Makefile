@@ -6,7 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 # Real components the end-to-end tests run, as command:Debian-package.
-SYSTEM_TOOLS := sshd:openssh-server ssh-keygen:openssh-client git:git gpg:gnupg
+SYSTEM_TOOLS := sshd:openssh-server ssh-keygen:openssh-client git:git gpg:gnupg \
+	dnsmasq:dnsmasq-base knotd:knot kzonecheck:knot-dnssecutils
 
 .PHONY: run test bench schemas clean system-deps
 

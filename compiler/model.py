@@ -10,11 +10,12 @@ import hashlib
 import ipaddress
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping
 
 from .hosts import fqdn, matches
 from .locality import Locality
 from .parse import SourceObject, collector_paused
+from .vips import DEFAULT_CIDR, DEFAULT_SUFFIX, Assignment, allocate, explicit_address, under_suffix
 
 CLUSTER_LABEL = "topology.istio.io/cluster"
 TLS_MODE_LABEL = "security.istio.io/tlsMode"
@@ -140,8 +141,8 @@ class DestinationRule:
 class MeshSettings:
     trust_domain: str = "cluster.local"
     locality_lb: Mapping[str, Any] = field(default_factory=lambda: {"enabled": True})
-    dns_suffix: str = "global"
-    vip_cidr: str = "240.0.0.0/16"
+    dns_suffix: str = DEFAULT_SUFFIX
+    vip_cidr: str = DEFAULT_CIDR
 
 
 @dataclass
@@ -160,6 +161,8 @@ class Mesh:
     digest: str = ""
     # The objects of the other kinds, which the keys of an incremental compile hold (fingerprints.py).
     per_service_objects: tuple[SourceObject, ...] = field(default=(), repr=False)
+    # Every cross-cluster name's VIP (vips.py), and the names the pool had no room for.
+    vips: Assignment = field(default_factory=Assignment)
     # Values derived from this (immutable) mesh, computed on first use by the generators.
     memo: dict = field(default_factory=dict, repr=False)
 
@@ -182,8 +185,13 @@ class Mesh:
 
 
 @collector_paused()  # 150,000 endpoints and their tuples: see parse.collector_paused
-def build_mesh(objects: list[SourceObject], revision: str = "") -> Mesh:
-    """The typed mesh of a validated snapshot's objects."""
+def build_mesh(objects: list[SourceObject], revision: str = "", *, keep_vips: Mapping[str, str] | None = None,
+               held_vips: Collection[str] = ()) -> Mesh:
+    """The typed mesh of a validated snapshot's objects.
+
+    ``keep_vips`` and ``held_vips``: the VIPs already given out (vips.allocate), so that a name keeps
+    its address from one revision to the next; without them, the addresses a fresh mesh would get.
+    """
     by_kind: dict[str, list[SourceObject]] = {}
     for obj in sorted(objects, key=lambda o: (o.kind, o.namespace, o.name)):
         by_kind.setdefault(obj.kind, []).append(obj)
@@ -209,13 +217,31 @@ def build_mesh(objects: list[SourceObject], revision: str = "") -> Mesh:
                                tuple(Subset(s["name"], s.get("labels") or {}, s.get("trafficPolicy") or {})
                                      for s in dr.spec.get("subsets", [])), dr)
         rules.setdefault(rule.host, rule)  # first by namespace/name wins, deterministically
+    vips = _assign_vips(services, settings, keep_vips, held_vips)
     mesh_wide = hashlib.sha256()
     for kind in sorted(set(by_kind) - PER_SERVICE_KINDS - NOT_PROXY_KINDS):
         for obj in by_kind[kind]:
             mesh_wide.update(f"{obj.ref} {obj.digest}\n".encode())
     return Mesh(revision, clusters, networks, services, rules, by_kind.get("VirtualService", []),
                 by_kind.get("Gateway", []), by_kind.get("Sidecar", []), settings, mesh_wide.hexdigest()[:24],
-                tuple(obj for kind in sorted(PER_SERVICE_KINDS) for obj in by_kind.get(kind, [])))
+                tuple(obj for kind in sorted(PER_SERVICE_KINDS) for obj in by_kind.get(kind, [])), vips)
+
+
+def _assign_vips(services: dict[str, Service], settings: MeshSettings, keep: Mapping[str, str] | None,
+                 held: Collection[str]) -> Assignment:
+    """Allocate the cross-cluster names' VIPs and add each allocated one to its service's addresses,
+    where listeners and routes pick it up like an address written in the ServiceEntry."""
+    names = [host for host in services if under_suffix(host, settings.dns_suffix)]
+    explicit = {}
+    for name in names:
+        address = explicit_address(services[name].addresses)
+        if address is not None:
+            explicit[name] = address
+    assignment = allocate(names, settings.vip_cidr, explicit=explicit, keep=keep, held=held)
+    for name, address in assignment.addresses.items():
+        if name not in explicit:
+            services[name].addresses += (address,)
+    return assignment
 
 
 def _settings(mesh_configs: list[SourceObject]) -> MeshSettings:

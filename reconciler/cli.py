@@ -27,7 +27,7 @@ from compiler.validate import Validation, validate
 from compiler.view import ANY_ADDRESS, ViewError, make_view
 from compiler.xds import config_dump, dump_json, compile_view
 
-from . import ca, logs, preview, webhook
+from . import ca, dns, logs, preview, webhook
 from .api import reconciler_pb2, reconciler_pb2_grpc
 from .bootstrap import (DEFAULT_GRPC_CERTIFICATE_DIR, DEFAULT_SDS_SOCKET, BootstrapOptions, bootstrap_yaml,
                         grpc_bootstrap_json, split_address)
@@ -334,6 +334,64 @@ def cmd_ca_rotate_root(args) -> int:
     return EXIT_INVALID if rotation.refused else EXIT_OK
 
 
+def _dns_outcomes(args, result: Validation, clusters: list[str], dry_run: bool):
+    """(cluster, Outcome or DNSError) for ``clusters``, each read from and (unless dry_run) written to --target."""
+    mesh = build_mesh(result.objects, result.snapshot.revision)
+    contexts = {name: cluster.kube_context for name, cluster in mesh.clusters.items()}
+    unknown = sorted(set(clusters) - set(contexts))
+    if unknown:
+        raise UsageError(f"--cluster {', '.join(unknown)}: not a Cluster of this revision (clusters: "
+                         f"{', '.join(sorted(contexts)) or 'none'})")
+    target = dns.target_from(args.target, contexts=contexts, kubeconfig=args.kubeconfig)
+    return dns.reconcile_clusters(target, mesh.vips, mesh.settings.vip_cidr, sorted(set(clusters)) or sorted(contexts),
+                                  sorted(contexts), suffix=mesh.settings.dns_suffix, ttl=args.ttl,
+                                  create=getattr(args, "create", False), dry_run=dry_run)
+
+
+def cmd_dns_reconcile(args) -> int:
+    if bool(args.cluster) == args.all_clusters:
+        raise UsageError("give --cluster NAME (repeatable) or --all-clusters")
+    result = _valid_revision(args, "no DNS entry written")
+    if result is None:
+        return EXIT_INVALID
+    failed = False
+    for cluster, outcome in _dns_outcomes(args, result, args.cluster, args.dry_run):
+        if isinstance(outcome, dns.DNSError):
+            print(f"error: {outcome}")
+            failed = True
+            continue
+        lines = outcome.lines()
+        if args.dry_run and outcome.action != dns.NONE:
+            lines[0] += " [dry run: nothing written]"
+        print("\n".join(lines))
+        failed |= bool(outcome.unassigned)
+    return EXIT_INVALID if failed else EXIT_OK
+
+
+def cmd_dns_render(args) -> int:
+    if bool(args.cluster) != bool(args.target):
+        raise UsageError("--target and --cluster go together: the addresses that cluster's CoreDNS would answer")
+    result = _valid_revision(args, "nothing rendered")
+    if result is None:
+        return EXIT_INVALID
+    mesh = build_mesh(result.objects, result.snapshot.revision)
+    entries = mesh.vips.addresses
+    if args.target:
+        (cluster, outcome), = _dns_outcomes(args, result, [args.cluster], dry_run=True)
+        if isinstance(outcome, dns.DNSError):
+            raise UsageError(str(outcome))
+        entries = outcome.entries
+    if mesh.vips.unassigned:
+        print(f"galleon: warning: no VIP left in vipCidr for {', '.join(mesh.vips.unassigned)}", file=sys.stderr)
+    try:
+        sys.stdout.write(dns.render({n.lower(): a for n, a in entries.items()}, args.format,
+                                    suffix=mesh.settings.dns_suffix, ttl=args.ttl, serial=args.serial,
+                                    ns_address=args.ns_address))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return EXIT_OK
+
+
 def cmd_bootstrap(args) -> int:
     options = BootstrapOptions(cluster=args.cluster, node_id=args.node_id, ads=args.ads, labels=_labels(args.label),
                                locality=args.locality, network=args.network, admin=args.admin,
@@ -594,6 +652,58 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "(fingerprints and dates, never keys); write nothing")
     q.set_defaults(run=cmd_ca_rotate_root)
 
+    p = commands.add_parser("dns", help="cross-cluster names (NAME.NAMESPACE.global) and their VIPs in CoreDNS",
+                            description="Every ServiceEntry host under MeshConfig spec.dnsSuffix (default global) "
+                                        "gets a VIP: its own addresses, else one from spec.vipCidr (default "
+                                        "240.0.0.0/16) that it keeps once given. CoreDNS answers the names from a "
+                                        "marked global:53 server block Galleon keeps in kube-system/coredns.")
+    dns_commands = p.add_subparsers(dest="dns_command", metavar="COMMAND", required=True)
+    q = dns_commands.add_parser(
+        "reconcile", help="write the names and VIPs into each cluster's CoreDNS Corefile",
+        description="For each cluster, read kube-system/coredns from TARGET, insert or replace the marked global:53 "
+                    "block (a hosts plugin with every name, sorted) and write the ConfigMap back only when the "
+                    "Corefile changed; every byte outside the markers is kept. A name keeps the VIP the cluster "
+                    "answers now; a new name takes the one other clusters answer, else a free one no cluster "
+                    "holds. Refused (exit 1): a Corefile that does not parse, has no braces, or already serves "
+                    "global:53 outside the markers. Exits 0, 1 when the revision has errors or a cluster failed, "
+                    "2 on bad input.")
+    _source_arguments(q)
+    q.add_argument("--target", required=True, metavar="TARGET",
+                   help="kube: kube-system/coredns through the Kubernetes API, in each Cluster's spec.kubeContext "
+                        "(replaced with its resourceVersion; conflicts re-read and re-edited, 5xx retried); or "
+                        "dir:PATH: ConfigMap manifests at PATH/CLUSTER/kube-system/ConfigMap/coredns.yaml")
+    q.add_argument("--kubeconfig", type=Path, default=None, metavar="FILE",
+                   help="kubeconfig for --target kube (default: $KUBECONFIG, ~/.kube/config, else in-cluster)")
+    q.add_argument("--cluster", action="append", default=[], metavar="NAME", help="this cluster (repeatable)")
+    q.add_argument("--all-clusters", action="store_true", help="every Cluster of the revision")
+    q.add_argument("--ttl", type=int, default=dns.DEFAULT_TTL, metavar="SECONDS",
+                   help=f"the answers' TTL, 1-65535 (default: {dns.DEFAULT_TTL})")
+    q.add_argument("--create", action="store_true",
+                   help="create a missing kube-system/coredns with a minimal Corefile (kubeadm's default server "
+                        "block plus ours); without it a missing ConfigMap is an error")
+    q.add_argument("--dry-run", action="store_true", help="print what would change; write nothing")
+    q.set_defaults(run=cmd_dns_reconcile)
+    q = dns_commands.add_parser(
+        "render", help="print the names and VIPs as a hosts file, a zone file or the Corefile block",
+        description="Print the revision's cross-cluster names and VIPs for other DNS servers: hosts (dnsmasq "
+                    "--addn-hosts, CoreDNS hosts FILE), zone (an RFC 1035 zone file for Knot, NSD, BIND, CoreDNS "
+                    "file) or corefile-block (the server block galleon dns reconcile writes, without markers). "
+                    "The VIPs are those a fresh mesh gets; with --target and --cluster, those that cluster "
+                    "answers (what galleon dns reconcile would write).")
+    _source_arguments(q)
+    q.add_argument("--format", choices=dns.FORMATS, default="hosts", help="the output format (default: hosts)")
+    q.add_argument("--ttl", type=int, default=dns.DEFAULT_TTL, metavar="SECONDS",
+                   help=f"the records' TTL, 1-65535 (default: {dns.DEFAULT_TTL})")
+    q.add_argument("--serial", type=int, default=None, metavar="N",
+                   help="the zone's SOA serial (default: derived from the entries; give an increasing one for "
+                        "secondaries that transfer the zone)")
+    q.add_argument("--ns-address", default=dns.DEFAULT_NS_ADDRESS, metavar="IP",
+                   help=f"the address of the zone's name server record (default: {dns.DEFAULT_NS_ADDRESS})")
+    q.add_argument("--target", default=None, metavar="TARGET", help="kube or dir:PATH, as for galleon dns reconcile")
+    q.add_argument("--cluster", default=None, metavar="NAME", help="the cluster whose addresses to render")
+    q.add_argument("--kubeconfig", type=Path, default=None, metavar="FILE", help="kubeconfig for --target kube")
+    q.set_defaults(run=cmd_dns_render, create=False)
+
     p = commands.add_parser(
         "bootstrap", help="print an Envoy (or gRPC) bootstrap that connects a proxy to galleon serve",
         description="Print an Envoy bootstrap (YAML, for envoy -c) for one proxy: its node identity as Istio "
@@ -627,7 +737,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (SourceError, UnreadableFile, UsageError, ca.CAError) as exc:
+    except (SourceError, UnreadableFile, UsageError, ca.CAError, dns.DNSError) as exc:
         print(f"galleon: error: {exc}", file=sys.stderr)
         return EXIT_UNREADABLE
     except KeyboardInterrupt:

@@ -67,6 +67,9 @@ spec:
 """
 
 
+MESH_CONFIG = "apiVersion: galleon.io/v1alpha1\nkind: MeshConfig\nmetadata: {{name: mesh}}\nspec: {{vipCidr: {cidr}}}\n"
+
+
 def vs(http: str, hosts: str = "[reviews]", extra: str = "") -> str:
     return (f"apiVersion: networking.istio.io/v1\nkind: VirtualService\n"
             f"metadata: {{name: test, namespace: bookinfo}}\nspec:\n  hosts: {hosts}\n{extra}  http:\n"
@@ -192,6 +195,24 @@ CASES = {
     "invalid-host": (
         se("hosts: [w.example.com, '*.w.example.com']\nresolution: NONE\nports: [{number: 80, name: http}]"),
         se("hosts:\n- w.example.com - v.example.com  # <-\nresolution: NONE\nports: [{number: 80, name: http}]"),
+    ),
+    "duplicate-vip": (
+        se("hosts: [a.bookinfo.global]\naddresses: [240.0.0.7/32]\nresolution: NONE\n"
+           "ports: [{number: 80, name: http}]") + "---\n"
+        + se("hosts: [c.bookinfo.global]\naddresses: [10.9.0.0/24, 240.0.0.8]\nresolution: NONE\n"
+             "ports: [{number: 80, name: http}]", name="other"),
+        se("hosts: [a.bookinfo.global]\naddresses: [240.0.0.7/32]  # <-\nresolution: NONE\n"
+           "ports: [{number: 80, name: http}]") + "---\n"
+        + se("hosts: [c.bookinfo.global]\naddresses:\n- 10.9.0.0/24\n- 240.0.0.7\nresolution: NONE\n"
+             "ports: [{number: 80, name: http}]", name="other"),
+    ),
+    "vip-pool-too-small": (
+        MESH_CONFIG.format(cidr="240.0.0.0/29") + "---\n"
+        + se("hosts: [a.bookinfo.global, b.bookinfo.global, c.bookinfo.global]\nresolution: NONE\n"
+             "ports: [{number: 80, name: http}]"),
+        MESH_CONFIG.format(cidr="240.0.0.0/30") + "---\n"
+        + se("hosts:\n- a.bookinfo.global\n- b.bookinfo.global\n- c.bookinfo.global  # <-\nresolution: NONE\n"
+             "ports: [{number: 80, name: http}]"),
     ),
     "static-hostname-endpoint": (
         se("hosts: [w.example.com]\nresolution: STATIC\nports: [{number: 80, name: http}]\n"

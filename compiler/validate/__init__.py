@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from ..findings import Finding, has_errors, sorted_findings
 from ..parse import SourceObject, collector_paused, parse
 from ..snapshot import Snapshot
-from . import destination_rules, references, routing, service_entries, topology  # noqa: F401  (registers)
+from . import destination_rules, references, routing, service_entries, topology, vips  # noqa: F401  (registers)
 from . import schema
 from .framework import ANALYZERS
 from .index import Index

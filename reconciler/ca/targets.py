@@ -8,27 +8,19 @@ methods; its ``write`` may raise ``ConflictError``, and ``reconcile`` then reads
 """
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
 from typing import Mapping, Protocol
 
-import yaml
+
+from reconciler.kube.calls import CONFLICT_ATTEMPTS, CONFLICT_BACKOFF, ConflictError
+from reconciler.kube.manifests import ManifestDir, parse_target
 
 from .errors import CAError
 from .intermediate import Policy, issue
 from .plan import NAME, NAMESPACE, SECRET, Plan, plan, secret_manifest
 from .root import RootCA
-
-
-# A conflict means another writer just finished: read again soon (client-go's RetryOnConflict waits 10 ms).
-CONFLICT_ATTEMPTS, CONFLICT_BACKOFF = 5, 0.01
-
-
-class ConflictError(Exception):
-    """The Secret changed between the target's read and its write: nothing was written."""
 
 
 class Target(Protocol):
@@ -42,71 +34,31 @@ class Target(Protocol):
 
 
 class DirTarget:
+    """DESIGN.md's ``dir:PATH`` (reconciler/kube/manifests.py), for ``istio-system/cacerts``."""
+
     def __init__(self, path: Path):
-        self.path = Path(path)
+        self.manifests = ManifestDir(path, CAError)
+        self.path = self.manifests.path
 
     def file(self, cluster: str) -> Path:
-        if cluster in ("", ".", "..") or "/" in cluster or "\\" in cluster:
-            raise CAError(f"cluster name {cluster!r} cannot be a directory name")
-        return self.path / cluster / NAMESPACE / "Secret" / f"{NAME}.yaml"
+        return self.manifests.file(cluster, NAMESPACE, "Secret", NAME)
 
     def read(self, cluster: str) -> dict | None:
-        path = self.file(cluster)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise CAError(f"cannot read {path}: {getattr(exc, 'strerror', None) or 'not UTF-8 text'}") from None
-        try:
-            secret = yaml.safe_load(text)
-        except yaml.YAMLError:
-            # The parser's message quotes the text, which holds a private key.
-            raise CAError(f"{path} is not YAML; fix or remove it") from None
-        if not isinstance(secret, dict) or secret.get("kind") != "Secret":
-            raise CAError(f"{path} is not a Secret manifest; fix or remove it")
-        return secret
+        return self.manifests.read(cluster, NAMESPACE, "Secret", NAME)
 
     def write(self, cluster: str, secret: dict) -> None:
-        path = self.file(cluster)
-        text = yaml.safe_dump(secret, sort_keys=False, default_flow_style=False)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # mkstemp creates the file 0600, which it keeps: the manifest holds the CA's private key.
-            fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{NAME}.", suffix=".tmp")
-        except OSError as exc:
-            raise CAError(f"cannot write {path}: {exc.strerror}") from None
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                out.write(text)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temp, path)  # atomic on one file system: readers see the old or the new file
-        except OSError as exc:
-            Path(temp).unlink(missing_ok=True)
-            raise CAError(f"cannot write {path}: {exc.strerror}") from None
-        _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable across a crash.
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        self.manifests.write(cluster, NAMESPACE, "Secret", NAME, secret)
 
 
 def target_from(spec: str, contexts: Mapping[str, str | None] | None = None,
                 kubeconfig: Path | None = None) -> Target:
     """A ``--target`` value: ``dir:PATH``, or ``kube`` (each cluster's kubeContext from ``contexts``,
     in ``kubeconfig`` or kubectl's default one)."""
-    if spec.startswith("dir:") and len(spec) > len("dir:"):
-        return DirTarget(Path(spec[len("dir:"):]))
-    if spec == "kube":
-        from .kube import KubeTarget  # imports the Kubernetes client: only when it is used
-        return KubeTarget(contexts or {}, kubeconfig)
-    raise CAError(f"unknown target {spec!r}; use dir:PATH or kube")
+    path = parse_target(spec, CAError)
+    if path is not None:
+        return DirTarget(path)
+    from .kube import KubeTarget  # imports the Kubernetes client: only when it is used
+    return KubeTarget(contexts or {}, kubeconfig)
 
 
 def reconcile(target: Target, root: RootCA, cluster: str, policy: Policy, now: datetime,

@@ -1,0 +1,52 @@
+"""Where a cluster's CoreDNS configuration lives: the ``kube-system/coredns`` ConfigMap.
+
+A target is anything with ``read(cluster) -> dict | None`` (the ConfigMap, None when missing) and
+``write(cluster, configmap)`` (replace it, or create it after a read found none), whose ``write``
+raises ``ConflictError`` when the ConfigMap is no longer the one read: someone else (kubeadm, an
+operator, another Galleon) changed it, and the reconcile step reads and edits again.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Protocol
+
+from reconciler.kube.manifests import ManifestDir, parse_target
+
+NAMESPACE, NAME, KEY = "kube-system", "coredns", "Corefile"
+CONFIGMAP = f"{NAMESPACE}/{NAME}"
+
+
+class DNSError(Exception):
+    """A reconcile that cannot go on; the message names the cluster and what to do."""
+
+
+class Target(Protocol):
+    def read(self, cluster: str) -> dict | None: ...
+
+    def write(self, cluster: str, configmap: dict) -> None: ...
+
+
+class DirTarget:
+    """DESIGN.md's ``dir:PATH`` (reconciler/kube/manifests.py), for ``kube-system/coredns``."""
+
+    def __init__(self, path: Path):
+        self.manifests = ManifestDir(path, DNSError)
+
+    def file(self, cluster: str) -> Path:
+        return self.manifests.file(cluster, NAMESPACE, "ConfigMap", NAME)
+
+    def read(self, cluster: str) -> dict | None:
+        return self.manifests.read(cluster, NAMESPACE, "ConfigMap", NAME)
+
+    def write(self, cluster: str, configmap: dict) -> None:
+        self.manifests.write(cluster, NAMESPACE, "ConfigMap", NAME, configmap)
+
+
+def target_from(spec: str, contexts: Mapping[str, str | None] | None = None,
+                kubeconfig: Path | None = None) -> Target:
+    """A ``--target`` value: ``dir:PATH``, or ``kube`` (each cluster's kubeContext from ``contexts``)."""
+    path = parse_target(spec, DNSError)
+    if path is not None:
+        return DirTarget(path)
+    from .kube import KubeTarget  # imports the Kubernetes client: only when it is used
+    return KubeTarget(contexts or {}, kubeconfig)
