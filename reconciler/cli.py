@@ -31,7 +31,7 @@ from . import ca, dns, logs, preview, webhook
 from .api import reconciler_pb2, reconciler_pb2_grpc
 from .bootstrap import (DEFAULT_GRPC_CERTIFICATE_DIR, DEFAULT_SDS_SOCKET, BootstrapOptions, bootstrap_yaml,
                         grpc_bootstrap_json, split_address)
-from .serve import CaOptions, Daemon, LeaseOptions, ServeOptions
+from .serve import CaOptions, Daemon, DnsOptions, LeaseOptions, ServeOptions
 from .sources import GitCredentials, SourceError, open_source
 from .sources.signatures import SignatureError, SignaturePolicy
 
@@ -188,6 +188,12 @@ def cmd_serve(args) -> int:
         ca.target_from(args.ca_target, contexts={args.cluster: args.kube_context}, kubeconfig=args.kubeconfig)
     if args.ca_interval <= 0:
         raise UsageError("--ca-interval must be a positive number of seconds")
+    if args.dns_target:
+        dns.target_from(args.dns_target, contexts={args.cluster: args.kube_context}, kubeconfig=args.kubeconfig)
+    if args.dns_interval <= 0:
+        raise UsageError("--dns-interval must be a positive number of seconds")
+    if not 1 <= args.dns_ttl <= 65535:
+        raise UsageError("--dns-ttl must be 1-65535 seconds")
     if args.max_connection_age is not None and args.max_connection_age <= 0:
         raise UsageError("--max-connection-age must be a positive number of seconds")
     try:
@@ -204,7 +210,9 @@ def cmd_serve(args) -> int:
                                               args.lease_identity, args.kubeconfig, args.kube_context)
                            if args.leader_elect else None,
                            ca=CaOptions(args.root_ca, args.ca_target, args.ca_interval, args.kubeconfig,
-                                        args.kube_context) if args.root_ca else None)
+                                        args.kube_context) if args.root_ca else None,
+                           dns=DnsOptions(args.dns_target, args.dns_interval, args.dns_ttl, args.dns_create,
+                                          args.kubeconfig, args.kube_context) if args.dns_target else None)
     try:
         return asyncio.run(Daemon(options).run())
     except OSError as exc:
@@ -552,6 +560,17 @@ def build_parser() -> argparse.ArgumentParser:
                           "--kube-context) or dir:PATH")
     cas.add_argument("--ca-interval", type=float, default=3600.0, metavar="SECONDS",
                      help="also check it this often (default: 3600)")
+    names = p.add_argument_group("DNS reconciler (galleon dns reconcile, for this cluster, by the leader)")
+    names.add_argument("--dns-target", default=None, metavar="TARGET",
+                       help="keep this cluster's kube-system/coredns global:53 block answering the served VIPs, "
+                            "after each new revision and every --dns-interval: kube (this cluster's API server) or "
+                            "dir:PATH. At start the block's VIPs are kept, so a restart moves no name")
+    names.add_argument("--dns-interval", type=float, default=300.0, metavar="SECONDS",
+                       help="also check it this often (default: 300)")
+    names.add_argument("--dns-ttl", type=int, default=dns.DEFAULT_TTL, metavar="SECONDS",
+                       help=f"the answers' TTL (default: {dns.DEFAULT_TTL})")
+    names.add_argument("--dns-create", action="store_true",
+                       help="create a missing kube-system/coredns with a minimal Corefile")
     elect = p.add_argument_group("replicas")
     elect.add_argument("--leader-elect", action="store_true",
                        help="run as one of several replicas: all serve ADS, only the one holding a "
@@ -563,7 +582,7 @@ def build_parser() -> argparse.ArgumentParser:
                        default=os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}",
                        metavar="ID", help="this replica's name in the Lease (default: $POD_NAME, else HOST-PID)")
     elect.add_argument("--kubeconfig", type=Path, default=None, metavar="FILE",
-                       help="kubeconfig for the Lease and --ca-target kube (default: $KUBECONFIG, ~/.kube/config, "
+                       help="kubeconfig for the Lease, --ca-target kube and --dns-target kube (default: $KUBECONFIG, ~/.kube/config, "
                             "else in-cluster)")
     elect.add_argument("--kube-context", default=None, metavar="NAME", help="kubeconfig context (default: current)")
     p.add_argument("--log-level", choices=logs.LEVELS, default="info",

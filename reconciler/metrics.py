@@ -37,6 +37,8 @@ class Metrics:
                                    registry=r)
         self.ca_reconciles = Counter("galleon_ca_reconciles", "CA reconciles of this cluster's cacerts, by outcome",
                                      ["outcome"], registry=r)
+        self.dns_reconciles = Counter("galleon_dns_reconciles", "DNS reconciles of this cluster's CoreDNS block, "
+                                      "by outcome", ["outcome"], registry=r)
         self.leader = Gauge("galleon_leader", "1 while this replica holds the lease (or runs alone)", registry=r)
         self.leader.set(1)
         self.last_success = Gauge("galleon_last_success_timestamp_seconds",

@@ -18,6 +18,7 @@ from compiler.diff import PlanSection, Preview, Revision, build_preview
 from compiler.snapshot import short_revision
 
 from .ca.preview import ca_plan
+from .dns.preview import dns_plan
 
 DEFAULT_MAX_BYTES = 60_000  # GitHub refuses comments over 65,535 characters
 MIN_MAX_BYTES = 4_000
@@ -31,7 +32,7 @@ RESOURCES_SHOWN = 100
 # What the cluster reconcilers (CA, DNS) would change, each given (base, head, clusters) and
 # returning one section.
 Planner = Callable[[Revision, Revision, list[str]], PlanSection]
-PLANNERS: list[Planner] = [ca_plan]
+PLANNERS: list[Planner] = [ca_plan, dns_plan]
 
 
 @lru_cache(maxsize=1)

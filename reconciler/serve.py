@@ -27,7 +27,7 @@ from compiler.validate import validate
 
 from compiler.diff import Revision, load_revision
 
-from . import ca, status, webhook
+from . import ca, dns, status, webhook
 from .ads.server import AdsServer
 from .api import reconciler_pb2 as pb
 from .preview import DEFAULT_MAX_BYTES, preview_of, render_json, render_markdown
@@ -64,6 +64,7 @@ class ServeOptions:
     # every replica serves ADS. None: this daemon is the only one, and the leader.
     lease: LeaseOptions | None = None
     ca: CaOptions | None = None  # reconcile this cluster's cacerts (the leader only)
+    dns: DnsOptions | None = None  # reconcile this cluster's CoreDNS global:53 block (the leader only)
 
 
 @dataclass
@@ -73,6 +74,19 @@ class CaOptions:
     interval: float = 3600.0
     kubeconfig: Path | None = None
     context: str | None = None
+
+
+@dataclass
+class DnsOptions:
+    target: str  # kube or dir:PATH
+    interval: float = 300.0
+    ttl: int = dns.DEFAULT_TTL
+    create: bool = False
+    kubeconfig: Path | None = None
+    context: str | None = None
+
+    def target_of(self, cluster: str) -> dns.Target:
+        return dns.target_from(self.target, contexts={cluster: self.context}, kubeconfig=self.kubeconfig)
 
 
 @dataclass
@@ -111,6 +125,12 @@ class Daemon:
         self._accepted_objects: list = []
         self._ca_due = asyncio.Event()
         self.ca_plan: str | None = None  # the last CA reconcile's plan, for /debug/configz
+        # The VIPs of the cross-cluster names as served (or, before the first revision, as this cluster's
+        # CoreDNS or the state directory has them): the next revision keeps them (compiler/vips.py).
+        self.vips: dict[str, str] = {}
+        self.served_mesh: Mesh | None = None
+        self._dns_due = asyncio.Event()
+        self.dns_outcome: list[str] | None = None  # the last DNS reconcile's lines, for /debug/configz
         self._served_checks: tuple = ([], None)  # the served revision's findings and signature verdict
         self._base: Revision | None = None  # the served snapshot read for previews, once asked for
         self._reloading = asyncio.Lock()
@@ -175,7 +195,7 @@ class Daemon:
                                           f"{self.options.cluster!r} (clusters: {', '.join(clusters) or 'none'})")
             return self._reject(revision, self.state.unknown_cluster)
         self.state.unknown_cluster = self.state.rejection = None
-        mesh = build_mesh(result.objects, snapshot.revision)
+        mesh = build_mesh(result.objects, snapshot.revision, keep_vips=self.vips)
         self._accepted_objects = result.objects
         self.metrics.loads.labels("valid").inc()
         self.metrics.snapshot_valid.set(1)
@@ -224,7 +244,11 @@ class Daemon:
         await self.ads.publish(mesh)
         self.served_snapshot, self._base = snapshot, None
         self.served_objects = self._accepted_objects
+        self.served_mesh = mesh
         self._ca_due.set()  # a new revision may carry a new CertificateAuthority policy
+        self._dns_due.set()
+        vips_moved = self.vips != mesh.vips.addresses
+        self.vips = dict(mesh.vips.addresses)
         self._served_checks = (self.state.findings, self.state.signature)
         self.state.served_revision, self.state.served_at = mesh.revision, time.time()
         self.state.from_state_dir = from_state_dir
@@ -232,6 +256,11 @@ class Daemon:
             self.state.error = None  # read from the source just now: say so before the state file is written
         self.metrics.revision_info.clear()
         self.metrics.revision_info.labels(mesh.revision).set(1)
+        if self.last_good is not None and vips_moved:
+            try:
+                await asyncio.to_thread(self.last_good.save_vips, self.vips)
+            except OSError as exc:
+                log.error("cannot save the VIPs", path=str(self.last_good.vips_path), error=str(exc))
         if self.last_good is not None and not from_state_dir:
             started = time.perf_counter()
             try:
@@ -264,7 +293,7 @@ class Daemon:
 
         def build() -> pb.PreviewResponse:
             if self._base is None or self._base.snapshot is not self.served_snapshot:
-                self._base = load_revision(self.served_snapshot)
+                self._base = load_revision(self.served_snapshot, vips=self.vips)
             base = self._base
             self.source.refresh()
             head = load_revision(self.source.snapshot(rev or self.options.rev), like=base)
@@ -363,6 +392,47 @@ class Daemon:
         return ca.reconcile(target, ca.load_root(options.root), self.options.cluster, policy,
                             datetime.now(timezone.utc))
 
+    async def _reconcile_dns(self, options: DnsOptions) -> None:
+        """Keep this cluster's CoreDNS answering the served VIPs: after each new revision and every
+        ``interval``, when this replica leads."""
+        while True:
+            try:
+                await asyncio.wait_for(self._dns_due.wait(), options.interval)
+            except asyncio.TimeoutError:
+                pass
+            self._dns_due.clear()
+            mesh = self.served_mesh
+            if not self.leader or mesh is None:
+                continue
+            started = time.perf_counter()
+            try:
+                outcome = await asyncio.to_thread(
+                    dns.reconcile, options.target_of(self.options.cluster), self.options.cluster,
+                    lambda current: mesh.vips, suffix=mesh.settings.dns_suffix, ttl=options.ttl,
+                    create=options.create)
+            except dns.DNSError as exc:
+                self.metrics.dns_reconciles.labels("failed").inc()
+                log.error("DNS reconcile failed", error=str(exc))
+                continue
+            self.dns_outcome = outcome.lines()
+            self.metrics.dns_reconciles.labels(outcome.action).inc()
+            (log.warning if outcome.moved else log.info)(
+                "DNS reconciled", action=outcome.action, names=len(outcome.entries), added=len(outcome.added),
+                removed=len(outcome.removed), readdressed=sorted(outcome.moved), warnings=list(outcome.warnings),
+                revision=short_revision(mesh.revision), seconds=round(time.perf_counter() - started, 3))
+
+    async def _seed_vips(self) -> None:
+        """Before the first revision: the VIPs this cluster already answers (its CoreDNS block, else
+        what the state directory kept), so a restart gives no name another address."""
+        vips = await asyncio.to_thread(self.last_good.load_vips) if self.last_good is not None else {}
+        if self.options.dns is not None:
+            try:
+                target = self.options.dns.target_of(self.options.cluster)
+                vips.update(await asyncio.to_thread(dns.read_entries, target, self.options.cluster))
+            except dns.DNSError as exc:
+                log.warning("cannot read this cluster's CoreDNS VIPs; keeping the stored ones", error=str(exc))
+        self.vips = vips
+
     async def _elect(self, elector: LeaderElector, lease: LeaseOptions) -> None:
         def lead(leading: bool) -> None:
             self.leader = leading
@@ -396,6 +466,7 @@ class Daemon:
                 "served_revision": s.served_revision, "last_revision_seen": s.seen_revision,
                 "served_at": s.served_at, "source_error": s.error, "from_state_dir": s.from_state_dir,
                 "signature": asdict(s.signature) if s.signature else None, "ca_plan": self.ca_plan,
+                "dns": self.dns_outcome, "vips": self.vips,
                 "findings": [f.to_dict() for f in s.findings]})
 
         def syncz(_):
@@ -465,6 +536,7 @@ class Daemon:
                 loop.add_signal_handler(signum, handler)
             except (RuntimeError, ValueError):
                 pass  # not the main thread (tests run the daemon on a thread): signals stay default
+        await self._seed_vips()
         await self.reload("start")
         if self.state.served_revision is None and self.state.error and self.last_good is not None:
             await self._serve_last_good()
@@ -477,6 +549,8 @@ class Daemon:
         election = asyncio.create_task(self._elect(elector, o.lease)) if elector else None
         if o.ca is not None:
             tasks.append(asyncio.create_task(self._reconcile_ca(o.ca)))
+        if o.dns is not None:
+            tasks.append(asyncio.create_task(self._reconcile_dns(o.dns)))
         if o.poll:
             tasks.append(asyncio.create_task(self._poll()))
         try:

@@ -12,13 +12,14 @@ import base64
 import hashlib
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 
 import structlog
 
 from compiler.snapshot import Snapshot
+
+from .files import write_atomic
 
 FORMAT = 1
 log = structlog.get_logger("galleon.state")
@@ -27,7 +28,27 @@ log = structlog.get_logger("galleon.state")
 class LastGood:
     def __init__(self, state_dir: Path, cluster: str) -> None:
         self.path = Path(state_dir) / "last-good" / f"{cluster}.json"
+        # The VIPs served with it, apart: small, read at every start (compiler/vips.py keeps them).
+        self.vips_path = self.path.with_name(f"{cluster}.vips.json")
         self.cluster = cluster
+
+    def save_vips(self, vips: dict[str, str]) -> None:
+        """Replace the stored VIPs (name -> address), atomically. Raises OSError."""
+        write_atomic(self.vips_path, json.dumps({"format": FORMAT, "vips": vips}, sort_keys=True).encode())
+
+    def load_vips(self) -> dict[str, str]:
+        """The stored VIPs; {} when there are none or they do not read back (logged)."""
+        try:
+            document = json.loads(self.vips_path.read_bytes())
+            vips = document["vips"]
+            if document["format"] != FORMAT or not all(isinstance(v, str) for v in vips.values()):
+                raise ValueError(f"format {document['format']}")
+            return dict(vips)
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.warning("stored VIPs unreadable; not used", path=str(self.vips_path), error=str(exc))
+            return {}
 
     def save(self, snapshot: Snapshot) -> None:
         """Replace the stored snapshot with ``snapshot``, atomically. Raises OSError."""
@@ -37,22 +58,7 @@ class LastGood:
         body = json.dumps(content, sort_keys=True)
         data = json.dumps({"sha256": hashlib.sha256(body.encode()).hexdigest(), "snapshot": content},
                           sort_keys=True).encode()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temporary, self.path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-        folder = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)  # the rename itself survives a power loss
-        finally:
-            os.close(folder)
+        write_atomic(self.path, data)
 
     def load(self) -> Snapshot | None:
         """The stored snapshot; None when there is none or it does not read back (then it is set aside)."""
@@ -77,3 +83,4 @@ class LastGood:
             os.replace(self.path, aside)
             log.warning("last known good snapshot is corrupt; set aside", path=str(aside), error=str(exc))
             return None
+

@@ -231,7 +231,41 @@ def test_a_ca_policy_change_is_a_reissue_per_cluster_and_no_envoy_change(repo):
     change(repo, replace("mesh/ca.yaml", "lifetime: 8760h", "lifetime: 17520h"))
     preview = preview_of(repo)
     assert all(not v.changes for c in preview.clusters for v in c.views)
-    (section,) = preview.plans or [None]
+    section, dns_section = preview.plans
     assert [(c.cluster, c.action, c.detail) for c in section.changes] == [
         (cluster, "reissue", "policy changed: lifetime 8760h → 17520h") for cluster in CLUSTERS]
+    assert dns_section.changes == ()
     assert "CA: istio-system/cacerts intermediates:** 3 changes" in render_markdown(preview)
+
+
+def test_a_new_global_name_shows_its_vip_for_every_cluster_and_old_names_keep_theirs(repo):
+    def add_details(files):
+        files["global/details-global.yaml"] = files["global/ratings-global.yaml"].replace(
+            "ratings", "details").replace("10.1.3.1", "10.1.3.9").replace("10.3.3.1", "10.3.3.9")
+    change(repo, add_details)
+    preview = preview_of(repo)
+    dns_section = preview.plans[1]
+    (row,) = dns_section.changes
+    vips = load_revision(LocalGitSource(repo.workdir).snapshot("HEAD")).mesh.vips.addresses
+    assert (row.cluster, row.action, row.subject) == (
+        ", ".join(CLUSTERS), "add", f"details.bookinfo.global → {vips['details.bookinfo.global']}")
+    assert vips["details.bookinfo.global"].startswith("240.0.")
+    markdown = render_markdown(preview)
+    assert "DNS: .global names and VIPs in CoreDNS:** 1 change" in markdown
+    assert f"details.bookinfo.global → {vips['details.bookinfo.global']}" in markdown
+    # The new name's sidecar routes answer its VIP as a Host.
+    assert any(vips["details.bookinfo.global"] in line for v in preview.clusters[0].views for ch in v.changes
+               for line in json.dumps(ch.to_dict()).split(","))
+
+
+def test_removing_a_global_name_and_giving_another_its_own_address(repo):
+    base_vips = load_revision(LocalGitSource(repo.workdir).snapshot("HEAD")).mesh.vips.addresses
+    change(repo, replace("global/ratings-global.yaml", "  location: MESH_INTERNAL",
+                         "  addresses: [240.0.7.7]\n  location: MESH_INTERNAL"))
+    (row,) = preview_of(repo).plans[1].changes
+    assert (row.action, row.subject, row.detail) == (
+        "readdress", f"ratings.bookinfo.global: {base_vips['ratings.bookinfo.global']} → 240.0.7.7",
+        "its ServiceEntry's own address")
+    change(repo, lambda files: files.pop("global/ratings-global.yaml"))
+    rows = [(r.action, r.subject) for r in preview_of(repo).plans[1].changes]
+    assert rows == [("remove", "ratings.bookinfo.global (240.0.7.7)")]

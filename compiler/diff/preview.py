@@ -54,13 +54,16 @@ class Uncompilable(Exception):
     """A revision with errors that the compiler cannot make sense of (only ever for previews)."""
 
 
-def load_revision(snapshot: Snapshot, like: Revision | None = None) -> Revision:
-    """Parse, validate and model a snapshot; files unchanged since ``like`` are not read again."""
+def load_revision(snapshot: Snapshot, like: Revision | None = None, vips: dict[str, str] | None = None) -> Revision:
+    """Parse, validate and model a snapshot; files unchanged since ``like`` are not read again, and
+    its names keep ``like``'s VIPs (else ``vips``: those served), as a reconciler applying it would."""
     parsed = parse(snapshot, previous=like.parsed if like else None)
     schema_valid, findings = validate_objects(parsed.objects)
     revision = Revision(snapshot, parsed, sorted_findings(parsed.findings + findings), None)
     try:
-        revision.mesh = build_mesh(schema_valid, snapshot.revision)
+        if like is not None and like.mesh is not None:
+            vips = like.mesh.vips.addresses
+        revision.mesh = build_mesh(schema_valid, snapshot.revision, keep_vips=vips)
     except Exception:  # noqa: BLE001 - the analyzers' guarantees do not hold for a revision with errors
         if revision.valid:
             raise

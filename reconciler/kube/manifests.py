@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import fcntl
 import os
-import tempfile
 from pathlib import Path
 
 import yaml
+
+from reconciler.files import write_atomic
 
 from .calls import ConflictError
 
@@ -86,24 +87,9 @@ class ManifestDir:
 
     def _replace(self, path: Path, text: str) -> None:
         try:
-            # mkstemp creates the file 0600, which it keeps.
-            fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+            write_atomic(path, text.encode())
         except OSError as exc:
             raise self.error(f"cannot write {path}: {exc.strerror}") from None
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                out.write(text)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temp, path)  # atomic on one file system
-        except OSError as exc:
-            Path(temp).unlink(missing_ok=True)
-            raise self.error(f"cannot write {path}: {exc.strerror}") from None
-        directory = os.open(path.parent, os.O_RDONLY)  # makes the rename itself durable across a crash
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
 
 
 def parse_target(spec: str, error: type[Exception]) -> Path | None:
