@@ -537,15 +537,19 @@ class Daemon:
             except (RuntimeError, ValueError):
                 pass  # not the main thread (tests run the daemon on a thread): signals stay default
         await self._seed_vips()
+        # Watching starts before the first read, so that an edit made while it runs is not missed.
+        tasks = [asyncio.create_task(t) for t in (self._debounce(), self._watch())]
         await self.reload("start")
         if self.state.served_revision is None and self.state.error and self.last_good is not None:
             await self._serve_last_good()
         if self.state.unknown_cluster and self.state.served_revision is None:
             # Most likely a typo in --cluster: say so now rather than serve nothing forever.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             await self.ads.stop(0)
             http.stop()
             raise SourceError(self.state.unknown_cluster)
-        tasks = [asyncio.create_task(t) for t in (self._debounce(), self._watch())]
         election = asyncio.create_task(self._elect(elector, o.lease)) if elector else None
         if o.ca is not None:
             tasks.append(asyncio.create_task(self._reconcile_ca(o.ca)))
