@@ -231,16 +231,20 @@ def _assign_vips(services: dict[str, Service], settings: MeshSettings, keep: Map
                  held: Collection[str]) -> Assignment:
     """Allocate the cross-cluster names' VIPs and add each allocated one to its service's addresses,
     where listeners and routes pick it up like an address written in the ServiceEntry."""
-    names = [host for host in services if under_suffix(host, settings.dns_suffix)]
+    # Hosts that differ only by case are one DNS name (duplicate-vip reports them); the first one has it.
+    hosts: dict[str, str] = {}
+    for host in services:
+        if under_suffix(host, settings.dns_suffix):
+            hosts.setdefault(host.lower(), host)
     explicit = {}
-    for name in names:
-        address = explicit_address(services[name].addresses)
+    for name, host in hosts.items():
+        address = explicit_address(services[host].addresses)
         if address is not None:
             explicit[name] = address
-    assignment = allocate(names, settings.vip_cidr, explicit=explicit, keep=keep, held=held)
+    assignment = allocate(hosts, settings.vip_cidr, explicit=explicit, keep=keep, held=held)
     for name, address in assignment.addresses.items():
         if name not in explicit:
-            services[name].addresses += (address,)
+            services[hosts[name]].addresses += (address,)
     return assignment
 
 

@@ -82,7 +82,7 @@ class Pool:
 def allocate(names: Iterable[str], cidr: str = DEFAULT_CIDR, *, explicit: Mapping[str, str] | None = None,
              keep: Mapping[str, str] | None = None, prefer: Mapping[str, str] | None = None,
              held: Collection[str] = ()) -> Assignment:
-    """VIPs for ``names``.
+    """VIPs for ``names`` (in lower case, as DNS answers them).
 
     ``explicit``: names with their own address (used as is). ``keep``: assignments to keep when
     still valid (in the pool, not taken by an explicit address or an earlier kept name).
@@ -91,13 +91,14 @@ def allocate(names: Iterable[str], cidr: str = DEFAULT_CIDR, *, explicit: Mappin
     here; never given to a new name. Addresses in ``keep`` whose name is gone are held too. Same
     arguments, same result.
     """
-    explicit = dict(explicit or {})
-    keep = keep or {}
+    # DNS names compare without case, and CoreDNS's block holds them in lower case.
+    names = sorted({name.lower() for name in names})
+    explicit, keep, prefer = (_folded(m) for m in (explicit, keep, prefer))
     pool = Pool(cidr)
-    result = {name: explicit[name] for name in sorted(names) if name in explicit}
+    result = {name: explicit[name] for name in names if name in explicit}
     taken = set(result.values())
-    fresh = sorted(set(names) - set(result))
-    for tier, blocked in ((keep, set()), (prefer or {}, set(keep.values()))):
+    fresh = [name for name in names if name not in result]
+    for tier, blocked in ((keep, set()), (prefer, set(keep.values()))):
         unplaced = []
         for name in fresh:
             address = tier.get(name)
@@ -117,6 +118,10 @@ def allocate(names: Iterable[str], cidr: str = DEFAULT_CIDR, *, explicit: Mappin
             result[name] = address
             reserved.add(address)
     return Assignment(dict(sorted(result.items())), tuple(unassigned), frozenset(explicit) & set(result))
+
+
+def _folded(mapping: Mapping[str, str] | None) -> dict[str, str]:
+    return {name.lower(): address for name, address in (mapping or {}).items()}
 
 
 def _probe(pool: Pool, name: str, reserved: set[str]) -> str | None:

@@ -26,9 +26,11 @@ def _names(index: Index, suffix: str):
             yield host, se, position
 
 
-@analyzer("duplicate-vip", "GAL0118", Level.ERROR, "two cross-cluster names claim the same address")
+@analyzer("duplicate-vip", "GAL0118", Level.ERROR,
+          "two cross-cluster names claim the same address, or differ only by case")
 def duplicate_vip(index: Index):
     suffix, _ = _settings(index)
+    yield from _same_name(index, suffix)
     claims = defaultdict(list)
     for name, se, _ in _names(index, suffix):
         addresses = se.spec.get("addresses", [])
@@ -44,6 +46,18 @@ def duplicate_vip(index: Index):
             yield se, ("spec", "addresses", position), (
                 f"{name} and {first_name} ({where}) both claim {address}, and DNS can answer one name per "
                 f"address; give each name its own address, or leave addresses out to have one allocated")
+
+
+def _same_name(index: Index, suffix: str):
+    """Hosts that DNS, comparing without case, takes for one name."""
+    seen: dict[str, str] = {}
+    # The spelling in lower case, when there is one, is the one kept: the others are reported.
+    for name, se, position in sorted(_names(index, suffix), key=lambda n: (n[0].lower(), n[0] != n[0].lower())):
+        first = seen.setdefault(name.lower(), name)
+        if first != name:
+            yield se, ("spec", "hosts", position), (
+                f"{name} and {first} are one DNS name (DNS ignores case), so they cannot have an address each; "
+                f"spell them the same, in lower case")
 
 
 @analyzer("vip-pool-too-small", "GAL0119", Level.ERROR, "vipCidr has fewer addresses than the names needing one")
