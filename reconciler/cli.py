@@ -392,9 +392,8 @@ def cmd_dns_render(args) -> int:
     if mesh.vips.unassigned:
         print(f"galleon: warning: no VIP left in vipCidr for {', '.join(mesh.vips.unassigned)}", file=sys.stderr)
     try:
-        sys.stdout.write(dns.render({n.lower(): a for n, a in entries.items()}, args.format,
-                                    suffix=mesh.settings.dns_suffix, ttl=args.ttl, serial=args.serial,
-                                    ns_address=args.ns_address))
+        sys.stdout.write(dns.render(entries, args.format, suffix=mesh.settings.dns_suffix, ttl=args.ttl,
+                                    serial=args.serial, ns_address=args.ns_address))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     return EXIT_OK

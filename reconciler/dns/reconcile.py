@@ -85,7 +85,7 @@ def reconcile(target: Target, cluster: str, assign: Callable[[dict[str, str]], A
         corefile = _corefile(cluster, configmap) if configmap is not None else None
         current = _entries(cluster, corefile, suffix) if corefile is not None else {}
         assignment = assign(current)
-        entries = {name.lower(): address for name, address in assignment.addresses.items()}
+        entries = assignment.addresses
         block = render(entries, "corefile-block", suffix=suffix, ttl=ttl)
         if configmap is None and not create:
             raise DNSError(f"cluster {cluster}: there is no ConfigMap {CONFIGMAP} (is CoreDNS installed?); "
