@@ -97,12 +97,20 @@ def main() -> int:
     servers = [backend(v, p) for v, p in BACKENDS.items()]
     try:
         ads, web = free_port(), free_port()
-        say(f"galleon serve sample-repo --cluster cluster-a --ads 127.0.0.1:{ads} --http 127.0.0.1:{web}")
+        clusters = work / "clusters"
+        say(f"galleon serve sample-repo --cluster cluster-a --ads 127.0.0.1:{ads} --http 127.0.0.1:{web} "
+            f"--dns-target dir:{clusters} --dns-create")
         processes.append(subprocess.Popen(
             [*GALLEON, "serve", "sample-repo", "--cluster", "cluster-a", "--ads", f"127.0.0.1:{ads}",
-             "--http", f"127.0.0.1:{web}"], cwd=ROOT, stderr=serve_log.open("w"), stdout=subprocess.DEVNULL))
+             "--http", f"127.0.0.1:{web}", "--dns-target", f"dir:{clusters}", "--dns-create"],
+            cwd=ROOT, stderr=serve_log.open("w"), stdout=subprocess.DEVNULL))
         status = f"http://127.0.0.1:{web}"
         print("    " + wait_for("galleon serve ready", lambda: get(f"{status}/readyz"), 30, [serve_log]).strip())
+        dns = wait_for("CoreDNS block written", lambda: json.loads(get(f"{status}/debug/configz"))["dns"], 15,
+                       [serve_log])
+        print(f"    {dns[0]}, in {clusters}/cluster-a/kube-system/ConfigMap/coredns.yaml:")
+        for line in dns[1:]:
+            print(f"    {line}")
 
         say(f"galleon bootstrap --cluster cluster-a --node-id {NODE} --listen-address 127.0.0.1 > envoy.yaml")
         boot = subprocess.run([*GALLEON, "bootstrap", "--cluster", "cluster-a", "--node-id", NODE,
