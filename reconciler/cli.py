@@ -350,6 +350,8 @@ def _dns_outcomes(args, result: Validation, clusters: list[str], dry_run: bool):
     if unknown:
         raise UsageError(f"--cluster {', '.join(unknown)}: not a Cluster of this revision (clusters: "
                          f"{', '.join(sorted(contexts)) or 'none'})")
+    if not 1 <= args.ttl <= 65535:
+        raise UsageError(f"--ttl {args.ttl}: the answers' TTL is 1-65535 seconds")
     target = dns.target_from(args.target, contexts=contexts, kubeconfig=args.kubeconfig)
     return dns.reconcile_clusters(target, mesh.vips, mesh.settings.vip_cidr, sorted(set(clusters)) or sorted(contexts),
                                   sorted(contexts), suffix=mesh.settings.dns_suffix, ttl=args.ttl,

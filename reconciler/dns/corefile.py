@@ -483,6 +483,17 @@ def hosts_entries(corefile: str, zone: str = "global", port: int = 53) -> dict[s
     return entries
 
 
+def has_plugin(corefile: str, plugin: str) -> bool:
+    """Whether a server block of ``corefile`` uses ``plugin`` (a line starting with its name directly
+    inside the block, not an option of another plugin such as the hosts plugin's ``reload``)."""
+    depth = 0
+    for line in _lines(lex(corefile)[0]):
+        if depth == 1 and line[0].text == plugin and not line[0].quoted:
+            return True
+        depth += sum(token.opens - token.closes for token in line)
+    return False
+
+
 def _lines(tokens: list[Token]) -> list[list[Token]]:
     lines: list[list[Token]] = []
     for i, token in enumerate(tokens):

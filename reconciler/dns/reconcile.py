@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 from compiler.vips import Assignment
 from reconciler.kube.calls import CONFLICT_ATTEMPTS, CONFLICT_BACKOFF, ConflictError
 
-from .corefile import CorefileError, apply_block, hosts_entries, lex
+from .corefile import CorefileError, apply_block, has_plugin, hosts_entries
 from .render import DEFAULT_TTL, render
 from .targets import CONFIGMAP, KEY, NAME, NAMESPACE, DNSError, Target
 
@@ -69,7 +69,9 @@ class Outcome:
         out += [f"  - {name} {address}" for name, address in self.removed.items()]
         out += [f"  ~ {name} {old} → {new}" for name, (old, new) in self.moved.items()]
         if self.unassigned:
-            out.append(f"  ! no VIP left in vipCidr for {len(self.unassigned)} names ({', '.join(self.unassigned[:5])}"
+            count = len(self.unassigned)
+            out.append(f"  ! no VIP left in vipCidr for {count} name{'' if count == 1 else 's'} "
+                       f"({', '.join(self.unassigned[:5])}"
                        f"{', ...' if len(self.unassigned) > 5 else ''}): widen MeshConfig spec.vipCidr")
         out += [f"  ! {warning}" for warning in self.warnings]
         return out
@@ -89,7 +91,7 @@ def reconcile(target: Target, cluster: str, assign: Callable[[dict[str, str]], A
         block = render(entries, "corefile-block", suffix=suffix, ttl=ttl)
         if configmap is None and not create:
             raise DNSError(f"cluster {cluster}: there is no ConfigMap {CONFIGMAP} (is CoreDNS installed?); "
-                           "pass --create to create one with a minimal Corefile")
+                           "galleon dns reconcile --create creates one with a minimal Corefile")
         edited = _edit(cluster, corefile if corefile is not None else MINIMAL_COREFILE, block, suffix)
         action = CREATE if configmap is None else UPDATE if edited != corefile else NONE
         outcome = _outcome(cluster, action, current, entries, assignment.unassigned, edited)
@@ -137,7 +139,7 @@ def _outcome(cluster: str, action: str, current: dict[str, str], entries: dict[s
     removed = {n: a for n, a in current.items() if n not in entries}
     moved = {n: (current[n], a) for n, a in entries.items() if n in current and current[n] != a}
     warnings = ()
-    if not any(token.text == "reload" and not token.quoted for token in lex(corefile)[0]):
+    if not has_plugin(corefile, "reload"):
         warnings = ("the Corefile has no reload plugin: CoreDNS reads the change only when restarted",)
     return Outcome(cluster, action, entries, added, removed, moved, unassigned, warnings)
 
@@ -148,7 +150,7 @@ def _configmap(read: dict | None, corefile: str, suffix: str) -> dict:
     if read is None:
         metadata = {"name": NAME, "namespace": NAMESPACE, "labels": {MANAGED_BY: GALLEON}}
         read = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": {}}
-    metadata = dict(read["metadata"])
+    metadata = {"name": NAME, "namespace": NAMESPACE, **(read.get("metadata") or {})}
     metadata["annotations"] = {**(metadata.get("annotations") or {}), MANAGED_BLOCK_ANNOTATION: f"{suffix}:53"}
     return {**read, "metadata": metadata, "data": {**read.get("data", {}), KEY: corefile}}
 
