@@ -412,6 +412,14 @@ def cmd_bootstrap(args) -> int:
     return EXIT_OK
 
 
+def _cluster_arguments(parser: argparse.ArgumentParser) -> None:
+    """Which clusters a reconcile command writes to, and how the kube target reaches them."""
+    parser.add_argument("--kubeconfig", type=Path, default=None, metavar="FILE",
+                        help="kubeconfig for --target kube (default: $KUBECONFIG, ~/.kube/config, else in-cluster)")
+    parser.add_argument("--cluster", action="append", default=[], metavar="NAME", help="this cluster (repeatable)")
+    parser.add_argument("--all-clusters", action="store_true", help="every Cluster of the revision")
+
+
 def _source_arguments(parser: argparse.ArgumentParser, rev: bool = True) -> None:
     parser.add_argument("source", metavar="SOURCE",
                         help="a local Git repository, a remote Git URL (file://, https://, ssh://, "
@@ -643,10 +651,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="kube: istio-system/cacerts through the Kubernetes API, in each Cluster's spec.kubeContext "
                         "(read, then replaced with its resourceVersion; conflicts re-planned, 5xx retried); or "
                         "dir:PATH: Secret manifests at PATH/CLUSTER/istio-system/Secret/cacerts.yaml")
-    q.add_argument("--kubeconfig", type=Path, default=None, metavar="FILE",
-                   help="kubeconfig for --target kube (default: $KUBECONFIG, ~/.kube/config, else in-cluster)")
-    q.add_argument("--cluster", action="append", default=[], metavar="NAME", help="this cluster (repeatable)")
-    q.add_argument("--all-clusters", action="store_true", help="every Cluster of the revision")
+    _cluster_arguments(q)
     q.add_argument("--dry-run", action="store_true", help="print the plan (fingerprints and dates, never keys); "
                                                           "write nothing")
     q.add_argument("--adopt", action="store_true", help="take over a cacerts Galleon did not write")
@@ -692,10 +697,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="kube: kube-system/coredns through the Kubernetes API, in each Cluster's spec.kubeContext "
                         "(replaced with its resourceVersion; conflicts re-read and re-edited, 5xx retried); or "
                         "dir:PATH: ConfigMap manifests at PATH/CLUSTER/kube-system/ConfigMap/coredns.yaml")
-    q.add_argument("--kubeconfig", type=Path, default=None, metavar="FILE",
-                   help="kubeconfig for --target kube (default: $KUBECONFIG, ~/.kube/config, else in-cluster)")
-    q.add_argument("--cluster", action="append", default=[], metavar="NAME", help="this cluster (repeatable)")
-    q.add_argument("--all-clusters", action="store_true", help="every Cluster of the revision")
+    _cluster_arguments(q)
     q.add_argument("--ttl", type=int, default=dns.DEFAULT_TTL, metavar="SECONDS",
                    help=f"the answers' TTL, 1-65535 (default: {dns.DEFAULT_TTL})")
     q.add_argument("--create", action="store_true",
