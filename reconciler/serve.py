@@ -76,6 +76,11 @@ class CaOptions:
     context: str | None = None
 
 
+# How long a released VIP is not given again: well beyond a DNS TTL plus CoreDNS's reload (30 s) and the
+# kubelet's ConfigMap refresh (about a minute).
+VIP_QUARANTINE = 600.0
+
+
 @dataclass
 class DnsOptions:
     target: str  # kube or dir:PATH
@@ -128,6 +133,10 @@ class Daemon:
         # The VIPs of the cross-cluster names as served (or, before the first revision, as this cluster's
         # CoreDNS or the state directory has them): the next revision keeps them (compiler/vips.py).
         self.vips: dict[str, str] = {}
+        # VIPs of names gone from the mesh, with when they went: not given to a new name for a while,
+        # so that a client still holding the old answer (DNS TTL, CoreDNS reload, kubelet's ConfigMap
+        # refresh) never reaches another service.
+        self.released_vips: dict[str, float] = {}
         self.served_mesh: Mesh | None = None
         self._dns_due = asyncio.Event()
         self.dns_outcome: list[str] | None = None  # the last DNS reconcile's lines, for /debug/configz
@@ -195,7 +204,9 @@ class Daemon:
                                           f"{self.options.cluster!r} (clusters: {', '.join(clusters) or 'none'})")
             return self._reject(revision, self.state.unknown_cluster)
         self.state.unknown_cluster = self.state.rejection = None
-        mesh = build_mesh(result.objects, snapshot.revision, keep_vips=self.vips)
+        now = time.monotonic()
+        self.released_vips = {a: t for a, t in self.released_vips.items() if now - t < VIP_QUARANTINE}
+        mesh = build_mesh(result.objects, snapshot.revision, keep_vips=self.vips, held_vips=set(self.released_vips))
         self._accepted_objects = result.objects
         self.metrics.loads.labels("valid").inc()
         self.metrics.snapshot_valid.set(1)
@@ -248,6 +259,8 @@ class Daemon:
         self._ca_due.set()  # a new revision may carry a new CertificateAuthority policy
         self._dns_due.set()
         vips_moved = self.vips != mesh.vips.addresses
+        for address in set(self.vips.values()) - set(mesh.vips.addresses.values()):
+            self.released_vips[address] = time.monotonic()
         self.vips = dict(mesh.vips.addresses)
         self._served_checks = (self.state.findings, self.state.signature)
         self.state.served_revision, self.state.served_at = mesh.revision, time.time()

@@ -7,6 +7,7 @@ import shutil
 
 import yaml
 
+from compiler.vips import Pool
 from reconciler.dns.corefile import apply_block, hosts_entries
 from reconciler.dns.render import render
 from tests.conftest import SAMPLE_REPO
@@ -79,3 +80,24 @@ def test_the_dns_options_are_checked_at_start(tmp_path):
         result = galleon("serve", SAMPLE_REPO, "--cluster", "cluster-a", "--ads", "127.0.0.1:0", "--http",
                          "127.0.0.1:0", *args)
         assert result.returncode == 2 and words in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_released_vip_is_not_given_to_the_next_new_name(tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(SAMPLE_REPO, repo)
+    meshconfig = repo / "mesh" / "meshconfig.yaml"
+    meshconfig.write_text(meshconfig.read_text().replace("vipCidr: 240.0.0.0/16", "vipCidr: 240.0.0.0/29"))
+    pool = Pool("240.0.0.0/29")
+    with Galleon(repo, "cluster-a") as daemon:
+        released = daemon.json("/debug/configz")["vips"][RATINGS]
+        # A name whose hash starts at the address ratings gives up: without the quarantine it would take it.
+        name = next(f"svc{i}.bookinfo.global" for i in range(1000)
+                    if pool.at(pool.start(f"svc{i}.bookinfo.global")) == released)
+        entry = repo / "global" / "ratings-global.yaml"
+        text = entry.read_text()
+        entry.unlink()  # one revision without the name, then one with another name
+        wait_for(lambda: daemon.json("/debug/configz")["vips"] == {}, 10, lambda: daemon.log())
+        entry.write_text(text.replace(f"- {RATINGS}", f"- {name}"))
+        vips = wait_for(lambda: v if name in (v := daemon.json("/debug/configz")["vips"]) else None, 10,
+                        lambda: daemon.log())
+        assert RATINGS not in vips and vips[name] != released
