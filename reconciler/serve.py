@@ -79,6 +79,8 @@ class CaOptions:
 # How long a released VIP is not given again: well beyond a DNS TTL plus CoreDNS's reload (30 s) and the
 # kubelet's ConfigMap refresh (about a minute).
 VIP_QUARANTINE = 600.0
+# How long the start waits for its cluster's CoreDNS VIPs before serving with the stored ones.
+SEED_TIMEOUT = 5.0
 
 
 @dataclass
@@ -140,6 +142,7 @@ class Daemon:
         self.served_mesh: Mesh | None = None
         self._dns_due = asyncio.Event()
         self.dns_outcome: list[str] | None = None  # the last DNS reconcile's lines, for /debug/configz
+        self._dns_target_made: dns.Target | None = None
         self._served_checks: tuple = ([], None)  # the served revision's findings and signature verdict
         self._base: Revision | None = None  # the served snapshot read for previews, once asked for
         self._reloading = asyncio.Lock()
@@ -420,7 +423,7 @@ class Daemon:
             started = time.perf_counter()
             try:
                 outcome = await asyncio.to_thread(
-                    dns.reconcile, options.target_of(self.options.cluster), self.options.cluster,
+                    dns.reconcile, self._dns_target(), self.options.cluster,
                     lambda current: mesh.vips, suffix=mesh.settings.dns_suffix, ttl=options.ttl,
                     create=options.create)
             except dns.DNSError as exc:
@@ -440,11 +443,19 @@ class Daemon:
         vips = await asyncio.to_thread(self.last_good.load_vips) if self.last_good is not None else {}
         if self.options.dns is not None:
             try:
-                target = self.options.dns.target_of(self.options.cluster)
-                vips.update(await asyncio.to_thread(dns.read_entries, target, self.options.cluster))
-            except dns.DNSError as exc:
-                log.warning("cannot read this cluster's CoreDNS VIPs; keeping the stored ones", error=str(exc))
+                # Bounded: an API server that does not answer must not keep proxies waiting for xDS.
+                vips.update(await asyncio.wait_for(asyncio.to_thread(
+                    dns.read_entries, self._dns_target(), self.options.cluster), SEED_TIMEOUT))
+            except (dns.DNSError, asyncio.TimeoutError) as exc:
+                log.warning("cannot read this cluster's CoreDNS VIPs; keeping the stored ones",
+                            error=str(exc) or f"no answer within {SEED_TIMEOUT} s")
         self.vips = vips
+
+    def _dns_target(self) -> dns.Target:
+        """One target for the daemon's life (the kube one holds its API client)."""
+        if self._dns_target_made is None:
+            self._dns_target_made = self.options.dns.target_of(self.options.cluster)
+        return self._dns_target_made
 
     async def _elect(self, elector: LeaderElector, lease: LeaseOptions) -> None:
         def lead(leading: bool) -> None:

@@ -101,3 +101,29 @@ def test_a_released_vip_is_not_given_to_the_next_new_name(tmp_path):
         vips = wait_for(lambda: v if name in (v := daemon.json("/debug/configz")["vips"]) else None, 10,
                         lambda: daemon.log())
         assert RATINGS not in vips and vips[name] != released
+
+
+def test_through_the_kube_target_the_daemon_serves_while_the_api_fails_then_writes(tmp_path, standin):
+    """The Kubernetes API is tests/kube/standin.py, a stand-in that enforces the API's rules (no API
+    server can be installed here). It fails every request at first: the daemon still serves at once,
+    and writes the ConfigMap (with the read resourceVersion) once the API answers."""
+    repo = tmp_path / "repo"
+    shutil.copytree(SAMPLE_REPO, repo)
+    kubeconfig = standin.write_kubeconfig(tmp_path / "kubeconfig")
+    standin.put({"apiVersion": "v1", "kind": "ConfigMap",
+                 "metadata": {"name": "coredns", "namespace": "kube-system"},
+                 "data": {"Corefile": ".:53 {\n    forward . /etc/resolv.conf\n    reload\n}\n"}})
+    standin.fail(status=503, times=None)
+    with Galleon(repo, "cluster-a", "--dns-target", "kube", "--kubeconfig", str(kubeconfig),
+                 "--dns-interval", "1") as daemon:
+        assert daemon.get("/readyz")[0] == 200
+        failed = wait_for(lambda: daemon.event("DNS reconcile failed"), 30, lambda: daemon.log())
+        assert "HTTP 503" in failed["error"] and "cluster-a" in failed["error"]
+        standin.clear_faults()
+        done = wait_for(lambda: daemon.event("DNS reconciled"), 15, lambda: daemon.log())
+        assert done["action"] == "update" and done["added"] == 1
+    corefile = standin.get("configmaps", "kube-system", "coredns")["data"]["Corefile"]
+    assert corefile.startswith(".:53 {\n    forward . /etc/resolv.conf\n    reload\n}\n")
+    (name, address), = hosts_entries(corefile).items()
+    assert name == RATINGS and address.startswith("240.0.")
+    assert any(r.method == "PUT" and r.status == 200 for r in standin.requests)
