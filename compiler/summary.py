@@ -23,4 +23,10 @@ def summarize(objects: list[SourceObject], mesh: Mesh) -> str:
         ports = ",".join(f"{p.number}/{p.protocol}" for p in service.ports)
         where = " ".join(f"{c}:{n}" for c, n in sorted(per_cluster.items())) or service.resolution
         lines.append(f"  {host:<45} {ports:<22} {where}")
+    if mesh.vips.addresses or mesh.vips.unassigned:
+        lines.append(f"Cross-cluster names (.{mesh.settings.dns_suffix}, VIPs as a fresh mesh gets them):")
+        for name, address in mesh.vips.addresses.items():
+            own = " (its own address)" if name in mesh.vips.explicit else ""
+            lines.append(f"  {name:<45} {address}{own}")
+        lines += [f"  {name:<45} none: vipCidr {mesh.settings.vip_cidr} is full" for name in mesh.vips.unassigned]
     return "\n".join(lines)

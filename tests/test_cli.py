@@ -27,6 +27,7 @@ def test_sample_repo_is_valid_and_summarized():
     assert result.returncode == 0, result.stdout + result.stderr
     assert "cluster-c" in result.stdout and "network-2" in result.stdout
     assert "reviews.bookinfo.svc.cluster.local" in result.stdout
+    assert re.search(r"Cross-cluster names .*\n  ratings\.bookinfo\.global +240\.0\.\d+\.\d+\n", result.stdout)
     assert "valid" in result.stderr and "0 errors" in result.stderr
 
 
