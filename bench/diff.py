@@ -9,6 +9,11 @@ resources compared, traffic shares), and rendering markdown and JSON.
     .venv/bin/python bench/diff.py                  # the issue's size
     .venv/bin/python bench/diff.py --services 500   # quicker
     .venv/bin/python bench/diff.py --profile        # cProfile of the comparison stage
+    .venv/bin/python bench/diff.py --server         # also: `galleon diff --server` against a galleon serve
+
+With ``--server`` the two revisions are committed to a Git repository (BASE on main, HEAD on a
+branch), ``galleon serve`` is started on it (so it serves BASE), and the wall time of the command
+``galleon diff REPO BASE HEAD --server ADDR`` is measured as a user runs it (a new process each time).
 
 See bench/README.md.
 """
@@ -16,10 +21,18 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import os
 import pstats
+import shutil
+import socket
+import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
 from pathlib import Path
+
+import pygit2
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -48,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clusters", type=int, default=TARGET[1])
     parser.add_argument("--endpoints", type=int, default=TARGET[2])
     parser.add_argument("--profile", action="store_true", help="print a cProfile of the comparison stage")
+    parser.add_argument("--server", action="store_true",
+                        help="also time `galleon diff --server` against a galleon serve that serves BASE")
     args = parser.parse_args(argv)
 
     base_snapshot, objects = make_snapshot(args.services, args.clusters, args.endpoints, gateway=True)
@@ -89,7 +104,67 @@ def main(argv: list[str] | None = None) -> int:
           f"traffic changes: {sum(len(c.traffic) for c in preview.clusters)}, markdown: {len(markdown):,} bytes")
     if profiler:
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
+    if args.server:
+        del base, head, preview
+        time_server(base_snapshot, head_snapshot, markdown)
     return 0
+
+
+def _commit(repo: pygit2.Repository, files: dict[str, bytes], ref: str, parents: list) -> pygit2.Oid:
+    index = pygit2.Index()
+    for path, data in sorted(files.items()):
+        index.add(pygit2.IndexEntry(path, repo.create_blob(data), pygit2.enums.FileMode.BLOB))
+    who = pygit2.Signature("bench", "bench@galleon.invalid", 1_700_000_000, 0)
+    return repo.create_commit(ref, who, who, "bench", index.write_tree(repo), parents)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def time_server(base_snapshot, head_snapshot, markdown: str) -> None:
+    work = Path(tempfile.mkdtemp(prefix="galleon-bench-diff-"))
+    try:
+        repo = pygit2.init_repository(str(work / "mesh"), bare=True, initial_head="main")
+        base = _commit(repo, dict(base_snapshot.files), "refs/heads/main", [])
+        head = _commit(repo, dict(head_snapshot.files), "refs/heads/pr", [base])
+        ads, web = _free_port(), _free_port()
+        galleon = [sys.executable, "-m", "reconciler.cli"]
+        env = {**os.environ, "GALLEON_STATE_DIR": str(work / "state")}
+        started = time.perf_counter()
+        daemon = subprocess.Popen([*galleon, "serve", str(work / "mesh"), "--cluster", "cluster-0", "--ads",
+                                   f"127.0.0.1:{ads}", "--http", f"127.0.0.1:{web}", "--state-dir", str(work / "state")],
+                                  cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=(work / "serve.log").open("w"))
+        try:
+            while True:
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{web}/readyz", timeout=1)
+                    break
+                except OSError:
+                    if daemon.poll() is not None or time.perf_counter() - started > 300:
+                        raise SystemExit(f"galleon serve did not get ready; see {work / 'serve.log'}")
+                    time.sleep(0.2)
+            print(f"galleon serve on the repository (serving BASE) ready in {time.perf_counter() - started:.1f} s")
+            for attempt in ("first", "second"):
+                start = time.perf_counter()
+                result = subprocess.run([*galleon, "diff", str(work / "mesh"), str(base), str(head), "--server",
+                                         f"127.0.0.1:{ads}"], cwd=ROOT, env=env, capture_output=True, text=True)
+                seconds = time.perf_counter() - start
+                # The revisions are named differently (commit ids here): compare all but the title.
+                untitled = [[line for line in text.splitlines() if "Galleon preview:" not in line]
+                            for text in (result.stdout, markdown)]
+                same = untitled[0] == untitled[1]
+                print(f"  {'galleon diff --server, ' + attempt + ' run (command wall time)':<52} {seconds:7.2f} s  "
+                      f"(target < {TARGET_SECONDS:.0f} s: {'PASS' if seconds < TARGET_SECONDS else 'FAIL'}; "
+                      f"{'same markdown as in-process' if same else 'DIFFERENT markdown'}"
+                      f"{'; ' + result.stderr.strip() if result.stderr.strip() else ''})", flush=True)
+        finally:
+            daemon.terminate()
+            daemon.wait(30)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -20,10 +20,9 @@ import watchfiles
 
 from compiler.findings import Finding, Level
 from compiler.snapshot import short_revision
-from compiler.model import Mesh, build_mesh
+from compiler.model import Mesh
 from compiler.parse import UnreadableFile
 from compiler.snapshot import Snapshot
-from compiler.validate import validate
 
 from compiler.diff import Revision, load_revision
 
@@ -129,7 +128,7 @@ class Daemon:
         self.metrics.leader.set(int(self.leader))
         self.served_snapshot: Snapshot | None = None
         self.served_objects: list = []  # the served revision's validated objects
-        self._accepted_objects: list = []
+        self._accepted: Revision | None = None  # the revision _accept just let through
         self._ca_due = asyncio.Event()
         self.ca_plan: str | None = None  # the last CA reconcile's plan, for /debug/configz
         # The VIPs of the cross-cluster names as served (or, before the first revision, as this cluster's
@@ -144,7 +143,7 @@ class Daemon:
         self.dns_outcome: list[str] | None = None  # the last DNS reconcile's lines, for /debug/configz
         self._dns_target_made: dns.Target | None = None
         self._served_checks: tuple = ([], None)  # the served revision's findings and signature verdict
-        self._base: Revision | None = None  # the served snapshot read for previews, once asked for
+        self._base: Revision | None = None  # the served revision, parsed and modelled: every preview's BASE
         self._reloading = asyncio.Lock()
         self.state = LoadState()
         self.source: Source | None = None
@@ -191,29 +190,32 @@ class Daemon:
         return revision in (self.state.seen_revision, self.state.served_revision)
 
     def _accept(self, snapshot: Snapshot) -> Mesh | None:
-        """Validate a snapshot for serving: the mesh, or None (reported) when it must not be served."""
+        """Validate a snapshot for serving: the mesh, or None (reported) when it must not be served.
+        Files unchanged since the served revision are not parsed again, and the revision is kept
+        whole: it is the BASE of every preview (the status API's Preview) while it is served."""
         started = time.perf_counter()
-        result = validate(snapshot)
-        self.state.findings = result.findings
+        now = time.monotonic()
+        self.released_vips = {a: t for a, t in self.released_vips.items() if now - t < VIP_QUARANTINE}
+        loaded = load_revision(snapshot, like=self._base, vips=self.vips, held_vips=set(self.released_vips),
+                               model_invalid=False)
+        self.state.findings = loaded.findings
         revision = short_revision(snapshot.revision)
-        if not result.ok:
-            errors = [f for f in result.findings if f.level is Level.ERROR]
+        if not loaded.valid:
+            errors = [f for f in loaded.findings if f.level is Level.ERROR]
             return self._reject(revision, f"{len(errors)} error{'s' if len(errors) > 1 else ''}, the first: "
                                           f"{errors[0].text()}",
                                 errors=len(errors), first=[f.text() for f in errors[:5]])
-        clusters = sorted(o.name for o in result.objects if o.kind == "Cluster")
-        if self.options.cluster not in clusters:
+        mesh = loaded.mesh
+        if self.options.cluster not in mesh.clusters:
             self.state.unknown_cluster = (f"{snapshot.origin} at {revision} has no Cluster named "
-                                          f"{self.options.cluster!r} (clusters: {', '.join(clusters) or 'none'})")
+                                          f"{self.options.cluster!r} (clusters: "
+                                          f"{', '.join(sorted(mesh.clusters)) or 'none'})")
             return self._reject(revision, self.state.unknown_cluster)
         self.state.unknown_cluster = self.state.rejection = None
-        now = time.monotonic()
-        self.released_vips = {a: t for a, t in self.released_vips.items() if now - t < VIP_QUARANTINE}
-        mesh = build_mesh(result.objects, snapshot.revision, keep_vips=self.vips, held_vips=set(self.released_vips))
-        self._accepted_objects = result.objects
+        self._accepted = loaded
         self.metrics.loads.labels("valid").inc()
         self.metrics.snapshot_valid.set(1)
-        log.info("revision validated", revision=revision, objects=len(result.objects),
+        log.info("revision validated", revision=revision, objects=len(loaded.objects),
                  seconds=round(time.perf_counter() - started, 3))
         return mesh
 
@@ -256,8 +258,8 @@ class Daemon:
 
     async def _publish(self, snapshot: Snapshot, mesh: Mesh, from_state_dir: bool = False) -> None:
         await self.ads.publish(mesh)
-        self.served_snapshot, self._base = snapshot, None
-        self.served_objects = self._accepted_objects
+        self.served_snapshot, self._base = snapshot, self._accepted
+        self.served_objects = self._accepted.objects
         self.served_mesh = mesh
         self._ca_due.set()  # a new revision may carry a new CertificateAuthority policy
         self._dns_due.set()
@@ -308,8 +310,6 @@ class Daemon:
             raise LookupError("nothing is served yet, so there is nothing to compare with")
 
         def build() -> pb.PreviewResponse:
-            if self._base is None or self._base.snapshot is not self.served_snapshot:
-                self._base = load_revision(self.served_snapshot, vips=self.vips)
             base = self._base
             self.source.refresh()
             head = load_revision(self.source.snapshot(rev or self.options.rev), like=base)

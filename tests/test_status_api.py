@@ -91,3 +91,26 @@ def test_status_of_a_daemon_that_is_not_there():
     result = galleon("status", "--server", "127.0.0.1:1", "--timeout", "2")
     assert result.returncode == 2 and result.stderr.startswith("galleon: error: galleon serve at 127.0.0.1:1")
     assert "Traceback" not in result.stderr
+
+
+def test_galleon_diff_asks_the_daemon_that_serves_base_and_says_when_it_cannot(remote, tmp_path):
+    repo, files = remote
+    origin = tmp_path / "origin"
+    base = str(repo.references["refs/heads/main"].target)
+    with Galleon(f"file://{origin}", "cluster-a", state_dir=tmp_path / "state") as daemon:
+        head = push(repo, files, REVIEWS, b"weight: 50", b"weight: 20")
+        here = galleon("diff", origin, base, head, "--format", "json")
+        there = galleon("diff", origin, base, head, "--format", "json", "--server", daemon.ads)
+        assert there.returncode == here.returncode == 0, there.stderr
+        assert there.stdout == here.stdout and json.loads(there.stdout)["biggest_shifts"]
+        assert "comparing here" not in there.stderr  # the daemon made it
+
+        # BASE is not what the daemon serves: made here, and said so
+        other = galleon("diff", origin, head, head, "--server", daemon.ads)
+        assert other.returncode == 0 and "not BASE" in other.stderr and "comparing here" in other.stderr
+        assert "Galleon preview" in other.stdout
+
+        bad = galleon("diff", origin, base, head, "--server", daemon.ads, "--cluster", "cluster-z")
+        assert bad.returncode == 2 and "cluster-z" in bad.stderr and "Traceback" not in bad.stderr
+    gone = galleon("diff", origin, base, head, "--server", daemon.ads, "--server-timeout", "2")
+    assert gone.returncode == 0 and "gave no preview (UNAVAILABLE" in gone.stderr and "comparing here" in gone.stderr

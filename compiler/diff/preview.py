@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Collection, Mapping
 
 from ..findings import Finding, has_errors, sorted_findings
 from ..fingerprints import changes, destination_hosts, digests
@@ -54,16 +54,21 @@ class Uncompilable(Exception):
     """A revision with errors that the compiler cannot make sense of (only ever for previews)."""
 
 
-def load_revision(snapshot: Snapshot, like: Revision | None = None, vips: dict[str, str] | None = None) -> Revision:
+def load_revision(snapshot: Snapshot, like: Revision | None = None, vips: Mapping[str, str] | None = None,
+                  held_vips: Collection[str] = (), model_invalid: bool = True) -> Revision:
     """Parse, validate and model a snapshot; files unchanged since ``like`` are not read again, and
-    its names keep ``like``'s VIPs (else ``vips``: those served), as a reconciler applying it would."""
+    its names keep ``like``'s VIPs (else ``vips``: those served; ``held_vips`` are not given to new
+    names), as a reconciler applying it would. ``model_invalid``: build the mesh of a revision with
+    errors too (a preview shows what it would do; a server only needs to know it has errors)."""
     parsed = parse(snapshot, previous=like.parsed if like else None)
     schema_valid, findings = validate_objects(parsed.objects)
     revision = Revision(snapshot, parsed, sorted_findings(parsed.findings + findings), None)
+    if not (revision.valid or model_invalid):
+        return revision
+    if vips is None and like is not None and like.mesh is not None:
+        vips = like.mesh.vips.addresses
     try:
-        if like is not None and like.mesh is not None:
-            vips = like.mesh.vips.addresses
-        revision.mesh = build_mesh(schema_valid, snapshot.revision, keep_vips=vips)
+        revision.mesh = build_mesh(schema_valid, snapshot.revision, keep_vips=vips, held_vips=held_vips)
     except Exception:  # noqa: BLE001 - the analyzers' guarantees do not hold for a revision with errors
         if revision.valid:
             raise
