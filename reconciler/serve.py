@@ -34,8 +34,6 @@ from .http import HttpServer, json_body, text_body
 from .metrics import Metrics
 from .sources import DirectorySource, GitCredentials, LocalGitSource, Source, SourceError, open_source
 from .sources.signatures import SignaturePolicy, Verdict
-from .kube.client import KubeError, api_client
-from .kube.lease import LeaderElector
 from .state import LastGood
 from .status import StatusBoard
 
@@ -457,7 +455,7 @@ class Daemon:
             self._dns_target_made = self.options.dns.target_of(self.options.cluster)
         return self._dns_target_made
 
-    async def _elect(self, elector: LeaderElector, lease: LeaseOptions) -> None:
+    async def _elect(self, elector, lease: LeaseOptions) -> None:
         def lead(leading: bool) -> None:
             self.leader = leading
             self.metrics.leader.set(int(leading))
@@ -537,6 +535,9 @@ class Daemon:
         self.source = await asyncio.to_thread(open_source, o.source, o.state_dir, o.credentials)
         elector = None
         if o.lease is not None:
+            # The Kubernetes client takes a fifth of a second to import: only for --leader-elect.
+            from .kube.client import KubeError, api_client
+            from .kube.lease import LeaderElector
             try:
                 api = await asyncio.to_thread(api_client, o.lease.kubeconfig, o.lease.context)
             except KubeError as exc:

@@ -271,3 +271,33 @@ def test_failing_case(name):
     assert sorted((f.code, f.level, f.line) for f in findings) == \
         sorted((check.code, check.level, line) for line in marked), [f.text() for f in findings]
     assert all(f.message and f.kind != "-" and f.name != "-" for f in findings)
+
+
+def test_local_analyzers_reuse_an_unchanged_objects_problems_only_while_their_facts_hold():
+    """Objects shared with a previous parse keep their local analyzers' problems (framework.Analyzer.run),
+    but not when an index fact they read changed: here a Cluster goes, so an unchanged endpoint's
+    cluster label becomes unknown, and a port error in an unchanged file is still reported."""
+    from compiler.diff import load_revision
+    from compiler.validate.framework import ANALYZERS as ALL
+
+    assert {a.name for a in ALL if a.local is not None} >= {"unknown-cluster", "port-out-of-range"}
+    port_error = se("hosts: [w.example.com]\nresolution: DNS\nports:\n- number: 65536\n  name: http", name="bad")
+    files = {"mesh.yaml": BASE, "bad.yaml": port_error}
+    first = load_revision(snapshot_of(files, "r1"))
+    assert [f.code for f in first.findings] == ["GAL0115"]
+    # Unchanged: the same objects, the same problems, from the memo.
+    again = load_revision(snapshot_of({**files, "other.yaml": vs("- route:\n  - destination: {host: reviews}")},
+                                      "r2"), like=first)
+    assert [(f.code, f.file, f.line) for f in again.findings] == [(f.code, f.file, f.line) for f in first.findings]
+    # A Cluster goes (its own file): the unchanged WorkloadEntry that names it is now wrong.
+    cluster_b = ("apiVersion: galleon.io/v1alpha1\nkind: Cluster\nmetadata: {name: cluster-b, namespace: istio-system}\n"
+                 "spec: {network: network-1, locality: us-east/us-east-1b}\n")
+    workload = ("apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: w, namespace: bookinfo}\n"
+                "spec:\n  address: 10.1.0.9\n  labels: {app: w, topology.istio.io/cluster: cluster-b}\n")
+    with_b = load_revision(snapshot_of({**files, "b.yaml": cluster_b, "we.yaml": workload}, "r3"), like=first)
+    assert [f.code for f in with_b.findings] == ["GAL0115"]
+    without_b = load_revision(snapshot_of({**files, "we.yaml": workload}, "r4"), like=with_b)
+    assert without_b.parsed.files["we.yaml"] is with_b.parsed.files["we.yaml"]  # the very same objects
+    assert sorted((f.code, f.file) for f in without_b.findings) == [("GAL0110", "we.yaml"), ("GAL0115", "bad.yaml")]
+    fresh = validate(snapshot_of({**files, "we.yaml": workload}))
+    assert [f.text() for f in without_b.findings] == [f.text() for f in fresh.findings]

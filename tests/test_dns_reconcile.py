@@ -21,7 +21,7 @@ from reconciler.dns import CREATE, NONE, UPDATE, DirTarget, DNSError, Outcome, r
 from reconciler.dns.corefile import begin_marker, end_marker, hosts_entries, managed_block, remove_block
 from reconciler.dns.kube import KubeTarget
 from reconciler.dns.reconcile import MANAGED_BLOCK_ANNOTATION, MINIMAL_COREFILE
-from reconciler.kube.calls import CONFLICT_ATTEMPTS
+from reconciler.kube.conflict import CONFLICT_ATTEMPTS
 from tests.kube.standin import KubeStandIn, write_kubeconfig
 
 CIDR = "240.0.0.0/16"

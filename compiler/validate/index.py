@@ -5,6 +5,7 @@ has the type its schema promises.
 """
 from __future__ import annotations
 
+import copy
 from collections import defaultdict
 from typing import Iterator
 
@@ -40,6 +41,16 @@ class Index:
         self.workload_labels = [we.spec.get("labels", {}) for we in self.by_kind["WorkloadEntry"]]
         self.workload_labels += [ep.get("labels", {}) for se in self.by_kind["ServiceEntry"]
                                  for ep in se.spec.get("endpoints", [])]
+
+    def only(self, objects: list[SourceObject]) -> Index:
+        """This index with ``objects`` (some of its own) to check: ``objects`` and ``by_kind`` hold
+        only those, every look-up table still covers all (framework.Analyzer.run)."""
+        restricted = copy.copy(self)
+        restricted.objects = objects
+        restricted.by_kind = defaultdict(list)
+        for obj in objects:
+            restricted.by_kind[obj.kind].append(obj)
+        return restricted
 
     def services(self, host: str) -> list[SourceObject]:
         """The ServiceEntries that declare ``host`` (an FQDN), exactly or by wildcard."""

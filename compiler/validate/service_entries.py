@@ -11,7 +11,7 @@ DNS_RESOLUTIONS = ("DNS", "DNS_ROUND_ROBIN")
 
 
 @analyzer("static-hostname-endpoint", "GAL0112", Level.ERROR,
-          "a STATIC ServiceEntry has an endpoint address that is a hostname")
+          "a STATIC ServiceEntry has an endpoint address that is a hostname", local=())
 def static_hostname_endpoint(index: Index):
     for se in index.by_kind["ServiceEntry"]:
         if se.spec.get("resolution") != "STATIC":
@@ -70,7 +70,7 @@ def _ports(index: Index):
                 yield vs, path + ("port", "number"), number
 
 
-@analyzer("port-out-of-range", "GAL0115", Level.ERROR, "a port number is outside 1-65535")
+@analyzer("port-out-of-range", "GAL0115", Level.ERROR, "a port number is outside 1-65535", local=())
 def port_out_of_range(index: Index):
     for obj, path, number in _ports(index):
         if not 1 <= number <= 65535:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Mapping, Protocol
 
 
-from reconciler.kube.calls import CONFLICT_ATTEMPTS, CONFLICT_BACKOFF, ConflictError
+from reconciler.kube.conflict import CONFLICT_ATTEMPTS, CONFLICT_BACKOFF, ConflictError
 from reconciler.kube.manifests import ManifestDir, parse_target
 
 from .errors import CAError

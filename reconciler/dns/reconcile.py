@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator
 
 from compiler.vips import Assignment
-from reconciler.kube.calls import CONFLICT_ATTEMPTS, CONFLICT_BACKOFF, ConflictError
+from reconciler.kube.conflict import CONFLICT_ATTEMPTS, CONFLICT_BACKOFF, ConflictError
 
 from .corefile import CorefileError, apply_block, has_plugin, hosts_entries
 from .render import DEFAULT_TTL, render

@@ -19,18 +19,11 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from .client import KubeError, api_client
+from .conflict import ConflictError
 
 T = TypeVar("T")
 # 429 asks the client to come back later; 5xx are the API server's or etcd's passing troubles.
 RETRYABLE = {429, 500, 502, 503, 504}
-# A conflict means another writer just finished: read again soon (client-go's RetryOnConflict waits 10 ms).
-CONFLICT_ATTEMPTS, CONFLICT_BACKOFF = 5, 0.01
-
-
-class ConflictError(Exception):
-    """The object changed between the read and the write: nothing was written."""
-
-
 class ClusterCalls:
     def __init__(self, contexts: Mapping[str, str | None], kubeconfig: Path | None, error: type[Exception],
                  retries: int = 5, backoff: float = 0.2, timeout: float = 10):

@@ -16,7 +16,7 @@ import yaml
 
 from reconciler.files import write_atomic
 
-from .calls import ConflictError
+from .conflict import ConflictError
 
 
 class _Dumper(yaml.SafeDumper):
