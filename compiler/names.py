@@ -1,6 +1,9 @@
 """Envoy resource names, Istio-compatible so `istioctl proxy-config` habits carry over."""
 from __future__ import annotations
 
+# What a proxy's listeners bind (with iptables capture), and the prefix of their names (0.0.0.0_PORT).
+ANY_ADDRESS = "0.0.0.0"
+
 
 def cluster_name(port: int, subset: str | None, host: str) -> str:
     return f"outbound|{port}|{subset or ''}|{host}"

@@ -11,12 +11,12 @@ from typing import Mapping
 
 from .locality import Locality
 from .model import Mesh
+from .names import ANY_ADDRESS
 
 SIDECAR, ROUTER = "sidecar", "router"
 # A proxyless gRPC client (gRPC's own xDS client, node metadata GENERATOR=grpc as in Istio): it has a
 # sidecar's node id and sees what a sidecar sees, but gets the configuration of compiler/proxyless.py.
 GRPC = "grpc"
-ANY_ADDRESS = "0.0.0.0"
 
 
 class ViewError(ValueError):

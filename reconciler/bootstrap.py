@@ -22,14 +22,16 @@ from compiler.protos import SDS_CLUSTER, pack
 from compiler.proxyless import CERTIFICATE_PROVIDER
 from compiler.view import ANY_ADDRESS, parse_node_id
 
+from . import defaults
+from .defaults import split_address
 from .ads.views import CLUSTER_ID, GENERATOR, GRPC_GENERATOR, LABELS, LISTEN_ADDRESS, NETWORK
 
 XDS_CLUSTER = "xds-grpc"
 # Where Istio's agent serves workload certificates (SDS) inside a pod.
-DEFAULT_SDS_SOCKET = "./var/run/secrets/workload-spiffe-uds/socket"
+DEFAULT_SDS_SOCKET = defaults.SDS_SOCKET
 # Where Istio's agent writes a proxyless gRPC client's certificates (OUTPUT_CERTS in its injection
 # template), and how often gRPC's file watcher rereads them (Istio's value).
-DEFAULT_GRPC_CERTIFICATE_DIR = "/var/lib/istio/data"
+DEFAULT_GRPC_CERTIFICATE_DIR = defaults.GRPC_CERTIFICATE_DIR
 GRPC_CERTIFICATE_REFRESH = "900s"
 
 
@@ -45,14 +47,6 @@ class BootstrapOptions:
     listen_address: str = ANY_ADDRESS
     delta: bool = False
     sds_socket: str = DEFAULT_SDS_SOCKET
-
-
-def split_address(text: str, what: str) -> tuple[str, int]:
-    """HOST:PORT or [V6]:PORT -> (host, port); ValueError with a message a person can act on."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"{what} {text!r} is not HOST:PORT")
-    return host.strip("[]"), int(port)
 
 
 def _socket(host: str, port: int) -> address_pb2.Address:

@@ -6,34 +6,30 @@ source (or an argument) could not be used. Bad input never shows a traceback.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import socket
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import grpc
-from google.protobuf import json_format
-
-from compiler.diff import load_revision
-from compiler.findings import Level
+from compiler.names import ANY_ADDRESS
 from compiler.snapshot import short_revision
-from compiler.model import build_mesh
-from compiler.parse import UnreadableFile
-from compiler.summary import summarize
-from compiler.validate import Validation, validate
-from compiler.view import ANY_ADDRESS, ViewError, make_view
-from compiler.xds import config_dump, dump_json, compile_view
 
-from . import ca, dns, logs, preview, webhook
-from .api import reconciler_pb2, reconciler_pb2_grpc
-from .bootstrap import (DEFAULT_GRPC_CERTIFICATE_DIR, DEFAULT_SDS_SOCKET, BootstrapOptions, bootstrap_yaml,
-                        grpc_bootstrap_json, split_address)
-from .serve import CaOptions, Daemon, DnsOptions, LeaseOptions, ServeOptions
+from . import defaults
+from .defaults import split_address
 from .sources import GitCredentials, SourceError, open_source
-from .sources.signatures import SignatureError, SignaturePolicy
+
+if TYPE_CHECKING:
+    from compiler.validate import Validation
+
+    from . import ca
+    from .api import reconciler_pb2
+
+# Every command imports what it runs, inside its function: the compiler, the Kubernetes client,
+# cryptography, jinja2 and gRPC take half a second together, which `galleon status` or
+# `galleon diff --server` should not wait for (reconciler/defaults.py holds what --help shows).
 
 EXIT_OK, EXIT_INVALID, EXIT_UNREADABLE = 0, 1, 2
 # galleon diff --exit-code, kubectl diff's convention: 0 no changes, 1 changes, above 1 trouble.
@@ -59,12 +55,16 @@ def _progress(received: int, total: int, _bytes: int) -> None:
 
 def load(args) -> Validation:
     """Read SOURCE at --rev and validate it; raises SourceError/UnreadableFile for exit 2."""
+    from compiler.validate import validate
     source = open_source(args.source, args.state_dir, _credentials(args, True))
     source.refresh()
     return validate(source.snapshot(args.rev))
 
 
 def cmd_validate(args) -> int:
+    from compiler.findings import Level
+    from compiler.model import build_mesh
+    from compiler.summary import summarize
     result = load(args)
     errors = sum(f.level is Level.ERROR for f in result.findings)
     warnings = len(result.findings) - errors
@@ -109,6 +109,9 @@ def _valid_revision(args, consequence: str) -> Validation | None:
 
 
 def cmd_compile(args) -> int:
+    from compiler.model import build_mesh
+    from compiler.view import ViewError, make_view
+    from compiler.xds import compile_view, config_dump, dump_json
     result = _valid_revision(args, "nothing compiled")
     if result is None:
         return EXIT_INVALID
@@ -137,8 +140,10 @@ def _say(message: str) -> None:
 
 
 def cmd_diff(args) -> int:
-    if args.max_bytes < preview.MIN_MAX_BYTES:
-        raise UsageError(f"--max-bytes must be at least {preview.MIN_MAX_BYTES}")
+    from compiler.diff import load_revision
+    from . import preview
+    if args.max_bytes < defaults.PREVIEW_MIN_MAX_BYTES:
+        raise UsageError(f"--max-bytes must be at least {defaults.PREVIEW_MIN_MAX_BYTES}")
     source = open_source(args.source, args.state_dir, _credentials(args, True))
     source.refresh()
     answer = _preview_from_server(args, source) if args.server else None
@@ -173,6 +178,8 @@ def cmd_diff(args) -> int:
 def _preview_from_server(args, source) -> reconciler_pb2.PreviewResponse | None:
     """The preview from the `galleon serve` at --server, which holds BASE parsed and modelled when it
     serves it; None (said on stderr) when it cannot give this one, and the preview is made here."""
+    import grpc
+    from .api import reconciler_pb2, reconciler_pb2_grpc
     base, head = source.head(args.base), source.head(args.head)
     if base is None:
         raise UsageError("--server needs a Git SOURCE: a directory has no revisions to name")
@@ -205,6 +212,10 @@ def _credentials(args, progress: bool) -> GitCredentials:
 
 
 def cmd_serve(args) -> int:
+    import asyncio
+    from . import ca, dns, logs, webhook
+    from .serve import CaOptions, Daemon, DnsOptions, LeaseOptions, ServeOptions
+    from .sources.signatures import SignatureError, SignaturePolicy
     logs.configure(args.log_level)
     for value, flag in ((args.debounce, "--debounce"), (args.debounce_max, "--debounce-max")):
         if value < 0:
@@ -271,6 +282,7 @@ def _status_text(status) -> str:
 
 
 def _show_status(status, fmt: str) -> int:
+    from google.protobuf import json_format
     if fmt == "json":
         sys.stdout.write(json_format.MessageToJson(status, preserving_proto_field_name=True, sort_keys=True,
                                                    always_print_fields_with_no_presence=True) + "\n")
@@ -281,6 +293,8 @@ def _show_status(status, fmt: str) -> int:
 
 
 def _status_call(args, call):
+    import grpc
+    from .api import reconciler_pb2_grpc
     try:
         split_address(args.server, "--server")
     except ValueError as exc:
@@ -294,6 +308,7 @@ def _status_call(args, call):
 
 
 def cmd_status(args) -> int:
+    from .api import reconciler_pb2
     if not args.watch:
         return _show_status(_status_call(args, lambda stub: stub.GetStatus(reconciler_pb2.GetStatusRequest(),
                                                                           timeout=args.timeout)), args.format)
@@ -306,12 +321,14 @@ def cmd_status(args) -> int:
 
 
 def cmd_sync(args) -> int:
+    from .api import reconciler_pb2
     response = _status_call(args, lambda stub: stub.Sync(reconciler_pb2.SyncRequest(wait=not args.no_wait),
                                                          timeout=args.timeout))
     return _show_status(response.status, args.format)
 
 
 def cmd_ca_init_root(args) -> int:
+    from . import ca
     root = ca.init_root(args.directory, args.algorithm, datetime.now(timezone.utc))
     print(f"wrote {args.directory}/root-cert.pem and root-key.pem (mode 0600): {args.algorithm} root CA "
           f"sha256:{root.fingerprint}, valid until {root.not_after:%Y-%m-%d}; keep the key out of Git")
@@ -319,6 +336,7 @@ def cmd_ca_init_root(args) -> int:
 
 
 def _root_ca(args) -> ca.RootCA:
+    from . import ca
     if bool(args.root_ca) == bool(args.root_ca_secret):
         raise UsageError("give the root CA as --root-ca DIR or --root-ca-secret NAMESPACE/NAME")
     if args.root_ca:
@@ -328,6 +346,7 @@ def _root_ca(args) -> ca.RootCA:
 
 
 def cmd_ca_reconcile(args) -> int:
+    from . import ca
     if bool(args.cluster) == args.all_clusters:
         raise UsageError("give --cluster NAME (repeatable) or --all-clusters")
     result = _valid_revision(args, "no certificate issued")
@@ -357,6 +376,7 @@ def cmd_ca_reconcile(args) -> int:
 
 
 def cmd_ca_rotate_root(args) -> int:
+    from . import ca
     result = _valid_revision(args, "no certificate issued")
     if result is None:
         return EXIT_INVALID
@@ -379,6 +399,8 @@ def cmd_ca_rotate_root(args) -> int:
 
 def _dns_outcomes(args, result: Validation, clusters: list[str], dry_run: bool):
     """(cluster, Outcome or DNSError) for ``clusters``, each read from and (unless dry_run) written to --target."""
+    from compiler.model import build_mesh
+    from . import dns
     mesh = build_mesh(result.objects, result.snapshot.revision)
     contexts = {name: cluster.kube_context for name, cluster in mesh.clusters.items()}
     unknown = sorted(set(clusters) - set(contexts))
@@ -394,6 +416,7 @@ def _dns_outcomes(args, result: Validation, clusters: list[str], dry_run: bool):
 
 
 def cmd_dns_reconcile(args) -> int:
+    from . import dns
     if bool(args.cluster) == args.all_clusters:
         raise UsageError("give --cluster NAME (repeatable) or --all-clusters")
     result = _valid_revision(args, "no DNS entry written")
@@ -414,6 +437,8 @@ def cmd_dns_reconcile(args) -> int:
 
 
 def cmd_dns_render(args) -> int:
+    from compiler.model import build_mesh
+    from . import dns
     if bool(args.cluster) != bool(args.target):
         raise UsageError("--target and --cluster go together: the addresses that cluster's CoreDNS would answer")
     result = _valid_revision(args, "nothing rendered")
@@ -437,6 +462,8 @@ def cmd_dns_render(args) -> int:
 
 
 def cmd_bootstrap(args) -> int:
+    from compiler.view import ViewError
+    from .bootstrap import BootstrapOptions, bootstrap_yaml, grpc_bootstrap_json
     options = BootstrapOptions(cluster=args.cluster, node_id=args.node_id, ads=args.ads, labels=_labels(args.label),
                                locality=args.locality, network=args.network, admin=args.admin,
                                listen_address=args.listen_address, delta=args.delta, sds_socket=args.sds_socket)
@@ -553,9 +580,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="markdown for a PR comment (default) or JSON with the same content, uncut")
     p.add_argument("--cluster", action="append", default=[], metavar="NAME",
                    help="compare only this cluster's proxies (repeatable; default: every cluster)")
-    p.add_argument("--max-bytes", type=int, default=preview.DEFAULT_MAX_BYTES, metavar="N",
+    p.add_argument("--max-bytes", type=int, default=defaults.PREVIEW_MAX_BYTES, metavar="N",
                    help=f"cut the markdown to N bytes, keeping the summary whole and naming what was cut "
-                        f"(default: {preview.DEFAULT_MAX_BYTES:,}; GitHub's comment limit is 65,535)")
+                        f"(default: {defaults.PREVIEW_MAX_BYTES:,}; GitHub's comment limit is 65,535)")
     p.add_argument("--exit-code", action="store_true",
                    help="exit 1 when there are changes and 0 when there are none (as kubectl diff)")
     p.add_argument("-o", "--output", type=Path, default=None, metavar="FILE",
@@ -617,8 +644,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "dir:PATH. At start the block's VIPs are kept, so a restart moves no name")
     names.add_argument("--dns-interval", type=float, default=300.0, metavar="SECONDS",
                        help="also check it this often (default: 300)")
-    names.add_argument("--dns-ttl", type=int, default=dns.DEFAULT_TTL, metavar="SECONDS",
-                       help=f"the answers' TTL (default: {dns.DEFAULT_TTL})")
+    names.add_argument("--dns-ttl", type=int, default=defaults.DNS_TTL, metavar="SECONDS",
+                       help=f"the answers' TTL (default: {defaults.DNS_TTL})")
     names.add_argument("--dns-create", action="store_true",
                        help="create a missing kube-system/coredns with a minimal Corefile")
     elect = p.add_argument_group("replicas")
@@ -635,7 +662,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="kubeconfig for the Lease, --ca-target kube and --dns-target kube (default: $KUBECONFIG, ~/.kube/config, "
                             "else in-cluster)")
     elect.add_argument("--kube-context", default=None, metavar="NAME", help="kubeconfig context (default: current)")
-    p.add_argument("--log-level", choices=logs.LEVELS, default="info",
+    p.add_argument("--log-level", choices=defaults.LOG_LEVELS, default="info",
                    help="least important log events shown (default: info); logs are JSON lines unless "
                         "stderr is a terminal")
     p.set_defaults(run=cmd_serve)
@@ -739,8 +766,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(replaced with its resourceVersion; conflicts re-read and re-edited, 5xx retried); or "
                         "dir:PATH: ConfigMap manifests at PATH/CLUSTER/kube-system/ConfigMap/coredns.yaml")
     _cluster_arguments(q)
-    q.add_argument("--ttl", type=int, default=dns.DEFAULT_TTL, metavar="SECONDS",
-                   help=f"the answers' TTL, 1-65535 (default: {dns.DEFAULT_TTL})")
+    q.add_argument("--ttl", type=int, default=defaults.DNS_TTL, metavar="SECONDS",
+                   help=f"the answers' TTL, 1-65535 (default: {defaults.DNS_TTL})")
     q.add_argument("--create", action="store_true",
                    help="create a missing kube-system/coredns with a minimal Corefile (kubeadm's default server "
                         "block plus ours); without it a missing ConfigMap is an error")
@@ -754,14 +781,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "The VIPs are those a fresh mesh gets; with --target and --cluster, those that cluster "
                     "answers (what galleon dns reconcile would write).")
     _source_arguments(q)
-    q.add_argument("--format", choices=dns.FORMATS, default="hosts", help="the output format (default: hosts)")
-    q.add_argument("--ttl", type=int, default=dns.DEFAULT_TTL, metavar="SECONDS",
-                   help=f"the records' TTL, 1-65535 (default: {dns.DEFAULT_TTL})")
+    q.add_argument("--format", choices=defaults.DNS_FORMATS, default="hosts", help="the output format (default: hosts)")
+    q.add_argument("--ttl", type=int, default=defaults.DNS_TTL, metavar="SECONDS",
+                   help=f"the records' TTL, 1-65535 (default: {defaults.DNS_TTL})")
     q.add_argument("--serial", type=int, default=None, metavar="N",
                    help="the zone's SOA serial (default: derived from the entries; give an increasing one for "
                         "secondaries that transfer the zone)")
-    q.add_argument("--ns-address", default=dns.DEFAULT_NS_ADDRESS, metavar="IP",
-                   help=f"the address of the zone's name server record (default: {dns.DEFAULT_NS_ADDRESS})")
+    q.add_argument("--ns-address", default=defaults.DNS_NS_ADDRESS, metavar="IP",
+                   help=f"the address of the zone's name server record (default: {defaults.DNS_NS_ADDRESS})")
     q.add_argument("--target", default=None, metavar="TARGET", help="kube or dir:PATH, as for galleon dns reconcile")
     q.add_argument("--cluster", default=None, metavar="NAME", help="the cluster whose addresses to render")
     q.add_argument("--kubeconfig", type=Path, default=None, metavar="FILE", help="kubeconfig for --target kube")
@@ -783,16 +810,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--listen-address", default=ANY_ADDRESS, metavar="IP",
                    help="the address the proxy's listeners bind (default: 0.0.0.0, as with iptables capture; "
                         "127.0.0.1 for a proxy that applications call directly)")
-    p.add_argument("--sds-socket", default=DEFAULT_SDS_SOCKET, metavar="PATH",
-                   help=f"Unix socket of the SDS server with workload certificates (default: {DEFAULT_SDS_SOCKET})")
+    p.add_argument("--sds-socket", default=defaults.SDS_SOCKET, metavar="PATH",
+                   help=f"Unix socket of the SDS server with workload certificates (default: {defaults.SDS_SOCKET})")
     p.add_argument("--grpc", action="store_true",
                    help="print gRPC's xDS bootstrap (JSON, for GRPC_XDS_BOOTSTRAP) for a proxyless gRPC client "
                         "instead: node metadata GENERATOR=grpc, state of the world only")
-    p.add_argument("--certificate-dir", default=DEFAULT_GRPC_CERTIFICATE_DIR, metavar="DIR",
+    p.add_argument("--certificate-dir", default=defaults.GRPC_CERTIFICATE_DIR, metavar="DIR",
                    help="with --grpc: where the workload's cert-chain.pem, key.pem and root-cert.pem are "
-                        f"(default: {DEFAULT_GRPC_CERTIFICATE_DIR}, where Istio's agent writes them)")
+                        f"(default: {defaults.GRPC_CERTIFICATE_DIR}, where Istio's agent writes them)")
     p.set_defaults(run=cmd_bootstrap)
     return parser
+
+
+# The errors that mean bad input or an unusable source or cluster: one line, exit 2. A command that
+# raised one of them imported its module, so only modules already imported are looked in.
+_USER_ERRORS = (("compiler.parse", "UnreadableFile"), ("reconciler.ca.errors", "CAError"),
+                ("reconciler.dns.targets", "DNSError"))
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    return (UsageError, SourceError, *(getattr(sys.modules[module], name) for module, name in _USER_ERRORS
+                                       if module in sys.modules))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -800,7 +838,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (SourceError, UnreadableFile, UsageError, ca.CAError, dns.DNSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - only the errors that mean bad input, the rest re-raised
+        if not isinstance(exc, _user_errors()):
+            raise
         print(f"galleon: error: {exc}", file=sys.stderr)
         return EXIT_UNREADABLE
     except KeyboardInterrupt:

@@ -6,7 +6,9 @@ import sys
 
 import structlog
 
-LEVELS = ("debug", "info", "warning", "error")
+from . import defaults
+
+LEVELS = defaults.LOG_LEVELS
 
 
 def configure(level: str = "info", json_lines: bool | None = None) -> None:

@@ -15,13 +15,14 @@ from typing import Callable
 import jinja2
 
 from compiler.diff import PlanSection, Preview, Revision, build_preview
+from compiler.parse import collector_paused
 from compiler.snapshot import short_revision
 
+from . import defaults
 from .ca.preview import ca_plan
 from .dns.preview import dns_plan
 
-DEFAULT_MAX_BYTES = 60_000  # GitHub refuses comments over 65,535 characters
-MIN_MAX_BYTES = 4_000
+DEFAULT_MAX_BYTES, MIN_MAX_BYTES = defaults.PREVIEW_MAX_BYTES, defaults.PREVIEW_MIN_MAX_BYTES
 # Found by the README's workflow to update its one comment instead of adding another.
 MARKER = "<!-- galleon-preview -->"
 CUT_NOTE_RESERVE = 600
@@ -50,6 +51,7 @@ def plans(base: Revision, head: Revision, clusters: list[str]) -> list[PlanSecti
     return [planner(base, head, clusters) for planner in PLANNERS]
 
 
+@collector_paused()  # the compiles and comparisons allocate much, beside two meshes the collector would rescan
 def preview_of(base: Revision, head: Revision, clusters: list[str],
                progress: Callable[[str], None] | None = None) -> Preview:
     """The preview `galleon diff` and the status API's Preview both give: of ``clusters`` (every

@@ -308,12 +308,15 @@ class Daemon:
             raise LookupError("nothing is served yet, so there is nothing to compare with")
 
         def build() -> pb.PreviewResponse:
+            started = time.perf_counter()
             base = self._base
             self.source.refresh()
             head = load_revision(self.source.snapshot(rev or self.options.rev), like=base)
             result = preview_of(base, head, clusters)  # raises ValueError for an unknown cluster
             body = (render_json(result) if fmt == "json"
                     else render_markdown(result, max_bytes or DEFAULT_MAX_BYTES))
+            log.info("preview made", base=short_revision(base.snapshot.revision),
+                     head=short_revision(head.snapshot.revision), seconds=round(time.perf_counter() - started, 3))
             return pb.PreviewResponse(base_revision=base.snapshot.revision, head_revision=head.snapshot.revision,
                                       has_changes=result.has_changes, head_valid=head.valid, body=body)
 

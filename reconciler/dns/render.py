@@ -22,8 +22,9 @@ from importlib import resources
 
 import jinja2
 
-FORMATS = ("hosts", "zone", "corefile-block")
-DEFAULT_TTL = 30
+from reconciler import defaults
+
+FORMATS, DEFAULT_TTL = defaults.DNS_FORMATS, defaults.DNS_TTL
 # The CoreDNS hosts plugin's bounds. Every format takes the same ones, so entries and a TTL that
 # render in one format render in all of them.
 MIN_TTL, MAX_TTL = 1, 65535
@@ -34,7 +35,7 @@ MIN_TTL, MAX_TTL = 1, 65535
 # answers from its own copy and nobody follows the NS record, so the default address is loopback,
 # "the server you are already asking". Pass the real address when secondaries transfer the zone.
 NS_LABEL = "ns"
-DEFAULT_NS_ADDRESS = "127.0.0.1"
+DEFAULT_NS_ADDRESS = defaults.DNS_NS_ADDRESS
 # SOA timers for secondaries: check for changes every 5 minutes, retry a failed check after one, and
 # keep answering for a week without the primary (VIPs are stable once given, so stale is still right).
 # The SOA minimum, the negative-caching TTL (RFC 2308), is the records' TTL, so a name that appears
