@@ -140,8 +140,6 @@ def _say(message: str) -> None:
 
 
 def cmd_diff(args) -> int:
-    from compiler.diff import load_revision
-    from . import preview
     if args.max_bytes < defaults.PREVIEW_MIN_MAX_BYTES:
         raise UsageError(f"--max-bytes must be at least {defaults.PREVIEW_MIN_MAX_BYTES}")
     source = open_source(args.source, args.state_dir, _credentials(args, True))
@@ -151,6 +149,8 @@ def cmd_diff(args) -> int:
         text, head_revision, head_valid, has_changes = answer.body, answer.head_revision, answer.head_valid, \
             answer.has_changes
     else:
+        from compiler.diff import load_revision
+        from . import preview
         _say(f"reading {args.base} and {args.head}")
         base = load_revision(source.snapshot(args.base))
         head = load_revision(source.snapshot(args.head), like=base)
