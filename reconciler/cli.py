@@ -108,6 +108,20 @@ def _valid_revision(args, consequence: str) -> Validation | None:
     return result
 
 
+def _clusters_revision(args, consequence: str) -> Validation | None:
+    """As _valid_revision, for a command that writes to --cluster NAME ... or --all-clusters."""
+    if bool(args.cluster) == args.all_clusters:
+        raise UsageError("give --cluster NAME (repeatable) or --all-clusters")
+    return _valid_revision(args, consequence)
+
+
+def _check_clusters(wanted: list[str], known) -> None:
+    unknown = sorted(set(wanted) - set(known))
+    if unknown:
+        raise UsageError(f"--cluster {', '.join(unknown)}: not a Cluster of this revision (clusters: "
+                         f"{', '.join(sorted(known)) or 'none'})")
+
+
 def cmd_compile(args) -> int:
     from compiler.model import build_mesh
     from compiler.view import ViewError, make_view
@@ -347,19 +361,14 @@ def _root_ca(args) -> ca.RootCA:
 
 def cmd_ca_reconcile(args) -> int:
     from . import ca
-    if bool(args.cluster) == args.all_clusters:
-        raise UsageError("give --cluster NAME (repeatable) or --all-clusters")
-    result = _valid_revision(args, "no certificate issued")
+    result = _clusters_revision(args, "no certificate issued")
     if result is None:
         return EXIT_INVALID
     root = _root_ca(args)
     contexts = {o.name: o.spec.get("kubeContext") for o in result.objects if o.kind == "Cluster"}
     target = ca.target_from(args.target, contexts=contexts, kubeconfig=args.kubeconfig)
     known = sorted(contexts)
-    unknown = sorted(set(args.cluster) - set(known))
-    if unknown:
-        raise UsageError(f"--cluster {', '.join(unknown)}: not a Cluster of this revision (clusters: "
-                         f"{', '.join(known) or 'none'})")
+    _check_clusters(args.cluster, known)
     failed = False
     now = datetime.now(timezone.utc)
     for cluster in sorted(set(args.cluster)) or known:
@@ -403,10 +412,7 @@ def _dns_outcomes(args, result: Validation, clusters: list[str], dry_run: bool):
     from . import dns
     mesh = build_mesh(result.objects, result.snapshot.revision)
     contexts = {name: cluster.kube_context for name, cluster in mesh.clusters.items()}
-    unknown = sorted(set(clusters) - set(contexts))
-    if unknown:
-        raise UsageError(f"--cluster {', '.join(unknown)}: not a Cluster of this revision (clusters: "
-                         f"{', '.join(sorted(contexts)) or 'none'})")
+    _check_clusters(clusters, contexts)
     if not 1 <= args.ttl <= 65535:
         raise UsageError(f"--ttl {args.ttl}: the answers' TTL is 1-65535 seconds")
     target = dns.target_from(args.target, contexts=contexts, kubeconfig=args.kubeconfig)
@@ -417,9 +423,7 @@ def _dns_outcomes(args, result: Validation, clusters: list[str], dry_run: bool):
 
 def cmd_dns_reconcile(args) -> int:
     from . import dns
-    if bool(args.cluster) == args.all_clusters:
-        raise UsageError("give --cluster NAME (repeatable) or --all-clusters")
-    result = _valid_revision(args, "no DNS entry written")
+    result = _clusters_revision(args, "no DNS entry written")
     if result is None:
         return EXIT_INVALID
     failed = False
