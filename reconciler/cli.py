@@ -427,16 +427,25 @@ def cmd_dns_reconcile(args) -> int:
     if result is None:
         return EXIT_INVALID
     failed = False
+    report = []
     for cluster, outcome in _dns_outcomes(args, result, args.cluster, args.dry_run):
         if isinstance(outcome, dns.DNSError):
-            print(f"error: {outcome}")
+            report.append({"cluster": cluster, "error": str(outcome)})
             failed = True
+            if args.format == "text":
+                print(f"error: {outcome}")
             continue
-        lines = outcome.lines()
-        if args.dry_run and outcome.action != dns.NONE:
-            lines[0] += " [dry run: nothing written]"
-        print("\n".join(lines))
         failed |= bool(outcome.unassigned)
+        report.append(outcome.to_dict())
+        if args.format == "text":
+            lines = outcome.lines()
+            if args.dry_run and outcome.action != dns.NONE:
+                lines[0] += " [dry run: nothing written]"
+            print("\n".join(lines), flush=True)
+    if args.format == "json":
+        json.dump({"revision": result.snapshot.revision, "dry_run": args.dry_run, "clusters": report}, sys.stdout,
+                  indent=2, sort_keys=True)
+        print()
     return EXIT_INVALID if failed else EXIT_OK
 
 
@@ -776,6 +785,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="create a missing kube-system/coredns with a minimal Corefile (kubeadm's default server "
                         "block plus ours); without it a missing ConfigMap is an error")
     q.add_argument("--dry-run", action="store_true", help="print what would change; write nothing")
+    q.add_argument("--format", choices=("text", "json"), default="text",
+                   help="text, a paragraph per cluster as it is done (default), or JSON for bots: per cluster its "
+                        "action, every entry, the names added, removed and readdressed, or its error")
     q.set_defaults(run=cmd_dns_reconcile)
     q = dns_commands.add_parser(
         "render", help="print the names and VIPs as a hosts file, a zone file or the Corefile block",
@@ -842,17 +854,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except Exception as exc:  # noqa: BLE001 - only the errors that mean bad input, the rest re-raised
-        if not isinstance(exc, _user_errors()):
-            raise
-        print(f"galleon: error: {exc}", file=sys.stderr)
-        return EXIT_UNREADABLE
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         # stdout closed early (| head): not an error worth a traceback
         sys.stderr.close()
         return EXIT_OK
+    except Exception as exc:  # noqa: BLE001 - only the errors that mean bad input; the rest re-raised
+        if not isinstance(exc, _user_errors()):
+            raise
+        print(f"galleon: error: {exc}", file=sys.stderr)
+        return EXIT_UNREADABLE
 
 
 if __name__ == "__main__":

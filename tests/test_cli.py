@@ -211,3 +211,12 @@ def test_compile_refuses_invalid_revisions_and_unknown_clusters(tmp_path):
     one_line_error(galleon("compile", SAMPLE_REPO, "--cluster", "cluster-z"), "cluster-z", "cluster-a")
     one_line_error(galleon("compile", SAMPLE_REPO, "--cluster", "cluster-a", "--label", "novalue"), "KEY=VALUE")
     one_line_error(galleon("compile", SAMPLE_REPO, "--cluster", "cluster-a", "--node-id", "bogus"), "node id")
+
+
+def test_a_reader_that_stops_early_is_not_an_error():
+    """`galleon compile ... | head`: the pipe closes under a large output; exit 0, no traceback."""
+    process = subprocess.Popen([sys.executable, "-m", "reconciler.cli", "compile", str(SAMPLE_REPO), "--cluster",
+                                "cluster-a"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    process.stdout.close()  # the reader is gone before the output comes
+    assert process.wait(60) == 0
+    assert b"Traceback" not in process.stderr.read()

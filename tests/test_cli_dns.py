@@ -7,6 +7,7 @@ tests/kube/standin.py, a local stand-in for the Kubernetes API (resourceVersion 
 from __future__ import annotations
 
 import ipaddress
+import json
 import shutil
 from pathlib import Path
 
@@ -373,3 +374,19 @@ def test_help(capsys, argv, words):
 def test_dns_without_a_command_is_a_usage_error(capsys):
     code, out, err = galleon(capsys, "dns")
     assert code == 2 and "COMMAND" in err and "Traceback" not in err
+
+
+def test_reconcile_json_reports_each_cluster_or_its_error(capsys, tmp_path, vip):
+    out = tmp_path / "out"
+    code, stdout, _ = galleon(capsys, "dns", "reconcile", SAMPLE_REPO, "--target", f"dir:{out}", "--cluster",
+                              "cluster-a", "--create", "--format", "json")
+    assert code == 0
+    report = json.loads(stdout)
+    (only,) = report["clusters"]
+    assert (only["cluster"], only["action"], only["added"], only["entries"]) == (
+        "cluster-a", "create", {RATINGS: vip}, {RATINGS: vip})
+    code, stdout, _ = galleon(capsys, "dns", "reconcile", SAMPLE_REPO, "--target", f"dir:{out}", "--all-clusters",
+                              "--format", "json", "--dry-run")
+    clusters = {c["cluster"]: c for c in json.loads(stdout)["clusters"]}
+    assert code == 1 and clusters["cluster-a"]["action"] == "none"
+    assert "--create" in clusters["cluster-b"]["error"] and "--create" in clusters["cluster-c"]["error"]

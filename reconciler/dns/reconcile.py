@@ -59,6 +59,11 @@ class Outcome:
     unassigned: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
 
+    def to_dict(self) -> dict:
+        return {"cluster": self.cluster, "action": self.action, "entries": self.entries, "added": self.added,
+                "removed": self.removed, "readdressed": {n: {"from": a, "to": b} for n, (a, b) in self.moved.items()},
+                "unassigned": list(self.unassigned), "warnings": list(self.warnings)}
+
     def lines(self) -> list[str]:
         verb = {CREATE: "created", UPDATE: "updated", NONE: "unchanged"}[self.action]
         counts = f"{len(self.entries)} name{'' if len(self.entries) == 1 else 's'}" + "".join(
