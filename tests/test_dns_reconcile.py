@@ -168,6 +168,21 @@ def test_an_existing_user_corefile_keeps_every_byte_outside_the_markers_and_its_
     assert reconcile(target, "cluster-a", assign_for(names)).action == NONE
 
 
+def test_a_changed_dns_suffix_moves_the_block_and_the_old_names_stop_resolving(target):
+    """MeshConfig dnsSuffix global -> mesh: the global:53 block Galleon wrote (its annotation names it)
+    goes, the mesh:53 block comes, and the user's Corefile around them is as it was."""
+    path = put_file(target, "cluster-a", user_configmap(USER_COREFILE))
+    reconcile(target, "cluster-a", assign_for((RATINGS,)))
+    assert loaded(path)["metadata"]["annotations"][MANAGED_BLOCK_ANNOTATION] == "global:53"
+    renamed = "ratings.bookinfo.mesh"
+    outcome = reconcile(target, "cluster-a", lambda current: allocate([renamed], CIDR, keep=current), suffix="mesh")
+    corefile = corefile_of(path)
+    assert outcome.action == UPDATE and managed_block(corefile) is None  # no global:53 block left
+    assert hosts_entries(corefile, "mesh") == {renamed: outcome.entries[renamed]}
+    assert remove_block(corefile, "mesh") == USER_COREFILE
+    assert loaded(path)["metadata"]["annotations"][MANAGED_BLOCK_ANNOTATION] == "mesh:53"
+
+
 def test_a_block_in_the_middle_is_replaced_in_place(target):
     head, tail = USER_COREFILE[:USER_COREFILE.index("# Team DNS")], USER_COREFILE[USER_COREFILE.index("# Team DNS"):]
     stale = block({DETAILS: "240.0.0.9"})

@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 from compiler.vips import Assignment
 from reconciler.kube.conflict import CONFLICT_ATTEMPTS, CONFLICT_BACKOFF, ConflictError
 
-from .corefile import CorefileError, apply_block, has_plugin, hosts_entries
+from .corefile import CorefileError, apply_block, has_plugin, hosts_entries, remove_block
 from .render import DEFAULT_TTL, render
 from .targets import CONFIGMAP, KEY, NAME, NAMESPACE, DNSError, Target
 
@@ -97,7 +97,8 @@ def reconcile(target: Target, cluster: str, assign: Callable[[dict[str, str]], A
         if configmap is None and not create:
             raise DNSError(f"cluster {cluster}: there is no ConfigMap {CONFIGMAP} (is CoreDNS installed?); "
                            "galleon dns reconcile --create creates one with a minimal Corefile")
-        edited = _edit(cluster, corefile if corefile is not None else MINIMAL_COREFILE, block, suffix)
+        edited = _edit(cluster, corefile if corefile is not None else MINIMAL_COREFILE, block, suffix,
+                       _previous_zone(configmap))
         action = CREATE if configmap is None else UPDATE if edited != corefile else NONE
         outcome = _outcome(cluster, action, current, entries, assignment.unassigned, edited)
         if action == NONE or dry_run:
@@ -131,8 +132,19 @@ def _entries(cluster: str, corefile: str, suffix: str) -> dict[str, str]:
         raise DNSError(f"cluster {cluster}: {CONFIGMAP}: {exc}") from None
 
 
-def _edit(cluster: str, corefile: str, block: str, suffix: str) -> str:
+def _previous_zone(configmap: dict | None) -> str | None:
+    """The zone of the block Galleon wrote last (its annotation says), when the suffix may have changed."""
+    annotation = ((configmap or {}).get("metadata") or {}).get("annotations") or {}
+    zone, _, port = str(annotation.get(MANAGED_BLOCK_ANNOTATION, "")).rpartition(":")
+    return zone if zone and port == "53" else None
+
+
+def _edit(cluster: str, corefile: str, block: str, suffix: str, previous_zone: str | None = None) -> str:
+    """``corefile`` with our block for ``suffix``; the block of a previous suffix (MeshConfig dnsSuffix
+    changed) is removed, so the old names stop resolving instead of lingering unmanaged."""
     try:
+        if previous_zone is not None and previous_zone != suffix:
+            corefile = remove_block(corefile, previous_zone)
         return apply_block(corefile, block, suffix)
     except CorefileError as exc:
         raise DNSError(f"cluster {cluster}: {CONFIGMAP}: {exc}") from None
