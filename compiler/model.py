@@ -195,7 +195,7 @@ def build_mesh(objects: list[SourceObject], revision: str = "", *, keep_vips: Ma
     by_kind: dict[str, list[SourceObject]] = {}
     for obj in sorted(objects, key=lambda o: (o.kind, o.namespace, o.name)):
         by_kind.setdefault(obj.kind, []).append(obj)
-    settings = _settings(by_kind.get("MeshConfig", []))
+    settings = mesh_settings(by_kind.get("MeshConfig", []))
     clusters = {c.name: MeshCluster(c.name, c.spec["network"], Locality.parse(c.spec["locality"]),
                                     c.spec.get("kubeContext"), c.spec.get("trustDomain"), c)
                 for c in by_kind.get("Cluster", [])}
@@ -248,10 +248,11 @@ def _assign_vips(services: dict[str, Service], settings: MeshSettings, keep: Map
     return assignment
 
 
-def _settings(mesh_configs: list[SourceObject]) -> MeshSettings:
+def mesh_settings(mesh_configs: list[SourceObject]) -> MeshSettings:
+    """The settings of the first MeshConfig by namespace and name (the defaults without one)."""
     if not mesh_configs:
         return MeshSettings()
-    spec = mesh_configs[0].spec
+    spec = min(mesh_configs, key=lambda o: (o.namespace, o.name)).spec
     defaults = MeshSettings()
     return MeshSettings(spec.get("trustDomain", defaults.trust_domain),
                         spec.get("localityLbSetting") or defaults.locality_lb,

@@ -42,7 +42,8 @@ class Analyzer:
         if not fresh:
             return
         found: dict[SourceObject, list] = defaultdict(list)
-        for obj, path, message in self.check(index.only(fresh)):
+        checked = index if len(fresh) == len(index.objects) else index.only(fresh)
+        for obj, path, message in self.check(checked):
             found[obj].append((path, message))
             yield obj, path, message
         for obj in fresh:

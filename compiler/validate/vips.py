@@ -5,15 +5,17 @@ from collections import defaultdict
 
 from ..findings import Level
 from ..hosts import fqdn
-from ..vips import DEFAULT_CIDR, DEFAULT_SUFFIX, Pool, explicit_address, under_suffix
+from ..model import mesh_settings
+from ..vips import Pool, explicit_address, under_suffix
 from .framework import analyzer
 from .index import Index
 from .topology import is_cidr
 
 
 def _settings(index: Index) -> tuple[str, str]:
-    spec = index.by_kind["MeshConfig"][0].spec if index.by_kind["MeshConfig"] else {}
-    return spec.get("dnsSuffix", DEFAULT_SUFFIX), spec.get("vipCidr", DEFAULT_CIDR)
+    """The suffix and range the model will use (the same MeshConfig, the same defaults)."""
+    settings = mesh_settings(index.by_kind["MeshConfig"])
+    return settings.dns_suffix, settings.vip_cidr
 
 
 def _names(index: Index, suffix: str):
