@@ -135,7 +135,7 @@ def test_create_writes_the_minimal_corefile_and_our_block_then_a_second_run_writ
     assert outcome.removed == {} and outcome.moved == {} and outcome.unassigned == () and outcome.warnings == ()
 
     path = target.file("cluster-a")
-    assert path == target.manifests.path / "cluster-a" / "kube-system" / "ConfigMap" / "coredns.yaml"
+    assert path == target.path / "cluster-a" / "kube-system" / "ConfigMap" / "coredns.yaml"
     manifest = loaded(path)
     assert manifest["apiVersion"] == "v1" and manifest["kind"] == "ConfigMap"
     assert manifest["metadata"]["name"] == NAME and manifest["metadata"]["namespace"] == NS
@@ -264,7 +264,7 @@ def test_dry_run_reports_what_it_would_do_and_writes_nothing(target):
     names = assignment(RATINGS, REVIEWS)
     would = reconcile(target, "cluster-a", assign_for(names), create=True, dry_run=True)
     assert would.action == CREATE and would.added == names.addresses
-    assert not target.file("cluster-a").exists() and not target.manifests.path.exists()
+    assert not target.file("cluster-a").exists() and not target.path.exists()
 
     path = put_file(target, "cluster-a", user_configmap(USER_COREFILE))
     before = snapshot(path)

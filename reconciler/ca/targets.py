@@ -33,21 +33,11 @@ class Target(Protocol):
         Raises ``ConflictError`` when the Secret is no longer the one ``read`` returned."""
 
 
-class DirTarget:
+class DirTarget(ManifestDir):
     """DESIGN.md's ``dir:PATH`` (reconciler/kube/manifests.py), for ``istio-system/cacerts``."""
 
     def __init__(self, path: Path):
-        self.manifests = ManifestDir(path, CAError)
-        self.path = self.manifests.path
-
-    def file(self, cluster: str) -> Path:
-        return self.manifests.file(cluster, NAMESPACE, "Secret", NAME)
-
-    def read(self, cluster: str) -> dict | None:
-        return self.manifests.read(cluster, NAMESPACE, "Secret", NAME)
-
-    def write(self, cluster: str, secret: dict) -> None:
-        self.manifests.write(cluster, NAMESPACE, "Secret", NAME, secret)
+        super().__init__(path, NAMESPACE, "Secret", NAME, CAError)
 
 
 def target_from(spec: str, contexts: Mapping[str, str | None] | None = None,

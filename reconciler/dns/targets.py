@@ -26,20 +26,11 @@ class Target(Protocol):
     def write(self, cluster: str, configmap: dict) -> None: ...
 
 
-class DirTarget:
+class DirTarget(ManifestDir):
     """DESIGN.md's ``dir:PATH`` (reconciler/kube/manifests.py), for ``kube-system/coredns``."""
 
     def __init__(self, path: Path):
-        self.manifests = ManifestDir(path, DNSError)
-
-    def file(self, cluster: str) -> Path:
-        return self.manifests.file(cluster, NAMESPACE, "ConfigMap", NAME)
-
-    def read(self, cluster: str) -> dict | None:
-        return self.manifests.read(cluster, NAMESPACE, "ConfigMap", NAME)
-
-    def write(self, cluster: str, configmap: dict) -> None:
-        self.manifests.write(cluster, NAMESPACE, "ConfigMap", NAME, configmap)
+        super().__init__(path, NAMESPACE, "ConfigMap", NAME, DNSError)
 
 
 def target_from(spec: str, contexts: Mapping[str, str | None] | None = None,

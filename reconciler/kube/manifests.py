@@ -31,20 +31,23 @@ _Dumper.add_representer(str, _string)
 
 
 class ManifestDir:
-    def __init__(self, path: Path, error: type[Exception]):
+    """One object's manifests, one per cluster, under ``path``."""
+
+    def __init__(self, path: Path, namespace: str, kind: str, name: str, error: type[Exception]):
         """``error``: the exception type the caller reports its failures with."""
         self.path = Path(path)
+        self.namespace, self.kind, self.name = namespace, kind, name
         self.error = error
         # The text each file had when last read (None: absent): the next write is conditional on it.
         self._read: dict[Path, str | None] = {}
 
-    def file(self, cluster: str, namespace: str, kind: str, name: str) -> Path:
+    def file(self, cluster: str) -> Path:
         if cluster in ("", ".", "..") or "/" in cluster or "\\" in cluster:
             raise self.error(f"cluster name {cluster!r} cannot be a directory name")
-        return self.path / cluster / namespace / kind / f"{name}.yaml"
+        return self.path / cluster / self.namespace / self.kind / f"{self.name}.yaml"
 
-    def read(self, cluster: str, namespace: str, kind: str, name: str) -> dict | None:
-        path = self.file(cluster, namespace, kind, name)
+    def read(self, cluster: str) -> dict | None:
+        path = self.file(cluster)
         text = self._text(path)
         self._read[path] = text
         if text is None:
@@ -54,13 +57,13 @@ class ManifestDir:
         except yaml.YAMLError:
             # Not the parser's message: it quotes the text, which may hold a private key.
             raise self.error(f"{path} is not YAML; fix or remove it") from None
-        if not isinstance(manifest, dict) or manifest.get("kind") != kind:
-            raise self.error(f"{path} is not a {kind} manifest; fix or remove it")
+        if not isinstance(manifest, dict) or manifest.get("kind") != self.kind:
+            raise self.error(f"{path} is not a {self.kind} manifest; fix or remove it")
         return manifest
 
-    def write(self, cluster: str, namespace: str, kind: str, name: str, manifest: dict) -> None:
+    def write(self, cluster: str, manifest: dict) -> None:
         """Replace the file with ``manifest``; when it was read before, only if it is unchanged since."""
-        path = self.file(cluster, namespace, kind, name)
+        path = self.file(cluster)
         text = yaml.dump(manifest, Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
