@@ -15,6 +15,7 @@ import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Awaitable, Callable
 
 import structlog
 import watchfiles
@@ -387,31 +388,33 @@ class Daemon:
             await asyncio.sleep(self.options.poll * (1 + jitter.uniform(-1, 1) * self.options.poll_jitter))
             self.changed("poll")
 
-    async def _reconcile_ca(self, options: CaOptions) -> None:
-        """Keep this cluster's cacerts right: after each new revision and every ``interval``, when
-        this replica leads (only the leader writes to the cluster)."""
+    async def _whenever_due(self, due: asyncio.Event, interval: float, step: Callable[[], Awaitable[None]]) -> None:
+        """Run ``step`` (a reconcile of this cluster) after each new revision (``due`` is set) and every
+        ``interval``, when something is served and this replica leads (only the leader writes)."""
         while True:
             try:
-                await asyncio.wait_for(self._ca_due.wait(), options.interval)
+                await asyncio.wait_for(due.wait(), interval)
             except asyncio.TimeoutError:
                 pass
-            self._ca_due.clear()
-            if not self.leader or self.served_snapshot is None:
-                continue
-            started = time.perf_counter()
-            try:
-                decided = await asyncio.to_thread(self._ca_once, options)
-            except ca.CAError as exc:
-                self.metrics.ca_reconciles.labels("failed").inc()
-                log.error("CA reconcile failed", error=str(exc))
-                continue
-            if decided is None:
-                continue
-            self.ca_plan = decided.describe()
-            self.metrics.ca_reconciles.labels(decided.action).inc()
-            log.info("CA reconciled", action=decided.action, reasons=list(decided.reasons),
-                     revision=short_revision(self.state.served_revision),
-                     seconds=round(time.perf_counter() - started, 3))
+            due.clear()
+            if self.leader and self.served_mesh is not None:
+                await step()
+
+    async def _reconcile_ca(self, options: CaOptions) -> None:
+        """Keep this cluster's cacerts right."""
+        started = time.perf_counter()
+        try:
+            decided = await asyncio.to_thread(self._ca_once, options)
+        except ca.CAError as exc:
+            self.metrics.ca_reconciles.labels("failed").inc()
+            log.error("CA reconcile failed", error=str(exc))
+            return
+        if decided is None:
+            return
+        self.ca_plan = decided.describe()
+        self.metrics.ca_reconciles.labels(decided.action).inc()
+        log.info("CA reconciled", action=decided.action, reasons=list(decided.reasons),
+                 revision=short_revision(self.state.served_revision), seconds=round(time.perf_counter() - started, 3))
 
     def _ca_once(self, options: CaOptions):
         policy = ca.policy_for(self.served_objects, self.options.cluster)
@@ -423,33 +426,24 @@ class Daemon:
                             datetime.now(timezone.utc))
 
     async def _reconcile_dns(self, options: DnsOptions) -> None:
-        """Keep this cluster's CoreDNS answering the served VIPs: after each new revision and every
-        ``interval``, when this replica leads."""
-        while True:
-            try:
-                await asyncio.wait_for(self._dns_due.wait(), options.interval)
-            except asyncio.TimeoutError:
-                pass
-            self._dns_due.clear()
-            mesh = self.served_mesh
-            if not self.leader or mesh is None:
-                continue
-            started = time.perf_counter()
-            try:
-                outcome = await asyncio.to_thread(
-                    dns.reconcile, self._dns_target(), self.options.cluster,
-                    lambda current: mesh.vips, suffix=mesh.settings.dns_suffix, ttl=options.ttl,
-                    create=options.create)
-            except dns.DNSError as exc:
-                self.metrics.dns_reconciles.labels("failed").inc()
-                log.error("DNS reconcile failed", error=str(exc))
-                continue
-            self.dns_outcome = outcome.lines()
-            self.metrics.dns_reconciles.labels(outcome.action).inc()
-            (log.warning if outcome.moved else log.info)(
-                "DNS reconciled", action=outcome.action, names=len(outcome.entries), added=len(outcome.added),
-                removed=len(outcome.removed), readdressed=sorted(outcome.moved), warnings=list(outcome.warnings),
-                revision=short_revision(mesh.revision), seconds=round(time.perf_counter() - started, 3))
+        """Keep this cluster's CoreDNS answering the served VIPs."""
+        mesh = self.served_mesh
+        started = time.perf_counter()
+        try:
+            outcome = await asyncio.to_thread(
+                dns.reconcile, self._dns_target(), self.options.cluster,
+                lambda current: mesh.vips, suffix=mesh.settings.dns_suffix, ttl=options.ttl,
+                create=options.create)
+        except dns.DNSError as exc:
+            self.metrics.dns_reconciles.labels("failed").inc()
+            log.error("DNS reconcile failed", error=str(exc))
+            return
+        self.dns_outcome = outcome.lines()
+        self.metrics.dns_reconciles.labels(outcome.action).inc()
+        (log.warning if outcome.moved else log.info)(
+            "DNS reconciled", action=outcome.action, names=len(outcome.entries), added=len(outcome.added),
+            removed=len(outcome.removed), readdressed=sorted(outcome.moved), warnings=list(outcome.warnings),
+            revision=short_revision(mesh.revision), seconds=round(time.perf_counter() - started, 3))
 
     async def _seed_vips(self) -> None:
         """Before the first revision: the VIPs this cluster already answers (its CoreDNS block, else
@@ -593,9 +587,11 @@ class Daemon:
             raise SourceError(self.state.unknown_cluster)
         election = asyncio.create_task(self._elect(elector, o.lease)) if elector else None
         if o.ca is not None:
-            tasks.append(asyncio.create_task(self._reconcile_ca(o.ca)))
+            tasks.append(asyncio.create_task(self._whenever_due(self._ca_due, o.ca.interval,
+                                                                lambda: self._reconcile_ca(o.ca))))
         if o.dns is not None:
-            tasks.append(asyncio.create_task(self._reconcile_dns(o.dns)))
+            tasks.append(asyncio.create_task(self._whenever_due(self._dns_due, o.dns.interval,
+                                                                lambda: self._reconcile_dns(o.dns))))
         if o.poll:
             tasks.append(asyncio.create_task(self._poll()))
         try:
