@@ -82,13 +82,19 @@ class Outcome:
         return out
 
 
+_UNREAD = object()
+
+
 def reconcile(target: Target, cluster: str, assign: Callable[[dict[str, str]], Assignment], *,
-              suffix: str = "global", ttl: int = DEFAULT_TTL, create: bool = False, dry_run: bool = False) -> Outcome:
-    """Bring ``cluster``'s Corefile block to ``assign(the entries it holds now)``."""
+              suffix: str = "global", ttl: int = DEFAULT_TTL, create: bool = False, dry_run: bool = False,
+              read: dict | None | object = _UNREAD) -> Outcome:
+    """Bring ``cluster``'s Corefile block to ``assign(the entries it holds now)``. ``read``: the
+    ConfigMap (or None) as the caller just read it from ``target``, so the first attempt need not
+    read it again; a conflict reads anew."""
     for attempt in range(CONFLICT_ATTEMPTS):
         if attempt:
             time.sleep(CONFLICT_BACKOFF * 2 ** (attempt - 1))
-        configmap = target.read(cluster)
+        configmap = target.read(cluster) if attempt or read is _UNREAD else read
         corefile = _corefile(cluster, configmap) if configmap is not None else None
         current = _entries(cluster, corefile, suffix) if corefile is not None else {}
         assignment = assign(current)
@@ -114,7 +120,10 @@ def reconcile(target: Target, cluster: str, assign: Callable[[dict[str, str]], A
 
 def read_entries(target: Target, cluster: str, suffix: str = "global") -> dict[str, str]:
     """The names and VIPs ``cluster``'s managed block holds now ({} without a ConfigMap or block)."""
-    configmap = target.read(cluster)
+    return _held(cluster, target.read(cluster), suffix)
+
+
+def _held(cluster: str, configmap: dict | None, suffix: str) -> dict[str, str]:
     return _entries(cluster, _corefile(cluster, configmap), suffix) if configmap is not None else {}
 
 
@@ -165,8 +174,7 @@ def _configmap(read: dict | None, corefile: str, suffix: str) -> dict:
     """The ConfigMap to write: the one read with only its Corefile changed (and our annotation), so
     labels, other keys and the resourceVersion it was read at go back as they were."""
     if read is None:
-        metadata = {"name": NAME, "namespace": NAMESPACE, "labels": {MANAGED_BY: GALLEON}}
-        read = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": {}}
+        read = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"labels": {MANAGED_BY: GALLEON}}, "data": {}}
     metadata = {"name": NAME, "namespace": NAMESPACE, **(read.get("metadata") or {})}
     metadata["annotations"] = {**(metadata.get("annotations") or {}), MANAGED_BLOCK_ANNOTATION: f"{suffix}:53"}
     return {**read, "metadata": metadata, "data": {**read.get("data", {}), KEY: corefile}}
@@ -181,11 +189,13 @@ def reconcile_clusters(target: Target, assignment: Assignment, cidr: str, cluste
     already answer for it, else a fresh one that no cluster holds under any name. Each outcome
     feeds the next cluster's decision, so one run gives every cluster the same addresses.
     """
+    configmaps: dict[str, dict | None] = {}
     blocks: dict[str, dict[str, str]] = {}
     unreadable: dict[str, DNSError] = {}
     for cluster in every:
         try:
-            blocks[cluster] = read_entries(target, cluster, suffix)
+            configmaps[cluster] = target.read(cluster)
+            blocks[cluster] = _held(cluster, configmaps[cluster], suffix)
         except DNSError as exc:
             unreadable[cluster] = exc
     for cluster in clusters:
@@ -203,7 +213,8 @@ def reconcile_clusters(target: Target, assignment: Assignment, cidr: str, cluste
             return assignment.again(cidr, keep=current, prefer=prefer, held=held)
 
         try:
-            outcome = reconcile(target, cluster, assign, suffix=suffix, ttl=ttl, create=create, dry_run=dry_run)
+            outcome = reconcile(target, cluster, assign, suffix=suffix, ttl=ttl, create=create, dry_run=dry_run,
+                                read=configmaps.get(cluster, _UNREAD))
         except DNSError as exc:
             yield cluster, exc
             continue
