@@ -22,6 +22,7 @@ from .defaults import split_address
 from .sources import GitCredentials, SourceError, open_source
 
 if TYPE_CHECKING:
+    from compiler.model import Mesh
     from compiler.validate import Validation
 
     from . import ca
@@ -406,11 +407,9 @@ def cmd_ca_rotate_root(args) -> int:
     return EXIT_INVALID if rotation.refused else EXIT_OK
 
 
-def _dns_outcomes(args, result: Validation, clusters: list[str], dry_run: bool):
+def _dns_outcomes(args, mesh: Mesh, clusters: list[str], dry_run: bool):
     """(cluster, Outcome or DNSError) for ``clusters``, each read from and (unless dry_run) written to --target."""
-    from compiler.model import build_mesh
     from . import dns
-    mesh = build_mesh(result.objects, result.snapshot.revision)
     contexts = {name: cluster.kube_context for name, cluster in mesh.clusters.items()}
     _check_clusters(clusters, contexts)
     if not 1 <= args.ttl <= 65535:
@@ -422,13 +421,15 @@ def _dns_outcomes(args, result: Validation, clusters: list[str], dry_run: bool):
 
 
 def cmd_dns_reconcile(args) -> int:
+    from compiler.model import build_mesh
     from . import dns
     result = _clusters_revision(args, "no DNS entry written")
     if result is None:
         return EXIT_INVALID
     failed = False
     report = []
-    for cluster, outcome in _dns_outcomes(args, result, args.cluster, args.dry_run):
+    mesh = build_mesh(result.objects, result.snapshot.revision)
+    for cluster, outcome in _dns_outcomes(args, mesh, args.cluster, args.dry_run):
         if isinstance(outcome, dns.DNSError):
             report.append({"cluster": cluster, "error": str(outcome)})
             failed = True
@@ -460,7 +461,7 @@ def cmd_dns_render(args) -> int:
     mesh = build_mesh(result.objects, result.snapshot.revision)
     entries = mesh.vips.addresses
     if args.target:
-        (cluster, outcome), = _dns_outcomes(args, result, [args.cluster], dry_run=True)
+        (cluster, outcome), = _dns_outcomes(args, mesh, [args.cluster], dry_run=True)
         if isinstance(outcome, dns.DNSError):
             raise UsageError(str(outcome))
         entries = outcome.entries
