@@ -17,8 +17,8 @@ import kubernetes.client
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from reconciler.kube.calls import ClusterCalls, one_line, status
-from reconciler.kube.client import KubeError, api_client
+from reconciler.kube.calls import ClusterCalls, status
+from reconciler.kube.client import KubeError, api_client, one_line
 
 from .errors import CAError
 from .root import RootCA, root_from_pem

@@ -18,7 +18,7 @@ import kubernetes.client
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from .client import KubeError, api_client
+from .client import KubeError, api_client, one_line
 from .conflict import ConflictError
 
 T = TypeVar("T")
@@ -100,7 +100,3 @@ def status(exc: ApiException) -> str:
     except (TypeError, ValueError, KeyError):
         message = exc.reason
     return one_line(f"HTTP {exc.status}: {message}")
-
-
-def one_line(text: object) -> str:
-    return " ".join(str(text).split())

@@ -51,7 +51,7 @@ def api_client(kubeconfig: Path | None = None, context: str | None = None) -> ku
         # persist_config=False: never rewrite the user's kubeconfig (token refreshes stay in memory).
         return kubernetes.config.new_client_from_config(location, context=context, persist_config=False)
     except Exception as exc:  # a malformed kubeconfig fails in many ways inside the library; say which
-        raise KubeError(f"kubeconfig {location}, context {context or current!r}: {_one_line(exc)}") from None
+        raise KubeError(f"kubeconfig {location}, context {context or current!r}: {one_line(exc)}") from None
 
 
 def _contexts(files: list[str]) -> tuple[list[str], str | None]:
@@ -67,7 +67,7 @@ def _contexts(files: list[str]) -> tuple[list[str], str | None]:
         try:
             doc = yaml.safe_load(path.read_text())
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            raise KubeError(f"kubeconfig {path}: {_one_line(exc)}") from None
+            raise KubeError(f"kubeconfig {path}: {one_line(exc)}") from None
         if doc is None:
             continue
         if not isinstance(doc, dict):
@@ -85,9 +85,10 @@ def _in_cluster(context: str | None) -> kubernetes.client.ApiClient:
     try:
         kubernetes.config.load_incluster_config(client_configuration=configuration)
     except ConfigException as exc:
-        raise KubeError(f"in-cluster configuration: {_one_line(exc)}") from None
+        raise KubeError(f"in-cluster configuration: {one_line(exc)}") from None
     return kubernetes.client.ApiClient(configuration)
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+def one_line(value: object) -> str:
+    """An exception or a message on one line; an exception without a message by its type's name."""
+    return " ".join(str(value).split()) or type(value).__name__
