@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
-from importlib import resources
 from typing import Callable
 
 import jinja2
@@ -19,6 +18,7 @@ from compiler.parse import collector_paused
 from compiler.snapshot import short_revision
 
 from . import defaults
+from .templating import environment
 from .ca.preview import ca_plan
 from .dns.preview import dns_plan
 
@@ -38,11 +38,7 @@ PLANNERS: list[Planner] = [ca_plan, dns_plan]
 
 @lru_cache(maxsize=1)
 def _template() -> jinja2.Template:
-    def load(name: str) -> str:
-        return (resources.files("templates") / name).read_text(encoding="utf-8")
-
-    env = jinja2.Environment(loader=jinja2.FunctionLoader(load), undefined=jinja2.StrictUndefined,
-                             keep_trailing_newline=True, autoescape=False)
+    env = environment()
     env.filters["cell"] = lambda text: str(text).replace("|", "\\|")
     return env.get_template("preview.md.j2")
 

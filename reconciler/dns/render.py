@@ -18,11 +18,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
 
 import jinja2
 
 from reconciler import defaults
+from reconciler.templating import environment
 
 FORMATS, DEFAULT_TTL = defaults.DNS_FORMATS, defaults.DNS_TTL
 # The CoreDNS hosts plugin's bounds. Every format takes the same ones, so entries and a TTL that
@@ -87,14 +87,14 @@ def render(entries: Mapping[str, str], format: str, *, suffix: str = "global", t
     ns = _record(f"{NS_LABEL}.{suffix}", ns_address, suffix, reserved_ok=True)
     templates = _environment()
     if format == "hosts":
-        return templates.get_template("hosts.j2").render(suffix=suffix, records=records)
+        return templates.get_template("dns/hosts.j2").render(suffix=suffix, records=records)
     if format == "zone":
         if serial is None:
             serial = _derived_serial(records, suffix, ttl, ns)
-        return templates.get_template("zone.j2").render(
+        return templates.get_template("dns/zone.j2").render(
             origin=f"{suffix}.", ttl=ttl, serial=serial, refresh=REFRESH, retry=RETRY, expire=EXPIRE,
             minimum=ttl, ns=ns, records=records)
-    return templates.get_template("corefile-block.j2").render(suffix=suffix, port=port, ttl=ttl, records=records)
+    return templates.get_template("dns/corefile-block.j2").render(suffix=suffix, port=port, ttl=ttl, records=records)
 
 
 def _derived_serial(records: list[_Record], suffix: str, ttl: int, ns: _Record) -> int:
@@ -144,11 +144,4 @@ def _check_range(what: str, value: int, low: int, high: int) -> None:
 
 @lru_cache(maxsize=1)
 def _environment() -> jinja2.Environment:
-    """Loads templates/dns/<name> like reconciler.preview loads its template (importlib.resources,
-    so installed and editable copies find them the same way). Strict: a misspelt variable fails."""
-    def load(path: str) -> str:
-        return (resources.files("templates") / "dns" / path).read_text(encoding="utf-8")
-
-    env = jinja2.Environment(loader=jinja2.FunctionLoader(load), undefined=jinja2.StrictUndefined,
-                             keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, autoescape=False)
-    return env
+    return environment(trim_blocks=True, lstrip_blocks=True)
