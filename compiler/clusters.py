@@ -14,7 +14,7 @@ from envoy.extensions.transport_sockets.raw_buffer.v3 import raw_buffer_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.v3 import percent_pb2
-from google.protobuf import wrappers_pb2
+from google.protobuf import any_pb2, wrappers_pb2
 
 from . import endpoints, provenance
 from .protos import ads, pack, sds_secret
@@ -28,6 +28,8 @@ Cluster = cluster_pb2.Cluster
 DEFAULT_CONNECT_TIMEOUT = "10s"
 UNLIMITED = 2**32 - 1  # Istio lifts Envoy's default limit of 1024 unless the user sets one
 HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+TLS_SOCKET = "envoy.transport_sockets.tls"
+UPSTREAM_TLS_TYPE = "type.googleapis.com/" + tls_pb2.UpstreamTlsContext.DESCRIPTOR.full_name  # as pack() names it
 SIMPLE_LB = {"ROUND_ROBIN": Cluster.ROUND_ROBIN, "RANDOM": Cluster.RANDOM, "LEAST_REQUEST": Cluster.LEAST_REQUEST,
              "LEAST_CONN": Cluster.LEAST_REQUEST, "UNSPECIFIED": Cluster.LEAST_REQUEST}
 
@@ -219,42 +221,76 @@ def _combined_validation(common: tls_pb2.CommonTlsContext, secret: str) -> None:
     common.combined_validation_context.validation_context_sds_secret_config.CopyFrom(sds_secret(secret))
 
 
-def _identities(mesh: Mesh, service: Service) -> list[str]:
+def _identities(mesh: Mesh, service: Service) -> tuple[str, ...]:
     """The SPIFFE identities of the service's workloads, which an Istio mTLS peer must present;
     computed once per mesh for all the service's clusters."""
     key = ("identities", service.host)
     found = mesh.memo.get(key)
     if found is None:
         trust_domain = mesh.settings.trust_domain
-        found = mesh.memo[key] = sorted({f"spiffe://{trust_domain}/ns/{ep.source.namespace}/sa/{ep.service_account}"
-                                         for ep in service.endpoints if ep.service_account})
+        found = mesh.memo[key] = tuple(sorted({
+            f"spiffe://{trust_domain}/ns/{ep.source.namespace}/sa/{ep.service_account}"
+            for ep in service.endpoints if ep.service_account}))
     return found
 
 
 def _istio_mutual(port: Port, subset: str | None, service: Service, mesh: Mesh,
-                  tls: Mapping[str, Any]) -> tls_pb2.UpstreamTlsContext:
-    context = tls_pb2.UpstreamTlsContext(sni=tls.get("sni") or sni(port.number, subset, service.host))
-    common = context.common_tls_context
-    common.tls_certificate_sds_secret_configs.append(sds_secret("default"))
-    _combined_validation(common, "ROOTCA")
-    for name in tls.get("subjectAltNames") or _identities(mesh, service):
-        common.combined_validation_context.default_validation_context.match_typed_subject_alt_names.add(
-            san_type=common_pb2.SubjectAltNameMatcher.URI, matcher={"exact": name})
-    common.alpn_protocols.extend(["istio-peer-exchange", "istio"])
-    return context
+                  tls: Mapping[str, Any]) -> any_pb2.Any:
+    """Istio mTLS to the service's workloads, packed for a transport socket. A cluster's context
+    differs from its service's other clusters' only by its SNI, so the rest (the same for every
+    service with the same identities) is serialized once and the SNI's field appended to it: a
+    deterministic serialization puts common_tls_context (field 1) before sni (field 2) too."""
+    common = _istio_common_context(tuple(tls.get("subjectAltNames") or _identities(mesh, service)))
+    own = tls_pb2.UpstreamTlsContext(sni=tls.get("sni") or sni(port.number, subset, service.host))
+    return any_pb2.Any(type_url=UPSTREAM_TLS_TYPE, value=common + own.SerializeToString(deterministic=True))
+
+
+def _istio_common_context(identities: tuple[str, ...]) -> bytes:
+    """An UpstreamTlsContext holding only the common context of Istio mTLS with peers of these
+    identities, serialized; kept in a bounded cache, as meshes share identities across services
+    and revisions."""
+    found = _COMMON_CONTEXTS.get(identities)
+    if found is None:
+        if len(_COMMON_CONTEXTS) >= _COMMON_CONTEXTS_MAX:
+            _COMMON_CONTEXTS.clear()
+        context = tls_pb2.UpstreamTlsContext()
+        common = context.common_tls_context
+        common.tls_certificate_sds_secret_configs.append(sds_secret("default"))
+        _combined_validation(common, "ROOTCA")
+        for name in identities:
+            common.combined_validation_context.default_validation_context.match_typed_subject_alt_names.add(
+                san_type=common_pb2.SubjectAltNameMatcher.URI, matcher={"exact": name})
+        common.alpn_protocols.extend(["istio-peer-exchange", "istio"])
+        found = _COMMON_CONTEXTS[identities] = context.SerializeToString(deterministic=True)
+    return found
+
+
+_COMMON_CONTEXTS: dict[tuple[str, ...], bytes] = {}
+_COMMON_CONTEXTS_MAX = 1 << 16
 
 
 def _auto_mtls(cluster: Cluster, port: Port, subset: str | None, service: Service, mesh: Mesh) -> None:
     """Istio's auto mTLS: with no TLS in the DestinationRule, endpoints marked tlsMode=istio (they
     have a sidecar; remote networks' gateways too) get Istio mTLS, the others plaintext."""
-    istio = cluster.transport_socket_matches.add(name="tlsMode-istio")
-    istio.match.fields["tlsMode"].string_value = "istio"
-    istio.transport_socket.name = "envoy.transport_sockets.tls"
-    istio.transport_socket.typed_config.CopyFrom(pack(_istio_mutual(port, subset, service, mesh, {})))
-    plain = cluster.transport_socket_matches.add(name="tlsMode-disabled")
-    plain.match.SetInParent()
-    plain.transport_socket.name = "envoy.transport_sockets.raw_buffer"
-    plain.transport_socket.typed_config.CopyFrom(pack(raw_buffer_pb2.RawBuffer()))
+    istio = cluster.transport_socket_matches.add()
+    istio.CopyFrom(_ISTIO_MATCH)
+    istio.transport_socket.typed_config.CopyFrom(_istio_mutual(port, subset, service, mesh, {}))
+    cluster.transport_socket_matches.append(_PLAIN_MATCH)
+
+
+def _socket_match(name: str, socket: str, tls_mode: str | None = None) -> Cluster.TransportSocketMatch:
+    match = Cluster.TransportSocketMatch(name=name)
+    match.match.SetInParent()
+    if tls_mode is not None:
+        match.match.fields["tlsMode"].string_value = tls_mode
+    match.transport_socket.name = socket
+    return match
+
+
+# The parts of auto mTLS's matches that are the same in every cluster (shared: copied, never changed).
+_ISTIO_MATCH = _socket_match("tlsMode-istio", TLS_SOCKET, "istio")
+_PLAIN_MATCH = _socket_match("tlsMode-disabled", "envoy.transport_sockets.raw_buffer")
+_PLAIN_MATCH.transport_socket.typed_config.CopyFrom(pack(raw_buffer_pb2.RawBuffer()))
 
 
 def _tls(cluster: Cluster, tls: Mapping[str, Any], port: Port, subset: str | None, service: Service,
@@ -263,11 +299,11 @@ def _tls(cluster: Cluster, tls: Mapping[str, Any], port: Port, subset: str | Non
     if mode == "DISABLE":
         return
     if mode == "ISTIO_MUTUAL":
-        context = _istio_mutual(port, subset, service, mesh, tls)
+        packed = _istio_mutual(port, subset, service, mesh, tls)
     else:
-        context = _originated_tls(tls, service.host)
-    cluster.transport_socket.name = "envoy.transport_sockets.tls"
-    cluster.transport_socket.typed_config.CopyFrom(pack(context))
+        packed = pack(_originated_tls(tls, service.host))
+    cluster.transport_socket.name = TLS_SOCKET
+    cluster.transport_socket.typed_config.CopyFrom(packed)
 
 
 def _originated_tls(tls: Mapping[str, Any], host: str) -> tls_pb2.UpstreamTlsContext:
