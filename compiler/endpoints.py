@@ -49,12 +49,20 @@ class Target:
 
 class Group(NamedTuple):
     """Envoy's LocalityLbEndpoints: targets in one locality, with a weight and a priority.
-    A tuple: made 60,000 times for one large view, where a frozen dataclass costs several times more."""
+    A tuple: made 60,000 times for one large view, where a frozen dataclass costs several times more.
+
+    A mesh's own groups (``targets_of``, ``subset_groups``) also carry what is derived from their
+    targets alone: ``networks`` and, in ``encoded``, their serialized form; so a group that a view
+    passes on unchanged costs nothing per target. Whatever makes a group with other targets leaves
+    both None.
+    """
 
     locality: Locality
     targets: tuple[Target, ...]
     weight: int
     priority: int = 0
+    networks: frozenset[str] | None = None
+    encoded: dict[bool, bytes] | None = None
 
 
 def targets_of(mesh: Mesh, service: Service, port: Port) -> list[Group]:
@@ -63,15 +71,20 @@ def targets_of(mesh: Mesh, service: Service, port: Port) -> list[Group]:
     key = ("targets", service.host, port.number)
     found = mesh.memo.get(key)
     if found is None:
-        # Envoy refuses weight 0 on an endpoint; Istio sends such endpoints with weight 1
-        located = sorted(((ep.locality, Target(ep.address, ep.port_for(port), max(ep.weight, 1), ep.network,
-                                               ep.cluster, ep.labels, sidecar=ep.mtls_ready))
-                          for ep in service.endpoints), key=lambda item: (item[0], item[1].address, item[1].port))
-        found = mesh.memo[key] = []
-        for locality, same in itertools.groupby(located, key=lambda item: item[0]):
-            targets = tuple(target for _, target in same)
-            found.append(Group(locality, targets, sum(t.weight for t in targets)))
+        # Envoy refuses weight 0 on an endpoint; Istio sends such endpoints with weight 1. The index
+        # breaks ties, so the sort compares tuples in C and never a Target.
+        located = sorted((ep.locality, ep.address, number, i,
+                          Target(ep.address, number, max(ep.weight, 1), ep.network, ep.cluster, ep.labels,
+                                 sidecar=ep.mtls_ready))
+                         for i, ep in enumerate(service.endpoints) for number in (ep.port_for(port),))
+        found = mesh.memo[key] = [_group(locality, tuple(item[4] for item in same))
+                                  for locality, same in itertools.groupby(located, key=lambda item: item[0])]
     return found
+
+
+def _group(locality: Locality, targets: tuple[Target, ...]) -> Group:
+    """A group of a mesh's own targets, which keeps what it derives from them."""
+    return Group(locality, targets, sum(t.weight for t in targets), 0, frozenset(t.network for t in targets), {})
 
 
 def group_by_locality(groups: list[Group], subset_labels: Mapping[str, str] | None) -> list[Group]:
@@ -83,9 +96,22 @@ def group_by_locality(groups: list[Group], subset_labels: Mapping[str, str] | No
     out = []
     for group in groups:
         targets = tuple([target for target in group.targets if wanted <= target.labels.items()])
-        if targets:
-            out.append(Group(group.locality, targets, sum(t.weight for t in targets)))
+        if len(targets) == len(group.targets):
+            out.append(group)
+        elif targets:
+            out.append(_group(group.locality, targets))
     return out
+
+
+def subset_groups(mesh: Mesh, service: Service, port: Port, subset: str | None) -> list[Group]:
+    """``group_by_locality`` for a DestinationRule subset (or the whole service), once per mesh."""
+    key = ("subset targets", service.host, port.number, subset)
+    found = mesh.memo.get(key)
+    if found is None:
+        rule = mesh.destination_rule(service.host)
+        chosen = rule.subset(subset) if rule and subset else None
+        found = mesh.memo[key] = group_by_locality(targets_of(mesh, service, port), chosen.labels if chosen else None)
+    return found
 
 
 def scale_factor(networks: Mapping[str, Network]) -> int:
@@ -110,9 +136,13 @@ def split_horizon(groups: list[Group], proxy_network: str, networks: Mapping[str
     remote = {name: n.gateways for name, n in networks.items() if name and name != proxy_network and n.gateways}
     out = []
     for group in groups:
-        if not any(target.network in remote for target in group.targets):  # the common case: all direct
-            targets = group.targets if scale == 1 else tuple(target.scaled(scale) for target in group.targets)
-            out.append(group._replace(targets=targets, weight=sum(t.weight for t in targets)))
+        networks = group.networks if group.networks is not None else {t.network for t in group.targets}
+        if remote.keys().isdisjoint(networks):  # the common case: all direct
+            if scale == 1:
+                out.append(group)
+            else:
+                targets = tuple(target.scaled(scale) for target in group.targets)
+                out.append(Group(group.locality, targets, sum(t.weight for t in targets), group.priority))
             continue
         direct: list[Target] = []
         via: dict[tuple[str, int, str], int] = {}
@@ -131,7 +161,7 @@ def split_horizon(groups: list[Group], proxy_network: str, networks: Mapping[str
                            for (address, port, network), weight in sorted(via.items())]
         targets = tuple(direct + gateway_targets)
         if targets:
-            out.append(group._replace(targets=targets, weight=sum(t.weight for t in targets)))
+            out.append(Group(group.locality, targets, sum(t.weight for t in targets), group.priority))
     return out
 
 
@@ -178,7 +208,7 @@ def apply_failover(groups: list[Group], view: ProxyView, failover: list[Mapping[
     region that a ``failover`` entry from the proxy's region does not name as
     its ``to``.
     """
-    ranked: dict[tuple[int, Locality], list[Target]] = {}
+    ranked: dict[tuple[int, Locality], list[Group | Target]] = {}
     # failoverPriority alone replaces locality distance; with failover rules both apply
     by_distance = not failover_priority or bool(failover)
     for group in groups:
@@ -188,7 +218,7 @@ def apply_failover(groups: list[Group], view: ProxyView, failover: list[Mapping[
             if rule is not None and group.locality.region != rule.get("to"):
                 distance = 4
         if not failover_priority:  # the whole group shares one rank
-            ranked.setdefault((distance, group.locality), []).extend(group.targets)
+            ranked.setdefault((distance, group.locality), []).append(group)
             continue
         for target in group.targets:
             label_rank = len(failover_priority)
@@ -200,8 +230,16 @@ def apply_failover(groups: list[Group], view: ProxyView, failover: list[Mapping[
                 label_rank = 0
             ranked.setdefault((label_rank * 5 + distance, group.locality), []).append(target)
     order = {rank: i for i, rank in enumerate(sorted({rank for rank, _ in ranked}))}
-    return [Group(locality, tuple(targets), sum(t.weight for t in targets), order[rank])
-            for (rank, locality), targets in sorted(ranked.items(), key=lambda kv: (kv[0][0], kv[0][1]))]
+    return [_ranked(locality, members, order[rank]) for (rank, locality), members in sorted(ranked.items())]
+
+
+def _ranked(locality: Locality, members: list[Group | Target], priority: int) -> Group:
+    """One group of ``apply_failover``'s result from what shares its rank: whole groups or targets."""
+    if len(members) == 1 and isinstance(members[0], Group):  # the common case: a group as it was
+        group = members[0]
+        return Group(locality, group.targets, group.weight, priority, group.networks, group.encoded)
+    targets = tuple(t for member in members for t in (member.targets if isinstance(member, Group) else (member,)))
+    return Group(locality, targets, sum(t.weight for t in targets), priority)
 
 
 @dataclass(frozen=True)
@@ -247,6 +285,24 @@ def mtls_mode(mesh: Mesh, host: str, port: int, subset: str | None) -> bool | No
     return None if not tls else tls.get("mode") == "ISTIO_MUTUAL"
 
 
+class _Plan(NamedTuple):
+    """What one service port and subset's assignment needs of the mesh, the same for every view."""
+
+    groups: list[Group]
+    mtls: bool | None
+    locality: LocalityPolicy
+
+
+def _plan(mesh: Mesh, service: Service, port: Port, subset: str | None) -> _Plan:
+    key = ("eds plan", service.host, port.number, subset)
+    found = mesh.memo.get(key)
+    if found is None:
+        found = mesh.memo[key] = _Plan(subset_groups(mesh, service, port, subset),
+                                       mtls_mode(mesh, service.host, port.number, subset),
+                                       locality_policy(mesh, service.host, port.number, subset))
+    return found
+
+
 def compute_groups(mesh: Mesh, view: ProxyView, service: Service, port: Port, subset: str | None,
                    local_only: bool = False, split: bool = True) -> list[Group]:
     """The targets a proxy gets for one service port and subset, before Envoy encoding.
@@ -255,14 +311,13 @@ def compute_groups(mesh: Mesh, view: ProxyView, service: Service, port: Port, su
     network that can take the caller's Istio mTLS, never another network's gateway. Without
     ``split`` (DNS clusters, whose hosts Envoy resolves itself) no network filter applies, as in Istio.
     """
-    rule = mesh.destination_rule(service.host)
-    chosen = rule.subset(subset) if rule and subset else None
-    groups = group_by_locality(targets_of(mesh, service, port), chosen.labels if chosen else None)
+    plan = _plan(mesh, service, port, subset)
+    groups = plan.groups
     if local_only:
         groups = local_mtls_targets(groups, view.network)
     elif split:
-        groups = split_horizon(groups, view.network, mesh.networks, mtls_mode(mesh, service.host, port.number, subset))
-    return locality_lb(groups, view, locality_policy(mesh, service.host, port.number, subset))
+        groups = split_horizon(groups, view.network, mesh.networks, plan.mtls)
+    return locality_lb(groups, view, plan.locality)
 
 
 def local_mtls_targets(groups: list[Group], network: str) -> list[Group]:
@@ -272,7 +327,7 @@ def local_mtls_targets(groups: list[Group], network: str) -> list[Group]:
     for group in groups:
         kept = tuple(t for t in group.targets if (not t.network or t.network == network) and t.sidecar)
         if kept:
-            out.append(group._replace(targets=kept, weight=sum(t.weight for t in kept)))
+            out.append(Group(group.locality, kept, sum(t.weight for t in kept), group.priority))
     return out
 
 
@@ -284,11 +339,22 @@ def encode(name: str, groups: list[Group], metadata: base_pb2.Metadata | None = 
     """Envoy's form; with ``mark_tls_mode`` (auto mTLS) targets that can do Istio mTLS carry
     tlsMode=istio, which the cluster's transport_socket_matches select on."""
     assignment = endpoint_pb2.ClusterLoadAssignment(cluster_name=name)
-    shared = b"" if metadata is None else _serialized(endpoint_components_pb2.LocalityLbEndpoints(metadata=metadata))
+    shared = b"" if metadata is None else _metadata_piece(metadata)
     for group in groups:
         # A message's serialized form is its fields' concatenated, and parsing appends repeated fields:
         # each group is one merge of cached pieces, several times cheaper than filling its fields.
-        parts = [_group_head(group.locality, max(group.weight, 1), group.priority), shared]
+        head = _group_head(group.locality, max(group.weight, 1), group.priority)
+        assignment.endpoints.add().MergeFromString(head + shared + _targets_bytes(group, mark_tls_mode))
+    return assignment
+
+
+def _targets_bytes(group: Group, mark_tls_mode: bool) -> bytes:
+    """The group's lb_endpoints, serialized; kept in the group's memo, as every view that passes the
+    group on unchanged sends the same."""
+    memo = group.encoded
+    found = None if memo is None else memo.get(mark_tls_mode)
+    if found is None:
+        parts = []
         for target in group.targets:
             marked = mark_tls_mode and (target.sidecar or target.gateway)
             key = (target.address, target.port, target.weight, marked)
@@ -296,15 +362,30 @@ def encode(name: str, groups: list[Group], metadata: base_pb2.Metadata | None = 
             if data is None:
                 data = _PIECES[key] = _lb_endpoint(target, marked)
             parts.append(data)
-        assignment.endpoints.add().MergeFromString(b"".join(parts))
-    return assignment
+        found = b"".join(parts)
+        if memo is not None:
+            memo[mark_tls_mode] = found
+    return found
 
 
 # Serialized pieces of LocalityLbEndpoints: one endpoint by (address, port, weight, tlsMode mark),
 # the same in every subset and view, and a group's locality, weight and priority. Bounded so a
 # long-running server does not grow it without end.
 _PIECES: dict[tuple, bytes] = {}
+_METADATA_PIECES: dict[int, tuple[base_pb2.Metadata, bytes]] = {}
 _PIECES_MAX = 1 << 20
+
+
+def _metadata_piece(metadata: base_pb2.Metadata) -> bytes:
+    """A group's metadata, serialized, by the identity of the message: provenance.metadata gives every
+    resource of one source the same message. The entry holds the message, so its id is not reused."""
+    found = _METADATA_PIECES.get(id(metadata))
+    if found is None:
+        if len(_METADATA_PIECES) >= _PIECES_MAX:
+            _METADATA_PIECES.clear()
+        found = _METADATA_PIECES[id(metadata)] = (metadata, endpoint_components_pb2.LocalityLbEndpoints(
+            metadata=metadata).SerializeToString(deterministic=True))
+    return found[1]
 
 
 def _serialized(message) -> bytes:
@@ -339,5 +420,5 @@ def build_load_assignment(mesh: Mesh, view: ProxyView, service: Service, port: P
                           subset: str | None, sni_dnat: bool = False) -> endpoint_pb2.ClusterLoadAssignment:
     groups = compute_groups(mesh, view, service, port, subset, local_only=sni_dnat)
     name = (sni if sni_dnat else cluster_name)(port.number, subset, service.host)
-    auto_mtls = mtls_mode(mesh, service.host, port.number, subset) is None and not sni_dnat
+    auto_mtls = _plan(mesh, service, port, subset).mtls is None and not sni_dnat
     return encode(name, groups, provenance.metadata(mesh.revision, service.source), mark_tls_mode=auto_mtls)

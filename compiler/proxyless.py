@@ -272,8 +272,6 @@ def _groups(mesh: Mesh, view: ProxyView, service: Service, port: Port, subset: s
     reach the gateway and never the service). The split horizon's rule for a client without Istio
     mTLS (``mtls=False``) does exactly this; endpoints of a network without gateways stay, as they
     are reached directly."""
-    rule = mesh.destination_rule(service.host)
-    chosen = rule.subset(subset) if rule and subset else None
-    groups = endpoints.group_by_locality(endpoints.targets_of(mesh, service, port), chosen.labels if chosen else None)
+    groups = endpoints.subset_groups(mesh, service, port, subset)
     groups = endpoints.split_horizon(groups, view.network, mesh.networks, mtls=False)
     return endpoints.locality_lb(groups, view, endpoints.locality_policy(mesh, service.host, port.number, subset))
