@@ -10,6 +10,7 @@ from typing import Any, Mapping
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
 from envoy.config.core.v3 import protocol_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.extensions.transport_sockets.raw_buffer.v3 import raw_buffer_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
@@ -101,17 +102,43 @@ def _build_cluster(mesh: Mesh, view: ProxyView, service: Service, port: Port, su
     rule = mesh.destination_rule(service.host)
     sources = (service.source, rule.source) if rule else (service.source,)
     cluster = Cluster(name=name, metadata=provenance.metadata(mesh.revision, *sources))
-    pool = policy.get("connectionPool") or {}
-    cluster.connect_timeout.CopyFrom(duration((pool.get("tcp") or {}).get("connectTimeout", DEFAULT_CONNECT_TIMEOUT)))
-    _discovery(cluster, mesh, view, service, port, subset)
-    _load_balancer(cluster, policy.get("loadBalancer") or {})
-    if endpoints.locality_policy(mesh, service.host, port.number, subset).weighted:
-        cluster.common_lb_config.locality_weighted_lb_config.SetInParent()
-    _connection_pool(cluster, pool, port)
-    if "outlierDetection" in policy:
-        _outlier_detection(cluster, policy["outlierDetection"])
+    weighted = endpoints.locality_policy(mesh, service.host, port.number, subset).weighted
+    cluster.MergeFromString(_settings(policy, _discovery_type(service), port.protocol, weighted))
+    if cluster.type == Cluster.EDS:
+        cluster.eds_cluster_config.service_name = name
+    elif cluster.type in (Cluster.STRICT_DNS, Cluster.LOGICAL_DNS):
+        cluster.load_assignment.CopyFrom(_dns_endpoints(mesh, view, service, port, subset, name, cluster.type))
     _transport_socket(cluster, policy, port, subset, service, mesh)
     return cluster
+
+
+def _settings(policy: Mapping[str, Any], discovery: int, protocol: str, weighted: bool) -> bytes:
+    """The part of a cluster that its policy, discovery type, port protocol and locality weighting
+    decide (all but its names, metadata, endpoints and TLS), serialized. Most services have the
+    same, so it is built once per distinct policy (keyed by its repr: equal reprs are equal
+    policies) in a bounded cache shared by meshes, and merged into each cluster."""
+    key = (repr(policy), discovery, protocol, weighted)
+    found = _SETTINGS.get(key)
+    if found is None:
+        if len(_SETTINGS) >= _SETTINGS_MAX:
+            _SETTINGS.clear()
+        cluster = Cluster()
+        pool = policy.get("connectionPool") or {}
+        cluster.connect_timeout.CopyFrom(duration((pool.get("tcp") or {}).get("connectTimeout",
+                                                                                DEFAULT_CONNECT_TIMEOUT)))
+        _discovery(cluster, discovery)
+        _load_balancer(cluster, policy.get("loadBalancer") or {})
+        if weighted:
+            cluster.common_lb_config.locality_weighted_lb_config.SetInParent()
+        _connection_pool(cluster, pool, protocol)
+        if "outlierDetection" in policy:
+            _outlier_detection(cluster, policy["outlierDetection"])
+        found = _SETTINGS[key] = cluster.SerializeToString(deterministic=True)
+    return found
+
+
+_SETTINGS: dict[tuple, bytes] = {}
+_SETTINGS_MAX = 1 << 12
 
 
 def _transport_socket(cluster: Cluster, policy: Mapping[str, Any], port: Port, subset: str | None,
@@ -122,26 +149,37 @@ def _transport_socket(cluster: Cluster, policy: Mapping[str, Any], port: Port, s
         _auto_mtls(cluster, port, subset, service, mesh)
 
 
-def _discovery(cluster: Cluster, mesh: Mesh, view: ProxyView, service: Service, port: Port,
-               subset: str | None) -> None:
+def _discovery_type(service: Service) -> int:
     resolution = service.resolution
     if resolution == "STATIC" or (resolution == "NONE" and service.endpoints):
-        cluster.type = Cluster.EDS
-        cluster.eds_cluster_config.eds_config.CopyFrom(ads())
-        cluster.eds_cluster_config.service_name = cluster.name
-    elif resolution in ("DNS", "DNS_ROUND_ROBIN"):
-        cluster.type = Cluster.STRICT_DNS if resolution == "DNS" else Cluster.LOGICAL_DNS
-        cluster.dns_lookup_family = Cluster.V4_ONLY
-        groups = endpoints.compute_groups(mesh, view, service, port, subset, split=False) if service.endpoints else [
-            endpoints.Group(view.locality, (endpoints.Target(service.host, port.number, 1),), 1)]
-        if resolution == "DNS_ROUND_ROBIN":  # LOGICAL_DNS takes exactly one host
-            first = groups[0]
-            groups = [endpoints.Group(first.locality, first.targets[:1], first.targets[0].weight, first.priority)]
-        auto_mtls = endpoints.mtls_mode(mesh, service.host, port.number, subset) is None
-        cluster.load_assignment.CopyFrom(endpoints.encode(cluster.name, groups, mark_tls_mode=auto_mtls))
-    else:  # NONE without endpoints: pass through to where the application was going
-        cluster.type = Cluster.ORIGINAL_DST
+        return Cluster.EDS
+    if resolution == "DNS":
+        return Cluster.STRICT_DNS
+    if resolution == "DNS_ROUND_ROBIN":
+        return Cluster.LOGICAL_DNS
+    return Cluster.ORIGINAL_DST  # NONE without endpoints: pass through to where the application was going
+
+
+def _discovery(cluster: Cluster, discovery: int) -> None:
+    cluster.type = discovery
+    if discovery == Cluster.EDS:
+        cluster.eds_cluster_config.eds_config.CopyFrom(ads())  # the service name is the cluster's
+    elif discovery in (Cluster.STRICT_DNS, Cluster.LOGICAL_DNS):
+        cluster.dns_lookup_family = Cluster.V4_ONLY  # the endpoints are the proxy's (_dns_endpoints)
+    else:
         cluster.lb_policy = Cluster.CLUSTER_PROVIDED
+
+
+def _dns_endpoints(mesh: Mesh, view: ProxyView, service: Service, port: Port, subset: str | None, name: str,
+                   discovery: int) -> endpoint_pb2.ClusterLoadAssignment:
+    """A DNS cluster's inline endpoints: host names Envoy resolves itself, as this proxy sees them."""
+    groups = endpoints.compute_groups(mesh, view, service, port, subset, split=False) if service.endpoints else [
+        endpoints.Group(view.locality, (endpoints.Target(service.host, port.number, 1),), 1)]
+    if discovery == Cluster.LOGICAL_DNS:  # it takes exactly one host
+        first = groups[0]
+        groups = [endpoints.Group(first.locality, first.targets[:1], first.targets[0].weight, first.priority)]
+    auto_mtls = endpoints.mtls_mode(mesh, service.host, port.number, subset) is None
+    return endpoints.encode(name, groups, mark_tls_mode=auto_mtls)
 
 
 def _load_balancer(cluster: Cluster, lb: Mapping[str, Any]) -> None:
@@ -168,7 +206,7 @@ def _load_balancer(cluster: Cluster, lb: Mapping[str, Any]) -> None:
             cluster.ring_hash_lb_config.minimum_ring_size.value = size
 
 
-def _connection_pool(cluster: Cluster, pool: Mapping[str, Any], port: Port) -> None:
+def _connection_pool(cluster: Cluster, pool: Mapping[str, Any], protocol: str) -> None:
     tcp, http = pool.get("tcp") or {}, pool.get("http") or {}
     cluster.circuit_breakers.CopyFrom(circuit_breaker_pb2.CircuitBreakers(thresholds=[
         circuit_breaker_pb2.CircuitBreakers.Thresholds(
@@ -176,7 +214,7 @@ def _connection_pool(cluster: Cluster, pool: Mapping[str, Any], port: Port) -> N
             max_pending_requests=wrappers_pb2.UInt32Value(value=http.get("http1MaxPendingRequests", UNLIMITED)),
             max_requests=wrappers_pb2.UInt32Value(value=http.get("http2MaxRequests", UNLIMITED)),
             max_retries=wrappers_pb2.UInt32Value(value=http.get("maxRetries", UNLIMITED)))]))
-    http2 = port.protocol in ("HTTP2", "GRPC") or http.get("h2UpgradePolicy") == "UPGRADE"
+    http2 = protocol in ("HTTP2", "GRPC") or http.get("h2UpgradePolicy") == "UPGRADE"
     if not (http2 or "idleTimeout" in http or "maxRequestsPerConnection" in http):
         return
     options = http_protocol_options_pb2.HttpProtocolOptions()
