@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 from dataclasses import dataclass
+from functools import lru_cache
 from http import HTTPStatus
 from typing import AbstractSet, Callable, Iterable, Mapping
 
@@ -217,10 +218,12 @@ def _domains(host: str, port: int) -> list[str]:
     """``host`` and ``host:port``: clients send the port in Host when it is not the scheme's default."""
     if host == "*":
         return ["*"]
-    try:
-        with_port = f"[{host}]:{port}" if ipaddress.ip_address(host).version == 6 else f"{host}:{port}"
-    except ValueError:
-        with_port = f"{host}:{port}"
+    with_port = f"{host}:{port}"
+    if ":" in host:  # only an IPv6 address needs brackets (and parsing, which a name fails slowly)
+        try:
+            with_port = f"[{host}]:{port}" if ipaddress.ip_address(host).version == 6 else with_port
+        except ValueError:
+            pass
     return [host, with_port]
 
 
@@ -238,7 +241,7 @@ def _default_route(ctx: _Context, service: Service) -> rc.Route:
         action.hash_policy.append(hash_policy)
         sources.append(rule)
     # Istio builds the default route's retries without regard to hashing: previous_hosts stays
-    action.retry_policy.CopyFrom(_retry_policy(None, hashing=False))
+    _set_retry_policy(action, None, hashing=False)
     route.metadata.CopyFrom(provenance.metadata(ctx.mesh.revision, *sources))
     return route
 
@@ -561,19 +564,25 @@ def _apply_route_action(ctx: _Context, vs: SourceObject, rule: dict, route: rc.R
             action.hash_policy.append(hash_policy)
             sources.append(rule_source)
     # Only a single hashed destination switches to consistent-hash retries (Istio's route.go)
-    retry = _retry_policy(rule.get("retries"), hashing=len(destinations) == 1 and bool(sources))
-    if retry is not None:
-        action.retry_policy.CopyFrom(retry)
+    _set_retry_policy(action, rule.get("retries"), hashing=len(destinations) == 1 and bool(sources))
     return sources
 
 
 def _set_timeout(action: rc.RouteAction, timeout: str | None) -> None:
     """Istio's default is no timeout at all (Envoy's own default is 15s)."""
-    action.timeout.CopyFrom(duration(timeout or NO_TIMEOUT))
+    action.MergeFromString(_timeouts(timeout or NO_TIMEOUT))
+
+
+@lru_cache(maxsize=1024)
+def _timeouts(timeout: str) -> bytes:
+    """A RouteAction's timeout fields for a route timeout, serialized (every route has them; most
+    have the same): merged into each route's action, cheaper than setting them one by one."""
+    action = rc.RouteAction(timeout=duration(timeout))
     # As Istio does: honour a gRPC client's grpc-timeout header, capped by the route timeout (0: no cap).
     # (max_stream_duration, not the deprecated max_grpc_timeout that Envoy warns about.)
     action.max_stream_duration.max_stream_duration.CopyFrom(action.timeout)
     action.max_stream_duration.grpc_timeout_header_max.CopyFrom(action.timeout)
+    return action.SerializeToString(deterministic=True)
 
 
 def _destination_port(ctx: _Context, host: str, destination: dict) -> int:
@@ -606,9 +615,11 @@ def _cluster_weight(ctx: _Context, vs: SourceObject, destination: dict,
                     weight: int) -> rc.WeightedCluster.ClusterWeight:
     """One of several destinations: its header operations apply only to the traffic it gets."""
     operations = _header_operations(destination.get("headers"))
+    name = _destination_cluster(ctx, vs, destination["destination"])
+    if operations is NO_HEADER_OPERATIONS:  # most destinations: a name and a weight are cheaper alone
+        return rc.WeightedCluster.ClusterWeight(name=name, weight=wrappers_pb2.UInt32Value(value=weight))
     cluster = rc.WeightedCluster.ClusterWeight(
-        name=_destination_cluster(ctx, vs, destination["destination"]),
-        weight=wrappers_pb2.UInt32Value(value=weight),
+        name=name, weight=wrappers_pb2.UInt32Value(value=weight),
         request_headers_to_add=operations.request_add, request_headers_to_remove=operations.request_remove,
         response_headers_to_add=operations.response_add, response_headers_to_remove=operations.response_remove)
     if operations.authority:
@@ -620,7 +631,9 @@ def _hash_policy(ctx: _Context, host: str, port: int, subset: str | None
                  ) -> tuple[rc.RouteAction.HashPolicy | None, SourceObject | None]:
     """The route side of a DestinationRule's consistentHash load balancer (the cluster side picks
     the ring; the route says what to hash), with the rule it came from."""
-    consistent = (ctx.mesh.policy(host, port, subset).get("loadBalancer") or {}).get("consistentHash") or {}
+    consistent = (ctx.mesh.policy(host, port, subset).get("loadBalancer") or {}).get("consistentHash")
+    if not consistent:
+        return None, None  # most destinations: no message to build
     policy = rc.RouteAction.HashPolicy()
     if "httpHeaderName" in consistent:
         policy.header.header_name = consistent["httpHeaderName"]
@@ -637,6 +650,24 @@ def _hash_policy(ctx: _Context, host: str, port: int, subset: str | None
     else:
         return None, None
     return policy, ctx.mesh.destination_rule(host).source
+
+
+def _set_retry_policy(action: rc.RouteAction, retries: dict | None, hashing: bool) -> None:
+    """The route's retry policy, serialized once per distinct ``retries`` (keyed by its repr: equal
+    reprs are equal settings) in a bounded cache, as most routes have the same."""
+    key = (repr(retries), hashing)
+    piece = _RETRY_POLICIES.get(key)
+    if piece is None:
+        if len(_RETRY_POLICIES) >= _RETRY_POLICIES_MAX:
+            _RETRY_POLICIES.clear()
+        policy = _retry_policy(retries, hashing)
+        piece = _RETRY_POLICIES[key] = b"" if policy is None else policy.SerializeToString(deterministic=True)
+    if piece:
+        action.retry_policy.MergeFromString(piece)
+
+
+_RETRY_POLICIES: dict[tuple[str, bool], bytes] = {}
+_RETRY_POLICIES_MAX = 1 << 12
 
 
 def _retry_policy(retries: dict | None, hashing: bool) -> rc.RetryPolicy | None:
