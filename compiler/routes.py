@@ -349,21 +349,22 @@ def _route_configuration(mesh: Mesh, name: str, vhosts: list[_VirtualHost],
         domains = [d for d in dict.fromkeys(vhost.domains) if d not in taken]
         if domains:
             taken.update(domains)
-            config.virtual_hosts.append(_virtual_host_message(mesh, vhost, domains))
+            _add_virtual_host(config, mesh, vhost, domains)
     unique = list(dict.fromkeys(sources))
     if unique:
         config.metadata.CopyFrom(provenance.metadata(mesh.revision, *unique))
     return config
 
 
-def _virtual_host_message(mesh: Mesh, vhost: _VirtualHost, domains: list[str]) -> rc.VirtualHost:
-    message = rc.VirtualHost(name=vhost.name, domains=domains, routes=vhost.routes,
-                             # Istio's default: lets applications see retries (x-envoy-attempt-count).
-                             include_request_attempt_count=True,
-                             metadata=provenance.metadata(mesh.revision, *vhost.sources))
+def _add_virtual_host(config: RouteConfiguration, mesh: Mesh, vhost: _VirtualHost, domains: list[str]) -> None:
+    # Built in place: a VirtualHost message built first would copy its routes twice.
+    message = config.virtual_hosts.add(name=vhost.name, domains=domains,
+                                       # Istio's default: lets applications see retries (x-envoy-attempt-count).
+                                       include_request_attempt_count=True)
+    message.routes.extend(vhost.routes)
+    message.metadata.CopyFrom(provenance.metadata(mesh.revision, *vhost.sources))
     if vhost.require_tls:
         message.require_tls = rc.VirtualHost.ALL
-    return message
 
 
 # --- VirtualService HTTP rules to routes ----------------------------------------------------------
@@ -554,7 +555,8 @@ def _apply_route_action(ctx: _Context, vs: SourceObject, rule: dict, route: rc.R
     if len(rule["route"]) == 1:
         _route_to_one(ctx, vs, destinations[0][0], route)
     else:
-        action.weighted_clusters.clusters.extend(_cluster_weight(ctx, vs, d, w) for d, w in destinations)
+        for destination, weight in destinations:
+            _add_cluster_weight(action.weighted_clusters.clusters, ctx, vs, destination, weight)
     sources: list[SourceObject] = []
     for weighted, _ in destinations:  # as Istio: every destination's DestinationRule hash, in order
         target = weighted["destination"]
@@ -611,20 +613,20 @@ def _route_to_one(ctx: _Context, vs: SourceObject, destination: dict, route: rc.
         route.route.host_rewrite_literal = operations.authority
 
 
-def _cluster_weight(ctx: _Context, vs: SourceObject, destination: dict,
-                    weight: int) -> rc.WeightedCluster.ClusterWeight:
-    """One of several destinations: its header operations apply only to the traffic it gets."""
+def _add_cluster_weight(clusters, ctx: _Context, vs: SourceObject, destination: dict, weight: int) -> None:
+    """One of several destinations: its header operations apply only to the traffic it gets.
+    (Added in place: building a ClusterWeight and copying it in costs twice as much.)"""
+    cluster = clusters.add(name=_destination_cluster(ctx, vs, destination["destination"]))
+    cluster.weight.value = weight
     operations = _header_operations(destination.get("headers"))
-    name = _destination_cluster(ctx, vs, destination["destination"])
-    if operations is NO_HEADER_OPERATIONS:  # most destinations: a name and a weight are cheaper alone
-        return rc.WeightedCluster.ClusterWeight(name=name, weight=wrappers_pb2.UInt32Value(value=weight))
-    cluster = rc.WeightedCluster.ClusterWeight(
-        name=name, weight=wrappers_pb2.UInt32Value(value=weight),
-        request_headers_to_add=operations.request_add, request_headers_to_remove=operations.request_remove,
-        response_headers_to_add=operations.response_add, response_headers_to_remove=operations.response_remove)
+    if operations is NO_HEADER_OPERATIONS:
+        return
+    cluster.request_headers_to_add.extend(operations.request_add)
+    cluster.request_headers_to_remove.extend(operations.request_remove)
+    cluster.response_headers_to_add.extend(operations.response_add)
+    cluster.response_headers_to_remove.extend(operations.response_remove)
     if operations.authority:
         cluster.host_rewrite_literal = operations.authority
-    return cluster
 
 
 def _hash_policy(ctx: _Context, host: str, port: int, subset: str | None
