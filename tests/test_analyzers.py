@@ -301,3 +301,42 @@ def test_local_analyzers_reuse_an_unchanged_objects_problems_only_while_their_fa
     assert sorted((f.code, f.file) for f in without_b.findings) == [("GAL0110", "we.yaml"), ("GAL0115", "bad.yaml")]
     fresh = validate(snapshot_of({**files, "we.yaml": workload}))
     assert [f.text() for f in without_b.findings] == [f.text() for f in fresh.findings]
+
+
+def test_reference_checks_of_an_unchanged_virtual_service_follow_the_hosts_ports_subsets_and_gateways():
+    """The reference analyzers are local too, with what the ServiceEntries declare, the subsets and the
+    Gateways as their facts: a VirtualService in a file no revision touches is checked again exactly
+    when one of those changes, so each revision's findings equal a fresh validation's."""
+    from compiler.diff import load_revision
+
+    routes = vs("""
+        - route:
+          - destination: {host: reviews, subset: v2}
+        - route:
+          - destination: {host: ratings, port: {number: 9090}}
+        - route:
+          - destination: {host: ratings}
+        """, extra="  gateways: [mesh, istio-system/ingress]\n")
+    one_port = BASE.replace("  - {number: 9090, name: grpc, protocol: GRPC}\n", "")
+    revisions = {
+        "base": BASE,
+        "ratings keeps one port": one_port,
+        "subset v2 gone": BASE.replace("  - {name: v2, labels: {version: v2}}\n", ""),
+        "gateway gone": BASE.replace("kind: Gateway\nmetadata: {name: ingress,", "kind: Gateway\nmetadata: {name: other,"),
+        "reviews gone": BASE.replace("metadata: {name: reviews, namespace: bookinfo}\nspec:\n  hosts: [reviews.",
+                                     "metadata: {name: reviews, namespace: bookinfo}\nspec:\n  hosts: [reviewz."),
+        "base again": BASE,
+    }
+    seen, previous = set(), None
+    for number, (label, mesh) in enumerate(revisions.items()):
+        files = {"mesh.yaml": mesh, "routes.yaml": routes}
+        revision = load_revision(snapshot_of(files, f"r{number}"), like=previous)
+        if previous is not None:
+            assert revision.parsed.files["routes.yaml"] is previous.parsed.files["routes.yaml"]
+        fresh = validate(snapshot_of(files, f"r{number}"))
+        assert [f.text() for f in revision.findings] == [f.text() for f in fresh.findings], label
+        seen.update(f.message.split(":")[0] for f in revision.findings if f.file == "routes.yaml")
+        previous = revision
+    assert {"Referenced subset not found", "Referenced port not found", "Referenced gateway not found",
+            "Referenced host not found", "This VirtualService routes to a service with more than one port "
+            "(9080, 9090), but does not specify which to use"} <= seen, seen

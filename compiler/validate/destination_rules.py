@@ -6,7 +6,8 @@ from .framework import analyzer, repeats
 from .index import Index, traffic_policies
 
 
-@analyzer("duplicate-subset-name", "GAL0102", Level.ERROR, "a DestinationRule defines a subset name twice")
+@analyzer("duplicate-subset-name", "GAL0102", Level.ERROR, "a DestinationRule defines a subset name twice",
+          local=(), kinds=("DestinationRule",))
 def duplicate_subset_name(index: Index):
     for dr in index.by_kind["DestinationRule"]:
         names = [subset["name"] for subset in dr.spec.get("subsets", [])]
@@ -28,7 +29,8 @@ def _locality_settings(index: Index):
 
 
 @analyzer("locality-distribute-not-100", "GAL0107", Level.ERROR,
-          "the weights of a locality distribute rule do not add up to 100")
+          "the weights of a locality distribute rule do not add up to 100", local=(),
+          kinds=("MeshConfig", "DestinationRule"))
 def locality_distribute_not_100(index: Index):
     for obj, path, setting, _, _ in _locality_settings(index):
         for i, rule in enumerate(setting.get("distribute", [])):
@@ -39,7 +41,8 @@ def locality_distribute_not_100(index: Index):
 
 
 @analyzer("failover-without-outlier-detection", "GAL0108", Level.WARNING,
-          "locality failover is set on a DestinationRule without outlierDetection, so it has no effect")
+          "locality failover is set on a DestinationRule without outlierDetection, so it has no effect",
+          local=(), kinds=("MeshConfig", "DestinationRule"))
 def failover_without_outlier_detection(index: Index):
     for obj, path, setting, policy, parent in _locality_settings(index):
         if policy is None or not (setting.get("failover") or setting.get("failoverPriority")):

@@ -1,7 +1,6 @@
 """What an analyzer is, and the registry of them."""
 from __future__ import annotations
 
-import weakref
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
@@ -23,6 +22,7 @@ class Analyzer:
     # Local analyzers find each object's problems from that object alone, plus these index facts
     # (attributes of Index); None: the analyzer compares objects with each other.
     local: tuple[str, ...] | None = None
+    kinds: tuple[str, ...] = ()  # the kinds a local analyzer checks
 
     def run(self, index: Index) -> Iterator[Problem]:
         if self.local is None:
@@ -32,26 +32,32 @@ class Analyzer:
         # while the facts it was checked against are the same: a revision that changes one file is
         # not checked whole again (15,000 objects take the analyzers a second).
         context = tuple(frozenset(getattr(index, fact)) for fact in self.local)
+        same: dict[int, bool] = {}  # by the identity of a kept context: compared once, not per object
         fresh = []
-        for obj in index.objects:
-            known = _local.get(obj, {}).get(self.name)
-            if known is not None and known[0] == context:
-                yield from ((obj, path, message) for path, message in known[1])
-            else:
+        for kind in self.kinds:
+            for obj in index.by_kind.get(kind, ()):
+                known = obj.checks.get(self.name)
+                if known is not None:
+                    equal = same.get(id(known[0]))
+                    if equal is None:
+                        equal = same[id(known[0])] = known[0] == context
+                    if equal:
+                        yield from ((obj, path, message) for path, message in known[1])
+                        continue
                 fresh.append(obj)
         if not fresh:
             return
         found: dict[SourceObject, list] = defaultdict(list)
-        checked = index if len(fresh) == len(index.objects) else index.only(fresh)
-        for obj, path, message in self.check(checked):
+        # The restricted index has no other kinds, so a check reading one it does not declare fails
+        # at once (KeyError) instead of missing problems.
+        for obj, path, message in self.check(index.only(fresh, self.kinds)):
             found[obj].append((path, message))
             yield obj, path, message
         for obj in fresh:
-            _local.setdefault(obj, {})[self.name] = (context, found.get(obj, []))
+            obj.checks[self.name] = (context, tuple(found.get(obj, ())))
 
 
 ANALYZERS: list[Analyzer] = []
-_local: "weakref.WeakKeyDictionary[SourceObject, dict[str, tuple]]" = weakref.WeakKeyDictionary()
 
 
 def repeats(values: Iterable) -> Iterator[tuple[int, int]]:
@@ -64,16 +70,20 @@ def repeats(values: Iterable) -> Iterator[tuple[int, int]]:
             first[value] = index
 
 
-def analyzer(name: str, code: str, level: Level, summary: str, local: tuple[str, ...] | None = None):
+def analyzer(name: str, code: str, level: Level, summary: str, local: tuple[str, ...] | None = None,
+             kinds: tuple[str, ...] = ()):
     """Register a check: a function from the index to (object, field path, message) triples.
 
     ``local``: the check's problems with an object come from that object and these facts of the
     index alone (``()``: none), so they are kept per object (Analyzer.run); the function then
-    iterates ``index.by_kind`` and reads nothing else of the index but those facts.
+    iterates ``index.by_kind`` for ``kinds`` and reads nothing else of the index but those facts.
     """
+    if local is not None and not kinds:
+        raise ValueError(f"analyzer {name}: a local analyzer names the kinds it checks")
+
     def register(fn: Callable[[Index], Iterator[Problem]]):
         if any(a.name == name for a in ANALYZERS):
             raise ValueError(f"analyzer {name} registered twice")
-        ANALYZERS.append(Analyzer(name, code, level, summary, fn, local))
+        ANALYZERS.append(Analyzer(name, code, level, summary, fn, local, kinds))
         return fn
     return register

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 from collections import defaultdict
+from functools import cached_property
 from typing import Iterator
 
 from ..hosts import fqdn, matches
@@ -42,15 +43,29 @@ class Index:
         self.workload_labels += [ep.get("labels", {}) for se in self.by_kind["ServiceEntry"]
                                  for ep in se.spec.get("endpoints", [])]
 
-    def only(self, objects: list[SourceObject]) -> Index:
-        """This index with ``objects`` (some of its own) to check: ``objects`` and ``by_kind`` hold
-        only those, every look-up table still covers all (framework.Analyzer.run)."""
+    def only(self, objects: list[SourceObject], kinds: tuple[str, ...]) -> Index:
+        """This index with ``objects`` (some of its own, of ``kinds``) to check: ``objects`` and
+        ``by_kind`` hold only those, and ``by_kind`` no other kind; every look-up table still covers
+        all (framework.Analyzer.run)."""
         restricted = copy.copy(self)
         restricted.objects = objects
-        restricted.by_kind = defaultdict(list)
+        restricted.by_kind = {kind: [] for kind in kinds}
         for obj in objects:
             restricted.by_kind[obj.kind].append(obj)
         return restricted
+
+    @cached_property
+    def declared(self) -> frozenset[tuple[str, int | None]]:
+        """(host, port number) for every host of every ServiceEntry and its ports, and (host, None):
+        all that ``services`` and ``ports`` answer depends on, as a fact local analyzers can compare."""
+        return frozenset((fqdn(host, se.namespace), number) for se in self.by_kind["ServiceEntry"]
+                         for host in se.spec.get("hosts", [])
+                         for number in (None, *(port["number"] for port in se.spec.get("ports", []))))
+
+    @cached_property
+    def subset_facts(self) -> frozenset[tuple[str, str]]:
+        """(host, subset name) for every DestinationRule subset: all ``subsets`` depends on."""
+        return frozenset((host, name) for host, names in self.subset_names.items() for name in names)
 
     def services(self, host: str) -> list[SourceObject]:
         """The ServiceEntries that declare ``host`` (an FQDN), exactly or by wildcard."""

@@ -10,7 +10,8 @@ REFERENCE_NOT_FOUND = "IST0101"
 
 
 @analyzer("destination-host-not-found", REFERENCE_NOT_FOUND, Level.ERROR,
-          "a VirtualService destination or mirror names a host no ServiceEntry declares")
+          "a VirtualService destination or mirror names a host no ServiceEntry declares",
+          local=("declared",), kinds=("VirtualService",))
 def destination_host_not_found(index: Index):
     for vs in index.by_kind["VirtualService"]:
         for path, dest, _ in destinations(vs):
@@ -21,7 +22,8 @@ def destination_host_not_found(index: Index):
 
 
 @analyzer("destination-rule-host-not-found", REFERENCE_NOT_FOUND, Level.ERROR,
-          "a DestinationRule applies to a host no ServiceEntry declares")
+          "a DestinationRule applies to a host no ServiceEntry declares",
+          local=("declared",), kinds=("DestinationRule",))
 def destination_rule_host_not_found(index: Index):
     for dr in index.by_kind["DestinationRule"]:
         host = fqdn(dr.spec["host"], dr.namespace)
@@ -31,7 +33,8 @@ def destination_rule_host_not_found(index: Index):
 
 
 @analyzer("subset-not-found", REFERENCE_NOT_FOUND, Level.ERROR,
-          "a destination names a subset that no DestinationRule for its host defines")
+          "a destination names a subset that no DestinationRule for its host defines",
+          local=("declared", "subset_facts"), kinds=("VirtualService",))
 def subset_not_found(index: Index):
     for vs in index.by_kind["VirtualService"]:
         for path, dest, _ in destinations(vs):
@@ -46,7 +49,7 @@ def subset_not_found(index: Index):
 
 
 @analyzer("gateway-not-found", REFERENCE_NOT_FOUND, Level.ERROR,
-          "a VirtualService binds to a Gateway that does not exist")
+          "a VirtualService binds to a Gateway that does not exist", local=("gateways",), kinds=("VirtualService",))
 def gateway_not_found(index: Index):
     for vs in index.by_kind["VirtualService"]:
         for i, ref in enumerate(vs.spec.get("gateways", [])):
@@ -72,7 +75,8 @@ def gateway_selector_matches_nothing(index: Index):
 
 
 @analyzer("destination-port-required", "IST0112", Level.ERROR,
-          "a destination omits the port of a host that has several ports")
+          "a destination omits the port of a host that has several ports",
+          local=("declared",), kinds=("VirtualService",))
 def destination_port_required(index: Index):
     for vs in index.by_kind["VirtualService"]:
         for path, dest, _ in destinations(vs):
@@ -84,7 +88,7 @@ def destination_port_required(index: Index):
 
 
 @analyzer("destination-port-not-found", REFERENCE_NOT_FOUND, Level.ERROR,
-          "a destination names a port its host does not declare")
+          "a destination names a port its host does not declare", local=("declared",), kinds=("VirtualService",))
 def destination_port_not_found(index: Index):
     for vs in index.by_kind["VirtualService"]:
         for path, dest, _ in destinations(vs):

@@ -17,7 +17,7 @@ def _routes(vs):
 
 
 @analyzer("duplicate-virtual-service-host", "GAL0101", Level.ERROR,
-          "a VirtualService lists the same host twice")
+          "a VirtualService lists the same host twice", local=(), kinds=("VirtualService",))
 def duplicate_virtual_service_host(index: Index):
     for vs in index.by_kind["VirtualService"]:
         hosts = vs.spec.get("hosts", [])
@@ -25,7 +25,8 @@ def duplicate_virtual_service_host(index: Index):
             yield vs, ("spec", "hosts", i), f"host {hosts[i]!r} is listed twice (also hosts[{first}]); remove one"
 
 
-@analyzer("negative-weight", "GAL0103", Level.ERROR, "a route destination has a negative weight")
+@analyzer("negative-weight", "GAL0103", Level.ERROR, "a route destination has a negative weight",
+          local=(), kinds=("VirtualService",))
 def negative_weight(index: Index):
     for vs in index.by_kind["VirtualService"]:
         for path, route in _routes(vs):
@@ -35,7 +36,8 @@ def negative_weight(index: Index):
 
 
 @analyzer("all-weights-zero", "GAL0104", Level.ERROR,
-          "every destination of a route has weight 0, so the route sends traffic nowhere")
+          "every destination of a route has weight 0, so the route sends traffic nowhere",
+          local=(), kinds=("VirtualService",))
 def all_weights_zero(index: Index):
     for vs in index.by_kind["VirtualService"]:
         for path, route in _routes(vs):

@@ -11,7 +11,7 @@ DNS_RESOLUTIONS = ("DNS", "DNS_ROUND_ROBIN")
 
 
 @analyzer("static-hostname-endpoint", "GAL0112", Level.ERROR,
-          "a STATIC ServiceEntry has an endpoint address that is a hostname", local=())
+          "a STATIC ServiceEntry has an endpoint address that is a hostname", local=(), kinds=("ServiceEntry",))
 def static_hostname_endpoint(index: Index):
     for se in index.by_kind["ServiceEntry"]:
         if se.spec.get("resolution") != "STATIC":
@@ -25,7 +25,7 @@ def static_hostname_endpoint(index: Index):
 
 
 @analyzer("endpoints-with-workload-selector", "GAL0113", Level.ERROR,
-          "a ServiceEntry has both endpoints and a workloadSelector")
+          "a ServiceEntry has both endpoints and a workloadSelector", local=(), kinds=("ServiceEntry",))
 def endpoints_with_workload_selector(index: Index):
     for se in index.by_kind["ServiceEntry"]:
         if se.spec.get("endpoints") and se.spec.get("workloadSelector"):
@@ -35,7 +35,7 @@ def endpoints_with_workload_selector(index: Index):
 
 
 @analyzer("wildcard-host-with-dns", "GAL0114", Level.ERROR,
-          "a ServiceEntry with DNS resolution declares a wildcard host")
+          "a ServiceEntry with DNS resolution declares a wildcard host", local=(), kinds=("ServiceEntry",))
 def wildcard_host_with_dns(index: Index):
     for se in index.by_kind["ServiceEntry"]:
         if se.spec.get("resolution") not in DNS_RESOLUTIONS or se.spec.get("endpoints"):
@@ -70,7 +70,8 @@ def _ports(index: Index):
                 yield vs, path + ("port", "number"), number
 
 
-@analyzer("port-out-of-range", "GAL0115", Level.ERROR, "a port number is outside 1-65535", local=())
+@analyzer("port-out-of-range", "GAL0115", Level.ERROR, "a port number is outside 1-65535", local=(),
+          kinds=("ServiceEntry", "WorkloadEntry", "Gateway", "VirtualService"))
 def port_out_of_range(index: Index):
     for obj, path, number in _ports(index):
         if not 1 <= number <= 65535:

@@ -47,7 +47,7 @@ def _endpoints(index: Index):
 
 
 @analyzer("unknown-network", "GAL0109", Level.ERROR, "a Cluster or endpoint names a network MeshNetworks does not define",
-          local=("networks",))
+          local=("networks",), kinds=("Cluster", "ServiceEntry", "WorkloadEntry"))
 def unknown_network(index: Index):
     hint = (f"defined networks: {', '.join(sorted(index.networks))}" if index.networks
             else "no MeshNetworks object defines any network")
@@ -60,7 +60,7 @@ def unknown_network(index: Index):
 
 
 @analyzer("unknown-cluster", "GAL0110", Level.ERROR, "an object names a Cluster the repository does not define",
-          local=("clusters",))
+          local=("clusters",), kinds=("MeshNetworks", "ServiceEntry", "WorkloadEntry", "CertificateAuthority"))
 def unknown_cluster(index: Index):
     hint = (f"defined clusters: {', '.join(sorted(index.clusters))}" if index.clusters
             else "the repository defines no Cluster")
@@ -81,7 +81,8 @@ def unknown_cluster(index: Index):
 
 
 @analyzer("invalid-address", "GAL0111", Level.ERROR,
-          "a gateway, endpoint, CIDR or VIP address is not a valid IP, hostname or CIDR", local=())
+          "a gateway, endpoint, CIDR or VIP address is not a valid IP, hostname or CIDR", local=(),
+          kinds=("MeshNetworks", "MeshConfig", "ServiceEntry", "WorkloadEntry"))
 def invalid_address(index: Index):
     for mn in index.by_kind["MeshNetworks"]:
         for network, spec in mn.spec["networks"].items():
@@ -115,7 +116,8 @@ def is_host(text: str) -> bool:
     return text == "*" or is_hostname(text.removeprefix("*.")) or is_ip(text)
 
 
-@analyzer("invalid-host", "GAL0117", Level.ERROR, "a host name is not a valid DNS name or wildcard", local=())
+@analyzer("invalid-host", "GAL0117", Level.ERROR, "a host name is not a valid DNS name or wildcard", local=(),
+          kinds=("ServiceEntry", "DestinationRule", "VirtualService"))
 def invalid_host(index: Index):
     def hosts():
         for se in index.by_kind["ServiceEntry"]:
