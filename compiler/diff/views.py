@@ -65,6 +65,16 @@ def caller_localities(cluster: str, *meshes: Mesh | None) -> list[str]:
             continue
         if not own:
             own.append(str(home.locality))
-        for service in mesh.services.values():
-            others.update(ep.locality for ep in service.endpoints if ep.cluster == cluster)
+        others.update(_endpoint_localities(mesh).get(cluster, ()))
     return own + sorted(str(loc) for loc in others if str(loc) and str(loc) not in own)
+
+
+def _endpoint_localities(mesh: Mesh) -> dict[str, set[Locality]]:
+    """The localities of each cluster's endpoints; once per mesh, as every cluster's preview asks."""
+    found = mesh.memo.get("endpoint localities")
+    if found is None:
+        found = mesh.memo["endpoint localities"] = {}
+        for service in mesh.services.values():
+            for ep in service.endpoints:
+                found.setdefault(ep.cluster, set()).add(ep.locality)
+    return found

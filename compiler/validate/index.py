@@ -39,9 +39,15 @@ class Index:
         self.networks = {name for mn in self.by_kind["MeshNetworks"]
                          for name in mn.spec.get("networks", {})}
         self.gateways = {f"{g.namespace}/{g.name}": g for g in self.by_kind["Gateway"]}
-        self.workload_labels = [we.spec.get("labels", {}) for we in self.by_kind["WorkloadEntry"]]
-        self.workload_labels += [ep.get("labels", {}) for se in self.by_kind["ServiceEntry"]
-                                 for ep in se.spec.get("endpoints", [])]
+
+    def workload_labels(self) -> Iterator[dict[str, str]]:
+        """The labels of every WorkloadEntry and ServiceEntry endpoint, as they are asked for: a
+        Gateway selector looks until it finds a match, among 150,000 endpoints in a large mesh."""
+        for we in self.by_kind["WorkloadEntry"]:
+            yield we.spec.get("labels", {})
+        for se in self.by_kind["ServiceEntry"]:
+            for ep in se.spec.get("endpoints", []):
+                yield ep.get("labels", {})
 
     def only(self, objects: list[SourceObject], kinds: tuple[str, ...]) -> Index:
         """This index with ``objects`` (some of its own, of ``kinds``) to check: ``objects`` and

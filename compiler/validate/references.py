@@ -67,7 +67,7 @@ def gateway_not_found(index: Index):
 def gateway_selector_matches_nothing(index: Index):
     for gw in index.by_kind["Gateway"]:
         selector = gw.spec.get("selector") or {}
-        if selector and not any(selector.items() <= labels.items() for labels in index.workload_labels):
+        if selector and not any(selector.items() <= labels.items() for labels in index.workload_labels()):
             shown = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
             yield gw, ("spec", "selector"), (
                 f"Referenced selector not found: {shown} matches no workload in the repository; "

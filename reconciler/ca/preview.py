@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import fields
 
 from compiler.diff import PlanChange, PlanSection, Revision
+from compiler.parse import SourceObject
 
 from .errors import CAError
-from .intermediate import Policy, policy_for
+from .intermediate import KIND, Policy, policy_for
 
 TITLE = "CA: istio-system/cacerts intermediates"
 _COMPARED = [f.name for f in fields(Policy) if f.name not in ("cluster", "source")]
@@ -20,9 +21,11 @@ _COMPARED = [f.name for f in fields(Policy) if f.name not in ("cluster", "source
 
 def ca_plan(base: Revision, head: Revision, clusters: list[str]) -> PlanSection:
     changes = []
+    # policy_for looks through what it is given for every cluster: give it the policies only
+    base_authorities, head_authorities = _authorities(base), _authorities(head)
     for cluster in clusters:
         try:
-            before, after = _policy(base, cluster), _policy(head, cluster)
+            before, after = _policy(base, base_authorities, cluster), _policy(head, head_authorities, cluster)
         except CAError as exc:
             changes.append(PlanChange(cluster, "cannot tell", "cacerts", str(exc)))
             continue
@@ -41,7 +44,11 @@ def ca_plan(base: Revision, head: Revision, clusters: list[str]) -> PlanSection:
     return PlanSection(TITLE, tuple(changes))
 
 
-def _policy(revision: Revision, cluster: str) -> Policy | None:
+def _authorities(revision: Revision) -> list[SourceObject]:
+    return [o for o in revision.objects if o.kind == KIND]
+
+
+def _policy(revision: Revision, authorities: list[SourceObject], cluster: str) -> Policy | None:
     if revision.mesh is None or cluster not in revision.mesh.clusters:
         return None
-    return policy_for(revision.objects, cluster)
+    return policy_for(authorities, cluster)
