@@ -414,8 +414,8 @@ def _route(ctx: _Context, vs: SourceObject, rule: dict, match: dict | None) -> r
         route.redirect.CopyFrom(redirect)
     elif "directResponse" in rule:
         route.direct_response.CopyFrom(_direct_response(rule["directResponse"]))
-    elif rule.get("route") and weighted_destinations(rule["route"]):
-        sources += _apply_route_action(ctx, vs, rule, route, operations.authority)
+    elif rule.get("route") and (destinations := weighted_destinations(rule["route"])):
+        sources += _apply_route_action(ctx, vs, rule, destinations, route, operations.authority)
     else:
         return None  # nothing to do with a matched request (a delegate is not expanded here)
     route.decorator.operation = _operation(route, vs.name, ctx.port)
@@ -535,9 +535,10 @@ def _is_catch_all(route: rc.Route) -> bool:
 # --- route actions --------------------------------------------------------------------------------
 
 
-def _apply_route_action(ctx: _Context, vs: SourceObject, rule: dict, route: rc.Route,
-                        authority: str) -> list[SourceObject]:
-    """Forward to the rule's destinations; returns the DestinationRules that shaped the route."""
+def _apply_route_action(ctx: _Context, vs: SourceObject, rule: dict, destinations: list[tuple[dict, int]],
+                        route: rc.Route, authority: str) -> list[SourceObject]:
+    """Forward to the rule's destinations (its weighted_destinations, which the caller has); returns
+    the DestinationRules that shaped the route."""
     action = route.route
     _set_timeout(action, rule.get("timeout"))
     rewrite = rule.get("rewrite") or {}
@@ -551,7 +552,6 @@ def _apply_route_action(ctx: _Context, vs: SourceObject, rule: dict, route: rc.R
     if authority:
         action.host_rewrite_literal = authority
     action.request_mirror_policies.extend(_mirror_policies(ctx, vs, rule))
-    destinations = weighted_destinations(rule["route"])
     if len(rule["route"]) == 1:
         _route_to_one(ctx, vs, destinations[0][0], route)
     else:
@@ -885,6 +885,8 @@ def _authority(values: Mapping[str, str] | None) -> str:
 
 
 def _add_header_operations(target: rc.Route, operations: _HeaderOperations) -> None:
+    if operations is NO_HEADER_OPERATIONS:
+        return  # most rules and destinations: four empty extends saved
     target.request_headers_to_add.extend(operations.request_add)
     target.request_headers_to_remove.extend(operations.request_remove)
     target.response_headers_to_add.extend(operations.response_add)
