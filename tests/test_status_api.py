@@ -61,6 +61,15 @@ def test_status_sync_watch_and_preview(remote, tmp_path):
 
             synced = stub.Sync(pb.SyncRequest(wait=True), timeout=60).status
             assert synced.served_revision == second and synced.generation > status.generation
+            # Previews were asked for, so the revision now served was made ready for them on publishing
+            # (a preview of it against itself), and what that left behind gives the same preview.
+            assert daemon.event("ready for previews") is not None, daemon.log()
+            assert daemon.count("cannot make the served revision ready for previews") == 0
+            again = stub.Preview(pb.PreviewRequest(rev=first, format="json"), timeout=60)
+            assert (again.base_revision, again.head_revision) == (second, first)
+            assert json.loads(again.body)["biggest_shifts"]
+            here = galleon("diff", tmp_path / "origin", second, first, "--format", "json")
+            assert again.body == here.stdout
 
             third = push(repo, files, REVIEWS, b"subset: v3", b"subset: v9")  # a dangling subset
             refused = stub.Sync(pb.SyncRequest(wait=True), timeout=60).status
