@@ -99,7 +99,11 @@ def group_by_locality(groups: list[Group], subset_labels: Mapping[str, str] | No
         return groups
     out = []
     for group in groups:
-        targets = tuple([target for target in group.targets if wanted <= target.labels.items()])
+        if len(wanted) == 1:  # the usual subset (version: v1): one look-up instead of comparing item views
+            [(label, value)] = wanted
+            targets = tuple([target for target in group.targets if target.labels.get(label) == value])
+        else:
+            targets = tuple([target for target in group.targets if wanted <= target.labels.items()])
         if len(targets) == len(group.targets):
             out.append(group)
         elif targets:
@@ -227,12 +231,12 @@ def apply_failover(groups: list[Group], view: ProxyView, failover: list[Mapping[
     ranked: dict[tuple[int, Locality], list[Group | Target]] = {}
     # failoverPriority alone replaces locality distance; with failover rules both apply
     by_distance = not failover_priority or bool(failover)
+    proxy = view.locality
+    rule = next((f for f in failover if f.get("from") == proxy.region), None)
     for group in groups:
-        distance = group.locality.priority_from(view.locality) if by_distance else 0
-        if distance == 3:
-            rule = next((f for f in failover if f.get("from") == view.locality.region), None)
-            if rule is not None and group.locality.region != rule.get("to"):
-                distance = 4
+        distance = group.locality.priority_from(proxy) if by_distance else 0
+        if distance == 3 and rule is not None and group.locality.region != rule.get("to"):
+            distance = 4
         if not failover_priority:  # the whole group shares one rank
             ranked.setdefault((distance, group.locality), []).append(group)
             continue
