@@ -145,6 +145,17 @@ def test_same_revision_gives_equal_snapshots(history: History) -> None:
     assert local(history).snapshot("main") == local(history).snapshot(str(history.c3))
 
 
+def test_a_snapshot_takes_the_blobs_the_one_before_had_without_reading_them_again(history: History) -> None:
+    source = local(history)
+    old = source.snapshot("feature")
+    new = source.snapshot("HEAD~2")  # c1: mesh.yaml as on feature, and nothing else
+    assert new.files == {"mesh.yaml": MESH_V1}
+    assert new.files["mesh.yaml"] is old.files["mesh.yaml"]  # the same bytes object: not inflated again
+    head = source.snapshot("main")
+    assert head.files == EXPECTED_V3 and head.files["mesh.yaml"] is not new.files["mesh.yaml"]
+    assert source.snapshot("HEAD~2") == local(history).snapshot(str(history.c1))
+
+
 def test_unknown_revision_is_named(history: History) -> None:
     with pytest.raises(SourceError, match=r"no-such-branch"):
         local(history).snapshot("no-such-branch")

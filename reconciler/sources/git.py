@@ -30,6 +30,9 @@ IO_TIMEOUT_MS = 60_000
 
 class _GitSource(Source):
     repo: pygit2.Repository
+    # The blobs of the last snapshot read, by id: the next one (a new commit, a preview's HEAD) shares
+    # most of them, and inflating 28 MB of unchanged blobs again took 0.2 s. Replaced, never mutated.
+    _blobs: dict[pygit2.Oid, bytes] = {}
 
     def resolve(self, rev: str | None) -> pygit2.Commit:
         rev = rev or "HEAD"
@@ -53,11 +56,20 @@ class _GitSource(Source):
 
     def snapshot(self, rev: str | None = None) -> Snapshot:
         commit = self.resolve(rev)
-        return Snapshot(str(commit.id), read_tree(self.repo, commit.tree, self.location), self.location)
+        blobs: dict[pygit2.Oid, bytes] = {}
+        files = read_tree(self.repo, commit.tree, self.location, self._blobs, blobs)
+        self._blobs = blobs
+        return Snapshot(str(commit.id), files, self.location)
 
 
-def read_tree(repo: pygit2.Repository, tree: pygit2.Tree, location: str) -> dict[str, bytes]:
-    """The YAML blobs of a tree by path, dot-folders skipped, in-tree symlinks resolved."""
+def read_tree(repo: pygit2.Repository, tree: pygit2.Tree, location: str,
+              known: dict[pygit2.Oid, bytes] | None = None, read: dict[pygit2.Oid, bytes] | None = None,
+              ) -> dict[str, bytes]:
+    """The YAML blobs of a tree by path, dot-folders skipped, in-tree symlinks resolved. A blob in
+    ``known`` is taken from there (the same bytes object), not read again; ``read`` gets every blob
+    taken, by id."""
+    known = known or {}
+    read = {} if read is None else read
     files: dict[str, bytes] = {}
     pending = [("", tree)]
     while pending:
@@ -71,7 +83,8 @@ def read_tree(repo: pygit2.Repository, tree: pygit2.Tree, location: str) -> dict
                 if entry.filemode == FileMode.LINK:
                     files[path] = _follow_link(repo, tree, path, repo[entry.id].data, location)
                 else:
-                    files[path] = repo[entry.id].data
+                    data = known.get(entry.id)
+                    files[path] = read[entry.id] = data if data is not None else repo[entry.id].data
     return files
 
 
