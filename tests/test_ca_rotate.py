@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
 from reconciler.ca import DirTarget, load_root
+from reconciler.ca.x509util import stamp
 from tests.conftest import SAMPLE_REPO
 from tests.test_ca import NOW, pem, values, workload
 from tests.test_cli import galleon
@@ -99,7 +101,14 @@ def test_three_phases_in_order_then_reconcile_with_the_new_root_sees_nothing_to_
     assert early.returncode == 1 and early.stdout.count(": refuse") == 3 and "at phase trust-both" in early.stdout
     assert files(mesh) == unchanged
 
-    # Phase 2: new intermediates under the new root; the bundle stays both roots.
+    # Phase 2: new intermediates under the new root; the bundle stays both roots. A dry run names the
+    # intermediates it would issue with their dates, as the real run does those it issued.
+    at_one = files(mesh)
+    planned = rotate(mesh, "--dry-run")
+    assert planned.returncode == 0 and "phase 2 of 3 (switched)" in planned.stdout
+    assert [line.split(": would issue")[0].strip() for line in planned.stdout.splitlines()
+            if ": would issue a " in line] == list(CLUSTERS), planned.stdout
+    assert files(mesh) == at_one
     second = rotate(mesh)
     assert second.returncode == 0 and "phase 2 of 3 (switched)" in second.stdout, second.stdout + second.stderr
     after_two = secrets(mesh)
@@ -107,6 +116,10 @@ def test_three_phases_in_order_then_reconcile_with_the_new_root_sees_nothing_to_
         data = values(after_two[cluster])
         intermediate = x509.load_pem_x509_certificate(data["ca-cert.pem"])
         intermediate.verify_directly_issued_by(load_root(mesh / "new").cert)
+        algorithm = "ECDSA_P256" if isinstance(intermediate.public_key(), ec.EllipticCurvePublicKey) else "RSA_4096"
+        assert (f"  {cluster}: issued a {algorithm} intermediate under the new root, valid "
+                f"{stamp(intermediate.not_valid_before_utc)} to {stamp(intermediate.not_valid_after_utc)}"
+                ) in second.stdout, second.stdout
         assert data["root-cert.pem"] == old_pem + new_pem and data["cert-chain.pem"] == data["ca-cert.pem"] + new_pem
         assert after_two[cluster]["metadata"]["annotations"][ROTATION] == f"{new}:switched"
     # Workloads still holding a certificate from an old intermediate and those with one from a new

@@ -120,6 +120,12 @@ class CaCerts:
                 "root-cert.pem": self.root_cert, "cert-chain.pem": self.cert_chain}
 
 
+def not_before(root: RootCA, now: datetime) -> datetime:
+    """When an intermediate issued at ``now`` starts: a little earlier, for clocks behind ours, but
+    not before its root."""
+    return max(utc(now) - BACKDATE, root.cert.not_valid_before_utc)
+
+
 def not_after(root: RootCA, policy: Policy, now: datetime) -> datetime:
     """When an intermediate issued at ``now`` expires: its lifetime, cut at the root's own end
     (a verifier rejects the chain once the root expires, whatever the intermediate says)."""
@@ -145,7 +151,7 @@ def issue(root: RootCA, cluster: str, policy: Policy, now: datetime) -> CaCerts:
             .issuer_name(root.cert.subject)
             .public_key(public)
             .serial_number(x509.random_serial_number())
-            .not_valid_before(max(now - BACKDATE, root.cert.not_valid_before_utc))
+            .not_valid_before(not_before(root, now))
             .not_valid_after(not_after(root, policy, now))
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(ca_key_usage(), critical=True)

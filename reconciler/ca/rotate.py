@@ -28,7 +28,7 @@ from typing import Mapping
 from cryptography import x509
 
 from .errors import CAError
-from .intermediate import CaCerts, Policy, issue
+from .intermediate import CaCerts, Policy, issue, not_after, not_before
 from .plan import (DONE, NONE, SECRET, SWITCHED, TRUST_BOTH, Intermediate, pem_values, plan, rotation_of,
                    secret_manifest)
 from .root import RootCA
@@ -63,10 +63,21 @@ class ClusterState:
 
 
 @dataclass(frozen=True)
+class Issuing:
+    """A new intermediate phase 2 makes for a cluster: its key algorithm and validity."""
+
+    cluster: str
+    key_algorithm: str
+    not_before: datetime
+    not_after: datetime
+
+
+@dataclass(frozen=True)
 class Rotation:
     old: RootCA
     new: RootCA
     states: tuple[ClusterState, ...]
+    issuing: tuple[Issuing, ...] = ()  # phase 2's new intermediates, so a dry run shows their dates too
 
     @property
     def refused(self) -> tuple[ClusterState, ...]:
@@ -102,6 +113,9 @@ class Rotation:
         else:
             phase = self.stage + 1
             lines.append(f"phase {phase} of 3 ({PHASES[phase]}) for {', '.join(self.moving)}: {DOING[phase]}")
+            lines += [f"  {i.cluster}: {'would issue' if dry_run else 'issued'} a {i.key_algorithm} intermediate "
+                      f"under the new root, valid {stamp(i.not_before)} to {stamp(i.not_after)}"
+                      for i in self.issuing]
             if dry_run:
                 lines.append("nothing written (--dry-run); run without it to apply this phase")
             else:
@@ -131,6 +145,10 @@ def rotate_root(target: Target, old: RootCA, new: RootCA, policies: Mapping[str,
         raise CAError(f"the new root sha256:{new.fingerprint} expired at {stamp(new.not_after)}")
     secrets: dict[str, dict | None] = {}
     rotation = survey(target, old, new, policies, now, secrets)
+    if rotation.moving and rotation.stage == 1:
+        rotation = dataclasses.replace(rotation, issuing=tuple(
+            Issuing(cluster, policy.key_algorithm, not_before(new, now), not_after(new, policy, now))
+            for cluster, policy in ((c, policies[c]) for c in rotation.moving)))
     if not dry_run:
         for cluster in rotation.moving:
             _advance(target, rotation, cluster, secrets[cluster], policies[cluster], now)
