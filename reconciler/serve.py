@@ -90,6 +90,9 @@ class CaOptions:
     kubeconfig: Path | None = None
     context: str | None = None
 
+    def target_of(self, cluster: str) -> ca.Target:
+        return ca.target_from(self.target, contexts={cluster: self.context}, kubeconfig=self.kubeconfig)
+
 
 # How long a released VIP is not given again: well beyond a DNS TTL plus CoreDNS's reload (30 s) and the
 # kubelet's ConfigMap refresh (about a minute).
@@ -157,7 +160,7 @@ class Daemon:
         self.served_mesh: Mesh | None = None
         self._dns_due = asyncio.Event()
         self.dns_outcome: list[str] | None = None  # the last DNS reconcile's lines, for /debug/configz
-        self._dns_target_made: dns.Target | None = None
+        self._targets: dict[str, ca.Target | dns.Target] = {}  # by reconciler: see _target
         self._served_checks: tuple = ([], None)  # the served revision's findings and signature verdict
         self._base: Revision | None = None  # the served revision, parsed and modelled: every preview's BASE
         self._previews_asked = False  # once one is, each revision served is made ready for previews
@@ -437,9 +440,7 @@ class Daemon:
         policy = ca.policy_for(self.served_objects, self.options.cluster)
         if policy is None:
             return None  # no CertificateAuthority covers this cluster: its CA is not Galleon's
-        target = ca.target_from(options.target, contexts={self.options.cluster: options.context},
-                                kubeconfig=options.kubeconfig)
-        return ca.reconcile(target, ca.load_root(options.root), self.options.cluster, policy,
+        return ca.reconcile(self._target("ca", options), ca.load_root(options.root), self.options.cluster, policy,
                             datetime.now(timezone.utc))
 
     async def _reconcile_dns(self, options: DnsOptions) -> None:
@@ -448,7 +449,7 @@ class Daemon:
         started = time.perf_counter()
         try:
             outcome = await asyncio.to_thread(
-                dns.reconcile, self._dns_target(), self.options.cluster,
+                dns.reconcile, self._target("dns", options), self.options.cluster,
                 lambda current: mesh.vips, suffix=mesh.settings.dns_suffix, ttl=options.ttl,
                 create=options.create)
         except dns.DNSError as exc:
@@ -470,17 +471,19 @@ class Daemon:
             try:
                 # Bounded: an API server that does not answer must not keep proxies waiting for xDS.
                 vips.update(await asyncio.wait_for(asyncio.to_thread(
-                    dns.read_entries, self._dns_target(), self.options.cluster), SEED_TIMEOUT))
+                    dns.read_entries, self._target("dns", self.options.dns), self.options.cluster), SEED_TIMEOUT))
             except (dns.DNSError, asyncio.TimeoutError) as exc:
                 log.warning("cannot read this cluster's CoreDNS VIPs; keeping the stored ones",
                             error=str(exc) or f"no answer within {SEED_TIMEOUT} s")
         self.vips = vips
 
-    def _dns_target(self) -> dns.Target:
-        """One target for the daemon's life (the kube one holds its API client)."""
-        if self._dns_target_made is None:
-            self._dns_target_made = self.options.dns.target_of(self.options.cluster)
-        return self._dns_target_made
+    def _target(self, reconciler: str, options: CaOptions | DnsOptions):
+        """One target per reconciler for the daemon's life: a kube one holds its API client, which
+        would otherwise read the kubeconfig and connect again on every run."""
+        found = self._targets.get(reconciler)
+        if found is None:
+            found = self._targets[reconciler] = options.target_of(self.options.cluster)
+        return found
 
     async def _elect(self, elector, lease: LeaseOptions) -> None:
         def lead(leading: bool) -> None:
