@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from operator import itemgetter
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, Mapping, NamedTuple
 
 from envoy.config.core.v3 import base_pb2
@@ -396,8 +396,9 @@ def _targets_bytes(group: Group, mark_tls_mode: bool) -> bytes:
 # the same in every subset and view, and a group's locality, weight and priority. Bounded so a
 # long-running server does not grow it without end.
 _PIECES: dict[tuple, bytes] = {}
-_METADATA_PIECES: dict[int, tuple[base_pb2.Metadata, bytes]] = {}
 _PIECES_MAX = 1 << 20
+_METADATA_PIECES: dict[int, tuple[base_pb2.Metadata, bytes]] = {}
+_METADATA_PIECES_MAX = 1 << 16
 
 
 def _metadata_piece(metadata: base_pb2.Metadata) -> bytes:
@@ -405,7 +406,7 @@ def _metadata_piece(metadata: base_pb2.Metadata) -> bytes:
     resource of one source the same message. The entry holds the message, so its id is not reused."""
     found = _METADATA_PIECES.get(id(metadata))
     if found is None:
-        if len(_METADATA_PIECES) >= _PIECES_MAX:
+        if len(_METADATA_PIECES) >= _METADATA_PIECES_MAX:  # as many as provenance.metadata keeps
             _METADATA_PIECES.clear()
         found = _METADATA_PIECES[id(metadata)] = (metadata, endpoint_components_pb2.LocalityLbEndpoints(
             metadata=metadata).SerializeToString(deterministic=True))
