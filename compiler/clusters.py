@@ -6,6 +6,7 @@ balancer, connection pool, outlier detection and TLS, as Istio does.
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, Mapping
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
@@ -18,7 +19,7 @@ from envoy.type.v3 import percent_pb2
 from google.protobuf import any_pb2, wrappers_pb2
 
 from . import endpoints, provenance
-from .protos import ads, pack, sds_secret
+from .protos import Pieces, ads, pack, sds_secret
 from .durations import duration
 from .gateways import sni_dnat_targets
 from .model import Mesh, Port, Service
@@ -120,8 +121,6 @@ def _settings(policy: Mapping[str, Any], discovery: int, protocol: str, weighted
     key = (repr(policy), discovery, protocol, weighted)
     found = _SETTINGS.get(key)
     if found is None:
-        if len(_SETTINGS) >= _SETTINGS_MAX:
-            _SETTINGS.clear()
         cluster = Cluster()
         pool = policy.get("connectionPool") or {}
         cluster.connect_timeout.CopyFrom(duration((pool.get("tcp") or {}).get("connectTimeout",
@@ -133,12 +132,11 @@ def _settings(policy: Mapping[str, Any], discovery: int, protocol: str, weighted
         _connection_pool(cluster, pool, protocol)
         if "outlierDetection" in policy:
             _outlier_detection(cluster, policy["outlierDetection"])
-        found = _SETTINGS[key] = cluster.SerializeToString(deterministic=True)
+        found = _SETTINGS.put(key, cluster)
     return found
 
 
-_SETTINGS: dict[tuple, bytes] = {}
-_SETTINGS_MAX = 1 << 12
+_SETTINGS = Pieces(1 << 12)
 
 
 def _transport_socket(cluster: Cluster, policy: Mapping[str, Any], port: Port, subset: str | None,
@@ -283,28 +281,19 @@ def _istio_mutual(port: Port, subset: str | None, service: Service, mesh: Mesh,
     return any_pb2.Any(type_url=UPSTREAM_TLS_TYPE, value=common + own.SerializeToString(deterministic=True))
 
 
+@lru_cache(maxsize=1 << 16)
 def _istio_common_context(identities: tuple[str, ...]) -> bytes:
     """An UpstreamTlsContext holding only the common context of Istio mTLS with peers of these
-    identities, serialized; kept in a bounded cache, as meshes share identities across services
-    and revisions."""
-    found = _COMMON_CONTEXTS.get(identities)
-    if found is None:
-        if len(_COMMON_CONTEXTS) >= _COMMON_CONTEXTS_MAX:
-            _COMMON_CONTEXTS.clear()
-        context = tls_pb2.UpstreamTlsContext()
-        common = context.common_tls_context
-        common.tls_certificate_sds_secret_configs.append(sds_secret("default"))
-        _combined_validation(common, "ROOTCA")
-        for name in identities:
-            common.combined_validation_context.default_validation_context.match_typed_subject_alt_names.add(
-                san_type=common_pb2.SubjectAltNameMatcher.URI, matcher={"exact": name})
-        common.alpn_protocols.extend(["istio-peer-exchange", "istio"])
-        found = _COMMON_CONTEXTS[identities] = context.SerializeToString(deterministic=True)
-    return found
-
-
-_COMMON_CONTEXTS: dict[tuple[str, ...], bytes] = {}
-_COMMON_CONTEXTS_MAX = 1 << 16
+    identities, serialized; cached, as meshes share identities across services and revisions."""
+    context = tls_pb2.UpstreamTlsContext()
+    common = context.common_tls_context
+    common.tls_certificate_sds_secret_configs.append(sds_secret("default"))
+    _combined_validation(common, "ROOTCA")
+    for name in identities:
+        common.combined_validation_context.default_validation_context.match_typed_subject_alt_names.add(
+            san_type=common_pb2.SubjectAltNameMatcher.URI, matcher={"exact": name})
+    common.alpn_protocols.extend(["istio-peer-exchange", "istio"])
+    return context.SerializeToString(deterministic=True)
 
 
 def _auto_mtls(cluster: Cluster, port: Port, subset: str | None, service: Service, mesh: Mesh) -> None:

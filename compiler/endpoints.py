@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 from operator import itemgetter
 from typing import Any, Mapping, NamedTuple
 
@@ -19,8 +20,10 @@ from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from google.protobuf import wrappers_pb2
 
 from . import provenance
+from .protos import Pieces
 from .locality import Locality
 from .model import CLUSTER_LABEL, Mesh, Network, Port, Service
+from .parse import SourceObject
 from .names import cluster_name, sni
 from .view import ProxyView
 
@@ -358,12 +361,13 @@ def local_mtls_targets(groups: list[Group], network: str) -> list[Group]:
 TLS_MATCH = "envoy.transport_socket_match"
 
 
-def encode(name: str, groups: list[Group], metadata: base_pb2.Metadata | None = None,
+def encode(name: str, groups: list[Group], source: tuple[str, SourceObject] | None = None,
            mark_tls_mode: bool = False) -> endpoint_pb2.ClusterLoadAssignment:
-    """Envoy's form; with ``mark_tls_mode`` (auto mTLS) targets that can do Istio mTLS carry
-    tlsMode=istio, which the cluster's transport_socket_matches select on."""
+    """Envoy's form; every group carries the provenance of ``source`` (revision, object). With
+    ``mark_tls_mode`` (auto mTLS) targets that can do Istio mTLS carry tlsMode=istio, which the
+    cluster's transport_socket_matches select on."""
     assignment = endpoint_pb2.ClusterLoadAssignment(cluster_name=name)
-    shared = b"" if metadata is None else _metadata_piece(metadata)
+    shared = b"" if source is None else _provenance_piece(*source)
     for group in groups:
         # A message's serialized form is its fields' concatenated, and parsing appends repeated fields:
         # each group is one merge of cached pieces, several times cheaper than filling its fields.
@@ -384,7 +388,7 @@ def _targets_bytes(group: Group, mark_tls_mode: bool) -> bytes:
             key = (target.address, target.port, target.weight, marked)
             data = _PIECES.get(key)
             if data is None:
-                data = _PIECES[key] = _lb_endpoint(target, marked)
+                data = _PIECES.put(key, _lb_endpoint(target, marked))
             parts.append(data)
         found = b"".join(parts)
         if memo is not None:
@@ -392,34 +396,19 @@ def _targets_bytes(group: Group, mark_tls_mode: bool) -> bytes:
     return found
 
 
-# Serialized pieces of LocalityLbEndpoints: one endpoint by (address, port, weight, tlsMode mark),
-# the same in every subset and view, and a group's locality, weight and priority. Bounded so a
-# long-running server does not grow it without end.
-_PIECES: dict[tuple, bytes] = {}
-_PIECES_MAX = 1 << 20
-_METADATA_PIECES: dict[int, tuple[base_pb2.Metadata, bytes]] = {}
-_METADATA_PIECES_MAX = 1 << 16
+# Serialized LocalityLbEndpoints holding one endpoint, by (address, port, weight, tlsMode mark): the
+# same in every subset and view.
+_PIECES = Pieces(1 << 20)
 
 
-def _metadata_piece(metadata: base_pb2.Metadata) -> bytes:
-    """A group's metadata, serialized, by the identity of the message: provenance.metadata gives every
-    resource of one source the same message. The entry holds the message, so its id is not reused."""
-    found = _METADATA_PIECES.get(id(metadata))
-    if found is None:
-        if len(_METADATA_PIECES) >= _METADATA_PIECES_MAX:  # as many as provenance.metadata keeps
-            _METADATA_PIECES.clear()
-        found = _METADATA_PIECES[id(metadata)] = (metadata, endpoint_components_pb2.LocalityLbEndpoints(
-            metadata=metadata).SerializeToString(deterministic=True))
-    return found[1]
+@lru_cache(maxsize=1 << 16)  # as many as provenance.metadata keeps
+def _provenance_piece(revision: str, source: SourceObject) -> bytes:
+    """A group's provenance metadata, serialized: the same for every group of one source's resources."""
+    return endpoint_components_pb2.LocalityLbEndpoints(
+        metadata=provenance.metadata(revision, source)).SerializeToString(deterministic=True)
 
 
-def _serialized(message) -> bytes:
-    if len(_PIECES) >= _PIECES_MAX:
-        _PIECES.clear()
-    return message.SerializeToString(deterministic=True)
-
-
-def _lb_endpoint(target: Target, marked: bool) -> bytes:
+def _lb_endpoint(target: Target, marked: bool) -> endpoint_components_pb2.LocalityLbEndpoints:
     group = endpoint_components_pb2.LocalityLbEndpoints()
     lb = group.lb_endpoints.add()
     socket = lb.endpoint.address.socket_address
@@ -428,17 +417,16 @@ def _lb_endpoint(target: Target, marked: bool) -> bytes:
     lb.load_balancing_weight.value = target.weight
     if marked:
         lb.metadata.filter_metadata[TLS_MATCH].fields["tlsMode"].string_value = "istio"
-    return _serialized(group)
+    return group
 
 
+@lru_cache(maxsize=1 << 16)
 def _group_head(locality: Locality, weight: int, priority: int) -> bytes:
-    key = (locality, weight, priority)
-    data = _PIECES.get(key)
-    if data is None:
-        data = _PIECES[key] = _serialized(endpoint_components_pb2.LocalityLbEndpoints(
-            locality=base_pb2.Locality(region=locality.region, zone=locality.zone, sub_zone=locality.subzone),
-            load_balancing_weight=wrappers_pb2.UInt32Value(value=weight), priority=priority))
-    return data
+    """A group's locality, weight and priority, serialized."""
+    return endpoint_components_pb2.LocalityLbEndpoints(
+        locality=base_pb2.Locality(region=locality.region, zone=locality.zone, sub_zone=locality.subzone),
+        load_balancing_weight=wrappers_pb2.UInt32Value(value=weight),
+        priority=priority).SerializeToString(deterministic=True)
 
 
 def build_load_assignment(mesh: Mesh, view: ProxyView, service: Service, port: Port,
@@ -446,4 +434,4 @@ def build_load_assignment(mesh: Mesh, view: ProxyView, service: Service, port: P
     groups = compute_groups(mesh, view, service, port, subset, local_only=sni_dnat)
     name = (sni if sni_dnat else cluster_name)(port.number, subset, service.host)
     auto_mtls = _plan(mesh, service, port, subset).mtls is None and not sni_dnat
-    return encode(name, groups, provenance.metadata(mesh.revision, service.source), mark_tls_mode=auto_mtls)
+    return encode(name, groups, (mesh.revision, service.source), mark_tls_mode=auto_mtls)

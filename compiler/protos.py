@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Hashable
 
 from envoy.config.core.v3 import config_source_pb2, grpc_service_pb2
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
@@ -11,6 +12,26 @@ from google.protobuf.message import Message
 # Istio's agent serves every SDS secret (workload certificates, gateway credentials) on a local
 # socket the bootstrap names "sds-grpc"; Galleon keeps that convention.
 SDS_CLUSTER = "sds-grpc"
+
+
+class Pieces:
+    """Serialized parts of messages by what decides them, shared by every mesh and view: a part that
+    many resources have alike is built once and merged into each (parsing appends, as a message's
+    serialized form is its fields concatenated). Bounded: emptied when full, so a long-running
+    server does not grow it without end. For a part decided by a function's own (hashable)
+    arguments, ``functools.lru_cache`` on the function does the same."""
+
+    def __init__(self, limit: int):
+        self._parts: dict[Hashable, bytes] = {}
+        self._limit = limit
+        self.get = self._parts.get  # the look-up hot loops make once per endpoint: no call of ours
+
+    def put(self, key: Hashable, message: Message | None) -> bytes:
+        """Keep ``message`` serialized (None: nothing, b"") under ``key``; returns the bytes."""
+        if len(self._parts) >= self._limit:
+            self._parts.clear()
+        data = self._parts[key] = b"" if message is None else message.SerializeToString(deterministic=True)
+        return data
 
 
 def pack(message: Message) -> any_pb2.Any:

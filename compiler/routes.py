@@ -27,7 +27,7 @@ from envoy.type.v3 import percent_pb2
 from google.protobuf import wrappers_pb2
 
 from . import provenance
-from .protos import pack
+from .protos import Pieces, pack
 from .durations import duration
 from .fingerprints import Changes, Key, destination_hosts, route_key
 from .gateways import MESH_GATEWAY, MeshVirtualServices, bound_gateways, qualified_gateways, weighted_destinations
@@ -660,16 +660,12 @@ def _set_retry_policy(action: rc.RouteAction, retries: dict | None, hashing: boo
     key = (repr(retries), hashing)
     piece = _RETRY_POLICIES.get(key)
     if piece is None:
-        if len(_RETRY_POLICIES) >= _RETRY_POLICIES_MAX:
-            _RETRY_POLICIES.clear()
-        policy = _retry_policy(retries, hashing)
-        piece = _RETRY_POLICIES[key] = b"" if policy is None else policy.SerializeToString(deterministic=True)
+        piece = _RETRY_POLICIES.put(key, _retry_policy(retries, hashing))
     if piece:
         action.retry_policy.MergeFromString(piece)
 
 
-_RETRY_POLICIES: dict[tuple[str, bool], bytes] = {}
-_RETRY_POLICIES_MAX = 1 << 12
+_RETRY_POLICIES = Pieces(1 << 12)
 
 
 def _retry_policy(retries: dict | None, hashing: bool) -> rc.RetryPolicy | None:
