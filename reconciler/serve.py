@@ -299,10 +299,10 @@ class Daemon:
             # Before the heap is frozen, so what it computes is frozen with the revision.
             try:
                 await asyncio.to_thread(_ready_for_previews, self._base)
+                log.info("ready for previews", revision=short_revision(mesh.revision),
+                         seconds=round(time.perf_counter() - started, 3))
             except Exception:  # noqa: BLE001 - a preview then computes it, or says what is wrong
                 log.exception("cannot make the served revision ready for previews")
-            log.info("ready for previews", revision=short_revision(mesh.revision),
-                     seconds=round(time.perf_counter() - started, 3))
         await asyncio.to_thread(_settle_heap)
         log.debug("heap settled", seconds=round(time.perf_counter() - started, 3))
         if self.last_good is not None and vips_moved:

@@ -62,14 +62,11 @@ class _GitSource(Source):
         return Snapshot(str(commit.id), files, self.location)
 
 
-def read_tree(repo: pygit2.Repository, tree: pygit2.Tree, location: str,
-              known: dict[pygit2.Oid, bytes] | None = None, read: dict[pygit2.Oid, bytes] | None = None,
-              ) -> dict[str, bytes]:
+def read_tree(repo: pygit2.Repository, tree: pygit2.Tree, location: str, known: dict[pygit2.Oid, bytes],
+              read: dict[pygit2.Oid, bytes]) -> dict[str, bytes]:
     """The YAML blobs of a tree by path, dot-folders skipped, in-tree symlinks resolved. A blob in
     ``known`` is taken from there (the same bytes object), not read again; ``read`` gets every blob
     taken, by id."""
-    known = known or {}
-    read = {} if read is None else read
     files: dict[str, bytes] = {}
     pending = [("", tree)]
     while pending:
