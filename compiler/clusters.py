@@ -260,14 +260,10 @@ def _combined_validation(common: tls_pb2.CommonTlsContext, secret: str) -> None:
 def _identities(mesh: Mesh, service: Service) -> tuple[str, ...]:
     """The SPIFFE identities of the service's workloads, which an Istio mTLS peer must present;
     computed once per mesh for all the service's clusters."""
-    key = ("identities", service.host)
-    found = mesh.memo.get(key)
-    if found is None:
-        trust_domain = mesh.settings.trust_domain
-        found = mesh.memo[key] = tuple(sorted({
-            f"spiffe://{trust_domain}/ns/{ep.source.namespace}/sa/{ep.service_account}"
-            for ep in service.endpoints if ep.service_account}))
-    return found
+    trust_domain = mesh.settings.trust_domain
+    return mesh.once(("identities", service.host), lambda: tuple(sorted({
+        f"spiffe://{trust_domain}/ns/{ep.source.namespace}/sa/{ep.service_account}"
+        for ep in service.endpoints if ep.service_account})))
 
 
 def _istio_mutual(port: Port, subset: str | None, service: Service, mesh: Mesh,

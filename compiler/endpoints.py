@@ -72,21 +72,21 @@ class Group(NamedTuple):
 def targets_of(mesh: Mesh, service: Service, port: Port) -> list[Group]:
     """Every endpoint of a service port as a target, in one group per locality (sorted by locality,
     targets by address); computed once per mesh and shared by all subsets and views."""
-    key = ("targets", service.host, port.number)
-    found = mesh.memo.get(key)
-    if found is None:
-        # Envoy refuses weight 0 on an endpoint; Istio sends such endpoints with weight 1. The index
-        # breaks ties, so the sort compares tuples in C and never a Target. (A plain loop and
-        # positional arguments: 150,000 endpoints in a large mesh.)
-        located = []
-        for i, ep in enumerate(service.endpoints):
-            number = ep.port_for(port)
-            located.append((ep.locality, ep.address, number, i, Target(
-                ep.address, number, max(ep.weight, 1), ep.network, ep.cluster, ep.labels, False, ep.mtls_ready)))
-        located.sort()
-        found = mesh.memo[key] = [_group(locality, tuple([item[4] for item in same]))
-                                  for locality, same in itertools.groupby(located, key=itemgetter(0))]
-    return found
+    return mesh.once(("targets", service.host, port.number), lambda: _located(service, port))
+
+
+def _located(service: Service, port: Port) -> list[Group]:
+    # Envoy refuses weight 0 on an endpoint; Istio sends such endpoints with weight 1. The index
+    # breaks ties, so the sort compares tuples in C and never a Target. (A plain loop and
+    # positional arguments: 150,000 endpoints in a large mesh.)
+    located = []
+    for i, ep in enumerate(service.endpoints):
+        number = ep.port_for(port)
+        located.append((ep.locality, ep.address, number, i, Target(
+            ep.address, number, max(ep.weight, 1), ep.network, ep.cluster, ep.labels, False, ep.mtls_ready)))
+    located.sort()
+    return [_group(locality, tuple([item[4] for item in same]))
+            for locality, same in itertools.groupby(located, key=itemgetter(0))]
 
 
 def _group(locality: Locality, targets: tuple[Target, ...]) -> Group:
@@ -116,13 +116,11 @@ def group_by_locality(groups: list[Group], subset_labels: Mapping[str, str] | No
 
 def subset_groups(mesh: Mesh, service: Service, port: Port, subset: str | None) -> list[Group]:
     """``group_by_locality`` for a DestinationRule subset (or the whole service), once per mesh."""
-    key = ("subset targets", service.host, port.number, subset)
-    found = mesh.memo.get(key)
-    if found is None:
+    def filtered() -> list[Group]:
         rule = mesh.destination_rule(service.host)
         chosen = rule.subset(subset) if rule and subset else None
-        found = mesh.memo[key] = group_by_locality(targets_of(mesh, service, port), chosen.labels if chosen else None)
-    return found
+        return group_by_locality(targets_of(mesh, service, port), chosen.labels if chosen else None)
+    return mesh.once(("subset targets", service.host, port.number, subset), filtered)
 
 
 def scale_factor(networks: Mapping[str, Network]) -> int:
@@ -317,13 +315,9 @@ class _Plan(NamedTuple):
 
 
 def _plan(mesh: Mesh, service: Service, port: Port, subset: str | None) -> _Plan:
-    key = ("eds plan", service.host, port.number, subset)
-    found = mesh.memo.get(key)
-    if found is None:
-        found = mesh.memo[key] = _Plan(subset_groups(mesh, service, port, subset),
-                                       mtls_mode(mesh, service.host, port.number, subset),
-                                       locality_policy(mesh, service.host, port.number, subset))
-    return found
+    return mesh.once(("eds plan", service.host, port.number, subset), lambda: _Plan(
+        subset_groups(mesh, service, port, subset), mtls_mode(mesh, service.host, port.number, subset),
+        locality_policy(mesh, service.host, port.number, subset)))
 
 
 def compute_groups(mesh: Mesh, view: ProxyView, service: Service, port: Port, subset: str | None,
@@ -339,10 +333,7 @@ def compute_groups(mesh: Mesh, view: ProxyView, service: Service, port: Port, su
     if local_only:
         groups = local_mtls_targets(groups, view.network)
     elif split:
-        key = ("horizon", view.network)
-        horizon = mesh.memo.get(key)
-        if horizon is None:
-            horizon = mesh.memo[key] = _horizon(mesh.networks, view.network)
+        horizon = mesh.once(("horizon", view.network), lambda: _horizon(mesh.networks, view.network))
         groups = _split(groups, horizon, plan.mtls)
     return locality_lb(groups, view, plan.locality)
 

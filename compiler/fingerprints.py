@@ -33,7 +33,7 @@ def route_key(mesh: Mesh, service: Service) -> Key:
                                     service.addresses)),
                 f"{service.source.ref} {service.source.file}:{service.source.line}",
                 rule.source.digest if rule else "-")
-    return _once(mesh, ("route key", service.host), compute)
+    return mesh.once(("route key", service.host), compute)
 
 
 def service_key(mesh: Mesh, service: Service) -> Key:
@@ -43,24 +43,16 @@ def service_key(mesh: Mesh, service: Service) -> Key:
         # Endpoints written in one object (all of a ServiceEntry's) share its source: hash it once.
         sources = sorted(source.digest for source in {endpoint.source for endpoint in service.endpoints})
         return (*route_key(mesh, service), service.source.digest, *sources)
-    return _once(mesh, ("service key", service.host), compute)
-
-
-def _once(mesh: Mesh, what: tuple, compute):
-    """Keys and digests are computed once per mesh."""
-    found = mesh.memo.get(what)
-    if found is None:
-        found = mesh.memo[what] = compute()
-    return found
+    return mesh.once(("service key", service.host), compute)
 
 
 def digests(mesh: Mesh) -> frozenset[str]:
     """The digests of the mesh's per-service objects (the view key covers the others)."""
-    return _once(mesh, ("digests",), lambda: frozenset(_by_digest(mesh)))
+    return mesh.once(("digests",), lambda: frozenset(_by_digest(mesh)))
 
 
 def _by_digest(mesh: Mesh) -> dict[str, SourceObject]:
-    return _once(mesh, ("objects by digest",), lambda: {obj.digest: obj for obj in mesh.per_service_objects})
+    return mesh.once(("objects by digest",), lambda: {obj.digest: obj for obj in mesh.per_service_objects})
 
 
 @dataclass(frozen=True)

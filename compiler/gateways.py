@@ -63,10 +63,7 @@ class MeshVirtualServices:
 
     @staticmethod
     def of(mesh: Mesh) -> "MeshVirtualServices":
-        index = mesh.memo.get("mesh virtual services")
-        if index is None:
-            index = mesh.memo["mesh virtual services"] = MeshVirtualServices(mesh)
-        return index
+        return mesh.once("mesh virtual services", lambda: MeshVirtualServices(mesh))
 
     def __init__(self, mesh: Mesh):
         self.exact: dict[str, SourceObject] = {}

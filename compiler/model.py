@@ -10,12 +10,14 @@ import hashlib
 import ipaddress
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Collection, Mapping
+from typing import Any, Callable, Collection, Hashable, Mapping, TypeVar
 
 from .hosts import fqdn, matches
 from .locality import Locality
 from .parse import SourceObject, collector_paused
 from .vips import DEFAULT_CIDR, DEFAULT_SUFFIX, Assignment, allocate, explicit_address, under_suffix
+
+T = TypeVar("T")
 
 CLUSTER_LABEL = "topology.istio.io/cluster"
 TLS_MODE_LABEL = "security.istio.io/tlsMode"
@@ -174,14 +176,20 @@ class Mesh:
         wildcards = [r for h, r in self.destination_rules.items() if h.startswith("*") and matches(h, host)]
         return max(wildcards, key=lambda r: len(r.host), default=None)
 
-    def policy(self, host: str, port: int, subset: str | None = None) -> dict[str, Any]:
-        """The merged policy for a host's port and subset; computed once per mesh (callers must not change it)."""
-        key = ("policy", host, port, subset)
+    def once(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """``compute()``, kept in ``memo`` under ``key``: what is derived from a mesh is derived once
+        (callers must not change what they get)."""
         found = self.memo.get(key)
         if found is None:
-            rule = self.destination_rule(host)
-            found = self.memo[key] = rule.policy(port, subset) if rule else {}
+            found = self.memo[key] = compute()
         return found
+
+    def policy(self, host: str, port: int, subset: str | None = None) -> dict[str, Any]:
+        """The merged policy for a host's port and subset; computed once per mesh (callers must not change it)."""
+        def merged() -> dict[str, Any]:
+            rule = self.destination_rule(host)
+            return rule.policy(port, subset) if rule else {}
+        return self.once(("policy", host, port, subset), merged)
 
 
 @collector_paused()  # 150,000 endpoints and their tuples: see parse.collector_paused

@@ -71,10 +71,10 @@ def caller_localities(cluster: str, *meshes: Mesh | None) -> list[str]:
 
 def _endpoint_localities(mesh: Mesh) -> dict[str, set[Locality]]:
     """The localities of each cluster's endpoints; once per mesh, as every cluster's preview asks."""
-    found = mesh.memo.get("endpoint localities")
-    if found is None:
-        found = mesh.memo["endpoint localities"] = {}
+    def gather() -> dict[str, set[Locality]]:
+        found: dict[str, set[Locality]] = {}
         for service in mesh.services.values():
             for ep in service.endpoints:
                 found.setdefault(ep.cluster, set()).add(ep.locality)
-    return found
+        return found
+    return mesh.once("endpoint localities", gather)
