@@ -69,21 +69,20 @@ def build_cluster(mesh: Mesh, view: ProxyView, service: Service, port: Port, sub
     are built once per mesh and shared by every view (callers must not change them)."""
     if service.resolution in ("DNS", "DNS_ROUND_ROBIN"):
         return _build_cluster(mesh, view, service, port, subset)
-    key = ("cluster", service.host, port.number, subset)
-    cluster = mesh.memo.get(key)
-    if cluster is None:
-        policy = mesh.policy(service.host, port.number, subset)
-        if subset is not None and policy == mesh.policy(service.host, port.number, None):
-            # A subset without a traffic policy of its own has the whole service's cluster but for
-            # its names (a copy is several times cheaper than building it from the policy again).
-            cluster = _renamed(build_cluster(mesh, view, service, port, None),
-                               cluster_name(port.number, subset, service.host))
-            if cluster.type == Cluster.EDS:
-                cluster.eds_cluster_config.service_name = cluster.name
-            _transport_socket(cluster, policy, port, subset, service, mesh)
-        else:
-            cluster = _build_cluster(mesh, view, service, port, subset)
-        mesh.memo[key] = cluster
+    return mesh.once(("cluster", service.host, port.number, subset),
+                     lambda: _shared_cluster(mesh, view, service, port, subset))
+
+
+def _shared_cluster(mesh: Mesh, view: ProxyView, service: Service, port: Port, subset: str | None) -> Cluster:
+    policy = mesh.policy(service.host, port.number, subset)
+    if subset is None or policy != mesh.policy(service.host, port.number, None):
+        return _build_cluster(mesh, view, service, port, subset)
+    # A subset without a traffic policy of its own has the whole service's cluster but for its
+    # names (a copy is several times cheaper than building it from the policy again).
+    cluster = _renamed(build_cluster(mesh, view, service, port, None), cluster_name(port.number, subset, service.host))
+    if cluster.type == Cluster.EDS:
+        cluster.eds_cluster_config.service_name = cluster.name
+    _transport_socket(cluster, policy, port, subset, service, mesh)
     return cluster
 
 
