@@ -280,7 +280,12 @@ class LocalityPolicy:
 
 def locality_policy(mesh: Mesh, host: str, port: int, subset: str | None) -> LocalityPolicy:
     """The DestinationRule's localityLbSetting wins over the mesh's; ``enabled: false`` turns it off.
-    Failover needs outlierDetection: without it Envoy never sees a locality as unhealthy."""
+    Failover needs outlierDetection: without it Envoy never sees a locality as unhealthy. Once per
+    mesh: a cluster and its assignment both ask."""
+    return mesh.once(("locality policy", host, port, subset), lambda: _locality_policy(mesh, host, port, subset))
+
+
+def _locality_policy(mesh: Mesh, host: str, port: int, subset: str | None) -> LocalityPolicy:
     policy = mesh.policy(host, port, subset)
     setting = (policy.get("loadBalancer") or {}).get("localityLbSetting")
     if setting is None:
