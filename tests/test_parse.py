@@ -3,6 +3,7 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+import yaml
 
 from compiler.findings import Level
 from compiler.parse import MAX_FILE_BYTES, UnreadableFile, format_path, parse
@@ -160,6 +161,41 @@ def test_scalars_follow_yaml_types_but_timestamps_stay_text():
     spec = obj.body["spec"]
     assert spec["when"] == "2024-01-01" and spec["n"] == 3 and spec["f"] == 1.5
     assert spec["b"] is True and spec["z"] is None
+
+
+class _Reference(yaml.SafeLoader):
+    """PyYAML's own SafeLoader, but for timestamps, which stay text as Kubernetes reads them."""
+
+
+_Reference.add_constructor("tag:yaml.org,2002:timestamp", lambda loader, node: loader.construct_scalar(node))
+
+# YAML 1.1 scalars whose type depends on how they are written: plain, quoted, tagged.
+SCALARS = ["yes", "No", "ON", "off", "y", "N", "true", "False", "~", "null", "Null", "", "012", "0x1F", "0o17",
+           "1_000", "1:20", "190:20:30.15", ".inf", "-.Inf", ".NaN", "1e3", "1.0e+3", "+12", "-0", "0.", "0b101",
+           "'yes'", '"12"', "'~'", "! 12", "!!str 12", "!!int '12'", "!!float 3", "!!bool yes", "2001-12-14",
+           "2001-12-14t21:59:43.10-05:00", "'<<'", "|\n    012\n", ">-\n    yes\n"]
+
+
+@pytest.mark.parametrize("scalar", SCALARS)
+def test_scalars_resolve_as_pyyaml_safe_loader_does(scalar):
+    scalar = scalar.replace("\\n", "\n")
+    head = "apiVersion: galleon.io/v1alpha1\nkind: Cluster\nmetadata: {name: c}\n"
+    for text in (f"{head}value: {scalar}\nlist:\n- {scalar}\n", f"{head}nested:\n  deeper: {scalar}\n"):
+        (obj,) = parse_text(text).objects
+        assert obj.body == yaml.load(text, Loader=_Reference), text
+
+
+def test_merge_and_value_keys_written_as_values_stay_text():
+    # PyYAML's SafeLoader cannot construct these at all; as values they can only have meant the text.
+    (obj,) = parse_text("apiVersion: galleon.io/v1alpha1\nkind: Cluster\nmetadata: {name: c}\n"
+                        "spec: {a: <<, b: =}\n").objects
+    assert obj.body["spec"] == {"a": "<<", "b": "="}
+
+
+def test_a_quoted_merge_key_is_a_plain_key():
+    (obj,) = parse_text("apiVersion: galleon.io/v1alpha1\nkind: Cluster\nmetadata: {name: c}\n"
+                        "spec:\n  '<<': {network: n1}\n  network: n2\n").objects
+    assert obj.body["spec"] == {"<<": {"network": "n1"}, "network": "n2"}
 
 
 def test_merge_keys_are_resolved_with_own_keys_winning():
