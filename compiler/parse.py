@@ -80,9 +80,9 @@ class SourceObject:
     line: int
     file_lines: "FileLines" = field(repr=False)
     document: int = 0
-    # What each local analyzer found in this object, and the facts it read (validate.framework): kept
-    # while a later parse shares the object.
-    checks: dict[str, tuple] = field(default_factory=dict, repr=False)
+    # What the schema check and each local analyzer found in this object, with the facts an analyzer
+    # read (validate.schema, validate.framework): kept while a later parse shares the object.
+    checks: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def key(self) -> tuple[str, str, str, str]:

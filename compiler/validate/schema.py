@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import difflib
 import re
-import weakref
 from typing import Iterator
 
 from jsonschema import ValidationError
@@ -21,15 +20,12 @@ from ..schemas import fast_check, validator
 CODE = "IST0106"
 
 
-# An object parsed once and validated again (a preview's second revision reuses the objects of
-# unchanged files, parse.parse's ``previous``) is not checked again.
-_checked: "weakref.WeakKeyDictionary[SourceObject, list[Finding]]" = weakref.WeakKeyDictionary()
-
-
 def check(obj: SourceObject) -> list[Finding]:
-    found = _checked.get(obj)
+    # An object parsed once and validated again (a preview's second revision reuses the objects of
+    # unchanged files, parse.parse's ``previous``) keeps its findings, as the local analyzers' do.
+    found = obj.checks.get(CODE)
     if found is None:
-        found = _checked[obj] = _check(obj)
+        found = obj.checks[CODE] = _check(obj)
     return found
 
 
