@@ -396,18 +396,24 @@ def _parse_file(file: str, data: bytes, known) -> _FileParse:
     objects: list[SourceObject] = []
     findings: list[Finding] = []
     text = _decode(file, data)
-    nodes = []
-    try:
-        # One document at a time, so the documents before a syntax error are still checked.
-        for node in yaml.compose_all(text, Loader=_Loader):
-            nodes.append(node)
-    except yaml.YAMLError as exc:
-        findings.append(_yaml_error(file, exc))
-    except RecursionError:
-        raise UnreadableFile(file, f"nesting too deep to read (over {MAX_DEPTH} levels)") from None
     budget = _budget(data)
-    file_lines = FileLines(text, budget, [(node.start_mark.index, node.end_mark.index) for node in nodes])
-    for document, node in enumerate(nodes):
+    spans: list[tuple[int, int]] = []  # filled as documents are read
+    file_lines = FileLines(text, budget, spans)
+    documents = yaml.compose_all(text, Loader=_Loader)
+    # One document at a time: each is built while its nodes are still in the CPU's cache, and the
+    # documents before a syntax error are still checked.
+    while True:
+        try:
+            node = next(documents, None)
+        except yaml.YAMLError as exc:
+            findings.insert(0, _yaml_error(file, exc))
+            break
+        except RecursionError:
+            raise UnreadableFile(file, f"nesting too deep to read (over {MAX_DEPTH} levels)") from None
+        if node is None:
+            break
+        document = len(spans)
+        spans.append((node.start_mark.index, node.end_mark.index))
         builder = _Builder(budget)
         try:
             body = builder.build(node, "")
