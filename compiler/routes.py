@@ -619,12 +619,7 @@ def _add_cluster_weight(clusters, ctx: _Context, vs: SourceObject, destination: 
     cluster = clusters.add(name=_destination_cluster(ctx, vs, destination["destination"]))
     cluster.weight.value = weight
     operations = _header_operations(destination.get("headers"))
-    if operations is NO_HEADER_OPERATIONS:
-        return
-    cluster.request_headers_to_add.extend(operations.request_add)
-    cluster.request_headers_to_remove.extend(operations.request_remove)
-    cluster.response_headers_to_add.extend(operations.response_add)
-    cluster.response_headers_to_remove.extend(operations.response_remove)
+    _add_header_operations(cluster, operations)
     if operations.authority:
         cluster.host_rewrite_literal = operations.authority
 
@@ -880,7 +875,8 @@ def _authority(values: Mapping[str, str] | None) -> str:
     return found[-1] if found else ""
 
 
-def _add_header_operations(target: rc.Route, operations: _HeaderOperations) -> None:
+def _add_header_operations(target: rc.Route | rc.WeightedCluster.ClusterWeight,
+                           operations: _HeaderOperations) -> None:
     if operations is NO_HEADER_OPERATIONS:
         return  # most rules and destinations: four empty extends saved
     target.request_headers_to_add.extend(operations.request_add)
