@@ -178,7 +178,6 @@ SCALARS = ["yes", "No", "ON", "off", "y", "N", "true", "False", "~", "null", "Nu
 
 @pytest.mark.parametrize("scalar", SCALARS)
 def test_scalars_resolve_as_pyyaml_safe_loader_does(scalar):
-    scalar = scalar.replace("\\n", "\n")
     head = "apiVersion: galleon.io/v1alpha1\nkind: Cluster\nmetadata: {name: c}\n"
     for text in (f"{head}value: {scalar}\nlist:\n- {scalar}\n", f"{head}nested:\n  deeper: {scalar}\n"):
         (obj,) = parse_text(text).objects
