@@ -9,7 +9,8 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any, Mapping
 
-from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
+from envoy.config.cluster.v3 import circuit_breaker_pb2, outlier_detection_pb2
+from envoy.config.cluster.v3.cluster_pb2 import Cluster
 from envoy.config.core.v3 import protocol_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.extensions.transport_sockets.raw_buffer.v3 import raw_buffer_pb2
@@ -26,7 +27,6 @@ from .model import Mesh, Port, Service
 from .names import cluster_name, sni
 from .view import ProxyView
 
-Cluster = cluster_pb2.Cluster
 DEFAULT_CONNECT_TIMEOUT = "10s"
 UNLIMITED = 2**32 - 1  # Istio lifts Envoy's default limit of 1024 unless the user sets one
 HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"

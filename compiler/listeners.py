@@ -14,6 +14,7 @@ from typing import Iterable, Iterator
 
 from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.config.listener.v3.listener_components_pb2 import FilterChain
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
@@ -55,7 +56,6 @@ TLS_VERSIONS = {"TLS_AUTO": common_pb2.TlsParameters.TLS_AUTO, "TLSV1_0": common
 
 MATCH_ANY = ""  # stands for "no server names" when telling which chain claimed what
 Target = tuple[str, int]  # (cluster name, weight)
-FilterChain = listener_components_pb2.FilterChain
 
 
 def build_listeners(mesh: Mesh, view: ProxyView, services: list[Service]) -> list[listener_pb2.Listener]:
@@ -72,7 +72,7 @@ def build_listeners(mesh: Mesh, view: ProxyView, services: list[Service]) -> lis
 
 def _sidecar_listeners(mesh: Mesh, view: ProxyView, services: list[Service]) -> Iterator[listener_pb2.Listener]:
     for port, on_port in sorted(_services_by_port(services).items()):
-        if any(service.port(port).is_http for service in on_port):
+        if any(service.known_port(port).is_http for service in on_port):
             # One HTTP listener serves every host on the port: RDS picks the virtual host.
             chains, default = [_chain([_hcm_filter(port, sidecar_route_name(port))])], None
         else:
@@ -108,11 +108,12 @@ def _mesh_tcp_targets(mesh: Mesh, routing: MeshVirtualServices, service: Service
     """Where a sidecar sends a service's TCP stream: the first ``tcp`` rule of its mesh VirtualService
     that applies on this port (weighted clusters), else the service's own cluster."""
     vs = routing.for_host(service.host)
-    for rule in (vs.spec.get("tcp", []) if vs else []):
-        if any(match.get("port") in (None, port) for match in rule.get("match") or [{}]):
-            targets = _route_targets(mesh, vs, rule.get("route", []), port)
-            if targets:
-                return targets
+    if vs is not None:
+        for rule in vs.spec.get("tcp", []):
+            if any(match.get("port") in (None, port) for match in rule.get("match") or [{}]):
+                targets = _route_targets(mesh, vs, rule.get("route", []), port)
+                if targets:
+                    return targets
     return [(cluster_name(port, None, service.host), 1)]
 
 
@@ -120,7 +121,7 @@ def _matched_service_chains(mesh: Mesh, routing: MeshVirtualServices, port: int,
                             ) -> Iterator[FilterChain]:
     claimed: set[tuple[str, int]] = set()
     for service in on_port:
-        names = [service.host] if service.port(port).protocol in SNI_PROTOCOLS and service.host != "*" else []
+        names = [service.host] if service.known_port(port).protocol in SNI_PROTOCOLS and service.host != "*" else []
         # Hosts are unique, so a chain matching on its host's SNI never collides; plain TCP
         # chains only have the address, and Envoy rejects two chains with the same one.
         prefixes = [p for p in _cidrs(service.addresses) if names or p not in claimed]

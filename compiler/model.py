@@ -101,6 +101,12 @@ class Service:
     def port(self, number: int) -> Port | None:
         return next((p for p in self.ports if p.number == number), None)
 
+    def known_port(self, number: int) -> Port:
+        """A port the caller knows the service has (say, from a cluster name it built)."""
+        found = self.port(number)
+        assert found is not None, f"{self.host} has no port {number}"
+        return found
+
 
 @dataclass
 class Subset:

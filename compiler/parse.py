@@ -16,7 +16,7 @@ import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, Sequence
 
 import yaml
 from yaml.constructor import SafeConstructor
@@ -235,7 +235,8 @@ class _Builder:
 
     def _merged(self, pairs: list) -> list:
         """YAML merge keys (<<: *base): the merged pairs come first so the mapping's own keys win."""
-        merged, own = [], []
+        merged: list = []
+        own: list = []
         for key_node, value_node in pairs:
             if _is_merge(key_node):
                 sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
@@ -354,7 +355,7 @@ class FileLines:
     demand, recording every field's line.
     """
 
-    def __init__(self, text: str, budget: int, spans: list[tuple[int, int]] = ()):
+    def __init__(self, text: str, budget: int, spans: Sequence[tuple[int, int]] = ()):
         self._text = text
         self._budget = budget
         self._documents: list[_Builder] | None = None
@@ -384,7 +385,7 @@ class FileLines:
 
     def of(self, document: int) -> dict[str, int]:
         builder = self._builder(document)
-        return builder.lines if builder else {}
+        return builder.lines if builder is not None and builder.lines is not None else {}
 
     def duplicate_keys(self, document: int) -> list[tuple[str, int]]:
         builder = self._builder(document)
@@ -461,7 +462,9 @@ def _to_object(file, line, body, file_lines, document, known, findings) -> Sourc
                                 f"{api_version} {kind} is not a kind Galleon reads; ignored", kind))
         return None
     metadata = body.get("metadata")
-    name = metadata.get("name") if isinstance(metadata, dict) else None
+    if not isinstance(metadata, dict):
+        metadata = {}
+    name = metadata.get("name")
     if not isinstance(name, str) or not name:
         malformed("metadata.name is required", ("metadata",), kind)
         return None

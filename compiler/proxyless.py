@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 
-from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.cluster.v3.cluster_pb2 import Cluster
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import api_listener_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
@@ -35,7 +35,6 @@ from .protos import ads, pack
 from .scope import visible_services
 from .view import SIDECAR, ProxyView
 
-Cluster = cluster_pb2.Cluster
 FAULT_FILTER = "envoy.filters.http.fault"
 ROUTER_FILTER = "envoy.filters.http.router"
 TLS_SOCKET = "envoy.transport_sockets.tls"
@@ -256,7 +255,7 @@ def build_load_assignments(mesh: Mesh, view: ProxyView, services: list[Service],
     for cluster in eds_clusters:
         port, subset, host = parse_cluster_name(cluster.name)
         service = by_host[host]
-        groups = _groups(mesh, view, service, service.port(port), subset or None)
+        groups = _groups(mesh, view, service, service.known_port(port), subset or None)
         auto_mtls = endpoints.mtls_mode(mesh, host, port, subset or None) is None
         out.append(endpoints.encode(cluster.name, groups, (mesh.revision, service.source),
                                     mark_tls_mode=auto_mtls))

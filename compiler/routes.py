@@ -17,7 +17,7 @@ from typing import AbstractSet, Callable, Iterable, Mapping
 
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
-from envoy.config.route.v3 import route_pb2
+from envoy.config.route.v3.route_pb2 import RouteConfiguration
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
@@ -37,7 +37,6 @@ from .names import cluster_name, gateway_route_name, parse_cluster_name, sidecar
 from .parse import SourceObject
 from .view import ROUTER, ProxyView
 
-RouteConfiguration = route_pb2.RouteConfiguration
 
 FAULT_FILTER = "envoy.filters.http.fault"
 CORS_FILTER = "envoy.filters.http.cors"
@@ -141,10 +140,10 @@ def _sidecar_configs(mesh: Mesh, view: ProxyView, services: list[Service], reuse
             configs.append(kept[1])
             continue
         vhosts = []
-        for key, service in zip(keys.values(), map(by_host.get, keys)):
+        for host, key in keys.items():
             vhost = reuse.get(key)
             if vhost is None:
-                vhost = _service_virtual_host(ctx, service)
+                vhost = _service_virtual_host(ctx, by_host[host])
             else:  # its routes are copied into a new configuration: they name this revision
                 for route in vhost.routes:
                     provenance.restamp(route.metadata, mesh.revision)
@@ -200,8 +199,8 @@ def _service_virtual_host(ctx: _Context, service: Service) -> _VirtualHost:
     name = virtual_host_name(service.host, ctx.port)
     domains = _service_domains(service, ctx.port)
     vs = MeshVirtualServices.of(ctx.mesh).for_host(service.host)
-    routes = _virtual_service_routes(ctx, vs) if vs else []
-    if routes:
+    routes = _virtual_service_routes(ctx, vs) if vs is not None else []
+    if vs is not None and routes:
         return _VirtualHost(name, domains, routes, [vs])
     return _VirtualHost(name, domains, [_default_route(ctx, service)], [service.source])
 
@@ -236,10 +235,10 @@ def _default_route(ctx: _Context, service: Service) -> rc.Route:
     action.cluster = cluster_name(ctx.port, None, service.host)
     _set_timeout(action, None)
     sources = [service.source]
-    hash_policy, rule = _hash_policy(ctx, service.host, ctx.port, None)
-    if hash_policy is not None:
-        action.hash_policy.append(hash_policy)
-        sources.append(rule)
+    hashing = _hash_policy(ctx, service.host, ctx.port, None)
+    if hashing is not None:
+        action.hash_policy.append(hashing[0])
+        sources.append(hashing[1])
     # Istio builds the default route's retries without regard to hashing: previous_hosts stays
     _set_retry_policy(action, None, hashing=False)
     route.metadata.CopyFrom(provenance.metadata(ctx.mesh.revision, *sources))
@@ -509,7 +508,7 @@ def _string_matcher(string_match: dict) -> string_pb2.StringMatcher:
 
 def _header_matcher(name: str, string_match: dict | None, invert: bool = False) -> rc.HeaderMatcher:
     matcher = rc.HeaderMatcher(name=name, invert_match=invert)
-    if _is_presence(string_match):
+    if string_match is None or _is_presence(string_match):
         matcher.present_match = True
     else:
         matcher.string_match.CopyFrom(_string_matcher(string_match))
@@ -519,7 +518,7 @@ def _header_matcher(name: str, string_match: dict | None, invert: bool = False) 
 
 
 def _query_matcher(name: str, string_match: dict | None) -> rc.QueryParameterMatcher:
-    if _is_presence(string_match):
+    if string_match is None or _is_presence(string_match):
         return rc.QueryParameterMatcher(name=name, present_match=True)
     return rc.QueryParameterMatcher(name=name, string_match=_string_matcher(string_match))
 
@@ -561,10 +560,10 @@ def _apply_route_action(ctx: _Context, vs: SourceObject, rule: dict, destination
     for weighted, _ in destinations:  # as Istio: every destination's DestinationRule hash, in order
         target = weighted["destination"]
         host = fqdn(target["host"], vs.namespace)
-        hash_policy, rule_source = _hash_policy(ctx, host, _destination_port(ctx, host, target), target.get("subset"))
-        if hash_policy is not None:
-            action.hash_policy.append(hash_policy)
-            sources.append(rule_source)
+        hashing = _hash_policy(ctx, host, _destination_port(ctx, host, target), target.get("subset"))
+        if hashing is not None:
+            action.hash_policy.append(hashing[0])
+            sources.append(hashing[1])
     # Only a single hashed destination switches to consistent-hash retries (Istio's route.go)
     _set_retry_policy(action, rule.get("retries"), hashing=len(destinations) == 1 and bool(sources))
     return sources
@@ -625,12 +624,12 @@ def _add_cluster_weight(clusters, ctx: _Context, vs: SourceObject, destination: 
 
 
 def _hash_policy(ctx: _Context, host: str, port: int, subset: str | None
-                 ) -> tuple[rc.RouteAction.HashPolicy | None, SourceObject | None]:
+                 ) -> tuple[rc.RouteAction.HashPolicy, SourceObject] | None:
     """The route side of a DestinationRule's consistentHash load balancer (the cluster side picks
     the ring; the route says what to hash), with the rule it came from."""
     consistent = (ctx.mesh.policy(host, port, subset).get("loadBalancer") or {}).get("consistentHash")
     if not consistent:
-        return None, None  # most destinations: no message to build
+        return None  # most destinations: no message to build
     policy = rc.RouteAction.HashPolicy()
     if "httpHeaderName" in consistent:
         policy.header.header_name = consistent["httpHeaderName"]
@@ -645,8 +644,10 @@ def _hash_policy(ctx: _Context, host: str, port: int, subset: str | None
     elif "httpQueryParameterName" in consistent:
         policy.query_parameter.name = consistent["httpQueryParameterName"]
     else:
-        return None, None
-    return policy, ctx.mesh.destination_rule(host).source
+        return None
+    rule = ctx.mesh.destination_rule(host)
+    assert rule is not None, "only a DestinationRule sets a load balancer"
+    return policy, rule.source
 
 
 def _set_retry_policy(action: rc.RouteAction, retries: dict | None, hashing: bool) -> None:

@@ -97,16 +97,17 @@ def compile_view(mesh: Mesh, view: ProxyView, previous: ViewConfig | None = None
         raise ValueError("compile_view: give previous or only, not both")
     services = visible_services(mesh, view)
     key_of_view = view_key(mesh, view)
-    same_view = previous is not None and previous.view_key == key_of_view
-    reusable = previous.services if same_view else {}
+    # The previous configuration is only reused for the same view.
+    prior = previous if previous is not None and previous.view_key == key_of_view else None
+    reusable = prior.services if prior is not None else {}
     # Only the keys of services that the changed objects feed are computed again.
-    changed = changes(mesh, previous.digests) if same_view else None
+    changed = changes(mesh, prior.digests) if prior is not None else None
     dnat: dict[str, list] = {}
     for service, port, subset in sni_dnat_targets(mesh, view, services):
         dnat.setdefault(service.host, []).append((port, subset))
     # The previous resources, in name order, stay in place but for those of rebuilt or gone services.
-    clusters = dict(previous.resources[CLUSTER]) if same_view else {}
-    assignments = dict(previous.resources[ENDPOINT]) if same_view else {}
+    clusters = dict(prior.resources[CLUSTER]) if prior is not None else {}
+    assignments = dict(prior.resources[ENDPOINT]) if prior is not None else {}
     built: dict[str, tuple[Key, tuple[str, ...], tuple[str, ...]]] = {}
     for host in reusable.keys() - {service.host for service in services}:
         _replace(clusters, reusable[host][1], [], lambda m: m.name)
@@ -116,7 +117,7 @@ def compile_view(mesh: Mesh, view: ProxyView, previous: ViewConfig | None = None
         if only is not None and service.host not in only:
             continue
         before = reusable.get(service.host)
-        if before is not None and not changed.may_differ(before[0]):
+        if before is not None and changed is not None and not changed.may_differ(before[0]):
             built[service.host] = before
             continue
         key = service_key(mesh, service)
@@ -138,7 +139,7 @@ def compile_view(mesh: Mesh, view: ProxyView, previous: ViewConfig | None = None
         CLUSTER: clusters,
         ENDPOINT: assignments,
         LISTENER: _by_name(build_listeners(mesh, view, services), lambda m: m.name),
-        ROUTE: _by_name(build_routes(mesh, view, services, previous.vhosts if same_view else {}, vhosts, changed,
+        ROUTE: _by_name(build_routes(mesh, view, services, prior.vhosts if prior is not None else {}, vhosts, changed,
                                      only), lambda m: m.name),
     }, key_of_view, built, vhosts, digests(mesh))
 
@@ -155,7 +156,7 @@ def _replace(resources: dict[str, Message], old: tuple[str, ...], new: list[Mess
 
 def _assignment(mesh: Mesh, view: ProxyView, service: Service, cluster: Message) -> Message:
     port, subset, _ = parse_eds_name(cluster.name)
-    return build_load_assignment(mesh, view, service, service.port(port), subset or None,
+    return build_load_assignment(mesh, view, service, service.known_port(port), subset or None,
                                  sni_dnat=cluster.name.startswith("outbound_."))
 
 
