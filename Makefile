@@ -9,13 +9,19 @@ STAMP := $(VENV)/.installed
 SYSTEM_TOOLS := sshd:openssh-server ssh-keygen:openssh-client git:git gpg:gnupg \
 	dnsmasq:dnsmasq-base knotd:knot kzonecheck:knot-dnssecutils
 
-.PHONY: run test bench schemas clean system-deps
+.PHONY: run test build bench schemas clean system-deps
 
-$(STAMP): pyproject.toml
+# The compiled modules (compiler/native.py) are rebuilt whenever their sources change.
+NATIVE_SOURCES := $(shell sed -n 's/^    "compiler\.\(.*\)",$$/compiler\/\1.py/p' compiler/native.py)
+
+$(STAMP): pyproject.toml setup.py compiler/native.py $(NATIVE_SOURCES)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
+
+# Install, or rebuild the compiled compiler modules after their sources changed.
+build: $(STAMP)
 
 # The main job on the bundled sample mesh: galleon serve with a real Envoy attached, requests flowing.
 run: $(STAMP)
@@ -43,4 +49,4 @@ schemas: $(STAMP)
 	$(BIN)/python -m schemas.generate ../shared/data/istio-crds.gen.yaml
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache compiler/*.so compiler__mypyc*.so compiler/native_build.json

@@ -1,11 +1,19 @@
-"""Builds the status API's Python code from proto/ with grpcio-tools whenever the package is built
-or installed (pip install ., pip install -e .); the generated files are not kept in Git.
+"""Builds, whenever the package is built or installed (pip install ., pip install -e .):
+
+- the status API's Python code from proto/ with grpcio-tools (the generated files are not kept in Git);
+- the compiler's hot modules as C extensions with mypyc (compiler/native.py lists them and says why),
+  unless GALLEON_PURE_PYTHON=1. Without a C compiler the build says so and installs pure Python.
 
 Everything else about the package is in pyproject.toml.
 """
+import json
+import os
+import runpy
+import sys
 from pathlib import Path
 
 from setuptools import setup
+from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
@@ -32,4 +40,39 @@ class BuildWithProtos(build_py):
         super().run()
 
 
-setup(cmdclass={"build_py": BuildWithProtos})
+class OptionalBuildExt(build_ext):
+    """The extensions only make the compiler faster: a failed C build leaves the pure-Python package."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as error:  # setuptools raises several types for a missing compiler or headers
+            _pure_python_warning(error)
+
+    def build_extension(self, ext) -> None:
+        try:
+            super().build_extension(ext)
+        except Exception as error:
+            _pure_python_warning(error)
+
+
+def _pure_python_warning(error: Exception) -> None:
+    print(f"galleon: building the compiled compiler modules failed ({error}); installing the pure-Python "
+          f"package, which compiles about 15 % slower. Install gcc and the Python headers to build them.",
+          file=sys.stderr)
+
+
+def native_extensions() -> list:
+    if os.environ.get("GALLEON_PURE_PYTHON") == "1":
+        return []
+    from mypyc.build import mypycify
+
+    native = runpy.run_path(str(ROOT / "compiler" / "native.py"))
+    # Recorded before the build: compiler/native.py refuses extensions built from other sources.
+    (ROOT / "compiler" / native["RECORD"]).write_text(json.dumps(native["source_hashes"](ROOT / "compiler"),
+                                                                 indent=2, sort_keys=True) + "\n")
+    return mypycify([str(native["source_path"](m, Path("compiler"))) for m in native["NATIVE"]],
+                    group_name="compiler", opt_level="3")
+
+
+setup(cmdclass={"build_py": BuildWithProtos, "build_ext": OptionalBuildExt}, ext_modules=native_extensions())
