@@ -32,18 +32,31 @@ REGION_LABEL, ZONE_LABEL, SUBZONE_LABEL = ("topology.kubernetes.io/region", "top
                                            "topology.istio.io/subzone")
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Target:
-    """One address Envoy may send to: an endpoint, or a remote network's gateway standing for some."""
+    """One address Envoy may send to: an endpoint, or a remote network's gateway standing for some.
+    Its __init__ is written out: compiled (compiler/native.py) it takes half the time of the one
+    dataclass generates, which stays interpreted, and a large view makes 200,000 targets."""
 
     address: str
     port: int
     weight: int
-    network: str = ""
-    cluster: str = ""
-    labels: Mapping[str, str] = field(default_factory=dict, compare=False)
-    gateway: bool = False
-    sidecar: bool = False  # can terminate Istio mTLS, so it may be reached across networks
+    network: str
+    cluster: str
+    labels: Mapping[str, str] = field(compare=False)
+    gateway: bool
+    sidecar: bool  # can terminate Istio mTLS, so it may be reached across networks
+
+    def __init__(self, address: str, port: int, weight: int, network: str = "", cluster: str = "",
+                 labels: Mapping[str, str] | None = None, gateway: bool = False, sidecar: bool = False) -> None:
+        self.address = address
+        self.port = port
+        self.weight = weight
+        self.network = network
+        self.cluster = cluster
+        self.labels = {} if labels is None else labels
+        self.gateway = gateway
+        self.sidecar = sidecar
 
     def scaled(self, factor: int) -> "Target":
         # Targets are treated as values: a change makes a new one (this is the hot path's copy).
@@ -51,22 +64,36 @@ class Target:
                       self.gateway, self.sidecar)
 
 
-class Group(NamedTuple):
+@dataclass(slots=True, init=False)
+class Group:
     """Envoy's LocalityLbEndpoints: targets in one locality, with a weight and a priority.
-    A tuple: made 60,000 times for one large view, where a frozen dataclass costs several times more.
+    Made 60,000 times for one large view: its __init__ is written out, as Target's.
 
     A mesh's own groups (``targets_of``, ``subset_groups``) also carry what is derived from their
     targets alone: ``networks`` and, in ``encoded``, their serialized form; so a group that a view
     passes on unchanged costs nothing per target. Whatever makes a group with other targets leaves
-    both None.
+    both None. Callers never change a group: a change makes a new one.
     """
 
     locality: Locality
     targets: tuple[Target, ...]
     weight: int
-    priority: int = 0
-    networks: frozenset[str] | None = None
-    encoded: dict[bool, bytes] | None = None
+    priority: int
+    networks: frozenset[str] | None = field(compare=False)
+    encoded: dict[bool, bytes] | None = field(compare=False)
+
+    def __init__(self, locality: Locality, targets: tuple[Target, ...], weight: int, priority: int = 0,
+                 networks: frozenset[str] | None = None, encoded: dict[bool, bytes] | None = None) -> None:
+        self.locality = locality
+        self.targets = targets
+        self.weight = weight
+        self.priority = priority
+        self.networks = networks
+        self.encoded = encoded
+
+    def weighted(self, weight: int) -> "Group":
+        """The same group with another weight (its targets, so what is derived from them, unchanged)."""
+        return Group(self.locality, self.targets, weight, self.priority, self.networks, self.encoded)
 
 
 def targets_of(mesh: Mesh, service: Service, port: Port) -> list[Group]:
@@ -199,7 +226,7 @@ def apply_distribute(groups: list[Group], proxy: Locality, distribute: list[Mapp
         total = sum(groups[i].weight for i in matched)
         for i in matched:
             weights[i] = math.ceil(groups[i].weight * share / total) if total else 0
-    return [g._replace(weight=weights[i]) for i, g in enumerate(groups) if weights.get(i, 0) > 0]
+    return [g.weighted(weights[i]) for i, g in enumerate(groups) if weights.get(i, 0) > 0]
 
 
 def _topology_labels(network: str, cluster: str, locality: Locality) -> dict[str, str]:
