@@ -58,7 +58,7 @@ class OptionalBuildExt(build_ext):
 
 def _pure_python_warning(error: Exception) -> None:
     print(f"galleon: building the compiled compiler modules failed ({error}); installing the pure-Python "
-          f"package, which compiles about 15 % slower. Install gcc and the Python headers to build them.",
+          f"package, which compiles about 1.5 times slower. Install gcc and the Python headers to build them.",
           file=sys.stderr)
 
 
