@@ -41,25 +41,32 @@ class BuildWithProtos(build_py):
 
 
 class OptionalBuildExt(build_ext):
-    """The extensions only make the compiler faster: a failed C build leaves the pure-Python package."""
+    """The extensions only make the compiler faster: a failed C build leaves the pure-Python package.
+    mypyc's shared library is built first, so once one extension fails the others are not tried."""
 
-    def run(self) -> None:
-        try:
-            super().run()
-        except Exception as error:  # setuptools raises several types for a missing compiler or headers
-            _pure_python_warning(error)
+    failed: Exception | None = None
 
     def build_extension(self, ext) -> None:
+        if self.failed is not None:
+            return
         try:
             super().build_extension(ext)
-        except Exception as error:
-            _pure_python_warning(error)
+        except Exception as error:  # setuptools raises several types for a missing compiler or headers
+            self.failed = error
+            detail = str(error)
+            print(f"galleon: building the compiled compiler modules failed ({type(error).__name__}: "
+                  f"{detail[:200]}{'...' if len(detail) > 200 else ''}); installing the pure-Python package, "
+                  f"which compiles about 1.5 times slower. Install gcc and the Python headers to build them.",
+                  file=sys.stderr)
 
+    def get_output_mapping(self) -> dict[str, str]:
+        # An editable install copies each built file into the tree: only those that were built.
+        mapping = super().get_output_mapping()
+        return mapping if self.failed is None else {k: v for k, v in mapping.items() if os.path.exists(v)}
 
-def _pure_python_warning(error: Exception) -> None:
-    print(f"galleon: building the compiled compiler modules failed ({error}); installing the pure-Python "
-          f"package, which compiles about 1.5 times slower. Install gcc and the Python headers to build them.",
-          file=sys.stderr)
+    def copy_extensions_to_source(self) -> None:
+        if self.failed is None:
+            super().copy_extensions_to_source()
 
 
 def native_extensions() -> list:
