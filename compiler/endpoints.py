@@ -290,14 +290,22 @@ def _ranked(locality: Locality, members: list[Group | Target], priority: int) ->
     return Group(locality, targets, sum(t.weight for t in targets), priority)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True, init=False)
 class LocalityPolicy:
-    """The locality load-balancing that applies to one cluster for one proxy."""
+    """The locality load-balancing that applies to one cluster for one proxy; one per cluster of a
+    mesh, so its __init__ is written out as Target's (callers never change one)."""
 
-    distribute: tuple = ()
-    failover: tuple = ()
-    failover_priority: tuple = ()
-    failover_enabled: bool = False
+    distribute: tuple
+    failover: tuple
+    failover_priority: tuple
+    failover_enabled: bool
+
+    def __init__(self, distribute: tuple = (), failover: tuple = (), failover_priority: tuple = (),
+                 failover_enabled: bool = False) -> None:
+        self.distribute = distribute
+        self.failover = failover
+        self.failover_priority = failover_priority
+        self.failover_enabled = failover_enabled
 
     @property
     def weighted(self) -> bool:
@@ -338,12 +346,18 @@ def mtls_mode(mesh: Mesh, host: str, port: int, subset: str | None) -> bool | No
     return None if not tls else tls.get("mode") == "ISTIO_MUTUAL"
 
 
-class _Plan(NamedTuple):
+@dataclass(slots=True, init=False)
+class _Plan:
     """What one service port and subset's assignment needs of the mesh, the same for every view."""
 
     groups: list[Group]
     mtls: bool | None
     locality: LocalityPolicy
+
+    def __init__(self, groups: list[Group], mtls: bool | None, locality: LocalityPolicy) -> None:
+        self.groups = groups
+        self.mtls = mtls
+        self.locality = locality
 
 
 def _plan(mesh: Mesh, service: Service, port: Port, subset: str | None) -> _Plan:
