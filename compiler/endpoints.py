@@ -91,7 +91,7 @@ class Group:
         self.networks = networks
         self.encoded = encoded
 
-    def weighted(self, weight: int) -> "Group":
+    def with_weight(self, weight: int) -> "Group":
         """The same group with another weight (its targets, so what is derived from them, unchanged)."""
         return Group(self.locality, self.targets, weight, self.priority, self.networks, self.encoded)
 
@@ -226,7 +226,7 @@ def apply_distribute(groups: list[Group], proxy: Locality, distribute: list[Mapp
         total = sum(groups[i].weight for i in matched)
         for i in matched:
             weights[i] = math.ceil(groups[i].weight * share / total) if total else 0
-    return [g.weighted(weights[i]) for i, g in enumerate(groups) if weights.get(i, 0) > 0]
+    return [g.with_weight(weights[i]) for i, g in enumerate(groups) if weights.get(i, 0) > 0]
 
 
 def _topology_labels(network: str, cluster: str, locality: Locality) -> dict[str, str]:
