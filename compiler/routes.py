@@ -199,9 +199,10 @@ def _service_virtual_host(ctx: _Context, service: Service) -> _VirtualHost:
     name = virtual_host_name(service.host, ctx.port)
     domains = _service_domains(service, ctx.port)
     vs = MeshVirtualServices.of(ctx.mesh).for_host(service.host)
-    routes = _virtual_service_routes(ctx, vs) if vs is not None else []
-    if vs is not None and routes:
-        return _VirtualHost(name, domains, routes, [vs])
+    if vs is not None:
+        routes = _virtual_service_routes(ctx, vs)
+        if routes:
+            return _VirtualHost(name, domains, routes, [vs])
     return _VirtualHost(name, domains, [_default_route(ctx, service)], [service.source])
 
 
@@ -488,14 +489,12 @@ def _regex(pattern: str) -> regex_pb2.RegexMatcher:
     return regex_pb2.RegexMatcher(regex=pattern)
 
 
-def _is_presence(string_match: dict | None) -> bool:
-    """Istio reads an empty match, and the regex ``*``, as "the header is present"; an empty
-    prefix means the same (and Envoy rejects one)."""
-    if not string_match:
-        return True
-    if string_match.get("regex") == "*" or string_match.get("prefix") == "":
-        return True
-    return not any(k in string_match for k in ("exact", "prefix", "regex"))
+def _value_match(string_match: dict | None) -> dict | None:
+    """The match a value must pass, or None where Istio reads "the header is present": an empty
+    match, the regex ``*``, and an empty prefix (which Envoy rejects) all mean that."""
+    if not string_match or string_match.get("regex") == "*" or string_match.get("prefix") == "":
+        return None
+    return string_match if any(k in string_match for k in ("exact", "prefix", "regex")) else None
 
 
 def _string_matcher(string_match: dict) -> string_pb2.StringMatcher:
@@ -508,19 +507,21 @@ def _string_matcher(string_match: dict) -> string_pb2.StringMatcher:
 
 def _header_matcher(name: str, string_match: dict | None, invert: bool = False) -> rc.HeaderMatcher:
     matcher = rc.HeaderMatcher(name=name, invert_match=invert)
-    if string_match is None or _is_presence(string_match):
+    value = _value_match(string_match)
+    if value is None:
         matcher.present_match = True
     else:
-        matcher.string_match.CopyFrom(_string_matcher(string_match))
+        matcher.string_match.CopyFrom(_string_matcher(value))
         # withoutHeaders: a request lacking the header does not carry the unwanted value either.
         matcher.treat_missing_header_as_empty = invert
     return matcher
 
 
 def _query_matcher(name: str, string_match: dict | None) -> rc.QueryParameterMatcher:
-    if string_match is None or _is_presence(string_match):
+    value = _value_match(string_match)
+    if value is None:
         return rc.QueryParameterMatcher(name=name, present_match=True)
-    return rc.QueryParameterMatcher(name=name, string_match=_string_matcher(string_match))
+    return rc.QueryParameterMatcher(name=name, string_match=_string_matcher(value))
 
 
 def _is_catch_all(route: rc.Route) -> bool:
@@ -774,8 +775,8 @@ def _cors(policy: dict) -> cors_pb2.CorsPolicy:
         # Istio forwards preflights that match no origin unless told to ignore them.
         forward_not_matching_preflights=wrappers_pb2.BoolValue(value=policy.get("unmatchedPreflights") != "IGNORE"))
     if policy.get("allowOrigins"):
-        out.allow_origin_string_match.extend(_string_matcher(m) for m in policy["allowOrigins"]
-                                             if not _is_presence(m))
+        out.allow_origin_string_match.extend(_string_matcher(value) for m in policy["allowOrigins"]
+                                             if (value := _value_match(m)) is not None)
     else:
         out.allow_origin_string_match.extend(string_pb2.StringMatcher(exact=o) for o in policy.get("allowOrigin", []))
     if policy.get("allowCredentials") is not None:
