@@ -16,7 +16,7 @@ import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import yaml
 from yaml.constructor import SafeConstructor
@@ -114,8 +114,9 @@ class SourceObject:
 
 
 @dataclass(frozen=True)
-class _FileParse:
-    """One file's objects and findings on its own, before objects are checked against other files'."""
+class FileParse:
+    """One file's objects and findings on its own, before objects are checked against other files'.
+    compiler/records.py turns one into plain data and back, for a cache kept between runs."""
 
     data: bytes
     objects: list[SourceObject]
@@ -126,7 +127,7 @@ class _FileParse:
 class ParseResult:
     objects: list[SourceObject]
     findings: list[Finding]
-    files: dict[str, _FileParse] = field(default_factory=dict, repr=False)
+    files: dict[str, FileParse] = field(default_factory=dict, repr=False)
 
 
 _TAG = "tag:yaml.org,2002:"
@@ -307,23 +308,25 @@ def _yaml_error(file: str, exc: yaml.YAMLError) -> Finding:
 _GROUP_VERSION = re.compile(r"^(?:([a-z0-9.-]+)/)?([a-z0-9]+)$")
 
 
-def parse(snapshot: Snapshot, previous: ParseResult | None = None) -> ParseResult:
+def parse(snapshot: Snapshot, previous: ParseResult | None = None,
+          stored: Mapping[str, FileParse] | None = None) -> ParseResult:
     """Every object of every YAML file in the snapshot, and what was wrong with them.
 
     With ``previous`` (another revision's result), a file whose bytes are unchanged keeps its
     parsed objects instead of being read again: a preview reads two revisions that mostly share
-    their files.
+    their files. ``stored``, files' parses kept between runs (records.py), are used the same way.
 
     Raises UnreadableFile for a file that is not YAML text at all (binary,
     not UTF-8, too large, a YAML bomb): the source as a whole cannot be used.
     """
     known = served_versions()
     reusable = previous.files if previous is not None else {}
-    files: dict[str, _FileParse] = {}
+    stored = stored or {}
+    files: dict[str, FileParse] = {}
     with collector_paused():
         for file, data in snapshot.files.items():
-            before = reusable.get(file)
-            files[file] = before if before is not None and before.data == data else _parse_file(file, data, known)
+            kept = [p for p in (reusable.get(file), stored.get(file)) if p is not None and p.data == data]
+            files[file] = kept[0] if kept else _parse_file(file, data, known)
     objects: list[SourceObject] = []
     findings: list[Finding] = []
     seen: dict[tuple, SourceObject] = {}
@@ -362,6 +365,10 @@ class FileLines:
         self._spans = spans  # each document's (start, end) in the text
         self._digests: dict[int, str] = {}
 
+    @property
+    def spans(self) -> tuple[tuple[int, int], ...]:
+        return tuple(self._spans)
+
     def digest(self, document: int) -> str:
         """A hash of one document's text: what an incremental compile compares (computed on demand)."""
         found = self._digests.get(document)
@@ -392,7 +399,12 @@ class FileLines:
         return builder.duplicate_keys if builder else []
 
 
-def _parse_file(file: str, data: bytes, known) -> _FileParse:
+def file_lines(file: str, data: bytes, spans: Sequence[tuple[int, int]]) -> FileLines:
+    """The field lines of a file already parsed once, whose documents are at ``spans``."""
+    return FileLines(_decode(file, data), _budget(data), spans)
+
+
+def _parse_file(file: str, data: bytes, known) -> FileParse:
     objects: list[SourceObject] = []
     findings: list[Finding] = []
     text = _decode(file, data)
@@ -431,7 +443,7 @@ def _parse_file(file: str, data: bytes, known) -> _FileParse:
         obj = _to_object(file, line, body, file_lines, document, known, findings)
         if obj is not None:
             objects.append(obj)
-    return _FileParse(data, objects, findings)
+    return FileParse(data, objects, findings)
 
 
 def _to_object(file, line, body, file_lines, document, known, findings) -> SourceObject | None:

@@ -6,6 +6,7 @@ source (or an argument) could not be used. Bad input never shows a traceback.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import socket
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
     from . import ca
     from .api import reconciler_pb2
+    from .parse_cache import ParseCache
 
 # Every command imports what it runs, inside its function: the compiler, the Kubernetes client,
 # cryptography, jinja2 and gRPC take half a second together, which `galleon status` or
@@ -54,12 +56,25 @@ def _progress(received: int, total: int, _bytes: int) -> None:
         print(f"\rfetching: {received}/{total} objects", end=end, file=sys.stderr, flush=True)
 
 
+def _warn(message: str) -> None:
+    print(f"galleon: warning: {message}", file=sys.stderr)
+
+
+def parse_cache(args) -> ParseCache:
+    """The cache of parsed files under --state-dir (none with --no-cache)."""
+    from .parse_cache import ParseCache
+    return ParseCache(None if args.no_cache else args.state_dir / "parses", _warn)
+
+
 def load(args) -> Validation:
     """Read SOURCE at --rev and validate it; raises SourceError/UnreadableFile for exit 2."""
     from compiler.validate import validate
     source = open_source(args.source, args.state_dir, _credentials(args, True))
     source.refresh()
-    return validate(source.snapshot(args.rev))
+    snapshot, cache = source.snapshot(args.rev), parse_cache(args)
+    result = validate(snapshot, stored=cache.stored(snapshot))
+    cache.keep(result.parsed)
+    return result
 
 
 def cmd_validate(args) -> int:
@@ -167,8 +182,12 @@ def cmd_diff(args) -> int:
         from compiler.diff import load_revision
         from . import preview
         _say(f"reading {args.base} and {args.head}")
-        base = load_revision(source.snapshot(args.base))
-        head = load_revision(source.snapshot(args.head), like=base)
+        cache = parse_cache(args)
+        base_snapshot, head_snapshot = source.snapshot(args.base), source.snapshot(args.head)
+        base = load_revision(base_snapshot, stored=cache.stored(base_snapshot))
+        head = load_revision(head_snapshot, like=base, stored=cache.stored(head_snapshot, have=base.parsed.files))
+        cache.keep(base.parsed)
+        cache.keep(head.parsed)
         try:
             result = preview.preview_of(base, head, args.cluster, progress=_say)
         except ValueError as exc:
@@ -264,7 +283,7 @@ def cmd_serve(args) -> int:
     except (ValueError, SignatureError) as exc:
         raise UsageError(str(exc)) from None
     options = ServeOptions(source=args.source, cluster=args.cluster, rev=args.rev, ads=args.ads, http=args.http,
-                           poll=args.poll, state_dir=args.state_dir, credentials=_credentials(args, False),
+                           poll=args.poll, state_dir=args.state_dir, parse_cache=not args.no_cache, credentials=_credentials(args, False),
                            debounce=args.debounce, debounce_max=args.debounce_max, webhook_secret=secret,
                            signatures=signatures, max_connection_age=args.max_connection_age,
                            lease=LeaseOptions(args.lease_namespace, args.lease_name or f"galleon-{args.cluster}",
@@ -504,10 +523,14 @@ def _source_arguments(parser: argparse.ArgumentParser, rev: bool = True) -> None
         parser.add_argument("--rev", default=None, metavar="REV",
                             help="Git revision to read: branch, tag, commit id (full or short), HEAD~2... "
                                  "(default: HEAD; a directory has only its working files)")
+    parser.add_argument("--state-dir", type=Path, default=default_state_dir(), metavar="DIR",
+                        help="where remote repositories are mirrored, parsed files are cached (parses/), and "
+                             "galleon serve keeps the last snapshot it served (default: $GALLEON_STATE_DIR "
+                             "or ~/.cache/galleon)")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="parse every file, neither reading nor writing the cache of parsed files "
+                             "(unchanged files are otherwise parsed and checked only once)")
     git = parser.add_argument_group("remote Git sources")
-    git.add_argument("--state-dir", type=Path, default=default_state_dir(), metavar="DIR",
-                     help="where remote repositories are mirrored, and where galleon serve keeps the last "
-                          "snapshot it served (default: $GALLEON_STATE_DIR or ~/.cache/galleon)")
     git.add_argument("--git-token-env", default="GALLEON_GIT_TOKEN", metavar="VAR",
                      help="environment variable holding an HTTPS token (default: GALLEON_GIT_TOKEN)")
     git.add_argument("--git-username", default=None, metavar="USER",
@@ -853,6 +876,11 @@ def _user_errors() -> tuple[type[Exception], ...]:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # A command that runs once keeps what it reads until it exits: the cyclic collector would only
+    # rescan it (0.5 s a pass over a large mesh). The daemon manages its heap (serve._settle_heap).
+    collecting = gc.isenabled()
+    if args.run is not cmd_serve:
+        gc.disable()
     try:
         return args.run(args)
     except KeyboardInterrupt:
@@ -866,6 +894,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"galleon: error: {exc}", file=sys.stderr)
         return EXIT_UNREADABLE
+    finally:
+        if collecting:
+            gc.enable()
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from .metrics import Metrics
 from .sources import DirectorySource, GitCredentials, LocalGitSource, Source, SourceError, open_source
 from .sources.signatures import SignaturePolicy, Verdict
 from .state import LastGood
+from .parse_cache import ParseCache
 from .status import StatusBoard
 
 log = structlog.get_logger("galleon.serve")
@@ -51,6 +52,7 @@ class ServeOptions:
     http: str = "127.0.0.1:15014"
     poll: float | None = None
     state_dir: Path | None = None
+    parse_cache: bool = True  # keep parsed files in STATE_DIR/parses (reconciler/parse_cache.py)
     credentials: GitCredentials = field(default_factory=GitCredentials)
     debounce: float = 0.1
     debounce_max: float = 10.0
@@ -168,6 +170,8 @@ class Daemon:
         self.state = LoadState()
         self.source: Source | None = None
         self.last_good = LastGood(options.state_dir, options.cluster) if options.state_dir else None
+        self.parses = ParseCache(options.state_dir / "parses" if options.state_dir and options.parse_cache else None,
+                                 lambda message: log.warning("parse cache off", reason=message))
         self.ads_port = self.http_port = 0
         self._changes = asyncio.Event()
         self._stop = asyncio.Event()
@@ -216,8 +220,10 @@ class Daemon:
         started = time.perf_counter()
         now = time.monotonic()
         self.released_vips = {a: t for a, t in self.released_vips.items() if now - t < VIP_QUARANTINE}
+        stored = self.parses.stored(snapshot, have=self._base.parsed.files if self._base else None)
         loaded = load_revision(snapshot, like=self._base, vips=self.vips, held_vips=set(self.released_vips),
-                               model_invalid=False)
+                               model_invalid=False, stored=stored)
+        self.parses.keep(loaded.parsed)
         self.state.findings = loaded.findings
         revision = short_revision(snapshot.revision)
         if not loaded.valid:

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -11,6 +14,16 @@ from compiler.validate import validate
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_REPO = ROOT / "sample-repo"
+
+
+def pytest_configure(config):
+    # Commands keep mirrors and parsed files in the state directory: one of the run's own, not the
+    # user's ~/.cache/galleon. Tests that look at those name theirs with --state-dir.
+    os.environ["GALLEON_STATE_DIR"] = tempfile.mkdtemp(prefix="galleon-tests-state-")
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(os.environ.pop("GALLEON_STATE_DIR", ""), ignore_errors=True)
 
 
 def snapshot_of(files: dict[str, str | bytes], revision: str = "test") -> Snapshot:

@@ -16,7 +16,7 @@ from ..fingerprints import changes, destination_hosts, digests
 from ..hosts import fqdn, matches
 from ..model import Mesh, build_mesh
 from ..names import parse_eds_name
-from ..parse import ParseResult, SourceObject, collector_paused, parse
+from ..parse import FileParse, ParseResult, SourceObject, collector_paused, parse
 from ..snapshot import Snapshot
 from ..validate import validate_objects
 from ..view import SIDECAR, ProxyView
@@ -56,12 +56,14 @@ class Uncompilable(Exception):
 
 @collector_paused()  # see parse.collector_paused: the collector would rescan BASE's heap, held alongside
 def load_revision(snapshot: Snapshot, like: Revision | None = None, vips: Mapping[str, str] | None = None,
-                  held_vips: Collection[str] = (), model_invalid: bool = True) -> Revision:
-    """Parse, validate and model a snapshot; files unchanged since ``like`` are not read again, and
-    its names keep ``like``'s VIPs (else ``vips``: those served; ``held_vips`` are not given to new
-    names), as a reconciler applying it would. ``model_invalid``: build the mesh of a revision with
-    errors too (a preview shows what it would do; a server only needs to know it has errors)."""
-    parsed = parse(snapshot, previous=like.parsed if like else None)
+                  held_vips: Collection[str] = (), model_invalid: bool = True,
+                  stored: Mapping[str, FileParse] | None = None) -> Revision:
+    """Parse, validate and model a snapshot; files unchanged since ``like`` (or ``stored``: parses kept
+    between runs) are not read again, and its names keep ``like``'s VIPs (else ``vips``: those
+    served; ``held_vips`` are not given to new names), as a reconciler applying it would.
+    ``model_invalid``: build the mesh of a revision with errors too (a preview shows what it would
+    do; a server only needs to know it has errors)."""
+    parsed = parse(snapshot, previous=like.parsed if like else None, stored=stored)
     schema_valid, findings = validate_objects(parsed.objects)
     revision = Revision(snapshot, parsed, sorted_findings(parsed.findings + findings), None)
     if not (revision.valid or model_invalid):

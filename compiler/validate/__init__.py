@@ -5,10 +5,11 @@ shapes it reads; an object with schema errors is reported once, for those.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Mapping
 
 from ..findings import Finding, has_errors, sorted_findings
-from ..parse import SourceObject, collector_paused, parse
+from ..parse import FileParse, ParseResult, SourceObject, collector_paused, parse
 from ..snapshot import Snapshot
 from . import destination_rules, references, routing, service_entries, topology, vips  # noqa: F401  (registers)
 from . import schema
@@ -21,6 +22,7 @@ class Validation:
     snapshot: Snapshot
     objects: list[SourceObject]
     findings: list[Finding]
+    parsed: ParseResult | None = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -45,8 +47,9 @@ def validate_objects(objects: list[SourceObject]) -> tuple[list[SourceObject], l
     return valid, findings
 
 
-def validate(snapshot: Snapshot) -> Validation:
-    """Parse and validate a snapshot. Raises parse.UnreadableFile for files that are not YAML text."""
-    parsed = parse(snapshot)
+def validate(snapshot: Snapshot, stored: Mapping[str, FileParse] | None = None) -> Validation:
+    """Parse (but files ``stored`` holds) and validate a snapshot. Raises parse.UnreadableFile for
+    files that are not YAML text."""
+    parsed = parse(snapshot, stored=stored)
     valid, findings = validate_objects(parsed.objects)
-    return Validation(snapshot, valid, sorted_findings(parsed.findings + findings))
+    return Validation(snapshot, valid, sorted_findings(parsed.findings + findings), parsed)

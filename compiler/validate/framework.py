@@ -30,20 +30,16 @@ class Analyzer:
             return
         # An object parsed once and shared by two revisions (parse's ``previous``) keeps its problems
         # while the facts it was checked against are the same: a revision that changes one file is
-        # not checked whole again (15,000 objects take the analyzers a second).
-        context = tuple(frozenset(getattr(index, fact)) for fact in self.local)
-        same: dict[int, bool] = {}  # by the identity of a kept context: compared once, not per object
+        # not checked whole again (15,000 objects take the analyzers a second). The facts are kept as
+        # a digest, which a parse cache (compiler/records.py) can store as well.
+        context = index.facts_digest(self.local)
         fresh = []
         for kind in self.kinds:
             for obj in index.by_kind.get(kind, ()):
                 known = obj.checks.get(self.name)
-                if known is not None:
-                    equal = same.get(id(known[0]))
-                    if equal is None:
-                        equal = same[id(known[0])] = known[0] == context
-                    if equal:
-                        yield from ((obj, path, message) for path, message in known[1])
-                        continue
+                if known is not None and known[0] == context:
+                    yield from ((obj, path, message) for path, message in known[1])
+                    continue
                 fresh.append(obj)
         if not fresh:
             return

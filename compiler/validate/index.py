@@ -6,6 +6,7 @@ has the type its schema promises.
 from __future__ import annotations
 
 import copy
+import hashlib
 from collections import defaultdict
 from functools import cached_property
 from typing import Iterator
@@ -39,6 +40,20 @@ class Index:
         self.networks = {name for mn in self.by_kind["MeshNetworks"]
                          for name in mn.spec.get("networks", {})}
         self.gateways = {f"{g.namespace}/{g.name}": g for g in self.by_kind["Gateway"]}
+        self._fact_digests: dict[str, str] = {}
+
+    def facts_digest(self, facts: tuple[str, ...]) -> str:
+        """A hash of these facts (attributes: sets, or dicts by their keys), equal exactly when they
+        are: what a local analyzer's kept problems were found against (framework.Analyzer.run)."""
+        return hashlib.sha256("".join(map(self._fact_digest, facts)).encode()).hexdigest()
+
+    def _fact_digest(self, fact: str) -> str:
+        found = self._fact_digests.get(fact)
+        if found is None:
+            # repr escapes newlines, so the separator cannot occur inside a value
+            text = "\n".join(sorted(map(repr, getattr(self, fact))))
+            found = self._fact_digests[fact] = hashlib.sha256(f"{fact}\n{text}".encode()).hexdigest()
+        return found
 
     def workload_labels(self) -> Iterator[dict[str, str]]:
         """The labels of every WorkloadEntry and ServiceEntry endpoint, as they are asked for: a

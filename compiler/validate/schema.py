@@ -22,19 +22,19 @@ CODE = "IST0106"
 
 def check(obj: SourceObject) -> list[Finding]:
     # An object parsed once and validated again (a preview's second revision reuses the objects of
-    # unchanged files, parse.parse's ``previous``) keeps its findings, as the local analyzers' do.
+    # unchanged files, parse.parse's ``previous``; a cached parse, ``stored``) keeps its problems, as
+    # the local analyzers' do, in the same shape: ("", ((path, message), ...)).
     found = obj.checks.get(CODE)
     if found is None:
-        found = obj.checks[CODE] = _check(obj)
-    return found
-
-
-def _check(obj: SourceObject) -> list[Finding]:
-    if fast_check(obj.group, obj.kind, obj.version)(obj.body):
-        return []
-    errors = validator(obj.group, obj.kind, obj.version).iter_errors(obj.body)
+        found = obj.checks[CODE] = ("", tuple(_problems(obj)))
     return [Finding(obj.file, obj.line_of(path), Level.ERROR, CODE, message, obj.kind, obj.namespace, obj.name)
-            for path, message in _explain_all(errors)]
+            for path, message in found[1]]
+
+
+def _problems(obj: SourceObject) -> Iterator[tuple[tuple, str]]:
+    if fast_check(obj.group, obj.kind, obj.version)(obj.body):
+        return iter(())
+    return _explain_all(validator(obj.group, obj.kind, obj.version).iter_errors(obj.body))
 
 
 def _explain_all(errors) -> Iterator[tuple[tuple, str]]:

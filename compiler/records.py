@@ -1,0 +1,48 @@
+"""One file's parse, with what validation found in its objects, as plain data and back.
+
+A record holds only tuples, lists, dicts, strings, numbers, booleans and None, so a cache kept
+between runs (reconciler/parse_cache.py) can store it with marshal, whose loading runs no code,
+unlike pickle's. Restoring a record gives what parsing the file gives, including each object's
+``checks`` (validate.schema, validate.framework), so an unchanged file is neither parsed nor
+checked again. FORMAT changes whenever the shape or the meaning of a record does.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .findings import Finding, Level
+from .parse import FileParse, SourceObject, file_lines
+
+FORMAT = 1
+
+
+class RecordError(ValueError):
+    """Data that is not a record of this format (another version's, or damaged)."""
+
+
+def _finding(finding: Finding) -> tuple:
+    return (finding.file, finding.line, finding.level.value, finding.code, finding.message, finding.kind,
+            finding.namespace, finding.name)
+
+
+def file_record(parsed: FileParse) -> tuple:
+    spans = parsed.objects[0].file_lines.spans if parsed.objects else ()
+    objects = [(o.group, o.version, o.kind, o.namespace, o.name, o.body, o.line, o.document, o.checks)
+               for o in parsed.objects]
+    return (FORMAT, spans, objects, [_finding(f) for f in parsed.findings])
+
+
+def restore(file: str, data: bytes, record: Any) -> FileParse:
+    """The parse of ``file`` (whose bytes are ``data``) that ``record`` holds; RecordError when it
+    does not hold one."""
+    if not (isinstance(record, tuple) and len(record) == 4 and record[0] == FORMAT):
+        raise RecordError(f"{file}: not a record of format {FORMAT}")
+    _, spans, objects, findings = record
+    try:
+        lines = file_lines(file, data, spans)
+        restored = [SourceObject(group, version, kind, namespace, name, body, file, line, lines, document,
+                                 dict(checks))
+                    for group, version, kind, namespace, name, body, line, document, checks in objects]
+        return FileParse(data, restored, [Finding(f[0], f[1], Level(f[2]), *f[3:]) for f in findings])
+    except (TypeError, ValueError) as exc:
+        raise RecordError(f"{file}: a damaged record ({exc})") from None
