@@ -9,13 +9,11 @@ from __future__ import annotations
 import marshal
 import os
 import time
-from pathlib import Path
 
 import pytest
 
 from compiler import parse as parse_module
 from compiler import records
-from compiler.diff import load_revision
 from compiler.parse import parse
 from compiler.snapshot import Snapshot
 from compiler.validate import validate
@@ -46,14 +44,6 @@ def corpus_snapshot() -> Snapshot:
 
 def findings_text(result) -> list[str]:
     return [f.text() for f in result.findings]
-
-
-@pytest.fixture
-def cache(tmp_path) -> ParseCache:
-    warnings: list[str] = []
-    made = ParseCache(tmp_path / "parses", warnings.append)
-    made.warnings = warnings
-    return made
 
 
 def no_parsing(monkeypatch):
