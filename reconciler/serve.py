@@ -241,7 +241,7 @@ class Daemon:
         self._accepted = loaded
         self.metrics.loads.labels("valid").inc()
         self.metrics.snapshot_valid.set(1)
-        log.info("revision validated", revision=revision, objects=len(loaded.objects),
+        log.info("revision validated", revision=revision, objects=len(loaded.objects), files_cached=len(stored),
                  seconds=round(time.perf_counter() - started, 3))
         return mesh
 

@@ -155,3 +155,19 @@ def test_compile_shows_a_proxyless_grpc_clients_view():
     listeners = json.loads(result.stdout)["listeners"]
     assert "reviews.bookinfo.svc.cluster.local:9080" in [listener["name"] for listener in listeners]
     assert all("apiListener" in listener for listener in listeners)
+
+
+def test_a_restarted_daemon_reads_its_files_back_from_the_parse_cache(tmp_path):
+    state = tmp_path / "state"
+    files = len(list(SAMPLE_REPO.rglob("*.yaml")))
+    served = []
+    for run, cached in (("first", 0), ("restart", files), ("--no-cache", 0)):
+        extra = ["--no-cache"] if run == "--no-cache" else []
+        with Galleon(SAMPLE_REPO, "cluster-a", *extra, state_dir=state) as daemon:
+            validated = daemon.event("revision validated")
+            assert validated["files_cached"] == cached, (run, daemon.log())
+            configz = daemon.json("/debug/configz")
+            served.append((validated["objects"], configz["served_revision"], configz["findings"]))
+            assert daemon.stop() == 0
+    assert served[0] == served[1] == served[2] and served[0][0] > 20
+    assert len(list((state / "parses").rglob("*/*/*"))) == files
