@@ -38,6 +38,8 @@ def restore(file: str, data: bytes, record: Any) -> FileParse:
     if not (isinstance(record, tuple) and len(record) == 4 and record[0] == FORMAT):
         raise RecordError(f"{file}: not a record of format {FORMAT}")
     _, spans, objects, findings = record
+    if not all(isinstance(span, tuple) and len(span) == 2 for span in spans):
+        raise RecordError(f"{file}: a damaged record (document spans)")
     try:
         lines = file_lines(file, data, spans)
         restored = [SourceObject(group, version, kind, namespace, name, body, file, line, lines, document,

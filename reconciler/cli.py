@@ -283,7 +283,8 @@ def cmd_serve(args) -> int:
     except (ValueError, SignatureError) as exc:
         raise UsageError(str(exc)) from None
     options = ServeOptions(source=args.source, cluster=args.cluster, rev=args.rev, ads=args.ads, http=args.http,
-                           poll=args.poll, state_dir=args.state_dir, parse_cache=not args.no_cache, credentials=_credentials(args, False),
+                           poll=args.poll, state_dir=args.state_dir, parse_cache=not args.no_cache,
+                           credentials=_credentials(args, False),
                            debounce=args.debounce, debounce_max=args.debounce_max, webhook_secret=secret,
                            signatures=signatures, max_connection_age=args.max_connection_age,
                            lease=LeaseOptions(args.lease_namespace, args.lease_name or f"galleon-{args.cluster}",
