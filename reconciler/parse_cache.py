@@ -16,6 +16,7 @@ repository clone beside it. A full or read-only disk turns the cache off with on
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import marshal
 import operator
@@ -42,6 +43,7 @@ MAGIC = b"galleon parse\n"
 HEADER = struct.Struct("<QI")  # payload length, CRC-32
 LIMIT_BYTES = 1 << 30  # records beyond this, least recently used first, are removed
 UNUSED_SALT_SECONDS = 7 * 24 * 3600
+STALE_TEMPORARY_SECONDS = 3600  # a write in progress takes well under a second
 
 
 @cache
@@ -108,6 +110,9 @@ class ParseCache:
                 continue
             found[file] = parsed
             self._remember(parsed)
+        if found:
+            with contextlib.suppress(OSError):
+                os.utime(self.folder)  # in use: not another version's to remove (_prune)
         return found
 
     def keep(self, parsed: ParseResult) -> None:
@@ -147,17 +152,30 @@ class ParseCache:
         return len(now) == len(known[1]) and all(map(operator.is_, now, known[1]))
 
     def _prune(self) -> None:
+        """Remove other versions' folders unused for a week, temporary files a crash left, and the
+        least recently used records beyond the limit. Other galleon processes may be pruning too:
+        a file gone meanwhile is skipped."""
         now = time.time()
         for other in self.root.iterdir():
-            if other != self.folder and other.is_dir() and now - other.stat().st_mtime > UNUSED_SALT_SECONDS:
-                shutil.rmtree(other, ignore_errors=True)
-        entries = [(e.stat().st_mtime, e.stat().st_size, Path(e.path)) for sub in os.scandir(self.folder)
-                   if sub.is_dir() for e in os.scandir(sub.path) if e.is_file() and not e.name.startswith(".")]
+            with contextlib.suppress(FileNotFoundError):
+                if other != self.folder and other.is_dir() and now - other.stat().st_mtime > UNUSED_SALT_SECONDS:
+                    shutil.rmtree(other, ignore_errors=True)
+        entries = []
+        for sub in os.scandir(self.folder):
+            for entry in os.scandir(sub.path) if sub.is_dir() else ():
+                try:
+                    stat = entry.stat()
+                except FileNotFoundError:
+                    continue
+                if not entry.name.startswith("."):
+                    entries.append((stat.st_mtime, stat.st_size, entry.path))
+                elif now - stat.st_mtime > STALE_TEMPORARY_SECONDS:
+                    Path(entry.path).unlink(missing_ok=True)
         total = sum(size for _, size, _ in entries)
         for _, size, path in sorted(entries):
             if total <= self.limit_bytes:
                 break
-            path.unlink(missing_ok=True)
+            Path(path).unlink(missing_ok=True)
             total -= size
 
 

@@ -220,3 +220,16 @@ def test_a_preview_through_the_cache_is_the_preview_parsed(tmp_path, capsys):
             for extra in ([], [], ["--no-cache"])]
     assert runs[0] == runs[1] == runs[2]
     assert runs[0][0] == 0 and "10% → **20%**" in runs[0][1]
+
+
+def test_temporary_files_a_crash_left_go_and_ones_being_written_stay(tmp_path):
+    files = {"a.yaml": b"# a\n"}
+    read_through(ParseCache(tmp_path, print), Snapshot("a", files))
+    folder = next(p for p in tmp_path.rglob("*") if p.is_file()).parent
+    old, current = folder / ".left-by-a-crash.tmp", folder / ".being-written.tmp"
+    for path in (old, current):
+        path.write_bytes(b"half a record")
+    long_ago = time.time() - parse_cache.STALE_TEMPORARY_SECONDS - 60
+    os.utime(old, (long_ago, long_ago))
+    read_through(ParseCache(tmp_path, print), Snapshot("b", {**files, "b.yaml": b"# b\n"}))
+    assert not old.exists() and current.exists()
