@@ -53,11 +53,11 @@ def salt() -> str:
     for part in (f"format {records.FORMAT}", sys.version, f"marshal {marshal.version}",
                  *(f"{name} {metadata.version(name)}" for name in ("PyYAML", "jsonschema"))):
         digest.update(part.encode() + b"\0")
-    sources = sorted(Path(compiler.__file__).parent.rglob("*.py"))
-    schemas = sorted((e for e in resources.files("schemas").iterdir() if e.name.endswith(".json")),
-                     key=lambda e: e.name)
-    for entry in [*sources, *schemas]:
-        digest.update(entry.name.encode() + b"\0" + entry.read_bytes())
+    package = Path(compiler.__file__).parent
+    sources = [(p.relative_to(package).as_posix(), p) for p in sorted(package.rglob("*.py"))]
+    schemas = sorted((e.name, e) for e in resources.files("schemas").iterdir() if e.name.endswith(".json"))
+    for name, entry in [*sources, *schemas]:
+        digest.update(name.encode() + b"\0" + entry.read_bytes())
     return digest.hexdigest()[:16]
 
 
