@@ -24,7 +24,6 @@ import os
 import shutil
 import struct
 import sys
-import tempfile
 import threading
 import time
 import weakref
@@ -38,6 +37,8 @@ import compiler
 from compiler import records
 from compiler.parse import FileParse, ParseResult, collector_paused
 from compiler.snapshot import Snapshot
+
+from .files import write_atomic
 
 MAGIC = b"galleon parse\n"
 HEADER = struct.Struct("<QI")  # payload length, CRC-32
@@ -200,14 +201,6 @@ def _frame(payload: bytes) -> bytes:
 
 
 def _write(path: Path, record: tuple) -> None:
-    payload = marshal.dumps(record)
     for folder in (path.parents[2], path.parents[1], path.parent):  # parses/, SALT/, the key's first two
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(_frame(payload))
-        os.replace(temporary, path)  # no fsync: a record lost to a crash is parsed again
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomic(path, _frame(marshal.dumps(record)), durable=False)  # a record lost to a crash is parsed again

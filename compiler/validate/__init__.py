@@ -22,7 +22,7 @@ class Validation:
     snapshot: Snapshot
     objects: list[SourceObject]
     findings: list[Finding]
-    parsed: ParseResult | None = field(default=None, repr=False)
+    parsed: ParseResult = field(repr=False)
 
     @property
     def ok(self) -> bool:
