@@ -105,9 +105,7 @@ class ParseCache:
             try:
                 parsed = records.restore(file, data, _read(path))
                 os.utime(path)  # recently used: pruned last
-            except FileNotFoundError:
-                continue
-            except (OSError, ValueError, EOFError, TypeError):  # damaged: parsed again, and rewritten
+            except (OSError, ValueError, EOFError, TypeError):  # missing or damaged: parsed, then written
                 continue
             found[file] = parsed
             self._remember(parsed)

@@ -34,10 +34,10 @@ from .api import reconciler_pb2 as pb
 from .preview import DEFAULT_MAX_BYTES, preview_of, render_json, render_markdown
 from .http import HttpServer, json_body, text_body
 from .metrics import Metrics
+from .parse_cache import ParseCache
 from .sources import DirectorySource, GitCredentials, LocalGitSource, Source, SourceError, open_source
 from .sources.signatures import SignaturePolicy, Verdict
 from .state import LastGood
-from .parse_cache import ParseCache
 from .status import StatusBoard
 
 log = structlog.get_logger("galleon.serve")
