@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pygit2
 import pytest
@@ -220,3 +221,21 @@ def test_a_reader_that_stops_early_is_not_an_error():
     process.stdout.close()  # the reader is gone before the output comes
     assert process.wait(60) == 0
     assert b"Traceback" not in process.stderr.read()
+
+
+def test_the_installed_program_leaves_with_its_whole_output_and_exit_code(tmp_path):
+    """The `galleon` script ends a one-shot command with os._exit (cli.run): what it printed, more than
+    a pipe holds, and the files it wrote must all be there, with the command's exit code."""
+    program = Path(sys.executable).parent / "galleon"
+    dump = subprocess.run([program, "compile", SAMPLE_REPO, "--cluster", "cluster-c"], capture_output=True, timeout=120)
+    assert dump.returncode == 0, dump.stderr
+    assert len(dump.stdout) > 65536 and json.loads(dump.stdout)["clusters"]
+    (tmp_path / "bad.yaml").write_text("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\n"
+                                       "metadata: {name: x, namespace: default}\nspec: {}\n")
+    invalid = subprocess.run([program, "validate", tmp_path], capture_output=True, text=True, timeout=120)
+    assert invalid.returncode == 1 and "bad.yaml:" in invalid.stderr + invalid.stdout
+    out = tmp_path / "out"
+    written = subprocess.run([program, "compile", SAMPLE_REPO, "--cluster", "cluster-a", "-o", out],
+                             capture_output=True, text=True, timeout=120)
+    assert written.returncode == 0, written.stderr
+    assert json.loads((out / "clusters.json").read_text())
