@@ -74,7 +74,7 @@ def _endpoint_localities(mesh: Mesh) -> dict[str, set[Locality]]:
     def gather() -> dict[str, set[Locality]]:
         found: dict[str, set[Locality]] = {}
         for service in mesh.services.values():
-            for ep in service.endpoints:
-                found.setdefault(ep.cluster, set()).add(ep.locality)
+            for cluster, locality in service.places():
+                found.setdefault(cluster, set()).add(locality)
         return found
     return mesh.once("endpoint localities", gather)
