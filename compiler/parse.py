@@ -358,16 +358,21 @@ class FileLines:
     demand, recording every field's line.
     """
 
-    def __init__(self, text: str, budget: int, spans: Sequence[tuple[int, int]] = ()):
+    def __init__(self, text: str, budget: int, spans: Sequence[tuple[int, int]] = (), digests: Sequence[str] = ()):
         self._text = text
         self._budget = budget
         self._documents: list[_Builder] | None = None
         self._spans = spans  # each document's (start, end) in the text
-        self._digests: dict[int, str] = {}
+        self._digests: dict[int, str] = dict(enumerate(digests))
 
     @property
     def spans(self) -> tuple[tuple[int, int], ...]:
         return tuple(self._spans)
+
+    @property
+    def digests(self) -> tuple[str, ...]:
+        """Every document's digest, in order."""
+        return tuple(self.digest(document) for document in range(len(self._spans)))
 
     def digest(self, document: int) -> str:
         """A hash of one document's text: what an incremental compile compares (computed on demand)."""
@@ -399,9 +404,9 @@ class FileLines:
         return builder.duplicate_keys if builder else []
 
 
-def file_lines(file: str, data: bytes, spans: Sequence[tuple[int, int]]) -> FileLines:
-    """The field lines of a file already parsed once, whose documents are at ``spans``."""
-    return FileLines(_decode(file, data), _budget(data), spans)
+def file_lines(file: str, data: bytes, spans: Sequence[tuple[int, int]], digests: Sequence[str]) -> FileLines:
+    """The field lines of a file already parsed once, whose documents are at ``spans`` and have ``digests``."""
+    return FileLines(_decode(file, data), _budget(data), spans, digests)
 
 
 def _parse_file(file: str, data: bytes, known) -> FileParse:

@@ -13,7 +13,7 @@ from typing import Any
 from .findings import Finding, Level
 from .parse import FileParse, SourceObject, file_lines
 
-FORMAT = 1
+FORMAT = 2
 
 
 class RecordError(ValueError):
@@ -26,10 +26,11 @@ def _finding(finding: Finding) -> tuple:
 
 
 def file_record(parsed: FileParse) -> tuple:
-    spans = parsed.objects[0].file_lines.spans if parsed.objects else ()
+    lines = parsed.objects[0].file_lines if parsed.objects else None
+    spans, digests = (lines.spans, lines.digests) if lines else ((), ())
     objects = [(o.group, o.version, o.kind, o.namespace, o.name, o.body, o.line, o.document, o.checks)
                for o in parsed.objects]
-    return _shared((FORMAT, spans, objects, [_finding(f) for f in parsed.findings]), {})
+    return _shared((FORMAT, spans, digests, objects, [_finding(f) for f in parsed.findings]), {})
 
 
 def _shared(value: Any, strings: dict[str, str]) -> Any:
@@ -50,13 +51,14 @@ def _shared(value: Any, strings: dict[str, str]) -> Any:
 def restore(file: str, data: bytes, record: Any) -> FileParse:
     """The parse of ``file`` (whose bytes are ``data``) that ``record`` holds; RecordError when it
     does not hold one."""
-    if not (isinstance(record, tuple) and len(record) == 4 and record[0] == FORMAT):
+    if not (isinstance(record, tuple) and len(record) == 5 and record[0] == FORMAT):
         raise RecordError(f"{file}: not a record of format {FORMAT}")
-    _, spans, objects, findings = record
-    if not all(isinstance(span, tuple) and len(span) == 2 for span in spans):
-        raise RecordError(f"{file}: a damaged record (document spans)")
+    _, spans, digests, objects, findings = record
+    if not (all(isinstance(span, tuple) and len(span) == 2 for span in spans) and len(digests) == len(spans)
+            and all(isinstance(digest, str) for digest in digests)):
+        raise RecordError(f"{file}: a damaged record (documents)")
     try:
-        lines = file_lines(file, data, spans)
+        lines = file_lines(file, data, spans, digests)
         restored = [SourceObject(group, version, kind, namespace, name, body, file, line, lines, document,
                                  dict(checks))
                     for group, version, kind, namespace, name, body, line, document, checks in objects]
