@@ -378,7 +378,20 @@ class EndpointSource:
 
     def places(self) -> set[tuple[str, Locality]]:
         """(cluster name, locality) of each endpoint, from the few distinct labels and localities written."""
-        specs = self.entry.spec.get("endpoints", []) if self.entry is not None else [we.spec for we in self.selected]
-        written = {((spec.get("labels") or {}).get(CLUSTER_LABEL, ""), spec.get("locality")) for spec in specs}
+        if self.entry is not None:
+            written = _written_places.get(self.entry)
+            if written is None:  # as _written: an entry shared by two revisions is read once
+                written = _written_places[self.entry] = _places_written(self.entry.spec.get("endpoints", []))
+        else:
+            written = _places_written([we.spec for we in self.selected])
         placed = (_placement(label, locality, self.clusters) for label, locality in written)
         return {(cluster.name if cluster else "", locality) for cluster, locality in placed}
+
+
+_written_places: "weakref.WeakKeyDictionary[SourceObject, set[tuple[str, str | None]]]" = \
+    weakref.WeakKeyDictionary()
+
+
+def _places_written(specs: list[dict]) -> set[tuple[str, str | None]]:
+    """The distinct (cluster label, locality) written in endpoint specs (callers must not change it)."""
+    return {((spec.get("labels") or {}).get(CLUSTER_LABEL, ""), spec.get("locality")) for spec in specs}
