@@ -30,22 +30,8 @@ def file_record(parsed: FileParse) -> tuple:
     spans, digests = (lines.spans, lines.digests) if lines else ((), ())
     objects = [(o.group, o.version, o.kind, o.namespace, o.name, o.body, o.line, o.document, o.checks)
                for o in parsed.objects]
-    return _shared((FORMAT, spans, digests, objects, [_finding(f) for f in parsed.findings]), {})
+    return (FORMAT, spans, digests, objects, [_finding(f) for f in parsed.findings])
 
-
-def _shared(value: Any, strings: dict[str, str]) -> Any:
-    """``value`` with each string written once: marshal writes a string it meets again as a
-    reference to the first, so a record of a mesh (field names, labels, ports repeated thousands of
-    times) is half the size and loads twice as fast, and its restored objects share the strings."""
-    if isinstance(value, str):
-        return strings.setdefault(value, value)
-    if isinstance(value, dict):
-        return {strings.setdefault(k, k) if isinstance(k, str) else k: _shared(v, strings) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_shared(v, strings) for v in value]
-    if isinstance(value, tuple):
-        return tuple(_shared(v, strings) for v in value)
-    return value
 
 
 def restore(file: str, data: bytes, record: Any) -> FileParse:
