@@ -5,10 +5,16 @@ import json
 from functools import cache
 from importlib import resources
 
-from jsonschema import Draft202012Validator, validators
-from referencing import Registry, Resource
+from typing import TYPE_CHECKING
 
 from .fastschema import compile_schema
+
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
+    from referencing import Registry
+
+# jsonschema and referencing are imported when first needed: a run whose objects all come from the
+# parse cache, or pass the fast check, never needs them (they take 0.1 s to import).
 
 
 @cache
@@ -33,13 +39,16 @@ def _is_integer(_checker, value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-StrictValidator = validators.extend(
-    Draft202012Validator,
-    type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer))
+@cache
+def _strict_validator() -> type[Draft202012Validator]:
+    from jsonschema import Draft202012Validator, validators
+    return validators.extend(Draft202012Validator,
+                             type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer))
 
 
 @cache
 def _registry() -> Registry:
+    from referencing import Registry, Resource
     return Registry().with_resources(
         (uri, Resource.from_contents(doc)) for uri, doc in _documents().items())
 
@@ -60,4 +69,4 @@ def validator(group: str, kind: str, version: str) -> Draft202012Validator:
     doc = _documents()[uri]
     if doc["x-galleon-group"] != group or version not in doc["$defs"]:
         raise KeyError((group, kind, version))
-    return StrictValidator({"$ref": f"{uri}#/$defs/{version}"}, registry=_registry())
+    return _strict_validator()({"$ref": f"{uri}#/$defs/{version}"}, registry=_registry())

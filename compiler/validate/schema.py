@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import difflib
 import re
-from typing import Iterator
-
-from jsonschema import ValidationError
-from jsonschema.exceptions import best_match
+from typing import TYPE_CHECKING, Iterator
 
 from ..findings import Finding, Level
 from ..parse import SourceObject, format_path
 from ..schemas import fast_check, validator
+
+if TYPE_CHECKING:
+    from jsonschema import ValidationError
 
 CODE = "IST0106"
 
@@ -79,6 +79,7 @@ def _explain(error: ValidationError) -> Iterator[tuple[tuple, str]]:
         if not error.context or all(e.validator in ("required", "not") for e in error.context):
             yield path, f"{where}: {_oneof_message(error)}"
         else:
+            from jsonschema.exceptions import best_match  # loaded with the validator (compiler/schemas.py)
             yield from _explain(best_match(error.context))
     elif kind == "required":
         yield path, f"{where}: {error.message.split(' is a required')[0]} is required"
