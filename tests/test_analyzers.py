@@ -303,6 +303,54 @@ def test_local_analyzers_reuse_an_unchanged_objects_problems_only_while_their_fa
     assert [f.text() for f in without_b.findings] == [f.text() for f in fresh.findings]
 
 
+def test_objects_whose_local_facts_are_unchanged_are_not_asked_about_again(monkeypatch):
+    """framework.run_all: an object shared with a validated revision, whose local analyzers would read
+    the same facts, gives its kept problems without any local analyzer running on it; when a fact
+    changes, only the objects of the kinds that read it are checked again, and the findings are a
+    fresh validation's."""
+    import dataclasses
+
+    from compiler.validate import framework
+
+    asked: list[tuple[str, str]] = []
+
+    def counted(analyzer):
+        def check(index):
+            asked.extend((analyzer.name, obj.ref) for kind in analyzer.kinds for obj in index.by_kind.get(kind, ()))
+            return analyzer.check(index)
+        return dataclasses.replace(analyzer, check=check) if analyzer.local is not None else analyzer
+
+    monkeypatch.setattr(framework, "ANALYZERS", [counted(a) for a in framework.ANALYZERS])
+    from compiler.diff import load_revision
+    port_error = se("hosts: [w.example.com]\nresolution: DNS\nports:\n- number: 65536\n  name: http", name="bad")
+    files = {"mesh.yaml": BASE, "bad.yaml": port_error}
+    first = load_revision(snapshot_of(files, "r1"))
+    assert asked and [f.code for f in first.findings] == ["GAL0115"]
+    asked.clear()
+    # The stamp alone gives an object's problems: the analyzers' own entries are not read.
+    (bad,) = first.parsed.files["bad.yaml"].objects
+    assert bad.checks[framework.LOCAL_STAMP][1] == (("port-out-of-range", ("spec", "ports", 0, "number"),
+                                                     bad.checks["port-out-of-range"][1][0][1]),)
+    for analyzer in framework.ANALYZERS:
+        bad.checks.pop(analyzer.name, None)
+    same = load_revision(snapshot_of({**files, "mesh.yaml": BASE + "\n# a comment\n"}, "r2"), like=first)
+    # mesh.yaml's objects are new (its text changed); bad.yaml's are not asked about again
+    assert asked and not [ref for _, ref in asked if ref.endswith("/bad")], asked
+    assert [f.text() for f in same.findings] == [f.text() for f in first.findings]
+    asked.clear()
+    again = load_revision(snapshot_of({**files, "mesh.yaml": BASE + "\n# a comment\n"}, "r3"), like=same)
+    assert asked == [] and [f.text() for f in again.findings] == [f.text() for f in first.findings]
+    # A new ServiceEntry changes what the ServiceEntries declare: the DestinationRule, which reads it,
+    # is asked again; the WorkloadEntry, whose analyzers read only clusters and networks, is not.
+    other = se("hosts: [x.example.com]\nresolution: DNS\nports:\n- number: 80\n  name: http", name="x")
+    changed = load_revision(snapshot_of({**files, "mesh.yaml": BASE + "\n# a comment\n", "x.yaml": other}, "r4"),
+                            like=again)
+    kinds = {ref.split("/")[0] for _, ref in asked}
+    assert "DestinationRule" in kinds and "WorkloadEntry" not in kinds, asked
+    fresh = validate(snapshot_of({**files, "mesh.yaml": BASE + "\n# a comment\n", "x.yaml": other}))
+    assert [f.text() for f in changed.findings] == [f.text() for f in fresh.findings]
+
+
 def test_reference_checks_of_an_unchanged_virtual_service_follow_the_hosts_ports_subsets_and_gateways():
     """The reference analyzers are local too, with what the ServiceEntries declare, the subsets and the
     Gateways as their facts: a VirtualService in a file no revision touches is checked again exactly

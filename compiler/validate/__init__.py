@@ -13,7 +13,7 @@ from ..parse import FileParse, ParseResult, SourceObject, collector_paused, pars
 from ..snapshot import Snapshot
 from . import destination_rules, references, routing, service_entries, topology, vips  # noqa: F401  (registers)
 from . import schema
-from .framework import ANALYZERS
+from .framework import run_all
 from .index import Index
 
 
@@ -39,11 +39,9 @@ def validate_objects(objects: list[SourceObject]) -> tuple[list[SourceObject], l
         findings += problems
         if not problems:
             valid.append(obj)
-    index = Index(valid)
-    for check in ANALYZERS:
-        for obj, path, message in check.run(index):
-            findings.append(Finding(obj.file, obj.line_of(path), check.level, check.code, message,
-                                    obj.kind, obj.namespace, obj.name))
+    for check, obj, path, message in run_all(Index(valid)):
+        findings.append(Finding(obj.file, obj.line_of(path), check.level, check.code, message,
+                                obj.kind, obj.namespace, obj.name))
     return valid, findings
 
 

@@ -1,6 +1,7 @@
 """What an analyzer is, and the registry of them."""
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
@@ -54,6 +55,43 @@ class Analyzer:
 
 
 ANALYZERS: list[Analyzer] = []
+# obj.checks key: a hash of every local analyzer of the object's kind with the facts it read, and
+# all their problems with the object, kept when they were last found.
+LOCAL_STAMP = "local analyzers"
+
+
+def run_all(index: Index) -> Iterator[tuple[Analyzer, SourceObject, Path, str]]:
+    """Every analyzer's problems. An object whose local analyzers all read the same facts as when its
+    problems were kept (its LOCAL_STAMP) gives them at once: in a revision that changes one file of
+    15,000 objects, asking each analyzer about each object took longer than the analyzers that
+    compare objects with each other."""
+    local = [a for a in ANALYZERS if a.local is not None]
+    by_name = {a.name: a for a in local}
+    # Every fact is read here, on the whole index, before the restricted copies below share its memo.
+    contexts = {a.name: index.facts_digest(a.local) for a in local}
+    stamps = {kind: hashlib.sha256("".join(f"{a.name}\n{contexts[a.name]}\n" for a in local
+                                           if kind in a.kinds).encode()).hexdigest()[:32]
+              for kind in index.by_kind}
+    stale = []
+    for obj in index.objects:
+        kept = obj.checks.get(LOCAL_STAMP)
+        if kept is not None and kept[0] == stamps[obj.kind]:
+            for name, path, message in kept[1]:
+                yield by_name[name], obj, path, message
+        else:
+            stale.append(obj)
+    if stale:
+        restricted = index.only(stale, tuple(index.by_kind))
+        for check in local:
+            for obj, path, message in check.run(restricted):
+                yield check, obj, path, message
+        for obj in stale:
+            obj.checks[LOCAL_STAMP] = (stamps[obj.kind], tuple(
+                (a.name, path, message) for a in local if obj.kind in a.kinds for path, message in obj.checks[a.name][1]))
+    for check in ANALYZERS:
+        if check.local is None:
+            for obj, path, message in check.run(index):
+                yield check, obj, path, message
 
 
 def repeats(values: Iterable) -> Iterator[tuple[int, int]]:
