@@ -197,10 +197,14 @@ class Daemon:
         snapshot = source.snapshot(head or self.options.rev)
         if self._known(snapshot.revision):
             return None
-        self.state.seen_revision = snapshot.revision
         log.info("revision seen", revision=short_revision(snapshot.revision), files=len(snapshot.files),
                  seconds=round(time.perf_counter() - started, 3))
-        mesh = self._accept(snapshot)
+        try:
+            mesh = self._accept(snapshot)
+        finally:
+            # Seen once its findings are in the status, not before: a reader that waits for the
+            # revision must not get the previous one's findings (nor read it again when unreadable).
+            self.state.seen_revision = snapshot.revision
         return (snapshot, mesh) if mesh is not None else None
 
     def _known(self, revision: str) -> bool:
