@@ -110,10 +110,6 @@ class Service:
                                else tuple(ep for source in sources for ep in source.build()))
         return self._endpoints
 
-    def places(self) -> set[tuple[str, Locality]]:
-        """The cluster and locality of each endpoint, without building them."""
-        return set().union(*(source.places() for source in self.endpoint_sources))
-
     def port(self, number: int) -> Port | None:
         return next((p for p in self.ports if p.number == number), None)
 
@@ -205,6 +201,18 @@ class Mesh:
         if found is None:
             found = self.memo[key] = compute()
         return found
+
+    def endpoint_places(self) -> set[tuple[str, Locality]]:
+        """(cluster name, locality) of every endpoint, without building them: from the few distinct
+        cluster labels and localities written (callers must not change it)."""
+        def gather() -> set[tuple[str, Locality]]:
+            written: set[tuple[str, str | None]] = set()
+            for service in self.services.values():
+                for source in service.endpoint_sources:
+                    written |= source.places_written()
+            placed = (_placement(label, locality, self.clusters) for label, locality in written)
+            return {(cluster.name if cluster else "", locality) for cluster, locality in placed}
+        return self.once(("endpoint places",), gather)
 
     def policy(self, host: str, port: int, subset: str | None = None) -> dict[str, Any]:
         """The merged policy for a host's port and subset; computed once per mesh (callers must not change it)."""
@@ -376,16 +384,14 @@ class EndpointSource:
             return _written_endpoints(self.entry, self.clusters, self.networks)
         return tuple(_endpoint(we.spec, we, self.clusters, self.networks) for we in self.selected)
 
-    def places(self) -> set[tuple[str, Locality]]:
-        """(cluster name, locality) of each endpoint, from the few distinct labels and localities written."""
-        if self.entry is not None:
-            written = _written_places.get(self.entry)
-            if written is None:  # as _written: an entry shared by two revisions is read once
-                written = _written_places[self.entry] = _places_written(self.entry.spec.get("endpoints", []))
-        else:
-            written = _places_written([we.spec for we in self.selected])
-        placed = (_placement(label, locality, self.clusters) for label, locality in written)
-        return {(cluster.name if cluster else "", locality) for cluster, locality in placed}
+    def places_written(self) -> set[tuple[str, str | None]]:
+        """The distinct (cluster label, locality) its endpoints are written with (callers must not change it)."""
+        if self.entry is None:
+            return _places_written([we.spec for we in self.selected])
+        written = _written_places.get(self.entry)
+        if written is None:  # as _written: an entry shared by two revisions is read once
+            written = _written_places[self.entry] = _places_written(self.entry.spec.get("endpoints", []))
+        return written
 
 
 _written_places: "weakref.WeakKeyDictionary[SourceObject, set[tuple[str, str | None]]]" = \

@@ -65,16 +65,6 @@ def caller_localities(cluster: str, *meshes: Mesh | None) -> list[str]:
             continue
         if not own:
             own.append(str(home.locality))
-        others.update(_endpoint_localities(mesh).get(cluster, ()))
+        others.update(locality for place, locality in mesh.endpoint_places() if place == cluster)
     return own + sorted(str(loc) for loc in others if str(loc) and str(loc) not in own)
 
-
-def _endpoint_localities(mesh: Mesh) -> dict[str, set[Locality]]:
-    """The localities of each cluster's endpoints; once per mesh, as every cluster's preview asks."""
-    def gather() -> dict[str, set[Locality]]:
-        found: dict[str, set[Locality]] = {}
-        for service in mesh.services.values():
-            for cluster, locality in service.places():
-                found.setdefault(cluster, set()).add(locality)
-        return found
-    return mesh.once("endpoint localities", gather)
