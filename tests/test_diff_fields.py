@@ -60,6 +60,12 @@ def test_provenance_is_not_a_change_but_other_metadata_is(sample_mesh):
     assert serialize(without_provenance(before)) == serialize(without_provenance(after))
     assert "istio" in without_provenance(before).metadata.filter_metadata
     assert diff_views(_view(before), _view(after)) == []
+    # The same, when the revisions are named: found from the bytes alone, or (another line) by stripping.
+    same_line = _cluster("rev-2", 10, sample=sample_mesh)
+    assert diff_views(_view(before), _view(same_line), revisions=("rev-1", "rev-2")) == []
+    assert diff_views(_view(before), _view(after), revisions=("rev-1", "rev-2")) == []
+    changed = _cluster("rev-2", 10, lb=cluster_pb2.Cluster.ROUND_ROBIN, sample=sample_mesh)
+    assert [c.action for c in diff_views(_view(before), _view(changed), revisions=("rev-1", "rev-2"))] == ["changed"]
     after.metadata.filter_metadata["istio"].fields["kept"].string_value = "no"
     (change,) = diff_views(_view(before), _view(after))
     assert change.lines == ("metadata.filter_metadata.istio.kept: yes → no",)

@@ -340,7 +340,7 @@ class _Context:
         for spec in self.specs:
             try:
                 before, after = self.compile_pair(spec, cluster)
-                changes = diff_views(before, after, self.gateways)
+                changes = diff_views(before, after, self.gateways, (self.base.mesh.revision, self.head.mesh.revision))
                 views.append(ViewDiff(spec, tuple(changes)))
                 if spec == ViewSpec(SIDECAR, DEFAULT_NAMESPACE) and changes and before and after:
                     traffic += self.traffic(cluster, (before, after), _services_touched(changes, before, after))

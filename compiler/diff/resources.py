@@ -39,9 +39,14 @@ class ResourceChange:
 
 
 def diff_views(base: ViewConfig | None, head: ViewConfig | None,
-               gateways: Mapping[str, str] | None = None) -> list[ResourceChange]:
+               gateways: Mapping[str, str] | None = None, revisions: tuple[str, str] = ("", "")) -> list[ResourceChange]:
     """Changes from ``base`` to ``head`` in push order, then by name. A missing side (the view does
-    not exist at that revision) counts as empty. ``gateways`` names the network of a gateway address."""
+    not exist at that revision) counts as empty. ``gateways`` names the network of a gateway address.
+    ``revisions``: the names the two sides' provenance gives (provenance.metadata)."""
+    # A resource whose bytes differ only by the revision its provenance names is unchanged: found
+    # by replacing that name, without copying and walking both messages to strip their provenance.
+    # (Neither name can appear anywhere else: a revision names the content that would hold it.)
+    renamed = tuple(name.encode() for name in revisions) if all(revisions) else None
     changes = []
     for type_url in PUSH_ORDER:
         old = base.resources[type_url] if base else {}
@@ -52,6 +57,8 @@ def diff_views(base: ViewConfig | None, head: ViewConfig | None,
                 continue  # kept by an incremental compile: same message
             if before is None or after is None:
                 changes.append(ResourceChange(KINDS[type_url], name, "added" if before is None else "removed"))
+                continue
+            if renamed and serialize(before).replace(*renamed) == serialize(after):
                 continue
             stripped_before, stripped_after = without_provenance(before), without_provenance(after)
             if serialize(stripped_before) == serialize(stripped_after):
