@@ -7,6 +7,7 @@ import dataclasses
 import os
 import socket
 import ssl
+import sys
 import subprocess
 import threading
 from datetime import datetime, timedelta, timezone
@@ -23,7 +24,7 @@ from cryptography.x509.verification import PolicyBuilder, Store, VerificationErr
 from compiler.validate import validate
 from reconciler.ca import (CAError, DirTarget, init_root, issue, load_root, plan, policy_for, reconcile,
                            secret_manifest, target_from)
-from reconciler.ca.plan import CREATE, NONE, REFUSE, REISSUE
+from reconciler.ca.planning import CREATE, NONE, REFUSE, REISSUE
 from reconciler.ca.x509util import key_pem
 from tests.conftest import mesh_from, sample_files, snapshot_of
 
@@ -480,3 +481,23 @@ def test_openssl_reads_the_root_files(root, tmp_path):
     public = root.cert.public_key().public_bytes(serialization.Encoding.PEM,
                                                  serialization.PublicFormat.SubjectPublicKeyInfo).decode()
     assert result.stdout == public
+
+
+def test_the_package_loads_each_name_when_used_and_a_preview_without_cryptography():
+    """reconciler.ca loads its names lazily: each exported name is what its module defines (never the
+    module itself, whatever was imported first), and reading policies for a preview does not load
+    cryptography."""
+    script = """
+import sys
+import reconciler.ca.preview, reconciler.ca.targets  # submodules first: their names must still win
+print("cryptography" in sys.modules)
+import reconciler.ca as ca, types
+assert sorted(ca.__all__) == sorted(["CAError", *ca._MODULES]), ca.__all__
+bad = [n for n in ca.__all__ if isinstance(getattr(ca, n), types.ModuleType)]
+assert not bad, bad
+"""
+    preview_only = subprocess.run([sys.executable, "-c", "import sys, reconciler.ca.preview; "
+                                   "print('cryptography' in sys.modules)"], capture_output=True, text=True, timeout=60)
+    assert preview_only.stdout.strip() == "False", preview_only.stderr
+    everything = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert everything.returncode == 0 and everything.stdout.strip() == "True", everything.stderr

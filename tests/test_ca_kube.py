@@ -17,7 +17,7 @@ from cryptography import x509
 
 from reconciler.ca import CAError, Policy, init_root, issue, reconcile, secret_manifest, target_from
 from reconciler.ca.kube import KubeTarget
-from reconciler.ca.plan import CREATE, NONE, REFUSE, REISSUE
+from reconciler.ca.planning import CREATE, NONE, REFUSE, REISSUE
 from tests.kube.standin import KubeStandIn, write_kubeconfig
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)

@@ -22,7 +22,7 @@ from reconciler.kube.client import KubeError, api_client, one_line
 
 from .errors import CAError
 from .root import RootCA, root_from_pem
-from .plan import NAME, NAMESPACE, SECRET
+from .planning import NAME, NAMESPACE, SECRET
 
 
 class KubeTarget:

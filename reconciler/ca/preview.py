@@ -13,7 +13,7 @@ from compiler.diff import PlanChange, PlanSection, Revision
 from compiler.parse import SourceObject
 
 from .errors import CAError
-from .intermediate import KIND, Policy, policy_for
+from .policy import KIND, Policy, policy_for
 
 TITLE = "CA: istio-system/cacerts intermediates"
 _COMPARED = [f.name for f in fields(Policy) if f.name not in ("cluster", "source")]

@@ -28,9 +28,10 @@ from typing import Mapping
 from cryptography import x509
 
 from .errors import CAError
-from .intermediate import CaCerts, Policy, issue, not_after, not_before
-from .plan import (DONE, NONE, SECRET, SWITCHED, TRUST_BOTH, Intermediate, pem_values, plan, rotation_of,
+from .intermediate import CaCerts, issue, not_after, not_before
+from .planning import (DONE, NONE, SECRET, SWITCHED, TRUST_BOTH, Intermediate, pem_values, plan, rotation_of,
                    secret_manifest)
+from .policy import Policy
 from .root import RootCA
 from .targets import CONFLICT_ATTEMPTS, CONFLICT_BACKOFF, ConflictError, Target
 from .x509util import fingerprint, stamp, utc

@@ -18,8 +18,9 @@ from reconciler.kube.conflict import CONFLICT_ATTEMPTS, CONFLICT_BACKOFF, Confli
 from reconciler.kube.manifests import ManifestDir, parse_target
 
 from .errors import CAError
-from .intermediate import Policy, issue
-from .plan import NAME, NAMESPACE, SECRET, Plan, plan, secret_manifest
+from .intermediate import issue
+from .planning import NAME, NAMESPACE, SECRET, Plan, plan, secret_manifest
+from .policy import Policy
 from .root import RootCA
 
 

@@ -7,11 +7,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+from .policy import ECDSA_P256, RSA_4096
 
-# Algorithm names: the CertificateAuthority schema's spelling, and init-root's.
-RSA_4096 = "RSA_4096"
-ECDSA_P256 = "ECDSA_P256"
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
 
 def utc(now: datetime) -> datetime:

@@ -21,7 +21,8 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
-from .intermediate import CaCerts, Policy, not_after
+from .intermediate import CaCerts, not_after
+from .policy import Policy
 from .root import RootCA
 from .x509util import fingerprint, key_algorithm, same_public_key, stamp, utc
 
