@@ -33,7 +33,6 @@ def file_record(parsed: FileParse) -> tuple:
     return (FORMAT, spans, digests, objects, [_finding(f) for f in parsed.findings])
 
 
-
 def restore(file: str, data: bytes, record: Any) -> FileParse:
     """The parse of ``file`` (whose bytes are ``data``) that ``record`` holds; RecordError when it
     does not hold one."""
