@@ -4,17 +4,15 @@ from __future__ import annotations
 import json
 from functools import cache
 from importlib import resources
-
 from typing import TYPE_CHECKING
 
 from .fastschema import compile_schema
 
+# jsonschema and referencing are imported when first needed: a run whose objects all come from the
+# parse cache, or pass the fast check, never needs them (they take 0.1 s to import).
 if TYPE_CHECKING:
     from jsonschema import Draft202012Validator
     from referencing import Registry
-
-# jsonschema and referencing are imported when first needed: a run whose objects all come from the
-# parse cache, or pass the fast check, never needs them (they take 0.1 s to import).
 
 
 @cache
