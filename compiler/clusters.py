@@ -19,7 +19,7 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import any_pb2, wrappers_pb2
 
-from . import endpoints, provenance
+from . import endpoints, protocols, provenance
 from .protos import Pieces, ads, pack, sds_secret
 from .durations import duration
 from .gateways import sni_dnat_targets
@@ -211,8 +211,10 @@ def _connection_pool(cluster: Cluster, pool: Mapping[str, Any], protocol: str) -
             max_pending_requests=wrappers_pb2.UInt32Value(value=http.get("http1MaxPendingRequests", UNLIMITED)),
             max_requests=wrappers_pb2.UInt32Value(value=http.get("http2MaxRequests", UNLIMITED)),
             max_retries=wrappers_pb2.UInt32Value(value=http.get("maxRetries", UNLIMITED)))]))
-    http2 = protocol in ("HTTP2", "GRPC") or http.get("h2UpgradePolicy") == "UPGRADE"
-    if not (http2 or "idleTimeout" in http or "maxRequestsPerConnection" in http):
+    http2 = protocol in protocols.HTTP2_FAMILY or http.get("h2UpgradePolicy") == "UPGRADE"
+    # A detected protocol: the cluster speaks to the endpoint what the client spoke (Istio's choice)
+    detected = protocol == protocols.AUTO and not http2
+    if not (http2 or detected or "idleTimeout" in http or "maxRequestsPerConnection" in http):
         return
     options = http_protocol_options_pb2.HttpProtocolOptions()
     if "idleTimeout" in http:
@@ -221,6 +223,9 @@ def _connection_pool(cluster: Cluster, pool: Mapping[str, Any], protocol: str) -
         options.common_http_protocol_options.max_requests_per_connection.value = http["maxRequestsPerConnection"]
     if http2:
         options.explicit_http_config.http2_protocol_options.CopyFrom(protocol_pb2.Http2ProtocolOptions())
+    elif detected:
+        options.use_downstream_protocol_config.http_protocol_options.SetInParent()
+        options.use_downstream_protocol_config.http2_protocol_options.SetInParent()
     else:
         options.explicit_http_config.http_protocol_options.CopyFrom(protocol_pb2.Http1ProtocolOptions())
     cluster.typed_extension_protocol_options[HTTP_OPTIONS].CopyFrom(pack(options))

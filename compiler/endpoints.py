@@ -22,7 +22,8 @@ from google.protobuf import wrappers_pb2
 from . import provenance
 from .protos import Pieces
 from .locality import Locality
-from .model import CLUSTER_LABEL, Mesh, Network, Port, Service
+from .kinds import CLUSTER_LABEL
+from .model import Mesh, Network, Port, Service
 from .parse import SourceObject
 from .names import cluster_name, sni
 from .view import ProxyView
@@ -109,6 +110,8 @@ def _located(service: Service, port: Port) -> list[Group]:
     located = []
     for i, ep in enumerate(service.endpoints):
         number = ep.port_for(port)
+        if number is None:  # listed for the service's other ports only
+            continue
         located.append((ep.locality, ep.address, number, i, Target(
             ep.address, number, max(ep.weight, 1), ep.network, ep.cluster, ep.labels, False, ep.mtls_ready)))
     located.sort()

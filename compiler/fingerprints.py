@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .hosts import fqdn, matches
+from . import kube
+from .hosts import CLUSTER_DOMAIN, fqdn, matches
+from .kinds import ENDPOINT_KINDS, SERVICE
 from .model import Mesh, Service
 from .parse import SourceObject
 from .view import ProxyView
@@ -30,7 +32,7 @@ def route_key(mesh: Mesh, service: Service) -> Key:
     def compute() -> Key:
         rule = mesh.destination_rule(service.host)
         return (service.host, repr((service.namespace, service.ports, service.resolution, service.location,
-                                    service.addresses)),
+                                    service.addresses, mesh.aliases_of(service.host))),
                 f"{service.source.ref} {service.source.file}:{service.source.line}",
                 rule.source.digest if rule else "-")
     return mesh.once(("route key", service.host), compute)
@@ -40,8 +42,7 @@ def service_key(mesh: Mesh, service: Service) -> Key:
     """A service's clusters and assignments, beyond the view key: what its routes are built from,
     plus its ServiceEntry's text and the objects its endpoints come from."""
     def compute() -> Key:
-        # Endpoints written in one object (all of a ServiceEntry's) share its source: hash it once.
-        sources = sorted(source.digest for source in {endpoint.source for endpoint in service.endpoints})
+        sources = sorted({obj.digest for source in service.endpoint_sources for obj in source.objects()})
         return (*route_key(mesh, service), service.source.digest, *sources)
     return mesh.once(("service key", service.host), compute)
 
@@ -78,9 +79,14 @@ def changes(mesh: Mesh, before: frozenset[str]) -> Changes:
 
 def _fed_by(mesh: Mesh, obj: SourceObject) -> set[str]:
     """The hosts whose keys may hold this object (a superset)."""
-    if obj.kind == "WorkloadEntry":  # only ServiceEntries of its own namespace select it: their hosts
-        entries = [o for o in mesh.per_service_objects if o.kind == "ServiceEntry" and o.namespace == obj.namespace]
-        return {fqdn(h, se.namespace) for se in entries for h in se.spec.get("hosts", [])}
+    if obj.kind in ("WorkloadEntry", "Pod"):
+        # Only services of its own namespace select it (ServiceEntries, Kubernetes Services) or list it
+        return {host for host, service in mesh.services.items() if service.namespace == obj.namespace}
+    if obj.kind == SERVICE:  # an ExternalName Service feeds the host it stands for too
+        return {kube.service_host(obj), mesh.resolve_alias(kube.service_host(obj))}
+    if obj.kind in ENDPOINT_KINDS:
+        return {f"{kube.endpoint_slice_service(obj) if obj.kind == 'EndpointSlice' else obj.name}."
+                f"{obj.namespace}.{CLUSTER_DOMAIN}"}
     spec = obj.spec
     patterns = {fqdn(h, obj.namespace) for h in ([spec["host"]] if obj.kind == "DestinationRule" else
                                                  spec.get("hosts", []))}

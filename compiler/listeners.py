@@ -18,6 +18,7 @@ from envoy.config.listener.v3.listener_components_pb2 import FilterChain
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.listener.http_inspector.v3 import http_inspector_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
@@ -31,6 +32,7 @@ from .hosts import fqdn, matches
 from .model import Mesh, Port, Service
 from .names import cluster_name, gateway_route_name, listener_name, sidecar_route_name, sni
 from .parse import SourceObject
+from .protocols import AUTO
 from .view import ROUTER, ProxyView
 
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
@@ -39,6 +41,9 @@ FAULT_FILTER = "envoy.filters.http.fault"
 CORS_FILTER = "envoy.filters.http.cors"
 ROUTER_FILTER = "envoy.filters.http.router"
 TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"
+HTTP_INSPECTOR = "envoy.filters.listener.http_inspector"
+# What Envoy's HTTP inspector says of plain HTTP/1.1 and of HTTP/2 without TLS, as Istio matches them.
+RAW_BUFFER, SNIFFED_HTTP = "raw_buffer", ("http/1.1", "h2c")
 TLS_SOCKET = "envoy.transport_sockets.tls"
 
 # Gateway TLS modes in which the gateway itself holds the certificate and decrypts.
@@ -72,11 +77,23 @@ def build_listeners(mesh: Mesh, view: ProxyView, services: list[Service]) -> lis
 
 def _sidecar_listeners(mesh: Mesh, view: ProxyView, services: list[Service]) -> Iterator[listener_pb2.Listener]:
     for port, on_port in sorted(_services_by_port(services).items()):
-        if any(service.known_port(port).is_http for service in on_port):
+        streams = [service for service in on_port if not service.known_port(port).is_http]
+        routing = MeshVirtualServices.of(mesh)
+        if not streams:
             # One HTTP listener serves every host on the port: RDS picks the virtual host.
             chains, default = [_chain([_hcm_filter(port, sidecar_route_name(port))])], None
+        elif len(streams) == len(on_port) and all(s.known_port(port).protocol != AUTO for s in streams):
+            chains, default = _tcp_service_chains(mesh, routing, port, streams)
         else:
-            chains, default = _tcp_service_chains(mesh, MeshVirtualServices.of(mesh), port, on_port)
+            # HTTP beside TCP on one port, or a protocol to detect: Istio's protocol sniffing. What
+            # Envoy's HTTP inspector finds to be HTTP is routed (RDS, as above); other bytes go to the
+            # TCP chains of the services whose port is not HTTP.
+            tcp_chains, default = _tcp_service_chains(mesh, routing, port, streams)
+            if default is None:
+                tcp_chains, default = [], tcp_chains[0]
+            http = _chain([_hcm_filter(port, sidecar_route_name(port))], transport_protocol=RAW_BUFFER,
+                          application_protocols=SNIFFED_HTTP)
+            chains = tcp_chains + [http]
         yield _listener(view, port, chains, mesh.revision, [on_port[0].source], default)
 
 
@@ -413,9 +430,11 @@ def _tcp_proxy_filter(port: int, targets: list[Target]) -> listener_components_p
 
 def _chain(filters: list[listener_components_pb2.Filter], server_names: Iterable[str] = (),
            prefixes: Iterable[tuple[str, int]] = (), transport_socket: base_pb2.TransportSocket | None = None,
-           name: str = "") -> FilterChain:
+           name: str = "", transport_protocol: str = "", application_protocols: Iterable[str] = ()) -> FilterChain:
     chain = FilterChain(name=name, filters=filters, transport_socket=transport_socket)
     chain.filter_chain_match.server_names.extend(server_names)
+    chain.filter_chain_match.transport_protocol = transport_protocol
+    chain.filter_chain_match.application_protocols.extend(application_protocols)
     chain.filter_chain_match.prefix_ranges.extend(
         address_pb2.CidrRange(address_prefix=prefix, prefix_len=wrappers_pb2.UInt32Value(value=length))
         for prefix, length in prefixes)
@@ -438,4 +457,8 @@ def _listener(view: ProxyView, port: int, chains: list[FilterChain], revision: s
         # Server names are only known once the TLS inspector has read the ClientHello.
         listener.listener_filters.append(listener_components_pb2.ListenerFilter(
             name=TLS_INSPECTOR, typed_config=pack(tls_inspector_pb2.TlsInspector())))
+    if any(chain.filter_chain_match.application_protocols for chain in chains):
+        # Whether the bytes are HTTP is only known once the HTTP inspector has read the first ones.
+        listener.listener_filters.append(listener_components_pb2.ListenerFilter(
+            name=HTTP_INSPECTOR, typed_config=pack(http_inspector_pb2.HttpInspector())))
     return listener

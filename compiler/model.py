@@ -12,21 +12,26 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, Hashable, Mapping, TypeVar
 
+from . import kube, protocols
 from .hosts import fqdn, matches
+from .kinds import CLUSTER_LABEL, ENDPOINT_KINDS, SERVICE, WORKLOAD_KINDS
 from .locality import Locality
 from .parse import SourceObject, collector_paused
 from .vips import DEFAULT_CIDR, DEFAULT_SUFFIX, Assignment, allocate, explicit_address, under_suffix
 
 T = TypeVar("T")
 
-CLUSTER_LABEL = "topology.istio.io/cluster"
 TLS_MODE_LABEL = "security.istio.io/tlsMode"
+ISTIO_TLS_MODE, NO_TLS_MODE = "istio", "disabled"
 DEFAULT_GATEWAY_PORT = 15443
 ROOT_NAMESPACE = "istio-system"
-# Kinds whose objects shape a service's clusters and endpoints (or its routes) rather than the whole mesh.
-PER_SERVICE_KINDS = frozenset({"ServiceEntry", "WorkloadEntry", "DestinationRule", "VirtualService"})
-# Kinds no proxy configuration depends on (the CA reconciler reads them): not in the mesh's digest.
-NOT_PROXY_KINDS = frozenset({"CertificateAuthority"})
+# Kinds whose objects shape a service's clusters and endpoints (or its routes) rather than the whole
+# mesh: a Pod's labels and service account are those of the endpoints that name it.
+PER_SERVICE_KINDS = frozenset({"ServiceEntry", "WorkloadEntry", "DestinationRule", "VirtualService", SERVICE,
+                               "Pod"}) | ENDPOINT_KINDS
+# Kinds no proxy configuration depends on (the CA reconciler reads CertificateAuthority; workload
+# controllers only give validation the labels their pods will have): not in the mesh's digest.
+NOT_PROXY_KINDS = frozenset({"CertificateAuthority"}) | (WORKLOAD_KINDS - {"Pod"})
 
 
 @dataclass(frozen=True)
@@ -58,12 +63,17 @@ class Network:
 class Port:
     number: int
     name: str
-    protocol: str
-    target_port: int | None = None
+    protocol: str  # compiler.protocols: Istio's name, or AUTO when it is detected on the connection
+    target_port: int | str | None = None  # a Kubernetes Service port's may name a container port
 
     @property
     def is_http(self) -> bool:
-        return self.protocol in ("HTTP", "HTTP2", "GRPC", "GRPC-WEB")
+        return protocols.is_http(self.protocol)
+
+    @property
+    def routes_http(self) -> bool:
+        """Whether the port gets HTTP routes: HTTP, or detected (HTTP when the proxy finds it)."""
+        return protocols.routes_http(self.protocol)
 
 
 @dataclass(frozen=True)
@@ -77,14 +87,27 @@ class Endpoint:
     weight: int
     service_account: str
     source: SourceObject = field(repr=False, compare=False)
+    # Istio's tlsMode: "istio" when a sidecar terminates Istio mTLS (which crossing networks needs)
+    tls_mode: str = NO_TLS_MODE
+    # Its ports are what a Kubernetes listing (EndpointSlice) says it serves, by Service port name: a
+    # port it does not list, it does not serve. Written endpoints fall back on the port's own.
+    listed: bool = False
 
     @property
     def mtls_ready(self) -> bool:
         """Whether this endpoint has a sidecar to terminate Istio mTLS (needed across networks)."""
-        return bool(self.service_account) or self.labels.get(TLS_MODE_LABEL) == "istio"
+        return self.tls_mode == ISTIO_TLS_MODE
 
-    def port_for(self, port: Port) -> int:
-        return self.ports.get(port.name) or port.target_port or port.number
+    def port_for(self, port: Port) -> int | None:
+        """The port this endpoint serves ``port`` on, as Istio matches them: its port of that name,
+        else the target port (a name, looked up among its ports), else the port itself; None when a
+        listed endpoint does not serve it."""
+        found = self.ports.get(port.name)
+        if found or self.listed:
+            return found
+        if isinstance(port.target_port, str):
+            return self.ports.get(port.target_port) or port.number
+        return port.target_port or port.number
 
 
 @dataclass
@@ -96,7 +119,7 @@ class Service:
     location: str
     addresses: tuple[str, ...]
     source: SourceObject = field(repr=False)
-    # Where its endpoints are written; they are built on first use (``endpoints``): a preview compiles
+    # Where its endpoints come from; they are built on first use (``endpoints``): a preview compiles
     # the few services a change touches, of a mesh whose ServiceEntries write 150,000 endpoints.
     endpoint_sources: list[EndpointSource] = field(default_factory=list, repr=False, compare=False)
     _endpoints: tuple[Endpoint, ...] | None = field(default=None, repr=False, compare=False)
@@ -183,6 +206,8 @@ class Mesh:
     per_service_objects: tuple[SourceObject, ...] = field(default=(), repr=False)
     # Every cross-cluster name's VIP (vips.py), and the names the pool had no room for.
     vips: Assignment = field(default_factory=Assignment)
+    # ExternalName Services: their host, and the host they stand for (Istio's aliases).
+    aliases: dict[str, str] = field(default_factory=dict)
     # Values derived from this (immutable) mesh, computed on first use by the generators.
     memo: dict = field(default_factory=dict, repr=False)
 
@@ -214,6 +239,28 @@ class Mesh:
             return {(cluster.name if cluster else "", locality) for cluster, locality in placed}
         return self.once(("endpoint places",), gather)
 
+    def resolve_alias(self, host: str) -> str:
+        """The host an ExternalName Service's host stands for, through chains of them; ``host`` itself
+        when it is no alias (or the chain loops, which Istio drops)."""
+        seen, current = {host}, host
+        while (target := self.aliases.get(current)) is not None:
+            if target in seen:
+                return host
+            seen.add(target)
+            current = target
+        return current
+
+    def aliases_of(self, host: str) -> list[str]:
+        """The ExternalName hosts that stand for ``host``, sorted (callers must not change it)."""
+        def inverse() -> dict[str, list[str]]:
+            found: dict[str, list[str]] = {}
+            for alias in sorted(self.aliases):
+                target = self.resolve_alias(alias)
+                if target != alias:
+                    found.setdefault(target, []).append(alias)
+            return found
+        return self.once(("aliases",), inverse).get(host, [])
+
     def policy(self, host: str, port: int, subset: str | None = None) -> dict[str, Any]:
         """The merged policy for a host's port and subset; computed once per mesh (callers must not change it)."""
         def merged() -> dict[str, Any]:
@@ -231,10 +278,10 @@ def build_mesh(objects: list[SourceObject], revision: str = "", *, keep_vips: Ma
     its address from one revision to the next; without them, the addresses a fresh mesh would get.
     """
     by_kind: dict[str, list[SourceObject]] = {}
-    for obj in sorted(objects, key=lambda o: (o.kind, o.namespace, o.name)):
+    for obj in sorted(objects, key=lambda o: (o.kind, o.namespace, o.name, o.key)):
         by_kind.setdefault(obj.kind, []).append(obj)
     settings = mesh_settings(by_kind.get("MeshConfig", []))
-    clusters = {c.name: MeshCluster(c.name, c.spec["network"], Locality.parse(c.spec["locality"]),
+    clusters = {c.name: MeshCluster(c.name, c.spec.get("network", ""), Locality.parse(c.spec.get("locality")),
                                     c.spec.get("kubeContext"), c.spec.get("trustDomain"), c)
                 for c in by_kind.get("Cluster", [])}
     networks = _networks(by_kind.get("MeshNetworks", []))
@@ -248,6 +295,9 @@ def build_mesh(objects: list[SourceObject], revision: str = "", *, keep_vips: Ma
                 services[service.host] = service
             else:
                 existing.endpoint_sources += service.endpoint_sources
+    # A Kubernetes Service wins over a ServiceEntry of the same host (Istio's rule against squatting).
+    kubernetes, aliases = _kubernetes_services(by_kind, clusters, networks)
+    services.update(kubernetes)
     rules: dict[str, DestinationRule] = {}
     for dr in by_kind.get("DestinationRule", []):
         rule = DestinationRule(fqdn(dr.spec["host"], dr.namespace), dr.namespace,
@@ -260,9 +310,10 @@ def build_mesh(objects: list[SourceObject], revision: str = "", *, keep_vips: Ma
     for kind in sorted(set(by_kind) - PER_SERVICE_KINDS - NOT_PROXY_KINDS):
         for obj in by_kind[kind]:
             mesh_wide.update(f"{obj.ref} {obj.digest}\n".encode())
-    return Mesh(revision, clusters, networks, services, rules, by_kind.get("VirtualService", []),
-                by_kind.get("Gateway", []), by_kind.get("Sidecar", []), settings, mesh_wide.hexdigest()[:24],
-                tuple(obj for kind in sorted(PER_SERVICE_KINDS) for obj in by_kind.get(kind, [])), vips)
+    return Mesh(revision, clusters, networks, services, rules,
+                by_kind.get("VirtualService", []), by_kind.get("Gateway", []), by_kind.get("Sidecar", []), settings,
+                mesh_wide.hexdigest()[:24],
+                tuple(obj for kind in sorted(PER_SERVICE_KINDS) for obj in by_kind.get(kind, [])), vips, aliases)
 
 
 def _assign_vips(services: dict[str, Service], settings: MeshSettings, keep: Mapping[str, str] | None,
@@ -336,9 +387,11 @@ def _endpoint(spec: dict, source: SourceObject, clusters, networks) -> Endpoint:
     address = spec.get("address", "")
     # DESIGN.md: its own network, else its cluster's, else the MeshNetworks fromCidr holding its address
     network = spec.get("network") or (cluster.network if cluster else "") or _network_of(address, networks)
+    account = spec.get("serviceAccount", "")
+    # Istio's rule for a WorkloadEntry: its tlsMode label, else Istio mTLS when it names a service account
+    tls_mode = labels.get(TLS_MODE_LABEL) or (ISTIO_TLS_MODE if account else NO_TLS_MODE)
     return Endpoint(address, spec.get("ports") or {}, labels, network, locality,
-                    cluster.name if cluster else "", spec.get("weight") or 1,
-                    spec.get("serviceAccount", ""), source)
+                    cluster.name if cluster else "", spec.get("weight") or 1, account, source, tls_mode)
 
 
 # The endpoints a ServiceEntry writes depend on it and on the clusters and networks alone. An object
@@ -358,22 +411,42 @@ def _written_endpoints(se: SourceObject, clusters: dict[str, MeshCluster], netwo
 
 def _services(se: SourceObject, workload_entries, clusters, networks) -> list[Service]:
     spec = se.spec
-    ports = tuple(Port(p["number"], p.get("name", str(p["number"])), p.get("protocol", "TCP").upper(),
+    ports = tuple(Port(p["number"], p.get("name", str(p["number"])), protocols.of_service_entry_port(p.get("protocol")),
                        p.get("targetPort")) for p in spec.get("ports", []))
     if "workloadSelector" in spec:
-        selector = (spec["workloadSelector"].get("labels") or {}).items()
-        source = EndpointSource(None, [we for we in workload_entries if we.namespace == se.namespace
-                                       and selector <= (we.spec.get("labels") or {}).items()], clusters, networks)
+        source: EndpointSource = WrittenEndpoints(None, _selected(workload_entries, se.namespace,
+                                                                  spec["workloadSelector"].get("labels") or {}),
+                                                  clusters, networks)
     else:
-        source = EndpointSource(se, [], clusters, networks)
+        source = WrittenEndpoints(se, [], clusters, networks)
     return [Service(fqdn(host, se.namespace), se.namespace, ports, spec.get("resolution", "NONE"),
                     spec.get("location", "MESH_EXTERNAL"), tuple(spec.get("addresses", [])), se, [source])
             for host in spec["hosts"]]
 
 
+def _selected(workload_entries: list[SourceObject], namespace: str, selector: Mapping[str, str]) -> list[SourceObject]:
+    """The WorkloadEntries of a namespace that a workload selector picks (an empty selector, all)."""
+    wanted = selector.items()
+    return [we for we in workload_entries if we.namespace == namespace and wanted <= (we.spec.get("labels") or {}).items()]
+
+
 class EndpointSource:
-    """Where some of a service's endpoints are written: a ServiceEntry's ``endpoints`` (``entry``),
-    or the WorkloadEntries it selects."""
+    """Where some of a service's endpoints come from; they are built on first use."""
+
+    def build(self) -> tuple[Endpoint, ...]:
+        raise NotImplementedError
+
+    def places_written(self) -> set[tuple[str, str | None]]:
+        """The distinct (cluster name, locality) of its endpoints, as written (callers must not change it)."""
+        raise NotImplementedError
+
+    def objects(self) -> list[SourceObject]:
+        """Every object its endpoints are made from (an incremental compile compares them)."""
+        raise NotImplementedError
+
+
+class WrittenEndpoints(EndpointSource):
+    """A ServiceEntry's ``endpoints`` (``entry``), or the WorkloadEntries it selects."""
 
     def __init__(self, entry: SourceObject | None, selected: list[SourceObject], clusters: dict[str, MeshCluster],
                  networks: dict[str, Network]):
@@ -385,13 +458,15 @@ class EndpointSource:
         return tuple(_endpoint(we.spec, we, self.clusters, self.networks) for we in self.selected)
 
     def places_written(self) -> set[tuple[str, str | None]]:
-        """The distinct (cluster label, locality) its endpoints are written with (callers must not change it)."""
         if self.entry is None:
             return _places_written([we.spec for we in self.selected])
         written = _written_places.get(self.entry)
         if written is None:  # as _written: an entry shared by two revisions is read once
             written = _written_places[self.entry] = _places_written(self.entry.spec.get("endpoints", []))
         return written
+
+    def objects(self) -> list[SourceObject]:
+        return [self.entry] if self.entry is not None else self.selected
 
 
 _written_places: "weakref.WeakKeyDictionary[SourceObject, set[tuple[str, str | None]]]" = \
@@ -401,3 +476,109 @@ _written_places: "weakref.WeakKeyDictionary[SourceObject, set[tuple[str, str | N
 def _places_written(specs: list[dict]) -> set[tuple[str, str | None]]:
     """The distinct (cluster label, locality) written in endpoint specs (callers must not change it)."""
     return {((spec.get("labels") or {}).get(CLUSTER_LABEL, ""), spec.get("locality")) for spec in specs}
+
+
+# --- Kubernetes Services ------------------------------------------------------------------------
+
+# How a Kubernetes Service resolves (the ServiceEntry words for Istio's): a ClusterIP Service is
+# balanced over its endpoints (EDS, even before it has any); a headless one passes connections to
+# the address the client asked for.
+CLUSTER_IP, HEADLESS = "STATIC", "PASSTHROUGH"
+LOCALITY_LABELS = ("topology.istio.io/locality", "istio-locality")
+NETWORK_LABEL = "topology.istio.io/network"
+
+
+def _kubernetes_services(by_kind: dict[str, list[SourceObject]], clusters: dict[str, MeshCluster],
+                         networks: dict[str, Network]) -> tuple[dict[str, Service], dict[str, str]]:
+    """The mesh's Kubernetes Services, by host, and its ExternalName Services (aliases of another host).
+    A Service of one name and namespace in several clusters is one service (Istio's namespace
+    sameness): the first by cluster gives the ports, every cluster its addresses and endpoints."""
+    only = next(iter(clusters)) if len(clusters) == 1 else ""
+    listings: dict[tuple[str, str], dict[str, list[SourceObject]]] = {}
+    for kind in ("EndpointSlice", "Endpoints"):
+        for obj in by_kind.get(kind, []):
+            name = kube.endpoint_slice_service(obj) if kind == "EndpointSlice" else obj.name
+            if name:
+                by_cluster = listings.setdefault((obj.namespace, name), {})
+                cluster = obj.labels.get(CLUSTER_LABEL) or only
+                # A cluster's EndpointSlices list its endpoints; legacy Endpoints only where it has none.
+                if kind == "EndpointSlice" or not any(o.kind == "EndpointSlice" for o in by_cluster.get(cluster, ())):
+                    by_cluster.setdefault(cluster, []).append(obj)
+    pods = {(p.labels.get(CLUSTER_LABEL) or only, p.namespace, p.name): p for p in by_kind.get("Pod", [])}
+    services: dict[str, Service] = {}
+    aliases: dict[str, str] = {}
+    for svc in by_kind.get(SERVICE, []):
+        host = kube.service_host(svc)
+        target = kube.external_name(svc)
+        if target is not None:
+            aliases.setdefault(host, target)
+            continue
+        existing = services.get(host)
+        if existing is not None:
+            existing.addresses += tuple(ip for ip in kube.cluster_ips(svc) if ip not in existing.addresses)
+            continue
+        ports = tuple(Port(p.number, p.name, p.protocol, p.target_port) for p in kube.service_ports(svc)
+                      if p.protocol != protocols.UDP)  # proxies carry no UDP: Istio builds nothing for it
+        selector = kube.selector(svc)
+        # Istio: a ClusterIP Service with a selector also takes the WorkloadEntries it selects
+        selected = _selected(by_kind.get("WorkloadEntry", []), svc.namespace, selector) \
+            if selector and not kube.is_headless(svc) else []
+        source = ListedEndpoints(listings.get((svc.namespace, svc.name), {}), pods, selected, clusters, networks)
+        services[host] = Service(host, svc.namespace, ports, HEADLESS if kube.is_headless(svc) else CLUSTER_IP,
+                                 "MESH_INTERNAL", kube.cluster_ips(svc), svc, [source])
+    return services, aliases
+
+
+class ListedEndpoints(EndpointSource):
+    """The endpoints of a Kubernetes Service: what its EndpointSlices (or Endpoints) list in each
+    cluster, with the labels, service account and tlsMode of the Pods they name (Istio reads the pod),
+    and the WorkloadEntries its selector picks. An endpoint that is not ready, or terminating, is not
+    an endpoint proxies get (Istio's default)."""
+
+    def __init__(self, listings: dict[str, list[SourceObject]], pods: dict[tuple[str, str, str], SourceObject],
+                 selected: list[SourceObject], clusters: dict[str, MeshCluster], networks: dict[str, Network]):
+        self.listings, self.pods, self.selected = listings, pods, selected
+        self.clusters, self.networks = clusters, networks
+
+    def _listed(self):
+        for cluster, objects in sorted(self.listings.items()):
+            for obj in objects:
+                read = kube.slice_endpoints if obj.kind == "EndpointSlice" else kube.endpoints_endpoints
+                for listed in read(obj):
+                    if listed.ready:
+                        yield cluster, obj, listed
+
+    def build(self) -> tuple[Endpoint, ...]:
+        listed = [self._endpoint(cluster, obj, ep) for cluster, obj, ep in self._listed()]
+        return tuple(listed) + tuple(_endpoint(we.spec, we, self.clusters, self.networks) for we in self.selected)
+
+    def _endpoint(self, cluster_name: str, obj: SourceObject, listed: kube.ListedEndpoint) -> Endpoint:
+        pod = self.pods.get((cluster_name, obj.namespace, listed.pod)) if listed.pod else None
+        cluster = self.clusters.get(cluster_name)
+        pod_labels = pod.labels if pod is not None else {}
+        labels = {**pod_labels, CLUSTER_LABEL: cluster_name} if cluster_name else dict(pod_labels)
+        network = pod_labels.get(NETWORK_LABEL) or (cluster.network if cluster else "") \
+            or _network_of(listed.address, self.networks)
+        return Endpoint(listed.address, listed.ports, labels, network, self._locality(cluster, pod_labels, listed),
+                        cluster_name if cluster else "", 1, kube.workload_service_account(pod) if pod else "", obj,
+                        pod_labels.get(TLS_MODE_LABEL, NO_TLS_MODE), listed=True)
+
+    @staticmethod
+    def _locality(cluster: MeshCluster | None, pod_labels: Mapping[str, str], listed: kube.ListedEndpoint) -> Locality:
+        """The pod's locality label (``a.b`` reads as ``a/b``, as Istio sanitizes it), else its cluster's
+        region with the zone its EndpointSlice gives (the Node's, which a repository does not hold)."""
+        for label in LOCALITY_LABELS:
+            if pod_labels.get(label):
+                written = pod_labels[label]
+                return Locality.parse(written if "/" in written else written.replace(".", "/"))
+        home = cluster.locality if cluster else Locality()
+        return Locality(home.region, listed.zone, "") if listed.zone and listed.zone != home.zone else home
+
+    def places_written(self) -> set[tuple[str, str | None]]:
+        return {(ep.cluster, str(ep.locality)) for ep in self.build()} | _places_written(
+            [we.spec for we in self.selected])
+
+    def objects(self) -> list[SourceObject]:
+        named = {(cluster, obj.namespace, ep.pod) for cluster, obj, ep in self._listed() if ep.pod}
+        return ([obj for objects in self.listings.values() for obj in objects]
+                + [self.pods[key] for key in sorted(named) if key in self.pods] + self.selected)

@@ -9,6 +9,7 @@ silently collapse.
 """
 from __future__ import annotations
 
+import difflib
 import gc
 import hashlib
 import operator
@@ -22,6 +23,7 @@ import yaml
 from yaml.constructor import SafeConstructor
 
 from .findings import Finding, Level
+from .kinds import CLUSTER_LABEL, LIST, PER_CLUSTER_KINDS, api_version, is_kubernetes, is_ours
 from .schemas import served_versions
 from .snapshot import Snapshot
 
@@ -80,13 +82,25 @@ class SourceObject:
     line: int
     file_lines: "FileLines" = field(repr=False)
     document: int = 0
+    # Where in its document the object is: () for a whole document, ("items", i) for a List's item.
+    at: Path = ()
     # What the schema check and each local analyzer found in this object, with the facts an analyzer
     # read (validate.schema, validate.framework): kept while a later parse shares the object.
     checks: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
-    def key(self) -> tuple[str, str, str, str]:
-        return (self.group, self.kind, self.namespace, self.name)
+    def key(self) -> tuple[str, str, str, str, str]:
+        """What names an object uniquely: its kind, namespace and name, and for the Kubernetes kinds
+        that live in a cluster, the cluster its ``topology.istio.io/cluster`` label names (the same
+        Service in two clusters is two objects, and one service: Istio's namespace sameness)."""
+        cluster = self.labels.get(CLUSTER_LABEL, "") if self.kind in PER_CLUSTER_KINDS else ""
+        return (self.group, self.kind, self.namespace, self.name, cluster)
+
+    @cached_property
+    def labels(self) -> dict[str, str]:
+        metadata = self.body.get("metadata")
+        labels = metadata.get("labels") if isinstance(metadata, dict) else None
+        return labels if isinstance(labels, dict) else {}
 
     @property
     def ref(self) -> str:
@@ -94,7 +108,8 @@ class SourceObject:
 
     @cached_property
     def digest(self) -> str:
-        """Equal for two parses exactly when the object's text, file and line are unchanged."""
+        """Equal for two parses exactly when the object's text, file and line are unchanged (a List's
+        items share their document's text: an edit of one item counts for all)."""
         return f"{self.file}:{self.line}:{self.file_lines.digest(self.document)}"
 
     @cached_property
@@ -106,7 +121,8 @@ class SourceObject:
     def line_of(self, path: Path) -> int:
         """The line of ``path``, or of its nearest ancestor written in the file."""
         lines = self.file_lines.of(self.document)
-        for end in range(len(path), 0, -1):
+        path = self.at + tuple(path)
+        for end in range(len(path), len(self.at), -1):
             line = lines.get(_line_key(path[:end]))
             if line is not None:
                 return line
@@ -179,6 +195,43 @@ class _Bomb(Exception):
     pass
 
 
+class _Cycle(Exception):
+    """An alias inside the node it names (``a: &a [*a]``), or a mapping merging itself
+    (``a: &a {b: 1, <<: *a}``): a value without end, which no Kubernetes object can be."""
+
+    def __init__(self, line: int, merge: bool = False):
+        what = "this merge key (<<) merges a mapping that holds it" if merge else "this alias names a node that holds it"
+        super().__init__(f"invalid YAML: {what}, a cycle without end; refer to another anchor")
+        self.line = line
+
+
+def _cycle(root: yaml.Node) -> _Cycle | None:
+    """The first alias that refers back to a node holding it, if any (composed aliases are the very
+    node they name). Only asked once a document is too deep or too large to read, so reading stays as
+    fast; each node is walked once, however many aliases share it (a YAML bomb shares them all)."""
+    holding: set[int] = set()  # the nodes on the way down to the one being walked
+    done: set[int] = set()
+
+    def walk(node: yaml.Node) -> _Cycle | None:
+        holding.add(id(node))
+        # (child, where it is written): a mapping's key says where an alias stands; the alias node
+        # itself carries its anchor's place
+        children = [(c, key) for key, value in node.value for c in (key, value)] \
+            if isinstance(node, yaml.MappingNode) else [(c, c) for c in node.value]
+        for child, written in children:
+            if id(child) in holding:
+                return _Cycle(written.start_mark.line + 1)
+            if isinstance(child, yaml.CollectionNode) and id(child) not in done and len(holding) <= MAX_DEPTH:
+                found = walk(child)
+                if found is not None:
+                    return found
+        holding.discard(id(node))
+        done.add(id(node))
+        return None
+
+    return walk(root) if isinstance(root, yaml.CollectionNode) else None
+
+
 class _Builder:
     """Turns one composed document into Python values; with ``record``, also the line of every field."""
 
@@ -190,6 +243,7 @@ class _Builder:
         # memory, and marshal writes a string met again as a reference (compiler/records.py), so a
         # record of a mesh is half the size and reads back twice as fast.
         self.strings: dict[str, str] = {} if strings is None else strings
+        self._merging: set[int] = set()  # the mappings whose merge keys are being expanded
 
     def build(self, node: yaml.Node, key: str, depth: int = 0) -> Any:
         self.budget -= 1
@@ -244,15 +298,19 @@ class _Builder:
         """YAML merge keys (<<: *base): the merged pairs come first so the mapping's own keys win."""
         merged: list = []
         own: list = []
+        self._merging.add(id(pairs))
         for key_node, value_node in pairs:
             if _is_merge(key_node):
                 sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
                 for source in sources:
                     if isinstance(source, yaml.MappingNode):
+                        if id(source.value) in self._merging:
+                            raise _Cycle(key_node.start_mark.line + 1, merge=True)
                         self.budget -= len(source.value)
                         merged.extend(p for p in self._flat(source.value))
             else:
                 own.append((key_node, value_node))
+        self._merging.discard(id(pairs))
         own_keys = {k.value for k, _ in own if isinstance(k, yaml.ScalarNode)}
         seen: set = set()
         kept = []
@@ -311,7 +369,7 @@ def _yaml_error(file: str, exc: yaml.YAMLError) -> Finding:
     return Finding(file, line, Level.ERROR, CODE_YAML, message)
 
 
-_GROUP_VERSION = re.compile(r"^(?:([a-z0-9.-]+)/)?([a-z0-9]+)$")
+_GROUP_VERSION = re.compile(r"(?:([a-z0-9.-]+)/)?([a-z0-9]+)")
 
 
 def parse(snapshot: Snapshot, previous: ParseResult | None = None,
@@ -397,7 +455,7 @@ class FileLines:
                         builder = _Builder(self._budget, record=True)
                         builder.build(node, "")
                         self._documents.append(builder)
-                except yaml.YAMLError:
+                except (yaml.YAMLError, _Bomb, _Cycle, RecursionError):
                     pass  # the first pass reported it; the documents before it keep their lines
         return self._documents[document] if document < len(self._documents) else None
 
@@ -441,8 +499,13 @@ def _parse_file(file: str, data: bytes, known) -> FileParse:
         builder = _Builder(budget, strings=strings)
         try:
             body = builder.build(node, "")
-        except _Bomb as exc:
-            raise UnreadableFile(file, f"line {node.start_mark.line + 1}: {exc}") from None
+        except (_Bomb, _Cycle, RecursionError) as exc:
+            cycle = exc if isinstance(exc, _Cycle) else _cycle(node)
+            if cycle is None:
+                raise UnreadableFile(file, f"line {node.start_mark.line + 1}: "
+                                           f"{exc if isinstance(exc, _Bomb) else 'nesting too deep to read'}") from None
+            findings.append(Finding(file, cycle.line, Level.ERROR, CODE_YAML, str(cycle)))
+            continue
         budget = builder.budget
         if body is None:
             continue  # an empty document (between two ---) holds nothing
@@ -452,53 +515,83 @@ def _parse_file(file: str, data: bytes, known) -> FileParse:
                 findings.append(Finding(file, key_line, Level.ERROR, CODE_DUPLICATE_KEY,
                                         f"key {_display(path)} is given twice in one mapping; "
                                         "YAML keeps only the last, remove one"))
-        obj = _to_object(file, line, body, file_lines, document, known, findings)
-        if obj is not None:
-            objects.append(obj)
+        objects += _objects(file, line, body, file_lines, document, known, findings)
     return FileParse(data, objects, findings)
 
 
-def _to_object(file, line, body, file_lines, document, known, findings) -> SourceObject | None:
+def _objects(file, line, body, file_lines, document, known, findings) -> list[SourceObject]:
+    """The objects one document holds: itself, or a v1 List's items; [] with findings when it is not
+    an object, and silently for a kind of another product (a repository of manifests holds many)."""
+    if isinstance(body, dict) and (body.get("apiVersion"), body.get("kind")) == LIST:
+        items = body.get("items")
+        if not isinstance(items, list):
+            findings.append(Finding(file, line, Level.ERROR, CODE_MALFORMED,
+                                    "a v1 List needs items: a list of objects", "List"))
+            return []
+        lines = file_lines.of(document)
+        return [obj for i, item in enumerate(items)
+                if (obj := _to_object(file, lines.get(_line_key(("items", i)), line), item, file_lines, document,
+                                      known, findings, ("items", i))) is not None]
+    obj = _to_object(file, line, body, file_lines, document, known, findings)
+    return [] if obj is None else [obj]
+
+
+def _group_version(api_version) -> tuple[str, str] | None:
+    """``networking.istio.io/v1`` -> (``networking.istio.io``, ``v1``); ``v1`` -> (``""``, ``v1``)."""
+    match = _GROUP_VERSION.fullmatch(api_version) if isinstance(api_version, str) else None
+    return None if match is None else (match.group(1) or "", match.group(2))
+
+
+def _alike(group: str, home: str) -> bool:
+    """Whether ``group`` is most likely a misspelling of ``home`` (not another product's kind of the
+    same name, such as App Mesh's VirtualService)."""
+    return difflib.SequenceMatcher(None, group, home).ratio() > 0.8
+
+
+def _to_object(file, line, body, file_lines, document, known, findings, at: Path = ()) -> SourceObject | None:
     def malformed(message, path: Path = (), kind="-", namespace="-", name="-"):
-        where = file_lines.of(document).get(_line_key(path), line) if path else line
+        where = file_lines.of(document).get(_line_key(at + path), line) if path else line
         findings.append(Finding(file, where, Level.ERROR, CODE_MALFORMED, message, kind, namespace, name))
 
     if not isinstance(body, dict):
         malformed(f"a document must be a mapping with apiVersion, kind and metadata, not a {type(body).__name__}")
         return None
-    api_version, kind = body.get("apiVersion"), body.get("kind")
+    written, kind = body.get("apiVersion"), body.get("kind")
     if not isinstance(kind, str) or not kind:
         malformed("kind is missing; every document needs apiVersion, kind and metadata.name")
         return None
-    match = _GROUP_VERSION.match(api_version) if isinstance(api_version, str) else None
-    if match is None:
-        malformed(f"apiVersion is missing or not GROUP/VERSION: {api_version!r}", ("apiVersion",), kind)
+    group_version = _group_version(written)
+    if group_version is None:
+        malformed(f"apiVersion is missing or not GROUP/VERSION: {written!r}", ("apiVersion",), kind)
         return None
-    group, version = match.group(1) or "", match.group(2)
-    versions = known.get((group, kind))
-    if versions is None:
-        home = next((g for g, k in known if k == kind), None)
-        if home is not None:
-            malformed(f"{kind} belongs to {home}, not {group or 'the core group'}; use apiVersion: "
-                      f"{home}/{known[(home, kind)][0]}", ("apiVersion",), kind)
-            return None
-        findings.append(Finding(file, line, Level.WARNING, CODE_UNKNOWN_KIND,
-                                f"{api_version} {kind} is not a kind Galleon reads; ignored", kind))
-        return None
+    group, version = group_version
     metadata = body.get("metadata")
     if not isinstance(metadata, dict):
         metadata = {}
     name = metadata.get("name")
+    namespace = metadata.get("namespace", DEFAULT_NAMESPACE)
+    shown = (namespace if isinstance(namespace, str) and namespace else "-",
+             name if isinstance(name, str) and name else "-")
+    versions = known.get((group, kind))
+    if versions is None:
+        home = next((g for g, k in known if k == kind), None)
+        if home is not None and (is_ours(group) or is_kubernetes(group) or _alike(group, home)):
+            malformed(f"{kind} belongs to {home or 'the core group'}, not {group or 'the core group'}; use "
+                      f"apiVersion: {api_version(home, known[(home, kind)][0])}", ("apiVersion",), kind, *shown)
+        elif is_ours(group):
+            findings.append(Finding(file, line, Level.WARNING, CODE_UNKNOWN_KIND,
+                                    f"{written} {kind} is not a kind Galleon reads; ignored", kind, *shown))
+        return None
     if not isinstance(name, str) or not name:
         malformed("metadata.name is required", ("metadata",), kind)
         return None
-    namespace = metadata.get("namespace", DEFAULT_NAMESPACE)
     if not isinstance(namespace, str) or not namespace:
         malformed(f"metadata.namespace must be a non-empty string, not {namespace!r}",
                   ("metadata", "namespace"), kind, "-", name)
         return None
     if version not in versions:
-        malformed(f"{group}/{version} is not a served version of {kind}; use one of "
-                  + ", ".join(f"{group}/{v}" for v in versions), ("apiVersion",), kind, namespace, name)
+        malformed(f"{written} is not a served version of {kind}; use one of "
+                  + ", ".join(api_version(group, v) for v in versions), ("apiVersion",), kind, namespace, name)
         return None
-    return SourceObject(group, version, kind, namespace, name, body, file, line, file_lines, document)
+    return SourceObject(group, version, kind, namespace, name, body, file, line, file_lines, document, at=at)
+

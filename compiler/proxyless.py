@@ -63,7 +63,7 @@ def build_listeners(mesh: Mesh, view: ProxyView, services: list[Service]) -> lis
     """One listener per HTTP port of each service (gRPC speaks HTTP/2: a port declared TCP is not
     for it), sorted by name."""
     listeners = [_listener(mesh, service, port.number) for service in services for port in service.ports
-                 if port.is_http]
+                 if port.routes_http]
     return sorted(listeners, key=lambda listener: listener.name)
 
 

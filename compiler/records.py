@@ -13,7 +13,7 @@ from typing import Any
 from .findings import Finding, Level
 from .parse import FileParse, SourceObject, file_lines
 
-FORMAT = 2
+FORMAT = 3
 
 
 class RecordError(ValueError):
@@ -28,7 +28,7 @@ def _finding(finding: Finding) -> tuple:
 def file_record(parsed: FileParse) -> tuple:
     lines = parsed.objects[0].file_lines if parsed.objects else None
     spans, digests = (lines.spans, lines.digests) if lines else ((), ())
-    objects = [(o.group, o.version, o.kind, o.namespace, o.name, o.body, o.line, o.document, o.checks)
+    objects = [(o.group, o.version, o.kind, o.namespace, o.name, o.body, o.line, o.document, o.at, o.checks)
                for o in parsed.objects]
     return (FORMAT, spans, digests, objects, [_finding(f) for f in parsed.findings])
 
@@ -44,9 +44,9 @@ def restore(file: str, data: bytes, record: Any) -> FileParse:
         raise RecordError(f"{file}: a damaged record (documents)")
     try:
         lines = file_lines(file, data, spans, digests)
-        restored = [SourceObject(group, version, kind, namespace, name, body, file, line, lines, document,
+        restored = [SourceObject(group, version, kind, namespace, name, body, file, line, lines, document, tuple(at),
                                  dict(checks))
-                    for group, version, kind, namespace, name, body, line, document, checks in objects]
+                    for group, version, kind, namespace, name, body, line, document, at, checks in objects]
         return FileParse(data, restored, [Finding(f[0], f[1], Level(f[2]), *f[3:]) for f in findings])
     except (TypeError, ValueError) as exc:
         raise RecordError(f"{file}: a damaged record ({exc})") from None

@@ -119,7 +119,7 @@ class _VirtualHost:
 def _sidecar_configs(mesh: Mesh, view: ProxyView, services: list[Service], reuse: Mapping,
                      built: dict, changes: Changes | None, only: AbstractSet[str] | None) -> list[RouteConfiguration]:
     by_host = {service.host: service for service in services}
-    ports = sorted({port.number for service in services for port in service.ports if port.is_http})
+    ports = sorted({port.number for service in services for port in service.ports if port.routes_http})
     configs = []
     for port in ports:
         ctx = _Context(mesh, view, port, by_host, frozenset({MESH_GATEWAY}))
@@ -167,7 +167,7 @@ def service_route_configurations(mesh: Mesh, view: ProxyView, services: list[Ser
     configs = []
     for service in services:
         for port in service.ports:
-            if port.is_http:
+            if port.routes_http:
                 ctx = _Context(mesh, view, port.number, by_host, frozenset({MESH_GATEWAY}))
                 vhost = _service_virtual_host(ctx, service)
                 configs.append(_route_configuration(mesh, name(service.host, port.number), [vhost],
@@ -177,7 +177,7 @@ def service_route_configurations(mesh: Mesh, view: ProxyView, services: list[Ser
 
 def _serves_http_on(service: Service, number: int) -> bool:
     port = service.port(number)
-    return port is not None and port.is_http
+    return port is not None and port.routes_http
 
 
 def _virtual_host_key(ctx: _Context, service: Service) -> Key:
@@ -197,7 +197,8 @@ def _virtual_host_key(ctx: _Context, service: Service) -> Key:
 def _service_virtual_host(ctx: _Context, service: Service) -> _VirtualHost:
     """The service's VirtualService routes, or Istio's default route when none applies on this port."""
     name = virtual_host_name(service.host, ctx.port)
-    domains = _service_domains(service, ctx.port)
+    domains = _service_domains(service, ctx.port) + [
+        domain for alias in ctx.mesh.aliases_of(service.host) for domain in _domains(alias, ctx.port)]
     vs = MeshVirtualServices.of(ctx.mesh).for_host(service.host)
     if vs is not None:
         routes = _virtual_service_routes(ctx, vs)
@@ -599,7 +600,8 @@ def _destination_port(ctx: _Context, host: str, destination: dict) -> int:
 
 
 def _destination_cluster(ctx: _Context, vs: SourceObject, destination: dict) -> str:
-    host = fqdn(destination["host"], vs.namespace)
+    # An ExternalName Service's host is an alias: traffic to it goes to the host it stands for (Istio)
+    host = ctx.mesh.resolve_alias(fqdn(destination["host"], vs.namespace))
     return cluster_name(_destination_port(ctx, host, destination), destination.get("subset"), host)
 
 

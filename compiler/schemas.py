@@ -20,16 +20,27 @@ def _documents() -> dict[str, dict]:
     docs = {}
     for entry in resources.files("schemas").iterdir():
         if entry.name.endswith(".json"):
-            doc = json.loads(entry.read_text(encoding="utf-8"))
+            doc = json.loads(entry.read_text(encoding="utf-8"), object_hook=_python_patterns)
             docs[doc["$id"]] = doc
     return docs
 
 
+def _python_patterns(node: dict) -> dict:
+    """JSON Schema patterns are ECMA-262 regular expressions, in which ``$`` is the end of the text;
+    in Python's ``$`` also matches before a final newline, which would let ``"evil\\n"`` pass a name
+    pattern and reach file names, certificates and Envoy. ``\\Z`` is Python's end of the text."""
+    pattern = node.get("pattern")
+    if isinstance(pattern, str) and pattern.endswith("$") and not pattern.endswith("\\$"):
+        node["pattern"] = pattern[:-1] + "\\Z"
+    return node
+
+
 @cache
 def served_versions() -> dict[tuple[str, str], tuple[str, ...]]:
-    """(group, kind) -> the versions Galleon accepts, as the schema files define them."""
+    """(group, kind) -> the versions Galleon accepts, as the schema files define them (the core group
+    is ``""``). ObjectMeta's schema, shared by every kind, is not a kind."""
     return {(doc["x-galleon-group"], doc["title"]): tuple(sorted(doc["$defs"]))
-            for doc in _documents().values()}
+            for doc in _documents().values() if "x-galleon-group" in doc}
 
 
 def _is_integer(_checker, value) -> bool:

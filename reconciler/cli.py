@@ -20,7 +20,7 @@ from compiler.snapshot import short_revision
 
 from . import defaults
 from .defaults import split_address
-from .sources import GitCredentials, SourceError, open_source
+from .sources import GitCredentials, SourceError, open_source, open_sources
 
 if TYPE_CHECKING:
     from compiler.model import Mesh
@@ -69,7 +69,8 @@ def parse_cache(args) -> ParseCache:
 def load(args) -> Validation:
     """Read SOURCE at --rev and validate it; raises SourceError/UnreadableFile for exit 2."""
     from compiler.validate import validate
-    source = open_source(args.source, args.state_dir, _credentials(args, True))
+    locations = args.source if isinstance(args.source, list) else [args.source]
+    source = open_sources(locations, args.state_dir, _credentials(args, True))
     source.refresh()
     snapshot, cache = source.snapshot(args.rev), parse_cache(args)
     result = validate(snapshot, stored=cache.stored(snapshot))
@@ -516,10 +517,16 @@ def _cluster_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--all-clusters", action="store_true", help="every Cluster of the revision")
 
 
-def _source_arguments(parser: argparse.ArgumentParser, rev: bool = True) -> None:
-    parser.add_argument("source", metavar="SOURCE",
-                        help="a local Git repository, a remote Git URL (file://, https://, ssh://, "
-                             "user@host:path) or a plain directory of YAML files")
+def _source_arguments(parser: argparse.ArgumentParser, rev: bool = True, files: bool = False) -> None:
+    if files:
+        parser.add_argument("source", metavar="SOURCE", nargs="+",
+                            help="a local Git repository, a remote Git URL (file://, https://, ssh://, "
+                                 "user@host:path) or a plain directory of YAML files; or one or more YAML files, "
+                                 "- for standard input (findings name each file as given)")
+    else:
+        parser.add_argument("source", metavar="SOURCE",
+                            help="a local Git repository, a remote Git URL (file://, https://, ssh://, "
+                                 "user@host:path) or a plain directory of YAML files")
     if rev:
         parser.add_argument("--rev", default=None, metavar="REV",
                             help="Git revision to read: branch, tag, commit id (full or short), HEAD~2... "
@@ -573,7 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "analyzers. Prints one line per finding, FILE:LINE: LEVEL CODE KIND NS/NAME: message, "
                     "sorted; exits 0 when there are no errors (warnings allowed), 1 on errors, "
                     "2 when the source cannot be read.")
-    _source_arguments(p)
+    _source_arguments(p, files=True)
     p.add_argument("--format", choices=("text", "json"), default="text",
                    help="text lines (default) or one JSON document with the same fields")
     p.add_argument("--summary", action="store_true",
@@ -588,7 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "(sidecar~IP~POD.NS~NS.svc.cluster.local or router~...), labels and locality; its "
                     "network and locality default to its cluster's. Exits 1 without output when the "
                     "revision has errors.")
-    _source_arguments(p)
+    _source_arguments(p, files=True)
     _proxy_arguments(p, node_id_default="sidecar~10.0.0.1~proxy.default~default.svc.cluster.local")
     p.add_argument("--grpc", action="store_true",
                    help="the configuration of a proxyless gRPC client (node metadata GENERATOR=grpc) instead of "

@@ -35,7 +35,8 @@ from .preview import DEFAULT_MAX_BYTES, preview_of, render_json, render_markdown
 from .http import HttpServer, json_body, text_body
 from .metrics import Metrics
 from .parse_cache import ParseCache
-from .sources import DirectorySource, GitCredentials, LocalGitSource, Source, SourceError, open_source
+from .sources import (DirectorySource, FilesSource, GitCredentials, LocalGitSource, Source, SourceError,
+                      open_source)
 from .sources.signatures import SignaturePolicy, Verdict
 from .state import LastGood
 from .status import StatusBoard
@@ -573,6 +574,8 @@ class Daemon:
         loop = self._loop = asyncio.get_running_loop()
         o = self.options
         self.source = await asyncio.to_thread(open_source, o.source, o.state_dir, o.credentials)
+        if isinstance(self.source, FilesSource):
+            raise SourceError(f"{o.source}: galleon serve follows a repository or a directory, not a file")
         elector = None
         if o.lease is not None:
             # The Kubernetes client takes a fifth of a second to import: only for --leader-elect.

@@ -1,4 +1,5 @@
-"""Generate schemas/<kind>.json from Istio's CRDs.
+"""Generate schemas/<kind>.json from Istio's CRDs, and ObjectMeta and the Kubernetes kinds from
+schemas/kubernetes.py.
 
     python -m schemas.generate ../shared/data/istio-crds.gen.yaml
 
@@ -19,6 +20,9 @@ from pathlib import Path
 
 import yaml
 
+from compiler.kinds import api_version
+from schemas.kubernetes import OBJECT_META, kubernetes_schemas, object_schema
+
 KINDS = ("ServiceEntry", "WorkloadEntry", "DestinationRule", "VirtualService", "Gateway", "Sidecar")
 GROUP = "networking.istio.io"
 HERE = Path(__file__).resolve().parent
@@ -28,21 +32,6 @@ HERE = Path(__file__).resolve().parent
 DROP_KEYS = {"description", "format", "x-kubernetes-validations", "x-kubernetes-list-type",
              "x-kubernetes-list-map-keys", "x-kubernetes-preserve-unknown-fields",
              "x-kubernetes-int-or-string", "nullable"}
-
-METADATA = {
-    "type": "object",
-    "required": ["name"],
-    "additionalProperties": False,
-    "properties": {
-        "name": {"type": "string", "minLength": 1, "maxLength": 253,
-                 "pattern": "^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"},
-        "namespace": {"type": "string", "minLength": 1, "maxLength": 63,
-                      "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
-        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
-        "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
-    },
-}
-
 
 def translate(node):
     if isinstance(node, list):
@@ -65,20 +54,6 @@ def translate(node):
     return out
 
 
-def object_schema(kind: str, api_version: str, spec_schema: dict) -> dict:
-    return {
-        "type": "object",
-        "required": ["apiVersion", "kind", "metadata", "spec"],
-        "additionalProperties": False,
-        "properties": {
-            "apiVersion": {"const": api_version},
-            "kind": {"const": kind},
-            "metadata": METADATA,
-            "spec": spec_schema,
-        },
-    }
-
-
 def file_schema(kind: str, group: str, versions: dict[str, dict]) -> dict:
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -87,15 +62,23 @@ def file_schema(kind: str, group: str, versions: dict[str, dict]) -> dict:
         "x-galleon-group": group,
         "$defs": versions,
         "allOf": [
-            {"if": {"properties": {"apiVersion": {"const": f"{group}/{v}"}}, "required": ["apiVersion"]},
+            {"if": {"properties": {"apiVersion": {"const": api_version(group, v)}}, "required": ["apiVersion"]},
              "then": {"$ref": f"#/$defs/{v}"}}
             for v in sorted(versions)
         ],
     }
 
 
+def write(path: Path, schema: dict) -> Path:
+    path.write_text(json.dumps(schema, indent=1, sort_keys=True) + "\n")
+    return path
+
+
 def generate(crd_path: Path, out_dir: Path = HERE) -> list[Path]:
-    written = []
+    """Every generated schema: the Istio kinds from their CRDs, ObjectMeta and the Kubernetes kinds."""
+    written = [write(out_dir / "objectmeta.json", OBJECT_META)]
+    for (group, kind), versions in kubernetes_schemas().items():
+        written.append(write(out_dir / f"{kind.lower()}.json", file_schema(kind, group, versions)))
     with open(crd_path, "rb") as fh:
         docs = [d for d in yaml.load_all(fh, Loader=yaml.CSafeLoader) if d]
     for doc in docs:
@@ -107,11 +90,12 @@ def generate(crd_path: Path, out_dir: Path = HERE) -> list[Path]:
         for version in spec["versions"]:
             if not version.get("served"):
                 continue
-            crd_spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
-            versions[version["name"]] = object_schema(kind, f"{GROUP}/{version['name']}", translate(crd_spec))
-        path = out_dir / f"{kind.lower()}.json"
-        path.write_text(json.dumps(file_schema(kind, GROUP, versions), indent=1, sort_keys=True) + "\n")
-        written.append(path)
+            crd = version["schema"]["openAPIV3Schema"]
+            # As the CRD says: ServiceEntry and WorkloadEntry need a spec, a Sidecar may have none.
+            versions[version["name"]] = object_schema(kind, f"{GROUP}/{version['name']}",
+                                                      {"spec": translate(crd["properties"]["spec"])},
+                                                      tuple(r for r in crd.get("required", ()) if r == "spec"))
+        written.append(write(out_dir / f"{kind.lower()}.json", file_schema(kind, GROUP, versions)))
     missing = sorted(k for k in KINDS if out_dir / f"{k.lower()}.json" not in written)
     if missing:
         raise SystemExit(f"{crd_path}: no served versions found for {', '.join(missing)}")

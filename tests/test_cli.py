@@ -62,7 +62,8 @@ def test_errors_exit_1_with_one_line_per_finding(tmp_path):
 
 
 def test_warnings_alone_exit_0(tmp_path):
-    repo = write_repo(tmp_path, {"x.yaml": "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n"})
+    repo = write_repo(tmp_path, {"x.yaml": "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n"
+                                          "metadata: {name: d}\n"})
     result = galleon("validate", repo)
     assert result.returncode == 0 and "warning GAL0003" in result.stdout
 

@@ -127,11 +127,100 @@ def test_same_name_in_another_namespace_or_kind_is_fine():
     assert result.findings == [] and len(result.objects) == 3
 
 
-def test_unknown_kind_is_a_warning_and_ignored():
-    result = parse_text("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\n")
+def test_a_kind_of_istio_or_galleon_that_galleon_does_not_read_is_a_warning_and_ignored():
+    result = parse_text("apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n"
+                        "metadata: {name: x, namespace: shop}\n")
     assert result.objects == []
     (finding,) = result.findings
-    assert (finding.code, finding.level, finding.kind) == ("GAL0003", Level.WARNING, "Deployment")
+    assert (finding.code, finding.level, finding.kind) == ("GAL0003", Level.WARNING, "AuthorizationPolicy")
+    assert (finding.namespace, finding.name) == ("shop", "x")  # named, not -/-
+
+
+@pytest.mark.parametrize("text", [
+    "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata: {a: b}\n",
+    "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: x}\n",
+    "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {name: x.example.com}\n",
+    # another product's kinds of the same names as Galleon's
+    "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: {name: x}\n",
+    "apiVersion: appmesh.k8s.aws/v1beta2\nkind: VirtualService\nmetadata: {name: x}\n",
+])
+def test_other_kinds_of_a_repository_of_manifests_are_read_silently(text):
+    result = parse_text(text)
+    assert result.objects == [] and result.findings == []
+
+
+@pytest.mark.parametrize("text, home", [
+    ("apiVersion: v1\nkind: ServiceEntry\nmetadata: {name: x}\n", "networking.istio.io"),
+    ("apiVersion: networking.istio.io/v1\nkind: Service\nmetadata: {name: x}\n", "the core group"),
+    ("apiVersion: networking.isito.io/v1\nkind: VirtualService\nmetadata: {name: x}\n", "networking.istio.io"),
+    ("apiVersion: apps/v1\nkind: Pod\nmetadata: {name: x}\n", "the core group"),
+])
+def test_a_known_kind_under_a_group_that_is_not_its_own_is_an_error(text, home):
+    (finding,) = parse_text(text).findings
+    assert finding.code == "GAL0004" and f"belongs to {home}" in finding.message
+
+
+def test_kubernetes_kinds_galleon_reads():
+    text = "".join(f"---\napiVersion: {api}\nkind: {kind}\nmetadata: {{name: x}}\n" for api, kind in [
+        ("v1", "Service"), ("discovery.k8s.io/v1", "EndpointSlice"), ("v1", "Endpoints"), ("v1", "Pod"),
+        ("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"), ("apps/v1", "DaemonSet"), ("apps/v1", "ReplicaSet"),
+        ("batch/v1", "Job")])
+    result = parse_text(text)
+    assert result.findings == [] and len(result.objects) == 9
+
+
+def test_a_v1_list_is_expanded_into_its_items_with_their_lines():
+    text = textwrap.dedent("""\
+        apiVersion: v1
+        kind: List
+        items:
+        - apiVersion: v1
+          kind: Service
+          metadata: {name: a, namespace: shop}
+          spec:
+            ports:
+            - port: 80
+        - apiVersion: v1
+          kind: ConfigMap
+          metadata: {name: ignored}
+        - apiVersion: networking.istio.io/v1
+          kind: VirtualService
+          metadata: {name: b, namespace: shop}
+          spec: {hosts: [a]}
+        """)
+    result = parse_text(text)
+    assert result.findings == []
+    service, vs = result.objects
+    assert (service.ref, service.line, vs.ref, vs.line) == ("Service/shop/a", 4, "VirtualService/shop/b", 13)
+    assert service.line_of(("spec", "ports", 0, "port")) == 9
+    assert vs.line_of(("spec", "hosts")) == 16
+    assert vs.line_of(("nowhere",)) == 13  # the item, not the List
+
+
+def test_a_list_without_items_is_malformed():
+    (finding,) = parse_text("apiVersion: v1\nkind: List\nitems: 3\n").findings
+    assert finding.code == "GAL0004"
+
+
+def test_the_same_kubernetes_object_in_two_clusters_is_two_objects():
+    service = ("apiVersion: v1\nkind: Service\nmetadata:\n  name: a\n  namespace: shop\n"
+               "  labels: {{topology.istio.io/cluster: {cluster}}}\n")
+    result = parse(snapshot_of({"a.yaml": service.format(cluster="east"), "b.yaml": service.format(cluster="west"),
+                                "c.yaml": service.format(cluster="west")}))
+    assert len(result.objects) == 2
+    (duplicate,) = result.findings
+    assert (duplicate.code, duplicate.file) == ("GAL0002", "c.yaml")
+
+
+@pytest.mark.parametrize("text, line", [
+    ("a: &a {b: 1, <<: *a}\n", 1),
+    ("apiVersion: v1\nkind: Service\nmetadata: {name: x}\nspec: &s\n  x: 1\n  y:\n    <<: *s\n", 7),
+    ("a: &a\n  b: *a\n", 2),
+    ("a: &a [*a]\n", 1),
+])
+def test_a_cycle_of_anchors_is_one_finding_not_a_recursion(text, line):
+    (finding,) = parse_text(text + "---\napiVersion: v1\nkind: Service\nmetadata: {name: next}\n").findings
+    assert (finding.code, finding.line) == ("GAL0001", line) and "cycle" in finding.message
 
 
 @pytest.mark.parametrize("text, message", [

@@ -728,7 +728,7 @@ def test_open_source_missing_path(tmp_path: Path) -> None:
         open_source(str(tmp_path / "missing"))
 
 
-def test_open_source_file_path(tmp_path: Path) -> None:
+def test_open_source_file_path_reads_that_file(tmp_path: Path) -> None:
     (tmp_path / "mesh.yaml").write_bytes(MESH_V1)
-    with pytest.raises(SourceError, match="not a directory"):
-        open_source(str(tmp_path / "mesh.yaml"))
+    snapshot = open_source(str(tmp_path / "mesh.yaml")).snapshot()
+    assert snapshot.files == {str(tmp_path / "mesh.yaml"): MESH_V1}

@@ -1,19 +1,72 @@
 """Look-up tables the semantic analyzers share, built once per validation.
 
-Only objects that passed the schema check are indexed, so every field here
-has the type its schema promises.
+Only objects that passed the schema check are indexed, so every field here has the type its schema
+promises. Hosts are looked up as Istio's analyzers look them up (ServiceEntries and Kubernetes
+Services, each under the namespaces it is exported to); workloads are what selectors can match.
 """
 from __future__ import annotations
 
 import copy
 import hashlib
 from collections import defaultdict
+from dataclasses import dataclass
 from functools import cached_property
-from typing import Iterator
+from typing import Iterable, Iterator, Mapping
 
+from .. import kube
 from ..hosts import fqdn, matches
+from ..kinds import SERVICE, WORKLOAD_KINDS
 from ..parse import Path, SourceObject
+from ..protocols import of_service_entry_port
 
+EVERYWHERE = "*"  # the scope of what is exported to every namespace
+
+
+@dataclass(frozen=True)
+class Declared:
+    """A host a ServiceEntry or a Kubernetes Service declares, with that object's ports as
+    (number, name, protocol) and its workload selector (a ServiceEntry's; a Service's pods are
+    matched by its own selector, kept apart)."""
+
+    host: str
+    obj: SourceObject
+    ports: tuple[tuple[int, str, str], ...]
+    selector: Mapping[str, str] | None = None
+
+    def port_numbers(self) -> list[int]:
+        return [number for number, _, _ in self.ports]
+
+
+def export_scopes(namespace: str, export_to: Iterable[str]) -> frozenset[str]:
+    """The namespaces an object is exported to, as Istio's analyzers read ``exportTo``: every one
+    (``*``) when it is empty or holds ``*``; ``.`` is the object's own namespace."""
+    export_to = list(export_to)
+    if not export_to or EVERYWHERE in export_to:
+        return frozenset({EVERYWHERE})
+    return frozenset(namespace if e == "." else e for e in export_to)
+
+
+def _declarations(objects: Mapping[str, list[SourceObject]]) -> Iterator[tuple[str, Declared]]:
+    """(scope, declaration) for every host of every ServiceEntry and Kubernetes Service."""
+    for se in objects.get("ServiceEntry", ()):
+        spec = se.spec
+        ports = tuple((p["number"], p.get("name", ""), of_service_entry_port(p.get("protocol")))
+                      for p in spec.get("ports", ()))
+        selector = (spec.get("workloadSelector") or {}).get("labels") or {} if "workloadSelector" in spec else None
+        scopes = export_scopes(se.namespace, spec.get("exportTo", ()))
+        for host in spec.get("hosts", ()):
+            declared = Declared(fqdn(host, se.namespace), se, ports, selector)
+            for scope in sorted(scopes):
+                yield scope, declared
+    for service in objects.get(SERVICE, ()):
+        ports = tuple((p.number, p.name, p.protocol) for p in kube.service_ports(service))
+        declared = Declared(kube.service_host(service), service, ports)
+        for scope in sorted(export_scopes(service.namespace, kube.export_to(service))):
+            yield scope, declared
+
+
+def _strip_star(host: str) -> str:
+    return host[1:] if host.startswith("*") else host
 
 
 class Index:
@@ -22,15 +75,20 @@ class Index:
         self.by_kind: dict[str, list[SourceObject]] = defaultdict(list)
         for obj in objects:
             self.by_kind[obj.kind].append(obj)
+        # (scope, host) -> what declares it there; a Kubernetes Service over a ServiceEntry (Istio's order)
+        self.scoped: dict[tuple[str, str], Declared] = {}
+        for scope, declared in _declarations(self.by_kind):
+            key = (scope, declared.host)
+            if declared.obj.kind == SERVICE or key not in self.scoped:
+                self.scoped[key] = declared
+        # (scope, wildcard host, declaration), the most specific (longest) wildcard first
+        self.wildcards = sorted(((scope, host, d) for (scope, host), d in self.scoped.items() if host.startswith("*")),
+                                key=lambda w: (-len(w[1]), w[1], w[0]))
+        # host -> the ServiceEntries that declare it, whatever their exportTo (cross-cluster names, vips.py)
         self.hosts: dict[str, list[SourceObject]] = defaultdict(list)
-        self.wildcards: list[tuple[str, SourceObject]] = []
         for se in self.by_kind["ServiceEntry"]:
             for host in se.spec.get("hosts", []):
-                host = fqdn(host, se.namespace)
-                if host.startswith("*"):
-                    self.wildcards.append((host, se))
-                else:
-                    self.hosts[host].append(se)
+                self.hosts[fqdn(host, se.namespace)].append(se)
         self.subset_names: dict[str, set[str]] = defaultdict(set)
         for dr in self.by_kind["DestinationRule"]:
             self.subset_names[fqdn(dr.spec.get("host", ""), dr.namespace)].update(
@@ -55,15 +113,6 @@ class Index:
             found = self._fact_digests[fact] = hashlib.sha256(f"{fact}\n{text}".encode()).hexdigest()
         return found
 
-    def workload_labels(self) -> Iterator[dict[str, str]]:
-        """The labels of every WorkloadEntry and ServiceEntry endpoint, as they are asked for: a
-        Gateway selector looks until it finds a match, among 150,000 endpoints in a large mesh."""
-        for we in self.by_kind["WorkloadEntry"]:
-            yield we.spec.get("labels", {})
-        for se in self.by_kind["ServiceEntry"]:
-            for ep in se.spec.get("endpoints", []):
-                yield ep.get("labels", {})
-
     def only(self, objects: list[SourceObject], kinds: tuple[str, ...]) -> Index:
         """This index with ``objects`` (some of its own, of ``kinds``) to check: ``objects`` and
         ``by_kind`` hold only those, and ``by_kind`` no other kind; every look-up table still covers
@@ -75,31 +124,45 @@ class Index:
             restricted.by_kind[obj.kind].append(obj)
         return restricted
 
+    # --- hosts ------------------------------------------------------------------------------------
+
     @cached_property
-    def declared(self) -> frozenset[tuple[str, int | None]]:
-        """(host, port number) for every host of every ServiceEntry and its ports, and (host, None):
-        all that ``services`` and ``ports`` answer depends on, as a fact local analyzers can compare."""
-        return frozenset((fqdn(host, se.namespace), number) for se in self.by_kind["ServiceEntry"]
-                         for host in se.spec.get("hosts", [])
-                         for number in (None, *(port["number"] for port in se.spec.get("ports", []))))
+    def declared(self) -> frozenset[tuple[str, str, tuple]]:
+        """(scope, host, ports) for every declared host: all that ``lookup`` answers depends on, as a
+        fact local analyzers can compare."""
+        return frozenset((scope, host, d.ports) for (scope, host), d in self.scoped.items())
+
+    def lookup(self, namespace: str, export_to: Iterable[str], host: str) -> Declared | None:
+        """What declares ``host`` for an object of ``namespace`` exported to ``export_to``, as Istio's
+        analyzers find it: the host exported everywhere, else to the object's namespace (or, when it
+        is exported elsewhere, to those namespaces), else a wildcard host covering it exported
+        everywhere or to the object's namespace."""
+        name = fqdn(host, namespace)
+        found = self.scoped.get((EVERYWHERE, name))
+        if found is not None:
+            return found
+        scopes = [namespace if e == "." else e for e in export_to] or [namespace]
+        for scope in scopes:
+            found = self.scoped.get((scope, name))
+            if found is not None:
+                return found
+        wanted = _strip_star(name)
+        for scope, pattern, declared in self.wildcards:
+            if scope in (EVERYWHERE, namespace) and wanted.endswith(_strip_star(pattern)):
+                return declared
+        return None
+
+    @cached_property
+    def all_hosts(self) -> frozenset[str]:
+        """Every host declared, in any scope."""
+        return frozenset(host for _, host in self.scoped)
+
+    # --- subsets ------------------------------------------------------------------------------------
 
     @cached_property
     def subset_facts(self) -> frozenset[tuple[str, str]]:
         """(host, subset name) for every DestinationRule subset: all ``subsets`` depends on."""
         return frozenset((host, name) for host, names in self.subset_names.items() for name in names)
-
-    def services(self, host: str) -> list[SourceObject]:
-        """The ServiceEntries that declare ``host`` (an FQDN), exactly or by wildcard."""
-        found = list(self.hosts.get(host, ()))
-        if not host.startswith("*"):
-            found += [se for pattern, se in self.wildcards if matches(pattern, host)]
-        else:
-            found += [se for pattern, se in self.wildcards if pattern == host]
-        return found
-
-    def ports(self, host: str) -> dict[int, dict]:
-        """Port number -> port declaration, over every ServiceEntry declaring ``host``."""
-        return {port["number"]: port for se in self.services(host) for port in se.spec.get("ports", [])}
 
     def subsets(self, host: str) -> set[str]:
         """Subset names defined for ``host`` by DestinationRules for it or for a wildcard covering it."""
@@ -108,6 +171,27 @@ class Index:
             if pattern != host and matches(pattern, host):
                 found |= self.subset_names[pattern]
         return found
+
+    # --- workloads ----------------------------------------------------------------------------------
+
+    def workloads(self) -> Iterator[tuple[SourceObject, dict[str, str]]]:
+        """(object, labels) of every workload the repository holds: the pods workload objects run,
+        WorkloadEntries, and the endpoints ServiceEntries write; yielded as they are asked for (a
+        selector looks until it finds a match, among 150,000 endpoints in a large mesh)."""
+        for kind in sorted(WORKLOAD_KINDS):
+            for obj in self.by_kind.get(kind, ()):
+                yield obj, kube.workload_labels(obj)
+        for we in self.by_kind["WorkloadEntry"]:
+            yield we, we.spec.get("labels") or {}
+        for se in self.by_kind["ServiceEntry"]:
+            for ep in se.spec.get("endpoints", []):
+                yield se, ep.get("labels") or {}
+
+    def selects_any(self, selector: Mapping[str, str], namespace: str | None = None) -> bool:
+        """Whether some workload (of ``namespace``, when given) carries every label of ``selector``."""
+        wanted = selector.items()
+        return any(wanted <= labels.items() for obj, labels in self.workloads()
+                   if namespace is None or obj.namespace == namespace)
 
 
 def destinations(vs: SourceObject) -> Iterator[tuple[Path, dict, list]]:

@@ -7,7 +7,7 @@ import socket
 
 from ..findings import Level
 from .framework import analyzer
-from ..model import CLUSTER_LABEL
+from ..kinds import CLUSTER_LABEL
 from .index import Index, destinations
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$",

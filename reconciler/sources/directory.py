@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from pathlib import Path
 
 from compiler.snapshot import Snapshot
@@ -46,10 +47,7 @@ class DirectorySource(Source):
                 if not _is_utf8(relative):
                     raise SourceError(f"{os.fsencode(path)!r}: the file name is not valid UTF-8 text; "
                                       "rename it")
-                try:
-                    files[relative] = path.read_bytes()
-                except OSError as exc:
-                    raise SourceError(f"{path}: cannot read: {exc.strerror}") from None
+                files[relative] = read_regular_file(path)
         return files
 
     def _check_link(self, root: Path, path: Path) -> None:
@@ -62,6 +60,24 @@ class DirectorySource(Source):
 
     def _walk_error(self, exc: OSError) -> None:
         raise SourceError(f"{exc.filename}: cannot read: {exc.strerror}")
+
+
+def read_regular_file(path: Path) -> bytes:
+    """The bytes of a regular file. A FIFO or a device named *.yaml would block the read, or never end:
+    it is opened without blocking and refused when it is not a regular file (checked on the open file,
+    so it cannot be swapped for one in between)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot read: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise SourceError(f"{path}: not a regular file (a FIFO, socket or device); remove it, or rename it "
+                              "so it does not end in .yaml/.yml")
+        try:
+            return file.read()
+        except OSError as exc:
+            raise SourceError(f"{path}: cannot read: {exc.strerror}") from None
 
 
 def _is_utf8(name: str) -> bool:

@@ -1,0 +1,39 @@
+"""The kinds of objects a repository holds, by what Galleon does with them.
+
+Which versions of a kind Galleon reads is what its schema defines (schemas.served_versions); this
+module says what the kinds are for, and which API groups are Galleon's or Istio's, where a kind
+Galleon does not read deserves a warning. A repository of manifests holds many other kinds
+(ServiceAccounts, ConfigMaps, CRDs...): those are read silently.
+"""
+from __future__ import annotations
+
+GALLEON_GROUP = "galleon.io"
+ISTIO_NETWORKING = "networking.istio.io"
+
+# The label that says which cluster of the mesh an object or endpoint is in (Istio's).
+CLUSTER_LABEL = "topology.istio.io/cluster"
+
+SERVICE = "Service"
+ENDPOINT_KINDS = frozenset({"EndpointSlice", "Endpoints"})
+# Whose pods' labels every selector check matches: Gateway and Sidecar selectors, subsets, Services.
+WORKLOAD_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Pod", "Job"})
+# Kubernetes kinds that live in one cluster: the same name in two clusters is two objects.
+PER_CLUSTER_KINDS = frozenset({SERVICE}) | ENDPOINT_KINDS | WORKLOAD_KINDS
+
+# `kubectl get -o yaml` of several objects: a v1 List whose items are the objects.
+LIST = ("v1", "List")
+
+
+def is_ours(group: str) -> bool:
+    """Galleon's own group or one of Istio's (networking.istio.io, security.istio.io, ...)."""
+    return group == GALLEON_GROUP or group == "istio.io" or group.endswith(".istio.io")
+
+
+def is_kubernetes(group: str) -> bool:
+    """A group of Kubernetes itself: the core group, ``apps``, ``batch``, ``*.k8s.io``."""
+    return "." not in group or group.endswith(".k8s.io")
+
+
+def api_version(group: str, version: str) -> str:
+    """How apiVersion writes a group's version: ``v1`` for the core group, else ``GROUP/VERSION``."""
+    return f"{group}/{version}" if group else version

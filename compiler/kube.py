@@ -1,0 +1,147 @@
+"""What Kubernetes objects say, read as Istio reads them: a Service's host, ports and addresses, the
+endpoints its EndpointSlices (or legacy Endpoints) list, the labels and service account of the
+pods a workload runs. Plain values, shared by validation and the model; reading only, no meaning
+beyond the objects themselves. Every object here passed its schema (schemas/kubernetes.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from . import protocols
+from .hosts import CLUSTER_DOMAIN
+from .kinds import WORKLOAD_KINDS
+from .parse import SourceObject
+
+EXPORT_TO_ANNOTATION = "networking.istio.io/exportTo"
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+HEADLESS = "None"
+DEFAULT_SERVICE_ACCOUNT = "default"  # what the API server gives a pod that names none
+
+
+def service_host(service: SourceObject) -> str:
+    return f"{service.name}.{service.namespace}.{CLUSTER_DOMAIN}"
+
+
+@dataclass(frozen=True)
+class ServicePort:
+    number: int
+    name: str
+    protocol: str  # Istio's (compiler.protocols), chosen as Istio chooses it
+    target_port: int | str | None
+    kubernetes_protocol: str  # TCP, UDP or SCTP, as written (TCP when not)
+
+
+def service_ports(service: SourceObject) -> tuple[ServicePort, ...]:
+    out = []
+    for port in service.spec.get("ports") or ():
+        number, name = port["port"], port.get("name", "")
+        written = port.get("protocol", "TCP")
+        out.append(ServicePort(number, name, protocols.of_kubernetes_port(number, name, written, port.get("appProtocol")),
+                               port.get("targetPort"), written))
+    return tuple(out)
+
+
+def cluster_ips(service: SourceObject) -> tuple[str, ...]:
+    """The Service's virtual IPs: ``clusterIPs``, else ``clusterIP``; none when headless or unset."""
+    spec = service.spec
+    ips = spec.get("clusterIPs") or ([spec["clusterIP"]] if spec.get("clusterIP") else [])
+    return tuple(ip for ip in ips if ip and ip != HEADLESS)
+
+
+def is_headless(service: SourceObject) -> bool:
+    return service.spec.get("clusterIP") == HEADLESS
+
+
+def external_name(service: SourceObject) -> str | None:
+    """The name an ExternalName Service stands for (Istio: an alias of that host, no cluster of its own)."""
+    spec = service.spec
+    return spec.get("externalName") or None if spec.get("type") == "ExternalName" else None
+
+
+def selector(service: SourceObject) -> dict[str, str]:
+    """The Service's pod selector; an empty one selects nothing (Istio's and Kubernetes' rule)."""
+    return service.spec.get("selector") or {}
+
+
+def export_to(obj: SourceObject) -> tuple[str, ...]:
+    """A Service's ``networking.istio.io/exportTo`` annotation, as Istio splits it; () when absent."""
+    annotations = (obj.body.get("metadata") or {}).get("annotations") or {}
+    text = annotations.get(EXPORT_TO_ANNOTATION, "")
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def workload_labels(obj: SourceObject) -> dict[str, str]:
+    """The labels of the pods a workload object runs: a Pod's own, a controller's pod template's."""
+    if obj.kind == "Pod":
+        return obj.labels
+    template = obj.spec.get("template") or {}
+    return (template.get("metadata") or {}).get("labels") or {}
+
+
+def workload_service_account(obj: SourceObject) -> str:
+    pod_spec = obj.spec if obj.kind == "Pod" else (obj.spec.get("template") or {}).get("spec") or {}
+    return pod_spec.get("serviceAccountName") or pod_spec.get("serviceAccount") or DEFAULT_SERVICE_ACCOUNT
+
+
+def is_workload(obj: SourceObject) -> bool:
+    return obj.kind in WORKLOAD_KINDS
+
+
+@dataclass(frozen=True)
+class ListedEndpoint:
+    """One address an EndpointSlice (or Endpoints) lists for a Service, with its ports by the name of
+    the Service port they serve."""
+
+    address: str
+    ports: Mapping[str, int]
+    ready: bool
+    terminating: bool
+    zone: str
+    node: str
+    pod: str  # the Pod its targetRef names, "" when none
+    path: tuple  # where the address is written in its object
+
+
+def endpoint_slice_service(obj: SourceObject) -> str | None:
+    """The Service an EndpointSlice belongs to (its ``kubernetes.io/service-name`` label)."""
+    return obj.labels.get(SERVICE_NAME_LABEL) or None
+
+
+def slice_endpoints(obj: SourceObject) -> list[ListedEndpoint]:
+    """The endpoints of an EndpointSlice. FQDN slices are not read (Istio neither); an endpoint without
+    conditions is ready, and a terminating one is never sent (Istio's health rules)."""
+    if obj.body.get("addressType") == "FQDN":
+        return []
+    ports = _ports(obj.body.get("ports"))
+    out = []
+    for i, endpoint in enumerate(obj.body.get("endpoints") or ()):
+        conditions = endpoint.get("conditions") or {}
+        terminating = bool(conditions.get("terminating"))
+        ready = conditions.get("ready", True) is not False and not terminating
+        for j, address in enumerate(endpoint.get("addresses") or ()):
+            out.append(ListedEndpoint(address, ports, ready, terminating, endpoint.get("zone", ""),
+                                      endpoint.get("nodeName", ""), _pod(endpoint.get("targetRef")),
+                                      ("endpoints", i, "addresses", j)))
+    return out
+
+
+def endpoints_endpoints(obj: SourceObject) -> list[ListedEndpoint]:
+    """The endpoints of a legacy v1 Endpoints object: ``addresses`` ready, ``notReadyAddresses`` not."""
+    out = []
+    for i, subset in enumerate(obj.body.get("subsets") or ()):
+        ports = _ports(subset.get("ports"))
+        for field, ready in (("addresses", True), ("notReadyAddresses", False)):
+            for j, address in enumerate(subset.get(field) or ()):
+                out.append(ListedEndpoint(address["ip"], ports, ready, False, "", address.get("nodeName", ""),
+                                          _pod(address.get("targetRef")), ("subsets", i, field, j, "ip")))
+    return out
+
+
+def _ports(ports: list[dict] | None) -> dict[str, int]:
+    # A port without a name serves the Service's one unnamed port ("" on both sides).
+    return {port.get("name", ""): port["port"] for port in ports or () if "port" in port}
+
+
+def _pod(target: Any) -> str:
+    return target.get("name", "") if isinstance(target, dict) and target.get("kind", "Pod") == "Pod" else ""

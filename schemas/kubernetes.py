@@ -1,0 +1,133 @@
+"""The Kubernetes parts of the schemas: ObjectMeta, which every kind shares, and the Kubernetes kinds
+Galleon reads from a repository (Services, their endpoints, and the workloads selectors match).
+
+Kubernetes validates these kinds itself and keeps adding fields to them, so their specs stay open:
+only the fields Galleon reads are typed (a wrong type there would mislead the model), every other
+field is accepted as Kubernetes would. ObjectMeta is stable and closed, so a misspelt ``namespace``
+is caught rather than putting an object in ``default``. ``generate.py`` writes these as JSON.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from compiler.kinds import api_version
+
+OBJECT_META_ID = "https://galleon.io/schemas/objectmeta.json"
+DNS_LABEL = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN = "^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+
+STRING = {"type": "string"}
+STRINGS = {"type": "array", "items": STRING}
+STRING_MAP = {"type": "object", "additionalProperties": STRING}
+BOOLEAN = {"type": "boolean"}
+INTEGER = {"type": "integer"}
+PORT_NUMBER = {"type": "integer", "minimum": 1, "maximum": 65535}
+INT_OR_STRING = {"anyOf": [{"type": "integer"}, {"type": "string"}]}
+PROTOCOL = {"enum": ["TCP", "UDP", "SCTP"]}
+OPEN: dict[str, Any] = {}
+
+# Every field of ObjectMeta, so that `kubectl get -o yaml` output reads as it is.
+OBJECT_META = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": OBJECT_META_ID,
+    "title": "ObjectMeta",
+    "type": "object",
+    "required": ["name"],
+    "additionalProperties": False,
+    "properties": {
+        "name": {"type": "string", "minLength": 1, "maxLength": 253, "pattern": DNS_SUBDOMAIN},
+        "namespace": {"type": "string", "minLength": 1, "maxLength": 63, "pattern": DNS_LABEL},
+        "generateName": STRING,
+        "labels": STRING_MAP,
+        "annotations": STRING_MAP,
+        "uid": STRING,
+        "resourceVersion": STRING,
+        "generation": INTEGER,
+        "selfLink": STRING,
+        # `kubectl create --dry-run -o yaml` writes creationTimestamp: null
+        "creationTimestamp": {"type": ["string", "null"]},
+        "deletionTimestamp": {"type": ["string", "null"]},
+        "deletionGracePeriodSeconds": INTEGER,
+        "finalizers": STRINGS,
+        "ownerReferences": {"type": "array", "items": {"type": "object", "properties": {
+            "apiVersion": STRING, "kind": STRING, "name": STRING, "uid": STRING,
+            "controller": BOOLEAN, "blockOwnerDeletion": BOOLEAN}}},
+        "managedFields": {"type": "array", "items": {"type": "object"}},
+        "clusterName": STRING,
+    },
+}
+
+_POD_TEMPLATE = {"type": "object", "properties": {
+    "metadata": {"type": "object", "properties": {"labels": STRING_MAP, "annotations": STRING_MAP}},
+    "spec": {"type": "object", "properties": {"serviceAccountName": STRING}},
+}}
+_LABEL_SELECTOR = {"type": "object", "properties": {"matchLabels": STRING_MAP}}
+_WORKLOAD_SPEC = {"type": "object", "properties": {"template": _POD_TEMPLATE, "selector": _LABEL_SELECTOR}}
+
+_SERVICE_SPEC = {"type": "object", "properties": {
+    "type": {"enum": ["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"]},
+    "selector": STRING_MAP,
+    "clusterIP": STRING,
+    "clusterIPs": STRINGS,
+    "externalName": STRING,
+    "externalIPs": STRINGS,
+    "publishNotReadyAddresses": BOOLEAN,
+    "ports": {"type": "array", "items": {"type": "object", "required": ["port"], "properties": {
+        "name": STRING, "port": PORT_NUMBER, "targetPort": INT_OR_STRING, "protocol": PROTOCOL,
+        "appProtocol": STRING, "nodePort": INTEGER}}},
+}}
+
+_TARGET_REF = {"type": "object", "properties": {"kind": STRING, "namespace": STRING, "name": STRING}}
+_ENDPOINT_PORTS = {"type": "array", "items": {"type": "object", "properties": {
+    "name": STRING, "port": PORT_NUMBER, "protocol": PROTOCOL, "appProtocol": STRING}}}
+
+_ENDPOINT_SLICE = {
+    "addressType": {"enum": ["IPv4", "IPv6", "FQDN"]},
+    "endpoints": {"type": "array", "items": {"type": "object", "required": ["addresses"], "properties": {
+        "addresses": {"type": "array", "items": STRING, "minItems": 1},
+        "conditions": {"type": "object", "properties": {"ready": BOOLEAN, "serving": BOOLEAN,
+                                                         "terminating": BOOLEAN}},
+        "hostname": STRING, "nodeName": STRING, "zone": STRING, "targetRef": _TARGET_REF}}},
+    "ports": _ENDPOINT_PORTS,
+}
+
+_ENDPOINT_ADDRESSES = {"type": "array", "items": {"type": "object", "required": ["ip"], "properties": {
+    "ip": STRING, "hostname": STRING, "nodeName": STRING, "targetRef": _TARGET_REF}}}
+_ENDPOINTS = {"subsets": {"type": "array", "items": {"type": "object", "properties": {
+    "addresses": _ENDPOINT_ADDRESSES, "notReadyAddresses": _ENDPOINT_ADDRESSES, "ports": _ENDPOINT_PORTS}}}}
+
+_POD_SPEC = {"type": "object", "properties": {"serviceAccountName": STRING, "serviceAccount": STRING,
+                                              "nodeName": STRING, "hostNetwork": BOOLEAN}}
+
+# (group, kind, version): the top-level fields beside apiVersion, kind, metadata and status.
+KINDS: dict[tuple[str, str, str], dict[str, Any]] = {
+    ("", "Service", "v1"): {"spec": _SERVICE_SPEC},
+    ("discovery.k8s.io", "EndpointSlice", "v1"): _ENDPOINT_SLICE,
+    ("", "Endpoints", "v1"): _ENDPOINTS,
+    ("", "Pod", "v1"): {"spec": _POD_SPEC},
+    ("apps", "Deployment", "v1"): {"spec": _WORKLOAD_SPEC},
+    ("apps", "StatefulSet", "v1"): {"spec": _WORKLOAD_SPEC},
+    ("apps", "DaemonSet", "v1"): {"spec": _WORKLOAD_SPEC},
+    ("apps", "ReplicaSet", "v1"): {"spec": _WORKLOAD_SPEC},
+    ("batch", "Job", "v1"): {"spec": _WORKLOAD_SPEC},
+}
+
+
+def object_schema(kind: str, api: str, fields: dict[str, Any], required: tuple[str, ...] = ()) -> dict:
+    """One version of a kind: apiVersion, kind, the shared ObjectMeta, ``status`` (read by nothing,
+    allowed on every kind) and the kind's own fields."""
+    return {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", *required],
+        "additionalProperties": False,
+        "properties": {"apiVersion": {"const": api}, "kind": {"const": kind},
+                       "metadata": {"$ref": OBJECT_META_ID}, "status": OPEN, **fields},
+    }
+
+
+def kubernetes_schemas() -> dict[tuple[str, str], dict[str, dict]]:
+    """(group, kind) -> version -> schema of every Kubernetes kind Galleon reads."""
+    out: dict[tuple[str, str], dict[str, dict]] = {}
+    for (group, kind, version), fields in KINDS.items():
+        out.setdefault((group, kind), {})[version] = object_schema(kind, api_version(group, version), fields)
+    return out
