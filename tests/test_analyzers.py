@@ -1,11 +1,16 @@
 """Every semantic analyzer, with a case that passes it and one that fails it.
 
 Each case is YAML added to a small valid mesh (BASE). In a failing case the
-line the finding must point at carries the marker ``# <-``.
+line the finding must point at carries the marker ``# <-``. Cases live in
+``CASES`` here and in the ``CASES`` of the other ``tests/test_analyzers_*.py``
+modules (one per subject), which run them with ``check_passing`` and
+``check_failing``; every analyzer must have cases in one of them.
 """
 from __future__ import annotations
 
+import importlib
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -253,29 +258,42 @@ def _run(case: str):
     return text, validate(snapshot_of({"mesh.yaml": text})).findings
 
 
-def test_base_mesh_is_clean():
-    assert validate(snapshot_of({"mesh.yaml": BASE})).findings == []
-
-
-def test_every_analyzer_has_cases():
-    assert sorted(CASES) == sorted(a.name for a in ANALYZERS)
-
-
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_passing_case(name):
-    _, findings = _run(CASES[name][0])
+def check_passing(case: str) -> None:
+    """The case added to BASE gives no finding at all."""
+    _, findings = _run(case)
     assert [f.text() for f in findings] == []
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_failing_case(name):
+def check_failing(name: str, case: str) -> None:
+    """The case added to BASE gives exactly the analyzer's findings, one on each line marked ``# <-``."""
     check = next(a for a in ANALYZERS if a.name == name)
-    text, findings = _run(CASES[name][1])
+    text, findings = _run(case)
     marked = [i for i, line in enumerate(text.splitlines(), 1) if line.rstrip().endswith("# <-")]
     assert marked, "a failing case must mark its line"
     assert sorted((f.code, f.level, f.line) for f in findings) == \
         sorted((check.code, check.level, line) for line in marked), [f.text() for f in findings]
     assert all(f.message and f.kind != "-" and f.name != "-" for f in findings)
+
+
+def test_base_mesh_is_clean():
+    assert validate(snapshot_of({"mesh.yaml": BASE})).findings == []
+
+
+def test_every_analyzer_has_cases():
+    modules = [importlib.import_module(f"tests.{path.stem}") for path in sorted(Path(__file__).parent.glob(
+        "test_analyzers_*.py"))]
+    covered = [name for cases in [CASES, *(m.CASES for m in modules)] for name in cases]
+    assert sorted(covered) == sorted(a.name for a in ANALYZERS)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_passing_case(name):
+    check_passing(CASES[name][0])
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_failing_case(name):
+    check_failing(name, CASES[name][1])
 
 
 def test_local_analyzers_reuse_an_unchanged_objects_problems_only_while_their_facts_hold():
