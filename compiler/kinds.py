@@ -30,8 +30,9 @@ def is_ours(group: str) -> bool:
 
 
 def is_kubernetes(group: str) -> bool:
-    """A group of Kubernetes itself: the core group, ``apps``, ``batch``, ``*.k8s.io``."""
-    return "." not in group or group.endswith(".k8s.io")
+    """One of Kubernetes' own groups of workloads: the core group, ``apps``, ``batch``. (Groups such as
+    ``gateway.networking.k8s.io`` have kinds of their own, a Gateway among them.)"""
+    return "." not in group
 
 
 def api_version(group: str, version: str) -> str:

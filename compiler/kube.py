@@ -56,7 +56,7 @@ def is_headless(service: SourceObject) -> bool:
 def external_name(service: SourceObject) -> str | None:
     """The name an ExternalName Service stands for (Istio: an alias of that host, no cluster of its own)."""
     spec = service.spec
-    return spec.get("externalName") or None if spec.get("type") == "ExternalName" else None
+    return (spec.get("externalName") or None) if spec.get("type") == "ExternalName" else None
 
 
 def selector(service: SourceObject) -> dict[str, str]:

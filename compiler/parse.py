@@ -278,6 +278,7 @@ class _Builder:
     def _mapping(self, pairs: list, key: str, depth: int) -> dict:
         out: dict = {}
         lines = self.lines
+        nulls = False
         for key_node, value_node in pairs:
             if key_node.value == "<<" and _is_merge(key_node):  # the comparison spares a call per key
                 return self._mapping(self._merged(pairs), key, depth)
@@ -291,8 +292,11 @@ class _Builder:
                 child = key
             if name in out:
                 self.duplicate_keys.append((child, key_node.start_mark.line + 1))
-            out[name] = self.build(value_node, child, depth + 1)
-        return out
+            value = out[name] = self.build(value_node, child, depth + 1)
+            nulls = nulls or value is None
+        # A field set to null is a field not set, as Kubernetes reads objects (kubectl and the API
+        # server drop it): `annotations:` with nothing after it is no error.
+        return {k: v for k, v in out.items() if v is not None} if nulls else out
 
     def _merged(self, pairs: list) -> list:
         """YAML merge keys (<<: *base): the merged pairs come first so the mapping's own keys win."""

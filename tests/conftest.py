@@ -36,6 +36,22 @@ def check(text: str, name: str = "mesh.yaml"):
     return validate(snapshot_of({name: textwrap.dedent(text).lstrip("\n")})).findings
 
 
+def with_pod(running: str, service: str, version: str, address: str, cluster: str, name: str = "") -> str:
+    """The text of one of sample-repo's running/CLUSTER.yaml with one more pod of a Bookinfo service:
+    a Pod, and its address in the service's EndpointSlice there."""
+    name = name or f"{service}-{version}-added"
+    docs = running.split("---\n")
+    slices = [i for i, doc in enumerate(docs)
+              if "kind: EndpointSlice" in doc and f"kubernetes.io/service-name: {service}\n" in doc]
+    assert len(slices) == 1, f"{cluster} has no EndpointSlice of {service}"
+    docs[slices[0]] += (f"  - addresses: [{address}]\n    conditions: {{ready: true}}\n"
+                        f"    targetRef: {{kind: Pod, namespace: bookinfo, name: {name}}}\n")
+    pod = (f"apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: bookinfo\n  labels:\n"
+           f"    app: {service}\n    version: {version}\n    security.istio.io/tlsMode: istio\n"
+           f"    topology.istio.io/cluster: {cluster}\nspec:\n  serviceAccountName: bookinfo-{service}\n")
+    return "---\n".join(docs) + "---\n" + pod
+
+
 def sample_files() -> dict[str, bytes]:
     return {p.relative_to(SAMPLE_REPO).as_posix(): p.read_bytes() for p in sorted(SAMPLE_REPO.rglob("*.y*ml"))}
 

@@ -91,8 +91,8 @@ def test_serve_follows_a_directory_and_keeps_the_last_valid_revision(tmp_path):
         assert daemon.get("/healthz") == (200, "ok\n")
 
         # An edit is picked up.
-        ratings = repo / "bookinfo" / "ratings.yaml"
-        ratings.write_text(ratings.read_text().replace("10.1.3.1", "10.1.3.99"))
+        ratings = repo / "running" / "cluster-a.yaml"
+        ratings.write_text(ratings.read_text().replace("[10.1.3.1]", "[10.1.3.99]"))
         second = wait_for(lambda: (r := daemon.json("/debug/configz")["served_revision"]) != first and r, 5,
                           lambda: daemon.log())
 

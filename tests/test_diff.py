@@ -15,7 +15,7 @@ from compiler.diff.preview import Preview
 from reconciler.preview import MARKER, plans, render_json, render_markdown
 from reconciler.sources import LocalGitSource
 from tests import gitutil
-from tests.conftest import sample_files
+from tests.conftest import sample_files, with_pod
 
 REVIEWS = "bookinfo/reviews.yaml"
 HOST = "reviews.bookinfo.svc.cluster.local"
@@ -80,8 +80,8 @@ def test_weight_change_shows_the_traffic_shift_from_every_cluster(repo):
     assert preview.head.valid and not preview.new_findings
     (vs,) = preview.objects.changes
     assert (vs.kind, vs.action) == ("VirtualService", "changed")
-    assert [(f.text(), f.line) for f in vs.fields] == [(".spec.http[1].route[0].weight: 50 → 20", 104),
-                                                        (".spec.http[1].route[2].weight: 10 → 40", 112)]
+    assert [(f.text(), f.line) for f in vs.fields] == [(".spec.http[1].route[0].weight: 50 → 20", 166),
+                                                        (".spec.http[1].route[2].weight: 10 → 40", 174)]
     gateway_side = {"cluster-a": "cluster-a", "cluster-b": "cluster-a", "cluster-c": "network-1 gateway"}
     for cluster in CLUSTERS:
         rows = traffic(preview, cluster)
@@ -98,9 +98,10 @@ def test_weight_change_shows_the_traffic_shift_from_every_cluster(repo):
 
 def test_new_endpoint_in_another_network_is_gateway_weight_there_and_direct_at_home(repo):
     # a reviews v2 endpoint in cluster-c (network-2, eu-west); v2 ran only in network-1 so far
-    change(repo, replace(REVIEWS, "    - address: 10.3.4.1\n", "    - address: 10.3.4.9\n      labels:\n"
-                         "        app: reviews\n        version: v2\n        topology.istio.io/cluster: cluster-c\n"
-                         "      serviceAccount: bookinfo-reviews\n    - address: 10.3.4.1\n"))
+    def add_pod(files):
+        files["running/cluster-c.yaml"] = with_pod(files["running/cluster-c.yaml"], "reviews", "v2", "10.3.4.9",
+                                                   "cluster-c")
+    change(repo, add_pod)
     preview = preview_of(repo)
     for cluster in ("cluster-a", "cluster-b"):  # network-1: the new endpoint is behind network-2's gateway
         changes = resources(preview, cluster)
@@ -140,15 +141,15 @@ def test_subset_rename_shows_clusters_replaced_and_the_dangling_route_as_a_new_f
 def test_whitespace_reordered_keys_and_moves_change_nothing(repo):
     def reformat(files):
         # blank lines and a comment shift every line; keys reordered; one object moved to a new file
-        text = "# reformatted\n\n" + files[REVIEWS].replace("  location: MESH_INTERNAL\n  resolution: STATIC\n",
-                                                          "  resolution: STATIC\n  location: MESH_INTERNAL\n")
+        text = "# reformatted\n\n" + files[REVIEWS].replace("  name: reviews\n  namespace: bookinfo\n",
+                                                          "  namespace: bookinfo\n  name: reviews\n", 1)
         first, rest = text.split("\n---\n", 1)
         files[REVIEWS] = rest
         files["bookinfo/reviews-entry.yaml"] = first + "\n"
     change(repo, reformat)
     preview = preview_of(repo)
     assert [(c.kind, c.action, c.moved_from) for c in preview.objects.changes] == \
-        [("ServiceEntry", "moved", "bookinfo/reviews.yaml:2")]
+        [("Service", "moved", "bookinfo/reviews.yaml:2")]
     assert all(not v.changes for c in preview.clusters for v in c.views)
     assert not any(c.traffic for c in preview.clusters)
     assert not preview.has_changes
@@ -178,8 +179,9 @@ def test_truncation_keeps_the_summary_whole_and_names_what_was_cut(repo):
     def many(files):
         files[REVIEWS] = files[REVIEWS].replace("simple: LEAST_REQUEST", "simple: ROUND_ROBIN")
         files[REVIEWS] = files[REVIEWS].replace("weight: 50", "weight: 30").replace("weight: 10\n", "weight: 30\n")
-        for path in [p for p in files if p.startswith("bookinfo/")]:
-            files[path] = files[path].replace("serviceAccount: bookinfo-", "serviceAccount: bookinfo-v2-")
+        for path in [p for p in files if p.startswith(("bookinfo/", "running/"))]:
+            files[path] = files[path].replace("serviceAccount: bookinfo-", "serviceAccount: bookinfo-v2-").replace(
+                "serviceAccountName: bookinfo-", "serviceAccountName: bookinfo-v2-")
     change(repo, many)
     preview = preview_of(repo)
     full = render_markdown(preview)
@@ -203,13 +205,13 @@ add_mirror = replace("bookinfo/details.yaml", "    - name: details-canary\n",
 # (what BASE adds to the sample, what HEAD changes then)
 EDITS = {
     "route weights": (None, replace(REVIEWS, "weight: 50", "weight: 20")),
-    "an endpoint": (None, replace(REVIEWS, "address: 10.3.4.1", "address: 10.3.4.7")),
+    "an endpoint": (None, replace("running/cluster-c.yaml", "[10.3.4.1]", "[10.3.4.7]")),
     "a subset renamed (HEAD invalid)": (None, replace(REVIEWS, "    - name: v3\n", "    - name: v3-canary\n")),
     "a WorkloadEntry moved": (None, replace("bookinfo/mysqldb.yaml", "address: 10.3.5.1", "address: 10.3.5.2")),
     "a VirtualService that mirrors to another host": (None, add_mirror),
     # details' virtual host names the port of the reviews cluster it mirrors to: it changes too
     "the port of a host another host's VirtualService mirrors to": (add_mirror, replace(
-        REVIEWS, "    - number: 9080\n", "    - number: 9081\n")),
+        REVIEWS, "    - port: 9080\n", "    - port: 9081\n")),
     "a mesh-wide object": (None, replace("mesh/networks.yaml", "address: 198.51.100.10", "address: 198.51.100.11")),
 }
 

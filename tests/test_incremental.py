@@ -27,7 +27,7 @@ def edit(files: dict[str, bytes], path: str, old: str, new: str) -> dict[str, by
 
 
 EDITS = {
-    "an endpoint moves": lambda f: edit(f, "bookinfo/ratings.yaml", "10.1.3.2", "10.1.3.9"),
+    "an endpoint moves": lambda f: edit(f, "running/cluster-a.yaml", "[10.1.3.2]", "[10.1.3.9]"),
     "a WorkloadEntry moves": lambda f: edit(f, "bookinfo/mysqldb.yaml", "10.1.5.1", "10.1.5.7"),
     "a WorkloadEntry leaves its service": lambda f: edit(f, "bookinfo/mysqldb.yaml", "app: mysqldb", "app: other"),
     "a load balancer changes": lambda f: edit(f, "bookinfo/reviews.yaml", "simple: LEAST_REQUEST",
@@ -162,9 +162,9 @@ def test_a_service_entry_shared_by_two_revisions_keeps_its_endpoints_until_the_t
     first = parse(Snapshot("r1", files))
     same = parse(Snapshot("r2", {**files, "bookinfo/details.yaml": files["bookinfo/details.yaml"] + b"\n"}),
                  previous=first)
-    host = "reviews.bookinfo.svc.cluster.local"
+    host = "ratings.bookinfo.global"
     one, two = build_mesh(first.objects, "r1"), build_mesh(same.objects, "r2")
-    assert two.services[host].endpoints is one.services[host].endpoints  # reviews.yaml was not read again
+    assert two.services[host].endpoints is one.services[host].endpoints  # ratings-global.yaml was not read again
     # cluster-c moves to network-1: every endpoint there now has another network, so none is kept
     moved = parse(Snapshot("r3", edit(files, "mesh/clusters.yaml", "network: network-2", "network: network-1")),
                   previous=first)

@@ -142,6 +142,7 @@ def test_a_kind_of_istio_or_galleon_that_galleon_does_not_read_is_a_warning_and_
     "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {name: x.example.com}\n",
     # another product's kinds of the same names as Galleon's
     "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: {name: x}\n",
+    "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: x}\n",
     "apiVersion: appmesh.k8s.aws/v1beta2\nkind: VirtualService\nmetadata: {name: x}\n",
 ])
 def test_other_kinds_of_a_repository_of_manifests_are_read_silently(text):
@@ -249,8 +250,14 @@ def test_scalars_follow_yaml_types_but_timestamps_stay_text():
                         ).objects
     spec = obj.body["spec"]
     assert spec["when"] == "2024-01-01" and spec["n"] == 3 and spec["f"] == 1.5
-    assert spec["b"] is True and spec["z"] is None
+    assert spec["b"] is True and "z" not in spec  # null: not set, as Kubernetes reads it
 
+
+def test_a_field_set_to_null_is_not_set_and_keeps_no_error():
+    result = parse_text("apiVersion: v1\nkind: Service\nmetadata:\n  name: a\n  annotations:\n  labels: ~\n"
+                        "spec:\n  selector: null\n  ports: [{port: 80, name: null}]\n")
+    (service,) = result.objects
+    assert service.body["metadata"] == {"name": "a"} and service.spec == {"ports": [{"port": 80}]}
 
 class _Reference(yaml.SafeLoader):
     """PyYAML's own SafeLoader, but for timestamps, which stay text as Kubernetes reads them."""
@@ -270,7 +277,16 @@ def test_scalars_resolve_as_pyyaml_safe_loader_does(scalar):
     head = "apiVersion: galleon.io/v1alpha1\nkind: Cluster\nmetadata: {name: c}\n"
     for text in (f"{head}value: {scalar}\nlist:\n- {scalar}\n", f"{head}nested:\n  deeper: {scalar}\n"):
         (obj,) = parse_text(text).objects
-        assert obj.body == yaml.load(text, Loader=_Reference), text
+        assert obj.body == _without_nulls(yaml.load(text, Loader=_Reference)), text
+
+
+def _without_nulls(value):
+    """What Kubernetes reads of a value: mapping fields set to null are not set."""
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
 
 
 def test_merge_and_value_keys_written_as_values_stay_text():
@@ -366,7 +382,7 @@ def test_field_lines_of_documents_before_a_syntax_error():
           hosts: [web.default.svc.cluster.local]
           resolution: STATIC
           ports: [{number: 80, name: http, protocol: HTTP}]
-          endpoints:
+          endpoints: 3
         ---
           broken: [
         """)

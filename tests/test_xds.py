@@ -25,8 +25,8 @@ def test_versions_are_content_hashes():
     first, again = compiled(files).versions(), compiled(files).versions()
     assert first == again, "same snapshot and view, same versions (a restarted server agrees)"
     changed = dict(files)
-    path = "bookinfo/reviews.yaml"
-    changed[path] = files[path].replace(b"10.2.4.1", b"10.2.4.99")
+    path = "running/cluster-b.yaml"
+    changed[path] = files[path].replace(b"[10.2.4.1]", b"[10.2.4.99]")
     after = compiled(changed).versions()
     differing = {(t, n) for t in PUSH_ORDER for n in first[t] if first[t][n] != after[t].get(n)}
     # only reviews' assignments in cluster-a's view change (its subsets that hold that endpoint)

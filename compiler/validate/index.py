@@ -136,7 +136,15 @@ class Index:
         """What declares ``host`` for an object of ``namespace`` exported to ``export_to``, as Istio's
         analyzers find it: the host exported everywhere, else to the object's namespace (or, when it
         is exported elsewhere, to those namespaces), else a wildcard host covering it exported
-        everywhere or to the object's namespace."""
+        everywhere or to the object's namespace. An ExternalName Service's host gives what declares
+        the host it stands for, when that is declared: traffic to it goes there (Istio's aliases)."""
+        found = self._lookup(namespace, export_to, host)
+        target = kube.external_name(found.obj) if found is not None and found.obj.kind == SERVICE else None
+        if target is not None:
+            return self._lookup(found.obj.namespace, (), target) or found
+        return found
+
+    def _lookup(self, namespace: str, export_to: Iterable[str], host: str) -> Declared | None:
         name = fqdn(host, namespace)
         found = self.scoped.get((EVERYWHERE, name))
         if found is not None:
