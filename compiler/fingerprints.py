@@ -32,7 +32,7 @@ def route_key(mesh: Mesh, service: Service) -> Key:
     def compute() -> Key:
         rule = mesh.destination_rule(service.host)
         return (service.host, repr((service.namespace, service.ports, service.resolution, service.location,
-                                    service.addresses, mesh.aliases_of(service.host))),
+                                    service.addresses, sorted(service.exported_to), mesh.aliases_of(service.host))),
                 f"{service.source.ref} {service.source.file}:{service.source.line}",
                 rule.source.digest if rule else "-")
     return mesh.once(("route key", service.host), compute)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, Hashable, Mapping, TypeVar
 
 from . import kube, protocols
-from .hosts import fqdn, matches
+from .hosts import EVERYWHERE, export_scopes, fqdn, matches
 from .kinds import CLUSTER_LABEL, ENDPOINT_KINDS, SERVICE, WORKLOAD_KINDS
 from .locality import Locality
 from .parse import SourceObject, collector_paused
@@ -122,6 +122,8 @@ class Service:
     # Where its endpoints come from; they are built on first use (``endpoints``): a preview compiles
     # the few services a change touches, of a mesh whose ServiceEntries write 150,000 endpoints.
     endpoint_sources: list[EndpointSource] = field(default_factory=list, repr=False, compare=False)
+    # The namespaces whose proxies see it (its exportTo, hosts.export_scopes)
+    exported_to: frozenset[str] = frozenset({EVERYWHERE})
     _endpoints: tuple[Endpoint, ...] | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -419,8 +421,9 @@ def _services(se: SourceObject, workload_entries, clusters, networks) -> list[Se
                                                   clusters, networks)
     else:
         source = WrittenEndpoints(se, [], clusters, networks)
+    scopes = export_scopes(se.namespace, spec.get("exportTo", ()))
     return [Service(fqdn(host, se.namespace), se.namespace, ports, spec.get("resolution", "NONE"),
-                    spec.get("location", "MESH_EXTERNAL"), tuple(spec.get("addresses", [])), se, [source])
+                    spec.get("location", "MESH_EXTERNAL"), tuple(spec.get("addresses", [])), se, [source], scopes)
             for host in spec["hosts"]]
 
 
@@ -525,7 +528,8 @@ def _kubernetes_services(by_kind: dict[str, list[SourceObject]], clusters: dict[
             if selector and not kube.is_headless(svc) else []
         source = ListedEndpoints(listings.get((svc.namespace, svc.name), {}), pods, selected, clusters, networks)
         services[host] = Service(host, svc.namespace, ports, HEADLESS if kube.is_headless(svc) else CLUSTER_IP,
-                                 "MESH_INTERNAL", kube.cluster_ips(svc), svc, [source])
+                                 "MESH_INTERNAL", kube.cluster_ips(svc), svc, [source],
+                                 export_scopes(svc.namespace, kube.export_to(svc)))
     return services, aliases
 
 

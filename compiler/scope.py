@@ -1,7 +1,7 @@
 """Which services a proxy sees: Istio's Sidecar egress scoping."""
 from __future__ import annotations
 
-from .hosts import matches
+from .hosts import exported, matches
 from .model import ROOT_NAMESPACE, Mesh, Service
 from .parse import SourceObject
 from .view import ProxyView
@@ -32,10 +32,12 @@ def _imports(pattern: str, sidecar: SourceObject, service: Service) -> bool:
 def visible_services(mesh: Mesh, view: ProxyView) -> list[Service]:
     """The services this proxy gets configuration for, sorted by host.
 
-    Gateways see every service (their routes decide); a sidecar sees what its
-    Sidecar's egress hosts import, or everything when no Sidecar applies.
+    A proxy sees the services exported to its namespace (exportTo). Gateways see every one of those
+    (their routes decide); a sidecar sees what its Sidecar's egress hosts import, or everything when
+    no Sidecar applies.
     """
-    services = sorted(mesh.services.values(), key=lambda s: s.host)
+    services = sorted((s for s in mesh.services.values() if exported(s.exported_to, view.namespace)),
+                      key=lambda s: s.host)
     sidecar = sidecar_for(mesh, view) if view.role == "sidecar" else None
     if sidecar is None or not sidecar.spec.get("egress"):
         return services

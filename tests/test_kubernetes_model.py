@@ -201,3 +201,20 @@ def test_a_port_whose_protocol_is_detected_gets_istios_sniffing_listener():
     packed["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].Unpack(options)
     assert options.HasField("use_downstream_protocol_config")  # the endpoint speaks what the client spoke
 
+
+
+def test_a_proxy_sees_only_the_services_exported_to_its_namespace():
+    private = service("private", extra="").replace(
+        "  namespace: shop\n", "  namespace: shop\n  annotations: {networking.istio.io/exportTo: .}\n", 1)
+    entry = ("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: partner, namespace: shop}\n"
+             "spec:\n  hosts: [api.partner.example]\n  exportTo: [billing]\n  resolution: DNS\n"
+             "  ports: [{number: 443, name: tls, protocol: TLS}]\n")
+    mesh = mesh_of(service(), private, entry)
+
+    def seen(namespace: str) -> set[str]:
+        view = make_view(mesh, "east", f"sidecar~10.1.0.1~p.{namespace}~{namespace}.svc.cluster.local")
+        return {name.split("|")[3] for name in compile_view(mesh, view).resources[CLUSTER]}
+
+    assert seen("shop") == {"web.shop.svc.cluster.local", "private.shop.svc.cluster.local"}
+    assert seen("billing") == {"web.shop.svc.cluster.local", "api.partner.example"}
+    assert seen("other") == {"web.shop.svc.cluster.local"}

@@ -14,13 +14,10 @@ from functools import cached_property
 from typing import Iterable, Iterator, Mapping
 
 from .. import kube
-from ..hosts import fqdn, matches
+from ..hosts import EVERYWHERE, export_scopes, fqdn, matches
 from ..kinds import SERVICE, WORKLOAD_KINDS
 from ..parse import Path, SourceObject
 from ..protocols import of_service_entry_port
-
-EVERYWHERE = "*"  # the scope of what is exported to every namespace
-
 
 @dataclass(frozen=True)
 class Declared:
@@ -35,15 +32,6 @@ class Declared:
 
     def port_numbers(self) -> list[int]:
         return [number for number, _, _ in self.ports]
-
-
-def export_scopes(namespace: str, export_to: Iterable[str]) -> frozenset[str]:
-    """The namespaces an object is exported to, as Istio's analyzers read ``exportTo``: every one
-    (``*``) when it is empty or holds ``*``; ``.`` is the object's own namespace."""
-    export_to = list(export_to)
-    if not export_to or EVERYWHERE in export_to:
-        return frozenset({EVERYWHERE})
-    return frozenset(namespace if e == "." else e for e in export_to)
 
 
 def _declarations(objects: Mapping[str, list[SourceObject]]) -> Iterator[tuple[str, Declared]]:
