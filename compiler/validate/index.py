@@ -153,6 +153,15 @@ class Index:
         """Every host declared, in any scope."""
         return frozenset(host for _, host in self.scoped)
 
+    # --- gateways -----------------------------------------------------------------------------------
+
+    @cached_property
+    def gateway_hosts(self) -> frozenset[tuple[str, tuple[str, ...]]]:
+        """("namespace/name", the hosts its servers list, as written) for every Gateway: all that a
+        check of VirtualService hosts against their Gateways reads, as a fact local analyzers can compare."""
+        return frozenset((key, tuple(host for server in gw.spec.get("servers", []) for host in server.get("hosts", [])))
+                         for key, gw in self.gateways.items())
+
     # --- subsets ------------------------------------------------------------------------------------
 
     @cached_property
