@@ -27,8 +27,11 @@ files define that it does not: what applying the whole folder, that file last, l
 files' documents that define an object already taken are blanked, their lines kept, so findings
 keep their lines; files in name order). Helm templates, files that are not YAML and YAML that holds
 no Kubernetes object are skipped, and listed. Objects without a namespace are in ``default``, as
-Galleon reads them (the book applies its files with ``-n istioinaction``; its fully qualified hosts
-name that namespace).
+Galleon reads them, but for the book's, which the book applies with ``kubectl apply -n
+istioinaction`` (its fully qualified hosts name that namespace): those get that namespace, written
+into their metadata (a line more where the metadata is a block). The book's services
+(``services/*/kubernetes/``), which a reader deploys before any chapter's files, are under every
+other folder's configuration, as Bookinfo's platform manifests are under its networking files.
 
 Figures, per part and in total:
 
@@ -88,6 +91,8 @@ from compiler.validate import validate  # noqa: E402
 
 ISTIO_REPO = "/work/.mirror/istio+istio/repo"
 BOOK_REPO = "/work/.mirror/istioinaction+book-source-code/repo"
+BOOK_NAMESPACE = "istioinaction"  # the book applies its files with `kubectl apply -n istioinaction`
+BOOK_PLATFORM = r"services/[^/]+/kubernetes/"  # the book's services, deployed before any chapter's files
 ANALYZERS_DIR = "pkg/config/analysis/analyzers"
 ANALYZERS_TEST = f"{ANALYZERS_DIR}/analyzers_test.go"
 MESSAGES = "pkg/config/analysis/msg/messages.yaml"
@@ -892,14 +897,49 @@ def bookinfo_configurations(part: PartResult, tree: Tree, literal: bool) -> list
     return configs
 
 
-def part_folders(name: str, tree: Tree, under: str, verbose: bool, bookinfo_literal: bool = False) -> PartResult:
+def in_namespace(data: bytes, namespace: str) -> bytes:
+    """The file as ``kubectl apply -n NAMESPACE`` applies it: every object whose metadata names no
+    namespace gets this one (written into its metadata; a block-style metadata gains a line)."""
+    out = []
+    for _start, text in split_documents(data.decode("utf-8", "replace")):
+        if re.search(r"^metadata:", text, re.M) and not re.search(r"^  namespace:|^metadata:\s*\{[^}]*namespace:",
+                                                                   text, re.M):
+            text = re.sub(r"^metadata:\s*\{", f"metadata: {{namespace: {namespace}, ", text, count=1, flags=re.M)
+            text = re.sub(r"^metadata:\s*$", f"metadata:\n  namespace: {namespace}", text, count=1, flags=re.M)
+        out.append(text)
+    return "---\n".join(out).encode()
+
+
+def _apply_namespace(info: FileInfo, namespace: str | None) -> None:
+    if namespace is not None:
+        info.data = in_namespace(info.data, namespace)
+        info.docs = safe_docs(info.path, info.data)
+
+
+def part_folders(name: str, tree: Tree, under: str, verbose: bool, bookinfo_literal: bool = False,
+                 namespace: str | None = None, platform: str | None = None) -> PartResult:
+    """Each folder as a configuration (see the module's docstring); with ``platform`` (a regular
+    expression of paths), the files it matches are deployed first, under every other folder's files,
+    as a reader of the book deploys its services before a chapter's configuration."""
     part = PartResult(name)
     configs: list[Configuration] = []
-    for folder, paths in yaml_folders(tree, under).items():
+    folders = yaml_folders(tree, under)
+    base = [] if platform is None else \
+        inspect_all(part, tree, [path for paths in folders.values() for path in paths if re.match(platform, path)])
+    for info in base:
+        _apply_namespace(info, namespace)
+    for folder, paths in folders.items():
         if name == "samples" and folder == BOOKINFO_NETWORKING:
             configs += bookinfo_configurations(part, tree, bookinfo_literal)
             continue
-        configs += folder_configurations(inspect_all(part, tree, paths), folder or ".")
+        infos = inspect_all(part, tree, paths)
+        for info in infos:
+            _apply_namespace(info, namespace)
+        for config in folder_configurations(infos, folder or "."):
+            if base and not all(re.match(platform or "", path) for path in config.files):
+                primary = [FileInfo(path, data, safe_docs(path, data)) for path, data in config.files.items()]
+                config.files, _trimmed = compose(primary, [i for i in base if i.path not in config.files])
+            configs.append(config)
     for config in configs:
         run = part.execute(config)
         for f in run.findings:
@@ -1086,7 +1126,7 @@ def run_part(name: str, istio: Tree, book: Tree | None, args: argparse.Namespace
     if name == "samples":
         return part_folders("samples", istio, "samples", verbose, args.bookinfo_literal)
     assert book is not None
-    return part_folders("book", book, "", verbose)
+    return part_folders("book", book, "", verbose, namespace=BOOK_NAMESPACE, platform=BOOK_PLATFORM)
 
 
 def main(argv: list[str] | None = None) -> int:
