@@ -12,6 +12,8 @@ ISTIO_NETWORKING = "networking.istio.io"
 
 # The label that says which cluster of the mesh an object or endpoint is in (Istio's).
 CLUSTER_LABEL = "topology.istio.io/cluster"
+# The label that says which network a Pod (its endpoints) is on (Istio's).
+NETWORK_LABEL = "topology.istio.io/network"
 
 SERVICE = "Service"
 ENDPOINT_KINDS = frozenset({"EndpointSlice", "Endpoints"})

@@ -12,7 +12,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, Hashable, Mapping, TypeVar
 
-from . import kube, protocols
+from . import kube, meshnetworks, protocols
 from .hosts import EVERYWHERE, export_scopes, fqdn, matches
 from .kinds import CLUSTER_LABEL, ENDPOINT_KINDS, SERVICE, WORKLOAD_KINDS
 from .locality import Locality
@@ -283,10 +283,11 @@ def build_mesh(objects: list[SourceObject], revision: str = "", *, keep_vips: Ma
     for obj in sorted(objects, key=lambda o: (o.kind, o.namespace, o.name, o.key)):
         by_kind.setdefault(obj.kind, []).append(obj)
     settings = mesh_settings(by_kind.get("MeshConfig", []))
-    clusters = {c.name: MeshCluster(c.name, c.spec.get("network", ""), Locality.parse(c.spec.get("locality")),
-                                    c.spec.get("kubeContext"), c.spec.get("trustDomain"), c)
-                for c in by_kind.get("Cluster", [])}
     networks = _networks(by_kind.get("MeshNetworks", []))
+    clusters = {c.name: MeshCluster(c.name, c.spec.get("network") or _registry_network(c.name, networks),
+                                    Locality.parse(c.spec.get("locality")), c.spec.get("kubeContext"),
+                                    c.spec.get("trustDomain"), c)
+                for c in by_kind.get("Cluster", [])}
     workload_entries = by_kind.get("WorkloadEntry", [])
     services: dict[str, Service] = {}
     for se in by_kind.get("ServiceEntry", []):
@@ -353,16 +354,23 @@ def mesh_settings(mesh_configs: list[SourceObject]) -> MeshSettings:
 def _networks(objects: list[SourceObject]) -> dict[str, Network]:
     networks = {}
     for mn in objects:
-        for name, spec in sorted(mn.spec["networks"].items()):
+        # fields in either spelling Istio reads (fromRegistry, from_registry...)
+        for name, spec in sorted(meshnetworks.networks(mn.spec).items()):
             gateways = tuple(NetworkGateway(g.get("address") or g["registryServiceName"],
                                             g.get("port", DEFAULT_GATEWAY_PORT),
                                             Locality.parse(g["locality"]) if g.get("locality") else None)
-                             for g in spec.get("gateways", []))
+                             for g in spec["gateways"])
             cidrs = tuple(ipaddress.ip_network(e["fromCidr"], strict=False)
                           for e in spec["endpoints"] if "fromCidr" in e)
             registries = tuple(e["fromRegistry"] for e in spec["endpoints"] if "fromRegistry" in e)
             networks[name] = Network(name, gateways, cidrs, registries)
     return networks
+
+
+def _registry_network(cluster: str, networks: dict[str, Network]) -> str:
+    """The network a Cluster that names none is on: Istio's, the one whose MeshNetworks ``fromRegistry``
+    lists it (the first by name when several do); "" when none does."""
+    return next((name for name in sorted(networks) if cluster in networks[name].registries), "")
 
 
 def _network_of(address: str, networks: dict[str, Network]) -> str:

@@ -12,7 +12,7 @@ def summarize(objects: list[SourceObject], mesh: Mesh) -> str:
     lines = [f"Mesh of {len(objects)} objects: " + ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))]
     lines.append("Clusters:")
     for cluster in sorted(mesh.clusters.values(), key=lambda c: c.name):
-        lines.append(f"  {cluster.name:<20} network {cluster.network:<12} locality {cluster.locality}")
+        lines.append(f"  {cluster.name:<20} network {cluster.network or '(none)':<12} locality {cluster.locality}")
     lines.append("Networks:")
     for network in sorted(mesh.networks.values(), key=lambda n: n.name):
         shown = ", ".join(f"{g.address}:{g.port}" for g in network.gateways) or "none"

@@ -93,9 +93,9 @@ def test_unknown_field_deep_inside_points_at_its_line():
      kind: Cluster
      metadata: {name: c}
      spec:
-       netwrok: n1
-       locality: r/z
-     """, 4, ["'network' is required"]),
+       network: n1
+       locallity: r/z
+     """, 4, ["'locality' is required"]),
     ("""
      apiVersion: networking.istio.io/v1
      kind: DestinationRule

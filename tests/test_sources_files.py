@@ -14,7 +14,7 @@ from reconciler.sources import FilesSource, SourceError, open_sources
 from reconciler.sources.files import STDIN_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVICE = b"apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: shop}\nspec: {ports: [{port: 80}]}\n"
+SERVICE = b"apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: shop}\nspec: {ports: [{name: http, port: 80}]}\n"
 BROKEN = b"apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: vs, namespace: shop}\n" \
          b"spec:\n  hosts: [a]\n  http:\n  - route:\n    - destination: {host: nowhere}\n"
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Iterable, Iterator, Mapping
 
-from .. import kube
+from .. import kube, meshnetworks
 from ..hosts import EVERYWHERE, export_scopes, fqdn, matches
-from ..kinds import SERVICE, WORKLOAD_KINDS
+from ..kinds import NETWORK_LABEL, SERVICE, WORKLOAD_KINDS
 from ..parse import Path, SourceObject
 from ..protocols import of_service_entry_port
 
@@ -111,6 +111,24 @@ class Index:
         for obj in objects:
             restricted.by_kind[obj.kind].append(obj)
         return restricted
+
+    @cached_property
+    def named_networks(self) -> frozenset[str]:
+        """Every network the mesh names: MeshNetworks', Clusters', endpoints' and Pods' (their
+        ``topology.istio.io/network`` label)."""
+        named = set(self.networks)
+        named.update(c.spec["network"] for c in self.by_kind["Cluster"] if c.spec.get("network"))
+        named.update(we.spec["network"] for we in self.by_kind["WorkloadEntry"] if we.spec.get("network"))
+        named.update(ep["network"] for se in self.by_kind["ServiceEntry"] for ep in se.spec.get("endpoints", ())
+                     if ep.get("network"))
+        named.update(p.labels[NETWORK_LABEL] for p in self.by_kind["Pod"] if p.labels.get(NETWORK_LABEL))
+        return frozenset(named)
+
+    @cached_property
+    def registries(self) -> frozenset[str]:
+        """Every MeshNetworks ``fromRegistry`` (in either spelling): the Clusters placed on a network by it."""
+        return frozenset(registry for mn in self.by_kind["MeshNetworks"] for network in mn.spec["networks"].values()
+                         for ep in network["endpoints"] if (registry := meshnetworks.get(ep, "fromRegistry")))
 
     # --- hosts ------------------------------------------------------------------------------------
 

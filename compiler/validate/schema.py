@@ -76,7 +76,7 @@ def _explain(error: ValidationError) -> Iterator[tuple[tuple, str]]:
             yield path + (key,), f"unknown field {format_path(path + (key,))}{suggestion}"
     elif kind in ("oneOf", "anyOf"):
         # Required-field alternatives read as a choice; otherwise the branch that got furthest says most.
-        if not error.context or all(e.validator in ("required", "not") for e in error.context):
+        if not error.context or _only_requirements(error.context):
             yield path, f"{where}: {_oneof_message(error)}"
         else:
             from jsonschema.exceptions import best_match  # loaded with the validator (compiler/schemas.py)
@@ -91,6 +91,14 @@ def _explain(error: ValidationError) -> Iterator[tuple[tuple, str]]:
         yield path, f"{where}: must be {error.validator_value!r}, not {_short(error.instance)}"
     else:
         yield path, f"{where}: {error.message if len(error.message) < 200 else error.message[:197] + '...'}"
+
+
+def _only_requirements(errors) -> bool:
+    """Whether these errors only say which fields to set (also through nested alternatives, such as
+    MeshNetworks' ``fromRegistry`` in either spelling)."""
+    return all(e.validator in ("required", "not")
+               or (e.validator in ("oneOf", "anyOf") and e.context and _only_requirements(e.context))
+               for e in errors)
 
 
 def _first_repeat(items: list) -> int:
@@ -110,7 +118,7 @@ def _types(value) -> str:
 
 
 def _oneof_message(error: ValidationError) -> str:
-    fields = sorted({name for sub in error.validator_value for name in _required_names(sub)})
+    fields = sorted({name for sub in error.validator_value for name in _spelled(sub)})
     if not fields:
         return error.message[:200]
     if error.validator == "anyOf":
@@ -118,6 +126,17 @@ def _oneof_message(error: ValidationError) -> str:
     # Istio writes "at most one" as oneOf [not anyOf [...], required a, required b]
     optional = any("not" in sub for sub in error.validator_value if isinstance(sub, dict))
     return f"set {'at most' if optional else 'exactly'} one of {', '.join(fields)}"
+
+
+def _spelled(schema) -> list[str]:
+    """The fields an alternative requires; one field in either of two spellings (an anyOf of two
+    ``required``, MeshNetworks' ``fromRegistry``/``from_registry``) as ``fromRegistry (or from_registry)``."""
+    alternatives = schema.get("anyOf") if isinstance(schema, dict) and len(schema) == 1 else None
+    if alternatives and all(isinstance(a, dict) and list(a) == ["required"] and len(a["required"]) == 1
+                            for a in alternatives):
+        first, *others = [a["required"][0] for a in alternatives]
+        return [f"{first} (or {', '.join(others)})"]
+    return _required_names(schema)
 
 
 def _required_names(schema) -> list[str]:

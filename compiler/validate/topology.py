@@ -5,9 +5,11 @@ import ipaddress
 import re
 import socket
 
+from .. import meshnetworks
 from ..findings import Level
+from ..kinds import CLUSTER_LABEL, NETWORK_LABEL
+from ..kube import endpoint_slice_service
 from .framework import analyzer
-from ..kinds import CLUSTER_LABEL
 from .index import Index, destinations
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$",
@@ -46,38 +48,105 @@ def _endpoints(index: Index):
         yield we, ("spec",), we.spec
 
 
-@analyzer("unknown-network", "GAL0109", Level.ERROR, "a Cluster or endpoint names a network MeshNetworks does not define",
-          local=("networks",), kinds=("Cluster", "ServiceEntry", "WorkloadEntry"))
+@analyzer("unknown-network", "GAL0109", Level.WARNING,
+          "in a mesh of several networks, a Cluster or endpoint is on a network MeshNetworks does not list, or on none",
+          local=("networks", "named_networks", "registries"), kinds=("Cluster", "ServiceEntry", "WorkloadEntry", "Pod"))
 def unknown_network(index: Index):
-    hint = (f"defined networks: {', '.join(sorted(index.networks))}" if index.networks
-            else "no MeshNetworks object defines any network")
+    # Istio sends traffic for an endpoint of a network without gateways straight to its address (its
+    # split horizon only replaces endpoints of networks that have gateways): valid, and all a mesh of
+    # one network needs; in a mesh of several, worth saying.
+    if len(index.named_networks) < 2:
+        return
+
+    def problem(network: str) -> str:
+        listed = (f"MeshNetworks lists {', '.join(sorted(index.networks))}" if index.networks
+                  else "no MeshNetworks lists any network")
+        return (f"network {network!r} is in no MeshNetworks ({listed}), in a mesh of networks "
+                f"{', '.join(sorted(index.named_networks))}: Istio sends traffic to its endpoints directly, "
+                f"without an east-west gateway, so they must be reachable from every other network; if they "
+                f"are not, list {network!r} in MeshNetworks with its gateway")
+
     for cluster in index.by_kind["Cluster"]:
-        if cluster.spec["network"] not in index.networks:
-            yield cluster, ("spec", "network"), f"network {cluster.spec['network']!r} is not in MeshNetworks; {hint}"
+        network = cluster.spec.get("network")
+        if network and network not in index.networks:
+            yield cluster, ("spec", "network"), problem(network)
+        elif not network and cluster.name not in index.registries:
+            yield cluster, ("spec",), (
+                f"Cluster {cluster.name!r} names no network and no MeshNetworks fromRegistry lists it, in a mesh of "
+                f"networks {', '.join(sorted(index.named_networks))}: its endpoints are on no network, which Istio "
+                "reaches directly from every network; set spec.network, or list it in a MeshNetworks fromRegistry")
     for obj, path, ep in _endpoints(index):
         if ep.get("network") and ep["network"] not in index.networks:
-            yield obj, path + ("network",), f"network {ep['network']!r} is not in MeshNetworks; {hint}"
+            yield obj, path + ("network",), problem(ep["network"])
+    for pod in index.by_kind["Pod"]:
+        network = pod.labels.get(NETWORK_LABEL)
+        if network and network not in index.networks:
+            yield pod, ("metadata", "labels", NETWORK_LABEL), problem(network)
+
+
+# Registries Istio knows beside its remote clusters' ids, which mean nothing in Galleon.
+ISTIO_REGISTRIES = {"Kubernetes": "Istio's default name for its own cluster, which Galleon names by its Cluster",
+                    "External": "Istio's registry of ServiceEntries, whose endpoints Galleon places by their own "
+                                "network, cluster or fromCidr"}
+
+
+@analyzer("unknown-mesh-networks-registry", "IST0126", Level.ERROR,
+          "a MeshNetworks fromRegistry names no Cluster (Galleon's registries are its Clusters)",
+          local=("clusters",), kinds=("MeshNetworks",))
+def unknown_mesh_networks_registry(index: Index):
+    known = (f"defined clusters: {', '.join(sorted(index.clusters))}" if index.clusters
+             else "the repository defines no Cluster")
+    for mn in index.by_kind["MeshNetworks"]:
+        for network, spec in sorted(mn.spec["networks"].items()):
+            for i, ep in enumerate(spec["endpoints"]):
+                field = meshnetworks.key(ep, "fromRegistry")
+                registry = ep[field] if field is not None else None
+                if registry is None or registry in index.clusters:
+                    continue
+                hint = f"; {registry!r} is {ISTIO_REGISTRIES[registry]}" if registry in ISTIO_REGISTRIES else ""
+                yield mn, ("spec", "networks", network, "endpoints", i, field), (
+                    f"Unknown service registry {registry} in network {network}: a registry is a Cluster of the "
+                    f"repository ({known}){hint}")
 
 
 @analyzer("unknown-cluster", "GAL0110", Level.ERROR, "an object names a Cluster the repository does not define",
-          local=("clusters",), kinds=("MeshNetworks", "ServiceEntry", "WorkloadEntry", "CertificateAuthority"))
+          local=("clusters",), kinds=("ServiceEntry", "WorkloadEntry", "CertificateAuthority", "EndpointSlice",
+                                      "Endpoints"))
 def unknown_cluster(index: Index):
     hint = (f"defined clusters: {', '.join(sorted(index.clusters))}" if index.clusters
             else "the repository defines no Cluster")
-    for mn in index.by_kind["MeshNetworks"]:
-        for network, spec in mn.spec["networks"].items():
-            for i, ep in enumerate(spec["endpoints"]):
-                if "fromRegistry" in ep and ep["fromRegistry"] not in index.clusters:
-                    yield mn, ("spec", "networks", network, "endpoints", i, "fromRegistry"), (
-                        f"fromRegistry {ep['fromRegistry']!r} is not a Cluster; {hint}")
     for obj, path, ep in _endpoints(index):
         cluster = (ep.get("labels") or {}).get(CLUSTER_LABEL)
         if cluster is not None and cluster not in index.clusters:
             yield obj, path + ("labels", CLUSTER_LABEL), f"label {CLUSTER_LABEL}={cluster!r} is not a Cluster; {hint}"
+    for kind in ("EndpointSlice", "Endpoints"):
+        for listing in index.by_kind[kind]:
+            cluster = listing.labels.get(CLUSTER_LABEL)
+            if cluster is not None and cluster not in index.clusters:
+                yield listing, ("metadata", "labels", CLUSTER_LABEL), (
+                    f"label {CLUSTER_LABEL}={cluster!r} is not a Cluster, so its endpoints are in none; {hint}")
     for ca in index.by_kind["CertificateAuthority"]:
         for i, cluster in enumerate(ca.spec.get("clusters", [])):
             if cluster not in index.clusters:
                 yield ca, ("spec", "clusters", i), f"cluster {cluster!r} is not a Cluster; {hint}"
+
+
+@analyzer("endpoints-in-no-cluster", "GAL0120", Level.WARNING,
+          "in a mesh of several Clusters, an EndpointSlice or Endpoints has no topology.istio.io/cluster label",
+          local=("clusters",), kinds=("EndpointSlice", "Endpoints"))
+def endpoints_in_no_cluster(index: Index):
+    if len(index.clusters) < 2:
+        return  # one Cluster (or none): its listings are that cluster's
+    for kind in ("EndpointSlice", "Endpoints"):
+        for listing in index.by_kind[kind]:
+            # a slice of no Service is ignored whatever its cluster (endpoint-slice-without-service)
+            if kind == "EndpointSlice" and endpoint_slice_service(listing) is None:
+                continue
+            if not listing.labels.get(CLUSTER_LABEL):
+                yield listing, ("metadata", "labels"), (
+                    f"this {kind} does not say which cluster it was read from, in a mesh of Clusters "
+                    f"{', '.join(sorted(index.clusters))}: its endpoints are placed in none (no cluster's network, "
+                    f"locality or cluster name); add the label {CLUSTER_LABEL} with its Cluster's name")
 
 
 @analyzer("invalid-address", "GAL0111", Level.ERROR,
@@ -93,8 +162,9 @@ def invalid_address(index: Index):
                     yield mn, base + ("gateways", i, "address"), (
                         f"gateway address {address!r} is neither an IP address nor a hostname")
             for i, ep in enumerate(spec["endpoints"]):
-                if "fromCidr" in ep and not is_cidr(ep["fromCidr"]):
-                    yield mn, base + ("endpoints", i, "fromCidr"), f"fromCidr {ep['fromCidr']!r} is not a CIDR"
+                field = meshnetworks.key(ep, "fromCidr")
+                if field is not None and not is_cidr(ep[field]):
+                    yield mn, base + ("endpoints", i, field), f"{field} {ep[field]!r} is not a CIDR"
     for mesh in index.by_kind["MeshConfig"]:
         cidr = mesh.spec.get("vipCidr")
         if cidr is not None and not is_cidr(cidr):
