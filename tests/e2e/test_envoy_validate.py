@@ -44,3 +44,24 @@ def test_envoy_rejects_a_broken_config(mesh, tmp_path):
     boot.static_resources.listeners[0].address.socket_address.port_value = 99999
     result = validate_with_envoy(boot, tmp_path)
     assert result.returncode != 0
+
+
+def _golden_views():
+    from tests.test_golden import cases
+    return [c for c in cases() if not c.values[1].get("known_issue")]
+
+
+@pytest.mark.parametrize("feature, view", _golden_views())
+def test_envoy_accepts_every_golden_view(feature, view, tmp_path):
+    """Every golden view (Kubernetes Services with protocol sniffing, headless and aliased ones among
+    them) is configuration the real Envoy accepts, not only what the tests expect."""
+    from compiler.model import build_mesh
+    from compiler.validate import validate
+    from tests.test_golden import snapshot_of
+    result = validate(snapshot_of(feature))
+    mesh = build_mesh(result.objects, result.snapshot.revision)
+    proxy = make_view(mesh, view["cluster"], view.get("node_id") or
+                      "sidecar~127.0.0.1~proxy.default~default.svc.cluster.local",
+                      view.get("labels") or {}, view.get("locality"))
+    checked = validate_with_envoy(static_bootstrap(compile_view(mesh, proxy)), tmp_path)
+    assert checked.returncode == 0, checked.stderr[-3000:] + checked.stdout[-2000:]
