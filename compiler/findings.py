@@ -53,3 +53,11 @@ def sorted_findings(findings) -> list[Finding]:
 
 def has_errors(findings) -> bool:
     return any(f.level is Level.ERROR for f in findings)
+
+
+def counts(findings) -> dict[str, int]:
+    """How many findings of each level, by the level's name (``error``, ``warning``, ``info``)."""
+    found = {level.value: 0 for level in Level}
+    for finding in findings:
+        found[finding.level.value] += 1
+    return found

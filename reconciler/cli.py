@@ -79,15 +79,14 @@ def load(args) -> Validation:
 
 
 def cmd_validate(args) -> int:
-    from compiler.findings import Level
+    from compiler.findings import counts
     from compiler.model import build_mesh
     from compiler.summary import summarize
     result = load(args)
-    errors = sum(f.level is Level.ERROR for f in result.findings)
-    warnings = len(result.findings) - errors
+    found = counts(result.findings)
     if args.format == "json":
         json.dump({"source": result.snapshot.origin, "revision": result.snapshot.revision,
-                   "valid": result.ok, "errors": errors, "warnings": warnings,
+                   "valid": result.ok, "errors": found["error"], "warnings": found["warning"], "infos": found["info"],
                    "files": len(result.snapshot.files), "objects": len(result.objects),
                    "findings": [f.to_dict() for f in result.findings]}, sys.stdout, indent=2, sort_keys=True)
         print()
@@ -99,7 +98,7 @@ def cmd_validate(args) -> int:
         verdict = "valid" if result.ok else "INVALID"
         print(f"{result.snapshot.origin} at {short_revision(result.snapshot.revision)}: {verdict}: "
               f"{len(result.objects)} objects in {len(result.snapshot.files)} files, "
-              f"{errors} errors, {warnings} warnings", file=sys.stderr)
+              f"{found['error']} errors, {found['warning']} warnings, {found['info']} infos", file=sys.stderr)
     return EXIT_OK if result.ok else EXIT_INVALID
 
 

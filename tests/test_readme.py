@@ -21,7 +21,7 @@ def test_the_diff_worked_example_is_real_output(tmp_path):
     from reconciler.preview import render_markdown
     from reconciler.sources import LocalGitSource
     from tests import gitutil
-    from tests.conftest import sample_files
+    from tests.conftest import sample_files, with_pod
 
     readme = (ROOT / "README.md").read_text()
     shown = readme.split("````markdown\n", 1)[1].split("\n````", 1)[0]
@@ -30,11 +30,10 @@ def test_the_diff_worked_example_is_real_output(tmp_path):
     gitutil.commit(repo, files)
     reviews = files["bookinfo/reviews.yaml"].decode()
     reviews = reviews.replace("weight: 50", "weight: 30", 1).replace("weight: 40", "weight: 60", 1)
-    reviews = reviews.replace("    - address: 10.3.4.1\n", "    - address: 10.3.4.2\n      labels:\n        app: reviews\n"
-                              "        version: v2\n        topology.istio.io/cluster: cluster-c\n"
-                              "      serviceAccount: bookinfo-reviews\n    - address: 10.3.4.1\n")
-    gitutil.commit(repo, {**files, "bookinfo/reviews.yaml": reviews.encode()}, branch="canary",
-                   parents=[repo.references["refs/heads/main"].target])
+    running = with_pod(files["running/cluster-c.yaml"].decode(), "reviews", "v2", "10.3.4.2", "cluster-c",
+                       name="reviews-v2-4d2b1")
+    gitutil.commit(repo, {**files, "bookinfo/reviews.yaml": reviews.encode(), "running/cluster-c.yaml": running.encode()},
+                   branch="canary", parents=[repo.references["refs/heads/main"].target])
     source = LocalGitSource(tmp_path / "repo")
     preview = build_preview(load_revision(source.snapshot("main")), load_revision(source.snapshot("canary")),
                             ["cluster-c"])

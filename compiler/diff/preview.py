@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Collection, Mapping
 
-from ..findings import Finding, has_errors, sorted_findings
+from ..findings import Finding, counts, has_errors, sorted_findings
 from ..fingerprints import changes, destination_hosts, digests
 from ..hosts import fqdn, matches
 from ..model import Mesh, build_mesh
@@ -227,9 +227,9 @@ def _finding_dict(finding: Finding) -> dict:
 
 
 def _revision_dict(revision: Revision) -> dict:
-    errors = sum(f.level.value == "error" for f in revision.findings)
+    found = counts(revision.findings)
     return {"revision": revision.snapshot.revision, "valid": revision.valid, "objects": len(revision.objects),
-            "errors": errors, "warnings": len(revision.findings) - errors}
+            "errors": found["error"], "warnings": found["warning"], "infos": found["info"]}
 
 
 def split_findings(base: list[Finding], head: list[Finding]) -> tuple[list[Finding], list[Finding]]:
