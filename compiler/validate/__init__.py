@@ -11,7 +11,7 @@ from typing import Mapping
 from ..findings import Finding, has_errors, sorted_findings
 from ..parse import FileParse, ParseResult, SourceObject, collector_paused, parse
 from ..snapshot import Snapshot
-from . import destination_rules, references, routing, service_entries, topology, vips  # noqa: F401  (registers)
+from . import destination_rules, references, routing, service_entries, topology, vips, workload_entries  # noqa: F401  (registers)
 from . import schema
 from .framework import run_all
 from .index import Index
