@@ -30,6 +30,8 @@ spec:
   endpoints:
   - address: 10.1.0.1
     labels: {app: reviews, version: v1, topology.istio.io/cluster: cluster-a}
+  - address: 10.1.0.3
+    labels: {app: reviews, version: v2, topology.istio.io/cluster: cluster-a}
 ---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -185,70 +187,64 @@ CASES = {
         dr("loadBalancer:\n  localityLbSetting:  # <-\n    failover: [{from: us-east, to: eu-west}]"),
     ),
     "unknown-network": (
-        se("hosts: [w.example.com]\nresolution: STATIC\nports: [{number: 80, name: http}]\n"
+        se("hosts: [w.example.com]\nresolution: STATIC\nports: [{number: 80, name: http, protocol: HTTP}]\n"
            "endpoints: [{address: 10.0.0.1, network: network-1}]"),
-        se("hosts: [w.example.com]\nresolution: STATIC\nports: [{number: 80, name: http}]\n"
+        se("hosts: [w.example.com]\nresolution: STATIC\nports: [{number: 80, name: http, protocol: HTTP}]\n"
            "endpoints:\n- address: 10.0.0.1\n  network: network-9  # <-"),
     ),
     "unknown-cluster": (
-        se("hosts: [w.example.com]\nresolution: STATIC\nports: [{number: 80, name: http}]\n"
+        se("hosts: [w.example.com]\nresolution: STATIC\nports: [{number: 80, name: http, protocol: HTTP}]\n"
            "endpoints: [{address: 10.0.0.1, labels: {topology.istio.io/cluster: cluster-a}}]"),
-        se("hosts: [w.example.com]\nresolution: STATIC\nports: [{number: 80, name: http}]\n"
+        se("hosts: [w.example.com]\nresolution: STATIC\nports: [{number: 80, name: http, protocol: HTTP}]\n"
            "endpoints:\n- address: 10.0.0.1\n  labels:\n    topology.istio.io/cluster: cluster-z  # <-"),
     ),
     "invalid-address": (
-        se("hosts: [w.example.com]\nresolution: DNS\nports: [{number: 80, name: http}]\n"
+        se("hosts: [w.example.com]\nresolution: DNS\nports: [{number: 80, name: http, protocol: HTTP}]\n"
            "endpoints: [{address: backend.example.com}]"),
-        se("hosts: [w.example.com]\nresolution: DNS\nports: [{number: 80, name: http}]\n"
+        se("hosts: [w.example.com]\nresolution: DNS\nports: [{number: 80, name: http, protocol: HTTP}]\n"
            "endpoints:\n- address: 10.0.0.300  # <-"),
     ),
     "invalid-host": (
-        se("hosts: [w.example.com, '*.w.example.com']\nresolution: NONE\nports: [{number: 80, name: http}]"),
-        se("hosts:\n- w.example.com - v.example.com  # <-\nresolution: NONE\nports: [{number: 80, name: http}]"),
+        se("hosts: [w.example.com, '*.w.example.com']\nresolution: NONE\nports: [{number: 80, name: http, protocol: HTTP}]"),
+        se("hosts:\n- w.example.com - v.example.com  # <-\nresolution: NONE\nports: [{number: 80, name: http, protocol: HTTP}]"),
     ),
     "duplicate-vip": (
         se("hosts: [a.bookinfo.global]\naddresses: [240.0.0.7/32]\nresolution: NONE\n"
-           "ports: [{number: 80, name: http}]") + "---\n"
+           "ports: [{number: 80, name: http, protocol: HTTP}]") + "---\n"
         + se("hosts: [c.bookinfo.global]\naddresses: [10.9.0.0/24, 240.0.0.8]\nresolution: NONE\n"
-             "ports: [{number: 80, name: http}]", name="other"),
+             "ports: [{number: 80, name: http, protocol: HTTP}]", name="other"),
         se("hosts: [a.bookinfo.global]\naddresses: [240.0.0.7/32]  # <-\nresolution: NONE\n"
-           "ports: [{number: 80, name: http}]") + "---\n"
+           "ports: [{number: 80, name: http, protocol: HTTP}]") + "---\n"
         + se("hosts: [c.bookinfo.global]\naddresses:\n- 10.9.0.0/24\n- 240.0.0.7\nresolution: NONE\n"
-             "ports: [{number: 80, name: http}]", name="other"),
+             "ports: [{number: 80, name: http, protocol: HTTP}]", name="other"),
     ),
     "vip-pool-too-small": (
         MESH_CONFIG.format(cidr="240.0.0.0/29") + "---\n"
         + se("hosts: [a.bookinfo.global, b.bookinfo.global, c.bookinfo.global]\nresolution: NONE\n"
-             "ports: [{number: 80, name: http}]"),
+             "ports: [{number: 80, name: http, protocol: HTTP}]"),
         MESH_CONFIG.format(cidr="240.0.0.0/30") + "---\n"
         + se("hosts:\n- a.bookinfo.global\n- b.bookinfo.global\n- c.bookinfo.global  # <-\nresolution: NONE\n"
-             "ports: [{number: 80, name: http}]"),
+             "ports: [{number: 80, name: http, protocol: HTTP}]"),
     ),
     "static-hostname-endpoint": (
-        se("hosts: [w.example.com]\nresolution: STATIC\nports: [{number: 80, name: http}]\n"
+        se("hosts: [w.example.com]\nresolution: STATIC\nports: [{number: 80, name: http, protocol: HTTP}]\n"
            "endpoints: [{address: 10.0.0.1}]"),
-        se("hosts: [w.example.com]\nresolution: STATIC\nports: [{number: 80, name: http}]\n"
+        se("hosts: [w.example.com]\nresolution: STATIC\nports: [{number: 80, name: http, protocol: HTTP}]\n"
            "endpoints:\n- address: backend.example.com  # <-"),
     ),
     "endpoints-with-workload-selector": (
-        se("hosts: [w.example.com]\nresolution: STATIC\nports: [{number: 80, name: http}]\n"
+        se("hosts: [w.example.com]\nresolution: STATIC\nports: [{number: 80, name: http, protocol: HTTP}]\n"
            "workloadSelector: {labels: {app: w}}"),
-        se("hosts: [w.example.com]\nresolution: STATIC\nports: [{number: 80, name: http}]\n"
+        se("hosts: [w.example.com]\nresolution: STATIC\nports: [{number: 80, name: http, protocol: HTTP}]\n"
            "endpoints: [{address: 10.0.0.1}]\nworkloadSelector:  # <-\n  labels: {app: w}"),
     ),
     "wildcard-host-with-dns": (
-        se("hosts: ['*.example.com']\nresolution: NONE\nports: [{number: 80, name: http}]"),
-        se("hosts:\n- '*.example.com'  # <-\nresolution: DNS\nports: [{number: 80, name: http}]"),
+        se("hosts: ['*.example.com']\nresolution: NONE\nports: [{number: 80, name: http, protocol: HTTP}]"),
+        se("hosts:\n- '*.example.com'  # <-\nresolution: DNS\nports: [{number: 80, name: http, protocol: HTTP}]"),
     ),
     "port-out-of-range": (
-        se("hosts: [w.example.com]\nresolution: DNS\nports: [{number: 65535, name: http}]"),
-        se("hosts: [w.example.com]\nresolution: DNS\nports:\n- number: 65536  # <-\n  name: http"),
-    ),
-    "conflicting-port-protocol": (
-        se("hosts: [reviews.bookinfo.svc.cluster.local]\nresolution: STATIC\n"
-           "ports: [{number: 9080, name: http, protocol: HTTP}]\nendpoints: [{address: 10.1.0.9}]"),
-        se("hosts: [reviews.bookinfo.svc.cluster.local]\nresolution: STATIC\n"
-           "ports:\n- number: 9080\n  name: tcp\n  protocol: TCP  # <-\nendpoints: [{address: 10.1.0.9}]"),
+        se("hosts: [w.example.com]\nresolution: DNS\nports: [{number: 65535, name: http, protocol: HTTP}]"),
+        se("hosts: [w.example.com]\nresolution: DNS\nports:\n- number: 65536  # <-\n  name: http\n  protocol: HTTP"),
     ),
 }
 
@@ -304,7 +300,7 @@ def test_local_analyzers_reuse_an_unchanged_objects_problems_only_while_their_fa
     from compiler.validate.framework import ANALYZERS as ALL
 
     assert {a.name for a in ALL if a.local is not None} >= {"unknown-cluster", "port-out-of-range"}
-    port_error = se("hosts: [w.example.com]\nresolution: DNS\nports:\n- number: 65536\n  name: http", name="bad")
+    port_error = se("hosts: [w.example.com]\nresolution: DNS\nports:\n- number: 65536\n  name: http\n  protocol: HTTP", name="bad")
     files = {"mesh.yaml": BASE, "bad.yaml": port_error}
     first = load_revision(snapshot_of(files, "r1"))
     assert [f.code for f in first.findings] == ["GAL0115"]
@@ -345,7 +341,7 @@ def test_objects_whose_local_facts_are_unchanged_are_not_asked_about_again(monke
 
     monkeypatch.setattr(framework, "ANALYZERS", [counted(a) for a in framework.ANALYZERS])
     from compiler.diff import load_revision
-    port_error = se("hosts: [w.example.com]\nresolution: DNS\nports:\n- number: 65536\n  name: http", name="bad")
+    port_error = se("hosts: [w.example.com]\nresolution: DNS\nports:\n- number: 65536\n  name: http\n  protocol: HTTP", name="bad")
     files = {"mesh.yaml": BASE, "bad.yaml": port_error}
     first = load_revision(snapshot_of(files, "r1"))
     assert asked and [f.code for f in first.findings] == ["GAL0115"]
@@ -365,7 +361,7 @@ def test_objects_whose_local_facts_are_unchanged_are_not_asked_about_again(monke
     assert asked == [] and [f.text() for f in again.findings] == [f.text() for f in first.findings]
     # A new ServiceEntry changes what the ServiceEntries declare: the DestinationRule, which reads it,
     # is asked again; the WorkloadEntry, whose analyzers read only clusters and networks, is not.
-    other = se("hosts: [x.example.com]\nresolution: DNS\nports:\n- number: 80\n  name: http", name="x")
+    other = se("hosts: [x.example.com]\nresolution: DNS\nports:\n- number: 80\n  name: http\n  protocol: HTTP", name="x")
     changed = load_revision(snapshot_of({**files, "mesh.yaml": BASE + "\n# a comment\n", "x.yaml": other}, "r4"),
                             like=again)
     kinds = {ref.split("/")[0] for _, ref in asked}

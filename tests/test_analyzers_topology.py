@@ -415,7 +415,7 @@ def test_a_cluster_on_no_network_in_a_mesh_of_several():
 
 def se_endpoint_on(network: str) -> str:
     return ("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: ext, namespace: bookinfo}\n"
-            "spec:\n  hosts: [ext.example.com]\n  resolution: STATIC\n  ports: [{number: 80, name: http}]\n"
+            "spec:\n  hosts: [ext.example.com]\n  resolution: STATIC\n  ports: [{number: 80, name: http, protocol: HTTP}]\n"
             f"  endpoints: [{{address: 10.0.0.1, network: {network}}}]\n")
 
 

@@ -9,9 +9,12 @@ from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
 from compiler.clusters import build_clusters
+from compiler.model import build_mesh
+from compiler.parse import parse
 from compiler.scope import visible_services
+from compiler.validate import validate
 from compiler.view import make_view
-from tests.conftest import mesh_from
+from tests.conftest import mesh_from, snapshot_of
 
 Cluster = cluster_pb2.Cluster
 
@@ -59,8 +62,7 @@ def test_names_types_and_defaults():
     out = clusters(se("web", "STATIC", "[{address: 10.0.0.1}]"),
                    se("api", "DNS", "[{address: api.internal}]"),
                    se("rr", "DNS_ROUND_ROBIN"),
-                   se("any", "NONE"),
-                   se("listed", "NONE", "[{address: 10.0.0.9}]"))
+                   se("any", "NONE"))
     web = out["outbound|80||web.example.com"]
     assert web.type == Cluster.EDS and web.eds_cluster_config.service_name == web.name
     assert web.eds_cluster_config.eds_config.HasField("ads")
@@ -75,11 +77,20 @@ def test_names_types_and_defaults():
     assert rr.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.address == "rr.example.com"
     anything = out["outbound|80||any.example.com"]
     assert anything.type == Cluster.ORIGINAL_DST and anything.lb_policy == Cluster.CLUSTER_PROVIDED
+
+
+def test_none_with_endpoints_is_rejected_but_compiled_as_endpoints():
+    """Istio rejects endpoints with resolution NONE (IST0106); given them anyway, it sends them by EDS."""
+    files = {"mesh.yaml": "---\n".join((TOPOLOGY, se("listed", "NONE", "[{address: 10.0.0.9}]")))}
+    assert [f.code for f in validate(snapshot_of(files)).findings] == ["IST0106"]
+    mesh = build_mesh(parse(snapshot_of(files)).objects, "r1")
+    view = make_view(mesh, "c1")
+    out = {c.name: c for c in build_clusters(mesh, view, visible_services(mesh, view))}
     assert out["outbound|80||listed.example.com"].type == Cluster.EDS
 
 
 def test_subsets_and_port_level_policy():
-    out = clusters(se("web", "STATIC", "[{address: 10.0.0.1, labels: {v: a}}]",
+    out = clusters(se("web", "STATIC", "[{address: 10.0.0.1, labels: {v: a}}, {address: 10.0.0.2, labels: {v: b}}]",
                       ports="[{number: 80, name: http, protocol: HTTP}, {number: 81, name: grpc, protocol: GRPC}]"),
                    dr("web.example.com", """\
                        trafficPolicy:

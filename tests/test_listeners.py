@@ -30,7 +30,7 @@ spec:
   location: MESH_INTERNAL
   resolution: STATIC
   ports: [{number: 9080, name: http, protocol: HTTP}]
-  endpoints: [{address: 10.1.0.1, labels: {version: v1}}]
+  endpoints: [{address: 10.1.0.1, labels: {version: v1}}, {address: 10.1.0.5, labels: {version: v2}}]
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule

@@ -41,6 +41,10 @@ spec:
   endpoints:
   - address: 10.1.0.1
     labels: {app: reviews, version: v1, topology.istio.io/cluster: cluster-a}
+  - address: 10.1.0.11
+    labels: {app: reviews, version: v2, topology.istio.io/cluster: cluster-a}
+  - address: 10.1.0.12
+    labels: {app: reviews, version: v3, topology.istio.io/cluster: cluster-a}
 ---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -54,7 +58,9 @@ spec:
   - {number: 9090, name: grpc, protocol: GRPC}
   endpoints:
   - address: 10.1.0.2
-    labels: {app: ratings, topology.istio.io/cluster: cluster-a}
+    labels: {app: ratings, version: v1, topology.istio.io/cluster: cluster-a}
+  - address: 10.1.0.21
+    labels: {app: ratings, version: v2, topology.istio.io/cluster: cluster-a}
 ---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry

@@ -16,6 +16,7 @@ from typing import Iterable, Iterator, Mapping
 from .. import kube, meshnetworks
 from ..hosts import EVERYWHERE, export_scopes, fqdn, matches
 from ..kinds import NETWORK_LABEL, SERVICE, WORKLOAD_KINDS
+from ..model import mesh_settings
 from ..parse import Path, SourceObject
 from ..protocols import of_service_entry_port
 
@@ -165,6 +166,12 @@ class Index:
             if scope in (EVERYWHERE, namespace) and wanted.endswith(_strip_star(pattern)):
                 return declared
         return None
+
+    @cached_property
+    def vip_suffix(self) -> frozenset[str]:
+        """The suffix of the cross-cluster names Galleon gives a VIP of their own (MeshConfig dnsSuffix,
+        compiler/vips.py), as a fact: one string."""
+        return frozenset({mesh_settings(self.by_kind["MeshConfig"]).dns_suffix})
 
     @cached_property
     def all_hosts(self) -> frozenset[str]:

@@ -10,6 +10,7 @@ from ..findings import Level
 from ..kinds import CLUSTER_LABEL, NETWORK_LABEL
 from ..kube import endpoint_slice_service
 from .framework import analyzer
+from . import syntax
 from .index import Index, destinations
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$",
@@ -169,39 +170,59 @@ def invalid_address(index: Index):
         cidr = mesh.spec.get("vipCidr")
         if cidr is not None and not is_cidr(cidr):
             yield mesh, ("spec", "vipCidr"), f"vipCidr {cidr!r} is not a CIDR such as 240.0.0.0/16"
-    for obj, path, ep in _endpoints(index):
-        address = ep.get("address")
-        if address is None or address.startswith("unix://"):
-            continue
-        if not (is_ip(address) or is_hostname(address)):
-            yield obj, path + ("address",), f"endpoint address {address!r} is neither an IP address nor a hostname"
+    # Istio's rules: a DNS endpoint's and a WorkloadEntry's address is an IP or a DNS name; a STATIC
+    # endpoint's an IP (GAL0112 says so); NONE and DYNAMIC_DNS endpoints are errors whatever they hold.
+    for se in index.by_kind["ServiceEntry"]:
+        if se.spec.get("resolution") in ("DNS", "DNS_ROUND_ROBIN"):
+            for i, ep in enumerate(se.spec.get("endpoints") or []):
+                address = ep.get("address", "")
+                if not syntax.is_ip(address) and syntax.fqdn_error(address):
+                    yield se, ("spec", "endpoints", i, "address"), (
+                        f"endpoint address {address!r} is not a valid FQDN or an IP address; resolution "
+                        f"{se.spec['resolution']} resolves a DNS name (a unix:// socket needs resolution STATIC)")
+    for we in index.by_kind["WorkloadEntry"]:
+        address = we.spec.get("address", "")
+        if address and not address.startswith(syntax.UNIX_PREFIX) and not syntax.is_ip(address) \
+                and syntax.fqdn_error(address):
+            yield we, ("spec", "address"), (f"endpoint address {address!r} is not a valid FQDN or an IP address: "
+                                            f"{syntax.fqdn_error(address)}")
     for se in index.by_kind["ServiceEntry"]:
         for i, address in enumerate(se.spec.get("addresses", [])):
-            if not is_cidr(address):
-                yield se, ("spec", "addresses", i), f"address {address!r} is not an IP address or CIDR"
+            problem = syntax.ip_or_subnet_error(address)
+            if problem:
+                yield se, ("spec", "addresses", i), (f"{problem}; give an IP address or a CIDR block such as "
+                                                     "10.0.0.0/24")
 
 
-def is_host(text: str) -> bool:
-    """Istio's host syntax: ``*``, or a DNS name optionally led by a ``*.`` wildcard."""
-    return text == "*" or is_hostname(text.removeprefix("*.")) or is_ip(text)
-
-
-@analyzer("invalid-host", "GAL0117", Level.ERROR, "a host name is not a valid DNS name or wildcard", local=(),
+@analyzer("invalid-host", "GAL0117", Level.ERROR, "a host name is not a DNS name or wildcard Istio accepts", local=(),
           kinds=("ServiceEntry", "DestinationRule", "VirtualService"))
 def invalid_host(index: Index):
+    """Istio's host rules: a DNS name whose first label may be a wildcard (``*``, ``*.x``, ``*x``, short
+    names); a ServiceEntry's ``*`` is IST0106's; a VirtualService may also name an IP, and one bound to
+    gateways only the SNI Istio generates; a destination is never ``*``."""
+    domain_error = syntax.wildcard_domain_error
+
     def hosts():
         for se in index.by_kind["ServiceEntry"]:
             for i, host in enumerate(se.spec.get("hosts", [])):
-                yield se, ("spec", "hosts", i), host
+                if host != "*":
+                    yield se, ("spec", "hosts", i), host, domain_error(host)
         for dr in index.by_kind["DestinationRule"]:
-            yield dr, ("spec", "host"), dr.spec["host"]
+            yield dr, ("spec", "host"), dr.spec["host"], domain_error(dr.spec["host"])
         for vs in index.by_kind["VirtualService"]:
+            gateways = vs.spec.get("gateways") or []
+            sni = any(match.get("sniHosts") for rule in vs.spec.get("tls", []) for match in rule.get("match") or [])
             for i, host in enumerate(vs.spec.get("hosts", [])):
-                yield vs, ("spec", "hosts", i), host
+                problem = (syntax.gateway_host_error(host, sni) if gateways and "mesh" not in gateways
+                           else domain_error(host))
+                yield vs, ("spec", "hosts", i), host, None if syntax.is_ip(host) else problem
             for path, dest, _ in destinations(vs):
-                yield vs, path + ("host",), dest["host"]
+                host = dest["host"]
+                yield vs, path + ("host",), host, (
+                    "invalid destination host *: a destination is one service" if host == "*" else domain_error(host))
 
-    for obj, path, host in hosts():
-        if not is_host(host):
+    for obj, path, host, problem in hosts():
+        if problem:
+            hint = "; a list item indented wrongly can join two hosts" if " " in host else ""
             yield obj, path, (f"host {host!r} is not a DNS name such as reviews.bookinfo.svc.cluster.local "
-                              "or *.example.com (a list item indented wrongly can join two hosts)")
+                              f"or *.example.com ({problem}{hint})")
