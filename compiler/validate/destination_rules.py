@@ -160,7 +160,11 @@ def _workload_group(declared: Declared):
     return None
 
 
-@analyzer("destination-rule-subset-not-select-pods", "IST0173", Level.ERROR,
+# A warning, where Istio's analyzer, which sees the live pods, says error: the workloads a repository
+# holds stand for pods that may run from elsewhere too (a version's Deployment in another repository,
+# a canary's defined before it runs), and a subset no pod carries is admitted by Istio and harmless
+# until a route sends traffic to it.
+@analyzer("destination-rule-subset-not-select-pods", "IST0173", Level.WARNING,
           "a DestinationRule subset selects none of its host's workloads the repository holds")
 def subset_selects_no_workload(index: Index):
     rules = []
