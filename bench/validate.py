@@ -6,9 +6,12 @@ ServiceEntry with endpoints in every cluster, a DestinationRule (subsets v1/v2,
 outlierDetection) and a VirtualService (weighted 90/10 route) -- spreads it
 over --files YAML files of one Snapshot, checks that it validates with zero
 errors, then times compiler.parse.parse and compiler.validate.validate_objects.
+With --kubernetes each service is a Kubernetes Service instead of a ServiceEntry,
+its endpoints one EndpointSlice per cluster naming Pods.
 
     .venv/bin/python bench/validate.py                 # ~9,000 objects, best of 3
     .venv/bin/python bench/validate.py --services 300  # smaller
+    .venv/bin/python bench/validate.py --kubernetes    # the same mesh as Services, EndpointSlices, Pods
     .venv/bin/python bench/validate.py --profile       # cProfile of one parse + validate
 
 See bench/README.md.
@@ -19,6 +22,7 @@ import argparse
 import cProfile
 import gc
 import ipaddress
+import os
 import pstats
 import resource
 import sys
@@ -42,6 +46,9 @@ NAMESPACES = 10
 REGIONS = ("us-east", "eu-west")
 ISTIO = "networking.istio.io/v1"
 GALLEON = "galleon.io/v1alpha1"
+CLUSTER_LABEL = "topology.istio.io/cluster"
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+TLS_MODE_LABEL = "security.istio.io/tlsMode"
 
 try:
     _Dumper = yaml.CSafeDumper
@@ -87,6 +94,14 @@ def mesh_objects(clusters: int) -> list[dict]:
     return objs
 
 
+def _address(n: int) -> str:
+    return str(ipaddress.IPv4Address(n))
+
+
+def _version(e: int) -> str:
+    return "v1" if e % 2 == 0 else "v2"
+
+
 def service_objects(s: int, clusters: int, endpoints: int, first_address: int) -> list[dict]:
     """ServiceEntry + DestinationRule + VirtualService for service number ``s``."""
     name = f"svc-{s:05d}"
@@ -97,19 +112,71 @@ def service_objects(s: int, clusters: int, endpoints: int, first_address: int) -
     for c in range(clusters):
         for e in range(endpoints):
             eps.append({
-                "address": str(ipaddress.IPv4Address(address)),
-                "labels": {"app": name, "version": "v1" if e % 2 == 0 else "v2",
-                           "topology.istio.io/cluster": f"cluster-{c}"},
+                "address": _address(address),
+                "labels": {"app": name, "version": _version(e), CLUSTER_LABEL: f"cluster-{c}"},
                 "serviceAccount": name,
             })
             address += 1
-    meta = {"name": name, "namespace": namespace}
     se = {
-        "apiVersion": ISTIO, "kind": "ServiceEntry", "metadata": dict(meta),
+        "apiVersion": ISTIO, "kind": "ServiceEntry", "metadata": {"name": name, "namespace": namespace},
         "spec": {"hosts": [host], "location": "MESH_INTERNAL", "resolution": "STATIC",
                  "ports": [{"number": 8080, "name": "http", "protocol": "HTTP"}],
                  "endpoints": eps},
     }
+    return [se, *routing_objects(name, namespace, host)]
+
+
+def kubernetes_service_objects(s: int, clusters: int, endpoints: int, first_address: int) -> list[dict]:
+    """Service number ``s`` as a team's Kubernetes manifests write it, then its DestinationRule and
+    VirtualService: a v1 Service of the same host and port, and per cluster one EndpointSlice listing
+    that cluster's endpoints (the same addresses as ``service_objects``), each naming its Pod, whose
+    labels (app, version, tlsMode, cluster) and service account the endpoint takes."""
+    name = f"svc-{s:05d}"
+    namespace = f"ns-{s % NAMESPACES:02d}"
+    host = f"{name}.{namespace}.svc.cluster.local"
+    service = {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app": name}},
+        "spec": {"selector": {"app": name}, "ports": [{"name": "http", "port": 8080}]},
+    }
+    objs = [service, *routing_objects(name, namespace, host)]
+    address = first_address
+    for c in range(clusters):
+        cluster = f"cluster-{c}"
+        listed, pods = [], []
+        for e in range(endpoints):
+            pod = f"{name}-{_version(e)}-c{c}-{e}"
+            pods.append({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": pod, "namespace": namespace,
+                             "labels": {"app": name, "version": _version(e), TLS_MODE_LABEL: "istio",
+                                        CLUSTER_LABEL: cluster}},
+                "spec": {"serviceAccountName": name},
+            })
+            listed.append({"addresses": [_address(address)], "conditions": {"ready": True},
+                           "targetRef": {"kind": "Pod", "namespace": namespace, "name": pod}})
+            address += 1
+        objs.append({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": f"{name}-{cluster}", "namespace": namespace,
+                         "labels": {SERVICE_NAME_LABEL: name, CLUSTER_LABEL: cluster}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            "endpoints": listed,
+        })
+        objs += pods
+    return objs
+
+
+def objects_per_service(clusters: int, endpoints: int, kubernetes: bool) -> int:
+    """How many objects one service is: 3, or with ``kubernetes`` a Service, a DestinationRule, a
+    VirtualService, an EndpointSlice per cluster and a Pod per endpoint."""
+    return 3 + clusters + clusters * endpoints if kubernetes else 3
+
+
+def routing_objects(name: str, namespace: str, host: str) -> list[dict]:
+    """The service's DestinationRule (subsets v1/v2) and VirtualService (v1 90 / v2 10)."""
+    meta = {"name": name, "namespace": namespace}
     dr = {
         "apiVersion": ISTIO, "kind": "DestinationRule", "metadata": dict(meta),
         "spec": {"host": host,
@@ -128,18 +195,21 @@ def service_objects(s: int, clusters: int, endpoints: int, first_address: int) -
                      {"destination": {"host": host, "subset": "v1"}, "weight": 90},
                      {"destination": {"host": host, "subset": "v2"}, "weight": 10}]}]},
     }
-    return [se, dr, vs]
+    return [dr, vs]
 
 
-def build_snapshot(services: int, clusters: int, endpoints: int, files: int) -> tuple[Snapshot, int]:
-    """(the snapshot, how many objects it holds). Objects are spread evenly, in order, over ``files`` files."""
+def build_snapshot(services: int, clusters: int, endpoints: int, files: int,
+                   kubernetes: bool = False) -> tuple[Snapshot, int]:
+    """(the snapshot, how many objects it holds). Objects are spread evenly, in order, over ``files`` files.
+    With ``kubernetes`` each service is written as Kubernetes objects (kubernetes_service_objects)."""
     objs = mesh_objects(clusters)
     address = int(ipaddress.IPv4Address("10.0.0.1"))
     per_service = clusters * endpoints
     if services * per_service >= 2 ** 24 - 2:
         raise SystemExit("too many endpoints for 10.0.0.0/8")
+    objects_of = kubernetes_service_objects if kubernetes else service_objects
     for s in range(services):
-        objs += service_objects(s, clusters, endpoints, address)
+        objs += objects_of(s, clusters, endpoints, address)
         address += per_service
     docs = [yaml.dump(obj, Dumper=_Dumper, sort_keys=False, default_flow_style=False) for obj in objs]
     files = max(1, min(files, len(docs)))
@@ -162,6 +232,45 @@ def run_once(snapshot: Snapshot):
     return parsed, valid, parsed.findings + findings, t1 - t0, t2 - t1
 
 
+def in_child(fn) -> str:
+    """``fn()``'s one-line answer, computed in a forked child process where the platform has fork, so
+    that what it builds and imports leaves this process's memory, heap and caches as they were (the
+    figures that follow are taken here); else in this process."""
+    if not hasattr(os, "fork"):
+        return fn()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: answer through the pipe and leave without running any exit handlers
+        os.close(read)
+        try:
+            answer = fn()
+        except BaseException as error:  # noqa: BLE001  (report anything, then leave)
+            answer = f"check failed: {type(error).__name__}: {error}"
+        os.write(write, answer.encode())
+        sys.stdout.flush()
+        os._exit(0)
+    os.close(write)
+    chunks = []
+    while chunk := os.read(read, 65536):
+        chunks.append(chunk)
+    os.close(read)
+    _, status = os.waitpid(pid, 0)
+    answer = b"".join(chunks).decode()
+    return answer or f"check failed: the checking process ended with status {status} and no answer"
+
+
+def same_as_service_entries(kube_objects, services: int, clusters: int, endpoints: int) -> str:
+    """Whether the compiled views of the Kubernetes mesh (``kube_objects``, validated) are the
+    ServiceEntry mesh's of the same size but for provenance: bench/compile.py's comparison, imported
+    here (with bench/ off sys.path, where this file would shadow the Envoy protos' ``validate``)."""
+    here = Path(__file__).resolve().parent
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
+    from bench.compile import compare_with_service_entries
+    return compare_with_service_entries(kube_objects, "bench", services, clusters, endpoints, gateway=False)
+
+
 def peak_rss_mb() -> float:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2 ** 20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
@@ -174,6 +283,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clusters", type=int, default=3, help="clusters, alternating over 2 networks; default 3")
     ap.add_argument("--endpoints", type=int, default=3, help="endpoints per service per cluster; default 3")
     ap.add_argument("--files", type=int, default=100, help="YAML files to spread the objects over; default 100")
+    ap.add_argument("--kubernetes", action="store_true",
+                    help="each service as a Kubernetes Service, an EndpointSlice per cluster and its Pods "
+                         "instead of a ServiceEntry")
+    ap.add_argument("--no-check", action="store_true",
+                    help="with --kubernetes, skip comparing the compiled views with the ServiceEntry mesh's")
     ap.add_argument("--repeat", type=int, default=3, help="timed runs; the best is reported; default 3")
     ap.add_argument("--profile", action="store_true",
                     help="instead of timing, run cProfile over one parse + validate and print the hot spots")
@@ -182,10 +296,14 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("every size must be at least 1")
 
     t0 = time.perf_counter()
-    snapshot, count = build_snapshot(args.services, args.clusters, args.endpoints, args.files)
+    snapshot, count = build_snapshot(args.services, args.clusters, args.endpoints, args.files, args.kubernetes)
     size = sum(len(b) for b in snapshot.files.values())
     generated = time.perf_counter() - t0
-    print(f"generated {count:,} objects ({args.services:,} services x 3 + {count - 3 * args.services} mesh), "
+    per_service = objects_per_service(args.clusters, args.endpoints, args.kubernetes)
+    shape = ("Service, DestinationRule, VirtualService, EndpointSlice per cluster, Pod per endpoint"
+             if args.kubernetes else "ServiceEntry, DestinationRule, VirtualService")
+    print(f"generated {count:,} objects ({args.services:,} services x {per_service} ({shape}) + "
+          f"{count - per_service * args.services} mesh), "
           f"{args.clusters} clusters, {args.services * args.clusters * args.endpoints:,} endpoints, "
           f"{len(snapshot.files)} files, {size:,} bytes in {generated:.2f} s")
 
@@ -203,6 +321,10 @@ def main(argv: list[str] | None = None) -> int:
     warnings = len(findings) - len(errors)
     print(f"valid: 0 errors, {warnings} warnings; cold first run {cold_parse + cold_validate:.2f} s "
           f"(parse {cold_parse:.2f} s, validate {cold_validate:.2f} s, includes loading the schemas)")
+    if args.kubernetes and not args.no_check:
+        t0 = time.perf_counter()
+        answer = in_child(lambda: same_as_service_entries(valid, args.services, args.clusters, args.endpoints))
+        print(f"{answer} [checked in {time.perf_counter() - t0:.1f} s, in a child process]")
 
     if args.profile:
         del parsed, valid, findings

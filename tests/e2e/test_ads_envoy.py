@@ -66,7 +66,7 @@ def mesh_files(port: int, backends: dict[str, int], weights: dict[str, int], far
     ]
     mtls = {"security.istio.io/tlsMode": "istio"}
     far = [obj(istio, "ServiceEntry", "far", {
-        "hosts": [FAR], "location": "MESH_INTERNAL", "resolution": "STATIC",
+        "hosts": [FAR], "location": "MESH_INTERNAL", "resolution": "STATIC", "addresses": ["10.96.0.77"],
         "ports": [{"number": far_port, "name": "tcp", "protocol": "TCP"}],
         "endpoints": [{"address": "10.1.0.7", "network": "network-1", "labels": mtls},
                       {"address": "10.2.0.7", "network": "network-2", "labels": mtls}]})]
