@@ -6,10 +6,14 @@ that it validates with zero errors, builds the typed mesh once, then times
 compiler.xds.compile_view: one sidecar view, every view (a sidecar per cluster
 and the ingress router), and the recompile of one view after one ServiceEntry
 endpoint changes. It also prints the output's size, the memory used and the
-"floor" (parsing the same YAML plus serializing one view's output once).
+"floor" (parsing the same YAML plus serializing one view's output once). With
+--kubernetes each service is a Kubernetes Service, an EndpointSlice per cluster
+and its Pods instead of a ServiceEntry; the script first checks that every view
+then compiles to what the ServiceEntry mesh's does, but for provenance.
 
     .venv/bin/python bench/compile.py                  # 5,000 services x 3 clusters x 10 endpoints
     .venv/bin/python bench/compile.py --services 500   # smaller
+    .venv/bin/python bench/compile.py --kubernetes     # the same mesh as Services, EndpointSlices, Pods
     .venv/bin/python bench/compile.py --profile        # cProfile of one full view compile
 
 See bench/README.md.
@@ -37,10 +41,13 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
+from google.protobuf import descriptor_pool, message_factory  # noqa: E402
+from google.protobuf.descriptor import FieldDescriptor  # noqa: E402
 from google.protobuf.internal import api_implementation  # noqa: E402
 
-from bench.validate import ISTIO, NAMESPACES, build_snapshot, peak_rss_mb  # noqa: E402
-from compiler import xds  # noqa: E402
+from bench.validate import (ISTIO, NAMESPACES, build_snapshot, in_child, objects_per_service,  # noqa: E402
+                            peak_rss_mb)
+from compiler import provenance, xds  # noqa: E402
 from compiler.findings import Level, sorted_findings  # noqa: E402
 from compiler.model import build_mesh  # noqa: E402
 from compiler.parse import parse  # noqa: E402
@@ -85,8 +92,9 @@ def gateway_objects(services: int) -> list[dict]:
     ]
 
 
-def make_snapshot(services: int, clusters: int, endpoints: int, gateway: bool) -> tuple[Snapshot, int]:
-    snapshot, count = build_snapshot(services, clusters, endpoints, FILES)
+def make_snapshot(services: int, clusters: int, endpoints: int, gateway: bool,
+                  kubernetes: bool = False) -> tuple[Snapshot, int]:
+    snapshot, count = build_snapshot(services, clusters, endpoints, FILES, kubernetes)
     if not gateway:
         return snapshot, count
     extra = gateway_objects(services)
@@ -96,20 +104,27 @@ def make_snapshot(services: int, clusters: int, endpoints: int, gateway: bool) -
 
 
 def with_one_endpoint_moved(snapshot: Snapshot, objects) -> tuple[Snapshot, str]:
-    """The same snapshot, but the first endpoint of the first ServiceEntry has a new address."""
-    se = min((o for o in objects if o.kind == "ServiceEntry"), key=lambda o: (o.namespace, o.name))
-    old = se.spec["endpoints"][0]["address"]
-    line = se.line_of(("spec", "endpoints", 0, "address"))
-    lines = snapshot.files[se.file].decode().split("\n")
-    edited, n = re.subn(rf"(address:\s*['\"]?){re.escape(old)}(['\"]?\s*)$", rf"\g<1>{CHANGED_ADDRESS}\g<2>",
+    """The same snapshot, but the first endpoint of the first ServiceEntry (in a Kubernetes mesh, of
+    the first EndpointSlice: the same endpoint) has a new address."""
+    entries = [o for o in objects if o.kind == "ServiceEntry"]
+    if entries:
+        obj = min(entries, key=lambda o: (o.namespace, o.name))
+        old, path = obj.spec["endpoints"][0]["address"], ("spec", "endpoints", 0, "address")
+    else:
+        obj = min((o for o in objects if o.kind == "EndpointSlice"), key=lambda o: (o.namespace, o.name))
+        old, path = obj.body["endpoints"][0]["addresses"][0], ("endpoints", 0, "addresses", 0)
+    line = obj.line_of(path)
+    lines = snapshot.files[obj.file].decode().split("\n")
+    # `address: 10.0.0.1` (a ServiceEntry's) or `- 10.0.0.1` (an EndpointSlice's addresses)
+    edited, n = re.subn(rf"((?:address:|-)\s*['\"]?){re.escape(old)}(['\"]?\s*)$", rf"\g<1>{CHANGED_ADDRESS}\g<2>",
                         lines[line - 1])
     if n != 1:
-        raise SystemExit(f"cannot find address {old} on {se.file}:{line}: {lines[line - 1]!r}")
+        raise SystemExit(f"cannot find address {old} on {obj.file}:{line}: {lines[line - 1]!r}")
     lines[line - 1] = edited
     files = dict(snapshot.files)
-    files[se.file] = "\n".join(lines).encode()
+    files[obj.file] = "\n".join(lines).encode()
     return (Snapshot(snapshot.revision + "+1", files, snapshot.origin),
-            f"ServiceEntry {se.namespace}/{se.name}: endpoint {old} -> {CHANGED_ADDRESS} ({se.file}:{line})")
+            f"{obj.kind} {obj.namespace}/{obj.name}: endpoint {old} -> {CHANGED_ADDRESS} ({obj.file}:{line})")
 
 
 def views_of(mesh) -> list[tuple[str, object]]:
@@ -123,6 +138,96 @@ def views_of(mesh) -> list[tuple[str, object]]:
         node = "router~10.0.0.2~istio-ingressgateway-bench.istio-system~istio-system.svc.cluster.local"
         views.append((f"router {cluster} ({gw.namespace}/{gw.name})", make_view(mesh, cluster, node, selector)))
     return views
+
+
+# --------------------------------------------------------------------------- the Kubernetes mesh's output
+
+_METADATA = "envoy.config.core.v3.Metadata"
+_ANY = "google.protobuf.Any"
+
+
+def _strip_provenance(message) -> bool:
+    """Remove Galleon's provenance (``filter_metadata["galleon"]``) from ``message`` and every message
+    in it, Any payloads included; whether anything was removed."""
+    name = message.DESCRIPTOR.full_name
+    if name == _METADATA:
+        if provenance.FILTER in message.filter_metadata:
+            del message.filter_metadata[provenance.FILTER]
+            return True
+        return False
+    if name == _ANY:
+        try:
+            descriptor = descriptor_pool.Default().FindMessageTypeByName(message.type_url.rpartition("/")[2])
+        except KeyError:
+            return False
+        inner = message_factory.GetMessageClass(descriptor)()
+        message.Unpack(inner)
+        if not _strip_provenance(inner):
+            return False
+        message.Pack(inner, deterministic=True)
+        return True
+    removed = False
+    for field, value in message.ListFields():
+        if field.type != FieldDescriptor.TYPE_MESSAGE:
+            continue
+        if field.message_type.GetOptions().map_entry:
+            if field.message_type.fields_by_name["value"].type == FieldDescriptor.TYPE_MESSAGE:
+                for item in value.values():
+                    removed |= _strip_provenance(item)
+        elif field.is_repeated:
+            for item in value:
+                removed |= _strip_provenance(item)
+        else:
+            removed |= _strip_provenance(value)
+    return removed
+
+
+def without_provenance(message) -> bytes:
+    """The message's deterministic serialization once its provenance is removed (a copy is changed)."""
+    copy = type(message)()
+    copy.CopyFrom(message)
+    _strip_provenance(copy)
+    return copy.SerializeToString(deterministic=True)
+
+
+def compare_with_service_entries(kube_objects, revision: str, services: int, clusters: int, endpoints: int,
+                                 gateway: bool) -> str:
+    """One line: whether each view of the Kubernetes mesh (``kube_objects``, validated) compiles to
+    what the same view of the ServiceEntry mesh of the same size compiles to, provenance apart: the
+    same resources by type and name, and the same bytes once provenance is removed from both."""
+    se_snapshot, _ = make_snapshot(services, clusters, endpoints, gateway, kubernetes=False)
+    se_validation = validate(se_snapshot)
+    if not se_validation.ok:
+        return "check failed: the ServiceEntry mesh of the same size does not validate"
+    kube_mesh = build_mesh(kube_objects, revision)
+    se_mesh = build_mesh(se_validation.objects, se_snapshot.revision)
+    kube_views, se_views = views_of(kube_mesh), views_of(se_mesh)
+    if [label for label, _ in kube_views] != [label for label, _ in se_views]:
+        return (f"compiled output NOT the ServiceEntry mesh's: views {[label for label, _ in kube_views]} "
+                f"against {[label for label, _ in se_views]}")
+    resources = provenance_only = 0
+    differences: list[str] = []
+    for (label, kube_view), (_, se_view) in zip(kube_views, se_views):
+        ours, theirs = compile_view(kube_mesh, kube_view), compile_view(se_mesh, se_view)
+        for type_url in PUSH_ORDER:
+            a, b = ours.resources[type_url], theirs.resources[type_url]
+            for name in sorted(a.keys() | b.keys()):
+                resources += 1
+                if name not in a or name not in b:
+                    differences.append(f"{label}: {SHORT[type_url]} {name} only in the "
+                                       f"{'Kubernetes' if name in a else 'ServiceEntry'} mesh")
+                elif serialize(a[name]) != serialize(b[name]):
+                    if without_provenance(a[name]) == without_provenance(b[name]):
+                        provenance_only += 1
+                    else:
+                        differences.append(f"{label}: {SHORT[type_url]} {name} differs")
+    if differences:
+        return (f"compiled output NOT the ServiceEntry mesh's: {len(differences):,} of {resources:,} resources "
+                f"of {len(kube_views)} views differ beyond provenance ({'; '.join(differences[:4])}"
+                f"{' ...' if len(differences) > 4 else ''})")
+    return (f"compiled output the same as the ServiceEntry mesh's but for provenance: {resources:,} resources of "
+            f"{len(kube_views)} views ({', '.join(label for label, _ in kube_views)}), {provenance_only:,} of them "
+            f"with other provenance, all others byte for byte")
 
 
 # --------------------------------------------------------------------------- measuring
@@ -191,6 +296,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3, help="timed runs; the best is reported; default 3")
     ap.add_argument("--no-gateway", action="store_true",
                     help="leave out the ingress Gateway (the mesh is then exactly bench/validate.py's)")
+    ap.add_argument("--kubernetes", action="store_true",
+                    help="each service as a Kubernetes Service, an EndpointSlice per cluster and its Pods "
+                         "instead of a ServiceEntry")
+    ap.add_argument("--no-check", action="store_true",
+                    help="with --kubernetes, skip comparing the compiled views with the ServiceEntry mesh's")
     ap.add_argument("--profile", action="store_true",
                     help="instead of timing, run cProfile over one full view compile and print the hot spots")
     args = ap.parse_args(argv)
@@ -199,12 +309,16 @@ def main(argv: list[str] | None = None) -> int:
 
     rss = {"start": rss_mb()}
     t0 = time.perf_counter()
-    snapshot, count = make_snapshot(args.services, args.clusters, args.endpoints, not args.no_gateway)
+    snapshot, count = make_snapshot(args.services, args.clusters, args.endpoints, not args.no_gateway,
+                                    args.kubernetes)
     size = sum(len(b) for b in snapshot.files.values())
     generated = time.perf_counter() - t0
     rss["snapshot"] = rss_mb()
-    print(f"generated {count:,} objects ({args.services:,} services x 3 + {count - 3 * args.services} "
-          f"mesh{'' if args.no_gateway else ' and gateway'}), {args.clusters} clusters, "
+    per_service = objects_per_service(args.clusters, args.endpoints, args.kubernetes)
+    shape = ("Service, DestinationRule, VirtualService, EndpointSlice per cluster, Pod per endpoint"
+             if args.kubernetes else "ServiceEntry, DestinationRule, VirtualService")
+    print(f"generated {count:,} objects ({args.services:,} services x {per_service} ({shape}) + "
+          f"{count - per_service * args.services} mesh{'' if args.no_gateway else ' and gateway'}), {args.clusters} clusters, "
           f"{args.services * args.clusters * args.endpoints:,} endpoints, {len(snapshot.files)} files, "
           f"{size:,} bytes in {generated:.2f} s; protobuf backend {api_implementation.Type()}")
 
@@ -229,6 +343,11 @@ def main(argv: list[str] | None = None) -> int:
           f"build_mesh {built:.2f} s: {len(mesh.services):,} services, {len(mesh.clusters)} clusters, "
           f"{len(mesh.gateways)} gateways")
     print(f"views: {', '.join(name for name, _ in views)}")
+    if args.kubernetes and not args.no_check:
+        t0 = time.perf_counter()
+        answer = in_child(lambda: compare_with_service_entries(validation.objects, snapshot.revision, args.services,
+                                                               args.clusters, args.endpoints, not args.no_gateway))
+        print(f"{answer} [checked in {time.perf_counter() - t0:.1f} s, in a child process]")
 
     # A Mesh may memoize what every view shares (mesh.memo), so a compile on a mesh that has
     # already compiled a view is cheaper than the first compile after a new snapshot. Every timed

@@ -1,99 +1,21 @@
 """Every semantic analyzer, with a case that passes it and one that fails it.
 
-Each case is YAML added to a small valid mesh (BASE). In a failing case the
-line the finding must point at carries the marker ``# <-``. Cases live in
-``CASES`` here and in the ``CASES`` of the other ``tests/test_analyzers_*.py``
-modules (one per subject), which run them with ``check_passing`` and
-``check_failing``; every analyzer must have cases in one of them.
+Each case is YAML added to a small valid mesh (tests/analyzer_cases.py's BASE). In a failing case the
+line the finding must point at carries the marker ``# <-``. Cases live in ``CASES`` here and in the
+``CASES`` of the other ``tests/test_analyzers_*.py`` modules (one per subject); all of them run
+here, and every analyzer must have cases in one of them.
 """
 from __future__ import annotations
 
 import importlib
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from compiler.validate import validate
 from compiler.validate.framework import ANALYZERS
-from tests.conftest import ONE_CLUSTER, snapshot_of
-
-BASE = ONE_CLUSTER + """---
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: reviews, namespace: bookinfo}
-spec:
-  hosts: [reviews.bookinfo.svc.cluster.local]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{number: 9080, name: http, protocol: HTTP}]
-  endpoints:
-  - address: 10.1.0.1
-    labels: {app: reviews, version: v1, topology.istio.io/cluster: cluster-a}
-  - address: 10.1.0.3
-    labels: {app: reviews, version: v2, topology.istio.io/cluster: cluster-a}
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: ratings, namespace: bookinfo}
-spec:
-  hosts: [ratings.bookinfo.svc.cluster.local]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports:
-  - {number: 9080, name: http, protocol: HTTP}
-  - {number: 9090, name: grpc, protocol: GRPC}
-  endpoints:
-  - address: 10.1.0.2
-    labels: {app: ratings, topology.istio.io/cluster: cluster-a}
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: reviews, namespace: bookinfo}
-spec:
-  host: reviews.bookinfo.svc.cluster.local
-  subsets:
-  - {name: v1, labels: {version: v1}}
-  - {name: v2, labels: {version: v2}}
----
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: ingress, namespace: istio-system}
-spec:
-  selector: {istio: ingressgateway}
-  servers:
-  - port: {number: 80, name: http, protocol: HTTP}
-    hosts: ["*"]
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {name: ingress-a, namespace: istio-system}
-spec:
-  address: 10.1.100.1
-  labels: {istio: ingressgateway, topology.istio.io/cluster: cluster-a}
-"""
-
-
-MESH_CONFIG = "apiVersion: galleon.io/v1alpha1\nkind: MeshConfig\nmetadata: {{name: mesh}}\nspec: {{vipCidr: {cidr}}}\n"
-
-
-def vs(http: str, hosts: str = "[reviews]", extra: str = "") -> str:
-    return (f"apiVersion: networking.istio.io/v1\nkind: VirtualService\n"
-            f"metadata: {{name: test, namespace: bookinfo}}\nspec:\n  hosts: {hosts}\n{extra}  http:\n"
-            + textwrap.indent(textwrap.dedent(http).strip("\n"), "  ") + "\n")
-
-
-def dr(traffic_policy: str, host: str = "reviews") -> str:
-    return (f"apiVersion: networking.istio.io/v1\nkind: DestinationRule\n"
-            f"metadata: {{name: test, namespace: bookinfo}}\nspec:\n  host: {host}\n  trafficPolicy:\n"
-            + textwrap.indent(textwrap.dedent(traffic_policy).strip("\n"), "    ") + "\n")
-
-
-def se(spec: str, name: str = "test") -> str:
-    return (f"apiVersion: networking.istio.io/v1\nkind: ServiceEntry\n"
-            f"metadata: {{name: {name}, namespace: bookinfo}}\nspec:\n"
-            + textwrap.indent(textwrap.dedent(spec).strip("\n"), "  ") + "\n")
-
+from tests.analyzer_cases import BASE, MESH_CONFIG, check_failing, check_passing, dr, se, vs
+from tests.conftest import snapshot_of
 
 CASES = {
     "destination-host-not-found": (
@@ -249,47 +171,36 @@ CASES = {
 }
 
 
-def _run(case: str):
-    text = BASE + "---\n" + case
-    return text, validate(snapshot_of({"mesh.yaml": text})).findings
-
-
-def check_passing(case: str) -> None:
-    """The case added to BASE gives no finding at all."""
-    _, findings = _run(case)
-    assert [f.text() for f in findings] == []
-
-
-def check_failing(name: str, case: str) -> None:
-    """The case added to BASE gives exactly the analyzer's findings, one on each line marked ``# <-``."""
-    check = next(a for a in ANALYZERS if a.name == name)
-    text, findings = _run(case)
-    marked = [i for i, line in enumerate(text.splitlines(), 1) if line.rstrip().endswith("# <-")]
-    assert marked, "a failing case must mark its line"
-    assert sorted((f.code, f.level, f.line) for f in findings) == \
-        sorted((check.code, check.level, line) for line in marked), [f.text() for f in findings]
-    assert all(f.message and f.kind != "-" and f.name != "-" for f in findings)
-
-
 def test_base_mesh_is_clean():
     assert validate(snapshot_of({"mesh.yaml": BASE})).findings == []
 
 
-def test_every_analyzer_has_cases():
+def _all_cases() -> dict[str, tuple[str, str]]:
+    """The cases of this module and of every tests/test_analyzers_<subject>.py, by analyzer name."""
     modules = [importlib.import_module(f"tests.{path.stem}") for path in sorted(Path(__file__).parent.glob(
         "test_analyzers_*.py"))]
-    covered = [name for cases in [CASES, *(m.CASES for m in modules)] for name in cases]
-    assert sorted(covered) == sorted(a.name for a in ANALYZERS)
+    found: dict[str, tuple[str, str]] = {}
+    for cases in [CASES, *(module.CASES for module in modules)]:
+        assert not found.keys() & cases.keys(), f"cases given twice: {sorted(found.keys() & cases.keys())}"
+        found.update(cases)
+    return found
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+ALL_CASES = _all_cases()
+
+
+def test_every_analyzer_has_cases():
+    assert sorted(ALL_CASES) == sorted(a.name for a in ANALYZERS)
+
+
+@pytest.mark.parametrize("name", sorted(ALL_CASES))
 def test_passing_case(name):
-    check_passing(CASES[name][0])
+    check_passing(ALL_CASES[name][0])
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("name", sorted(ALL_CASES))
 def test_failing_case(name):
-    check_failing(name, CASES[name][1])
+    check_failing(name, ALL_CASES[name][1])
 
 
 def test_local_analyzers_reuse_an_unchanged_objects_problems_only_while_their_facts_hold():

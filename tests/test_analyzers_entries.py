@@ -9,7 +9,7 @@ import pytest
 
 from compiler.validate import syntax, validate
 from tests.conftest import snapshot_of
-from tests.test_analyzers import BASE, check_failing, check_passing, dr, se, vs
+from tests.analyzer_cases import BASE, dr, se, vs
 
 
 def we(spec: str, name: str = "w", namespace: str = "bookinfo", labels: str = "") -> str:
@@ -79,15 +79,6 @@ CASES = {
     ),
 }
 
-
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_passing_case(name):
-    check_passing(CASES[name][0])
-
-
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_failing_case(name):
-    check_failing(name, CASES[name][1])
 
 
 def found(case: str, base: str = BASE) -> list[tuple[str, int, str]]:

@@ -9,7 +9,7 @@ import pytest
 
 from compiler.validate import validate
 from tests.conftest import snapshot_of
-from tests.test_analyzers import BASE, check_failing, check_passing
+from tests.analyzer_cases import BASE
 
 
 def gateway(servers: str, name: str = "gw2", namespace: str = "istio-system",
@@ -78,15 +78,6 @@ CASES = {
     ),
 }
 
-
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_passing_case(name):
-    check_passing(CASES[name][0])
-
-
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_failing_case(name):
-    check_failing(name, CASES[name][1])
 
 
 def findings(*parts: str) -> list[tuple[str, str, int]]:

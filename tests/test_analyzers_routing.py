@@ -12,7 +12,7 @@ import pytest
 
 from compiler.validate import validate
 from tests.conftest import snapshot_of
-from tests.test_analyzers import BASE, check_failing, check_passing, dr, vs
+from tests.analyzer_cases import BASE, check_failing, dr, vs
 
 ROUTE = "  route:\n  - destination: {host: reviews}"
 
@@ -44,15 +44,6 @@ CASES = {
     ),
 }
 
-
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_passing_case(name):
-    check_passing(CASES[name][0])
-
-
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_failing_case(name):
-    check_failing(name, CASES[name][1])
 
 
 def found(case: str, *codes: str) -> list[tuple[str, int, str]]:

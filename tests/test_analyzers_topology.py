@@ -13,7 +13,7 @@ from compiler.scope import visible_services
 from compiler.validate import validate
 from compiler.view import make_view
 from tests.conftest import ONE_CLUSTER, check, snapshot_of
-from tests.test_analyzers import BASE, check_failing, check_passing
+from tests.analyzer_cases import BASE
 
 
 def sidecar(name: str, spec: str | None = "", namespace: str = "bookinfo") -> str:
@@ -113,15 +113,6 @@ CASES = {
     ),
 }
 
-
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_passing_case(name):
-    check_passing(CASES[name][0])
-
-
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_failing_case(name):
-    check_failing(name, CASES[name][1])
 
 
 def findings_of(*documents: str, base: str = BASE) -> list[tuple[str, str, str, str]]:
