@@ -240,3 +240,15 @@ def test_the_installed_program_leaves_with_its_whole_output_and_exit_code(tmp_pa
                              capture_output=True, text=True, timeout=120)
     assert written.returncode == 0, written.stderr
     assert json.loads((out / "clusters.json").read_text())
+
+
+@pytest.mark.parametrize("text, line", [
+    ("a: &a {b: 1, <<: *a}\n", 1),
+    ("apiVersion: v1\nkind: Service\nmetadata: {name: x}\nspec: &s\n  ports:\n  - <<: *s\n", 6),
+])
+def test_an_anchor_cycle_is_one_line_and_exit_1_not_a_recursion_error(tmp_path, text, line):
+    repo = write_repo(tmp_path, {"cycle.yaml": text})
+    result = galleon("validate", repo)
+    assert result.returncode == 1 and "Traceback" not in result.stderr + result.stdout
+    (finding,) = result.stdout.splitlines()
+    assert finding.startswith(f"cycle.yaml:{line}: error GAL0001") and "cycle" in finding

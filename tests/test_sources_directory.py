@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -289,3 +290,14 @@ def test_unreadable_file_is_a_source_error(config: Path, monkeypatch: pytest.Mon
             assert "locked.yaml" in str(info.value)
     finally:
         locked.chmod(0o644)
+
+
+def test_a_fifo_named_like_yaml_is_refused_without_blocking(config: Path) -> None:
+    """A FIFO (or a device) named *.yaml would block every command and the daemon on its read: the
+    source refuses it at once, naming it."""
+    fifo = config / "clusters" / "pipe.yaml"
+    os.mkfifo(fifo)
+    started = time.monotonic()
+    with pytest.raises(SourceError, match="not a regular file") as info:
+        DirectorySource(config).snapshot()
+    assert time.monotonic() - started < 5 and "pipe.yaml" in str(info.value)
