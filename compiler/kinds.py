@@ -14,13 +14,19 @@ ISTIO_NETWORKING = "networking.istio.io"
 CLUSTER_LABEL = "topology.istio.io/cluster"
 # The label that says which network a Pod (its endpoints) is on (Istio's).
 NETWORK_LABEL = "topology.istio.io/network"
+# The Namespace labels that turn on Istio's sidecar injection (istio-injection=enabled, or the revision
+# of the control plane that injects); a pod's label or annotation sidecar.istio.io/inject opts it in or out.
+INJECTION_LABEL = "istio-injection"
+REVISION_LABEL = "istio.io/rev"
+INJECT_LABEL = "sidecar.istio.io/inject"
 
 SERVICE = "Service"
 ENDPOINT_KINDS = frozenset({"EndpointSlice", "Endpoints"})
 # Whose pods' labels every selector check matches: Gateway and Sidecar selectors, subsets, Services.
 WORKLOAD_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Pod", "Job"})
+NAMESPACE = "Namespace"  # cluster-scoped: its identity is its name
 # Kubernetes kinds that live in one cluster: the same name in two clusters is two objects.
-PER_CLUSTER_KINDS = frozenset({SERVICE}) | ENDPOINT_KINDS | WORKLOAD_KINDS
+PER_CLUSTER_KINDS = frozenset({SERVICE, NAMESPACE}) | ENDPOINT_KINDS | WORKLOAD_KINDS
 
 # `kubectl get -o yaml` of several objects: a v1 List whose items are the objects.
 LIST = ("v1", "List")

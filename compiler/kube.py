@@ -29,14 +29,14 @@ class ServicePort:
     name: str
     protocol: str  # Istio's (compiler.protocols), chosen as Istio chooses it
     target_port: int | str | None
-    kubernetes_protocol: str  # TCP, UDP or SCTP, as written (TCP when not)
+    kubernetes_protocol: str  # as written (TCP when not): TCP, UDP or SCTP in a cluster, any name in a file
 
 
 def service_ports(service: SourceObject) -> tuple[ServicePort, ...]:
     out = []
     for port in service.spec.get("ports") or ():
         number, name = port["port"], port.get("name", "")
-        written = port.get("protocol", "TCP")
+        written = port.get("protocol") or "TCP"  # Kubernetes' default, for an empty one too
         out.append(ServicePort(number, name, protocols.of_kubernetes_port(number, name, written, port.get("appProtocol")),
                                port.get("targetPort"), written))
     return tuple(out)

@@ -14,7 +14,7 @@ from typing import Any, Callable, Collection, Hashable, Mapping, TypeVar
 
 from . import kube, meshnetworks, protocols
 from .hosts import EVERYWHERE, export_scopes, fqdn, matches
-from .kinds import CLUSTER_LABEL, ENDPOINT_KINDS, SERVICE, WORKLOAD_KINDS
+from .kinds import CLUSTER_LABEL, ENDPOINT_KINDS, NAMESPACE, SERVICE, WORKLOAD_KINDS
 from .locality import Locality
 from .parse import SourceObject, collector_paused
 from .vips import DEFAULT_CIDR, DEFAULT_SUFFIX, Assignment, allocate, explicit_address, under_suffix
@@ -30,8 +30,9 @@ ROOT_NAMESPACE = "istio-system"
 PER_SERVICE_KINDS = frozenset({"ServiceEntry", "WorkloadEntry", "DestinationRule", "VirtualService", SERVICE,
                                "Pod"}) | ENDPOINT_KINDS
 # Kinds no proxy configuration depends on (the CA reconciler reads CertificateAuthority; workload
-# controllers only give validation the labels their pods will have): not in the mesh's digest.
-NOT_PROXY_KINDS = frozenset({"CertificateAuthority"}) | (WORKLOAD_KINDS - {"Pod"})
+# controllers only give validation the labels their pods will have, Namespaces whether they are
+# injected): not in the mesh's digest.
+NOT_PROXY_KINDS = frozenset({"CertificateAuthority", NAMESPACE}) | (WORKLOAD_KINDS - {"Pod"})
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import yaml
 from yaml.constructor import SafeConstructor
 
 from .findings import Finding, Level
-from .kinds import CLUSTER_LABEL, LIST, PER_CLUSTER_KINDS, api_version, is_kubernetes, is_ours
+from .kinds import CLUSTER_LABEL, LIST, NAMESPACE, PER_CLUSTER_KINDS, api_version, is_kubernetes, is_ours
 from .schemas import served_versions
 from .snapshot import Snapshot
 
@@ -94,7 +94,9 @@ class SourceObject:
         that live in a cluster, the cluster its ``topology.istio.io/cluster`` label names (the same
         Service in two clusters is two objects, and one service: Istio's namespace sameness)."""
         cluster = self.labels.get(CLUSTER_LABEL, "") if self.kind in PER_CLUSTER_KINDS else ""
-        return (self.group, self.kind, self.namespace, self.name, cluster)
+        # a Namespace is in none: a metadata.namespace written on one is dropped (the API server's rule)
+        namespace = "" if self.kind == NAMESPACE else self.namespace
+        return (self.group, self.kind, namespace, self.name, cluster)
 
     @cached_property
     def labels(self) -> dict[str, str]:

@@ -1,5 +1,6 @@
 """The Kubernetes parts of the schemas: ObjectMeta, which every kind shares, and the Kubernetes kinds
-Galleon reads from a repository (Services, their endpoints, and the workloads selectors match).
+Galleon reads from a repository (Services, their endpoints, the workloads selectors match, and the
+Namespaces whose labels decide sidecar injection).
 
 Kubernetes validates these kinds itself and keeps adding fields to them, so their specs stay open:
 only the fields Galleon reads are typed (a wrong type there would mislead the model), every other
@@ -57,9 +58,16 @@ OBJECT_META = {
     },
 }
 
+# A pod's service account, node, host networking and user. Its containers stay open, as Kubernetes
+# checks them: the analyzers that read them (compiler/validate/workloads.py, gateways.py) pass over
+# anything else written there.
+_POD_SPEC = {"type": "object", "properties": {"serviceAccountName": STRING, "serviceAccount": STRING,
+                                              "nodeName": STRING, "hostNetwork": BOOLEAN,
+                                              "securityContext": {"type": "object", "properties": {
+                                                  "runAsUser": INTEGER}}}}
 _POD_TEMPLATE = {"type": "object", "properties": {
     "metadata": {"type": "object", "properties": {"labels": STRING_MAP, "annotations": STRING_MAP}},
-    "spec": {"type": "object", "properties": {"serviceAccountName": STRING}},
+    "spec": _POD_SPEC,
 }}
 _LABEL_SELECTOR = {"type": "object", "properties": {"matchLabels": STRING_MAP}}
 _WORKLOAD_SPEC = {"type": "object", "properties": {"template": _POD_TEMPLATE, "selector": _LABEL_SELECTOR}}
@@ -73,7 +81,9 @@ _SERVICE_SPEC = {"type": "object", "properties": {
     "externalIPs": STRINGS,
     "publishNotReadyAddresses": BOOLEAN,
     "ports": {"type": "array", "items": {"type": "object", "required": ["port"], "properties": {
-        "name": STRING, "port": PORT_NUMBER, "targetPort": INT_OR_STRING, "protocol": PROTOCOL,
+        # Any protocol name: Kubernetes' API server takes TCP, UDP or SCTP, but Istio reads Services as
+        # written (its analyzers' test data says HTTP), and only UDP from the field (compiler/protocols.py)
+        "name": STRING, "port": PORT_NUMBER, "targetPort": INT_OR_STRING, "protocol": STRING,
         "appProtocol": STRING, "nodePort": INTEGER}}},
 }}
 
@@ -96,9 +106,6 @@ _ENDPOINT_ADDRESSES = {"type": "array", "items": {"type": "object", "required": 
 _ENDPOINTS = {"subsets": {"type": "array", "items": {"type": "object", "properties": {
     "addresses": _ENDPOINT_ADDRESSES, "notReadyAddresses": _ENDPOINT_ADDRESSES, "ports": _ENDPOINT_PORTS}}}}
 
-_POD_SPEC = {"type": "object", "properties": {"serviceAccountName": STRING, "serviceAccount": STRING,
-                                              "nodeName": STRING, "hostNetwork": BOOLEAN}}
-
 # (group, kind, version): the top-level fields beside apiVersion, kind, metadata and status.
 KINDS: dict[tuple[str, str, str], dict[str, Any]] = {
     ("", "Service", "v1"): {"spec": _SERVICE_SPEC},
@@ -110,6 +117,9 @@ KINDS: dict[tuple[str, str, str], dict[str, Any]] = {
     ("apps", "DaemonSet", "v1"): {"spec": _WORKLOAD_SPEC},
     ("apps", "ReplicaSet", "v1"): {"spec": _WORKLOAD_SPEC},
     ("batch", "Job", "v1"): {"spec": _WORKLOAD_SPEC},
+    # Cluster-scoped: a Namespace's identity is its name (the API server drops a metadata.namespace);
+    # only its labels are read (sidecar injection)
+    ("", "Namespace", "v1"): {"spec": {"type": "object"}},
 }
 
 

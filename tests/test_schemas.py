@@ -17,7 +17,7 @@ CRDS = Path(__file__).resolve().parents[2] / "shared" / "data" / "istio-crds.gen
 @pytest.mark.skipif(not CRDS.exists(), reason="needs ../shared/data/istio-crds.gen.yaml beside the checkout")
 def test_committed_schemas_are_what_the_generator_makes(tmp_path):
     written = generate(CRDS, tmp_path)
-    assert len(written) == 16  # the six Istio kinds, ObjectMeta, nine Kubernetes kinds
+    assert len(written) == 17  # the six Istio kinds, ObjectMeta, ten Kubernetes kinds
     for path in written:
         committed = resources.files("schemas").joinpath(path.name).read_text()
         assert path.read_text() == committed, f"schemas/{path.name} is stale: run make schemas"
@@ -25,7 +25,7 @@ def test_committed_schemas_are_what_the_generator_makes(tmp_path):
 
 def test_every_schema_file_is_a_valid_json_schema():
     files = [f for f in resources.files("schemas").iterdir() if f.name.endswith(".json")]
-    assert len(files) == 20
+    assert len(files) == 21
     for f in files:
         Draft202012Validator.check_schema(json.loads(f.read_text()))
 
@@ -38,7 +38,7 @@ def test_served_versions():
         assert versions[("galleon.io", kind)] == ("v1alpha1",)
     for group, kind in (("", "Service"), ("discovery.k8s.io", "EndpointSlice"), ("", "Endpoints"), ("", "Pod"),
                         ("apps", "Deployment"), ("apps", "StatefulSet"), ("apps", "DaemonSet"),
-                        ("apps", "ReplicaSet"), ("batch", "Job")):
+                        ("apps", "ReplicaSet"), ("batch", "Job"), ("", "Namespace")):
         assert versions[(group, kind)] == ("v1",)
 
 

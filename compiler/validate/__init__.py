@@ -12,7 +12,7 @@ from ..findings import Finding, has_errors, sorted_findings
 from ..parse import FileParse, ParseResult, SourceObject, collector_paused, parse
 from ..snapshot import Snapshot
 from . import (deprecation, destination_rules, gateways, references, routing, service_entries,  # noqa: F401
-               services, sidecars, topology, vips, workload_entries)  # (each module registers its analyzers)
+               services, sidecars, topology, vips, workload_entries, workloads)  # (each registers its analyzers)
 from . import schema
 from .framework import run_all
 from .index import Index

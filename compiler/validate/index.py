@@ -15,7 +15,7 @@ from typing import Iterable, Iterator, Mapping
 
 from .. import kube, meshnetworks
 from ..hosts import EVERYWHERE, export_scopes, fqdn, matches
-from ..kinds import NETWORK_LABEL, SERVICE, WORKLOAD_KINDS
+from ..kinds import CLUSTER_LABEL, INJECTION_LABEL, NAMESPACE, NETWORK_LABEL, REVISION_LABEL, SERVICE, WORKLOAD_KINDS
 from ..model import mesh_settings
 from ..parse import Path, SourceObject
 from ..protocols import of_service_entry_port
@@ -201,6 +201,19 @@ class Index:
             if pattern != host and matches(pattern, host):
                 found |= self.subset_names[pattern]
         return found
+
+    # --- namespaces ---------------------------------------------------------------------------------
+
+    @cached_property
+    def namespace_injection(self) -> frozenset[tuple[str, str, tuple[tuple[str, str], ...]]]:
+        """(cluster, name, its injection labels) of every Namespace object: its cluster is its
+        ``topology.istio.io/cluster`` label ("" when none), its injection labels those of
+        ``istio-injection`` and ``istio.io/rev`` it has, as (label, value) pairs. As a fact local
+        analyzers can compare (the workload analyzers, compiler/validate/workloads.py)."""
+        return frozenset((ns.labels.get(CLUSTER_LABEL, ""), ns.name,
+                          tuple((label, ns.labels[label]) for label in (INJECTION_LABEL, REVISION_LABEL)
+                                if label in ns.labels))
+                         for ns in self.by_kind[NAMESPACE])
 
     # --- workloads ----------------------------------------------------------------------------------
 
