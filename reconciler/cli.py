@@ -872,7 +872,7 @@ def build_parser() -> argparse.ArgumentParser:
 # The errors that mean bad input or an unusable source or cluster: one line, exit 2. A command that
 # raised one of them imported its module, so only modules already imported are looked in.
 _USER_ERRORS = (("compiler.parse", "UnreadableFile"), ("reconciler.ca.errors", "CAError"),
-                ("reconciler.dns.targets", "DNSError"))
+                ("reconciler.dns.configmap", "DNSError"))
 
 
 def _user_errors() -> tuple[type[Exception], ...]:

@@ -6,7 +6,7 @@ from typing import Mapping
 
 from reconciler.kube.calls import ClusterCalls
 
-from .targets import CONFIGMAP, NAME, NAMESPACE, DNSError
+from .configmap import CONFIGMAP, NAME, NAMESPACE, DNSError
 
 
 class KubeTarget:

@@ -17,7 +17,8 @@ from reconciler.kube.conflict import CONFLICT_ATTEMPTS, CONFLICT_BACKOFF, Confli
 
 from .corefile import CorefileError, apply_block, has_plugin, hosts_entries, remove_block
 from .render import DEFAULT_TTL, render
-from .targets import CONFIGMAP, KEY, NAME, NAMESPACE, DNSError, Target
+from .configmap import CONFIGMAP, KEY, NAME, NAMESPACE, DNSError
+from .targets import Target
 
 CREATE, UPDATE, NONE = "create", "update", "none"
 MANAGED_BLOCK_ANNOTATION = "galleon.io/managed-block"

@@ -12,12 +12,7 @@ from typing import Mapping, Protocol
 
 from reconciler.kube.manifests import ManifestDir, parse_target
 
-NAMESPACE, NAME, KEY = "kube-system", "coredns", "Corefile"
-CONFIGMAP = f"{NAMESPACE}/{NAME}"
-
-
-class DNSError(Exception):
-    """A reconcile that cannot go on; the message names the cluster and what to do."""
+from .configmap import NAME, NAMESPACE, DNSError
 
 
 class Target(Protocol):
