@@ -14,6 +14,8 @@ from ..snapshot import Snapshot
 from . import (deprecation, destination_rules, gateways, references, routing, service_entries,  # noqa: F401
                services, sidecars, topology, vips, workload_entries, workloads)  # (each registers its analyzers)
 from . import schema
+# (`from . import annotations` would find this module's `from __future__ import annotations` instead)
+from .annotations import KINDS as _ANNOTATED_KINDS  # noqa: F401
 from .framework import run_all
 from .index import Index
 
