@@ -59,7 +59,7 @@ def docs(*parts: str) -> str:
 
 
 PROXY_AUTO = "- {name: istio-proxy, image: auto}"
-OPTED_OUT = "annotations: {sidecar.istio.io/inject: 'false'}"
+OPTED_OUT = "{app: details, sidecar.istio.io/inject: 'false'}"  # pods labelled not to be injected
 
 CASES = {
     "invalid-application-uid": (
@@ -85,7 +85,7 @@ CASES = {
     ),
     "image-auto-without-injection-warning": (
         docs(namespace(), deployment(PROXY_AUTO, labels="{app: gw}")),
-        deployment("- name: istio-proxy\n  image: auto  # <-", labels="{app: gw}", template=OPTED_OUT),
+        deployment("- name: istio-proxy\n  image: auto  # <-", labels="{app: gw, sidecar.istio.io/inject: 'false'}"),
     ),
     "ingress-route-rules-not-affected": (
         docs(virtual_service("reviews", "[reviews]", "- route:\n  - destination: {host: reviews, subset: v1}"),
@@ -144,12 +144,12 @@ def test_the_proxy_and_istio_itself_may_run_as_1337():
 
 
 def test_the_uid_matters_only_to_pods_with_a_sidecar():
-    assert codes(deployment(pod=uid(), template=OPTED_OUT)) == []
+    assert codes(deployment(pod=uid(), labels=OPTED_OUT)) == []
     assert codes(namespace(labels="{istio-injection: disabled}"), deployment(pod=uid())) == []
     assert codes(deployment(pod=uid(), namespace="kube-system")) == []
     # a sidecar injected by hand counts, whatever the labels say
     by_hand = "- {name: details, image: d}\n- {name: istio-proxy, image: proxyv2}"
-    assert codes(deployment(by_hand, pod=uid(), template=OPTED_OUT)) == [("IST0144", "Deployment/bookinfo/details")]
+    assert codes(deployment(by_hand, pod=uid(), labels=OPTED_OUT)) == [("IST0144", "Deployment/bookinfo/details")]
     # no Namespace object: the pods may be injected
     for kind in ("StatefulSet", "DaemonSet", "ReplicaSet", "Job"):
         assert codes(deployment(kind=kind, pod=uid())) == [("IST0144", f"{kind}/bookinfo/details")]
@@ -178,7 +178,7 @@ UDP_9080 = service("details-udp", "- {name: udp, port: 9080, protocol: UDP}")
 def test_services_are_compared_only_for_workloads_known_to_run_a_sidecar():
     assert codes(deployment(), TCP_9080, UDP_9080) == []  # no Namespace object, no label: no verdict
     assert codes(namespace(labels="{team: a}"), deployment(), TCP_9080, UDP_9080) == []
-    assert codes(namespace(), deployment(template=OPTED_OUT), TCP_9080, UDP_9080) == []
+    assert codes(namespace(), deployment(labels=OPTED_OUT), TCP_9080, UDP_9080) == []
     in_mesh = [("IST0116", "Deployment/bookinfo/details")]
     assert codes(namespace(), deployment(), TCP_9080, UDP_9080) == in_mesh
     assert codes(namespace(labels="{istio.io/rev: canary}"), deployment(), TCP_9080, UDP_9080) == in_mesh
