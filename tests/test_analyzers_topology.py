@@ -65,6 +65,7 @@ def endpoint_slice(name: str, labels: str = "kubernetes.io/service-name: web", n
             "ports: [{name: http, port: 8080}]\nendpoints:\n- addresses: [10.1.5.1]\n")
 
 
+AMBIENT_SHOP = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  labels: {istio.io/dataplane-mode: ambient}\n"
 REVIEWS_V1 = deployment("reviews-v1", "app: reviews, version: v1", namespace="bookinfo")
 WEB = service("web", "- {name: http, port: 80, targetPort: 8080}", extra="  selector: {app: web}\n")
 
@@ -106,6 +107,13 @@ CASES = {
         cluster("cluster-b") + "---\n" + WEB + "---\n"
         + endpoint_slice("web-abc", labels="kubernetes.io/service-name: web, topology.istio.io/cluster: cluster-b"),
         cluster("cluster-b") + "---\n" + WEB + "---\n" + endpoint_slice("web-abc", marked=True),
+    ),
+    "ambient-sidecar": (
+        AMBIENT_SHOP + "---\n" + pod("web-1", "app: web, istio.io/dataplane-mode: none") + "---\n"
+        + selecting("web", "app: web", namespace="shop"),
+        AMBIENT_SHOP + "---\n" + deployment("web", "app: web") + "---\n"
+        + selecting("web", "app: web", namespace="shop", marked=True) + "---\n"
+        "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata:\n  name: default  # <-\n  namespace: shop\n",
     ),
     "unknown-mesh-networks-registry": (
         cluster("cluster-b") + "---\n" + mesh_networks("- from_registry: cluster-b"),
@@ -458,3 +466,25 @@ def test_a_listing_naming_an_unknown_cluster_is_gal0110():
     assert (code, level, obj) == ("GAL0110", "error", "EndpointSlice shop/web-abc")
     assert message.startswith(
         "label topology.istio.io/cluster='cluster-z' is not a Cluster, so its endpoints are in none")
+
+
+AMBIENT_NAMESPACE = ("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: mesh-a\n"
+                     "  labels: {istio.io/dataplane-mode: ambient}\n")
+
+
+def test_sidecars_in_an_ambient_namespace_have_no_effect():
+    default = ("apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: scoped, namespace: mesh-a}\n")
+    pod_scoped = ("apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: picky, namespace: mesh-a}\n"
+                  "spec:\n  workloadSelector:\n    labels: {app: web}\n")
+    workload = ("apiVersion: v1\nkind: Pod\nmetadata:\n  name: web-1\n  namespace: mesh-a\n  labels: {app: web}\n"
+                "spec: {containers: [{name: web, image: web}]}\n")
+    assert codes_of(AMBIENT_NAMESPACE, default, pod_scoped, workload) == [
+        ("IST0167", "warning", "Sidecar mesh-a/picky"), ("IST0167", "warning", "Sidecar mesh-a/scoped")]
+    # a namespace that also asks for injection is not ambient; a pod may opt out of ambient mode
+    injected = AMBIENT_NAMESPACE.replace("ambient}", "ambient, istio-injection: enabled}")
+    assert codes_of(injected, default, pod_scoped, workload) == []
+    opted_out = workload.replace("{app: web}", "{app: web, istio.io/dataplane-mode: none}")
+    assert codes_of(AMBIENT_NAMESPACE, pod_scoped, opted_out) == []
+    # several namespace defaults in ambient mode: each has no effect, none conflicts
+    other = default.replace("name: scoped", "name: another")
+    assert sorted(code for code, _, _ in codes_of(AMBIENT_NAMESPACE, default, other)) == ["IST0167", "IST0167"]

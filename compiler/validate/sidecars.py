@@ -9,7 +9,8 @@ StatefulSet...), WorkloadEntries, and for a selector to match, the endpoints Ser
 (as for Gateway selectors); Istio's analyzer sees live Pods only. A selector is checked against the
 workloads of its namespace: an error when the repository holds some but none matches, a warning
 when it holds none (live pods may match). A Sidecar with no spec, or an empty one, is valid: it is
-its namespace's default, importing every service.
+its namespace's default, importing every service. In a namespace in Istio's ambient mode (its
+Namespace object says so) workloads have no sidecar: a Sidecar there has no effect (IST0167).
 """
 from __future__ import annotations
 
@@ -138,8 +139,9 @@ def multiple_sidecars_without_selector(index: Index):
     for sidecar in index.by_kind[SIDECAR]:
         if not _selector(sidecar):
             defaults[sidecar.namespace].append(sidecar)
+    ambient = _ambient_namespaces(index)
     for namespace, sidecars in sorted(defaults.items()):
-        if len(sidecars) < 2:
+        if len(sidecars) < 2 or namespace in ambient:  # ambient-sidecar reports those: none applies
             continue
         names = " ".join(sorted(sc.name for sc in sidecars))
         for sidecar in sorted(sidecars, key=lambda sc: sc.name):
@@ -148,3 +150,47 @@ def multiple_sidecars_without_selector(index: Index):
                 f"The Sidecars [{names}] in namespace {namespace!r} have no workload selector, which can lead to "
                 "undefined behavior: each proxy of the namespace that no selector picks gets one of them, "
                 "unpredictably; keep one, or give the others a workloadSelector")
+
+
+# Istio's ambient mode: a namespace so labelled has no sidecars (ztunnel and waypoints carry its
+# traffic), unless it asks for injection too; a pod opts out with the same label set to none.
+DATAPLANE_MODE_LABEL, AMBIENT, NO_DATAPLANE = "istio.io/dataplane-mode", "ambient", "none"
+AMBIENT_REDIRECTION = "ambient.istio.io/redirection"  # what Istio's CNI writes on a pod it redirects
+
+
+def _ambient_namespaces(index: Index) -> set[str]:
+    """The namespaces a Namespace object of the repository puts in ambient mode (Istio's rule: labelled
+    ambient, and asking neither istio-injection=enabled nor a revision's injection)."""
+    return {ns.name for ns in index.by_kind.get("Namespace", ())
+            if ns.labels.get(DATAPLANE_MODE_LABEL) == AMBIENT and ns.labels.get("istio-injection") != "enabled"
+            and not ns.labels.get("istio.io/rev")}
+
+
+def _in_ambient(obj: SourceObject, labels: dict[str, str], ambient: set[str]) -> bool:
+    annotations = ((obj.body.get("metadata") or {}).get("annotations") or {}) if obj.kind == "Pod" else {}
+    if annotations.get(AMBIENT_REDIRECTION) == "enabled":
+        return True
+    return obj.namespace in ambient and labels.get(DATAPLANE_MODE_LABEL) != NO_DATAPLANE \
+        and labels.get("sidecar.istio.io/inject") != "true"
+
+
+@analyzer("ambient-sidecar", "IST0167", Level.WARNING,
+          "a Sidecar applies only to workloads in ambient mode, which have no sidecar: it has no effect")
+def ambient_sidecar(index: Index):
+    ambient = _ambient_namespaces(index)
+    workloads = _workloads(index, {sc.namespace for sc in index.by_kind[SIDECAR]}, proxies_only=True)
+    for sidecar in index.by_kind[SIDECAR]:
+        selector = _selector(sidecar)
+        if not selector:
+            if sidecar.namespace in ambient:
+                yield sidecar, ("metadata", "name"), (
+                    f"The policy has no impact: namespace {sidecar.namespace!r} is in ambient mode "
+                    f"({DATAPLANE_MODE_LABEL}={AMBIENT}), where workloads have no sidecar to apply it to; remove it, "
+                    "or configure the namespace's waypoint instead")
+            continue
+        picked = [(obj, labels) for obj, labels in workloads.get(sidecar.namespace, ())
+                  if selector.items() <= labels.items()]
+        if picked and all(_in_ambient(obj, labels, ambient) for obj, labels in picked):
+            yield sidecar, _selector_path(selector), (
+                f"The policy has no impact: the workloads it selects ({_listed(_named(obj) for obj, _ in picked)}) "
+                "are in ambient mode and have no sidecar to apply it to; remove it, or configure their waypoint")
