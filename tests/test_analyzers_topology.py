@@ -108,6 +108,12 @@ CASES = {
         + endpoint_slice("web-abc", labels="kubernetes.io/service-name: web, topology.istio.io/cluster: cluster-b"),
         cluster("cluster-b") + "---\n" + WEB + "---\n" + endpoint_slice("web-abc", marked=True),
     ),
+    "negative-condition-status": (
+        WEB + "status:\n  conditions:\n  - {type: istio.io/WaypointBound, status: 'True'}\n"
+        "  - {type: argocd.argoproj.io/Synced, status: 'False', reason: OutOfSync}\n",
+        WEB + "status:\n  conditions:\n  - type: istio.io/WaypointBound  # <-\n    status: 'False'\n"
+        "    reason: NoWaypoint\n",
+    ),
     "ambient-sidecar": (
         AMBIENT_SHOP + "---\n" + pod("web-1", "app: web, istio.io/dataplane-mode: none") + "---\n"
         + selecting("web", "app: web", namespace="shop"),

@@ -11,7 +11,7 @@ from typing import Mapping
 from ..findings import Finding, has_errors, sorted_findings
 from ..parse import FileParse, ParseResult, SourceObject, collector_paused, parse
 from ..snapshot import Snapshot
-from . import (deprecation, destination_rules, gateways, references, routing, service_entries,  # noqa: F401
+from . import (conditions, deprecation, destination_rules, gateways, references, routing, service_entries,  # noqa: F401
                services, sidecars, topology, vips, workload_entries, workloads)  # (each registers its analyzers)
 from . import schema
 # (`from . import annotations` would find this module's `from __future__ import annotations` instead)
