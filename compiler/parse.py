@@ -22,6 +22,7 @@ from typing import Any, Mapping, Sequence
 import yaml
 from yaml.constructor import SafeConstructor
 
+from . import flow_colons
 from .findings import Finding, Level
 from .kinds import CLUSTER_LABEL, LIST, NAMESPACE, PER_CLUSTER_KINDS, api_version, is_kubernetes, is_ours
 from .schemas import served_versions
@@ -348,11 +349,12 @@ def _decode(file: str, data: bytes) -> str:
         raise UnreadableFile(file, "is a binary file, not YAML text (it holds NUL bytes); "
                                    "remove it or rename it so it does not end in .yaml/.yml")
     try:
-        return data.decode("utf-8-sig")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise UnreadableFile(file, f"line {line}: not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset "
                                    f"{exc.start}); save the file as UTF-8") from None
+    return flow_colons.quoted(text)
 
 
 # For these, libyaml gives up far from the mistake (often at the end of the file); the place the

@@ -389,3 +389,20 @@ def test_field_lines_of_documents_before_a_syntax_error():
     findings = validate(snapshot_of({"web.yaml": text})).findings
     assert [f.code for f in findings] == ["IST0106", "GAL0001"]
     assert findings[0].line == 8
+
+
+def test_colons_in_flow_scalars_read_as_kubernetes_reads_them():
+    # libyaml (YAML 1.1) refuses `001:db8::` inside [...]; Kubernetes' YAML library reads it as a string
+    text = ("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: v6, namespace: default}\n"
+            "spec:\n  hosts: [v6.example.com]\n  addresses: [1.2.3.4, 2001:db8::, 'it''s']\n"
+            "  ports: [{number: 80, name: http, protocol: HTTP}]\n  location: MESH_EXTERNAL\n"
+            "  resolution: DNS  # 12:30\n")
+    result = parse_text(text.encode())
+    assert result.findings == []
+    (se,) = result.objects
+    assert se.spec["addresses"] == ["1.2.3.4", "2001:db8::", "it's"]
+    assert se.line_of(("spec", "resolution")) == 9  # lines unchanged
+    # a file without such scalars is read as written; another mistake is still reported at its line
+    broken = text.replace("resolution: DNS", "resolution: [DNS")
+    (finding,) = parse_text(broken.encode()).findings
+    assert finding.code == "GAL0001"
