@@ -13,7 +13,7 @@ from typing import Any
 from .findings import Finding, Level
 from .parse import FileParse, SourceObject, file_lines
 
-FORMAT = 3
+FORMAT = 4
 
 
 class RecordError(ValueError):
