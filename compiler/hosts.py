@@ -13,6 +13,13 @@ def fqdn(host: str, namespace: str) -> str:
     return f"{host}.{namespace}.{CLUSTER_DOMAIN}"
 
 
+def service_namespace(host: str) -> str | None:
+    """The namespace of a Kubernetes Service's host (``NAME.NAMESPACE.svc.cluster.local``), else None."""
+    name, dot, domain = host.partition(".")
+    namespace, dot, domain = domain.partition(".")
+    return namespace if name and not name.startswith("*") and namespace and domain == CLUSTER_DOMAIN else None
+
+
 def matches(pattern: str, host: str) -> bool:
     """Whether ``pattern`` (``*``, ``*.example.com`` or exact) covers ``host``."""
     if pattern == "*" or pattern == host:

@@ -22,6 +22,11 @@ CASES = {
         vs("- route:\n  - destination: {host: reviews}"),
         vs("- route:\n  - destination: {host: reveiws}  # <-"),
     ),
+    "destination-host-in-unmanaged-namespace": (
+        vs("- route:\n  - destination: {host: reviews.bookinfo.svc.cluster.local}"),
+        vs("- route:\n  - destination: {host: istiod.istio-system.svc.cluster.local}  # <-\n"
+           "  - destination: {host: ratings.cert-manager.svc.cluster.local}  # <-"),
+    ),
     "unknown-destination-rule-host": (
         dr("loadBalancer: {simple: RANDOM}", host="ratings"),
         dr("loadBalancer: {simple: RANDOM}", host="ratngs  # <-"),

@@ -14,7 +14,7 @@ from functools import cached_property
 from typing import Iterable, Iterator, Mapping
 
 from .. import kube, meshnetworks
-from ..hosts import EVERYWHERE, export_scopes, fqdn, matches
+from ..hosts import EVERYWHERE, export_scopes, fqdn, matches, service_namespace
 from ..kinds import CLUSTER_LABEL, INJECTION_LABEL, NAMESPACE, NETWORK_LABEL, REVISION_LABEL, SERVICE, WORKLOAD_KINDS
 from ..model import mesh_settings
 from ..parse import Path, SourceObject
@@ -138,6 +138,13 @@ class Index:
         """(scope, host, ports) for every declared host: all that ``lookup`` answers depends on, as a
         fact local analyzers can compare."""
         return frozenset((scope, host, d.ports) for (scope, host), d in self.scoped.items())
+
+    @cached_property
+    def service_namespaces(self) -> frozenset[str]:
+        """The namespaces the repository declares services of (a Kubernetes Service, or a ServiceEntry
+        host NAME.NAMESPACE.svc.cluster.local): where an undeclared service host is a mistake rather
+        than a Service managed elsewhere."""
+        return frozenset(namespace for _, host in self.scoped if (namespace := service_namespace(host)))
 
     def lookup(self, namespace: str, export_to: Iterable[str], host: str) -> Declared | None:
         """What declares ``host`` for an object of ``namespace`` exported to ``export_to``, as Istio's

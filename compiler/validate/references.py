@@ -7,7 +7,7 @@ that names them.
 from __future__ import annotations
 
 from ..findings import Level
-from ..hosts import fqdn
+from ..hosts import fqdn, service_namespace
 from .framework import analyzer
 from .index import Index, destinations
 
@@ -22,13 +22,38 @@ def _declared_hint(kind: str) -> str:
 
 @analyzer("destination-host-not-found", REFERENCE_NOT_FOUND, Level.ERROR,
           "a VirtualService destination or mirror names a host no ServiceEntry or Service declares for it",
-          local=("declared",), kinds=("VirtualService",))
+          local=("declared", "service_namespaces"), kinds=("VirtualService",))
 def destination_host_not_found(index: Index):
+    for vs, path, host, _ in _missing_destinations(index, unmanaged=False):
+        yield vs, path, f"Referenced host not found: {host!r}; {_declared_hint('VirtualService')}"
+
+
+@analyzer("destination-host-in-unmanaged-namespace", REFERENCE_NOT_FOUND, Level.WARNING,
+          "a VirtualService destination names a Kubernetes Service of a namespace whose Services the repository "
+          "does not hold: it cannot tell whether the Service runs",
+          local=("declared", "service_namespaces"), kinds=("VirtualService",))
+def destination_host_in_unmanaged_namespace(index: Index):
+    for vs, path, host, namespace in _missing_destinations(index, unmanaged=True):
+        yield vs, path, (
+            f"Referenced host not found: {host!r}; the repository declares no Service in namespace {namespace!r}, "
+            "so whether one runs there (created by an installer or a controller) cannot be told from it; declare "
+            "it in the repository, or check the name")
+
+
+def _missing_destinations(index: Index, unmanaged: bool):
+    """(VirtualService, path, host as written, its namespace) for each destination host not declared,
+    among those of Kubernetes' service domain in a namespace the repository holds no Service of
+    (``unmanaged``: Istio's installation, cert-manager and other controllers create Services of their
+    own there), or among the others."""
     for vs in index.by_kind["VirtualService"]:
         export_to = vs.spec.get("exportTo", ())
         for path, dest, _ in destinations(vs):
-            if index.lookup(vs.namespace, export_to, dest["host"]) is None:
-                yield vs, path + ("host",), f"Referenced host not found: {dest['host']!r}; {_declared_hint('VirtualService')}"
+            host = dest["host"]
+            if index.lookup(vs.namespace, export_to, host) is not None:
+                continue
+            namespace = service_namespace(fqdn(host, vs.namespace))
+            if (namespace is not None and namespace not in index.service_namespaces) == unmanaged:
+                yield vs, path + ("host",), host, namespace
 
 
 @analyzer("unknown-destination-rule-host", "IST0174", Level.WARNING,
