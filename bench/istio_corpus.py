@@ -42,7 +42,9 @@ Figures, per part and in total:
   of them are justified, and why; the rest are **false errors** (Galleon errors on configurations
   Istio accepts), printed grouped by code. Parts 2 (``-valid``), 3 and 4: Istio accepts these
   configurations as a cluster would run them (a sample may name a Service the cluster has, such as
-  ``istiod``), so every error is false. Part 1: each test case runs ONE of Istio's analyzers on input
+  ``istiod``), so every error is false, but one an *intrinsic* oracle (below: IST0109, IST0111,
+  IST0145, conflicts among the configuration's own objects that Istio's analyzer reports whatever
+  the cluster holds) predicts: two files of one folder may be alternatives never applied together. Part 1: each test case runs ONE of Istio's analyzers on input
   Istio's validation never saw, so an error is justified, in this order, by:
 
   1. **Istio's expected messages**: some test case reading the same file expects its code on its
@@ -54,7 +56,8 @@ Figures, per part and in total:
      hosts expanded with its namespace, exportTo as Istio reads it), subset not found
      (DestinationRuleAnalyzer), gateway not found (GatewayAnalyzer: no Istio or Kubernetes Gateway of
      that namespace/name); IST0109 (two mesh VirtualServices, both exported everywhere, list the same
-     FQDN host; other exportTo: no verdict); IST0145 (two Gateways of equal selectors have a server
+     FQDN host; other exportTo: no verdict); IST0111 (two Sidecars of one namespace without a
+     workloadSelector, or with one without labels); IST0145 (two Gateways of equal selectors have a server
      on the same port number, with an identical host and bind). Where this reading and Istio's test
      harness differ, the oracle justifies less: objects without a namespace are in ``default``, and
      the ingress Service Istio's harness adds counts as declared. Each oracle is also checked on
@@ -1094,15 +1097,35 @@ def oracle_gateway_conflicts(objs: list[Obj]) -> list[Prediction]:
     return out
 
 
+def oracle_default_sidecars(objs: list[Obj]) -> list[Prediction]:
+    """IST0111 (Istio's sidecar.SelectorAnalyzer): a namespace holds two or more Sidecars without a
+    workloadSelector (none, or one without labels); each of them is reported."""
+    by_namespace: dict[str, list[Obj]] = defaultdict(list)
+    for sidecar in of_kind(objs, ISTIO_GROUP, "Sidecar"):
+        if not mapping(mapping(sidecar.spec.get("workloadSelector")).get("labels")):
+            by_namespace[sidecar.namespace].append(sidecar)
+    out = []
+    for namespace, group in sorted(by_namespace.items()):
+        if len({sc.ref for sc in group}) > 1:
+            names = ", ".join(sorted({sc.text() for sc in group}))
+            out += [(sc.ref, None, f"Sidecars without workloadSelector in namespace {namespace!r}: {names}")
+                    for sc in group]
+    return out
+
+
 @dataclass(frozen=True)
 class Oracle:
     """One of Istio's rules, computed from the configuration: its name, code, the Istio analyzer it
-    stands for (as the test grid names it, to check it on that analyzer's own test cases), its function."""
+    stands for (as the test grid names it, to check it on that analyzer's own test cases), its function.
+    ``intrinsic``: the rule compares the configuration's own objects with each other, so Istio's
+    analyzer gives the message whatever the cluster holds (a conflict no Service or pod can resolve):
+    such a prediction justifies an error in parts 3 and 4 too."""
 
     label: str
     code: str
     analyzer: str
     predict: Callable[[list[Obj]], list[Prediction]]
+    intrinsic: bool = False
 
     def verdicts(self, objs: list[Obj]) -> list[Verdict]:
         return [Verdict(self.label, self.code, ref, line, why) for ref, line, why in self.predict(objs)]
@@ -1113,20 +1136,25 @@ ORACLES: tuple[Oracle, ...] = (
     Oracle("IST0101 subset not found", "IST0101", "virtualservice.DestinationRuleAnalyzer", oracle_subsets),
     Oracle("IST0101 gateway not found", "IST0101", "virtualservice.GatewayAnalyzer", oracle_gateways),
     Oracle("IST0109 mesh VirtualServices of one host", "IST0109", "virtualservice.ConflictingMeshGatewayHostsAnalyzer",
-           oracle_mesh_hosts),
+           oracle_mesh_hosts, intrinsic=True),
     Oracle("IST0145 Gateways of one selector serve one host on one port", "IST0145",
-           "gateway.ConflictingGatewayAnalyzer", oracle_gateway_conflicts),
+           "gateway.ConflictingGatewayAnalyzer", oracle_gateway_conflicts, intrinsic=True),
+    Oracle("IST0111 Sidecars without selector in one namespace", "IST0111", "sidecar.SelectorAnalyzer",
+           oracle_default_sidecars, intrinsic=True),
 )
 
 
 ORACLE_CODES = {o.label: o.code for o in ORACLES}
 
 
-def oracle_verdicts(files: dict[str, bytes], problems: list[str]) -> dict[str, list[Verdict]]:
-    """Each oracle's verdicts on a configuration (by label); an oracle failing on odd input gives none (noted)."""
+def oracle_verdicts(files: dict[str, bytes], problems: list[str], intrinsic: bool = False) -> dict[str, list[Verdict]]:
+    """Each oracle's verdicts on a configuration (by label), or only the intrinsic ones'; an oracle failing
+    on odd input gives none (noted)."""
     objs = [o for path, data in files.items() for o in located_objects(path, data)]
     out: dict[str, list[Verdict]] = {}
     for oracle in ORACLES:
+        if intrinsic and not oracle.intrinsic:
+            continue
         try:
             out[oracle.label] = oracle.verdicts(objs)
         except Exception as exc:  # noqa: BLE001 -- an oracle must never stop the measurement
@@ -1546,8 +1574,10 @@ def part_folders(name: str, tree: Tree, under: str, verbose: bool, bookinfo_lite
             configs.append(config)
     for config in configs:
         run = part.execute(config)
+        verdicts = oracle_verdicts(config.files, part.problems, intrinsic=True)
         for f in run.findings:
-            part.record(config, f)
+            verdict = next((v for vs in verdicts.values() for v in vs if v.covers(f)), None)
+            part.record(config, f, None if verdict is None else Justification("oracle", verdict.oracle, verdict.why))
         if verbose:
             print_configuration(config)
     part.lists["bookinfo"] = bookinfo_rows(configs)
@@ -1629,7 +1659,9 @@ def print_errors(part: PartResult, fig: dict, limit: int | None) -> None:
           f"by an oracle {sum(fig['justified_by_oracle'].values())}, by the reviewed list "
           f"{sum(fig['justified_by_review'].values())}; false {fig['false_errors']}")
     if part.name != "analyzers":
-        print("  (Istio accepts these configurations as a cluster runs them: every error is false)")
+        print("  (Istio accepts these objects as a cluster runs them: every error is false but those an intrinsic\n"
+              "   oracle justifies, a conflict among the configuration's own objects that Istio's analyzer reports)")
+        print_justified(part, "oracle", "by an intrinsic oracle:", {}, limit)
     else:
         print(f"  (each test case runs one analyzer on input Istio's validation never saw; of the "
               f"{fig['errors_not_named_by_istio']} errors no test case's\n   expected messages name, an oracle or "

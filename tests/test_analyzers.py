@@ -323,3 +323,23 @@ def test_reference_checks_of_an_unchanged_virtual_service_follow_the_hosts_ports
     assert {"Referenced subset not found", "Referenced port not found", "Referenced gateway not found",
             "Referenced host not found", "This VirtualService routes to a service with more than one port "
             "(9080, 9090), but does not specify which to use"} <= seen, seen
+
+
+def test_a_host_the_repository_cannot_judge_still_needs_its_subsets_defined():
+    """A Service of a namespace the repository declares nothing of may run unseen (a warning), but the
+    subsets a route names come from the repository's DestinationRules: a missing one is still an error.
+    Where the namespace's services are declared, the unknown host is the one error."""
+    def findings(host: str, rules: str = "") -> list[tuple[str, str, str]]:
+        routes = vs(f"- route:\n  - destination: {{host: {host}, subset: v1}}")
+        result = validate(snapshot_of({"mesh.yaml": BASE, "routes.yaml": routes + rules}))
+        return sorted((f.code, f.level.value, f.message.split(";")[0]) for f in result.findings)
+
+    assert findings("istiod.istio-system.svc.cluster.local") == [
+        ("IST0101", "error", "Referenced subset not found: 'v1' of host 'istiod.istio-system.svc.cluster.local'"),
+        ("IST0101", "warning", "Referenced host not found: 'istiod.istio-system.svc.cluster.local'")]
+    defined = ("---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\n"
+               "metadata: {name: istiod, namespace: istio-system}\n"
+               "spec:\n  host: istiod.istio-system.svc.cluster.local\n  subsets: [{name: v1, labels: {app: istiod}}]\n")
+    assert [code for code, level, _ in findings("istiod.istio-system.svc.cluster.local", defined)
+            if level == "error"] == []
+    assert findings("reveiws") == [("IST0101", "error", "Referenced host not found: 'reveiws'")]

@@ -51,9 +51,14 @@ def _missing_destinations(index: Index, unmanaged: bool):
             host = dest["host"]
             if index.lookup(vs.namespace, export_to, host) is not None:
                 continue
-            namespace = service_namespace(fqdn(host, vs.namespace))
-            if (namespace is not None and namespace not in index.service_namespaces) == unmanaged:
-                yield vs, path + ("host",), host, namespace
+            if _unmanaged(index, fqdn(host, vs.namespace)) == unmanaged:
+                yield vs, path + ("host",), host, service_namespace(fqdn(host, vs.namespace))
+
+
+def _unmanaged(index: Index, host: str) -> bool:
+    """Whether ``host`` is a Kubernetes Service's in a namespace the repository declares no service of."""
+    namespace = service_namespace(host)
+    return namespace is not None and namespace not in index.service_namespaces
 
 
 @analyzer("unknown-destination-rule-host", "IST0174", Level.WARNING,
@@ -69,16 +74,18 @@ def unknown_destination_rule_host(index: Index):
 
 @analyzer("subset-not-found", REFERENCE_NOT_FOUND, Level.ERROR,
           "a destination names a subset that no DestinationRule for its host defines",
-          local=("declared", "subset_facts"), kinds=("VirtualService",))
+          local=("declared", "subset_facts", "service_namespaces"), kinds=("VirtualService",))
 def subset_not_found(index: Index):
     for vs in index.by_kind["VirtualService"]:
         export_to = vs.spec.get("exportTo", ())
         for path, dest, _ in destinations(vs):
             subset = dest.get("subset")
-            # a subset of an unknown host is not reported: the host is (destination-host-not-found)
-            if not subset or index.lookup(vs.namespace, export_to, dest["host"]) is None:
-                continue
             host = fqdn(dest["host"], vs.namespace)
+            # a subset of an unknown host is not reported: the host is (destination-host-not-found); but a
+            # Service that may run unseen still needs its subsets from the repository's DestinationRules
+            if not subset or (index.lookup(vs.namespace, export_to, dest["host"]) is None
+                              and not _unmanaged(index, host)):
+                continue
             if subset not in index.subsets(host):
                 known = sorted(index.subsets(host))
                 yield vs, path + ("subset",), (
