@@ -41,7 +41,7 @@ def write_repo(path, files: dict[str, str]):
 
 BROKEN = {
     "vs.yaml": "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a, namespace: ns}\n"
-               "spec:\n  hosts: [a]\n  http:\n  - route:\n    - destination: {host: missing}\n      weight: -1\n",
+               "spec:\n  hosts: [a]\n  http:\n  - route:\n    - destination: {host: missing.example.com}\n      weight: -1\n",
     "b/se.yaml": "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: s}\n"
                  "spec:\n  hsots: [x]\n",
 }
