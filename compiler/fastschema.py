@@ -16,7 +16,7 @@ from typing import Any, Callable
 Predicate = Callable[[Any], bool]
 Resolve = Callable[[str], dict]
 
-ANNOTATIONS = {"$schema", "$id", "$defs", "title", "description", "x-galleon-group"}
+ANNOTATIONS = {"$schema", "$id", "$defs", "title", "description", "x-galleon-group", "x-galleon-kind"}
 
 _TYPES: dict[str, Callable[[Any], bool]] = {
     "object": lambda v: type(v) is dict,

@@ -4,6 +4,11 @@ Which versions of a kind Galleon reads is what its schema defines (schemas.serve
 module says what the kinds are for, and which API groups are Galleon's or Istio's, where a kind
 Galleon does not read deserves a warning. A repository of manifests holds many other kinds
 (ServiceAccounts, ConfigMaps, CRDs...): those are read silently.
+
+A kind is known by the title of its schema. Two kinds of different groups may be written with the
+same name: Kubernetes Gateway API's ``Gateway`` is not Istio's, so Galleon knows it as
+``KubernetesGateway`` (Istio's name for it, gvk.KubernetesGateway), and its schema says how it is
+written (``x-galleon-kind``; compiler/schemas.py maps one to the other).
 """
 from __future__ import annotations
 
@@ -19,6 +24,15 @@ NETWORK_LABEL = "topology.istio.io/network"
 INJECTION_LABEL = "istio-injection"
 REVISION_LABEL = "istio.io/rev"
 INJECT_LABEL = "sidecar.istio.io/inject"
+
+# Kubernetes Gateway API (gateway.networking.k8s.io): its Gateway is read only for what VirtualServices
+# name (a VirtualService may bind to one, as Istio's analyzers look it up); its other kinds (HTTPRoute,
+# GatewayClass...) are read silently.
+GATEWAY_API_GROUP = "gateway.networking.k8s.io"
+KUBERNETES_GATEWAY = "KubernetesGateway"
+# Kinds validation reads (VirtualServices name them) but that configure no proxy: never in the mesh
+# (model.build_mesh leaves them out), so never in what is compiled.
+REFERENCE_ONLY_KINDS = frozenset({KUBERNETES_GATEWAY})
 
 SERVICE = "Service"
 ENDPOINT_KINDS = frozenset({"EndpointSlice", "Endpoints"})
@@ -39,8 +53,17 @@ def is_ours(group: str) -> bool:
 
 def is_kubernetes(group: str) -> bool:
     """One of Kubernetes' own groups of workloads: the core group, ``apps``, ``batch``. (Groups such as
-    ``gateway.networking.k8s.io`` have kinds of their own, a Gateway among them.)"""
+    ``gateway.networking.k8s.io`` have kinds of their own, a Gateway among them, which is not Istio's.)"""
     return "." not in group
+
+
+def shown_kind(group: str, written: str, known_as: str) -> str:
+    """How findings and previews name a kind: as written, but qualified by its group, as kubectl writes a
+    kind of a group (``KIND.GROUP``), where Galleon knows it by another name. A Gateway API Gateway is
+    ``Gateway.gateway.networking.k8s.io``: what the user wrote (kind Gateway, its apiVersion's group),
+    which no reader takes for Istio's Gateway, as a bare ``Gateway`` would be taken; and not Galleon's
+    internal ``KubernetesGateway``, which no file says."""
+    return written if written == known_as else f"{written}.{group}"
 
 
 def api_version(group: str, version: str) -> str:

@@ -14,7 +14,7 @@ from typing import Any, Callable, Collection, Hashable, Mapping, TypeVar
 
 from . import kube, meshnetworks, protocols
 from .hosts import EVERYWHERE, export_scopes, fqdn, matches
-from .kinds import CLUSTER_LABEL, ENDPOINT_KINDS, NAMESPACE, SERVICE, WORKLOAD_KINDS
+from .kinds import CLUSTER_LABEL, ENDPOINT_KINDS, NAMESPACE, REFERENCE_ONLY_KINDS, SERVICE, WORKLOAD_KINDS
 from .locality import Locality
 from .parse import SourceObject, collector_paused
 from .vips import DEFAULT_CIDR, DEFAULT_SUFFIX, Assignment, allocate, explicit_address, under_suffix
@@ -279,10 +279,13 @@ def build_mesh(objects: list[SourceObject], revision: str = "", *, keep_vips: Ma
 
     ``keep_vips`` and ``held_vips``: the VIPs already given out (vips.allocate), so that a name keeps
     its address from one revision to the next; without them, the addresses a fresh mesh would get.
+    Kinds validation alone reads (kinds.REFERENCE_ONLY_KINDS: Gateway API Gateways) are left out: they
+    configure no proxy, and are in no digest, so adding one recompiles nothing.
     """
     by_kind: dict[str, list[SourceObject]] = {}
     for obj in sorted(objects, key=lambda o: (o.kind, o.namespace, o.name, o.key)):
-        by_kind.setdefault(obj.kind, []).append(obj)
+        if obj.kind not in REFERENCE_ONLY_KINDS:
+            by_kind.setdefault(obj.kind, []).append(obj)
     settings = mesh_settings(by_kind.get("MeshConfig", []))
     networks = _networks(by_kind.get("MeshNetworks", []))
     clusters = {c.name: MeshCluster(c.name, c.spec.get("network") or _registry_network(c.name, networks),

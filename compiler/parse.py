@@ -24,8 +24,8 @@ from yaml.constructor import SafeConstructor
 
 from . import flow_colons
 from .findings import Finding, Level
-from .kinds import CLUSTER_LABEL, LIST, NAMESPACE, PER_CLUSTER_KINDS, api_version, is_kubernetes, is_ours
-from .schemas import served_versions
+from .kinds import CLUSTER_LABEL, LIST, NAMESPACE, PER_CLUSTER_KINDS, api_version, is_kubernetes, is_ours, shown_kind
+from .schemas import served_versions, written_kind, written_kinds
 from .snapshot import Snapshot
 
 MAX_FILE_BYTES = 10 * 1024 * 1024
@@ -108,6 +108,12 @@ class SourceObject:
     @property
     def ref(self) -> str:
         return f"{self.kind}/{self.namespace}/{self.name}"
+
+    @property
+    def shown_kind(self) -> str:
+        """The kind as findings and previews name it (kinds.shown_kind): as written, qualified by its
+        group where Galleon knows it by another name (``Gateway.gateway.networking.k8s.io``)."""
+        return shown_kind(self.group, written_kind(self.group, self.kind), self.kind)
 
     @cached_property
     def digest(self) -> str:
@@ -391,7 +397,7 @@ def parse(snapshot: Snapshot, previous: ParseResult | None = None,
     Raises UnreadableFile for a file that is not YAML text at all (binary,
     not UTF-8, too large, a YAML bomb): the source as a whole cannot be used.
     """
-    known = served_versions()
+    known = readable_kinds()
     reusable = previous.files if previous is not None else {}
     stored = stored or {}
     files: dict[str, FileParse] = {}
@@ -410,11 +416,17 @@ def parse(snapshot: Snapshot, previous: ParseResult | None = None,
                 findings.append(Finding(file, obj.line, Level.ERROR, CODE_DUPLICATE_OBJECT,
                                         f"defined twice: here and at {first.file}:{first.line}; "
                                         "names must be unique per kind and namespace",
-                                        obj.kind, obj.namespace, obj.name))
+                                        obj.shown_kind, obj.namespace, obj.name))
                 continue
             seen[obj.key] = obj
             objects.append(obj)
     return ParseResult(objects, findings, files)
+
+
+def readable_kinds() -> dict[tuple[str, str], tuple[str, tuple[str, ...]]]:
+    """(group, kind as written) -> (the kind Galleon knows it as, its served versions)."""
+    versions = served_versions()
+    return {written: (kind, versions[(written[0], kind)]) for written, kind in written_kinds().items()}
 
 
 def _budget(data: bytes) -> int:
@@ -550,10 +562,23 @@ def _group_version(api_version) -> tuple[str, str] | None:
     return None if match is None else (match.group(1) or "", match.group(2))
 
 
+def _likeness(group: str, home: str) -> float:
+    return difflib.SequenceMatcher(None, group, home).ratio()
+
+
 def _alike(group: str, home: str) -> bool:
     """Whether ``group`` is most likely a misspelling of ``home`` (not another product's kind of the
     same name, such as App Mesh's VirtualService)."""
-    return difflib.SequenceMatcher(None, group, home).ratio() > 0.8
+    return _likeness(group, home) > 0.8
+
+
+def _home(group: str, homes: list[str]) -> str | None:
+    """Of the groups that have a kind of this name (a Gateway is Istio's or Gateway API's), the one a
+    document writing it under ``group`` most likely meant: Istio's (or Galleon's) when ``group`` is
+    one of theirs or one of Kubernetes' own (``v1 Gateway``, ``security.istio.io/v1 Gateway`` mean
+    Istio's, as before Galleon read Gateway API's), else the most alike."""
+    ours = is_ours(group) or is_kubernetes(group)
+    return max(sorted(homes), key=lambda home: (ours and is_ours(home), _likeness(group, home)), default=None)
 
 
 def _to_object(file, line, body, file_lines, document, known, findings, at: Path = ()) -> SourceObject | None:
@@ -580,26 +605,28 @@ def _to_object(file, line, body, file_lines, document, known, findings, at: Path
     namespace = metadata.get("namespace", DEFAULT_NAMESPACE)
     shown = (namespace if isinstance(namespace, str) and namespace else "-",
              name if isinstance(name, str) and name else "-")
-    versions = known.get((group, kind))
-    if versions is None:
-        home = next((g for g, k in known if k == kind), None)
+    found = known.get((group, kind))
+    if found is None:
+        home = _home(group, [g for g, k in known if k == kind])
         if home is not None and (is_ours(group) or is_kubernetes(group) or _alike(group, home)):
             malformed(f"{kind} belongs to {home or 'the core group'}, not {group or 'the core group'}; use "
-                      f"apiVersion: {api_version(home, known[(home, kind)][0])}", ("apiVersion",), kind, *shown)
+                      f"apiVersion: {api_version(home, known[(home, kind)][1][0])}", ("apiVersion",), kind, *shown)
         elif is_ours(group):
             findings.append(Finding(file, line, Level.WARNING, CODE_UNKNOWN_KIND,
                                     f"{written} {kind} is not a kind Galleon reads; ignored", kind, *shown))
         return None
+    known_as, versions = found
+    named = shown_kind(group, kind, known_as)  # as findings name the object (SourceObject.shown_kind)
     if not isinstance(name, str) or not name:
-        malformed("metadata.name is required", ("metadata",), kind)
+        malformed("metadata.name is required", ("metadata",), named)
         return None
     if not isinstance(namespace, str) or not namespace:
         malformed(f"metadata.namespace must be a non-empty string, not {namespace!r}",
-                  ("metadata", "namespace"), kind, "-", name)
+                  ("metadata", "namespace"), named, "-", name)
         return None
     if version not in versions:
         malformed(f"{written} is not a served version of {kind}; use one of "
-                  + ", ".join(api_version(group, v) for v in versions), ("apiVersion",), kind, namespace, name)
+                  + ", ".join(api_version(group, v) for v in versions), ("apiVersion",), named, namespace, name)
         return None
-    return SourceObject(group, version, kind, namespace, name, body, file, line, file_lines, document, at=at)
+    return SourceObject(group, version, known_as, namespace, name, body, file, line, file_lines, document, at=at)
 

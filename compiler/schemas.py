@@ -38,9 +38,26 @@ def _python_patterns(node: dict) -> dict:
 @cache
 def served_versions() -> dict[tuple[str, str], tuple[str, ...]]:
     """(group, kind) -> the versions Galleon accepts, as the schema files define them (the core group
-    is ``""``). ObjectMeta's schema, shared by every kind, is not a kind."""
+    is ``""``). ObjectMeta's schema, shared by every kind, is not a kind. A kind is named as Galleon
+    knows it, its schema's title: ``KubernetesGateway`` for Gateway API's Gateway (compiler/kinds.py)."""
     return {(doc["x-galleon-group"], doc["title"]): tuple(sorted(doc["$defs"]))
             for doc in _documents().values() if "x-galleon-group" in doc}
+
+
+@cache
+def written_kinds() -> dict[tuple[str, str], str]:
+    """(group, kind as a document writes it) -> the kind Galleon knows it as: its schema's title, for
+    the kinds whose schema says they are written otherwise (``x-galleon-kind``), the kind itself for
+    the others. (gateway.networking.k8s.io, Gateway) is a KubernetesGateway; (networking.istio.io,
+    Gateway) Istio's Gateway."""
+    return {(doc["x-galleon-group"], doc.get("x-galleon-kind", doc["title"])): doc["title"]
+            for doc in _documents().values() if "x-galleon-group" in doc}
+
+
+@cache
+def written_kind(group: str, kind: str) -> str:
+    """How a document writes a kind Galleon knows as ``kind`` (``Gateway`` for a KubernetesGateway)."""
+    return next((written for (g, written), known in written_kinds().items() if (g, known) == (group, kind)), kind)
 
 
 def _is_integer(_checker, value) -> bool:

@@ -8,7 +8,7 @@ from .parse import SourceObject
 
 
 def summarize(objects: list[SourceObject], mesh: Mesh) -> str:
-    kinds = Counter(o.kind for o in objects)
+    kinds = Counter(o.shown_kind for o in objects)
     lines = [f"Mesh of {len(objects)} objects: " + ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))]
     lines.append("Clusters:")
     for cluster in sorted(mesh.clusters.values(), key=lambda c: c.name):

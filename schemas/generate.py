@@ -1,5 +1,5 @@
-"""Generate schemas/<kind>.json from Istio's CRDs, and ObjectMeta and the Kubernetes kinds from
-schemas/kubernetes.py.
+"""Generate schemas/<kind>.json from Istio's CRDs, and ObjectMeta and the Kubernetes kinds (Gateway
+API's Gateway among them, as kubernetesgateway.json) from schemas/kubernetes.py.
 
     python -m schemas.generate ../shared/data/istio-crds.gen.yaml
 
@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from compiler.kinds import api_version
-from schemas.kubernetes import OBJECT_META, kubernetes_schemas, object_schema
+from schemas.kubernetes import OBJECT_META, WRITTEN_KINDS, kubernetes_schemas, object_schema
 
 KINDS = ("ServiceEntry", "WorkloadEntry", "DestinationRule", "VirtualService", "Gateway", "Sidecar")
 GROUP = "networking.istio.io"
@@ -55,11 +55,15 @@ def translate(node):
 
 
 def file_schema(kind: str, group: str, versions: dict[str, dict]) -> dict:
+    """The schema file of a kind, by the name Galleon knows it by (its title); one known by another name
+    than the one written says that name (``x-galleon-kind``), which parse reads it by."""
+    written = {"x-galleon-kind": WRITTEN_KINDS[kind]} if kind in WRITTEN_KINDS else {}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": f"https://galleon.io/schemas/{kind.lower()}.json",
         "title": kind,
         "x-galleon-group": group,
+        **written,
         "$defs": versions,
         "allOf": [
             {"if": {"properties": {"apiVersion": {"const": api_version(group, v)}}, "required": ["apiVersion"]},

@@ -1,6 +1,6 @@
 """The Kubernetes parts of the schemas: ObjectMeta, which every kind shares, and the Kubernetes kinds
-Galleon reads from a repository (Services, their endpoints, the workloads selectors match, and the
-Namespaces whose labels decide sidecar injection).
+Galleon reads from a repository (Services, their endpoints, the workloads selectors match, the
+Namespaces whose labels decide sidecar injection, and the Gateway API Gateways VirtualServices bind to).
 
 Kubernetes validates these kinds itself and keeps adding fields to them, so their specs stay open:
 only the fields Galleon reads are typed (a wrong type there would mislead the model), every other
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from compiler.kinds import api_version
+from compiler.kinds import GATEWAY_API_GROUP, KUBERNETES_GATEWAY, api_version
 
 OBJECT_META_ID = "https://galleon.io/schemas/objectmeta.json"
 DNS_LABEL = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -106,6 +106,20 @@ _ENDPOINT_ADDRESSES = {"type": "array", "items": {"type": "object", "required": 
 _ENDPOINTS = {"subsets": {"type": "array", "items": {"type": "object", "properties": {
     "addresses": _ENDPOINT_ADDRESSES, "notReadyAddresses": _ENDPOINT_ADDRESSES, "ports": _ENDPOINT_PORTS}}}}
 
+# Gateway API's Gateway (Galleon's KubernetesGateway, compiler/kinds.py), read only for the hostnames of
+# its listeners, which the hosts of a VirtualService bound to it must match (Istio's GatewayAnalyzer; a
+# listener without one matches every host). The Gateway API's CRD, which Kubernetes checks, says the
+# rest: addresses, infrastructure, a listener's tls and allowedRoutes are accepted as written.
+_LISTENER = {"type": "object", "properties": {"name": STRING, "hostname": STRING, "port": PORT_NUMBER,
+                                              "protocol": STRING}}
+_GATEWAY_SPEC = {"type": "object", "properties": {"gatewayClassName": STRING,
+                                                  "listeners": {"type": "array", "items": _LISTENER}}}
+# The versions Istio reads (its gvk.KubernetesGateway is v1, with v1beta1 and v1alpha2 as aliases)
+GATEWAY_API_VERSIONS = ("v1", "v1beta1", "v1alpha2")
+
+# The kinds Galleon knows by another name than the one written (compiler/kinds.py): name -> kind as written.
+WRITTEN_KINDS = {KUBERNETES_GATEWAY: "Gateway"}
+
 # (group, kind, version): the top-level fields beside apiVersion, kind, metadata and status.
 KINDS: dict[tuple[str, str, str], dict[str, Any]] = {
     ("", "Service", "v1"): {"spec": _SERVICE_SPEC},
@@ -120,6 +134,7 @@ KINDS: dict[tuple[str, str, str], dict[str, Any]] = {
     # Cluster-scoped: a Namespace's identity is its name (the API server drops a metadata.namespace);
     # only its labels are read (sidecar injection)
     ("", "Namespace", "v1"): {"spec": {"type": "object"}},
+    **{(GATEWAY_API_GROUP, KUBERNETES_GATEWAY, version): {"spec": _GATEWAY_SPEC} for version in GATEWAY_API_VERSIONS},
 }
 
 
@@ -136,8 +151,10 @@ def object_schema(kind: str, api: str, fields: dict[str, Any], required: tuple[s
 
 
 def kubernetes_schemas() -> dict[tuple[str, str], dict[str, dict]]:
-    """(group, kind) -> version -> schema of every Kubernetes kind Galleon reads."""
+    """(group, kind) -> version -> schema of every Kubernetes kind Galleon reads (a kind known by another
+    name is checked as written: ``kind: Gateway``)."""
     out: dict[tuple[str, str], dict[str, dict]] = {}
     for (group, kind, version), fields in KINDS.items():
-        out.setdefault((group, kind), {})[version] = object_schema(kind, api_version(group, version), fields)
+        out.setdefault((group, kind), {})[version] = object_schema(WRITTEN_KINDS.get(kind, kind),
+                                                                   api_version(group, version), fields)
     return out

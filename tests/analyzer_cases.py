@@ -86,6 +86,14 @@ def se(spec: str, name: str = "test") -> str:
             + textwrap.indent(textwrap.dedent(spec).strip("\n"), "  ") + "\n")
 
 
+def kubernetes_gateway(listeners: str, name: str = "web", namespace: str = "istio-system",
+                       version: str = "v1") -> str:
+    """A Kubernetes Gateway API Gateway (gateway.networking.k8s.io) with these listeners (YAML list items)."""
+    return (f"apiVersion: gateway.networking.k8s.io/{version}\nkind: Gateway\n"
+            f"metadata: {{name: {name}, namespace: {namespace}}}\nspec:\n  gatewayClassName: istio\n  listeners:\n"
+            + textwrap.indent(textwrap.dedent(listeners).strip("\n"), "    ") + "\n")
+
+
 def _run(case: str):
     text = BASE + "---\n" + case
     return text, validate(snapshot_of({"mesh.yaml": text})).findings

@@ -14,7 +14,7 @@ import pytest
 
 from compiler.validate import validate
 from compiler.validate.framework import ANALYZERS
-from tests.analyzer_cases import BASE, MESH_CONFIG, check_failing, check_passing, dr, se, vs
+from tests.analyzer_cases import BASE, MESH_CONFIG, check_failing, check_passing, dr, kubernetes_gateway, se, vs
 from tests.conftest import snapshot_of
 
 CASES = {
@@ -41,7 +41,10 @@ CASES = {
         vs("- route:\n  - destination: {host: reviews, subset: v3}  # <-"),
     ),
     "gateway-not-found": (
-        vs("- route:\n  - destination: {host: reviews}", extra="  gateways: [istio-system/ingress, mesh]\n"),
+        # Istio's Gateway, and a Kubernetes Gateway API one (a listener without hostname takes every host)
+        vs("- route:\n  - destination: {host: reviews}",
+           extra="  gateways: [istio-system/ingress, mesh, istio-system/web]\n")
+        + "---\n" + kubernetes_gateway("- {name: http, port: 80, protocol: HTTP}"),
         vs("- route:\n  - destination: {host: reviews}",
            extra="  gateways:\n  - mesh\n  - ingress  # <-\n"),
     ),

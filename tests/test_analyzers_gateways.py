@@ -1,6 +1,7 @@
 """Istio's Gateway analyzers (compiler/validate/gateways.py): conflicting Gateways (IST0145), one
 certificate on two Gateways (IST0138), a server port no Service of the gateway workloads exposes
-(IST0162), and a VirtualService none of whose hosts its Gateway serves (IST0132)."""
+(IST0162), and a VirtualService none of whose hosts its Gateway serves (IST0132), Istio's or a Kubernetes
+Gateway API Gateway."""
 from __future__ import annotations
 
 import textwrap
@@ -9,7 +10,7 @@ import pytest
 
 from compiler.validate import validate
 from tests.conftest import snapshot_of
-from tests.analyzer_cases import BASE
+from tests.analyzer_cases import BASE, kubernetes_gateway
 
 
 def gateway(servers: str, name: str = "gw2", namespace: str = "istio-system",
@@ -72,9 +73,14 @@ CASES = {
                      "    protocol: HTTP\n  hosts: ['*']\n")),
     ),
     "virtual-service-host-not-found-in-gateway": (
-        docs(gateway(server(8080, "['bookinfo/*.example.com']")), virtual_service("[istio-system/gw2]")),
+        # an Istio Gateway, and a Kubernetes Gateway API one, whose listeners' hostnames count
+        docs(gateway(server(8080, "['bookinfo/*.example.com']")), virtual_service("[istio-system/gw2]"),
+             kubernetes_gateway("- {name: http, hostname: '*.example.com', port: 80, protocol: HTTP}"),
+             virtual_service("[istio-system/web]", name="web")),
         docs(gateway(server(8080, "['other/*.example.com']")),
-             virtual_service("\n  - istio-system/gw2  # <-")),
+             virtual_service("\n  - istio-system/gw2  # <-"),
+             kubernetes_gateway("- {name: http, hostname: ratings.example.com, port: 80, protocol: HTTP}"),
+             virtual_service("\n  - istio-system/web  # <-", name="web")),
     ),
 }
 
@@ -280,3 +286,113 @@ def test_a_gateway_with_many_hosts_is_named_in_short():
     text = BASE + "---\n" + docs(gateway(server(8080, hosts)), virtual_service("[istio-system/gw2]"))
     (finding,) = validate(snapshot_of({"mesh.yaml": text})).findings
     assert finding.code == "IST0132" and "'h7.example.com' and 12 more to namespace bookinfo" in finding.message
+
+
+# --- IST0132 on a Kubernetes Gateway API Gateway ---------------------------------------------------
+
+LISTENER = "- {{name: {name}, hostname: '{hostname}', port: 80, protocol: HTTP}}\n"
+NO_HOSTNAME = "- {name: any, port: 8080, protocol: HTTP}\n"
+
+
+@pytest.mark.parametrize("listeners, hosts, found", [
+    (LISTENER.format(name="a", hostname="reviews.example.com"), "[reviews.example.com]", False),
+    (LISTENER.format(name="a", hostname="ratings.example.com"), "[reviews.example.com]", True),
+    (LISTENER.format(name="a", hostname="*.example.com"), "[reviews.example.com]", False),
+    (LISTENER.format(name="a", hostname="reviews.example.com"), "['*.example.com']", False),   # either way
+    (LISTENER.format(name="a", hostname="*.other.com"), "['*.example.com']", True),
+    (LISTENER.format(name="a", hostname="reviews.example.com"), "[reviews]", True),            # no expansion
+    (LISTENER.format(name="a", hostname="ratings.example.com")
+     + LISTENER.format(name="b", hostname="reviews.example.com"), "[reviews.example.com]", False),
+    # a listener without hostname accepts every host, whatever the others say
+    (LISTENER.format(name="a", hostname="ratings.example.com") + NO_HOSTNAME, "[reviews.example.com]", False),
+    ("[]", "[reviews.example.com]", True),                                                    # no listener
+])
+def test_a_kubernetes_gateway_serves_its_listeners_hostnames(listeners, hosts, found):
+    got = codes(kubernetes_gateway(listeners), virtual_service("[istio-system/web]", hosts=hosts))
+    assert got == ([("IST0132", "VirtualService/bookinfo/test")] if found else [])
+
+
+@pytest.mark.parametrize("version", ["v1", "v1beta1", "v1alpha2"])
+def test_a_virtual_service_bound_to_a_kubernetes_gateway_validates_clean(version):
+    """Istio's test data (virtualservice_kubernetes_gateways.yaml): a VirtualService bound to a Gateway API
+    Gateway by NAMESPACE/NAME, or by name alone in its own namespace, is no IST0101."""
+    gw = kubernetes_gateway(LISTENER.format(name="http", hostname="reviews.example.com"), version=version)
+    assert findings(gw, virtual_service("[istio-system/web]")) == []
+    local = kubernetes_gateway(LISTENER.format(name="http", hostname="reviews.example.com"), namespace="bookinfo",
+                               version=version)
+    assert findings(local, virtual_service("[web]")) == []
+
+
+def test_the_messages_say_which_gateway_was_found_or_looked_for():
+    gw = kubernetes_gateway(LISTENER.format(name="a", hostname="ratings.example.com"))
+    vs = virtual_service("\n  - istio-system/web\n  - istio-system/gw9")
+    text = BASE + "---\n" + docs(gw, vs)
+    host, missing = validate(snapshot_of({"mesh.yaml": text})).findings
+    assert (host.code, missing.code) == ("IST0132", "IST0101")
+    assert host.message.startswith(
+        "one or more host [reviews.example.com] defined in VirtualService bookinfo/test not found in Gateway "
+        "istio-system/web: it is a Kubernetes Gateway (gateway.networking.k8s.io), whose listeners accept only "
+        "'ratings.example.com', so")
+    assert missing.message == (
+        "Referenced gateway not found: 'istio-system/gw9' (looked for Gateway istio-system/gw9 of Istio "
+        "(networking.istio.io), then of the Kubernetes Gateway API (gateway.networking.k8s.io)); "
+        "use NAMESPACE/NAME or 'mesh'")
+    istio = validate(snapshot_of({"mesh.yaml": BASE + "---\n" + docs(gateway(server(8080, "[ratings.example.com]")),
+                                                                      virtual_service("[istio-system/gw2]"))}))
+    (finding,) = istio.findings
+    assert "not found in Gateway istio-system/gw2: the Istio Gateway serves 'ratings.example.com'" in finding.message
+    bare = validate(snapshot_of({"mesh.yaml": BASE + "---\n" + docs(kubernetes_gateway("[]"),
+                                                                     virtual_service("[istio-system/web]"))}))
+    (finding,) = bare.findings
+    assert "it is a Kubernetes Gateway (gateway.networking.k8s.io) without listeners, so" in finding.message
+
+
+def test_an_istio_gateway_of_the_same_name_is_looked_up_first():
+    """Istio's order: Istio's Gateways, then Gateway API ones. Of two Gateways named istio-system/web, the
+    Istio one's hosts are those the VirtualService must match."""
+    k8s = kubernetes_gateway(LISTENER.format(name="a", hostname="reviews.example.com"))
+    istio = gateway(server(8080, "[ratings.example.com]"), name="web")
+    assert codes(k8s, istio, virtual_service("[istio-system/web]")) == [("IST0132", "VirtualService/bookinfo/test")]
+    istio = gateway(server(8080, "[reviews.example.com]"), name="web")
+    k8s = kubernetes_gateway(LISTENER.format(name="a", hostname="ratings.example.com"))
+    assert codes(k8s, istio, virtual_service("[istio-system/web]")) == []
+
+
+def test_other_gateway_api_kinds_are_no_gateway():
+    route = ("apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: web, namespace: istio-system}\n"
+             "spec:\n  parentRefs: [{name: web}]\n  hostnames: [reviews.example.com]\n")
+    assert codes(route, virtual_service("[istio-system/web]")) == [("IST0101", "VirtualService/bookinfo/test")]
+
+
+def test_a_kubernetes_gateway_is_checked_against_its_schema_and_named_as_written():
+    gw = kubernetes_gateway("- name: http\n  hostname: [reviews.example.com]\n  port: 80\n  protocol: HTTP\n"
+                            "  allowedRoutes: {namespaces: {from: All}}\n  tls: {mode: Terminate}\n")
+    text = BASE + "---\n" + gw
+    (finding,) = validate(snapshot_of({"mesh.yaml": text})).findings
+    assert (finding.code, finding.kind, finding.namespace, finding.name) == (
+        "IST0106", "Gateway.gateway.networking.k8s.io", "istio-system", "web")
+    assert finding.line == text.splitlines().index("      hostname: [reviews.example.com]") + 1
+    assert "expected a string" in finding.message
+
+
+def test_host_check_of_an_unchanged_virtual_service_follows_its_kubernetes_gateway_listeners():
+    """The check's facts hold the Kubernetes Gateways' listener hostnames, and gateway-not-found's their
+    names: a VirtualService in a file no revision touches is checked again when they change."""
+    from compiler.diff import load_revision
+
+    files = {"mesh.yaml": BASE, "vs.yaml": virtual_service("[istio-system/web]")}
+    revisions = [kubernetes_gateway(LISTENER.format(name="a", hostname="reviews.example.com")),
+                 kubernetes_gateway(LISTENER.format(name="a", hostname="ratings.example.com")),
+                 kubernetes_gateway(LISTENER.format(name="a", hostname="ratings.example.com") + NO_HOSTNAME),
+                 kubernetes_gateway(NO_HOSTNAME, name="other"),
+                 kubernetes_gateway(LISTENER.format(name="a", hostname="reviews.example.com"))]
+    expected = [[], ["IST0132"], [], ["IST0101"], []]
+    previous = None
+    for n, gw in enumerate(revisions):
+        snapshot = snapshot_of({**files, "gw.yaml": gw}, f"r{n}")
+        revision = load_revision(snapshot, like=previous) if previous else load_revision(snapshot)
+        if previous is not None:
+            assert revision.parsed.files["vs.yaml"] is previous.parsed.files["vs.yaml"]
+        assert [f.text() for f in revision.findings] == [f.text() for f in validate(snapshot).findings]
+        assert [f.code for f in revision.findings] == expected[n], n
+        previous = revision

@@ -1,7 +1,7 @@
 """Kubernetes Services and their endpoints in the mesh, as Istio reads them (compiler/kube.py,
 compiler/model.py): hosts, Istio's protocol selection, headless and ExternalName Services,
 EndpointSlices and legacy Endpoints, the pods they name, WorkloadEntries a Service selects, and one
-service across clusters (namespace sameness)."""
+service across clusters (namespace sameness). Gateway API Gateways, which validation reads, are not in it."""
 from __future__ import annotations
 
 import pytest
@@ -218,3 +218,51 @@ def test_a_proxy_sees_only_the_services_exported_to_its_namespace():
     assert seen("shop") == {"web.shop.svc.cluster.local", "private.shop.svc.cluster.local"}
     assert seen("billing") == {"web.shop.svc.cluster.local", "api.partner.example"}
     assert seen("other") == {"web.shop.svc.cluster.local"}
+
+
+GATEWAY_API = """\
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: bookinfo-gateway, namespace: istio-system}
+spec:
+  gatewayClassName: istio
+  listeners:
+  - {name: http, hostname: bookinfo.example.com, port: 80, protocol: HTTP}
+  - {name: other, port: 8080, protocol: HTTP}
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: Gateway
+metadata: {name: web, namespace: bookinfo}
+spec:
+  gatewayClassName: istio
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+"""
+
+
+def test_build_mesh_leaves_gateway_api_gateways_out():
+    """Gateway API Gateways are read for VirtualService references only: not in the mesh (not among its
+    Gateways, even one named as an Istio Gateway is, nor in its digests), so no proxy's configuration
+    changes with them."""
+    from compiler.model import build_mesh
+    from compiler.validate import validate
+    from compiler.xds import config_dump, dump_json
+    from tests.conftest import sample_files, snapshot_of
+
+    files = sample_files()
+    plain = validate(snapshot_of(files, "r"))
+    both = validate(snapshot_of({**files, "gateways/gateway-api.yaml": GATEWAY_API}, "r"))
+    assert plain.ok and both.ok, [f.text() for f in both.findings]
+    read = [o for o in both.objects if o.group == "gateway.networking.k8s.io"]
+    assert [(o.kind, o.name) for o in read] == [("KubernetesGateway", "bookinfo-gateway"), ("KubernetesGateway", "web")]
+    without, with_them = build_mesh(plain.objects, "r"), build_mesh(both.objects, "r")
+    assert [g.ref for g in with_them.gateways] == [g.ref for g in without.gateways] == [
+        "Gateway/istio-system/bookinfo-gateway"]
+    assert with_them.digest == without.digest
+    assert [o.digest for o in with_them.per_service_objects] == [o.digest for o in without.per_service_objects]
+    assert not [o for o in (*with_them.virtual_services, *with_them.sidecars) if o.group != "networking.istio.io"]
+    for node_id, labels in (("sidecar~10.1.0.9~p.bookinfo~bookinfo.svc.cluster.local", {}),
+                            ("router~10.1.100.1~ingress.istio-system~istio-system.svc.cluster.local",
+                             {"istio": "ingressgateway"})):
+        dumps = [dump_json(config_dump(compile_view(mesh, make_view(mesh, "cluster-a", node_id, labels))))
+                 for mesh in (without, with_them)]
+        assert dumps[0] == dumps[1]

@@ -142,8 +142,11 @@ def test_a_kind_of_istio_or_galleon_that_galleon_does_not_read_is_a_warning_and_
     "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {name: x.example.com}\n",
     # another product's kinds of the same names as Galleon's
     "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: {name: x}\n",
-    "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: x}\n",
     "apiVersion: appmesh.k8s.aws/v1beta2\nkind: VirtualService\nmetadata: {name: x}\n",
+    # Gateway API's kinds but its Gateway
+    "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: x}\nspec: {parentRefs: [{name: gw}]}\n",
+    "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: istio}\n",
+    "apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TCPRoute\nmetadata: {name: x}\n",
 ])
 def test_other_kinds_of_a_repository_of_manifests_are_read_silently(text):
     result = parse_text(text)
@@ -159,6 +162,59 @@ def test_other_kinds_of_a_repository_of_manifests_are_read_silently(text):
 def test_a_known_kind_under_a_group_that_is_not_its_own_is_an_error(text, home):
     (finding,) = parse_text(text).findings
     assert finding.code == "GAL0004" and f"belongs to {home}" in finding.message
+
+
+@pytest.mark.parametrize("version", ["v1", "v1beta1", "v1alpha2"])
+def test_a_gateway_api_gateway_is_read_as_a_kubernetes_gateway(version):
+    """Gateway API's Gateway is read (VirtualServices may bind to one), as its own kind: Galleon knows it
+    as KubernetesGateway, never as Istio's Gateway; findings name it as written, with its group."""
+    text = (f"apiVersion: gateway.networking.k8s.io/{version}\nkind: Gateway\nmetadata: {{name: gw, namespace: shop}}\n"
+            "spec:\n  gatewayClassName: istio\n  listeners:\n  - {name: http, hostname: a.example.com, port: 80, "
+            "protocol: HTTP}\n---\n"
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: shop}\n"
+            "spec:\n  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]\n")
+    result = parse_text(text)
+    assert result.findings == []  # not GAL0003, and the same name is no duplicate of the Istio Gateway
+    kubernetes, istio = result.objects
+    assert (kubernetes.group, kubernetes.version, kubernetes.kind) == ("gateway.networking.k8s.io", version,
+                                                                       "KubernetesGateway")
+    assert kubernetes.shown_kind == "Gateway.gateway.networking.k8s.io"
+    assert (istio.group, istio.kind, istio.shown_kind) == ("networking.istio.io", "Gateway", "Gateway")
+    twice = parse(snapshot_of({"a.yaml": text, "b.yaml": text.split("---\n")[0]}))
+    (duplicate,) = twice.findings
+    assert (duplicate.code, duplicate.kind, duplicate.file) == ("GAL0002", "Gateway.gateway.networking.k8s.io", "b.yaml")
+
+
+@pytest.mark.parametrize("text, message", [
+    # Istio's Gateway, as before Galleon read Gateway API's: a group of Istio's, Kubernetes' own, or a misspelling
+    ("apiVersion: networking.istio.ioo/v1\nkind: Gateway\nmetadata: {name: x}\n",
+     "Gateway belongs to networking.istio.io, not networking.istio.ioo; use apiVersion: networking.istio.io/v1"),
+    ("apiVersion: security.istio.io/v1\nkind: Gateway\nmetadata: {name: x}\n",
+     "Gateway belongs to networking.istio.io, not security.istio.io"),
+    ("apiVersion: v1\nkind: Gateway\nmetadata: {name: x}\n", "Gateway belongs to networking.istio.io, not the core group"),
+    # a misspelt Gateway API group
+    ("apiVersion: gateway.networking.k8s.oi/v1\nkind: Gateway\nmetadata: {name: x}\n",
+     "Gateway belongs to gateway.networking.k8s.io, not gateway.networking.k8s.oi; "
+     "use apiVersion: gateway.networking.k8s.io/v1"),
+])
+def test_a_gateway_under_another_group_points_to_the_gateway_it_most_likely_is(text, message):
+    (finding,) = parse_text(text).findings
+    assert (finding.code, finding.kind) == ("GAL0004", "Gateway") and finding.message.startswith(message)
+
+
+def test_the_networking_istio_io_gateway_is_read_as_before():
+    result = parse_text("apiVersion: networking.istio.io/v1beta1\nkind: Gateway\nmetadata: {name: x}\n"
+                        "spec: {servers: []}\n")
+    (gateway,) = result.objects
+    assert result.findings == [] and (gateway.kind, gateway.ref, gateway.shown_kind) == ("Gateway", "Gateway/default/x",
+                                                                                          "Gateway")
+    (finding,) = parse_text("apiVersion: networking.istio.io/v2\nkind: Gateway\nmetadata: {name: x}\n").findings
+    assert finding.message == ("networking.istio.io/v2 is not a served version of Gateway; use one of "
+                               "networking.istio.io/v1, networking.istio.io/v1alpha3, networking.istio.io/v1beta1")
+    (finding,) = parse_text("apiVersion: gateway.networking.k8s.io/v2\nkind: Gateway\nmetadata: {name: x}\n").findings
+    assert finding.kind == "Gateway.gateway.networking.k8s.io" and finding.message == (
+        "gateway.networking.k8s.io/v2 is not a served version of Gateway; use one of gateway.networking.k8s.io/v1, "
+        "gateway.networking.k8s.io/v1alpha2, gateway.networking.k8s.io/v1beta1")
 
 
 def test_kubernetes_kinds_galleon_reads():

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
-from compiler.schemas import served_versions
+from compiler.schemas import served_versions, written_kind, written_kinds
 from schemas.generate import generate
 from tests.conftest import check
 
@@ -17,7 +17,7 @@ CRDS = Path(__file__).resolve().parents[2] / "shared" / "data" / "istio-crds.gen
 @pytest.mark.skipif(not CRDS.exists(), reason="needs ../shared/data/istio-crds.gen.yaml beside the checkout")
 def test_committed_schemas_are_what_the_generator_makes(tmp_path):
     written = generate(CRDS, tmp_path)
-    assert len(written) == 17  # the six Istio kinds, ObjectMeta, ten Kubernetes kinds
+    assert len(written) == 18  # the six Istio kinds, ObjectMeta, ten Kubernetes kinds, Gateway API's Gateway
     for path in written:
         committed = resources.files("schemas").joinpath(path.name).read_text()
         assert path.read_text() == committed, f"schemas/{path.name} is stale: run make schemas"
@@ -25,7 +25,7 @@ def test_committed_schemas_are_what_the_generator_makes(tmp_path):
 
 def test_every_schema_file_is_a_valid_json_schema():
     files = [f for f in resources.files("schemas").iterdir() if f.name.endswith(".json")]
-    assert len(files) == 21
+    assert len(files) == 22
     for f in files:
         Draft202012Validator.check_schema(json.loads(f.read_text()))
 
@@ -40,6 +40,20 @@ def test_served_versions():
                         ("apps", "Deployment"), ("apps", "StatefulSet"), ("apps", "DaemonSet"),
                         ("apps", "ReplicaSet"), ("batch", "Job"), ("", "Namespace")):
         assert versions[(group, kind)] == ("v1",)
+    # Gateway API's Gateway, by the name Galleon knows it by, in the versions Istio reads
+    assert versions[("gateway.networking.k8s.io", "KubernetesGateway")] == ("v1", "v1alpha2", "v1beta1")
+
+
+def test_a_kind_is_read_by_how_it_is_written():
+    """kubernetesgateway.json says its kind is written Gateway: (group, kind as written) -> kind known."""
+    kinds = written_kinds()
+    assert kinds[("gateway.networking.k8s.io", "Gateway")] == "KubernetesGateway"
+    assert kinds[("networking.istio.io", "Gateway")] == "Gateway"
+    assert ("gateway.networking.k8s.io", "KubernetesGateway") not in kinds
+    assert all(kind == written for (_, written), kind in kinds.items() if written != "Gateway")
+    assert sorted((g, k) for (g, _), k in kinds.items()) == sorted(served_versions())
+    assert written_kind("gateway.networking.k8s.io", "KubernetesGateway") == "Gateway"
+    assert written_kind("networking.istio.io", "Gateway") == "Gateway"
 
 
 VS = """

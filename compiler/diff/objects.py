@@ -59,6 +59,8 @@ class ObjectDiff:
 
 
 def _key(obj: SourceObject) -> tuple[str, str, str]:
+    # The kind Galleon knows it as (an Istio Gateway and a Gateway API one of the same name are two
+    # objects); a change names it as findings do (SourceObject.shown_kind).
     return (obj.kind, obj.namespace, obj.name)
 
 
@@ -80,14 +82,16 @@ def diff_objects(base: list[SourceObject], head: list[SourceObject]) -> ObjectDi
     for key, new in after.items():
         old = before.get(key)
         if old is None:
-            changes.append(ObjectChange(ADDED, *key, new.file, new.line))
+            changes.append(ObjectChange(ADDED, new.shown_kind, *key[1:], new.file, new.line))
             continue
         # A removed field's path is BASE's: line_of falls back to the nearest ancestor HEAD still has.
         fields = tuple(FieldLine(c, new.line_of(c.path)) for c in diff_values(old.body, new.body))
         moved = f"{old.file}:{old.line}" if old.file != new.file else ""
         if fields or moved:
-            changes.append(ObjectChange(CHANGED if fields else MOVED, *key, new.file, new.line, fields, moved))
-    removed = [ObjectChange(REMOVED, *key, old.file, old.line) for key, old in before.items() if key not in after]
+            changes.append(ObjectChange(CHANGED if fields else MOVED, new.shown_kind, *key[1:], new.file, new.line,
+                                        fields, moved))
+    removed = [ObjectChange(REMOVED, old.shown_kind, *key[1:], old.file, old.line)
+               for key, old in before.items() if key not in after]
     changes.sort(key=lambda c: (c.file, c.line))
     removed.sort(key=lambda c: (c.file, c.line))
     return ObjectDiff(tuple(changes + removed))

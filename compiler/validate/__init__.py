@@ -44,7 +44,7 @@ def validate_objects(objects: list[SourceObject]) -> tuple[list[SourceObject], l
             valid.append(obj)
     for check, obj, path, message in run_all(Index(valid)):
         findings.append(Finding(obj.file, obj.line_of(path), check.level, check.code, message,
-                                obj.kind, obj.namespace, obj.name))
+                                obj.shown_kind, obj.namespace, obj.name))
     return valid, findings
 
 

@@ -1,5 +1,6 @@
 """Checks on Gateways against each other, against the Services of their workloads, and against the
-VirtualServices bound to them (Istio's gateway analyzers).
+VirtualServices bound to them (Istio's gateway analyzers; a VirtualService may bind to a Kubernetes
+Gateway API Gateway too, whose listeners' hostnames its hosts must match).
 
 A Gateway's selector picks gateway workloads; servers of Gateways that share workloads end up on
 the same proxies, where a host served twice on a port, or one certificate on two Gateways, goes
@@ -13,11 +14,11 @@ from typing import Iterator, Mapping
 
 from .. import kube
 from ..findings import Level
-from ..kinds import SERVICE, WORKLOAD_KINDS
+from ..kinds import GATEWAY_API_GROUP, SERVICE, WORKLOAD_KINDS
 from ..parse import SourceObject
 from .framework import analyzer
 from .index import Index
-from .references import INTERNAL_GATEWAY_MARK
+from .references import INTERNAL_GATEWAY_MARK, gateway_key
 
 
 def _name(obj: SourceObject) -> str:
@@ -262,28 +263,49 @@ def visible_gateway_hosts(gateway_namespace: str, hosts: Iterator[str] | tuple[s
     return visible
 
 
+def _shown_hosts(hosts: list[str]) -> str:
+    shown = list(dict.fromkeys(hosts))
+    return ", ".join(map(repr, shown[:SHOWN_HOSTS])) + (
+        f" and {len(shown) - SHOWN_HOSTS} more" if len(shown) > SHOWN_HOSTS else "")
+
+
 @analyzer("virtual-service-host-not-found-in-gateway", "IST0132", Level.WARNING,
-          "none of a VirtualService's hosts is served by a Gateway it binds to",
-          local=("gateway_hosts",), kinds=("VirtualService",))
+          "none of a VirtualService's hosts is served by a Gateway it binds to (Istio's, or a Kubernetes "
+          "Gateway API one's listeners)",
+          local=("gateway_hosts", "kubernetes_gateway_hosts"), kinds=("VirtualService",))
 def virtual_service_host_not_found_in_gateway(index: Index):
     gateway_hosts = dict(index.gateway_hosts)
+    listener_hosts = dict(index.kubernetes_gateway_hosts)
     for vs in index.by_kind["VirtualService"]:
         hosts = vs.spec.get("hosts", [])
         for i, ref in enumerate(vs.spec.get("gateways", [])):
             if ref == "mesh" or INTERNAL_GATEWAY_MARK in ref:
                 continue
-            key = ref if "/" in ref else f"{vs.namespace}/{ref}"
-            if key not in gateway_hosts:
-                continue  # a missing Gateway is reported once, by gateway-not-found
-            visible = visible_gateway_hosts(key.split("/", 1)[0], gateway_hosts[key], vs.namespace)
-            if any(istio_host_matches(g, h) for g in visible for h in hosts):
-                continue
-            shown = list(dict.fromkeys(visible))
-            served = ", ".join(map(repr, shown[:SHOWN_HOSTS])) + (
-                f" and {len(shown) - SHOWN_HOSTS} more" if len(shown) > SHOWN_HOSTS else "")
-            yield vs, ("spec", "gateways", i), (
-                f"one or more host [{' '.join(hosts)}] defined in VirtualService {_name(vs)} not found in "
-                f"Gateway {key}: the Gateway serves "
-                + (f"{served} to namespace {vs.namespace}" if shown else f"no host to namespace {vs.namespace}")
-                + ", so the proxy never routes these hosts by this VirtualService; add a host to the Gateway "
-                  "or the VirtualService, or bind it to another Gateway")
+            key = gateway_key(vs, ref)
+            prefix = (f"one or more host [{' '.join(hosts)}] defined in VirtualService {_name(vs)} not found in "
+                      f"Gateway {key}: ")
+            if key in gateway_hosts:  # an Istio Gateway: Istio's GatewayAnalyzer looks among those first
+                visible = visible_gateway_hosts(key.split("/", 1)[0], gateway_hosts[key], vs.namespace)
+                if any(istio_host_matches(g, h) for g in visible for h in hosts):
+                    continue
+                yield vs, ("spec", "gateways", i), (
+                    prefix + "the Istio Gateway serves "
+                    + (f"{_shown_hosts(visible)} to namespace {vs.namespace}" if visible
+                       else f"no host to namespace {vs.namespace}")
+                    + ", so the proxy never routes these hosts by this VirtualService; add a host to the Gateway "
+                      "or the VirtualService, or bind it to another Gateway")
+            elif key in listener_hosts:
+                # A Kubernetes Gateway: its listeners' hostnames, as written, whatever the VirtualService's
+                # namespace (Istio reads neither allowedRoutes nor namespaces here); a listener without a
+                # hostname accepts every host
+                hostnames = listener_hosts[key]
+                if "" in hostnames or any(istio_host_matches(g, h) for g in hostnames for h in hosts):
+                    continue
+                yield vs, ("spec", "gateways", i), (
+                    prefix + f"it is a Kubernetes Gateway ({GATEWAY_API_GROUP})"
+                    + (f", whose listeners accept only {_shown_hosts(list(hostnames))}" if hostnames
+                       else " without listeners")
+                    + ", so it never routes these hosts by this VirtualService; add a listener for one of them "
+                      "(or one without hostname) to the Gateway, a host to the VirtualService, or bind it to "
+                      "another Gateway")
+            # else no Gateway of either kind has the name: gateway-not-found reports it, once

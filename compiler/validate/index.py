@@ -15,7 +15,8 @@ from typing import Iterable, Iterator, Mapping
 
 from .. import kube, meshnetworks
 from ..hosts import EVERYWHERE, export_scopes, fqdn, matches, service_namespace
-from ..kinds import CLUSTER_LABEL, INJECTION_LABEL, NAMESPACE, NETWORK_LABEL, REVISION_LABEL, SERVICE, WORKLOAD_KINDS
+from ..kinds import (CLUSTER_LABEL, INJECTION_LABEL, KUBERNETES_GATEWAY, NAMESPACE, NETWORK_LABEL, REVISION_LABEL,
+                     SERVICE, WORKLOAD_KINDS)
 from ..model import mesh_settings
 from ..parse import Path, SourceObject
 from ..protocols import of_service_entry_port
@@ -87,6 +88,9 @@ class Index:
         self.networks = {name for mn in self.by_kind["MeshNetworks"]
                          for name in mn.spec.get("networks", {})}
         self.gateways = {f"{g.namespace}/{g.name}": g for g in self.by_kind["Gateway"]}
+        # Gateway API Gateways by "namespace/name": what a VirtualService's gateway names when no Istio
+        # Gateway has that name (Istio's GatewayAnalyzer looks among Istio's first)
+        self.kubernetes_gateways = {f"{g.namespace}/{g.name}": g for g in self.by_kind[KUBERNETES_GATEWAY]}
         self._fact_digests: dict[str, str] = {}
 
     def facts_digest(self, facts: tuple[str, ...]) -> str:
@@ -193,6 +197,13 @@ class Index:
         check of VirtualService hosts against their Gateways reads, as a fact local analyzers can compare."""
         return frozenset((key, tuple(host for server in gw.spec.get("servers", []) for host in server.get("hosts", [])))
                          for key, gw in self.gateways.items())
+
+    @cached_property
+    def kubernetes_gateway_hosts(self) -> frozenset[tuple[str, tuple[str, ...]]]:
+        """("namespace/name", the hostname of each of its listeners, "" for a listener without one, which
+        accepts every host) for every Gateway API Gateway: the same fact as ``gateway_hosts``, for them."""
+        return frozenset((key, tuple(listener.get("hostname") or "" for listener in gw.spec.get("listeners", [])))
+                         for key, gw in self.kubernetes_gateways.items())
 
     # --- subsets ------------------------------------------------------------------------------------
 

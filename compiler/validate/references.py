@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from ..findings import Level
 from ..hosts import fqdn, service_namespace
+from ..kinds import GATEWAY_API_GROUP
+from ..parse import SourceObject
 from .framework import analyzer
 from .index import Index, destinations
 
@@ -94,17 +96,25 @@ def subset_not_found(index: Index):
                        "no DestinationRule for this host defines subsets"))
 
 
+def gateway_key(vs: SourceObject, ref: str) -> str:
+    """The "namespace/name" a VirtualService's gateway names: a name alone is of the VirtualService's namespace."""
+    return ref if "/" in ref else f"{vs.namespace}/{ref}"
+
+
 @analyzer("gateway-not-found", REFERENCE_NOT_FOUND, Level.ERROR,
-          "a VirtualService binds to a Gateway that does not exist", local=("gateways",), kinds=("VirtualService",))
+          "a VirtualService binds to a Gateway that does not exist, neither Istio's nor a Kubernetes Gateway API one",
+          local=("gateways", "kubernetes_gateways"), kinds=("VirtualService",))
 def gateway_not_found(index: Index):
+    # Istio's GatewayAnalyzer looks the name up among Istio's Gateways, then among Gateway API ones
     for vs in index.by_kind["VirtualService"]:
         for i, ref in enumerate(vs.spec.get("gateways", [])):
             if ref == "mesh" or INTERNAL_GATEWAY_MARK in ref:
                 continue
-            key = ref if "/" in ref else f"{vs.namespace}/{ref}"
-            if key not in index.gateways:
+            key = gateway_key(vs, ref)
+            if key not in index.gateways and key not in index.kubernetes_gateways:
                 yield vs, ("spec", "gateways", i), (
-                    f"Referenced gateway not found: {ref!r} (looked for Gateway {key}); "
+                    f"Referenced gateway not found: {ref!r} (looked for Gateway {key} of Istio "
+                    f"(networking.istio.io), then of the Kubernetes Gateway API ({GATEWAY_API_GROUP})); "
                     "use NAMESPACE/NAME or 'mesh'")
 
 

@@ -27,8 +27,8 @@ def check(obj: SourceObject) -> list[Finding]:
     found = obj.checks.get(CODE)
     if found is None:
         found = obj.checks[CODE] = ("", tuple(_problems(obj)))
-    return [Finding(obj.file, obj.line_of(path), Level.ERROR, CODE, message, obj.kind, obj.namespace, obj.name)
-            for path, message in found[1]]
+    return [Finding(obj.file, obj.line_of(path), Level.ERROR, CODE, message, obj.shown_kind, obj.namespace,
+                    obj.name) for path, message in found[1]]
 
 
 def _problems(obj: SourceObject) -> Iterator[tuple[tuple, str]]:
