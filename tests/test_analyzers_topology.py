@@ -112,7 +112,9 @@ CASES = {
         WEB + "status:\n  conditions:\n  - {type: istio.io/WaypointBound, status: 'True'}\n"
         "  - {type: argocd.argoproj.io/Synced, status: 'False', reason: OutOfSync}\n",
         WEB + "status:\n  conditions:\n  - type: istio.io/WaypointBound  # <-\n    status: 'False'\n"
-        "    reason: NoWaypoint\n",
+        "    reason: NoWaypoint\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n"
+        "metadata: {name: web, namespace: shop}\nspec:\n  gatewayClassName: istio\n  listeners: [{name: http, port: 80, protocol: HTTP}]\n"
+        "status:\n  conditions:\n  - {type: Accepted, status: 'True'}\n  - {type: Programmed, status: 'False'}  # <-\n",
     ),
     "ambient-sidecar": (
         AMBIENT_SHOP + "---\n" + pod("web-1", "app: web, istio.io/dataplane-mode: none") + "---\n"

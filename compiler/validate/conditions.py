@@ -2,14 +2,14 @@
 
 A repository usually holds no status, but an object exported with ``kubectl get -o yaml`` does, and
 Istio writes conditions on the objects it reconciles (a Service or ServiceEntry that could not be
-bound to its waypoint, ``istio.io/WaypointBound`` False). Only the conditions Istio itself reports,
+bound to its waypoint, ``istio.io/WaypointBound`` False; a Gateway API Gateway not ``Programmed``). Only the conditions Istio itself reports,
 at the status it counts as negative: other controllers' conditions (Argo CD's ``Synced``...) are
 their business.
 """
 from __future__ import annotations
 
 from ..findings import Level
-from ..kinds import SERVICE
+from ..kinds import KUBERNETES_GATEWAY, SERVICE
 from .framework import analyzer
 from .index import Index
 
@@ -17,6 +17,7 @@ NEGATIVE = {  # kind -> condition type -> the status Istio reports
     SERVICE: {"istio.io/WaypointBound": "False"},
     "ServiceEntry": {"istio.io/WaypointBound": "False"},
     "WorkloadEntry": {"istio.io/WaypointBound": "False"},
+    KUBERNETES_GATEWAY: {"Accepted": "False", "Programmed": "False", "ResolvedRefs": "False"},
 }
 
 
