@@ -16,7 +16,7 @@ from . import kube, meshnetworks, protocols
 from .hosts import EVERYWHERE, export_scopes, fqdn, matches
 from .kinds import CLUSTER_LABEL, ENDPOINT_KINDS, NAMESPACE, REFERENCE_ONLY_KINDS, SERVICE, WORKLOAD_KINDS
 from .locality import Locality
-from .parse import SourceObject, collector_paused
+from .parse import SourceObject
 from .vips import DEFAULT_CIDR, DEFAULT_SUFFIX, Assignment, allocate, explicit_address, under_suffix
 
 T = TypeVar("T")
@@ -272,7 +272,6 @@ class Mesh:
         return self.once(("policy", host, port, subset), merged)
 
 
-@collector_paused()  # 150,000 endpoints and their tuples: see parse.collector_paused
 def build_mesh(objects: list[SourceObject], revision: str = "", *, keep_vips: Mapping[str, str] | None = None,
                held_vips: Collection[str] = ()) -> Mesh:
     """The typed mesh of a validated snapshot's objects.

@@ -10,11 +10,9 @@ silently collapse.
 from __future__ import annotations
 
 import difflib
-import gc
 import hashlib
 import operator
 import re
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Mapping, Sequence
@@ -184,20 +182,6 @@ def _is_merge(node: yaml.Node) -> bool:
     tag = node.tag
     return node.__class__ is yaml.ScalarNode and (
         tag == _MERGE or (tag.__class__ is slice and tag.step[0] and node.value == "<<"))
-
-
-@contextmanager
-def collector_paused():
-    """Composing (and compiling, xds.compile_view) allocates hundreds of thousands of acyclic
-    objects; letting the cyclic garbage collector rescan them all, again and again, triples the
-    time it takes."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 class _Bomb(Exception):
@@ -401,10 +385,9 @@ def parse(snapshot: Snapshot, previous: ParseResult | None = None,
     reusable = previous.files if previous is not None else {}
     stored = stored or {}
     files: dict[str, FileParse] = {}
-    with collector_paused():
-        for file, data in snapshot.files.items():
-            kept = [p for p in (reusable.get(file), stored.get(file)) if p is not None and p.data == data]
-            files[file] = kept[0] if kept else _parse_file(file, data, known)
+    for file, data in snapshot.files.items():
+        kept = [p for p in (reusable.get(file), stored.get(file)) if p is not None and p.data == data]
+        files[file] = kept[0] if kept else _parse_file(file, data, known)
     objects: list[SourceObject] = []
     findings: list[Finding] = []
     seen: dict[tuple, SourceObject] = {}
@@ -469,14 +452,13 @@ class FileLines:
     def _builder(self, document: int) -> _Builder | None:
         if self._documents is None:
             self._documents = []
-            with collector_paused():
-                try:
-                    for node in yaml.compose_all(self._text, Loader=_Loader):
-                        builder = _Builder(self._budget, record=True)
-                        builder.build(node, "")
-                        self._documents.append(builder)
-                except (yaml.YAMLError, _Bomb, _Cycle, RecursionError):
-                    pass  # the first pass reported it; the documents before it keep their lines
+            try:
+                for node in yaml.compose_all(self._text, Loader=_Loader):
+                    builder = _Builder(self._budget, record=True)
+                    builder.build(node, "")
+                    self._documents.append(builder)
+            except (yaml.YAMLError, _Bomb, _Cycle, RecursionError):
+                pass  # the first pass reported it; the documents before it keep their lines
         return self._documents[document] if document < len(self._documents) else None
 
     def of(self, document: int) -> dict[str, int]:

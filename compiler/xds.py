@@ -22,7 +22,6 @@ from .gateways import sni_dnat_targets
 from .fingerprints import Key, changes, digests, service_key, view_key
 from .model import Mesh, Service
 from .names import parse_eds_name
-from .parse import collector_paused
 from .routes import build_routes
 from .scope import visible_services
 from .view import GRPC, ProxyView
@@ -72,10 +71,6 @@ def _by_name(messages, key) -> dict[str, Message]:
     return {key(m): m for m in sorted(messages, key=key)}
 
 
-# Compiling a large view allocates millions of objects that outlive it (the configuration, the mesh's
-# caches): the cyclic garbage collector would traverse the whole heap again and again while they
-# are made, up to a third of the time. It runs again when the compile returns.
-@collector_paused()
 def compile_view(mesh: Mesh, view: ProxyView, previous: ViewConfig | None = None,
                  only: AbstractSet[str] | None = None) -> ViewConfig:
     """The configuration of one proxy view.

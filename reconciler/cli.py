@@ -6,7 +6,6 @@ source (or an argument) could not be used. Bad input never shows a traceback.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import socket
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING
 from compiler.names import ANY_ADDRESS
 from compiler.snapshot import short_revision
 
-from . import defaults
+from . import defaults, runtime
 from .defaults import split_address
 from .sources import GitCredentials, SourceError, open_source, open_sources
 
@@ -881,37 +880,22 @@ def _user_errors() -> tuple[type[Exception], ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command in this process (the tests' way), leaving the garbage collector as it was."""
-    args = build_parser().parse_args(argv)
-    collecting = gc.isenabled()
-    try:
-        return _run(args)
-    finally:
-        if collecting:
-            gc.enable()
+    """Run one command in this process (the tests' way): the process's runtime policy is its own."""
+    return _run(build_parser().parse_args(argv))
 
 
 def run() -> None:
-    """The `galleon` program (pyproject's script). A command that runs once leaves without freeing its
-    heap object by object: for a large mesh that took 0.7 s, longer than reading it from the parse
-    cache. Its output is flushed first, and every file it wrote was closed when written."""
+    """The `galleon` program (pyproject's script): the runtime policy (reconciler/runtime.py) is
+    chosen here, once, for the command it runs."""
     args = build_parser().parse_args()
-    code = _run(args)
-    if args.run is cmd_serve:  # the daemon's threads are stopped and joined as the interpreter exits
-        sys.exit(code)
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # its reader went away, or _run closed it when it did
-            pass
-    os._exit(code)  # the collector stays off: turned on, it would scan the heap once more (0.2 s)
+    if args.run is cmd_serve:
+        runtime.for_daemon()
+        sys.exit(_run(args))  # the daemon's threads are stopped and joined as the interpreter exits
+    runtime.for_command()
+    runtime.leave(_run(args))
 
 
 def _run(args: argparse.Namespace) -> int:
-    # A command that runs once keeps what it reads until it exits: the cyclic collector would only
-    # rescan it (0.5 s a pass over a large mesh). The daemon manages its heap (serve._settle_heap).
-    if args.run is not cmd_serve:
-        gc.disable()
     try:
         return args.run(args)
     except KeyboardInterrupt:

@@ -35,7 +35,7 @@ from typing import Callable, Mapping
 
 import compiler
 from compiler import records
-from compiler.parse import FileParse, ParseResult, collector_paused
+from compiler.parse import FileParse, ParseResult
 from compiler.snapshot import Snapshot
 
 from .files import write_atomic
@@ -90,9 +90,7 @@ class ParseCache:
         whose bytes ``have`` (another revision's parses) already holds."""
         if not self.enabled:
             return {}
-        # Records hold millions of small objects: the cyclic collector would rescan them while they
-        # are made (parse.collector_paused), tripling the time.
-        with self._lock, collector_paused():
+        with self._lock:
             return self._restore(snapshot, have or {})
 
     def _restore(self, snapshot: Snapshot, have: Mapping[str, FileParse]) -> dict[str, FileParse]:

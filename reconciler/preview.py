@@ -14,7 +14,6 @@ from typing import Callable
 import jinja2
 
 from compiler.diff import PlanSection, Preview, Revision, build_preview
-from compiler.parse import collector_paused
 from compiler.snapshot import short_revision
 
 from . import defaults
@@ -47,7 +46,6 @@ def plans(base: Revision, head: Revision, clusters: list[str]) -> list[PlanSecti
     return [planner(base, head, clusters) for planner in PLANNERS]
 
 
-@collector_paused()  # the compiles and comparisons allocate much, beside two meshes the collector would rescan
 def preview_of(base: Revision, head: Revision, clusters: list[str],
                progress: Callable[[str], None] | None = None) -> Preview:
     """The preview `galleon diff` and the status API's Preview both give: of ``clusters`` (every

@@ -8,7 +8,6 @@ reported and not served; proxies keep the previous one.
 from __future__ import annotations
 
 import asyncio
-import gc
 import random
 from datetime import datetime, timezone
 import signal
@@ -28,7 +27,7 @@ from compiler.snapshot import Snapshot
 
 from compiler.diff import Revision, load_revision
 
-from . import ca, dns, status, webhook
+from . import ca, dns, runtime, status, webhook
 from .ads.server import AdsServer
 from .api import reconciler_pb2 as pb
 from .preview import DEFAULT_MAX_BYTES, preview_of, render_json, render_markdown
@@ -74,15 +73,6 @@ def _ready_for_previews(base: Revision) -> None:
     localities, its views' listeners and gateway routes): a preview of it against itself. A second
     of work after a publish instead of in the first preview a reviewer waits for."""
     preview_of(base, base, [])
-
-
-def _settle_heap() -> None:
-    """Collect what the previous revision left, then freeze what is served: the cyclic collector
-    then never rescans the served revision (millions of objects on a large mesh, 0.3-0.5 s a pass)
-    while proxies are served or a preview is made, and nothing frozen outlives the next publish."""
-    gc.unfreeze()
-    gc.collect()
-    gc.freeze()
 
 
 @dataclass
@@ -314,7 +304,7 @@ class Daemon:
                          seconds=round(time.perf_counter() - started, 3))
             except Exception:  # noqa: BLE001 - a preview then computes it, or says what is wrong
                 log.exception("cannot make the served revision ready for previews")
-        await asyncio.to_thread(_settle_heap)
+        await asyncio.to_thread(runtime.settle)
         log.debug("heap settled", seconds=round(time.perf_counter() - started, 3))
         if self.last_good is not None and vips_moved:
             try:

@@ -16,7 +16,7 @@ from ..fingerprints import changes, destination_hosts, digests
 from ..hosts import fqdn, matches
 from ..model import Mesh, build_mesh
 from ..names import parse_eds_name
-from ..parse import FileParse, ParseResult, SourceObject, collector_paused, parse
+from ..parse import FileParse, ParseResult, SourceObject, parse
 from ..snapshot import Snapshot
 from ..validate import validate_objects
 from ..view import SIDECAR, ProxyView
@@ -54,7 +54,6 @@ class Uncompilable(Exception):
     """A revision with errors that the compiler cannot make sense of (only ever for previews)."""
 
 
-@collector_paused()  # see parse.collector_paused: the collector would rescan BASE's heap, held alongside
 def load_revision(snapshot: Snapshot, like: Revision | None = None, vips: Mapping[str, str] | None = None,
                   held_vips: Collection[str] = (), model_invalid: bool = True,
                   stored: Mapping[str, FileParse] | None = None) -> Revision:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from ..findings import Finding, has_errors, sorted_findings
-from ..parse import FileParse, ParseResult, SourceObject, collector_paused, parse
+from ..parse import FileParse, ParseResult, SourceObject, parse
 from ..snapshot import Snapshot
 from . import (conditions, deprecation, destination_rules, gateways, references, routing, service_entries,  # noqa: F401
                services, sidecars, topology, vips, workload_entries, workloads)  # (each registers its analyzers)
@@ -32,7 +32,6 @@ class Validation:
         return not has_errors(self.findings)
 
 
-@collector_paused()  # as parse: the analyzers make many small acyclic objects beside large object bodies
 def validate_objects(objects: list[SourceObject]) -> tuple[list[SourceObject], list[Finding]]:
     """(the objects that passed their schema, every finding)."""
     findings: list[Finding] = []
