@@ -318,8 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     shape = ("Service, DestinationRule, VirtualService, EndpointSlice per cluster, Pod per endpoint"
              if args.kubernetes else "ServiceEntry, DestinationRule, VirtualService")
     print(f"generated {count:,} objects ({args.services:,} services x {per_service} ({shape}) + "
-          f"{count - per_service * args.services} mesh{'' if args.no_gateway else ' and gateway'}), {args.clusters} clusters, "
-          f"{args.services * args.clusters * args.endpoints:,} endpoints, {len(snapshot.files)} files, "
+          f"{count - per_service * args.services} mesh{'' if args.no_gateway else ' and gateway'}), "
+          f"{args.clusters} clusters, {args.services * args.clusters * args.endpoints:,} endpoints, "
+          f"{len(snapshot.files)} files, "
           f"{size:,} bytes in {generated:.2f} s; protobuf backend {api_implementation.Type()}")
 
     t0 = time.perf_counter()

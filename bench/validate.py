@@ -323,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
           f"(parse {cold_parse:.2f} s, validate {cold_validate:.2f} s, includes loading the schemas)")
     if args.kubernetes and not args.no_check:
         t0 = time.perf_counter()
-        answer = in_child(lambda: same_as_service_entries(valid, args.services, args.clusters, args.endpoints))
+        answer = in_child(lambda objects=valid: same_as_service_entries(objects, args.services, args.clusters,
+                                                                        args.endpoints))
         print(f"{answer} [checked in {time.perf_counter() - t0:.1f} s, in a child process]")
 
     if args.profile:
