@@ -10,6 +10,7 @@ from .. import kube
 from ..findings import Level
 from ..kinds import SERVICE, WORKLOAD_KINDS
 from ..parse import SourceObject
+from .assumed import shown
 from .framework import analyzer, repeats
 from .index import Declared, Index, traffic_policies
 
@@ -149,7 +150,7 @@ def _workload_group(declared: Declared):
     WorkloadEntries of its namespace its workloadSelector picks; the workloads of its namespace a
     Kubernetes Service's selector matches (Galleon's model: compiler/model.py)."""
     obj = declared.obj
-    where = f"{obj.kind} {obj.namespace}/{obj.name}"
+    where = shown(obj, f"{obj.kind} {obj.namespace}/{obj.name}")
     if obj.kind == SERVICE:
         selector = kube.selector(obj)
         return (("workloads", obj.namespace), selector, f"the workloads {where} selects") if selector else None

@@ -4,8 +4,9 @@ Gateway API Gateway too, whose listeners' hostnames its hosts must match).
 
 A Gateway's selector picks gateway workloads; servers of Gateways that share workloads end up on
 the same proxies, where a host served twice on a port, or one certificate on two Gateways, goes
-wrong. Which workloads a selector picks is read from the repository (Index.workloads); where the
-repository does not hold what a verdict needs, there is none.
+wrong. Which workloads a selector picks is read from the repository (Index.workloads), with Istio's
+default ingress gateway when the repository has none (assumed.py); where the repository does not
+hold what a verdict needs, there is none.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from .. import kube
 from ..findings import Level
 from ..kinds import GATEWAY_API_GROUP, SERVICE, WORKLOAD_KINDS
 from ..parse import SourceObject
+from .assumed import shown
 from .framework import analyzer
 from .index import Index
 from .references import INTERNAL_GATEWAY_MARK, gateway_key
@@ -193,7 +195,7 @@ def gateway_port_not_defined_on_service(index: Index):
     services: dict[str, list[tuple[str, dict, SourceObject]]] = defaultdict(list)
     for service in index.by_kind[SERVICE]:
         if kube.selector(service):
-            services[service.namespace].append((_name(service), kube.selector(service), service))
+            services[service.namespace].append((shown(service), kube.selector(service), service))
     known: dict[SourceObject, tuple] = {}  # a Service's ports (_tcp_ports), read when first needed
     memo: dict[tuple[frozenset, str], tuple[set[int], set[str]]] = {}
     for gw in index.by_kind["Gateway"]:

@@ -20,6 +20,7 @@ from ..kinds import (CLUSTER_LABEL, INJECTION_LABEL, KUBERNETES_GATEWAY, NAMESPA
 from ..model import mesh_settings
 from ..parse import Path, SourceObject
 from ..protocols import of_service_entry_port
+from . import assumed
 
 @dataclass(frozen=True)
 class Declared:
@@ -61,6 +62,11 @@ def _strip_star(host: str) -> str:
 
 class Index:
     def __init__(self, objects: list[SourceObject]):
+        # Istio's default ingress gateway, when the repository has none of its own: looked up like the
+        # repository's objects, reported on never (validate.validate_objects).
+        self.assumed = assumed.ingress_gateway(objects)
+        if self.assumed:
+            objects = [*objects, *self.assumed]
         self.objects = objects
         self.by_kind: dict[str, list[SourceObject]] = defaultdict(list)
         for obj in objects:
@@ -147,8 +153,10 @@ class Index:
     def service_namespaces(self) -> frozenset[str]:
         """The namespaces the repository declares services of (a Kubernetes Service, or a ServiceEntry
         host NAME.NAMESPACE.svc.cluster.local): where an undeclared service host is a mistake rather
-        than a Service managed elsewhere."""
-        return frozenset(namespace for _, host in self.scoped if (namespace := service_namespace(host)))
+        than a Service managed elsewhere. Istio's default ingress gateway's Service, which validation
+        assumes (assumed.py), is not the repository's: istio-system's other Services stay unknown."""
+        return frozenset(namespace for (_, host), declared in self.scoped.items()
+                         if (namespace := service_namespace(host)) and not assumed.is_assumed(declared.obj))
 
     def lookup(self, namespace: str, export_to: Iterable[str], host: str) -> Declared | None:
         """What declares ``host`` for an object of ``namespace`` exported to ``export_to``, as Istio's

@@ -19,6 +19,7 @@ from typing import Iterable, Iterator
 
 from ..findings import Level
 from ..parse import SourceObject
+from .assumed import is_assumed, shown
 from .framework import analyzer
 from .index import Index
 from .references import REFERENCE_NOT_FOUND
@@ -43,7 +44,7 @@ def _shown(selector: dict[str, str]) -> str:
 
 
 def _named(obj: SourceObject) -> str:
-    return f"{obj.kind} {obj.name}"
+    return shown(obj, f"{obj.kind} {obj.name}")
 
 
 def _workloads(index: Index, namespaces: set[str], proxies_only: bool = False
@@ -70,7 +71,12 @@ def _selecting_nothing(index: Index, known: bool) -> Iterator[tuple[SourceObject
     workloads = _workloads(index, {sc.namespace for sc, _ in sidecars})
     for sidecar, selector in sidecars:
         present = workloads.get(sidecar.namespace, [])
-        if bool(present) != known or any(selector.items() <= labels.items() for _, labels in present):
+        if any(selector.items() <= labels.items() for _, labels in present):
+            continue
+        # Whether the repository holds workloads of the namespace: Istio's default ingress gateway,
+        # which validation assumes (assumed.py), is matched but does not make a namespace known.
+        present = [(obj, labels) for obj, labels in present if not is_assumed(obj)]
+        if bool(present) != known:
             continue
         if known:
             yield sidecar, _selector_path(selector), (
