@@ -468,4 +468,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from reconciler import runtime
+    runtime.for_command()  # the runtime policy of the galleon command this measures
     sys.exit(main())

@@ -242,4 +242,6 @@ def time_server(base_snapshot, head_snapshot, markdown: str) -> None:
 
 
 if __name__ == "__main__":
+    from reconciler import runtime
+    runtime.for_command()  # the runtime policy of the galleon command this measures
     sys.exit(main())

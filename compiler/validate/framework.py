@@ -26,68 +26,70 @@ class Analyzer:
     kinds: tuple[str, ...] = ()  # the kinds a local analyzer checks
 
     def run(self, index: Index) -> Iterator[Problem]:
-        if self.local is None:
-            yield from self.check(index)
-            return
-        # An object parsed once and shared by two revisions (parse's ``previous``) keeps its problems
-        # while the facts it was checked against are the same: a revision that changes one file is
-        # not checked whole again (15,000 objects take the analyzers a second). The facts are kept as
-        # a digest, which a parse cache (compiler/records.py) can store as well.
-        context = index.facts_digest(self.local)
-        fresh = []
-        for kind in self.kinds:
-            for obj in index.by_kind.get(kind, ()):
-                known = obj.checks.get(self.name)
-                if known is not None and known[0] == context:
-                    yield from ((obj, path, message) for path, message in known[1])
-                    continue
-                fresh.append(obj)
-        if not fresh:
-            return
-        found: dict[SourceObject, list] = defaultdict(list)
-        # The restricted index has no other kinds, so a check reading one it does not declare fails
-        # at once (KeyError) instead of missing problems.
-        for obj, path, message in self.check(index.only(fresh, self.kinds)):
-            found[obj].append((path, message))
-            yield obj, path, message
-        for obj in fresh:
-            obj.checks[self.name] = (context, tuple(found.get(obj, ())))
+        """Every problem, all objects checked (run_all keeps local analyzers' problems per object)."""
+        yield from self.check(index)
 
 
 ANALYZERS: list[Analyzer] = []
-# obj.checks key: a hash of every local analyzer of the object's kind with the facts it read, and
-# all their problems with the object, kept when they were last found.
+# obj.checks keys. LOCAL_STAMP: a hash of every local analyzer of the object's kind with the facts it
+# read, and all their problems with the object (analyzer name, path, message), kept when they were
+# last found. LOCAL_FACTS: for each of those analyzers, a digest of the facts it read then (one dict,
+# shared by the objects of a kind checked together).
 LOCAL_STAMP = "local analyzers"
+LOCAL_FACTS = "local facts"
 
 
 def run_all(index: Index) -> Iterator[tuple[Analyzer, SourceObject, Path, str]]:
-    """Every analyzer's problems. An object whose local analyzers all read the same facts as when its
-    problems were kept (its LOCAL_STAMP) gives them at once: in a revision that changes one file of
-    15,000 objects, asking each analyzer about each object took longer than the analyzers that
-    compare objects with each other."""
+    """Every analyzer's problems.
+
+    A local analyzer's problems with an object come from that object and some facts of the index
+    alone, so an object parsed once and shared by two revisions (parse's ``previous``, or a parse
+    cache's record) keeps them while those facts are the same: a revision that changes one file of
+    15,000 objects is not checked whole again. An object whose local analyzers all read the same
+    facts as before (its LOCAL_STAMP) gives its problems at once; one whose facts changed for some
+    is checked again by those only; a new one by all."""
     local = [a for a in ANALYZERS if a.local is not None]
     by_name = {a.name: a for a in local}
     # Every fact is read here, on the whole index, before the restricted copies below share its memo.
-    contexts = {a.name: index.facts_digest(a.local) for a in local}
-    stamps = {kind: hashlib.sha256("".join(f"{a.name}\n{contexts[a.name]}\n" for a in local
-                                           if kind in a.kinds).encode()).hexdigest()[:32]
-              for kind in index.by_kind}
-    stale = []
+    facts = {a.name: index.facts_digest(a.local) for a in local}
+    facts_of_kind = {kind: {a.name: facts[a.name] for a in local if kind in a.kinds} for kind in index.by_kind}
+    stamps = {kind: hashlib.sha256("".join(f"{name}\n{digest}\n" for name, digest in read.items()).encode())
+              .hexdigest()[:32] for kind, read in facts_of_kind.items()}
+    new: dict[str, list[SourceObject]] = defaultdict(list)  # never checked: every local analyzer runs
+    partly: dict[str, list[SourceObject]] = defaultdict(list)  # checked against other facts
     for obj in index.objects:
         kept = obj.checks.get(LOCAL_STAMP)
-        if kept is not None and kept[0] == stamps[obj.kind]:
+        if kept is None:
+            new[obj.kind].append(obj)
+        elif kept[0] == stamps[obj.kind]:
             for name, path, message in kept[1]:
                 yield by_name[name], obj, path, message
         else:
-            stale.append(obj)
-    if stale:
-        restricted = index.only(stale, tuple(index.by_kind))
-        for check in local:
-            for obj, path, message in check.run(restricted):
-                yield check, obj, path, message
-        for obj in stale:
-            obj.checks[LOCAL_STAMP] = (stamps[obj.kind], tuple(
-                (a.name, path, message) for a in local if obj.kind in a.kinds for path, message in obj.checks[a.name][1]))
+            partly[obj.kind].append(obj)
+    found: dict[SourceObject, list[tuple[str, Path, str]]] = defaultdict(list)
+    for check in local:
+        fresh: dict[str, list[SourceObject]] = {}
+        for kind in check.kinds:
+            fresh[kind] = new.get(kind, [])
+            for obj in partly.get(kind, ()):
+                if obj.checks[LOCAL_FACTS].get(check.name) == facts[check.name]:
+                    found[obj] += [p for p in obj.checks[LOCAL_STAMP][1] if p[0] == check.name]
+                else:
+                    fresh[kind] = fresh[kind] + [obj]
+        if not any(fresh.values()):
+            continue
+        # The restricted index has no other kinds, so a check reading one it does not declare fails
+        # at once (KeyError) instead of missing problems.
+        for obj, path, message in check.check(index.only(fresh)):
+            found[obj].append((check.name, path, message))
+    for kind, objects in [*new.items(), *partly.items()]:
+        read = facts_of_kind[kind]
+        for obj in objects:
+            problems = tuple(found.get(obj, ()))
+            obj.checks[LOCAL_STAMP] = (stamps[kind], problems)
+            obj.checks[LOCAL_FACTS] = read
+            for name, path, message in problems:
+                yield by_name[name], obj, path, message
     for check in ANALYZERS:
         if check.local is None:
             for obj, path, message in check.run(index):

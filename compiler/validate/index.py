@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import weakref
 from collections import defaultdict
 from dataclasses import dataclass
 from functools import cached_property
@@ -112,15 +113,13 @@ class Index:
             found = self._fact_digests[fact] = hashlib.sha256(f"{fact}\n{text}".encode()).hexdigest()
         return found
 
-    def only(self, objects: list[SourceObject], kinds: tuple[str, ...]) -> Index:
-        """This index with ``objects`` (some of its own, of ``kinds``) to check: ``objects`` and
+    def only(self, by_kind: dict[str, list[SourceObject]]) -> Index:
+        """This index with only these objects (some of its own, by kind) to check: ``objects`` and
         ``by_kind`` hold only those, and ``by_kind`` no other kind; every look-up table still covers
-        all (framework.Analyzer.run)."""
+        all (framework.run_all)."""
         restricted = copy.copy(self)
-        restricted.objects = objects
-        restricted.by_kind = {kind: [] for kind in kinds}
-        for obj in objects:
-            restricted.by_kind[obj.kind].append(obj)
+        restricted.objects = [obj for objects in by_kind.values() for obj in objects]
+        restricted.by_kind = by_kind
         return restricted
 
     @cached_property
@@ -263,11 +262,22 @@ class Index:
                    if namespace is None or obj.namespace == namespace)
 
 
-def destinations(vs: SourceObject) -> Iterator[tuple[Path, dict, list]]:
+def destinations(vs: SourceObject) -> tuple[tuple[Path, dict, list], ...]:
     """Every Destination a VirtualService names: (path of the Destination, it, its route list).
 
-    The route list is the weighted list it belongs to (empty for mirrors).
+    The route list is the weighted list it belongs to (empty for mirrors). Read once per object
+    (a score of analyzers ask, in every revision that shares it).
     """
+    found = _destinations.get(vs)
+    if found is None:
+        found = _destinations[vs] = tuple(_destinations_of(vs))
+    return found
+
+
+_destinations: "weakref.WeakKeyDictionary[SourceObject, tuple]" = weakref.WeakKeyDictionary()
+
+
+def _destinations_of(vs: SourceObject) -> Iterator[tuple[Path, dict, list]]:
     for section in ("http", "tcp", "tls"):
         for i, rule in enumerate(vs.spec.get(section, [])):
             route = rule.get("route", [])
