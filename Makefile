@@ -12,7 +12,7 @@ SYSTEM_TOOLS := sshd:openssh-server ssh-keygen:openssh-client git:git gpg:gnupg 
 .PHONY: run test build bench schemas clean system-deps
 
 # The compiled modules (compiler/native.py) are rebuilt whenever their sources change.
-NATIVE_SOURCES := $(shell sed -n 's/^    "compiler\.\(.*\)",$$/compiler\/\1.py/p' compiler/native.py)
+NATIVE_SOURCES := $(shell sed -n 's/^    "\(compiler\..*\)",$$/\1/p' compiler/native.py | tr . / | sed 's/$$/.py/')
 
 $(STAMP): pyproject.toml setup.py compiler/native.py $(NATIVE_SOURCES)
 	$(PYTHON) -m venv $(VENV)
@@ -49,4 +49,4 @@ schemas: $(STAMP)
 	$(BIN)/python -m schemas.generate ../shared/data/istio-crds.gen.yaml
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache compiler/*.so compiler__mypyc*.so compiler/native_build.json
+	rm -rf $(VENV) build *.egg-info .pytest_cache compiler/*.so compiler/validate/*.so compiler__mypyc*.so compiler/native_build.json

@@ -37,6 +37,16 @@ NATIVE = (
     "compiler.scope",
     "compiler.view",
     "compiler.xds",
+    # Validation: a repository's every object is checked by some sixty analyzers on each revision.
+    "compiler.validate.deprecation",
+    "compiler.validate.destination_rules",
+    "compiler.validate.framework",
+    "compiler.validate.references",
+    "compiler.validate.routing",
+    "compiler.validate.service_entries",
+    "compiler.validate.syntax",
+    "compiler.validate.topology",
+    "compiler.validate.workloads",
 )
 RECORD = "native_build.json"
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -47,7 +57,7 @@ class StaleBuildError(ImportError):
 
 
 def source_path(module: str, root: Path = PACKAGE_DIR) -> Path:
-    return root / (module.rpartition(".")[2] + ".py")
+    return root.joinpath(*module.split(".")[1:]).with_suffix(".py")
 
 
 def source_hashes(root: Path = PACKAGE_DIR) -> dict[str, str]:
@@ -80,7 +90,7 @@ def check() -> None:
         raise StaleBuildError(
             f"galleon: the compiled modules of {files} were built from other sources than the ones beside "
             f"them, so Python would run the old code. Rebuild them with `make build` (or `pip install -e .`), "
-            f"or delete {PACKAGE_DIR}/*.so to run the pure-Python sources.")
+            f"or delete the .so files beside them to run the pure-Python sources.")
 
 
 def compiled() -> list[str]:

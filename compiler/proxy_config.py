@@ -290,7 +290,7 @@ def _rule_errors(config: dict) -> Iterator[str]:
         problem = proxy_address_error(discovery)
         if problem:
             yield f"invalid discovery address: {problem}"
-    tracer, settings = _chosen(get(config, "tracing") or {}, TRACERS) or (None, None)
+    tracer, settings = _chosen(get(config, "tracing") or {}, TRACERS) or (None, {})
     if tracer == "lightstep":
         address = get(settings, "address") or ""
         if not address:
@@ -316,7 +316,8 @@ def _rule_errors(config: dict) -> Iterator[str]:
             yield f"invalid {name}.address {address!r}: {problem}"
     for name, default in (("proxyAdminPort", 15000), ("statusPort", 15020)):
         value = get(config, name)
-        problem = _port_error(_integer(value, -2**31, 2**31) if value is not None else default)
+        port = _integer(value, -2**31, 2**31) if value is not None else default
+        problem = _port_error(port) if port is not None else None  # (not an int32: the type check says so)
         if problem:
             yield f"invalid {_snake(name).replace('_', ' ')}: {problem}"
     policy = get(config, "controlPlaneAuthPolicy")
@@ -342,7 +343,8 @@ def _connection_errors(settings: Any) -> Iterator[str]:
         return
     get = lambda name: _field(settings, name)  # noqa: E731
     for name in ("listenerPerConnectionBufferLimitBytes", "clusterPerConnectionBufferLimitBytes"):
-        if get(name) is not None and _integer(get(name), -2**31, 2**31) < 0:
+        number = _integer(get(name), -2**31, 2**31)
+        if number is not None and number < 0:
             yield f"invalid connection settings: {_snake(name)} must be non-negative"
     for name in ("httpIdleTimeout", "httpMaxConnectionDuration", "httpDrainTimeout", "httpRequestTimeout",
                  "httpRequestHeadersTimeout", "httpStreamIdleTimeout", "httpMaxStreamDuration"):
@@ -354,7 +356,8 @@ def _connection_errors(settings: Any) -> Iterator[str]:
                             ("http2InitialConnectionWindowSize", 65535, "must be at least 65535"),
                             ("listenerConnectionLimit", 1, "must be positive"),
                             ("globalDownstreamConnectionLimit", 1, "must be positive")):
-        if get(name) is not None and _integer(get(name), -2**31, 2**31) < low:
+        number = _integer(get(name), -2**31, 2**31)
+        if number is not None and number < low:
             yield f"invalid connection settings: {_snake(name)} {what}"
 
 

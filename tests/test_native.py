@@ -16,9 +16,10 @@ from compiler import native
 from tests.conftest import ROOT
 
 # The compiler's tests whose results depend on the compiled modules: the golden files compare
-# every feature's output byte for byte.
+# every feature's output byte for byte; every analyzer's cases and the corpus, every finding.
 COMPILER_TESTS = ["tests/test_golden.py", "tests/test_incremental.py", "tests/test_endpoints.py",
-                  "tests/test_clusters.py", "tests/test_routes.py", "tests/test_listeners.py", "tests/test_xds.py"]
+                  "tests/test_clusters.py", "tests/test_routes.py", "tests/test_listeners.py", "tests/test_xds.py",
+                  "tests/test_analyzers.py", "tests/test_corpus.py"]
 
 
 def test_every_native_module_runs_compiled_unless_installed_pure():

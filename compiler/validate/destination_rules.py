@@ -119,7 +119,7 @@ class _LabelIndex:
         asked = tuple(sorted(keys))
         if len(asked) == 1:  # the usual subsets (version: v1): one look-up per workload
             (key,) = asked
-            combinations = {((labels or _NONE).get(key),) for labels in label_sets}
+            combinations: set[tuple[str | None, ...]] = {((labels or _NONE).get(key),) for labels in label_sets}
         else:
             combinations = {tuple(map((labels or _NONE).get, asked)) for labels in label_sets}
         postings: dict[tuple[str, str], set[int]] = defaultdict(set)
@@ -201,6 +201,7 @@ def subset_selects_no_workload(index: Index):
         return found
 
     for dr, subsets, declared, (key, base, where) in rules:
+        assert declared is not None  # rules holds only declared hosts
         workloads = label_index(key, declared)
         if not workloads.selects(base):
             continue  # none of the host's workloads is in the repository: they come from a live registry

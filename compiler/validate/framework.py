@@ -51,7 +51,7 @@ def run_all(index: Index) -> Iterator[tuple[Analyzer, SourceObject, Path, str]]:
     local = [a for a in ANALYZERS if a.local is not None]
     by_name = {a.name: a for a in local}
     # Every fact is read here, on the whole index, before the restricted copies below share its memo.
-    facts = {a.name: index.facts_digest(a.local) for a in local}
+    facts = {a.name: index.facts_digest(a.local or ()) for a in local}
     facts_of_kind = {kind: {a.name: facts[a.name] for a in local if kind in a.kinds} for kind in index.by_kind}
     stamps = {kind: hashlib.sha256("".join(f"{name}\n{digest}\n" for name, digest in read.items()).encode())
               .hexdigest()[:32] for kind, read in facts_of_kind.items()}

@@ -99,6 +99,7 @@ class Index:
         # Gateway has that name (Istio's GatewayAnalyzer looks among Istio's first)
         self.kubernetes_gateways = {f"{g.namespace}/{g.name}": g for g in self.by_kind[KUBERNETES_GATEWAY]}
         self._fact_digests: dict[str, str] = {}
+        self._looked_up: dict[tuple[str, tuple[str, ...], str], Declared | None] = {}
 
     def facts_digest(self, facts: tuple[str, ...]) -> str:
         """A hash of these facts (attributes: sets, or dicts by their keys), equal exactly when they
@@ -162,11 +163,17 @@ class Index:
         analyzers find it: the host exported everywhere, else to the object's namespace (or, when it
         is exported elsewhere, to those namespaces), else a wildcard host covering it exported
         everywhere or to the object's namespace. An ExternalName Service's host gives what declares
-        the host it stands for, when that is declared: traffic to it goes there (Istio's aliases)."""
+        the host it stands for, when that is declared: traffic to it goes there (Istio's aliases).
+        Asked a score of times per object, by as many analyzers: each answer is found once."""
+        key = (namespace, tuple(export_to), host)
+        if key in self._looked_up:
+            return self._looked_up[key]
         found = self._lookup(namespace, export_to, host)
-        target = kube.external_name(found.obj) if found is not None and found.obj.kind == SERVICE else None
-        if target is not None:
-            return self._lookup(found.obj.namespace, (), target) or found
+        if found is not None and found.obj.kind == SERVICE:
+            target = kube.external_name(found.obj)
+            if target is not None:
+                found = self._lookup(found.obj.namespace, (), target) or found
+        self._looked_up[key] = found
         return found
 
     def _lookup(self, namespace: str, export_to: Iterable[str], host: str) -> Declared | None:
@@ -300,7 +307,7 @@ def traffic_policies(dr: SourceObject) -> Iterator[tuple[Path, dict, dict]]:
     as Istio merges them.
     """
     top = dr.spec.get("trafficPolicy")
-    levels = [(("spec", "trafficPolicy"), top, {})] if top else []
+    levels: list[tuple[Path, dict, dict]] = [(("spec", "trafficPolicy"), top, {})] if top else []
     for i, subset in enumerate(dr.spec.get("subsets", [])):
         if subset.get("trafficPolicy"):
             levels.append((("spec", "subsets", i, "trafficPolicy"), subset["trafficPolicy"], top or {}))

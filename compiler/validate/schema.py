@@ -114,7 +114,7 @@ def _types(value) -> str:
     names = {"object": "a mapping", "array": "a list", "string": "a string", "integer": "an integer",
              "number": "a number", "boolean": "true or false", "null": "null"}
     values = value if isinstance(value, list) else [value]
-    return " or ".join(names.get(v, v) for v in values)
+    return " or ".join(names.get(v, str(v)) for v in values)
 
 
 def _oneof_message(error: ValidationError) -> str:

@@ -11,6 +11,7 @@ from collections import defaultdict
 
 from ..findings import Level
 from ..hosts import fqdn
+from ..parse import SourceObject
 from ..vips import under_suffix
 from .framework import analyzer
 from .index import Index, destinations, export_scopes
@@ -312,7 +313,7 @@ def _status_addresses(se) -> bool:
           "ServiceEntries visible in one namespace declare the same host and port with different protocols")
 def conflicting_service_entry_protocol(index: Index):
     # (scope, host, port number) -> [(protocol, ServiceEntry, port index)], in a fixed order
-    declared: dict[tuple[str, str, int], list[tuple[str, object, int]]] = defaultdict(list)
+    declared: dict[tuple[str, str, int], list[tuple[str, SourceObject, int]]] = defaultdict(list)
     for se in sorted(index.by_kind["ServiceEntry"], key=lambda o: (o.namespace, o.name)):
         scopes = sorted(export_scopes(se.namespace, se.spec.get("exportTo", ())))
         hosts = dict.fromkeys(fqdn(host, se.namespace) for host in se.spec.get("hosts", []))

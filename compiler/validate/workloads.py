@@ -273,7 +273,8 @@ def _container_ports(spec: Mapping) -> dict[str, int]:
     """The named container ports of a pod spec (the schemas leave ports open: others are passed over)."""
     found: dict[str, int] = {}
     for _, container in _containers(spec):
-        for port in container.get("ports") if isinstance(container.get("ports"), list) else ():
+        ports = container.get("ports")
+        for port in ports if isinstance(ports, list) else ():
             if isinstance(port, dict) and isinstance(port.get("name"), str) and type(port.get("containerPort")) is int:
                 found.setdefault(port["name"], port["containerPort"])
     return found
