@@ -30,9 +30,14 @@ INJECT_LABEL = "sidecar.istio.io/inject"
 # GatewayClass...) are read silently.
 GATEWAY_API_GROUP = "gateway.networking.k8s.io"
 KUBERNETES_GATEWAY = "KubernetesGateway"
-# Kinds validation reads (VirtualServices name them) but that configure no proxy: never in the mesh
-# (model.build_mesh leaves them out), so never in what is compiled.
-REFERENCE_ONLY_KINDS = frozenset({KUBERNETES_GATEWAY})
+# Istio's security.istio.io: its RequestAuthentication is read only for the workloads it applies to (a
+# VirtualService routing on JWT claims needs one on its gateway's pods, Istio's JWTClaimRouteAnalyzer);
+# its other kinds (AuthorizationPolicy, PeerAuthentication) are not read (GAL0003).
+SECURITY_GROUP = "security.istio.io"
+REQUEST_AUTHENTICATION = "RequestAuthentication"
+# Kinds validation reads (VirtualServices name them, or need them) but that configure no proxy Galleon
+# compiles: never in the mesh (model.build_mesh leaves them out), so never in what is compiled.
+REFERENCE_ONLY_KINDS = frozenset({KUBERNETES_GATEWAY, REQUEST_AUTHENTICATION})
 
 SERVICE = "Service"
 ENDPOINT_KINDS = frozenset({"EndpointSlice", "Endpoints"})

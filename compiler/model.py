@@ -278,8 +278,9 @@ def build_mesh(objects: list[SourceObject], revision: str = "", *, keep_vips: Ma
 
     ``keep_vips`` and ``held_vips``: the VIPs already given out (vips.allocate), so that a name keeps
     its address from one revision to the next; without them, the addresses a fresh mesh would get.
-    Kinds validation alone reads (kinds.REFERENCE_ONLY_KINDS: Gateway API Gateways) are left out: they
-    configure no proxy, and are in no digest, so adding one recompiles nothing.
+    Kinds validation alone reads (kinds.REFERENCE_ONLY_KINDS: Gateway API Gateways, Istio's
+    RequestAuthentications) are left out: they configure no proxy Galleon compiles, and are in no
+    digest, so adding one recompiles nothing.
     """
     by_kind: dict[str, list[SourceObject]] = {}
     for obj in sorted(objects, key=lambda o: (o.kind, o.namespace, o.name, o.key)):

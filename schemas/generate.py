@@ -1,5 +1,6 @@
 """Generate schemas/<kind>.json from Istio's CRDs, and ObjectMeta and the Kubernetes kinds (Gateway
-API's Gateway among them, as kubernetesgateway.json) from schemas/kubernetes.py.
+API's Gateway among them, as kubernetesgateway.json), with Istio's RequestAuthentication, which
+validation reads only for its selector, from schemas/kubernetes.py.
 
     python -m schemas.generate ../shared/data/istio-crds.gen.yaml
 

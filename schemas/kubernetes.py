@@ -1,6 +1,7 @@
 """The Kubernetes parts of the schemas: ObjectMeta, which every kind shares, and the Kubernetes kinds
 Galleon reads from a repository (Services, their endpoints, the workloads selectors match, the
-Namespaces whose labels decide sidecar injection, and the Gateway API Gateways VirtualServices bind to).
+Namespaces whose labels decide sidecar injection, and the Gateway API Gateways VirtualServices bind to),
+with Istio's RequestAuthentication, which validation reads only for the workloads it applies to.
 
 Kubernetes validates these kinds itself and keeps adding fields to them, so their specs stay open:
 only the fields Galleon reads are typed (a wrong type there would mislead the model), every other
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from compiler.kinds import GATEWAY_API_GROUP, KUBERNETES_GATEWAY, api_version
+from compiler.kinds import GATEWAY_API_GROUP, KUBERNETES_GATEWAY, REQUEST_AUTHENTICATION, SECURITY_GROUP, api_version
 
 OBJECT_META_ID = "https://galleon.io/schemas/objectmeta.json"
 DNS_LABEL = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -117,6 +118,21 @@ _GATEWAY_SPEC = {"type": "object", "properties": {"gatewayClassName": STRING,
 # The versions Istio reads (its gvk.KubernetesGateway is v1, with v1beta1 and v1alpha2 as aliases)
 GATEWAY_API_VERSIONS = ("v1", "v1beta1", "v1alpha2")
 
+# Istio's RequestAuthentication (security.istio.io), read only for which workloads it applies to: its
+# selector's matchLabels (none: every workload of its namespace), or the policy targets it names instead
+# (Istio's JWTClaimRouteAnalyzer reads the selector alone). Its selector and targets are closed, as Istio's
+# CRD writes them: a misspelt matchLabels would make it apply to every workload. Its jwtRules, which
+# Galleon does not apply, are accepted as written (Istio's CRD and webhook check them).
+_POLICY_TARGET = {"type": "object", "required": ["kind", "name"], "additionalProperties": False,
+                  "properties": {"group": STRING, "kind": STRING, "name": STRING, "namespace": STRING}}
+_REQUEST_AUTHENTICATION_SPEC = {"type": "object", "properties": {
+    "selector": {"type": "object", "additionalProperties": False, "properties": {"matchLabels": STRING_MAP}},
+    "targetRef": _POLICY_TARGET,
+    "targetRefs": {"type": "array", "items": _POLICY_TARGET},
+}}
+# The versions Istio serves (its gvk.RequestAuthentication is v1, with v1beta1 as an alias)
+REQUEST_AUTHENTICATION_VERSIONS = ("v1", "v1beta1")
+
 # The kinds Galleon knows by another name than the one written (compiler/kinds.py): name -> kind as written.
 WRITTEN_KINDS = {KUBERNETES_GATEWAY: "Gateway"}
 
@@ -135,6 +151,8 @@ KINDS: dict[tuple[str, str, str], dict[str, Any]] = {
     # only its labels are read (sidecar injection)
     ("", "Namespace", "v1"): {"spec": {"type": "object"}},
     **{(GATEWAY_API_GROUP, KUBERNETES_GATEWAY, version): {"spec": _GATEWAY_SPEC} for version in GATEWAY_API_VERSIONS},
+    **{(SECURITY_GROUP, REQUEST_AUTHENTICATION, version): {"spec": _REQUEST_AUTHENTICATION_SPEC}
+       for version in REQUEST_AUTHENTICATION_VERSIONS},
 }
 
 
@@ -151,8 +169,8 @@ def object_schema(kind: str, api: str, fields: dict[str, Any], required: tuple[s
 
 
 def kubernetes_schemas() -> dict[tuple[str, str], dict[str, dict]]:
-    """(group, kind) -> version -> schema of every Kubernetes kind Galleon reads (a kind known by another
-    name is checked as written: ``kind: Gateway``)."""
+    """(group, kind) -> version -> schema of every Kubernetes kind Galleon reads, and of Istio's
+    RequestAuthentication (a kind known by another name is checked as written: ``kind: Gateway``)."""
     out: dict[tuple[str, str], dict[str, dict]] = {}
     for (group, kind, version), fields in KINDS.items():
         out.setdefault((group, kind), {})[version] = object_schema(WRITTEN_KINDS.get(kind, kind),

@@ -46,7 +46,7 @@ CASES = {
            extra="  gateways: [istio-system/ingress, mesh, istio-system/web]\n")
         + "---\n" + kubernetes_gateway("- {name: http, port: 80, protocol: HTTP}"),
         vs("- route:\n  - destination: {host: reviews}",
-           extra="  gateways:\n  - mesh\n  - ingress  # <-\n"),
+           extra="  gateways:\n  - mesh\n  - ingress  # <- also virtual-service-host-not-found-in-gateway\n"),
     ),
     "gateway-selector-matches-nothing": (
         "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw2, namespace: istio-system}\n"

@@ -1,7 +1,7 @@
 """Istio's Gateway analyzers (compiler/validate/gateways.py): conflicting Gateways (IST0145), one
 certificate on two Gateways (IST0138), a server port no Service of the gateway workloads exposes
 (IST0162), and a VirtualService none of whose hosts its Gateway serves (IST0132), Istio's or a Kubernetes
-Gateway API Gateway."""
+Gateway API Gateway, or one that does not exist."""
 from __future__ import annotations
 
 import textwrap
@@ -77,8 +77,9 @@ CASES = {
         docs(gateway(server(8080, "['bookinfo/*.example.com']")), virtual_service("[istio-system/gw2]"),
              kubernetes_gateway("- {name: http, hostname: '*.example.com', port: 80, protocol: HTTP}"),
              virtual_service("[istio-system/web]", name="web")),
+        # a Gateway that does not exist serves no host either: IST0101 and IST0132, as Istio reports it
         docs(gateway(server(8080, "['other/*.example.com']")),
-             virtual_service("\n  - istio-system/gw2  # <-"),
+             virtual_service("\n  - istio-system/gw2  # <-\n  - istio-system/gw9  # <- also gateway-not-found"),
              kubernetes_gateway("- {name: http, hostname: ratings.example.com, port: 80, protocol: HTTP}"),
              virtual_service("\n  - istio-system/web  # <-", name="web")),
     ),
@@ -243,13 +244,15 @@ def test_wildcards_match_either_way():
         ("IST0132", "VirtualService/bookinfo/test")]
 
 
-def test_each_gateway_reference_is_checked_and_a_missing_gateway_only_once():
+def test_each_gateway_reference_is_checked_and_a_missing_gateway_serves_no_host():
+    """As Istio's GatewayAnalyzer: a Gateway that does not exist is not found (IST0101), and since no
+    gateway hosts match, none of the VirtualService's hosts is found in it either (IST0132)."""
     gw = gateway(server(8080, "[ratings.example.com]"))
     vs = virtual_service("\n  - mesh\n  - istio-system/ingress\n  - istio-system/gw2\n  - istio-system/gw9")
     found = findings(gw, vs)
     lines = (BASE + "---\n" + docs(gw, vs)).splitlines()
     assert [(c, lines[line - 1].strip()) for c, _, line in found] == [
-        ("IST0101", "- istio-system/gw9"), ("IST0132", "- istio-system/gw2")]
+        ("IST0101", "- istio-system/gw9"), ("IST0132", "- istio-system/gw2"), ("IST0132", "- istio-system/gw9")]
     # a short reference is to the VirtualService's namespace
     local = gateway(server(8080, "[reviews.example.com]"), namespace="bookinfo")
     assert codes(local, virtual_service("[gw2]")) == []
@@ -327,8 +330,8 @@ def test_the_messages_say_which_gateway_was_found_or_looked_for():
     gw = kubernetes_gateway(LISTENER.format(name="a", hostname="ratings.example.com"))
     vs = virtual_service("\n  - istio-system/web\n  - istio-system/gw9")
     text = BASE + "---\n" + docs(gw, vs)
-    host, missing = validate(snapshot_of({"mesh.yaml": text})).findings
-    assert (host.code, missing.code) == ("IST0132", "IST0101")
+    host, missing, serves_nothing = validate(snapshot_of({"mesh.yaml": text})).findings
+    assert (host.code, missing.code, serves_nothing.code) == ("IST0132", "IST0101", "IST0132")
     assert host.message.startswith(
         "one or more host [reviews.example.com] defined in VirtualService bookinfo/test not found in Gateway "
         "istio-system/web: it is a Kubernetes Gateway (gateway.networking.k8s.io), whose listeners accept only "
@@ -337,6 +340,11 @@ def test_the_messages_say_which_gateway_was_found_or_looked_for():
         "Referenced gateway not found: 'istio-system/gw9' (looked for Gateway istio-system/gw9 of Istio "
         "(networking.istio.io), then of the Kubernetes Gateway API (gateway.networking.k8s.io)); "
         "use NAMESPACE/NAME or 'mesh'")
+    assert serves_nothing.line == missing.line and serves_nothing.message == (
+        "one or more host [reviews.example.com] defined in VirtualService bookinfo/test not found in Gateway "
+        "istio-system/gw9: no Gateway of that name exists (neither an Istio Gateway nor a Kubernetes Gateway "
+        "(gateway.networking.k8s.io)), so no gateway serves these hosts for this VirtualService; create the Gateway, "
+        "or bind the VirtualService to one that serves them")
     istio = validate(snapshot_of({"mesh.yaml": BASE + "---\n" + docs(gateway(server(8080, "[ratings.example.com]")),
                                                                       virtual_service("[istio-system/gw2]"))}))
     (finding,) = istio.findings
@@ -361,7 +369,8 @@ def test_an_istio_gateway_of_the_same_name_is_looked_up_first():
 def test_other_gateway_api_kinds_are_no_gateway():
     route = ("apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: web, namespace: istio-system}\n"
              "spec:\n  parentRefs: [{name: web}]\n  hostnames: [reviews.example.com]\n")
-    assert codes(route, virtual_service("[istio-system/web]")) == [("IST0101", "VirtualService/bookinfo/test")]
+    assert codes(route, virtual_service("[istio-system/web]")) == [("IST0101", "VirtualService/bookinfo/test"),
+                                                                    ("IST0132", "VirtualService/bookinfo/test")]
 
 
 def test_a_kubernetes_gateway_is_checked_against_its_schema_and_named_as_written():
@@ -386,7 +395,7 @@ def test_host_check_of_an_unchanged_virtual_service_follows_its_kubernetes_gatew
                  kubernetes_gateway(LISTENER.format(name="a", hostname="ratings.example.com") + NO_HOSTNAME),
                  kubernetes_gateway(NO_HOSTNAME, name="other"),
                  kubernetes_gateway(LISTENER.format(name="a", hostname="reviews.example.com"))]
-    expected = [[], ["IST0132"], [], ["IST0101"], []]
+    expected = [[], ["IST0132"], [], ["IST0101", "IST0132"], []]
     previous = None
     for n, gw in enumerate(revisions):
         snapshot = snapshot_of({**files, "gw.yaml": gw}, f"r{n}")

@@ -17,7 +17,9 @@ CRDS = Path(__file__).resolve().parents[2] / "shared" / "data" / "istio-crds.gen
 @pytest.mark.skipif(not CRDS.exists(), reason="needs ../shared/data/istio-crds.gen.yaml beside the checkout")
 def test_committed_schemas_are_what_the_generator_makes(tmp_path):
     written = generate(CRDS, tmp_path)
-    assert len(written) == 18  # the six Istio kinds, ObjectMeta, ten Kubernetes kinds, Gateway API's Gateway
+    # the six Istio networking kinds, ObjectMeta, ten Kubernetes kinds, Gateway API's Gateway, Istio's
+    # RequestAuthentication
+    assert len(written) == 19
     for path in written:
         committed = resources.files("schemas").joinpath(path.name).read_text()
         assert path.read_text() == committed, f"schemas/{path.name} is stale: run make schemas"
@@ -25,7 +27,7 @@ def test_committed_schemas_are_what_the_generator_makes(tmp_path):
 
 def test_every_schema_file_is_a_valid_json_schema():
     files = [f for f in resources.files("schemas").iterdir() if f.name.endswith(".json")]
-    assert len(files) == 22
+    assert len(files) == 23
     for f in files:
         Draft202012Validator.check_schema(json.loads(f.read_text()))
 
@@ -42,6 +44,8 @@ def test_served_versions():
         assert versions[(group, kind)] == ("v1",)
     # Gateway API's Gateway, by the name Galleon knows it by, in the versions Istio reads
     assert versions[("gateway.networking.k8s.io", "KubernetesGateway")] == ("v1", "v1alpha2", "v1beta1")
+    # Istio's RequestAuthentication, read for its selector alone, in the versions Istio serves
+    assert versions[("security.istio.io", "RequestAuthentication")] == ("v1", "v1beta1")
 
 
 def test_a_kind_is_read_by_how_it_is_written():

@@ -11,8 +11,8 @@ from typing import Mapping
 from ..findings import Finding, has_errors, sorted_findings
 from ..parse import FileParse, ParseResult, SourceObject, parse
 from ..snapshot import Snapshot
-from . import (conditions, deprecation, destination_rules, gateways, references, routing, service_entries,  # noqa: F401
-               services, sidecars, topology, vips, workload_entries, workloads)  # (each registers its analyzers)
+from . import (conditions, deprecation, destination_rules, gateways, jwt_claims, references, routing,  # noqa: F401
+               service_entries, services, sidecars, topology, vips, workload_entries, workloads)  # (each registers its analyzers)
 from . import schema
 from .assumed import is_assumed
 # (`from . import annotations` would find this module's `from __future__ import annotations` instead)

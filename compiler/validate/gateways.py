@@ -273,7 +273,7 @@ def _shown_hosts(hosts: list[str]) -> str:
 
 @analyzer("virtual-service-host-not-found-in-gateway", "IST0132", Level.WARNING,
           "none of a VirtualService's hosts is served by a Gateway it binds to (Istio's, or a Kubernetes "
-          "Gateway API one's listeners)",
+          "Gateway API one's listeners), or the Gateway does not exist",
           local=("gateway_hosts", "kubernetes_gateway_hosts"), kinds=("VirtualService",))
 def virtual_service_host_not_found_in_gateway(index: Index):
     gateway_hosts = dict(index.gateway_hosts)
@@ -310,4 +310,10 @@ def virtual_service_host_not_found_in_gateway(index: Index):
                     + ", so it never routes these hosts by this VirtualService; add a listener for one of them "
                       "(or one without hostname) to the Gateway, a host to the VirtualService, or bind it to "
                       "another Gateway")
-            # else no Gateway of either kind has the name: gateway-not-found reports it, once
+            else:
+                # No Gateway of either kind has the name: gateway-not-found reports the reference (IST0101);
+                # as in Istio's GatewayAnalyzer, no gateway hosts match either
+                yield vs, ("spec", "gateways", i), (
+                    prefix + "no Gateway of that name exists (neither an Istio Gateway nor a Kubernetes Gateway "
+                    f"({GATEWAY_API_GROUP})), so no gateway serves these hosts for this VirtualService; create the "
+                    "Gateway, or bind the VirtualService to one that serves them")
