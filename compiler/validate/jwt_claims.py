@@ -122,7 +122,7 @@ def _without_request_authentication(index: Index, known: bool) -> Iterator[tuple
             if not pods:
                 continue
             several = len({_named(p) for p in pods}) > 1
-            found = (f"The virtual service uses the JWT claim based routing (key: {key}) but found no request "
+            said = (f"The virtual service uses the JWT claim based routing (key: {key}) but found no request "
                      f"authentication for the gateway ({name}) pod{'s' if several else ''} ({_listed(pods)}). The "
                      "request authentication must first be applied for the gateway pods to validate the JWT token "
                      "and make the claims available for routing")
@@ -133,10 +133,10 @@ def _without_request_authentication(index: Index, known: bool) -> Iterator[tuple
                    f"{'they carry' if several else 'it carries'}")
             if known:
                 yield vs, ("spec", "gateways", i), (
-                    f"{found}: no RequestAuthentication of the repository applies to {them}; {fix}")
+                    f"{said}: no RequestAuthentication of the repository applies to {them}; {fix}")
             else:
                 yield vs, ("spec", "gateways", i), (
-                    f"{found}: the repository holds no RequestAuthentication at all, so it cannot tell whether one "
+                    f"{said}: the repository holds no RequestAuthentication at all, so it cannot tell whether one "
                     f"applies to {them} (security policy may be managed elsewhere); if none does, {fix}")
 
 
