@@ -21,6 +21,7 @@ import yaml
 from yaml.constructor import SafeConstructor
 
 from . import flow_colons
+from .errors import InputError
 from .findings import Finding, Level
 from .kinds import CLUSTER_LABEL, LIST, NAMESPACE, PER_CLUSTER_KINDS, api_version, is_kubernetes, is_ours, shown_kind
 from .schemas import served_versions, written_kind, written_kinds
@@ -39,7 +40,7 @@ CODE_DUPLICATE_KEY = "GAL0005"
 Path = tuple[str | int, ...]
 
 
-class UnreadableFile(Exception):
+class UnreadableFile(InputError):
     """A file that cannot be read as YAML text at all: the source is unusable."""
 
     def __init__(self, file: str, message: str):

@@ -1,6 +1,8 @@
 """`galleon validate` as a user runs it: a real process, its output and its exit code."""
 from __future__ import annotations
 
+import argparse
+import inspect
 import json
 import os
 import re
@@ -172,6 +174,31 @@ def test_help_explains_itself():
     assert sub.returncode == 0
     for word in ("--rev", "--format", "FILE:LINE", "--ssh-key", "GALLEON_GIT_TOKEN"):
         assert word in sub.stdout
+
+
+def test_every_command_is_a_module_that_registers_and_runs_itself():
+    """reconciler/cli/ is a dispatcher over one module per command: each adds its own subparser
+    (register) and runs it (run); `galleon --help` lists them all, in the dispatcher's order."""
+    from reconciler import cli
+    helpers = {"__init__", "__main__", "common", "options"}
+    names = [module.__name__.rpartition(".")[2] for module in cli.COMMANDS]
+    assert sorted(names) == sorted(p.stem for p in (ROOT / "reconciler" / "cli").glob("*.py") if p.stem not in helpers)
+    for name, module in zip(names, cli.COMMANDS):
+        commands = argparse.ArgumentParser(prog="galleon").add_subparsers()
+        assert module.register(commands).prog == f"galleon {name}"
+        assert list(inspect.signature(module.run).parameters) == ["args"]
+    top = galleon("--help")
+    assert top.returncode == 0 and re.findall(r"^    (\S+)", top.stdout, re.MULTILINE) == names
+
+
+def test_the_parser_is_built_without_the_heavy_modules_commands_import_when_they_run():
+    """Every command module is imported for `galleon --help`: none may import Git, gRPC, the
+    Kubernetes client, cryptography, jinja2 or the compiler's validation at its top."""
+    heavy = ("pygit2", "grpc", "kubernetes", "cryptography", "jinja2", "compiler.validate", "compiler.model")
+    script = (f"import sys; from reconciler.cli import build_parser; build_parser(); "
+              f"print([m for m in {heavy!r} if m in sys.modules])")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert result.returncode == 0 and result.stdout == "[]\n", result.stdout + result.stderr
 
 
 def test_bad_arguments_exit_2_without_traceback():

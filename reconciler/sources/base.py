@@ -3,12 +3,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
+from compiler.errors import InputError
 from compiler.snapshot import Snapshot
 
 YAML_SUFFIXES = (".yaml", ".yml")
 
 
-class SourceError(Exception):
+class SourceError(InputError):
     """The source cannot be read: a one-line message for a person, never a traceback."""
 
 

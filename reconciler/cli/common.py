@@ -1,0 +1,123 @@
+"""What several commands do: read SOURCE at --rev and validate it, describe a proxy, check the
+clusters a command names, report progress, and the exit codes and UsageError they end with.
+
+Nothing heavy is imported here at the top: every command module imports this one, and all of them
+are imported to build the parser, even for `galleon --help`."""
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Iterable, TextIO
+
+from compiler.errors import InputError
+
+from ..defaults import split_address
+
+if TYPE_CHECKING:
+    from compiler.findings import Finding
+    from compiler.validate import Validation
+
+    from ..parse_cache import ParseCache
+    from ..sources import GitCredentials
+
+EXIT_OK, EXIT_INVALID, EXIT_UNREADABLE = 0, 1, 2
+# galleon diff --exit-code, kubectl diff's convention: 0 no changes, 1 changes, above 1 trouble.
+EXIT_CHANGES, EXIT_HEAD_INVALID_STRICT = 1, 3
+
+
+class UsageError(InputError):
+    """Arguments that cannot be used together or as given."""
+
+
+def warn(message: str) -> None:
+    print(f"galleon: warning: {message}", file=sys.stderr)
+
+
+def say(message: str) -> None:
+    """Progress for people on a terminal; silent in CI logs and pipes."""
+    if sys.stderr.isatty():
+        print(f"galleon: {message}", file=sys.stderr, flush=True)
+
+
+def _progress(received: int, total: int, _bytes: int) -> None:
+    if total:
+        end = "\n" if received == total else ""
+        print(f"\rfetching: {received}/{total} objects", end=end, file=sys.stderr, flush=True)
+
+
+def credentials(args, progress: bool) -> GitCredentials:
+    """How to reach a remote Git SOURCE (add_source's options); fetch progress on a terminal if asked."""
+    from ..sources import GitCredentials
+    return GitCredentials(token_env=args.git_token_env, username=args.git_username, ssh_key=args.ssh_key,
+                          known_hosts=args.known_hosts,
+                          progress=_progress if progress and sys.stderr.isatty() else None)
+
+
+def parse_cache(args) -> ParseCache:
+    """The cache of parsed files under --state-dir (none with --no-cache)."""
+    from ..parse_cache import ParseCache
+    return ParseCache(None if args.no_cache else args.state_dir / "parses", warn)
+
+
+def load(args) -> Validation:
+    """Read SOURCE at --rev and validate it; raises SourceError/UnreadableFile for exit 2."""
+    from compiler.validate import validate
+
+    from ..sources import open_sources
+    locations = args.source if isinstance(args.source, list) else [args.source]
+    source = open_sources(locations, args.state_dir, credentials(args, True))
+    source.refresh()
+    snapshot, cache = source.snapshot(args.rev), parse_cache(args)
+    result = validate(snapshot, stored=cache.stored(snapshot))
+    cache.keep(result.parsed)
+    return result
+
+
+def print_findings(findings: Iterable[Finding], file: TextIO | None = None) -> None:
+    """One line each, FILE:LINE: LEVEL CODE KIND NS/NAME: message (to stdout unless ``file``)."""
+    for finding in findings:
+        print(finding.text(), file=file)
+
+
+def valid_revision(args, consequence: str) -> Validation | None:
+    """SOURCE at --rev, validated; None (its findings printed) when it has errors."""
+    from compiler.snapshot import short_revision
+    result = load(args)
+    if not result.ok:
+        print_findings(result.findings, sys.stderr)
+        print(f"galleon: {result.snapshot.origin} at {short_revision(result.snapshot.revision)} has errors; "
+              f"{consequence}", file=sys.stderr)
+        return None
+    return result
+
+
+def clusters_revision(args, consequence: str) -> Validation | None:
+    """As valid_revision, for a command that writes to --cluster NAME ... or --all-clusters."""
+    if bool(args.cluster) == args.all_clusters:
+        raise UsageError("give --cluster NAME (repeatable) or --all-clusters")
+    return valid_revision(args, consequence)
+
+
+def check_clusters(wanted: list[str], known) -> None:
+    unknown = sorted(set(wanted) - set(known))
+    if unknown:
+        raise UsageError(f"--cluster {', '.join(unknown)}: not a Cluster of this revision (clusters: "
+                         f"{', '.join(sorted(known)) or 'none'})")
+
+
+def labels(pairs: list[str]) -> dict[str, str]:
+    """--label KEY=VALUE ... as a dict."""
+    found = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--label {pair!r} is not KEY=VALUE")
+        found[key] = value
+    return found
+
+
+def check_address(address: str, flag: str) -> None:
+    """HOST:PORT, or a UsageError naming the flag."""
+    try:
+        split_address(address, flag)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None

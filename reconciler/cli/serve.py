@@ -1,0 +1,140 @@
+"""galleon serve: the per-cluster reconcile daemon (ADS, status API, HTTP, CA and DNS reconcilers).
+
+Its arguments are checked here, before the daemon (reconciler/serve.py) starts, so that a typo is an
+error now and not a log line in an hour."""
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+from pathlib import Path
+
+from .. import defaults
+from .common import UsageError, check_address, credentials
+from .options import add_kubeconfig, add_source
+
+
+def register(commands) -> argparse.ArgumentParser:
+    p = commands.add_parser(
+        "serve", help="serve one cluster's proxies over ADS, following the source",
+        description="Read SOURCE, validate it and serve the compiled configuration to Envoy and gRPC proxies over "
+                    "ADS (state of the world and delta). Reloads when a directory's files change, when a local "
+                    "repository gets a commit, on SIGHUP, and every --poll seconds. A revision with errors is "
+                    "reported and not served: proxies keep the last valid one. Stops cleanly on SIGTERM or "
+                    "SIGINT. HTTP on --http: /healthz, /readyz, /metrics, /debug/configz, /debug/syncz, "
+                    "/debug/config_dump?proxyID=NODE_ID.")
+    add_source(p)
+    p.add_argument("--cluster", required=True, metavar="NAME",
+                   help="the Cluster this daemon serves; proxies that do not say theirs are taken to be in it")
+    p.add_argument("--ads", default="127.0.0.1:15010", metavar="HOST:PORT",
+                   help="where to serve ADS (default: 127.0.0.1:15010; port 0 picks a free one)")
+    p.add_argument("--http", default="127.0.0.1:15014", metavar="HOST:PORT",
+                   help="where to serve health, metrics and debug pages (default: 127.0.0.1:15014)")
+    p.add_argument("--poll", type=float, default=None, metavar="SECONDS",
+                   help="also read the source every SECONDS (for remote Git; default: only on changes and SIGHUP)")
+    p.add_argument("--debounce", type=float, default=0.1, metavar="SECONDS",
+                   help="wait until changes have been quiet this long before reloading (default: 0.1)")
+    p.add_argument("--debounce-max", type=float, default=10.0, metavar="SECONDS",
+                   help="but reload at most this long after the first change (default: 10)")
+    p.add_argument("--webhook-secret-file", type=Path, default=None, metavar="FILE",
+                   help="turn on POST /hook on --http: a push notice signed with the secret in FILE (GitHub's "
+                        "X-Hub-Signature-256, GitLab's X-Gitlab-Token, or X-Galleon-Signature: sha256=HMAC) "
+                        "fetches at once")
+    p.add_argument("--verify-ssh-key", type=Path, action="append", default=[], metavar="FILE",
+                   help="serve only commits signed by one of the SSH public keys in FILE (public key or "
+                        "allowed_signers lines; repeatable); an unsigned or unverified head is reported, not served")
+    p.add_argument("--verify-gpg-key", type=Path, action="append", default=[], metavar="FILE",
+                   help="likewise for OpenPGP signatures, by the ASCII-armored public keys in FILE (repeatable)")
+    p.add_argument("--max-connection-age", type=float, default=None, metavar="SECONDS",
+                   help="end each xDS stream (with OK) after about SECONDS, so proxies reconnect and spread over "
+                        "replicas behind a load balancer (default: never)")
+    cas = p.add_argument_group("CA reconciler (galleon ca reconcile, for this cluster, by the leader)")
+    cas.add_argument("--root-ca", type=Path, default=None, metavar="DIR",
+                     help="the shared root CA (galleon ca init-root); with --ca-target, keep this cluster's "
+                          "istio-system/cacerts right after each new revision and every --ca-interval")
+    cas.add_argument("--ca-target", default=None, metavar="TARGET",
+                     help="where cacerts lives: kube (this cluster's API server: in-cluster, or --kubeconfig and "
+                          "--kube-context) or dir:PATH")
+    cas.add_argument("--ca-interval", type=float, default=3600.0, metavar="SECONDS",
+                     help="also check it this often (default: 3600)")
+    names = p.add_argument_group("DNS reconciler (galleon dns reconcile, for this cluster, by the leader)")
+    names.add_argument("--dns-target", default=None, metavar="TARGET",
+                       help="keep this cluster's kube-system/coredns global:53 block answering the served VIPs, "
+                            "after each new revision and every --dns-interval: kube (this cluster's API server) or "
+                            "dir:PATH. At start the block's VIPs are kept, so a restart moves no name")
+    names.add_argument("--dns-interval", type=float, default=300.0, metavar="SECONDS",
+                       help="also check it this often (default: 300)")
+    names.add_argument("--dns-ttl", type=int, default=defaults.DNS_TTL, metavar="SECONDS",
+                       help=f"the answers' TTL (default: {defaults.DNS_TTL})")
+    names.add_argument("--dns-create", action="store_true",
+                       help="create a missing kube-system/coredns with a minimal Corefile")
+    elect = p.add_argument_group("replicas")
+    elect.add_argument("--leader-elect", action="store_true",
+                       help="run as one of several replicas: all serve ADS, only the one holding a "
+                            "coordination.k8s.io/v1 Lease writes to the cluster")
+    elect.add_argument("--lease-namespace", default="istio-system", metavar="NS",
+                       help="the Lease's namespace (default: istio-system)")
+    elect.add_argument("--lease-name", default=None, metavar="NAME", help="the Lease's name (default: galleon-CLUSTER)")
+    elect.add_argument("--lease-identity",
+                       default=os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}",
+                       metavar="ID", help="this replica's name in the Lease (default: $POD_NAME, else HOST-PID)")
+    add_kubeconfig(elect, "kubeconfig for the Lease, --ca-target kube and --dns-target kube (default: $KUBECONFIG, "
+                          "~/.kube/config, else in-cluster)")
+    elect.add_argument("--kube-context", default=None, metavar="NAME", help="kubeconfig context (default: current)")
+    p.add_argument("--log-level", choices=defaults.LOG_LEVELS, default="info",
+                   help="least important log events shown (default: info); logs are JSON lines unless "
+                        "stderr is a terminal")
+    return p
+
+
+def run(args) -> int:
+    import asyncio
+
+    from .. import ca, dns, logs, webhook
+    from ..serve import CaOptions, Daemon, DnsOptions, LeaseOptions, ServeOptions
+    from ..sources.signatures import SignatureError, SignaturePolicy
+    logs.configure(args.log_level)
+    for value, flag in ((args.debounce, "--debounce"), (args.debounce_max, "--debounce-max")):
+        if value < 0:
+            raise UsageError(f"{flag} must not be negative")
+    if args.poll is not None and args.poll <= 0:
+        raise UsageError("--poll must be a positive number of seconds")
+    check_address(args.ads, "--ads")
+    check_address(args.http, "--http")
+    if bool(args.root_ca) != bool(args.ca_target):
+        raise UsageError("--root-ca and --ca-target go together (the CA reconciler needs both)")
+    if args.root_ca:
+        ca.load_root(args.root_ca)  # a typo here is an error now, not a log line in an hour
+        ca.target_from(args.ca_target, contexts={args.cluster: args.kube_context}, kubeconfig=args.kubeconfig)
+    if args.ca_interval <= 0:
+        raise UsageError("--ca-interval must be a positive number of seconds")
+    if args.dns_target:
+        dns.target_from(args.dns_target, contexts={args.cluster: args.kube_context}, kubeconfig=args.kubeconfig)
+    if args.dns_interval <= 0:
+        raise UsageError("--dns-interval must be a positive number of seconds")
+    if not 1 <= args.dns_ttl <= 65535:
+        raise UsageError("--dns-ttl must be 1-65535 seconds")
+    if args.max_connection_age is not None and args.max_connection_age <= 0:
+        raise UsageError("--max-connection-age must be a positive number of seconds")
+    try:
+        secret = webhook.load_secret(args.webhook_secret_file) if args.webhook_secret_file else None
+        signatures = (SignaturePolicy.load(args.verify_ssh_key, args.verify_gpg_key)
+                      if args.verify_ssh_key or args.verify_gpg_key else None)
+    except (ValueError, SignatureError) as exc:
+        raise UsageError(str(exc)) from None
+    options = ServeOptions(source=args.source, cluster=args.cluster, rev=args.rev, ads=args.ads, http=args.http,
+                           poll=args.poll, state_dir=args.state_dir, parse_cache=not args.no_cache,
+                           credentials=credentials(args, False),
+                           debounce=args.debounce, debounce_max=args.debounce_max, webhook_secret=secret,
+                           signatures=signatures, max_connection_age=args.max_connection_age,
+                           lease=LeaseOptions(args.lease_namespace, args.lease_name or f"galleon-{args.cluster}",
+                                              args.lease_identity, args.kubeconfig, args.kube_context)
+                           if args.leader_elect else None,
+                           ca=CaOptions(args.root_ca, args.ca_target, args.ca_interval, args.kubeconfig,
+                                        args.kube_context) if args.root_ca else None,
+                           dns=DnsOptions(args.dns_target, args.dns_interval, args.dns_ttl, args.dns_create,
+                                          args.kubeconfig, args.kube_context) if args.dns_target else None)
+    try:
+        return asyncio.run(Daemon(options).run())
+    except OSError as exc:
+        raise UsageError(str(exc)) from None

@@ -1,0 +1,76 @@
+"""galleon status: what a running galleon serve serves, through its status API; and how the status
+API is called and its answer shown, which galleon sync shares."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .common import EXIT_INVALID, EXIT_OK, UsageError, check_address
+from .options import add_status_api
+
+
+def register(commands) -> argparse.ArgumentParser:
+    p = commands.add_parser(
+        "status", help="show what a running galleon serve serves, and why it refused what it refused",
+        description="Ask galleon serve (its status API, on the ADS port) what it serves: the revision, whether it "
+                    "came from the state directory, the newest revision seen and why it was refused (with its "
+                    "findings), source errors, connected proxies, leadership. Exits 0 when the newest revision is "
+                    "served, 1 when it was refused or nothing is served, 2 when the daemon cannot be reached.")
+    add_status_api(p)
+    p.add_argument("--watch", action="store_true", help="print the status again each time it changes")
+    return p
+
+
+def run(args) -> int:
+    from ..api import reconciler_pb2
+    if not args.watch:
+        return show(call(args, lambda stub: stub.GetStatus(reconciler_pb2.GetStatusRequest(), timeout=args.timeout)),
+                    args.format)
+
+    def watch(stub) -> int:
+        for status in stub.WatchStatus(reconciler_pb2.WatchStatusRequest()):
+            show(status, args.format)
+        return EXIT_OK
+    return call(args, watch)
+
+
+def call(args, method):
+    """``method(stub)`` on the status API at --server; a UsageError when the daemon does not answer."""
+    import grpc
+
+    from ..api import reconciler_pb2_grpc
+    check_address(args.server, "--server")
+    with grpc.insecure_channel(args.server) as channel:
+        stub = reconciler_pb2_grpc.ReconcilerStub(channel)
+        try:
+            return method(stub)
+        except grpc.RpcError as exc:
+            raise UsageError(f"galleon serve at {args.server}: {exc.code().name}: {exc.details()}") from None
+
+
+def show(status, fmt: str) -> int:
+    """Print a daemon's status (text or json); exit 0 when its newest revision is served, else 1."""
+    from google.protobuf import json_format
+    if fmt == "json":
+        sys.stdout.write(json_format.MessageToJson(status, preserving_proto_field_name=True, sort_keys=True,
+                                                   always_print_fields_with_no_presence=True) + "\n")
+    else:
+        sys.stdout.write(_text(status))
+    sys.stdout.flush()
+    return EXIT_OK if status.last_revision_valid and status.served_revision else EXIT_INVALID
+
+
+def _text(status) -> str:
+    served = status.served_revision or "nothing"
+    lines = [f"cluster {status.cluster}, source {status.source}",
+             f"serving {served}" + (" (from the state directory: the source cannot be read)"
+                                    if status.from_state_dir else ""),
+             f"newest revision seen {status.last_revision_seen or '-'}: "
+             + ("served" if status.last_revision_seen == status.served_revision and status.last_revision_valid
+                else "valid" if status.last_revision_valid else f"REFUSED: {status.rejection}")]
+    if status.source_error:
+        lines.append(f"source error: {status.source_error}")
+    lines += [f"  {f.file}:{f.line}: {f.level} {f.code} {f.kind} {f.namespace}/{f.name}: {f.message}"
+              for f in status.findings]
+    lines.append(f"{status.connected_proxies} proxies connected; " + ("leader" if status.leader else "not the leader"))
+    return "\n".join(lines) + "\n"
