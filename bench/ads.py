@@ -58,8 +58,10 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (  # noq
 from envoy.service.discovery.v3 import discovery_pb2  # noqa: E402
 
 from compiler.listeners import HCM_FILTER as HCM  # noqa: E402
-from compiler.xds import CLUSTER as CDS, ENDPOINT as EDS, LISTENER as LDS, PUSH_ORDER as TYPES  # noqa: E402
-from compiler.xds import ROUTE as RDS  # noqa: E402
+from compiler.xds_types import CLUSTER as CDS, ENDPOINT as EDS, LISTENER as LDS, ROUTE as RDS  # noqa: E402
+from compiler.xds_types import TYPES as XDS_TYPES  # noqa: E402
+
+TYPES = tuple(t.url for t in XDS_TYPES)  # in push order
 from reconciler.ads.server import SERVICE  # noqa: E402
 
 SHORT = {CDS: "CDS", EDS: "EDS", LDS: "LDS", RDS: "RDS"}

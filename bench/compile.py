@@ -54,7 +54,10 @@ from compiler.parse import parse  # noqa: E402
 from compiler.snapshot import Snapshot  # noqa: E402
 from compiler.validate import validate  # noqa: E402
 from compiler.view import make_view  # noqa: E402
-from compiler.xds import PUSH_ORDER, compile_view, serialize  # noqa: E402
+from compiler.xds import compile_view, serialize  # noqa: E402
+from compiler.xds_types import TYPES
+
+PUSH_ORDER = tuple(t.url for t in TYPES)  # the type URLs, in push order
 
 FILES = 100  # as bench/validate.py's default
 TARGET = (5000, 3, 10)  # services, clusters, endpoints per service per cluster
@@ -261,7 +264,7 @@ def incremental_api():
     if params:
         name = params[0]
         return (lambda mesh, view, old: compile_view(mesh, view, **{name: old}),
-                f"incremental: compile_view(..., {name}=previous ViewConfig)")
+                f"incremental: compile_view(..., {name}=previous CompiledView)")
     classes = [n for n, v in vars(xds).items() if isinstance(v, type) and "compiler" in n.lower()]
     if classes:
         return None, (f"compiler.xds.{classes[0]} exists but this benchmark does not know its API yet: "

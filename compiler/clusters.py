@@ -6,7 +6,6 @@ balancer, connection pool, outlier detection and TLS, as Istio does.
 """
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any, Mapping
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, outlier_detection_pb2
@@ -19,8 +18,8 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import any_pb2, wrappers_pb2
 
-from . import endpoints, protocols, provenance
-from .protos import Pieces, ads, pack, sds_secret
+from . import cache, endpoints, protocols, provenance
+from .protos import ads, pack, sds_secret
 from .durations import duration
 from .gateways import sni_dnat_targets
 from .model import Mesh, Port, Service
@@ -69,8 +68,8 @@ def build_cluster(mesh: Mesh, view: ProxyView, service: Service, port: Port, sub
     are built once per mesh and shared by every view (callers must not change them)."""
     if service.resolution in ("DNS", "DNS_ROUND_ROBIN"):
         return _build_cluster(mesh, view, service, port, subset)
-    return mesh.once(("cluster", service.host, port.number, subset),
-                     lambda: _shared_cluster(mesh, view, service, port, subset))
+    return cache.SHARED_CLUSTER.of(mesh, (service.host, port.number, subset),
+                                   lambda: _shared_cluster(mesh, view, service, port, subset))
 
 
 def _shared_cluster(mesh: Mesh, view: ProxyView, service: Service, port: Port, subset: str | None) -> Cluster:
@@ -101,9 +100,12 @@ def _build_cluster(mesh: Mesh, view: ProxyView, service: Service, port: Port, su
     policy = mesh.policy(service.host, port.number, subset)
     rule = mesh.destination_rule(service.host)
     sources = (service.source, rule.source) if rule else (service.source,)
-    cluster = Cluster(name=name, metadata=provenance.metadata(mesh.revision, *sources))
+    cluster = Cluster(name=name)
+    provenance.set_sources(cluster.metadata, *sources)
     weighted = endpoints.locality_policy(mesh, service.host, port.number, subset).weighted
-    cluster.MergeFromString(_settings(policy, _discovery_type(service), port.protocol, weighted))
+    discovery = _discovery_type(service)
+    cache.merge(cluster, cache.CLUSTER_SETTINGS, (repr(policy), discovery, port.protocol, weighted),
+                lambda: _settings(policy, discovery, port.protocol, weighted))
     if cluster.type == Cluster.EDS:
         cluster.eds_cluster_config.service_name = name
     elif cluster.type in (Cluster.STRICT_DNS, Cluster.LOGICAL_DNS):
@@ -112,30 +114,21 @@ def _build_cluster(mesh: Mesh, view: ProxyView, service: Service, port: Port, su
     return cluster
 
 
-def _settings(policy: Mapping[str, Any], discovery: int, protocol: str, weighted: bool) -> bytes:
+def _settings(policy: Mapping[str, Any], discovery: int, protocol: str, weighted: bool) -> Cluster:
     """The part of a cluster that its policy, discovery type, port protocol and locality weighting
-    decide (all but its names, metadata, endpoints and TLS), serialized. Most services have the
-    same, so it is built once per distinct policy (keyed by its repr: equal reprs are equal
-    policies) in a bounded cache shared by meshes, and merged into each cluster."""
-    key = (repr(policy), discovery, protocol, weighted)
-    found = _SETTINGS.get(key)
-    if found is None:
-        cluster = Cluster()
-        pool = policy.get("connectionPool") or {}
-        cluster.connect_timeout.CopyFrom(duration((pool.get("tcp") or {}).get("connectTimeout",
-                                                                                DEFAULT_CONNECT_TIMEOUT)))
-        _discovery(cluster, discovery)
-        _load_balancer(cluster, policy.get("loadBalancer") or {})
-        if weighted:
-            cluster.common_lb_config.locality_weighted_lb_config.SetInParent()
-        _connection_pool(cluster, pool, protocol)
-        if "outlierDetection" in policy:
-            _outlier_detection(cluster, policy["outlierDetection"])
-        found = _SETTINGS.put(key, cluster)
-    return found
-
-
-_SETTINGS = Pieces(1 << 12)
+    decide: all but its names, metadata, endpoints and TLS (most services have the same: equal policy
+    reprs are equal policies)."""
+    cluster = Cluster()
+    pool = policy.get("connectionPool") or {}
+    cluster.connect_timeout.CopyFrom(duration((pool.get("tcp") or {}).get("connectTimeout", DEFAULT_CONNECT_TIMEOUT)))
+    _discovery(cluster, discovery)
+    _load_balancer(cluster, policy.get("loadBalancer") or {})
+    if weighted:
+        cluster.common_lb_config.locality_weighted_lb_config.SetInParent()
+    _connection_pool(cluster, pool, protocol)
+    if "outlierDetection" in policy:
+        _outlier_detection(cluster, policy["outlierDetection"])
+    return cluster
 
 
 def _transport_socket(cluster: Cluster, policy: Mapping[str, Any], port: Port, subset: str | None,
@@ -265,7 +258,7 @@ def _identities(mesh: Mesh, service: Service) -> tuple[str, ...]:
     """The SPIFFE identities of the service's workloads, which an Istio mTLS peer must present;
     computed once per mesh for all the service's clusters."""
     trust_domain = mesh.settings.trust_domain
-    return mesh.once(("identities", service.host), lambda: tuple(sorted({
+    return cache.IDENTITIES.of(mesh, service.host, lambda: tuple(sorted({
         f"spiffe://{trust_domain}/ns/{ep.source.namespace}/sa/{ep.service_account}"
         for ep in service.endpoints if ep.service_account})))
 
@@ -273,18 +266,16 @@ def _identities(mesh: Mesh, service: Service) -> tuple[str, ...]:
 def _istio_mutual(port: Port, subset: str | None, service: Service, mesh: Mesh,
                   tls: Mapping[str, Any]) -> any_pb2.Any:
     """Istio mTLS to the service's workloads, packed for a transport socket. A cluster's context
-    differs from its service's other clusters' only by its SNI, so the rest (the same for every
-    service with the same identities) is serialized once and the SNI's field appended to it: a
-    deterministic serialization puts common_tls_context (field 1) before sni (field 2) too."""
-    common = _istio_common_context(tuple(tls.get("subjectAltNames") or _identities(mesh, service)))
-    own = tls_pb2.UpstreamTlsContext(sni=tls.get("sni") or sni(port.number, subset, service.host))
-    return any_pb2.Any(type_url=UPSTREAM_TLS_TYPE, value=common + own.SerializeToString(deterministic=True))
+    differs from its service's other clusters' only by its SNI: the rest is the same for every
+    service with the same identities."""
+    identities = tuple(tls.get("subjectAltNames") or _identities(mesh, service))
+    context = tls_pb2.UpstreamTlsContext(sni=tls.get("sni") or sni(port.number, subset, service.host))
+    cache.merge(context, cache.MTLS_CONTEXTS, identities, lambda: _istio_common_context(identities))
+    return pack(context)
 
 
-@lru_cache(maxsize=1 << 16)
-def _istio_common_context(identities: tuple[str, ...]) -> bytes:
-    """An UpstreamTlsContext holding only the common context of Istio mTLS with peers of these
-    identities, serialized; cached, as meshes share identities across services and revisions."""
+def _istio_common_context(identities: tuple[str, ...]) -> tls_pb2.UpstreamTlsContext:
+    """An UpstreamTlsContext holding only the common context of Istio mTLS with peers of these identities."""
     context = tls_pb2.UpstreamTlsContext()
     common = context.common_tls_context
     common.tls_certificate_sds_secret_configs.append(sds_secret("default"))
@@ -293,7 +284,7 @@ def _istio_common_context(identities: tuple[str, ...]) -> bytes:
         common.combined_validation_context.default_validation_context.match_typed_subject_alt_names.add(
             san_type=common_pb2.SubjectAltNameMatcher.URI, matcher={"exact": name})
     common.alpn_protocols.extend(["istio-peer-exchange", "istio"])
-    return context.SerializeToString(deterministic=True)
+    return context
 
 
 def _auto_mtls(cluster: Cluster, port: Port, subset: str | None, service: Service, mesh: Mesh) -> None:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 
 from google.protobuf import duration_pb2
 
@@ -17,8 +16,6 @@ def nanoseconds(text: str) -> int:
     return round(sum(float(number) * _NANOS[unit] for number, unit in parts))
 
 
-@lru_cache(maxsize=4096)
 def duration(text: str) -> duration_pb2.Duration:
-    """Shared: callers copy it into their messages and must not change it."""
     nanos = nanoseconds(text)
     return duration_pb2.Duration(seconds=nanos // 10**9, nanos=nanos % 10**9)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, field
-from functools import lru_cache
 from operator import itemgetter
 from typing import Any, Mapping, NamedTuple
 
@@ -19,8 +18,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from google.protobuf import wrappers_pb2
 
-from . import provenance
-from .protos import Pieces
+from . import cache, provenance
 from .locality import Locality
 from .kinds import CLUSTER_LABEL
 from .model import Mesh, Network, Port, Service
@@ -100,7 +98,7 @@ class Group:
 def targets_of(mesh: Mesh, service: Service, port: Port) -> list[Group]:
     """Every endpoint of a service port as a target, in one group per locality (sorted by locality,
     targets by address); computed once per mesh and shared by all subsets and views."""
-    return mesh.once(("targets", service.host, port.number), lambda: _located(service, port))
+    return cache.TARGETS.of(mesh, (service.host, port.number), lambda: _located(service, port))
 
 
 def _located(service: Service, port: Port) -> list[Group]:
@@ -150,7 +148,7 @@ def subset_groups(mesh: Mesh, service: Service, port: Port, subset: str | None) 
         rule = mesh.destination_rule(service.host)
         chosen = rule.subset(subset) if rule and subset else None
         return group_by_locality(targets_of(mesh, service, port), chosen.labels if chosen else None)
-    return mesh.once(("subset targets", service.host, port.number, subset), filtered)
+    return cache.SUBSET_TARGETS.of(mesh, (service.host, port.number, subset), filtered)
 
 
 def scale_factor(networks: Mapping[str, Network]) -> int:
@@ -320,7 +318,7 @@ def locality_policy(mesh: Mesh, host: str, port: int, subset: str | None) -> Loc
     """The DestinationRule's localityLbSetting wins over the mesh's; ``enabled: false`` turns it off.
     Failover needs outlierDetection: without it Envoy never sees a locality as unhealthy. Once per
     mesh: a cluster and its assignment both ask."""
-    return mesh.once(("locality policy", host, port, subset), lambda: _locality_policy(mesh, host, port, subset))
+    return cache.LOCALITY_POLICY.of(mesh, (host, port, subset), lambda: _locality_policy(mesh, host, port, subset))
 
 
 def _locality_policy(mesh: Mesh, host: str, port: int, subset: str | None) -> LocalityPolicy:
@@ -364,7 +362,7 @@ class _Plan:
 
 
 def _plan(mesh: Mesh, service: Service, port: Port, subset: str | None) -> _Plan:
-    return mesh.once(("eds plan", service.host, port.number, subset), lambda: _Plan(
+    return cache.EDS_PLAN.of(mesh, (service.host, port.number, subset), lambda: _Plan(
         subset_groups(mesh, service, port, subset), mtls_mode(mesh, service.host, port.number, subset),
         locality_policy(mesh, service.host, port.number, subset)))
 
@@ -382,7 +380,7 @@ def compute_groups(mesh: Mesh, view: ProxyView, service: Service, port: Port, su
     if local_only:
         groups = local_mtls_targets(groups, view.network)
     elif split:
-        horizon = mesh.once(("horizon", view.network), lambda: _horizon(mesh.networks, view.network))
+        horizon = cache.HORIZON.of(mesh, view.network, lambda: _horizon(mesh.networks, view.network))
         groups = _split(groups, horizon, plan.mtls)
     return locality_lb(groups, view, plan.locality)
 
@@ -401,54 +399,40 @@ def local_mtls_targets(groups: list[Group], network: str) -> list[Group]:
 TLS_MATCH = "envoy.transport_socket_match"
 
 
-def encode(name: str, groups: list[Group], source: tuple[str, SourceObject] | None = None,
+def encode(name: str, groups: list[Group], source: SourceObject | None = None,
            mark_tls_mode: bool = False) -> endpoint_pb2.ClusterLoadAssignment:
-    """Envoy's form; every group carries the provenance of ``source`` (revision, object). With
-    ``mark_tls_mode`` (auto mTLS) targets that can do Istio mTLS carry tlsMode=istio, which the
-    cluster's transport_socket_matches select on."""
+    """Envoy's form; every group names ``source``. With ``mark_tls_mode`` (auto mTLS) targets that
+    can do Istio mTLS carry tlsMode=istio, which the cluster's transport_socket_matches select on."""
     assignment = endpoint_pb2.ClusterLoadAssignment(cluster_name=name)
-    shared = b"" if source is None else _provenance_piece(*source)
     for group in groups:
-        # A message's serialized form is its fields' concatenated, and parsing appends repeated fields:
-        # each group is one merge of cached pieces, several times cheaper than filling its fields.
-        head = _group_head(group.locality, max(group.weight, 1), group.priority)
-        assignment.endpoints.add().MergeFromString(head + shared + _targets_bytes(group, mark_tls_mode))
+        encoded = assignment.endpoints.add()
+        weight = max(group.weight, 1)
+        cache.merge(encoded, cache.GROUP_HEADS, (group.locality, weight, group.priority),
+                    lambda: _group_head(group.locality, weight, group.priority))
+        if source is not None:
+            provenance.set_sources(encoded.metadata, source)
+        encoded.MergeFromString(_targets_bytes(group, mark_tls_mode))
     return assignment
 
 
 def _targets_bytes(group: Group, mark_tls_mode: bool) -> bytes:
-    """The group's lb_endpoints, serialized; kept in the group's memo, as every view that passes the
-    group on unchanged sends the same."""
+    """The group's lb_endpoints, serialized (parsing appends them: a message's serialization is its
+    fields' concatenation); kept in the group's memo, as every view that passes the group on
+    unchanged sends the same."""
     memo = group.encoded
     found = None if memo is None else memo.get(mark_tls_mode)
     if found is None:
-        parts = []
-        for target in group.targets:
-            marked = mark_tls_mode and (target.sidecar or target.gateway)
-            key = (target.address, target.port, target.weight, marked)
-            data = _PIECES.get(key)
-            if data is None:
-                data = _PIECES.put(key, _lb_endpoint(target, marked))
-            parts.append(data)
-        found = b"".join(parts)
+        found = b"".join([cache.LB_ENDPOINTS.get((target.address, target.port, target.weight, marked),
+                                                 lambda: cache.serialize(_lb_endpoint(target, marked)))
+                          for target in group.targets
+                          for marked in (mark_tls_mode and (target.sidecar or target.gateway),)])
         if memo is not None:
             memo[mark_tls_mode] = found
     return found
 
 
-# Serialized LocalityLbEndpoints holding one endpoint, by (address, port, weight, tlsMode mark): the
-# same in every subset and view.
-_PIECES = Pieces(1 << 20)
-
-
-@lru_cache(maxsize=1 << 16)  # as many as provenance.metadata keeps
-def _provenance_piece(revision: str, source: SourceObject) -> bytes:
-    """A group's provenance metadata, serialized: the same for every group of one source's resources."""
-    return endpoint_components_pb2.LocalityLbEndpoints(
-        metadata=provenance.metadata(revision, source)).SerializeToString(deterministic=True)
-
-
 def _lb_endpoint(target: Target, marked: bool) -> endpoint_components_pb2.LocalityLbEndpoints:
+    """A locality group holding one endpoint: the target."""
     group = endpoint_components_pb2.LocalityLbEndpoints()
     lb = group.lb_endpoints.add()
     socket = lb.endpoint.address.socket_address
@@ -460,13 +444,11 @@ def _lb_endpoint(target: Target, marked: bool) -> endpoint_components_pb2.Locali
     return group
 
 
-@lru_cache(maxsize=1 << 16)
-def _group_head(locality: Locality, weight: int, priority: int) -> bytes:
-    """A group's locality, weight and priority, serialized."""
+def _group_head(locality: Locality, weight: int, priority: int) -> endpoint_components_pb2.LocalityLbEndpoints:
+    """A group's locality, weight and priority."""
     return endpoint_components_pb2.LocalityLbEndpoints(
         locality=base_pb2.Locality(region=locality.region, zone=locality.zone, sub_zone=locality.subzone),
-        load_balancing_weight=wrappers_pb2.UInt32Value(value=weight),
-        priority=priority).SerializeToString(deterministic=True)
+        load_balancing_weight=wrappers_pb2.UInt32Value(value=weight), priority=priority)
 
 
 def build_load_assignment(mesh: Mesh, view: ProxyView, service: Service, port: Port,
@@ -474,4 +456,4 @@ def build_load_assignment(mesh: Mesh, view: ProxyView, service: Service, port: P
     groups = compute_groups(mesh, view, service, port, subset, local_only=sni_dnat)
     name = (sni if sni_dnat else cluster_name)(port.number, subset, service.host)
     auto_mtls = _plan(mesh, service, port, subset).mtls is None and not sni_dnat
-    return encode(name, groups, (mesh.revision, service.source), mark_tls_mode=auto_mtls)
+    return encode(name, groups, service.source, mark_tls_mode=auto_mtls)

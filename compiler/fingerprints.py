@@ -10,8 +10,10 @@ Keys are flat tuples of strings that name the hosts and hold the digests they ar
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
-from . import kube
+from . import cache, kube
+from .gateways import MeshVirtualServices, destination_hosts
 from .hosts import CLUSTER_DOMAIN, fqdn, matches
 from .kinds import ENDPOINT_KINDS, SERVICE
 from .model import Mesh, Service
@@ -35,7 +37,21 @@ def route_key(mesh: Mesh, service: Service) -> Key:
                                     service.addresses, sorted(service.exported_to), mesh.aliases_of(service.host))),
                 f"{service.source.ref} {service.source.file}:{service.source.line}",
                 rule.source.digest if rule else "-")
-    return mesh.once(("route key", service.host), compute)
+    return cache.ROUTE_KEY.of(mesh, service.host, compute)
+
+
+def virtual_host_key(mesh: Mesh, port: int, services: Mapping[str, Service], service: Service) -> Key:
+    """What a sidecar's virtual host for a service is made from: the port, the service, its
+    VirtualService, and every service that VirtualService sends traffic to (or that it is not seen)."""
+    vs = MeshVirtualServices.of(mesh).for_host(service.host)
+    key = (str(port), *route_key(mesh, service))
+    if vs is None:
+        return key
+    key += (vs.digest,)
+    for host in destination_hosts(vs):
+        other = services.get(host)
+        key += route_key(mesh, other) if other else (host, "unseen")
+    return key
 
 
 def service_key(mesh: Mesh, service: Service) -> Key:
@@ -44,16 +60,16 @@ def service_key(mesh: Mesh, service: Service) -> Key:
     def compute() -> Key:
         sources = sorted({obj.digest for source in service.endpoint_sources for obj in source.objects()})
         return (*route_key(mesh, service), service.source.digest, *sources)
-    return mesh.once(("service key", service.host), compute)
+    return cache.SERVICE_KEY.of(mesh, service.host, compute)
 
 
 def digests(mesh: Mesh) -> frozenset[str]:
     """The digests of the mesh's per-service objects (the view key covers the others)."""
-    return mesh.once(("digests",), lambda: frozenset(_by_digest(mesh)))
+    return cache.DIGESTS.of(mesh, (), lambda: frozenset(_by_digest(mesh)))
 
 
 def _by_digest(mesh: Mesh) -> dict[str, SourceObject]:
-    return mesh.once(("objects by digest",), lambda: {obj.digest: obj for obj in mesh.per_service_objects})
+    return cache.OBJECTS_BY_DIGEST.of(mesh, (), lambda: {obj.digest: obj for obj in mesh.per_service_objects})
 
 
 @dataclass(frozen=True)
@@ -94,15 +110,3 @@ def _fed_by(mesh: Mesh, obj: SourceObject) -> set[str]:
     if len(hosts) < len(patterns):  # a wildcard: every host it covers
         hosts.update(h for h in mesh.services for p in patterns if matches(p, h))
     return hosts
-
-
-def destination_hosts(vs: SourceObject) -> list[str]:
-    """Every host a VirtualService's HTTP rules send (or mirror) traffic to, sorted."""
-    hosts = set()
-    for rule in vs.spec.get("http", []):
-        for route in rule.get("route", []):
-            hosts.add((route.get("destination") or {}).get("host"))
-        hosts.add((rule.get("mirror") or {}).get("host"))
-        for mirror in rule.get("mirrors", []):
-            hosts.add((mirror.get("destination") or {}).get("host"))
-    return sorted(fqdn(h, vs.namespace) for h in hosts if h)

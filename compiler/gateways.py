@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Iterable, Iterator
 
+from . import cache
 from .hosts import fqdn, matches
 from .model import Mesh, Port, Service
 from .parse import SourceObject
@@ -63,7 +64,7 @@ class MeshVirtualServices:
 
     @staticmethod
     def of(mesh: Mesh) -> "MeshVirtualServices":
-        return mesh.once("mesh virtual services", lambda: MeshVirtualServices(mesh))
+        return cache.MESH_VIRTUAL_SERVICES.of(mesh, (), lambda: MeshVirtualServices(mesh))
 
     def __init__(self, mesh: Mesh):
         self.exact: dict[str, SourceObject] = {}
@@ -95,3 +96,15 @@ def weighted_destinations(destinations: list[dict]) -> list[tuple[dict, int]]:
     if not any("weight" in d for d in destinations):
         return [(d, 1) for d in destinations]
     return [(d, d.get("weight", 0)) for d in destinations if d.get("weight", 0) > 0]
+
+
+def destination_hosts(vs: SourceObject) -> list[str]:
+    """Every host a VirtualService's HTTP rules send (or mirror) traffic to, sorted."""
+    hosts = set()
+    for rule in vs.spec.get("http", []):
+        for route in rule.get("route", []):
+            hosts.add((route.get("destination") or {}).get("host"))
+        hosts.add((rule.get("mirror") or {}).get("host"))
+        for mirror in rule.get("mirrors", []):
+            hosts.add((mirror.get("destination") or {}).get("host"))
+    return sorted(fqdn(h, vs.namespace) for h in hosts if h)

@@ -94,7 +94,7 @@ def _sidecar_listeners(mesh: Mesh, view: ProxyView, services: list[Service]) -> 
             http = _chain([_hcm_filter(port, sidecar_route_name(port))], transport_protocol=RAW_BUFFER,
                           application_protocols=SNIFFED_HTTP)
             chains = tcp_chains + [http]
-        yield _listener(view, port, chains, mesh.revision, [on_port[0].source], default)
+        yield _listener(view, port, chains, [on_port[0].source], default)
 
 
 def _services_by_port(services: list[Service]) -> dict[int, list[Service]]:
@@ -174,7 +174,7 @@ def _gateway_listeners(mesh: Mesh, view: ProxyView, services: list[Service]) -> 
         if chains:  # Envoy rejects a listener with no filter chain
             gateways = list({gateway.key: gateway for gateway, _ in servers}.values())
             yield _listener(view, port, sorted(chains, key=lambda c: list(c.filter_chain_match.server_names)),
-                            mesh.revision, gateways)
+                            gateways)
 
 
 def _server_chains(mesh: Mesh, view: ProxyView, gateway: SourceObject, server: dict,
@@ -443,7 +443,7 @@ def _chain(filters: list[listener_components_pb2.Filter], server_names: Iterable
     return chain
 
 
-def _listener(view: ProxyView, port: int, chains: list[FilterChain], revision: str, sources: list[SourceObject],
+def _listener(view: ProxyView, port: int, chains: list[FilterChain], sources: list[SourceObject],
               default_chain: FilterChain | None = None) -> listener_pb2.Listener:
     listener = listener_pb2.Listener(
         name=listener_name(port),
@@ -451,8 +451,8 @@ def _listener(view: ProxyView, port: int, chains: list[FilterChain], revision: s
                                                                                  port_value=port)),
         traffic_direction=base_pb2.OUTBOUND,
         filter_chains=chains,
-        default_filter_chain=default_chain,
-        metadata=provenance.metadata(revision, *sources))
+        default_filter_chain=default_chain)
+    provenance.set_sources(listener.metadata, *sources)
     if any(chain.filter_chain_match.server_names for chain in chains):
         # Server names are only known once the TLS inspector has read the ClientHello.
         listener.listener_filters.append(listener_components_pb2.ListenerFilter(

@@ -10,16 +10,15 @@ import hashlib
 import ipaddress
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Callable, Collection, Hashable, Mapping, TypeVar
+from typing import Any, Collection, Mapping
 
-from . import kube, meshnetworks, protocols
+from . import cache, kube, meshnetworks, protocols
 from .hosts import EVERYWHERE, export_scopes, fqdn, matches
 from .kinds import CLUSTER_LABEL, ENDPOINT_KINDS, NAMESPACE, REFERENCE_ONLY_KINDS, SERVICE, WORKLOAD_KINDS
 from .locality import Locality
 from .parse import SourceObject
 from .vips import DEFAULT_CIDR, DEFAULT_SUFFIX, Assignment, allocate, explicit_address, under_suffix
 
-T = TypeVar("T")
 
 TLS_MODE_LABEL = "security.istio.io/tlsMode"
 ISTIO_TLS_MODE, NO_TLS_MODE = "istio", "disabled"
@@ -211,7 +210,7 @@ class Mesh:
     vips: Assignment = field(default_factory=Assignment)
     # ExternalName Services: their host, and the host they stand for (Istio's aliases).
     aliases: dict[str, str] = field(default_factory=dict)
-    # Values derived from this (immutable) mesh, computed on first use by the generators.
+    # Where cache.py's per-mesh entries keep what they derive from this (never changed) mesh.
     memo: dict = field(default_factory=dict, repr=False)
 
     def destination_rule(self, host: str) -> DestinationRule | None:
@@ -221,14 +220,6 @@ class Mesh:
             return rule
         wildcards = [r for h, r in self.destination_rules.items() if h.startswith("*") and matches(h, host)]
         return max(wildcards, key=lambda r: len(r.host), default=None)
-
-    def once(self, key: Hashable, compute: Callable[[], T]) -> T:
-        """``compute()``, kept in ``memo`` under ``key``: what is derived from a mesh is derived once
-        (callers must not change what they get)."""
-        found = self.memo.get(key)
-        if found is None:
-            found = self.memo[key] = compute()
-        return found
 
     def endpoint_places(self) -> set[tuple[str, Locality]]:
         """(cluster name, locality) of every endpoint, without building them: from the few distinct
@@ -240,7 +231,7 @@ class Mesh:
                     written |= source.places_written()
             placed = (_placement(label, locality, self.clusters) for label, locality in written)
             return {(cluster.name if cluster else "", locality) for cluster, locality in placed}
-        return self.once(("endpoint places",), gather)
+        return cache.ENDPOINT_PLACES.of(self, (), gather)
 
     def resolve_alias(self, host: str) -> str:
         """The host an ExternalName Service's host stands for, through chains of them; ``host`` itself
@@ -262,14 +253,14 @@ class Mesh:
                 if target != alias:
                     found.setdefault(target, []).append(alias)
             return found
-        return self.once(("aliases",), inverse).get(host, [])
+        return cache.ALIASES.of(self, (), inverse).get(host, [])
 
     def policy(self, host: str, port: int, subset: str | None = None) -> dict[str, Any]:
         """The merged policy for a host's port and subset; computed once per mesh (callers must not change it)."""
         def merged() -> dict[str, Any]:
             rule = self.destination_rule(host)
             return rule.policy(port, subset) if rule else {}
-        return self.once(("policy", host, port, subset), merged)
+        return cache.POLICY.of(self, (host, port, subset), merged)
 
 
 def build_mesh(objects: list[SourceObject], revision: str = "", *, keep_vips: Mapping[str, str] | None = None,

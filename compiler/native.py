@@ -21,6 +21,7 @@ from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
 NATIVE = (
+    "compiler.cache",
     "compiler.clusters",
     "compiler.durations",
     "compiler.endpoints",
@@ -36,6 +37,7 @@ NATIVE = (
     "compiler.routes",
     "compiler.scope",
     "compiler.view",
+    "compiler.wire",
     "compiler.xds",
     # Validation: a repository's every object is checked by some sixty analyzers on each revision.
     "compiler.validate.deprecation",

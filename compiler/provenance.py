@@ -1,31 +1,42 @@
-"""Where a generated resource came from, carried in its metadata under ``galleon``."""
-from __future__ import annotations
+"""Where a generated resource came from, carried in its metadata under ``galleon``.
 
-from functools import lru_cache
+Builders name the source objects (the first is the main one) of a resource and of its parts (a
+route, a virtual host, a locality group): kind/namespace/name, file and line. A resource's own
+metadata then gets the revision too, stamped by xds.py once its content is known: the revision
+compiled, or, in what ``galleon serve`` sends, the revision at which the resource last changed.
+"""
+from __future__ import annotations
 
 from envoy.config.core.v3 import base_pb2
 
+from . import cache, wire
 from .parse import SourceObject
 
 FILTER = "galleon"
 
 
-@lru_cache(maxsize=65536)
-def metadata(revision: str, *sources: SourceObject) -> base_pb2.Metadata:
-    """Metadata naming the source objects (first is the main one), their file and line, and the revision.
+def set_sources(target: base_pb2.Metadata, *sources: SourceObject) -> None:
+    """Name ``sources`` in ``target`` (a Metadata field of the message being built)."""
+    where = tuple((s.ref, s.file, s.line) for s in sources)
+    cache.merge(target, cache.PROVENANCE, where, lambda: metadata(where))
 
-    Shared between the resources of one source: callers copy it (protobuf fields copy on
-    assignment) and must never change it.
-    """
+
+def metadata(where: tuple[tuple[str, str, int], ...]) -> base_pb2.Metadata:
+    """Metadata naming each (ref, file, line), the first as the main source."""
     md = base_pb2.Metadata()
     fields = md.filter_metadata[FILTER]
-    main = sources[0]
-    fields.update({"source": main.ref, "file": main.file, "line": main.line, "revision": revision})
-    if len(sources) > 1:
-        fields.update({"also": [f"{s.ref} ({s.file}:{s.line})" for s in sources[1:]]})
+    ref, file, line = where[0]
+    fields.update({"source": ref, "file": file, "line": line})
+    if len(where) > 1:
+        fields.update({"also": [f"{ref} ({file}:{line})" for ref, file, line in where[1:]]})
     return md
 
 
-def restamp(md: base_pb2.Metadata, revision: str) -> None:
-    """Name another revision in metadata made by ``metadata`` (a copy the caller owns)."""
-    md.filter_metadata[FILTER].fields["revision"].string_value = revision
+def stamp(metadata_field: int, provenance: bytes, revision: str) -> bytes:
+    """The metadata field to append to a resource serialized without its own: ``provenance`` (its
+    sources, serialized) naming ``revision`` too."""
+    def stamped() -> bytes:
+        md = base_pb2.Metadata.FromString(provenance)
+        md.filter_metadata[FILTER].fields["revision"].string_value = revision
+        return wire.field(metadata_field, md.SerializeToString(deterministic=True))
+    return cache.STAMPS.get((metadata_field, provenance, revision), stamped)

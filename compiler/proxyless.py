@@ -80,8 +80,9 @@ def _listener(mesh: Mesh, service: Service, port: int) -> listener_pb2.Listener:
             # Without the router last, gRPC never becomes ready (NOTES.md).
             hcm_pb2.HttpFilter(name=ROUTER_FILTER, typed_config=pack(router_pb2.Router())),
         ])
-    return listener_pb2.Listener(name=name, api_listener=api_listener_pb2.ApiListener(api_listener=pack(manager)),
-                                 metadata=provenance.metadata(mesh.revision, service.source))
+    listener = listener_pb2.Listener(name=name, api_listener=api_listener_pb2.ApiListener(api_listener=pack(manager)))
+    provenance.set_sources(listener.metadata, service.source)
+    return listener
 
 
 # --- routes ---------------------------------------------------------------------------------------
@@ -257,8 +258,7 @@ def build_load_assignments(mesh: Mesh, view: ProxyView, services: list[Service],
         service = by_host[host]
         groups = _groups(mesh, view, service, service.known_port(port), subset or None)
         auto_mtls = endpoints.mtls_mode(mesh, host, port, subset or None) is None
-        out.append(endpoints.encode(cluster.name, groups, (mesh.revision, service.source),
-                                    mark_tls_mode=auto_mtls))
+        out.append(endpoints.encode(cluster.name, groups, service.source, mark_tls_mode=auto_mtls))
     return out
 
 

@@ -11,9 +11,8 @@ from __future__ import annotations
 import base64
 import ipaddress
 from dataclasses import dataclass
-from functools import lru_cache
 from http import HTTPStatus
-from typing import AbstractSet, Callable, Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
@@ -26,10 +25,9 @@ from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import wrappers_pb2
 
-from . import provenance
-from .protos import Pieces, pack
+from . import cache, provenance
+from .protos import pack
 from .durations import duration
-from .fingerprints import Changes, Key, destination_hosts, route_key
 from .gateways import MESH_GATEWAY, MeshVirtualServices, bound_gateways, qualified_gateways, weighted_destinations
 from .hosts import fqdn, matches
 from .model import Mesh, Port, Service
@@ -70,22 +68,16 @@ MILLION = percent_pb2.FractionalPercent.MILLION
 HUNDRED = percent_pb2.FractionalPercent.HUNDRED
 
 
-def build_routes(mesh: Mesh, view: ProxyView, services: list[Service], reuse: Mapping | None = None,
-                 built: dict | None = None, changes: Changes | None = None,
-                 only: AbstractSet[str] | None = None) -> list[RouteConfiguration]:
-    """The route configurations for a proxy with this view, given the services it sees
-    (scoped, sorted by host); sorted by name.
-
-    A sidecar's virtual hosts are recorded in ``built`` by what they are made from, and taken from
-    ``reuse`` (the ``built`` of this view's previous compile) when that is unchanged. With ``changes``
-    (since ``reuse`` was built), only the keys that may differ are computed again. With ``only``, a
-    sidecar's configurations hold just the virtual hosts of those hosts (xds.compile_view).
-    """
+def build_routes(mesh: Mesh, view: ProxyView, services: list[Service]) -> list[RouteConfiguration]:
+    """The route configurations for a proxy with this view, given the services it sees (scoped, sorted
+    by host); sorted by name."""
     if view.role == ROUTER:
         configs = _gateway_configs(mesh, view, services)
     else:
-        configs = _sidecar_configs(mesh, view, services, reuse or {}, {} if built is None else built, changes,
-                                   only)
+        by_host = {service.host: service for service in services}
+        configs = [route_configuration(table.name, [sidecar_virtual_host(mesh, view, table.port, by_host, service)
+                                                    for service in table.services])
+                   for table in sidecar_route_tables(services)]
     return sorted(configs, key=lambda config: config.name)
 
 
@@ -116,46 +108,29 @@ class _VirtualHost:
 # --- sidecars -------------------------------------------------------------------------------------
 
 
-def _sidecar_configs(mesh: Mesh, view: ProxyView, services: list[Service], reuse: Mapping,
-                     built: dict, changes: Changes | None, only: AbstractSet[str] | None) -> list[RouteConfiguration]:
-    by_host = {service.host: service for service in services}
+@dataclass(frozen=True)
+class SidecarRoutes:
+    """A sidecar's route configuration for one outbound HTTP port: the services whose virtual hosts
+    it holds, in host order."""
+
+    name: str
+    port: int
+    services: list[Service]
+
+
+def sidecar_route_tables(services: list[Service]) -> list[SidecarRoutes]:
+    """A sidecar's route configurations, one per port some service routes HTTP on, by port."""
     ports = sorted({port.number for service in services for port in service.ports if port.routes_http})
-    configs = []
-    for port in ports:
-        ctx = _Context(mesh, view, port, by_host, frozenset({MESH_GATEWAY}))
-        name = sidecar_route_name(port)
-        kept = reuse.get(name)
-        before = kept[0] if kept is not None else {}
-        keys = {}  # by host, in host order
-        for service in services:
-            if _serves_http_on(service, port) and (only is None or service.host in only):
-                key = before.get(service.host)
-                if key is None or changes is None or changes.may_differ(key):
-                    key = _virtual_host_key(ctx, service)
-                keys[service.host] = key
-        if kept is not None and keys == before:
-            # Every virtual host is as before: so is the configuration (it keeps its revision).
-            built[name] = kept
-            built.update((key, reuse[key]) for key in keys.values())
-            configs.append(kept[1])
-            continue
-        vhosts = []
-        for host, key in keys.items():
-            vhost = reuse.get(key)
-            if vhost is None:
-                vhost = _service_virtual_host(ctx, by_host[host])
-            else:  # its routes are copied into a new configuration: they name this revision
-                for route in vhost.routes:
-                    provenance.restamp(route.metadata, mesh.revision)
-            built[key] = vhost
-            vhosts.append(vhost)
-        # The configuration names its first virtual host's source (as a sidecar listener names its
-        # first service's); each virtual host and route carries its own.
-        first = min(vhosts, key=lambda v: v.name).sources[:1] if vhosts else []
-        config = _route_configuration(mesh, name, vhosts, first)
-        built[name] = (keys, config)
-        configs.append(config)
-    return configs
+    return [SidecarRoutes(sidecar_route_name(port), port, [s for s in services if _serves_http_on(s, port)])
+            for port in ports]
+
+
+def sidecar_virtual_host(mesh: Mesh, view: ProxyView, port: int, services: Mapping[str, Service],
+                         service: Service) -> rc.VirtualHost:
+    """A sidecar's virtual host for one service on one port (``services``: every service it sees, by
+    host, which its routes may send traffic to)."""
+    ctx = _Context(mesh, view, port, services, frozenset({MESH_GATEWAY}))
+    return _virtual_host_message(_service_virtual_host(ctx, service))
 
 
 def service_route_configurations(mesh: Mesh, view: ProxyView, services: list[Service],
@@ -169,29 +144,14 @@ def service_route_configurations(mesh: Mesh, view: ProxyView, services: list[Ser
         for port in service.ports:
             if port.routes_http:
                 ctx = _Context(mesh, view, port.number, by_host, frozenset({MESH_GATEWAY}))
-                vhost = _service_virtual_host(ctx, service)
-                configs.append(_route_configuration(mesh, name(service.host, port.number), [vhost],
-                                                    vhost.sources[:1]))
+                vhost = _virtual_host_message(_service_virtual_host(ctx, service))
+                configs.append(route_configuration(name(service.host, port.number), [vhost]))
     return configs
 
 
 def _serves_http_on(service: Service, number: int) -> bool:
     port = service.port(number)
     return port is not None and port.routes_http
-
-
-def _virtual_host_key(ctx: _Context, service: Service) -> Key:
-    """What a sidecar's virtual host for a service is made from: the port, the service, its
-    VirtualService, and every service that VirtualService sends traffic to (or that it is not seen)."""
-    vs = MeshVirtualServices.of(ctx.mesh).for_host(service.host)
-    key = (str(ctx.port), *route_key(ctx.mesh, service))
-    if vs is None:
-        return key
-    key += (vs.digest,)
-    for host in destination_hosts(vs):
-        other = ctx.services.get(host)
-        key += route_key(ctx.mesh, other) if other else (host, "unseen")
-    return key
 
 
 def _service_virtual_host(ctx: _Context, service: Service) -> _VirtualHost:
@@ -243,7 +203,7 @@ def _default_route(ctx: _Context, service: Service) -> rc.Route:
         sources.append(hashing[1])
     # Istio builds the default route's retries without regard to hashing: previous_hosts stays
     _set_retry_policy(action, None, hashing=False)
-    route.metadata.CopyFrom(provenance.metadata(ctx.mesh.revision, *sources))
+    provenance.set_sources(route.metadata, *sources)
     return route
 
 
@@ -292,7 +252,8 @@ def _gateway_config(mesh: Mesh, view: ProxyView, services: Mapping[str, Service]
     if not vhosts:
         # Istio's answer when nothing is bound: a virtual host without routes, so Envoy says 404.
         vhosts["*"] = _VirtualHost(virtual_host_name("blackhole", port), ["*"], [], gateways[:1])
-    return _route_configuration(mesh, gateway_route_name(port), list(vhosts.values()), gateways)
+    return route_configuration(gateway_route_name(port), [_virtual_host_message(v) for v in vhosts.values()],
+                               gateways)
 
 
 def _gateway_ref(gateway: SourceObject) -> str:
@@ -337,35 +298,47 @@ def _catch_alls_last(routes: list[rc.Route]) -> list[rc.Route]:
 # --- configurations and virtual hosts -------------------------------------------------------------
 
 
-def _route_configuration(mesh: Mesh, name: str, vhosts: list[_VirtualHost],
-                         sources: Iterable[SourceObject]) -> RouteConfiguration:
-    config = RouteConfiguration(
-        name=name,
-        # Routes may name clusters the proxy does not have (yet): Envoy answers 503, not NACK.
-        validate_clusters=wrappers_pb2.BoolValue(value=False),
-        max_direct_response_body_size_bytes=wrappers_pb2.UInt32Value(value=MAX_DIRECT_RESPONSE_BODY))
+def route_configuration(name: str, vhosts: list[rc.VirtualHost],
+                        sources: Iterable[SourceObject] = ()) -> RouteConfiguration:
+    """A configuration of these virtual hosts, by name, naming ``sources``, else its first virtual
+    host's (as a sidecar listener names its first service's); each virtual host and route carries its own."""
+    config = route_configuration_shell(name)
+    unique = list(dict.fromkeys(sources))
+    if unique:
+        provenance.set_sources(config.metadata, *unique)
     taken: set[str] = set()
     for vhost in sorted(vhosts, key=lambda v: v.name):
         # Envoy rejects a domain listed twice in one configuration: the first virtual host keeps it.
         domains = [d for d in dict.fromkeys(vhost.domains) if d not in taken]
         if domains:
             taken.update(domains)
-            _add_virtual_host(config, mesh, vhost, domains)
-    unique = list(dict.fromkeys(sources))
-    if unique:
-        config.metadata.CopyFrom(provenance.metadata(mesh.revision, *unique))
+            if len(domains) < len(vhost.domains):
+                del vhost.domains[:]
+                vhost.domains.extend(domains)
+            if not config.HasField("metadata"):
+                config.metadata.CopyFrom(vhost.metadata)  # the first's
+            config.virtual_hosts.append(vhost)
     return config
 
 
-def _add_virtual_host(config: RouteConfiguration, mesh: Mesh, vhost: _VirtualHost, domains: list[str]) -> None:
-    # Built in place: a VirtualHost message built first would copy its routes twice.
-    message = config.virtual_hosts.add(name=vhost.name, domains=domains,
-                                       # Istio's default: lets applications see retries (x-envoy-attempt-count).
-                                       include_request_attempt_count=True)
+def route_configuration_shell(name: str) -> RouteConfiguration:
+    """A configuration's own fields, without virtual hosts or provenance."""
+    return RouteConfiguration(
+        name=name,
+        # Routes may name clusters the proxy does not have (yet): Envoy answers 503, not NACK.
+        validate_clusters=wrappers_pb2.BoolValue(value=False),
+        max_direct_response_body_size_bytes=wrappers_pb2.UInt32Value(value=MAX_DIRECT_RESPONSE_BODY))
+
+
+def _virtual_host_message(vhost: _VirtualHost) -> rc.VirtualHost:
+    message = rc.VirtualHost(name=vhost.name, domains=vhost.domains,
+                             # Istio's default: lets applications see retries (x-envoy-attempt-count).
+                             include_request_attempt_count=True)
     message.routes.extend(vhost.routes)
-    message.metadata.CopyFrom(provenance.metadata(mesh.revision, *vhost.sources))
+    provenance.set_sources(message.metadata, *vhost.sources)
     if vhost.require_tls:
         message.require_tls = rc.VirtualHost.ALL
+    return message
 
 
 # --- VirtualService HTTP rules to routes ----------------------------------------------------------
@@ -421,7 +394,7 @@ def _route(ctx: _Context, vs: SourceObject, rule: dict, match: dict | None) -> r
         return None  # nothing to do with a matched request (a delegate is not expanded here)
     route.decorator.operation = _operation(route, vs.name, ctx.port)
     _add_filter_configs(route, rule)
-    route.metadata.CopyFrom(provenance.metadata(ctx.mesh.revision, *sources))
+    provenance.set_sources(route.metadata, *sources)
     return route
 
 
@@ -573,19 +546,18 @@ def _apply_route_action(ctx: _Context, vs: SourceObject, rule: dict, destination
 
 def _set_timeout(action: rc.RouteAction, timeout: str | None) -> None:
     """Istio's default is no timeout at all (Envoy's own default is 15s)."""
-    action.MergeFromString(_timeouts(timeout or NO_TIMEOUT))
+    text = timeout or NO_TIMEOUT
+    cache.merge(action, cache.ROUTE_TIMEOUTS, text, lambda: _timeouts(text))
 
 
-@lru_cache(maxsize=1024)
-def _timeouts(timeout: str) -> bytes:
-    """A RouteAction's timeout fields for a route timeout, serialized (every route has them; most
-    have the same): merged into each route's action, cheaper than setting them one by one."""
+def _timeouts(timeout: str) -> rc.RouteAction:
+    """A RouteAction's timeout fields for a route timeout."""
     action = rc.RouteAction(timeout=duration(timeout))
     # As Istio does: honour a gRPC client's grpc-timeout header, capped by the route timeout (0: no cap).
     # (max_stream_duration, not the deprecated max_grpc_timeout that Envoy warns about.)
     action.max_stream_duration.max_stream_duration.CopyFrom(action.timeout)
     action.max_stream_duration.grpc_timeout_header_max.CopyFrom(action.timeout)
-    return action.SerializeToString(deterministic=True)
+    return action
 
 
 def _destination_port(ctx: _Context, host: str, destination: dict) -> int:
@@ -654,17 +626,10 @@ def _hash_policy(ctx: _Context, host: str, port: int, subset: str | None
 
 
 def _set_retry_policy(action: rc.RouteAction, retries: dict | None, hashing: bool) -> None:
-    """The route's retry policy, serialized once per distinct ``retries`` (keyed by its repr: equal
-    reprs are equal settings) in a bounded cache, as most routes have the same."""
-    key = (repr(retries), hashing)
-    piece = _RETRY_POLICIES.get(key)
-    if piece is None:
-        piece = _RETRY_POLICIES.put(key, _retry_policy(retries, hashing))
-    if piece:
-        action.retry_policy.MergeFromString(piece)
-
-
-_RETRY_POLICIES = Pieces(1 << 12)
+    """Most routes have the same retries: built once per distinct ``retries`` (keyed by its repr: equal
+    reprs are equal settings)."""
+    cache.merge(action.retry_policy, cache.RETRY_POLICIES, (repr(retries), hashing),
+                lambda: _retry_policy(retries, hashing))
 
 
 def _retry_policy(retries: dict | None, hashing: bool) -> rc.RetryPolicy | None:

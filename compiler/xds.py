@@ -1,181 +1,267 @@
-"""A proxy view's complete Envoy configuration, its versions, and its JSON form.
+"""A proxy view's complete Envoy configuration, compiled to serialized resources, and its JSON form.
 
-Resources are real protobuf messages from xds-protos. A resource's version is
-a hash of its deterministic serialization, so the same snapshot and view give
-the same versions on every run and after every restart.
+The builders (clusters.py, endpoints.py, listeners.py, routes.py; proxyless.py for gRPC clients)
+make protobuf messages from a mesh and a view; a compiled view keeps only their bytes. A
+resource's version is a digest of its content, the sources its provenance names included, taken
+before its revision is stamped: the same snapshot and view give the same versions on every run
+and after every restart. The revision is then appended as the resource's own metadata (a later
+field merges over an earlier one): the revision compiled, or, when the view's previous compile
+is given, the revision at which the resource last changed.
+
+With the previous compile, what was built from objects that did not change is taken back instead
+of being built again (cache.ViewUnits, by the keys of fingerprints.py).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import AbstractSet, Iterator
 
+from envoy.config.route.v3 import route_components_pb2 as rc
 from google.protobuf import any_pb2, json_format
 from google.protobuf.message import Message
 
-from . import proxyless
+from . import cache, proxyless, wire
+from .cache import digest, serialize
 from .clusters import build_sni_dnat_cluster, service_clusters
 from .endpoints import build_load_assignment
-from .listeners import build_listeners
+from .fingerprints import changes, digests, service_key, view_key, virtual_host_key
 from .gateways import sni_dnat_targets
-from .fingerprints import Key, changes, digests, service_key, view_key
+from .listeners import build_listeners
 from .model import Mesh, Service
 from .names import parse_eds_name
-from .routes import build_routes
+from .provenance import stamp
+from .routes import SidecarRoutes, build_routes, route_configuration_shell, sidecar_route_tables, sidecar_virtual_host
 from .scope import visible_services
-from .view import GRPC, ProxyView
+from .view import GRPC, ROUTER, ProxyView
+from .xds_types import BY_URL, CLUSTERS, ENDPOINTS, LISTENERS, ROUTES, TYPES, XdsType
 
-CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
-ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
-LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
-ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
-# Envoy's make-before-break order: a cluster exists before a route points at it.
-PUSH_ORDER = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
-DUMP_KEYS = {CLUSTER: "clusters", ENDPOINT: "endpoints", LISTENER: "listeners", ROUTE: "routes"}
+VIRTUAL_HOSTS = ROUTES.message.DESCRIPTOR.fields_by_name["virtual_hosts"].number
 
 
-def serialize(message: Message) -> bytes:
-    return message.SerializeToString(deterministic=True)
+@dataclass(frozen=True, slots=True)
+class Resource:
+    name: str
+    version: str  # a digest of its content and sources, before the revision was stamped
+    parts: tuple[bytes, ...]  # its serialization, in parts (a route configuration's are its virtual hosts')
+    revision: str  # the revision stamped in it
+
+    @property
+    def data(self) -> bytes:
+        return self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
+
+    @property
+    def size(self) -> int:
+        return sum(len(part) for part in self.parts)
 
 
-def version_of(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()[:16]
+@dataclass
+class CompiledView:
+    view: ProxyView
+    revision: str
+    resources: dict[str, dict[str, Resource]]  # type URL -> name -> resource, in name order
+    units: cache.ViewUnits = field(repr=False)  # what the next compile of this view may take back
 
+    def items(self) -> Iterator[tuple[XdsType, Resource]]:
+        """Every resource, in push order, then by name."""
+        for xds_type in TYPES:
+            for resource in self.resources[xds_type.url].values():
+                yield xds_type, resource
 
-@dataclass(frozen=True)
-class ViewConfig:
-    """Every resource of one view, by type URL and then by name, in name order.
+    def message(self, type_url: str, name: str) -> Message | None:
+        """One resource as a message (parsed from its bytes: a compiled view keeps no message)."""
+        resource = self.resources[type_url].get(name)
+        return None if resource is None else BY_URL[type_url].message.FromString(resource.data)
 
-    ``services`` records, per service host, what its clusters and assignments were built from (see
-    ``compile_view``'s ``previous``) and their names; ``vhosts`` the virtual hosts, by what they were
-    built from; ``digests`` the mesh's objects that those keys hold (fingerprints.digests).
-    """
-
-    resources: dict[str, dict[str, Message]]
-    view_key: str = ""
-    services: dict[str, tuple[Key, tuple[str, ...], tuple[str, ...]]] = field(default_factory=dict, repr=False)
-    vhosts: dict = field(default_factory=dict, repr=False)  # a sidecar's virtual hosts by their key (routes.py)
-    digests: frozenset[str] = field(default=frozenset(), repr=False)
-
-    def items(self) -> Iterator[tuple[str, str, Message]]:
-        for type_url in PUSH_ORDER:
-            for name, message in self.resources[type_url].items():
-                yield type_url, name, message
+    def messages(self, type_url: str) -> dict[str, Message]:
+        """Every resource of a type as a message, by name."""
+        parse = BY_URL[type_url].message.FromString
+        return {name: parse(resource.data) for name, resource in self.resources[type_url].items()}
 
     def versions(self) -> dict[str, dict[str, str]]:
-        return {t: {n: version_of(serialize(m)) for n, m in self.resources[t].items()} for t in PUSH_ORDER}
+        return {url: {name: r.version for name, r in by_name.items()} for url, by_name in self.resources.items()}
+
+    def size(self) -> int:
+        """Its serialized size, in bytes."""
+        return sum(resource.size for _, resource in self.items())
 
 
-def _by_name(messages, key) -> dict[str, Message]:
-    return {key(m): m for m in sorted(messages, key=key)}
-
-
-def compile_view(mesh: Mesh, view: ProxyView, previous: ViewConfig | None = None,
-                 only: AbstractSet[str] | None = None) -> ViewConfig:
+def compile_view(mesh: Mesh, view: ProxyView, previous: CompiledView | None = None,
+                 only: AbstractSet[str] | None = None) -> CompiledView:
     """The configuration of one proxy view.
 
-    With ``previous`` (this view's configuration of an earlier mesh), a service whose own objects
-    (ServiceEntry, the WorkloadEntries it selects, its DestinationRule) and the mesh-wide objects are
-    unchanged keeps its previous clusters and assignments instead of having them built again; they
-    keep the revision they were compiled at in their provenance. Everything else is built anew, so
-    the result equals a full compile but for those revisions.
+    With ``previous`` (this view's compile of an earlier mesh), the resources of a service whose own
+    objects (ServiceEntry or Service, the workloads and listings its endpoints come from, its
+    DestinationRule) and the mesh-wide objects are unchanged are taken back unbuilt, as are a
+    sidecar's virtual hosts whose routes' objects are; a resource whose version is unchanged keeps
+    its revision. The result equals a full compile but for those revisions.
 
     With ``only`` (hosts; not with ``previous``), just those services' clusters, assignments and
     sidecar virtual hosts are built: the route configurations keep their names and hold only those
     virtual hosts; listeners and gateway routes are whole. Two meshes compiled for the same ``only``
     differ exactly where their whole configurations differ among those hosts (a preview's need).
     """
-    if view.role == GRPC:
-        return _compile_proxyless(mesh, view)
     if only is not None and previous is not None:
         raise ValueError("compile_view: give previous or only, not both")
+    build = _Compilation(mesh, view, previous)
+    if view.role == GRPC:
+        services = proxyless.proxyless_services(mesh, view)
+        clusters = proxyless.build_clusters(mesh, view, services)
+        eds = [c for c in clusters if c.HasField("eds_cluster_config")]
+        build.add_all(CLUSTERS, clusters)
+        build.add_all(ENDPOINTS, proxyless.build_load_assignments(mesh, view, services, eds))
+        build.add_all(LISTENERS, proxyless.build_listeners(mesh, view, services))
+        build.add_all(ROUTES, proxyless.build_routes(mesh, view, services))
+        return build.result()
     services = visible_services(mesh, view)
-    key_of_view = view_key(mesh, view)
-    # The previous configuration is only reused for the same view.
-    prior = previous if previous is not None and previous.view_key == key_of_view else None
-    reusable = prior.services if prior is not None else {}
-    # Only the keys of services that the changed objects feed are computed again.
-    changed = changes(mesh, prior.digests) if prior is not None else None
     dnat: dict[str, list] = {}
     for service, port, subset in sni_dnat_targets(mesh, view, services):
         dnat.setdefault(service.host, []).append((port, subset))
-    # The previous resources, in name order, stay in place but for those of rebuilt or gone services.
-    clusters = dict(prior.resources[CLUSTER]) if prior is not None else {}
-    assignments = dict(prior.resources[ENDPOINT]) if prior is not None else {}
-    built: dict[str, tuple[Key, tuple[str, ...], tuple[str, ...]]] = {}
-    for host in reusable.keys() - {service.host for service in services}:
-        _replace(clusters, reusable[host][1], [], lambda m: m.name)
-        _replace(assignments, reusable[host][2], [], lambda m: m.cluster_name)
-    in_order = True
     for service in services:
-        if only is not None and service.host not in only:
-            continue
-        before = reusable.get(service.host)
-        if before is not None and changed is not None and not changed.may_differ(before[0]):
-            built[service.host] = before
-            continue
-        key = service_key(mesh, service)
-        if before is not None and before[0] == key:
-            built[service.host] = before
-            continue
-        mine = service_clusters(mesh, view, service) + [build_sni_dnat_cluster(mesh, view, service, port, subset)
-                                                         for port, subset in dnat.get(service.host, ())]
-        loads = [_assignment(mesh, view, service, cluster) for cluster in mine
-                 if cluster.HasField("eds_cluster_config")]
-        old = before or (key, (), ())
-        in_order &= _replace(clusters, old[1], mine, lambda m: m.name)
-        in_order &= _replace(assignments, old[2], loads, lambda m: m.cluster_name)
-        built[service.host] = (key, tuple(c.name for c in mine), tuple(a.cluster_name for a in loads))
-    if not in_order:
-        clusters, assignments = dict(sorted(clusters.items())), dict(sorted(assignments.items()))
-    vhosts: dict = {}
-    return ViewConfig({
-        CLUSTER: clusters,
-        ENDPOINT: assignments,
-        LISTENER: _by_name(build_listeners(mesh, view, services), lambda m: m.name),
-        ROUTE: _by_name(build_routes(mesh, view, services, prior.vhosts if prior is not None else {}, vhosts, changed,
-                                     only), lambda m: m.name),
-    }, key_of_view, built, vhosts, digests(mesh))
+        if only is None or service.host in only:
+            build.service(service, dnat.get(service.host, ()))
+    build.add_all(LISTENERS, build_listeners(mesh, view, services))
+    if view.role == ROUTER:
+        build.add_all(ROUTES, build_routes(mesh, view, services))
+    else:
+        by_host = {service.host: service for service in services}
+        for table in sidecar_route_tables(services):
+            if only is not None:
+                table = SidecarRoutes(table.name, table.port, [s for s in table.services if s.host in only])
+            build.sidecar_routes(table, by_host)
+    return build.result()
 
 
-def _replace(resources: dict[str, Message], old: tuple[str, ...], new: list[Message], name) -> bool:
-    """Put a service's new resources in place of its old ones (named ``old``); False when one has a
-    name that was not there, so the dict is no longer in name order."""
-    fresh = {name(message): message for message in new}
-    resources.update(fresh)  # an existing name keeps its place
-    for gone in set(old) - fresh.keys():
-        del resources[gone]
-    return fresh.keys() <= set(old)
+class _Compilation:
+    """One compile of one view: what it has built so far, and what the previous compile left."""
+
+    def __init__(self, mesh: Mesh, view: ProxyView, previous: CompiledView | None):
+        self.mesh, self.view, self.revision = mesh, view, mesh.revision
+        key = view_key(mesh, view)
+        # A resource of the same proxy's previous compile whose version is unchanged is kept; what
+        # it was built from is taken back only for a mesh alike but for per-service objects.
+        self.before: dict[str, dict[str, Resource]] = \
+            previous.resources if previous is not None and previous.view == view else {}
+        same = previous is not None and previous.units.view_key == key
+        self.kept = previous.units if same and previous else cache.ViewUnits()
+        self.changed = changes(mesh, self.kept.digests) if same else None
+        self.units = cache.ViewUnits(key, digests=digests(mesh))
+        self.resources: dict[str, dict[str, Resource]] = {t.url: {} for t in TYPES}
+
+    def result(self) -> CompiledView:
+        return CompiledView(self.view, self.revision,
+                            {url: dict(sorted(by_name.items())) for url, by_name in self.resources.items()},
+                            self.units)
+
+    def add_all(self, xds_type: XdsType, messages: list[Message]) -> None:
+        for message in messages:
+            self.add(xds_type, message)
+
+    def add(self, xds_type: XdsType, message: Message) -> str:
+        content = serialize(message)
+        metadata = xds_type.metadata_field
+        sources = serialize(message.metadata) if metadata is not None and message.HasField("metadata") else b""
+        return self._put(xds_type, xds_type.name_of(message), (content,), sources)
+
+    def _put(self, xds_type: XdsType, name: str, content: tuple[bytes, ...], sources: bytes) -> str:
+        """A resource of this content (its own metadata naming ``sources`` in it): the previous
+        compile's when its version is the same, else stamped with this revision."""
+        version = digest(*content)
+        kept = self.before.get(xds_type.url, {}).get(name)
+        if kept is not None and kept.version == version:
+            self.resources[xds_type.url][name] = kept
+            return name
+        metadata = xds_type.metadata_field
+        parts = content + (stamp(metadata, sources, self.revision),) if sources and metadata is not None else content
+        self.resources[xds_type.url][name] = Resource(name, version, parts, self.revision)
+        return name
+
+    def service(self, service: Service, dnat) -> None:
+        """A service's clusters and assignments (and an east-west gateway's SNI-DNAT clusters of it)."""
+        before = self.kept.services.get(service.host)
+        if before is not None and self.changed is not None and not self.changed.may_differ(before.key):
+            key = before.key  # none of the objects it holds changed: so is the key
+        else:
+            key = service_key(self.mesh, service)
+        if before is not None and before.key == key:
+            for url, kept_names in before.names.items():
+                for name in kept_names:
+                    self.resources[url][name] = self.before[url][name]
+            self.units.services[service.host] = before
+            return
+        clusters = service_clusters(self.mesh, self.view, service) + [
+            build_sni_dnat_cluster(self.mesh, self.view, service, port, subset) for port, subset in dnat]
+        names = {CLUSTERS.url: tuple(self.add(CLUSTERS, cluster) for cluster in clusters),
+                 ENDPOINTS.url: tuple(self.add(ENDPOINTS, self._assignment(service, cluster.name))
+                                      for cluster in clusters if cluster.HasField("eds_cluster_config"))}
+        self.units.services[service.host] = cache.ServiceUnit(key, names)
+
+    def _assignment(self, service: Service, cluster_name: str) -> Message:
+        port, subset, _ = parse_eds_name(cluster_name)
+        return build_load_assignment(self.mesh, self.view, service, service.known_port(port), subset or None,
+                                     sni_dnat=cluster_name.startswith("outbound_."))
+
+    def sidecar_routes(self, table: SidecarRoutes, services: dict[str, Service]) -> None:
+        """A sidecar's route configuration for one port, from its virtual hosts: each taken back from
+        the previous compile while its key is unchanged, the configuration too while all are."""
+        before = dict(self.kept.tables.get(table.name, ()))
+        keys = []
+        for service in table.services:
+            key = before.get(service.host)
+            if key is None or self.changed is None or self.changed.may_differ(key):
+                key = virtual_host_key(self.mesh, table.port, services, service)
+            keys.append((service.host, key))
+        self.units.tables[table.name] = tuple(keys)
+        if self.before and tuple(keys) == self.kept.tables.get(table.name) and table.name in self.before[ROUTES.url]:
+            self.resources[ROUTES.url][table.name] = self.before[ROUTES.url][table.name]
+            for _, key in keys:
+                self.units.virtual_hosts[key] = self.kept.virtual_hosts[key]
+            return
+        hosts = []
+        for host, key in keys:
+            unit = self.kept.virtual_hosts.get(key) or _unit(sidecar_virtual_host(self.mesh, self.view, table.port,
+                                                                               services, services[host]))
+            self.units.virtual_hosts[key] = unit
+            hosts.append(unit)
+        content, sources = _assembled(table.name, hosts)
+        self._put(ROUTES, table.name, content, sources)
 
 
-def _assignment(mesh: Mesh, view: ProxyView, service: Service, cluster: Message) -> Message:
-    port, subset, _ = parse_eds_name(cluster.name)
-    return build_load_assignment(mesh, view, service, service.known_port(port), subset or None,
-                                 sni_dnat=cluster.name.startswith("outbound_."))
+def _unit(vhost: rc.VirtualHost) -> cache.VirtualHostUnit:
+    return cache.VirtualHostUnit(vhost.name, tuple(vhost.domains), serialize(vhost), serialize(vhost.metadata))
 
 
-def _compile_proxyless(mesh: Mesh, view: ProxyView) -> ViewConfig:
-    """A proxyless gRPC client's view (proxyless.py): api_listeners named ``host:port``, and the
-    sidecar's routes, clusters and endpoints as gRPC accepts them."""
-    services = proxyless.proxyless_services(mesh, view)
-    clusters = proxyless.build_clusters(mesh, view, services)
-    eds = [c for c in clusters if c.HasField("eds_cluster_config")]
-    return ViewConfig({
-        CLUSTER: _by_name(clusters, lambda m: m.name),
-        ENDPOINT: _by_name(proxyless.build_load_assignments(mesh, view, services, eds), lambda m: m.cluster_name),
-        LISTENER: _by_name(proxyless.build_listeners(mesh, view, services), lambda m: m.name),
-        ROUTE: _by_name(proxyless.build_routes(mesh, view, services), lambda m: m.name),
-    })
+def _assembled(name: str, hosts: list[cache.VirtualHostUnit]) -> tuple[tuple[bytes, ...], bytes]:
+    """A route configuration's serialization, in parts, from its virtual hosts' (routes.route_configuration's
+    result, a virtual host's bytes written once), and the sources it names: its first virtual host's."""
+    parts = [serialize(route_configuration_shell(name))]
+    taken: set[str] = set()
+    sources = b""
+    for unit in sorted(hosts, key=lambda unit: unit.name):
+        data, unique = unit.data, list(dict.fromkeys(unit.domains))
+        if len(unique) < len(unit.domains) or not taken.isdisjoint(unique):
+            # Envoy rejects a domain listed twice in one configuration: the first virtual host keeps it
+            unique = [d for d in unique if d not in taken]
+            if not unique:
+                continue
+            vhost = rc.VirtualHost.FromString(data)
+            del vhost.domains[:]
+            vhost.domains.extend(unique)
+            data = serialize(vhost)
+        taken.update(unique)
+        sources = sources or unit.sources
+        parts += (wire.tag(VIRTUAL_HOSTS, len(data)), data)
+    if sources:
+        parts.append(wire.field(ROUTES.metadata_field or 0, sources))
+    return tuple(parts), sources
 
 
-def config_dump(config: ViewConfig) -> dict[str, list[dict]]:
+def config_dump(compiled: CompiledView) -> dict[str, list[dict]]:
     """Envoy's config_dump shape: each resource as proto3 JSON in an Any with its ``@type``."""
-    dump: dict[str, list[dict]] = {key: [] for key in DUMP_KEYS.values()}
-    for type_url, _, message in config.items():
-        packed = any_pb2.Any()
-        packed.Pack(message)
-        dump[DUMP_KEYS[type_url]].append(json_format.MessageToDict(packed))
+    dump: dict[str, list[dict]] = {t.dump_key: [] for t in TYPES}
+    for xds_type, resource in compiled.items():
+        packed = any_pb2.Any(type_url=xds_type.url, value=resource.data)
+        dump[xds_type.dump_key].append(json_format.MessageToDict(packed))
     return dump
 
 

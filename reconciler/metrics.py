@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from compiler.xds import DUMP_KEYS
+from compiler.xds_types import BY_URL
 
 LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
 def type_label(type_url: str) -> str:
-    return DUMP_KEYS.get(type_url, type_url.rsplit(".", 1)[-1])
+    known = BY_URL.get(type_url)
+    return known.dump_key if known is not None else type_url.rsplit(".", 1)[-1]
 
 
 class Metrics:

@@ -97,3 +97,22 @@ def standin():
     from tests.kube.standin import KubeStandIn
     with KubeStandIn() as server:
         yield server
+
+
+def compiled_from(messages: dict, revision: str = "test"):
+    """A compiled view holding these messages (type URL -> list), serialized as a compile serializes
+    them: for tests of what reads compiled views (diffs, traffic shares) without a mesh."""
+    from compiler.cache import digest, serialize
+    from compiler.cache import ViewUnits
+    from compiler.xds import CompiledView, Resource
+    from compiler.xds_types import BY_URL, TYPES
+    resources: dict = {t.url: {} for t in TYPES}
+    for url, items in messages.items():
+        for message in items:
+            data = serialize(message)
+            name = BY_URL[url].name_of(message)
+            resources[url][name] = Resource(name, digest(data), (data,), revision)
+    from compiler.locality import Locality
+    from compiler.view import ProxyView
+    view = ProxyView("cluster-a", "network-1", Locality("", "", ""), "sidecar", "default")
+    return CompiledView(view, revision, {u: dict(sorted(r.items())) for u, r in resources.items()}, ViewUnits())

@@ -19,11 +19,15 @@ from hypothesis import strategies as st
 
 from compiler.locality import Locality
 from compiler.view import ViewError, make_view
-from compiler.xds import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, compile_view, config_dump
+from compiler.xds import compile_view, config_dump
+from compiler.xds_types import CLUSTER, ENDPOINT, LISTENER, ROUTE, TYPES
 from reconciler.ads import wire
 from reconciler.ads.protocol import DeltaStream, SotwStream
-from reconciler.ads.views import WILDCARD_TYPES, serve_view, view_of_node
+from reconciler.ads.views import delta_resources, serve_view, view_of_node
 from tests.conftest import ONE_CLUSTER, mesh_from
+
+PUSH_ORDER = tuple(t.url for t in TYPES)  # the type URLs, in push order
+WILDCARD_TYPES = {t.url for t in TYPES if t.wildcard}
 
 # --- meshes ---------------------------------------------------------------------------------------
 
@@ -153,11 +157,16 @@ def delta_ack(stream: DeltaStream, type_url: str, response: discovery_pb2.DeltaD
 
 # --- wire -----------------------------------------------------------------------------------------
 
+def packed(type_url: str, resource) -> bytes:
+    """A resource as the Any a response carries."""
+    return wire.any_message(type_url, resource.data)
+
+
 def normal_sotw(served, type_url: str, nonce: str) -> discovery_pb2.DiscoveryResponse:
     message = discovery_pb2.DiscoveryResponse(version_info=served.versions[type_url], type_url=type_url,
                                               nonce=nonce)
     for resource in served.resources[type_url].values():
-        message.resources.add().CopyFrom(any_pb2.Any.FromString(resource.any))
+        message.resources.add().CopyFrom(any_pb2.Any.FromString(packed(type_url, resource)))
     return message
 
 
@@ -181,11 +190,11 @@ def test_sotw_wire_of_the_sample_mesh(sample_mesh):
 def test_delta_wire_bytes_equal_normal_serialization(base, type_url):
     chosen = list(base.resources[type_url].values())
     removed = ["gone-1", "gone|2||x"]
-    data = wire.delta_response(base.versions[type_url], [r.delta for r in chosen], type_url, removed, "9")
+    data = wire.delta_response(base.versions[type_url], delta_resources(type_url, chosen), type_url, removed, "9")
     expected = discovery_pb2.DeltaDiscoveryResponse(
         system_version_info=base.versions[type_url], type_url=type_url, nonce="9", removed_resources=removed)
     for r in chosen:
-        expected.resources.add(name=r.name, version=r.version, resource=any_pb2.Any.FromString(r.any))
+        expected.resources.add(name=r.name, version=r.version, resource=any_pb2.Any.FromString(packed(type_url, r)))
     assert discovery_pb2.DeltaDiscoveryResponse.FromString(data) == expected
     assert data == expected.SerializeToString(deterministic=True)
 
@@ -193,11 +202,12 @@ def test_delta_wire_bytes_equal_normal_serialization(base, type_url):
 def test_delta_resource_and_any_bytes_equal_normal_serialization(base):
     for type_url in PUSH_ORDER:
         for r in base.resources[type_url].values():
-            packed = any_pb2.Any.FromString(r.any)
-            assert packed.type_url == type_url
-            assert r.any == any_pb2.Any(type_url=type_url, value=packed.value).SerializeToString(deterministic=True)
-            normal = discovery_pb2.Resource(name=r.name, version=r.version, resource=packed)
-            assert r.delta == normal.SerializeToString(deterministic=True)
+            any_bytes = packed(type_url, r)
+            message = any_pb2.Any.FromString(any_bytes)
+            assert message.type_url == type_url and message.value == r.data
+            assert any_bytes == any_pb2.Any(type_url=type_url, value=r.data).SerializeToString(deterministic=True)
+            normal = discovery_pb2.Resource(name=r.name, version=r.version, resource=message)
+            assert delta_resources(type_url, [r]) == [normal.SerializeToString(deterministic=True)]
 
 
 text = st.text(min_size=1, max_size=40)
@@ -249,8 +259,8 @@ def test_versions_are_stable_across_compiles(base):
     assert again is not base
     assert again.versions == base.versions
     for type_url in PUSH_ORDER:
-        assert {n: (r.version, r.any, r.delta) for n, r in again.resources[type_url].items()} == \
-               {n: (r.version, r.any, r.delta) for n, r in base.resources[type_url].items()}
+        assert {n: (r.version, r.data) for n, r in again.resources[type_url].items()} == \
+               {n: (r.version, r.data) for n, r in base.resources[type_url].items()}
     assert list(base.resources[CLUSTER]) == CLUSTERS
     assert list(base.resources[ENDPOINT]) == CLUSTERS
     assert list(base.resources[LISTENER]) == LISTENERS
@@ -265,8 +275,9 @@ def test_a_resource_version_hashes_its_content_but_not_the_revision(base):
     for type_url in PUSH_ORDER:
         for name, resource in base.resources[type_url].items():
             assert fresh.resources[type_url][name].version == resource.version
-            assert fresh.resources[type_url][name].any != resource.any  # r9 in its provenance, not r1
-            assert b"r9" in fresh.resources[type_url][name].any
+            assert fresh.resources[type_url][name].revision == "r9" != resource.revision
+            if type_url != ENDPOINT:  # an assignment has no metadata of its own to name it in
+                assert b"r9" in fresh.resources[type_url][name].data and b"r9" not in resource.data
     kept = serve_view(mesh, make_view(mesh, "cluster-a"), previous=base)
     assert kept.changed == 0 and kept.versions == base.versions
     assert all(kept.resources[t][n] is base.resources[t][n] for t in PUSH_ORDER for n in base.resources[t])
@@ -274,7 +285,7 @@ def test_a_resource_version_hashes_its_content_but_not_the_revision(base):
     moved = serve_view(moved_mesh, make_view(moved_mesh, "cluster-a"), previous=base)
     assert moved.changed == 1
     assert moved.resources[ENDPOINT][CART_CLUSTER].version != base.resources[ENDPOINT][CART_CLUSTER].version
-    assert b"r9" in moved.resources[ENDPOINT][CART_CLUSTER].any
+    assert moved.resources[ENDPOINT][CART_CLUSTER].revision == "r9"
     assert moved.resources[ENDPOINT][PAY_CLUSTER] is base.resources[ENDPOINT][PAY_CLUSTER]
 
 
@@ -305,7 +316,8 @@ def test_sotw_of_a_name_subset(base):
     assert names_in(response) == [CART_CLUSTER]
     assert response.version_info == version != base.versions[ENDPOINT]
     assert response.type_url == ENDPOINT
-    assert response.resources[0].SerializeToString(deterministic=True) == base.resources[ENDPOINT][CART_CLUSTER].any
+    assert response.resources[0].SerializeToString(deterministic=True) == \
+        packed(ENDPOINT, base.resources[ENDPOINT][CART_CLUSTER])
     # unknown names are left out; the version is that of what is sent
     assert base.sotw(ENDPOINT, frozenset({CART_CLUSTER, "outbound|1||nope"}))[0] == version
     # every name is the whole type, with the type's version
@@ -437,7 +449,7 @@ def test_an_unknown_daemon_cluster_is_a_view_error(sample_mesh):
 # --- state of the world ---------------------------------------------------------------------------
 
 def test_wildcard_types():
-    assert WILDCARD_TYPES == {CLUSTER, LISTENER}
+    assert WILDCARD_TYPES == {CLUSTER, LISTENER} and {t.url for t in TYPES if t.partial} == {ENDPOINT, ROUTE}
 
 
 @pytest.mark.parametrize("type_url, names", [(CLUSTER, CLUSTERS), (LISTENER, LISTENERS)])
@@ -721,7 +733,7 @@ def test_delta_wildcard_for_clusters_and_listeners(base, type_url):
     assert response.system_version_info == base.versions[type_url]
     assert not response.removed_resources
     for r in response.resources:
-        assert r.resource.SerializeToString(deterministic=True) == base.resources[type_url][r.name].any
+        assert r.resource.SerializeToString(deterministic=True) == packed(type_url, base.resources[type_url][r.name])
     assert stream.status()[type_url]["subscription"] == "*"
     assert stream.respond(type_url, base) is None, "nothing sent twice"
 

@@ -19,7 +19,7 @@ from google.protobuf import struct_pb2
 from google.rpc import status_pb2
 
 from compiler.view import make_view
-from compiler.xds import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE
+from compiler.xds_types import CLUSTER, ENDPOINT, LISTENER, ROUTE, TYPES
 from reconciler.ads.server import AdsServer
 from reconciler.ads.views import serve_view
 from reconciler.metrics import Metrics
@@ -28,6 +28,8 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from tests.conftest import ONE_CLUSTER, mesh_from
 from tests.test_ads_protocol import (CART_CLUSTER, CLUSTERS, LISTENERS, PAY_CLUSTER, PAY_ROUND_ROBIN, ROUTES,
                                      names_in, service, shop)
+
+PUSH_ORDER = tuple(t.url for t in TYPES)  # the type URLs, in push order
 
 DEADLINE = 4.0      # a whole test
 READ_TIMEOUT = 3.0  # one response

@@ -13,7 +13,9 @@ from envoy.config.route.v3 import route_components_pb2 as rc, route_pb2
 
 from compiler.diff.traffic import (NO_CLUSTER, NO_HEALTHY_UPSTREAM, Destination, cluster_shares,
                                    service_shares)
-from compiler.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, ViewConfig
+from compiler.xds import CompiledView
+from tests.conftest import compiled_from
+from compiler.xds_types import CLUSTER, ENDPOINT, ROUTE
 
 NAME = "outbound|80||svc.ns.svc.cluster.local"
 
@@ -37,17 +39,16 @@ def assignment(groups, overprovisioning=None) -> endpoint_pb2.ClusterLoadAssignm
     return out
 
 
-def config(groups, weighted=True, panic=None, lb=cluster_pb2.Cluster.LEAST_REQUEST, routes=None) -> ViewConfig:
+def config(groups, weighted=True, panic=None, lb=cluster_pb2.Cluster.LEAST_REQUEST, routes=None) -> CompiledView:
     cluster = cluster_pb2.Cluster(name=NAME, type=cluster_pb2.Cluster.EDS, lb_policy=lb)
     if weighted:
         cluster.common_lb_config.locality_weighted_lb_config.SetInParent()
     if panic is not None:
         cluster.common_lb_config.healthy_panic_threshold.value = panic
-    return ViewConfig({CLUSTER: {NAME: cluster}, ENDPOINT: {NAME: assignment(groups)}, LISTENER: {},
-                       ROUTE: routes or {}})
+    return compiled_from({CLUSTER: [cluster], ENDPOINT: [assignment(groups)], ROUTE: list((routes or {}).values())})
 
 
-def shares(view: ViewConfig, down: str | None = None) -> dict[str, float]:
+def shares(view: CompiledView, down: str | None = None) -> dict[str, float]:
     return {address: round(share, 4) for (_, address), share in cluster_shares(view, NAME, down).items()}
 
 

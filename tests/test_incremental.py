@@ -2,17 +2,22 @@
 
 For one edit at a time to sample-repo (an endpoint, a WorkloadEntry, a DestinationRule, a
 VirtualService, the mesh-wide networks, a new file...), every view compiled with the previous
-revision's configuration must serialize exactly as a full compile of the new revision, except for the
-revision named in the provenance of resources that were kept. And resources must really be kept:
-those of services the edit does not touch are the previous objects themselves.
+revision's compile must hold the resources of a full compile of the new revision: the same names
+and versions, the same bytes for every resource it built again, and the previous bytes (with the
+revision at which they last changed) for those whose version did not change. And the previous
+compile must really be taken back: the resources of services the edit does not touch, and the
+virtual hosts it does not touch, are the previous ones themselves.
 """
 from __future__ import annotations
 
 import pytest
 
 from compiler.view import make_view
-from compiler.xds import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, compile_view, serialize
+from compiler.xds import compile_view
+from compiler.xds_types import CLUSTER, ENDPOINT, ROUTE, TYPES
 from tests.conftest import mesh_from, sample_files
+
+PUSH_ORDER = tuple(t.url for t in TYPES)  # the type URLs, in push order
 
 OLD, NEW = "rev-aaaaaaaaaaaa", "rev-bbbbbbbbbbbb"  # same length: masking them keeps the bytes comparable
 SIDECAR = "sidecar~10.1.1.1~productpage-v1.bookinfo~bookinfo.svc.cluster.local"
@@ -83,10 +88,6 @@ def before():
     return {(c, n): compile_view(mesh, make_view(mesh, c, n, labels)) for c, n, labels in VIEWS}
 
 
-def masked(message) -> bytes:
-    return serialize(message).replace(OLD.encode(), b"").replace(NEW.encode(), b"")
-
-
 @pytest.mark.parametrize("change", sorted(EDITS))
 def test_incremental_compile_equals_a_full_compile(before, change):
     files = EDITS[change](sample_files())
@@ -98,41 +99,52 @@ def test_incremental_compile_equals_a_full_compile(before, change):
         full = compile_view(mesh, view)
         for type_url in PUSH_ORDER:
             assert list(incremental.resources[type_url]) == list(full.resources[type_url]), (change, type_url)
-            for name, message in incremental.resources[type_url].items():
-                assert masked(message) == masked(full.resources[type_url][name]), (change, cluster, node, name)
-                rebuilt = message is not previous.resources[type_url].get(name)
-                if type_url in (LISTENER, ROUTE) and rebuilt:  # exactly the full compile's, revisions too
-                    assert serialize(message) == serialize(full.resources[type_url][name]), (change, name)
-        kept = [name for t in (CLUSTER, ENDPOINT) for name, m in incremental.resources[t].items()
-                if previous.resources[t].get(name) is m]
-        kept_hosts = [key for key, vhost in incremental.vhosts.items() if previous.vhosts.get(key) is vhost]
+            for name, resource in incremental.resources[type_url].items():
+                fresh = full.resources[type_url][name]
+                assert resource.version == fresh.version, (change, cluster, node, name)
+                old = previous.resources[type_url].get(name)
+                if old is not None and old.version == resource.version:
+                    assert resource is old, (change, name)  # unchanged: the bytes proxies hold, its revision
+                else:
+                    assert resource.data == fresh.data and resource.revision == NEW, (change, name)
+        kept = [name for t in (CLUSTER, ENDPOINT) for name, r in incremental.resources[t].items()
+                if previous.resources[t].get(name) is r]
+        kept_hosts = [key for key, unit in incremental.units.virtual_hosts.items()
+                      if previous.units.virtual_hosts.get(key) is unit]
         if "mesh-wide" in change:
-            assert not kept and not kept_hosts, "a mesh-wide change rebuilds everything"
+            assert not kept_hosts, "a mesh-wide change rebuilds every virtual host"
+            assert not [h for h, unit in incremental.units.services.items()
+                        if previous.units.services.get(h) is unit], "and every service"
         else:
             assert kept, f"{change}: nothing was reused"
             if node == SIDECAR:
                 assert kept_hosts, f"{change}: no virtual host was reused"
         if change in ("nothing changes but the revision", "only a comment changes"):
             assert len(kept) == len(full.resources[CLUSTER]) + len(full.resources[ENDPOINT])
+            assert all(r.revision == OLD for _, r in incremental.items())
 
 
 def test_an_edited_service_is_rebuilt_and_the_others_kept(before):
+    """An endpoint of ratings moves: only the assignments holding it change (a new version, this
+    revision); every other resource, ratings' clusters too, is the previous one."""
     mesh = mesh_from(EDITS["an endpoint moves"](sample_files()), NEW)
     view = make_view(mesh, "cluster-a", SIDECAR)
     previous = before["cluster-a", SIDECAR]
     config = compile_view(mesh, view, previous=previous)
-    for type_url in (CLUSTER, ENDPOINT):
-        for name, message in config.resources[type_url].items():
-            rebuilt = "ratings.bookinfo.svc.cluster.local" in name
-            assert (previous.resources[type_url][name] is not message) == rebuilt, name
-            assert (NEW.encode() in serialize(message)) == rebuilt, name
+    changed = []
+    for type_url in PUSH_ORDER:
+        for name, resource in config.resources[type_url].items():
+            if previous.resources[type_url][name] is not resource:
+                assert resource.revision == NEW and resource.version != previous.resources[type_url][name].version
+                changed.append((type_url, name))
+    assert changed and all(t == ENDPOINT and "ratings.bookinfo.svc.cluster.local" in n for t, n in changed), changed
 
 
 def test_previous_of_another_view_is_not_used(before):
     mesh = mesh_from(sample_files(), NEW)
     view = make_view(mesh, "cluster-c", SIDECAR)
     config = compile_view(mesh, view, previous=before["cluster-a", SIDECAR])
-    assert all(OLD.encode() not in serialize(m) for t in PUSH_ORDER for m in config.resources[t].values())
+    assert all(resource.revision == NEW for _, resource in config.items())
 
 
 def test_a_virtual_host_is_rebuilt_when_its_routing_or_a_destination_changes(before):
@@ -141,8 +153,8 @@ def test_a_virtual_host_is_rebuilt_when_its_routing_or_a_destination_changes(bef
     def rebuilt(change: str) -> set[str]:
         mesh = mesh_from(EDITS[change](sample_files()), NEW)
         config = compile_view(mesh, make_view(mesh, "cluster-a", SIDECAR), previous=previous)
-        return {key[1] for key, vhost in config.vhosts.items()  # (port, host, ...); names are strings
-                if isinstance(key, tuple) and previous.vhosts.get(key) is not vhost}
+        return {key[1] for key, unit in config.units.virtual_hosts.items()  # (port, host, ...)
+                if previous.units.virtual_hosts.get(key) is not unit}
 
     assert rebuilt("route weights change") == {"reviews.bookinfo.svc.cluster.local"}
     # routes never see endpoints: a moved endpoint rebuilds no virtual host, and keeps the configurations

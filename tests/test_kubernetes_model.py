@@ -10,7 +10,8 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
 from compiler import protocols
 from compiler.view import make_view
-from compiler.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, compile_view
+from compiler.xds import compile_view
+from compiler.xds_types import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from tests.conftest import mesh_from
 
 TWO_CLUSTERS = """\
@@ -116,7 +117,7 @@ def test_an_endpoint_serves_only_the_ports_its_slice_lists():
     (ep,) = svc.endpoints
     assert ep.port_for(svc.known_port(80)) == 8080 and ep.port_for(svc.known_port(81)) is None
     config = compile_view(mesh, make_view(mesh, "east"))
-    admin = config.resources[ENDPOINT]["outbound|81||web.shop.svc.cluster.local"]
+    admin = config.messages(ENDPOINT)["outbound|81||web.shop.svc.cluster.local"]
     assert not any(group.lb_endpoints for group in admin.endpoints)
 
 
@@ -158,9 +159,9 @@ def test_a_service_selects_workload_entries_as_istio_does():
 def test_a_headless_service_passes_connections_through():
     mesh = mesh_of(service(extra="  clusterIP: None\n"), endpoint_slice("web-e", "east", "- addresses: [10.1.0.1]\n"))
     config = compile_view(mesh, make_view(mesh, "east"))
-    cluster = config.resources[CLUSTER]["outbound|80||web.shop.svc.cluster.local"]
+    cluster = config.messages(CLUSTER)["outbound|80||web.shop.svc.cluster.local"]
     assert cluster.type == Cluster.ORIGINAL_DST and "outbound|80||web.shop.svc.cluster.local" not in \
-        config.resources[ENDPOINT]
+        config.messages(ENDPOINT)
 
 
 def test_an_external_name_service_is_an_alias_of_the_host_it_names():
@@ -170,9 +171,9 @@ def test_an_external_name_service_is_an_alias_of_the_host_it_names():
     assert "shortcut.shop.svc.cluster.local" not in mesh.services
     assert mesh.resolve_alias("shortcut.shop.svc.cluster.local") == "web.shop.svc.cluster.local"
     config = compile_view(mesh, make_view(mesh, "east"))
-    (vhost,) = config.resources[ROUTE]["80"].virtual_hosts
+    (vhost,) = config.messages(ROUTE)["80"].virtual_hosts
     assert "shortcut.shop.svc.cluster.local" in vhost.domains
-    assert not any("shortcut" in name for name in config.resources[CLUSTER])
+    assert not any("shortcut" in name for name in config.messages(CLUSTER))
 
 
 def test_alias_loops_resolve_to_nothing():
@@ -187,16 +188,16 @@ def test_a_port_whose_protocol_is_detected_gets_istios_sniffing_listener():
     mesh = mesh_of(service(ports="[{name: web, port: 80}]"), service("db", "[{name: tcp, port: 80}]",
                                                                         extra="  clusterIP: 10.96.0.3\n"))
     config = compile_view(mesh, make_view(mesh, "east"))
-    listener = config.resources[LISTENER]["0.0.0.0_80"]
+    listener = config.messages(LISTENER)["0.0.0.0_80"]
     assert [f.name for f in listener.listener_filters] == ["envoy.filters.listener.http_inspector"]
     http = [c for c in listener.filter_chains if c.filter_chain_match.application_protocols]
     (chain,) = http
     assert list(chain.filter_chain_match.application_protocols) == ["http/1.1", "h2c"]
     assert chain.filter_chain_match.transport_protocol == "raw_buffer"
     assert listener.HasField("default_filter_chain")  # what is not HTTP goes to a TCP proxy
-    (vhost,) = config.resources[ROUTE]["80"].virtual_hosts  # routes for the detected port's service only
+    (vhost,) = config.messages(ROUTE)["80"].virtual_hosts  # routes for the detected port's service only
     assert vhost.name == "web.shop.svc.cluster.local:80"
-    packed = config.resources[CLUSTER]["outbound|80||web.shop.svc.cluster.local"].typed_extension_protocol_options
+    packed = config.messages(CLUSTER)["outbound|80||web.shop.svc.cluster.local"].typed_extension_protocol_options
     options = http_protocol_options_pb2.HttpProtocolOptions()
     packed["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].Unpack(options)
     assert options.HasField("use_downstream_protocol_config")  # the endpoint speaks what the client spoke
@@ -213,7 +214,7 @@ def test_a_proxy_sees_only_the_services_exported_to_its_namespace():
 
     def seen(namespace: str) -> set[str]:
         view = make_view(mesh, "east", f"sidecar~10.1.0.1~p.{namespace}~{namespace}.svc.cluster.local")
-        return {name.split("|")[3] for name in compile_view(mesh, view).resources[CLUSTER]}
+        return {name.split("|")[3] for name in compile_view(mesh, view).messages(CLUSTER)}
 
     assert seen("shop") == {"web.shop.svc.cluster.local", "private.shop.svc.cluster.local"}
     assert seen("billing") == {"web.shop.svc.cluster.local", "api.partner.example"}

@@ -261,7 +261,7 @@ def test_sidecar_listener_provenance_is_the_first_service_entry_on_the_port():
     fields = listeners["0.0.0.0_3306"].metadata.filter_metadata["galleon"]
     assert fields["source"] == "ServiceEntry/shop/cache"
     assert fields["file"] == "mesh.yaml"
-    assert fields["revision"] == "abc123"
+    assert "revision" not in fields  # stamped when the view is compiled (test_xds)
     assert fields["line"] > 0
     assert listeners["0.0.0.0_9080"].metadata.filter_metadata["galleon"]["source"] == "ServiceEntry/shop/web"
 
@@ -383,7 +383,7 @@ def test_gateway_listener_provenance_is_the_gateway():
     for listener in listeners:
         fields = listener.metadata.filter_metadata["galleon"]
         assert fields["source"] == "Gateway/istio-system/ingress"
-        assert fields["revision"] == "abc123"
+        assert "revision" not in fields
         assert fields["file"] == "mesh.yaml"
         assert "also" not in fields
 

@@ -16,7 +16,8 @@ from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 
 from compiler import proxyless
 from compiler.view import GRPC, ROUTER, SIDECAR, ViewError, make_view
-from compiler.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, compile_view
+from compiler.xds import compile_view
+from compiler.xds_types import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from reconciler.ads.views import serve_view, view_of_node
 from reconciler.bootstrap import BootstrapOptions, grpc_bootstrap, grpc_bootstrap_json
 from tests.conftest import ONE_CLUSTER, mesh_from, sample_files
@@ -95,7 +96,7 @@ def test_a_proxyless_view_is_a_view_of_its_own():
 
 def test_listeners_are_api_listeners_named_as_the_target():
     _, config = compiled(ECHO)
-    listeners = config.resources[LISTENER]
+    listeners = config.messages(LISTENER)
     # HTTP ports only: gRPC is HTTP/2, and a port declared TCP has no routes
     assert list(listeners) == [f"{HOST}:7070", f"{HOST}:8080"]
     for name, listener in listeners.items():
@@ -107,13 +108,13 @@ def test_listeners_are_api_listeners_named_as_the_target():
         # gRPC NACKs filters it lacks (CORS); the router must be last or it never becomes ready
         assert [f.name for f in hcm.http_filters] == ["envoy.filters.http.fault", "envoy.filters.http.router"]
         assert listener.metadata.filter_metadata["galleon"]["source"] == "ServiceEntry/default/echo"
-    assert set(config.resources[ROUTE]) == set(listeners)
+    assert set(config.messages(ROUTE)) == set(listeners)
 
 
 def test_envoy_views_have_no_api_listener():
     _, config = compiled(ECHO, proxyless_client=False)
-    assert list(config.resources[LISTENER]) == ["0.0.0.0_7070", "0.0.0.0_8080", "0.0.0.0_9000"]
-    assert not any(listener.HasField("api_listener") for listener in config.resources[LISTENER].values())
+    assert list(config.messages(LISTENER)) == ["0.0.0.0_7070", "0.0.0.0_8080", "0.0.0.0_9000"]
+    assert not any(listener.HasField("api_listener") for listener in config.messages(LISTENER).values())
 
 
 def test_virtual_hosts_are_the_sidecars():
@@ -122,8 +123,8 @@ def test_virtual_hosts_are_the_sidecars():
     mesh = mesh_from(sample_files(), "sample")
     for cluster in sorted(mesh.clusters):
         node = "sidecar~10.1.1.1~productpage-v1.bookinfo~bookinfo.svc.cluster.local"
-        sidecar = compile_view(mesh, make_view(mesh, cluster, node)).resources[ROUTE]
-        grpc = compile_view(mesh, make_view(mesh, cluster, node, proxyless=True)).resources[ROUTE]
+        sidecar = compile_view(mesh, make_view(mesh, cluster, node)).messages(ROUTE)
+        grpc = compile_view(mesh, make_view(mesh, cluster, node, proxyless=True)).messages(ROUTE)
         assert grpc
         for name, config in grpc.items():
             host, port = name.rsplit(":", 1)
@@ -166,7 +167,7 @@ spec:
 
 def test_routes_keep_virtual_service_order_and_weights():
     _, config = compiled(ECHO, VS)
-    routes = config.resources[ROUTE][f"{HOST}:7070"].virtual_hosts[0].routes
+    routes = config.messages(ROUTE)[f"{HOST}:7070"].virtual_hosts[0].routes
     assert routes[0].route.cluster == f"outbound|7070|v1|{HOST}"
     weighted = routes[-1].route.weighted_clusters.clusters
     assert [(c.name, c.weight.value) for c in weighted] == [(f"outbound|7070|v1|{HOST}", 10),
@@ -177,9 +178,9 @@ def test_cors_policies_go_and_faults_stay():
     """gRPC NACKs per-route config of a filter it does not have ("unsupported filter type");
     fault injection it implements."""
     mesh, config = compiled(ECHO, VS)
-    route = config.resources[ROUTE][f"{HOST}:7070"].virtual_hosts[0].routes[0]
+    route = config.messages(ROUTE)[f"{HOST}:7070"].virtual_hosts[0].routes[0]
     assert list(route.typed_per_filter_config) == ["envoy.filters.http.fault"]
-    sidecar = compile_view(mesh, make_view(mesh, "cluster-a", NODE)).resources[ROUTE]["7070"]
+    sidecar = compile_view(mesh, make_view(mesh, "cluster-a", NODE)).messages(ROUTE)["7070"]
     assert "envoy.filters.http.cors" in sidecar.virtual_hosts[0].routes[0].typed_per_filter_config
 
 
@@ -187,7 +188,7 @@ def test_without_headers_also_matches_a_request_lacking_the_header():
     """Envoy matches an absent header with withoutHeaders (treat_missing_header_as_empty); gRPC does
     not, so the route is doubled: header absent (inverted presence), or present with another value."""
     _, config = compiled(ECHO, VS)
-    routes = config.resources[ROUTE][f"{HOST}:7070"].virtual_hosts[0].routes
+    routes = config.messages(ROUTE)[f"{HOST}:7070"].virtual_hosts[0].routes
     variants = [r for r in routes if r.route.cluster == f"outbound|7070|v2|{HOST}"]
     assert len(variants) == 2 and len(routes) == 4
     present, absent = ([h for h in v.match.headers if h.name == "x-canary"][0] for v in variants)
@@ -213,7 +214,7 @@ def test_many_without_headers_are_not_expanded():
         route: [{{destination: {{host: {HOST}, port: {{number: 7070}}}}}}]
     """
     _, config = compiled(ECHO, vs)
-    assert len(config.resources[ROUTE][f"{HOST}:7070"].virtual_hosts[0].routes) == 1
+    assert len(config.messages(ROUTE)[f"{HOST}:7070"].virtual_hosts[0].routes) == 1
 
 
 # --- clusters -------------------------------------------------------------------------------------
@@ -238,14 +239,14 @@ def dr(traffic_policy: str, host: str = HOST) -> str:
 def test_load_balancers_gRPC_has(load_balancer, sidecar_policy, policy):
     docs = [ECHO] + ([dr(load_balancer)] if load_balancer else [])
     mesh, config = compiled(*docs)
-    cluster = config.resources[CLUSTER][f"outbound|7070||{HOST}"]
+    cluster = config.messages(CLUSTER)[f"outbound|7070||{HOST}"]
     assert cluster.lb_policy == policy
     assert not cluster.HasField("maglev_lb_config")
     if "ringHash" in load_balancer:
         assert cluster.ring_hash_lb_config.minimum_ring_size.value == 64
     # the sidecar's clusters are shared between views (compiled once per mesh): adapting a copy
     # must leave them as they are
-    sidecar = compile_view(mesh, make_view(mesh, "cluster-a", NODE)).resources[CLUSTER][f"outbound|7070||{HOST}"]
+    sidecar = compile_view(mesh, make_view(mesh, "cluster-a", NODE)).messages(CLUSTER)[f"outbound|7070||{HOST}"]
     assert sidecar.lb_policy == sidecar_policy
 
 
@@ -257,13 +258,13 @@ def test_what_gRPC_accepts_is_kept_as_the_sidecar_has_it():
         outlierDetection: {consecutive5xxErrors: 3, interval: 5s, baseEjectionTime: 30s, maxEjectionPercent: 50}
     """)
     mesh, config = compiled(ECHO, policy)
-    sidecar = compile_view(mesh, make_view(mesh, "cluster-a", NODE)).resources[CLUSTER]
-    for name, cluster in config.resources[CLUSTER].items():
+    sidecar = compile_view(mesh, make_view(mesh, "cluster-a", NODE)).messages(CLUSTER)
+    for name, cluster in config.messages(CLUSTER).items():
         expected = Cluster()
         expected.CopyFrom(sidecar[name])
         expected.lb_policy = Cluster.ROUND_ROBIN
         assert cluster == expected, name
-    cluster = config.resources[CLUSTER][f"outbound|7070||{HOST}"]
+    cluster = config.messages(CLUSTER)[f"outbound|7070||{HOST}"]
     assert cluster.HasField("outlier_detection") and cluster.circuit_breakers.thresholds[0].max_requests.value == 100
     assert [m.name for m in cluster.transport_socket_matches] == ["tlsMode-istio", "tlsMode-disabled"]
 
@@ -273,7 +274,7 @@ def test_istio_mutual_uses_the_bootstraps_certificate_provider():
     form names the bootstrap's certificate provider for the workload certificate and the root."""
     sans = '["spiffe://cluster.local/ns/default/sa/echo"]'
     _, config = compiled(ECHO, dr(f"tls: {{mode: ISTIO_MUTUAL, subjectAltNames: {sans}}}"))
-    cluster = config.resources[CLUSTER][f"outbound|7070||{HOST}"]
+    cluster = config.messages(CLUSTER)[f"outbound|7070||{HOST}"]
     context = tls_pb2.UpstreamTlsContext()
     assert cluster.transport_socket.typed_config.Unpack(context)
     common = context.common_tls_context
@@ -296,7 +297,7 @@ def test_istio_mutual_checks_the_endpoints_identities():
     """Without subjectAltNames, Istio checks the service accounts of the service's endpoints."""
     _, config = compiled(ECHO, dr("tls: {mode: ISTIO_MUTUAL}"))
     context = tls_pb2.UpstreamTlsContext()
-    config.resources[CLUSTER][f"outbound|8080||{HOST}"].transport_socket.typed_config.Unpack(context)
+    config.messages(CLUSTER)[f"outbound|8080||{HOST}"].transport_socket.typed_config.Unpack(context)
     validation = context.common_tls_context.combined_validation_context.default_validation_context
     assert [m.exact for m in validation.match_subject_alt_names] == ["spiffe://cluster.local/ns/default/sa/echo"]
 
@@ -308,9 +309,9 @@ def test_tls_gRPC_cannot_take_leaves_the_cluster_out(tls):
     """Files and SDS credentials: gRPC NACKs them ("no CA certs configured", "feature unsupported");
     the cluster is left out rather than sent without its TLS."""
     _, config = compiled(ECHO, dr(f"tls: {tls}"))
-    assert f"outbound|7070||{HOST}" not in config.resources[CLUSTER]
-    assert f"outbound|7070||{HOST}" not in config.resources[ENDPOINT]
-    assert f"{HOST}:7070" in config.resources[LISTENER]  # the route is there; its RPCs fail UNAVAILABLE
+    assert f"outbound|7070||{HOST}" not in config.messages(CLUSTER)
+    assert f"outbound|7070||{HOST}" not in config.messages(ENDPOINT)
+    assert f"{HOST}:7070" in config.messages(LISTENER)  # the route is there; its RPCs fail UNAVAILABLE
 
 
 def _service(name: str, resolution: str, endpoints: str = "") -> str:
@@ -332,7 +333,7 @@ def test_cluster_types_gRPC_knows():
                          _service("two", "DNS", "[{address: a.internal}, {address: b.internal}]"),
                          _service("rr", "DNS_ROUND_ROBIN"),
                          _service("passthrough", "NONE"))
-    clusters = config.resources[CLUSTER]
+    clusters = config.messages(CLUSTER)
     assert clusters["outbound|443||one.example.com"].type == Cluster.LOGICAL_DNS
     address = clusters["outbound|443||one.example.com"].load_assignment.endpoints[0].lb_endpoints[0].endpoint.address
     assert address.socket_address.address == "one.internal"
@@ -378,23 +379,23 @@ def test_remote_networks_gateways_are_left_out():
     ("duplicate endpoint address"), and could not pass the gateway without Istio mTLS's SNI anyway."""
     mesh, config = compiled(SPREAD, topology=TWO_NETWORKS)
     name = f"outbound|7070||{HOST}"
-    sidecar = compile_view(mesh, make_view(mesh, "cluster-a", NODE)).resources[ENDPOINT][name]
+    sidecar = compile_view(mesh, make_view(mesh, "cluster-a", NODE)).messages(ENDPOINT)[name]
     assert [hosts for *_, hosts in _hosts(sidecar)].count(["192.0.2.20"]) == 2
-    assert _hosts(config.resources[ENDPOINT][name]) == [("us-east-1a", 1, 0, ["10.1.0.1"]),
+    assert _hosts(config.messages(ENDPOINT)[name]) == [("us-east-1a", 1, 0, ["10.1.0.1"]),
                                                         ("us-east-1b", 3, 0, ["10.1.0.2"])]
 
 
 def test_failover_priorities_stay_contiguous_and_weights_positive():
     failover = dr("outlierDetection: {consecutive5xxErrors: 1}")
     _, config = compiled(SPREAD, failover, topology=TWO_NETWORKS, locality="us-east/us-east-1b")
-    groups = _hosts(config.resources[ENDPOINT][f"outbound|7070||{HOST}"])
+    groups = _hosts(config.messages(ENDPOINT)[f"outbound|7070||{HOST}"])
     assert groups == [("us-east-1b", 3, 0, ["10.1.0.2"]), ("us-east-1a", 1, 1, ["10.1.0.1"])]
 
 
 def test_endpoints_in_a_network_without_gateways_stay():
     no_gateway = TWO_NETWORKS.replace("      gateways: [{address: 192.0.2.20, port: 15443}]\n", "")
     _, config = compiled(SPREAD, topology=no_gateway)
-    assert _hosts(config.resources[ENDPOINT][f"outbound|7070||{HOST}"]) == [
+    assert _hosts(config.messages(ENDPOINT)[f"outbound|7070||{HOST}"]) == [
         ("eu-1", 1, 0, ["10.2.0.1"]), ("eu-2", 1, 0, ["10.2.0.2"]),
         ("us-east-1a", 1, 0, ["10.1.0.1"]), ("us-east-1b", 3, 0, ["10.1.0.2"])]
 
@@ -411,7 +412,7 @@ def test_sidecar_scoping_applies():
       egress: [{hosts: ["./other.example.com"]}]
     """
     _, config = compiled(ECHO, _service("other", "DNS", "[{address: o.internal}]"), sidecar)
-    assert list(config.resources[LISTENER]) == ["other.example.com:443"]
+    assert list(config.messages(LISTENER)) == ["other.example.com:443"]
 
 
 def test_the_view_is_deterministic_and_served_by_name():
@@ -422,7 +423,7 @@ def test_the_view_is_deterministic_and_served_by_name():
     name = "reviews.bookinfo.svc.cluster.local:9080"
     _, _, body = served.sotw(LISTENER, frozenset({name}))
     assert name.encode() in body and b"details.bookinfo" not in body
-    for config in compile_view(mesh, view).resources[ENDPOINT].values():
+    for config in compile_view(mesh, view).messages(ENDPOINT).values():
         assert all(group.load_balancing_weight.value > 0 for group in config.endpoints)
 
 

@@ -21,7 +21,8 @@ from compiler.model import build_mesh
 from compiler.validate import validate
 from compiler.view import make_view
 from compiler.vips import Pool
-from compiler.xds import LISTENER, ROUTE, compile_view
+from compiler.xds import compile_view
+from compiler.xds_types import LISTENER, ROUTE
 from reconciler.dns import DirTarget, Outcome, read_entries, reconcile_clusters
 from reconciler.sources import LocalGitSource, open_source
 from tests.conftest import ONE_CLUSTER, mesh_from
@@ -283,10 +284,10 @@ def assert_served(mesh) -> None:
     http = [s for s in mesh.services.values() if s.ports[0].number == 9080]
     if len(tcp) > 1:
         chains = {c.name: [f"{r.address_prefix}/{r.prefix_len.value}" for r in c.filter_chain_match.prefix_ranges]
-                  for c in config.resources[LISTENER]["0.0.0.0_5432"].filter_chains}
+                  for c in config.messages(LISTENER)["0.0.0.0_5432"].filter_chains}
         for service in tcp:
             assert chains[f"outbound|5432||{service.host}"] == [f"{mesh.vips.addresses[service.host]}/32"]
-    domains = {v.name: list(v.domains) for v in config.resources[ROUTE]["9080"].virtual_hosts} if http else {}
+    domains = {v.name: list(v.domains) for v in config.messages(ROUTE)["9080"].virtual_hosts} if http else {}
     for service in http:
         vip = mesh.vips.addresses[service.host]
         assert domains[f"{service.host}:9080"][2:] == [vip, f"{vip}:9080"]

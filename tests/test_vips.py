@@ -12,7 +12,8 @@ from compiler.model import build_mesh
 from compiler.validate import validate
 from compiler.view import make_view
 from compiler.vips import DEFAULT_CIDR, Assignment, Pool, allocate, explicit_address, under_suffix
-from compiler.xds import LISTENER, ROUTE, compile_view, config_dump
+from compiler.xds import compile_view, config_dump
+from compiler.xds_types import LISTENER, ROUTE
 from tests.conftest import ONE_CLUSTER, check, mesh_from, snapshot_of
 
 CIDR = "10.0.0.0/24"
@@ -333,13 +334,13 @@ def compiled(mesh):
 
 
 def vhost_domains(config, host: str, port: int = 9080) -> list[str]:
-    route = config.resources[ROUTE][str(port)]
+    route = config.messages(ROUTE)[str(port)]
     return next(list(v.domains) for v in route.virtual_hosts if v.name == f"{host}:{port}")
 
 
 def tcp_prefixes(config, port: int = 5432) -> dict[str, list[str]]:
     """The listener's filter chains by name, each with its destination prefixes."""
-    listener = config.resources[LISTENER][f"0.0.0.0_{port}"]
+    listener = config.messages(LISTENER)[f"0.0.0.0_{port}"]
     return {chain.name: [f"{r.address_prefix}/{r.prefix_len.value}" for r in chain.filter_chain_match.prefix_ranges]
             for chain in listener.filter_chains}
 

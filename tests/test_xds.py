@@ -4,8 +4,11 @@ from __future__ import annotations
 import json
 
 from compiler.view import make_view
-from compiler.xds import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, compile_view, config_dump, dump_json
+from compiler.xds import compile_view, config_dump, dump_json
+from compiler.xds_types import CLUSTER, ENDPOINT, LISTENER, ROUTE, TYPES
 from tests.conftest import mesh_from, sample_files
+
+PUSH_ORDER = tuple(t.url for t in TYPES)  # the type URLs, in push order
 
 
 def compiled(files: dict[str, bytes], revision: str = "r1", cluster: str = "cluster-a"):
@@ -16,7 +19,7 @@ def compiled(files: dict[str, bytes], revision: str = "r1", cluster: str = "clus
 def test_push_order_is_make_before_break():
     assert PUSH_ORDER == (CLUSTER, ENDPOINT, LISTENER, ROUTE)
     config = compiled(sample_files())
-    seen = [type_url for type_url, _, _ in config.items()]
+    seen = [xds_type.url for xds_type, _ in config.items()]
     assert seen == sorted(seen, key=PUSH_ORDER.index)
 
 
@@ -43,17 +46,25 @@ def test_config_dump_is_deterministic_and_typed():
     assert [c["name"] for c in dump["clusters"]] == sorted(c["name"] for c in dump["clusters"])
 
 
-def test_a_new_revision_alone_changes_every_version():
-    """DESIGN.md puts the snapshot revision in every resource's provenance, so a commit that changes
-    nothing else still changes every resource: the reason incremental push needs a contract change."""
+def test_a_new_revision_alone_changes_no_version_and_is_stamped_in_every_resource():
+    """A version is a digest of the content and its sources, taken before the revision is stamped
+    (DESIGN.md): a commit that changes nothing else changes no version, while every resource with
+    metadata of its own names the revision it was compiled at; its parts do not."""
     files = sample_files()
-    first, other = compiled(files, "r1").versions(), compiled(files, "r2").versions()
-    assert all(first[t][n] != other[t][n] for t in PUSH_ORDER for n in first[t])
+    first, other = compiled(files, "r1"), compiled(files, "r2")
+    assert first.versions() == other.versions()
+    for type_url in (CLUSTER, LISTENER, ROUTE):
+        for message in other.messages(type_url).values():
+            assert message.metadata.filter_metadata["galleon"]["revision"] == "r2"
+    for config in other.messages(ROUTE).values():
+        assert all("revision" not in v.metadata.filter_metadata["galleon"] for v in config.virtual_hosts)
+    for assignment in other.messages(ENDPOINT).values():
+        assert all("revision" not in g.metadata.filter_metadata["galleon"] for g in assignment.endpoints)
 
 
 def test_only_builds_just_those_hosts_and_matches_the_whole_compile(sample_mesh):
     from compiler.names import parse_eds_name
-    from compiler.xds import serialize
+    from compiler.cache import serialize
     for node in ("sidecar~10.0.0.1~p.default~default.svc.cluster.local",
                  "router~10.0.0.2~gw.istio-system~istio-system.svc.cluster.local"):
         view = make_view(sample_mesh, "cluster-c", node, {"istio": "ingressgateway"})
@@ -61,13 +72,13 @@ def test_only_builds_just_those_hosts_and_matches_the_whole_compile(sample_mesh)
         only = {"reviews.bookinfo.svc.cluster.local", "ratings.bookinfo.svc.cluster.local"}
         part = compile_view(sample_mesh, view, only=only)
         for type_url in (CLUSTER, ENDPOINT):
-            expected = {n: serialize(m) for n, m in whole.resources[type_url].items() if parse_eds_name(n)[2] in only}
-            assert expected and {n: serialize(m) for n, m in part.resources[type_url].items()} == expected
-        assert {n: serialize(m) for n, m in part.resources[LISTENER].items()} == \
-            {n: serialize(m) for n, m in whole.resources[LISTENER].items()}
+            expected = {n: r.data for n, r in whole.resources[type_url].items() if parse_eds_name(n)[2] in only}
+            assert expected and {n: r.data for n, r in part.resources[type_url].items()} == expected
+        assert {n: r.data for n, r in part.resources[LISTENER].items()} == \
+            {n: r.data for n, r in whole.resources[LISTENER].items()}
         assert part.resources[ROUTE].keys() == whole.resources[ROUTE].keys()
-        for name, config in part.resources[ROUTE].items():
-            full = {v.name: serialize(v) for v in whole.resources[ROUTE][name].virtual_hosts}
+        for name, config in part.messages(ROUTE).items():
+            full = {v.name: serialize(v) for v in whole.message(ROUTE, name).virtual_hosts}
             kept = {v.name: serialize(v) for v in config.virtual_hosts}
             if view.role == "router":
                 assert kept == full  # gateway routes are whole

@@ -2,8 +2,8 @@
 
 Pure: the reconciler reads the snapshots and renders the result (markdown or JSON). Each
 proxy view is compiled at BASE and then at HEAD incrementally from BASE's (xds.compile_view's
-``previous``), so the resources of services the change does not touch are the very same
-messages and are skipped without comparing.
+``previous``), so the resources of services the change does not touch are taken back, and
+every resource compares by its version before any is parsed.
 """
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Collection, Mapping
 
 from ..findings import Finding, counts, has_errors, sorted_findings
-from ..fingerprints import changes, destination_hosts, digests
+from ..fingerprints import changes, digests
+from ..gateways import destination_hosts
 from ..hosts import fqdn, matches
 from ..model import Mesh, build_mesh
 from ..names import parse_eds_name
@@ -20,7 +21,8 @@ from ..parse import FileParse, ParseResult, SourceObject, parse
 from ..snapshot import Snapshot
 from ..validate import validate_objects
 from ..view import SIDECAR, ProxyView
-from ..xds import ROUTE, ViewConfig, compile_view
+from ..xds import CompiledView, compile_view
+from ..xds_types import ROUTE
 from .objects import MOVED, ObjectDiff, diff_objects
 from .resources import ResourceChange, diff_views
 from .traffic import Destination, service_shares
@@ -77,8 +79,8 @@ def load_revision(snapshot: Snapshot, like: Revision | None = None, vips: Mappin
     return revision
 
 
-def _compile(revision: Revision, view: ProxyView, previous: ViewConfig | None = None,
-             only: frozenset[str] | None = None) -> ViewConfig:
+def _compile(revision: Revision, view: ProxyView, previous: CompiledView | None = None,
+             only: frozenset[str] | None = None) -> CompiledView:
     try:
         return compile_view(revision.mesh, view, previous, only)
     except Exception as exc:  # noqa: BLE001 - as in load_revision
@@ -324,7 +326,7 @@ class _Context:
                     self.places.setdefault(ep.address, ep.cluster or (ep.network and f"network {ep.network}")
                                            or "outside the mesh")
 
-    def compile_pair(self, spec: ViewSpec, cluster: str) -> tuple[ViewConfig | None, ViewConfig | None]:
+    def compile_pair(self, spec: ViewSpec, cluster: str) -> tuple[CompiledView | None, CompiledView | None]:
         """The proxy's configuration at BASE and HEAD (None where the revision has no such proxy)."""
         before_view, after_view = spec.view(self.base.mesh, cluster), spec.view(self.head.mesh, cluster)
         if self.only is not None:
@@ -339,7 +341,7 @@ class _Context:
         for spec in self.specs:
             try:
                 before, after = self.compile_pair(spec, cluster)
-                changes = diff_views(before, after, self.gateways, (self.base.mesh.revision, self.head.mesh.revision))
+                changes = diff_views(before, after, self.gateways)
                 views.append(ViewDiff(spec, tuple(changes)))
                 if spec == ViewSpec(SIDECAR, DEFAULT_NAMESPACE) and changes and before and after:
                     traffic += self.traffic(cluster, (before, after), _services_touched(changes, before, after))
@@ -348,7 +350,7 @@ class _Context:
         present = (cluster in self.base.mesh.clusters, cluster in self.head.mesh.clusters)
         return ClusterDiff(cluster, tuple(views), tuple(traffic), present, tuple(notes))
 
-    def traffic(self, cluster: str, home: tuple[ViewConfig, ViewConfig],
+    def traffic(self, cluster: str, home: tuple[CompiledView, CompiledView],
                 services: list[tuple[str, int]]) -> list[TrafficChange]:
         if not services:
             return []
@@ -363,7 +365,7 @@ class _Context:
         return changes
 
 
-def _services_touched(changes: list[ResourceChange], before: ViewConfig, after: ViewConfig) -> list[tuple[str, int]]:
+def _services_touched(changes: list[ResourceChange], before: CompiledView, after: CompiledView) -> list[tuple[str, int]]:
     """The (host, port) whose routing or endpoints a view's changes may move."""
     touched = set()
     for change in changes:
@@ -372,7 +374,7 @@ def _services_touched(changes: list[ResourceChange], before: ViewConfig, after: 
             touched.add((host, port))
         elif change.kind == "route":
             names = {f.path[1][1:] for f in change.fields if len(f.path) > 1 and f.path[0] == "virtual_hosts"}
-            for config in (before.resources[ROUTE].get(change.name), after.resources[ROUTE].get(change.name)):
+            for config in (before.message(ROUTE, change.name), after.message(ROUTE, change.name)):
                 for vhost in config.virtual_hosts if config else ():
                     if change.action != "changed" or vhost.name in names:
                         host, _, port = vhost.name.rpartition(":")
@@ -385,7 +387,7 @@ def _percent(shares: dict | None, destination: Destination) -> float | None:
     return round(share * 100, 1) if share else None
 
 
-def _rows(before: ViewConfig, after: ViewConfig, host: str, port: int, locality: str,
+def _rows(before: CompiledView, after: CompiledView, host: str, port: int, locality: str,
           places: dict[str, str]) -> tuple[TrafficRow, ...]:
     """The destinations of requests to host:port before and after, when anything moved."""
     normal = (service_shares(before, host, port, None, places), service_shares(after, host, port, None, places))

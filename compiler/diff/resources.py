@@ -14,11 +14,12 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
+from ..cache import serialize
 from ..provenance import FILTER
-from ..xds import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, ViewConfig, serialize
+from ..xds import CompiledView
+from ..xds_types import ENDPOINTS, TYPES, XdsType
 from .fields import MISSING, FieldChange, diff_values
 
-KINDS = {CLUSTER: "cluster", ENDPOINT: "endpoints", LISTENER: "listener", ROUTE: "route"}
 _METADATA = "envoy.config.core.v3.Metadata"
 _OPAQUE = {"google.protobuf.Struct", "google.protobuf.Any", "google.protobuf.Value"}
 
@@ -38,32 +39,26 @@ class ResourceChange:
                 "fields": [f.to_dict(named=True) for f in self.fields]}
 
 
-def diff_views(base: ViewConfig | None, head: ViewConfig | None,
-               gateways: Mapping[str, str] | None = None, revisions: tuple[str, str] = ("", "")) -> list[ResourceChange]:
+def diff_views(base: CompiledView | None, head: CompiledView | None,
+               gateways: Mapping[str, str] | None = None) -> list[ResourceChange]:
     """Changes from ``base`` to ``head`` in push order, then by name. A missing side (the view does
-    not exist at that revision) counts as empty. ``gateways`` names the network of a gateway address.
-    ``revisions``: the names the two sides' provenance gives (provenance.metadata)."""
-    # A resource whose bytes differ only by the revision its provenance names is unchanged: found
-    # by replacing that name, without copying and walking both messages to strip their provenance.
-    # (Neither name can appear anywhere else: a revision names the content that would hold it.)
-    renamed = tuple(name.encode() for name in revisions) if all(revisions) else None
+    not exist at that revision) counts as empty. ``gateways`` names the network of a gateway address."""
     changes = []
-    for type_url in PUSH_ORDER:
-        old = base.resources[type_url] if base else {}
-        new = head.resources[type_url] if head else {}
+    for xds_type in TYPES:
+        old = base.resources[xds_type.url] if base else {}
+        new = head.resources[xds_type.url] if head else {}
         for name in sorted(old.keys() | new.keys()):
             before, after = old.get(name), new.get(name)
-            if before is after:
-                continue  # kept by an incremental compile: same message
             if before is None or after is None:
-                changes.append(ResourceChange(KINDS[type_url], name, "added" if before is None else "removed"))
+                changes.append(ResourceChange(xds_type.kind, name, "added" if before is None else "removed"))
                 continue
-            if renamed and serialize(before).replace(*renamed) == serialize(after):
+            if before.version == after.version:  # the same content and sources (the revision aside)
                 continue
-            stripped_before, stripped_after = without_provenance(before), without_provenance(after)
+            parse = xds_type.message.FromString
+            stripped_before, stripped_after = without_provenance(parse(before.data)), without_provenance(parse(after.data))
             if serialize(stripped_before) == serialize(stripped_after):
                 continue
-            changes.append(_changed(type_url, name, stripped_before, stripped_after, gateways or {}))
+            changes.append(_changed(xds_type, name, stripped_before, stripped_after, gateways or {}))
     return changes
 
 
@@ -96,16 +91,17 @@ def _as_dict(message: Message) -> dict:
     return json_format.MessageToDict(message, preserving_proto_field_name=True)
 
 
-def _changed(type_url: str, name: str, before: Message, after: Message, gateways: Mapping[str, str]) -> ResourceChange:
+def _changed(xds_type: XdsType, name: str, before: Message, after: Message,
+             gateways: Mapping[str, str]) -> ResourceChange:
     lines: list[str] = []
     old, new = _as_dict(before), _as_dict(after)
-    if type_url == ENDPOINT:
+    if xds_type is ENDPOINTS:
         lines += endpoint_lines(before, after, gateways)
         old.pop("endpoints", None)
         new.pop("endpoints", None)
     fields = tuple(_with_default(change, after.DESCRIPTOR) for change in diff_values(old, new, named=True))
     lines += [change.text(named=True) for change in fields]
-    return ResourceChange(KINDS[type_url], name, "changed", tuple(lines), fields)
+    return ResourceChange(xds_type.kind, name, "changed", tuple(lines), fields)
 
 
 def _with_default(change: FieldChange, descriptor) -> FieldChange:

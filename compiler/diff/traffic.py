@@ -27,7 +27,8 @@ from envoy.config.cluster.v3 import cluster_pb2
 from google.protobuf.message import Message
 
 from ..names import parse_cluster_name, sidecar_route_name, virtual_host_name
-from ..xds import CLUSTER, ENDPOINT, ROUTE, ViewConfig
+from ..xds import CompiledView
+from ..xds_types import CLUSTER, ENDPOINT, ROUTE
 
 DEFAULT_OVERPROVISIONING = 140
 DEFAULT_PANIC_THRESHOLD = 50.0
@@ -61,7 +62,7 @@ class _Host:
     healthy: bool
 
 
-def service_shares(config: ViewConfig, host: str, port: int, caller_locality: str | None,
+def service_shares(config: CompiledView, host: str, port: int, caller_locality: str | None,
                    places: Mapping[str, str]) -> Shares | None:
     """The shares of requests from this view to ``host:port``; with ``caller_locality``, when every
     host there is down. None when the view has no route to the service."""
@@ -80,9 +81,9 @@ def service_shares(config: ViewConfig, host: str, port: int, caller_locality: st
     return dict(sorted(shares.items()))
 
 
-def _route_destinations(config: ViewConfig, host: str, port: int) -> list[tuple[str, int]] | None:
+def _route_destinations(config: CompiledView, host: str, port: int) -> list[tuple[str, int]] | None:
     """(cluster, weight) of the catch-all route to ``host:port``; a TCP port's one cluster."""
-    route_config = config.resources[ROUTE].get(sidecar_route_name(port))
+    route_config = config.message(ROUTE, sidecar_route_name(port))
     if route_config is None:
         name = f"outbound|{port}||{host}"
         return [(name, 1)] if name in config.resources[CLUSTER] else None
@@ -106,14 +107,14 @@ def _catch_all(route: Message) -> bool:
         and not match.query_parameters
 
 
-def cluster_shares(config: ViewConfig, cluster_name: str, caller_locality: str | None) -> dict[tuple[str, str], float]:
+def cluster_shares(config: CompiledView, cluster_name: str, caller_locality: str | None) -> dict[tuple[str, str], float]:
     """(locality, address) → share of one cluster's requests. Where Envoy picks no endpoint of its
     own the address says why (NO_CLUSTER, NO_ENDPOINT, ORIGINAL_DESTINATION, NO_HEALTHY_UPSTREAM)."""
-    cluster = config.resources[CLUSTER].get(cluster_name)
+    cluster = config.message(CLUSTER, cluster_name)
     if cluster is None:
         return {("", NO_CLUSTER): 1.0}
     if cluster.type == cluster_pb2.Cluster.EDS:
-        assignment = config.resources[ENDPOINT].get(cluster_name)
+        assignment = config.message(ENDPOINT, cluster_name)
     elif cluster.HasField("load_assignment"):
         assignment = cluster.load_assignment
     else:

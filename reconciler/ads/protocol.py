@@ -15,9 +15,23 @@ from dataclasses import dataclass, field
 
 from envoy.service.discovery.v3 import discovery_pb2
 
-from . import wire
-from .views import PARTIAL_TYPES, WILDCARD_TYPES, ServedView
+from compiler.xds_types import BY_URL
 
+from . import wire
+from .views import ServedView, delta_resources
+
+
+
+def _wildcard(type_url: str) -> bool:
+    """Envoy and gRPC subscribe to this type by wildcard (compiler/xds_types.py)."""
+    known = BY_URL.get(type_url)
+    return known is not None and known.wildcard
+
+
+def _partial(type_url: str) -> bool:
+    """A state-of-the-world response of this type may leave resources out (compiler/xds_types.py)."""
+    known = BY_URL.get(type_url)
+    return known is not None and known.partial
 
 @dataclass
 class Nack:
@@ -102,7 +116,7 @@ class SotwStream(Stream):
             state.wildcard = True
             names = names - {"*"}
         elif first:
-            state.wildcard = request.type_url in WILDCARD_TYPES and not names
+            state.wildcard = _wildcard(request.type_url) and not names
         elif names:
             state.wildcard = False
         state.names = names
@@ -120,7 +134,7 @@ class SotwStream(Stream):
         version = served.type_version(type_url, names)
         if version == state.sent_version or version in state.rejected:
             return None
-        partial = type_url in PARTIAL_TYPES and names is not None
+        partial = _partial(type_url) and names is not None
         if partial and state.holds is not None:
             version, nonce, response = served.sotw_update(type_url, names, *state.holds)
         else:
@@ -166,7 +180,7 @@ class DeltaStream(Stream):
         subscribe = set(request.resource_names_subscribe)
         if first:
             state.held.update(request.initial_resource_versions)
-            state.wildcard = "*" in subscribe or (request.type_url in WILDCARD_TYPES and not subscribe)
+            state.wildcard = "*" in subscribe or (_wildcard(request.type_url) and not subscribe)
         elif "*" in subscribe:
             state.wildcard = True
         subscribe.discard("*")
@@ -202,4 +216,4 @@ class DeltaStream(Stream):
         state.pending[nonce] = (system_version, changes)
         state.sent_version, state.sent_nonce = system_version, nonce
         state.pushes += 1
-        return wire.delta_response(system_version, [r.delta for r in changed], type_url, removed, nonce)
+        return wire.delta_response(system_version, delta_resources(type_url, changed), type_url, removed, nonce)

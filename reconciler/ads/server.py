@@ -22,7 +22,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from compiler.snapshot import short_revision
 from compiler.model import Mesh
 from compiler.view import ProxyView, ViewError
-from compiler.xds import PUSH_ORDER
+from compiler.xds_types import TYPES
 
 from ..metrics import Metrics, type_label
 from .protocol import DeltaStream, SotwStream, Stream
@@ -215,7 +215,7 @@ class AdsServer:
             if item is _UPDATE:
                 connection.update_pending = False
                 started = connection.update_started
-                types = [t for t in PUSH_ORDER if connection.protocol.subscribed(t)]
+                types = [t.url for t in TYPES if connection.protocol.subscribed(t.url)]
             else:
                 current, nack = connection.protocol.on_request(item)
                 if nack is not None:

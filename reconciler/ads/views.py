@@ -1,16 +1,11 @@
-"""A view's configuration, serialized once and shared by every proxy of that view.
+"""A view's configuration, compiled once and shared by every proxy of that view.
 
-Responses are assembled from those bytes by concatenation (see wire.py), never
-serialized again per stream. The messages are kept as well, for the next
-incremental compile (compile_view's ``previous``): they take about ten times
-the memory of the bytes, the price of recompiling only what a commit touched.
-
-Every resource's provenance names the revision it was compiled at, so a new
-commit changes every resource's bytes. A resource's version hashes its bytes
-without that revision, and a resource whose version did not change keeps the
-bytes proxies already hold: only what really changed is pushed, and the
-revision a proxy sees in a resource is the one at which that resource last
-changed (while the server runs).
+A served view holds its resources' serialized bytes (compiler/xds.py's CompiledView), never their
+messages: responses are assembled from those bytes by concatenation (see wire.py), and cached
+per subscription, whole, so every proxy of a view that asks for the same gets the same bytes.
+The next revision's compile takes back what its objects did not change, and a resource whose
+version did not change keeps the bytes proxies already hold, with the revision at which it last
+changed: only what really changed is pushed.
 """
 from __future__ import annotations
 
@@ -19,27 +14,14 @@ import itertools
 from dataclasses import dataclass, field
 
 from envoy.config.core.v3 import base_pb2
-from google.protobuf import any_pb2, json_format, struct_pb2
+from google.protobuf import struct_pb2
 
 from compiler.model import Mesh
 from compiler.view import ANY_ADDRESS, ProxyView, ViewError, make_view
-from compiler.xds import (CLUSTER, DUMP_KEYS, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, ViewConfig, compile_view,
-                          serialize, version_of)
+from compiler.xds import CompiledView, Resource, compile_view, config_dump
+from compiler.xds_types import TYPES
 
 from . import wire
-
-# Envoy and gRPC subscribe to these by wildcard; the others by name.
-WILDCARD_TYPES = frozenset((CLUSTER, LISTENER))
-# In state of the world, a response that leaves one of these out keeps it (NOTES.md).
-PARTIAL_TYPES = frozenset((ENDPOINT, ROUTE))
-
-
-@dataclass(frozen=True, slots=True)
-class Resource:
-    name: str
-    version: str
-    any: bytes      # an encoded google.protobuf.Any, ready for a DiscoveryResponse
-    delta: bytes    # an encoded discovery Resource, ready for a DeltaDiscoveryResponse
 
 
 def _combined_version(resources) -> str:
@@ -52,17 +34,38 @@ def _combined_version(resources) -> str:
 _serials = itertools.count(1)
 
 
+def _packed(type_url: str, resources: list[Resource]) -> list[bytes]:
+    """The resources as encoded Any messages, for a response."""
+    return [wire.any_message(type_url, resource.data) for resource in resources]
+
+
+def delta_resources(type_url: str, resources: list[Resource]) -> list[bytes]:
+    """The resources as encoded discovery Resources, for a delta response (built per response: each
+    stream's differ, and keeping them would double what a view holds)."""
+    return [wire.delta_resource(r.name, r.version, wire.any_message(type_url, r.data)) for r in resources]
+
+
 @dataclass
 class ServedView:
-    view: ProxyView
-    revision: str
-    resources: dict[str, dict[str, Resource]]           # type URL -> name -> resource, in name order
+    compiled: CompiledView
     versions: dict[str, str]                            # type URL -> version of all its resources
-    config: ViewConfig = field(repr=False)              # the messages, for the next incremental compile
     changed: int = 0                                    # resources whose bytes were not kept from before
     serial: int = field(default_factory=lambda: next(_serials))
     _versions: dict = field(default_factory=dict, repr=False)
     _responses: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def view(self) -> ProxyView:
+        return self.compiled.view
+
+    @property
+    def revision(self) -> str:
+        return self.compiled.revision
+
+    @property
+    def resources(self) -> dict[str, dict[str, Resource]]:
+        """Type URL -> name -> resource, in name order."""
+        return self.compiled.resources
 
     def type_version(self, type_url: str, names: frozenset[str] | None) -> str:
         """The version of every resource of a type (names None), or of the named ones."""
@@ -88,8 +91,7 @@ class ServedView:
             version = self.type_version(type_url, names)
             chosen = [r for n, r in self.resources.get(type_url, {}).items() if names is None or n in names]
             nonce = f"{version}-{self.serial}"
-            cached = version, nonce, wire.sotw_response(wire.sotw_body(version, [r.any for r in chosen], type_url),
-                                                         nonce)
+            cached = version, nonce, wire.sotw_response(wire.sotw_body(version, _packed(type_url, chosen), type_url), nonce)
             self._responses[key] = cached
         return cached
 
@@ -106,50 +108,36 @@ class ServedView:
             chosen = [r for n, r in self.resources.get(type_url, {}).items()
                       if n in names and (n not in base_names or getattr(held.get(n), "version", None) != r.version)]
             nonce = f"{version}-{self.serial}-{base.serial}"
-            body = wire.sotw_body(version, [r.any for r in chosen], type_url) if chosen else None
+            body = wire.sotw_body(version, _packed(type_url, chosen), type_url) if chosen else None
             cached = version, nonce, body and wire.sotw_response(body, nonce)
             self._responses[key] = cached
         return cached
 
     def config_dump(self) -> dict[str, list[dict]]:
         """The view as ``galleon compile`` prints it."""
-        dump: dict[str, list[dict]] = {key: [] for key in DUMP_KEYS.values()}
-        for type_url in PUSH_ORDER:
-            for resource in self.resources[type_url].values():
-                packed = any_pb2.Any.FromString(resource.any)
-                dump[DUMP_KEYS[type_url]].append(json_format.MessageToDict(packed))
-        return dump
+        return config_dump(self.compiled)
 
     def size(self) -> int:
-        return sum(len(r.any) + len(r.delta) for by_name in self.resources.values() for r in by_name.values())
+        """Its resources' serialized size, in bytes."""
+        return self.compiled.size()
+
+    def held_bytes(self) -> int:
+        """What it holds in memory beyond objects' own overhead: its resources and cached responses."""
+        return self.size() + sum(len(r[2] or b"") for r in self._responses.values())
 
 
 def serve_view(mesh: Mesh, view: ProxyView, previous: ServedView | None = None) -> ServedView:
-    """Compile a view and serialize each resource once; resources unchanged since ``previous`` (but
-    for the revision in their provenance) keep its bytes."""
-    config = compile_view(mesh, view, previous=previous.config if previous else None)
-    revision = mesh.revision.encode()
-    resources: dict[str, dict[str, Resource]] = {}
-    changed = 0
-    for type_url in PUSH_ORDER:
-        before = previous.resources[type_url] if previous else {}
-        reused = previous.config.resources[type_url] if previous else {}
-        by_name = resources[type_url] = {}
-        for name, message in config.resources[type_url].items():
-            if reused.get(name) is message:  # the compiler kept it: so are its bytes
-                by_name[name] = before[name]
-                continue
-            data = serialize(message)
-            version = version_of(data.replace(revision, b"") if revision else data)
-            kept = before.get(name)
-            if kept is not None and kept.version == version:
-                by_name[name] = kept
-                continue
-            packed = wire.any_message(type_url, data)
-            by_name[name] = Resource(name, version, packed, wire.delta_resource(name, version, packed))
-            changed += 1
-    versions = {t: _combined_version(by_name.values()) for t, by_name in resources.items()}
-    return ServedView(view, mesh.revision, resources, versions, config, changed)
+    """Compile a view, taking back from ``previous`` (this view's served before) what did not change."""
+    before = previous.compiled if previous is not None else None
+    compiled = compile_view(mesh, view, previous=before)
+    kept = 0
+    if before is not None:
+        for xds_type in TYPES:
+            old = before.resources[xds_type.url]
+            kept += sum(1 for name, r in compiled.resources[xds_type.url].items() if old.get(name) is r)
+    changed = sum(len(by_name) for by_name in compiled.resources.values()) - kept
+    versions = {t.url: _combined_version(compiled.resources[t.url].values()) for t in TYPES}
+    return ServedView(compiled, versions, changed)
 
 
 # Node metadata keys, as Istio's agent sets them.

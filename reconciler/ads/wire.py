@@ -8,21 +8,7 @@ Field numbers are those of envoy.service.discovery.v3.discovery.proto.
 """
 from __future__ import annotations
 
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def field(number: int, data: bytes | str) -> bytes:
-    """A length-delimited field (strings, bytes, embedded messages)."""
-    if isinstance(data, str):
-        data = data.encode()
-    return _varint(number << 3 | 2) + _varint(len(data)) + data
+from compiler.wire import field
 
 
 def any_message(type_url: str, value: bytes) -> bytes:

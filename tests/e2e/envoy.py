@@ -19,7 +19,8 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import any_pb2, json_format
 
 from compiler.listeners import HCM_FILTER as HCM
-from compiler.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, ViewConfig
+from compiler.xds import CompiledView
+from compiler.xds_types import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
 
 
@@ -43,7 +44,7 @@ def _http2_cluster(name: str, address: str, port: int) -> cluster_pb2.Cluster:
     return cluster
 
 
-def static_bootstrap(config: ViewConfig) -> bootstrap_pb2.Bootstrap:
+def static_bootstrap(config: CompiledView) -> bootstrap_pb2.Bootstrap:
     """Everything a view would receive over ADS, made static so Envoy checks every resource's content:
     EDS clusters carry their assignment inline, listeners their route configurations."""
     boot = bootstrap_pb2.Bootstrap()

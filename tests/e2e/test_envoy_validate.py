@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 
 from compiler.view import make_view
-from compiler.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, compile_view
+from compiler.xds import compile_view
+from compiler.xds_types import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from tests.e2e.envoy import static_bootstrap, validate_with_envoy
 
 pytestmark = pytest.mark.e2e

@@ -35,7 +35,8 @@ import yaml
 from compiler.diff import load_revision
 from compiler.diff.traffic import service_shares
 from compiler.view import make_view
-from compiler.xds import CLUSTER, ENDPOINT, compile_view
+from compiler.xds import compile_view
+from compiler.xds_types import CLUSTER, ENDPOINT
 from reconciler.sources import open_source
 from tests.e2e.daemon import GALLEON, Galleon
 from tests.e2e.backends import Backend
@@ -206,7 +207,7 @@ def test_a_weighted_split_over_subsets_then_endpoint_weights(setup):
     # What the model reads: 70/30 route weights, v1's two endpoints weighted 1 and 3 in two localities.
     predicted = setup.predicted(SPLIT)
     assert predicted == pytest.approx({"127.0.0.111": 0.7 * 0.25, "127.0.0.112": 0.7 * 0.75, "127.0.0.113": 0.3})
-    assert not setup.config.resources[CLUSTER][v1].common_lb_config.HasField("locality_weighted_lb_config")
+    assert not setup.config.messages(CLUSTER)[v1].common_lb_config.HasField("locality_weighted_lb_config")
     endpoints = setup.envoy.endpoints()
     assert [(a, w) for a, _, w in endpoints[v1]] == [("127.0.0.111", 1), ("127.0.0.112", 3)]
     assert [(a, w) for a, _, w in endpoints[v2]] == [("127.0.0.113", 1)]
@@ -215,10 +216,10 @@ def test_a_weighted_split_over_subsets_then_endpoint_weights(setup):
 
 def test_locality_weights_from_distribute_then_endpoint_weights(setup):
     name = f"outbound|{setup.port}||{SPREAD}"
-    cluster = setup.config.resources[CLUSTER][name]
+    cluster = setup.config.messages(CLUSTER)[name]
     assert cluster.common_lb_config.HasField("locality_weighted_lb_config")
     compiled = {(g.locality.region, g.locality.zone): (g.load_balancing_weight.value, g.priority)
-                for g in setup.config.resources[ENDPOINT][name].endpoints}
+                for g in setup.config.messages(ENDPOINT)[name].endpoints}
     # 50/30 for the two us-east zones; eu-west's 20 divided 2:4 by endpoint weight, rounded up (7 + 14).
     assert compiled == {("us-east", "us-east-1a"): (50, 0), ("us-east", "us-east-1b"): (30, 0),
                         ("eu-west", "eu-west-1a"): (7, 0), ("eu-west", "eu-west-1b"): (14, 0)}
@@ -233,7 +234,7 @@ def test_locality_weights_from_distribute_then_endpoint_weights(setup):
 
 def test_failover_when_the_callers_locality_is_down(setup):
     name = f"outbound|{setup.port}||{FAILOVER}"
-    priorities = {(g.locality.zone, g.priority) for g in setup.config.resources[ENDPOINT][name].endpoints}
+    priorities = {(g.locality.zone, g.priority) for g in setup.config.messages(ENDPOINT)[name].endpoints}
     assert priorities == {("us-east-1a", 0), ("us-east-1b", 1), ("eu-west-1a", 2)}
     # All healthy: priority 0 (the caller's zone) takes everything.
     assert setup.predicted(FAILOVER) == pytest.approx({"127.0.0.131": 0.5, "127.0.0.132": 0.5})

@@ -1,0 +1,157 @@
+"""Everything the compiler keeps to be fast, in one place: each entry says what it holds and what
+decides it, so what is reused, and when it is not, is read here.
+
+The builders (clusters.py, endpoints.py, listeners.py, routes.py, proxyless.py) are functions of a
+mesh and a proxy view. What they find again instead of computing is kept in three ways:
+
+- **With a mesh** (``MeshEntry``): values derived from one mesh, decided by the key given and the
+  mesh itself, which never changes. They live in ``Mesh.memo`` and go with the mesh, so nothing
+  there is ever stale.
+- **In the process** (``Memo``): serialized parts that many resources have alike, keyed by exactly
+  what decides their bytes, so they are never stale either. Bounded: emptied when full, so a daemon
+  running for weeks does not grow them without end.
+- **From a view's previous compile** (``ViewUnits``): a service's resources, and a sidecar's virtual
+  hosts, kept under a key (fingerprints.py) that holds the digest of every object they were built
+  from. A later compile of the same view takes them back exactly when its key is unchanged.
+
+Values handed out are never changed by their takers: messages are kept serialized, and a builder
+merges a part into its own message (``merge``), so no message is shared between resources.
+
+Validation keeps its own, beside the objects it checks (validate/framework.py).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Hashable, TypeVar
+
+from google.protobuf.message import Message
+
+
+T = TypeVar("T")
+
+
+def serialize(message: Message) -> bytes:
+    return message.SerializeToString(deterministic=True)
+
+
+def digest(*parts: bytes) -> str:
+    """A resource's version: a hash of its bytes (deterministic serialization: same config, same bytes)."""
+    found = hashlib.sha256()
+    for part in parts:
+        found.update(part)
+    return found.hexdigest()[:16]
+
+
+# --- values derived from one mesh ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MeshEntry:
+    name: str
+    depends: str  # what, beside the mesh, the key names
+
+    def of(self, mesh: Any, key: Hashable, compute: Callable[[], T]) -> T:
+        """``compute()``, once per mesh and key (a mesh is never changed once built)."""
+        memo = mesh.memo
+        found = memo.get((self.name, key))
+        if found is None:
+            found = memo[(self.name, key)] = compute()
+        return found
+
+
+POLICY = MeshEntry("policy", "(host, port, subset): its DestinationRule's merged traffic policy")
+ALIASES = MeshEntry("aliases", "(): the ExternalName hosts that stand for each host")
+ENDPOINT_PLACES = MeshEntry("endpoint places", "(): every endpoint's (cluster, locality)")
+TARGETS = MeshEntry("targets", "(host, port): the service's endpoints on that port, by locality")
+SUBSET_TARGETS = MeshEntry("subset targets", "(host, port, subset): the targets carrying the subset's labels")
+LOCALITY_POLICY = MeshEntry("locality policy", "(host, port, subset): locality weighting and failover")
+EDS_PLAN = MeshEntry("eds plan", "(host, port, subset): what every view's assignment of it starts from")
+HORIZON = MeshEntry("horizon", "(network,): which other networks a proxy there reaches through gateways")
+IDENTITIES = MeshEntry("identities", "(host,): the SPIFFE identities of the service's workloads")
+SHARED_CLUSTER = MeshEntry("cluster", "(host, port, subset): a cluster no proxy view changes (not DNS)")
+MESH_VIRTUAL_SERVICES = MeshEntry("mesh virtual services", "(): the VirtualServices bound to the mesh, by host")
+ROUTE_KEY = MeshEntry("route key", "(host,): what routes to the service are built from (fingerprints.py)")
+SERVICE_KEY = MeshEntry("service key", "(host,): what its clusters and assignments are built from")
+DIGESTS = MeshEntry("digests", "(): the digests of the mesh's per-service objects")
+OBJECTS_BY_DIGEST = MeshEntry("objects by digest", "(): those objects, by digest")
+
+
+# --- serialized parts shared in the process ---------------------------------------------------------
+
+class Memo:
+    """Values by what decides them, for every mesh and view; bounded (emptied when full)."""
+
+    def __init__(self, name: str, depends: str, limit: int):
+        self.name, self.depends, self.limit = name, depends, limit
+        self._values: dict[Hashable, Any] = {}
+
+    def get(self, key: Hashable, compute: Callable[[], T]) -> T:
+        found = self._values.get(key)
+        if found is None:
+            if len(self._values) >= self.limit:
+                self._values.clear()
+            found = self._values[key] = compute()
+        return found
+
+
+PROVENANCE = Memo("provenance", "the source objects' identity, file and line", 1 << 16)
+STAMPS = Memo("revision stamps", "a resource's provenance and the revision stamped in it", 1 << 16)
+CLUSTER_SETTINGS = Memo("cluster settings", "a policy (its repr), discovery type, port protocol and locality "
+                        "weighting: all of a cluster but its names, metadata, endpoints and TLS", 1 << 12)
+MTLS_CONTEXTS = Memo("Istio mTLS contexts", "the identities an Istio mTLS peer must present", 1 << 16)
+LB_ENDPOINTS = Memo("lb endpoints", "(address, port, weight, tlsMode mark): a locality group holding one "
+                    "endpoint", 1 << 20)
+GROUP_HEADS = Memo("locality group heads", "(locality, weight, priority) of a locality group", 1 << 16)
+ROUTE_TIMEOUTS = Memo("route timeouts", "the timeout text: a route action's timeout fields", 1 << 10)
+RETRY_POLICIES = Memo("retry policies", "a VirtualService's retries (its repr) and whether the route hashes",
+                      1 << 12)
+CONFIG_SOURCES = Memo("config sources", "(): the ADS config source; (name,): an SDS secret's", 1 << 10)
+
+
+def merge(message: Message, memo: Memo, key: Hashable, build: Callable[[], Message | None]) -> None:
+    """Merge into ``message`` the part ``memo`` keeps under ``key`` (``build()`` serialized once;
+    None: nothing). Parsing appends, as a message's serialization is its fields' concatenation."""
+    data = memo.get(key, lambda: b"" if (part := build()) is None else serialize(part))
+    if data:
+        message.MergeFromString(data)
+
+
+# --- what a view's previous compile leaves for the next ---------------------------------------------
+
+@dataclass(frozen=True)
+class ServiceUnit:
+    """A service's part of a view: the key it was built under, and its resources' names by type URL
+    (its clusters and assignments, which the compiled view holds)."""
+
+    key: tuple[str, ...]
+    names: dict[str, tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class VirtualHostUnit:
+    """A sidecar's virtual host: its name, domains and bytes (the very bytes of the route
+    configurations that hold it), and its sources (serialized metadata), which a configuration
+    whose first virtual host it is names too."""
+
+    name: str
+    domains: tuple[str, ...]
+    data: bytes
+    sources: bytes
+
+
+@dataclass
+class ViewUnits:
+    """What one view's compile leaves for the next compile of that view (xds.compile_view), taken
+    back exactly while its key (fingerprints.py) is unchanged: per service host, its unit; per
+    sidecar route configuration name, (host, virtual host key) of each of its virtual hosts; per
+    virtual host key, its unit.
+
+    ``digests``: those of the mesh's per-service objects, from which the next compile finds the keys
+    that may have changed (fingerprints.changes); ``view_key``: the view and every mesh-wide object,
+    which must be the same for anything to be taken back."""
+
+    view_key: str = ""
+    services: dict[str, ServiceUnit] = field(default_factory=dict)
+    tables: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = field(default_factory=dict)
+    virtual_hosts: dict[tuple[str, ...], VirtualHostUnit] = field(default_factory=dict)
+    digests: frozenset[str] = frozenset()
