@@ -1,20 +1,22 @@
 """The status API (proto/galleon/v1/reconciler.proto, service galleon.v1.Reconciler) of `galleon serve`.
 
 Served on the ADS port. The daemon bumps a ``StatusBoard`` whenever what GetStatus answers may
-have changed; WatchStatus sends the status again after each bump.
+have changed; WatchStatus sends the status again after each bump. What the API needs of the daemon
+is ``Serving``, defined here so that this module imports nothing of the daemon (reconciler/daemon/
+implements it).
 """
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Protocol
 
 import grpc
 
+from compiler.findings import Finding
+
 from .api import reconciler_pb2 as pb
 from .api import reconciler_pb2_grpc as pb_grpc
-
-if TYPE_CHECKING:
-    from .serve import Daemon
 
 SERVICE = "galleon.v1.Reconciler"
 
@@ -37,20 +39,55 @@ class StatusBoard:
             await self._changed.wait()
 
 
-def status_message(daemon: "Daemon") -> pb.Status:
-    s = daemon.state
+@dataclass(frozen=True)
+class StatusFacts:
+    """What GetStatus reports, as the daemon sees it at one moment."""
+    cluster: str
+    source: str
+    served_revision: str | None
+    served_at: float | None
+    from_state_dir: bool
+    seen_revision: str | None
+    rejection: str | None  # why the newest revision seen is not served; None when it is valid
+    error: str | None  # the source's, if it cannot be read
+    findings: list[Finding]
+    connected_proxies: int
+    leader: bool
+
+
+class Serving(Protocol):
+    """What the status API asks of the daemon it serves."""
+    board: StatusBoard
+
+    @property
+    def stopping(self) -> bool: ...
+
+    async def stopped(self) -> None: ...
+
+    def facts(self) -> StatusFacts: ...
+
+    async def reload(self, reason: str) -> None: ...
+
+    def changed(self, reason: str) -> None: ...
+
+    async def preview(self, rev: str | None, fmt: str, clusters: list[str],
+                      max_bytes: int | None) -> pb.PreviewResponse: ...
+
+
+def status_message(daemon: Serving) -> pb.Status:
+    s = daemon.facts()
     return pb.Status(
-        cluster=daemon.options.cluster, source=daemon.options.source,
+        cluster=s.cluster, source=s.source,
         served_revision=s.served_revision or "", served_at=s.served_at or 0.0, from_state_dir=s.from_state_dir,
         last_revision_seen=s.seen_revision or "", last_revision_valid=s.rejection is None,
         rejection=s.rejection or "", source_error=s.error or "",
         findings=[pb.Finding(file=f.file, line=f.line, level=f.level.value, code=f.code, kind=f.kind,
                              namespace=f.namespace, name=f.name, message=f.message) for f in s.findings],
-        connected_proxies=len(daemon.ads.connections), leader=daemon.leader, generation=daemon.board.generation)
+        connected_proxies=s.connected_proxies, leader=s.leader, generation=daemon.board.generation)
 
 
 class ReconcilerService(pb_grpc.ReconcilerServicer):
-    def __init__(self, daemon: "Daemon") -> None:
+    def __init__(self, daemon: Serving) -> None:
         self.daemon = daemon
 
     async def GetStatus(self, request, context):  # noqa: N802 (gRPC's method names)
@@ -85,7 +122,7 @@ class ReconcilerService(pb_grpc.ReconcilerServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
 
 
-def handlers(daemon: "Daemon") -> list:
+def handlers(daemon: Serving) -> list:
     """The generic handlers to add to the daemon's gRPC server."""
     server = _Collector()
     pb_grpc.add_ReconcilerServicer_to_server(ReconcilerService(daemon), server)

@@ -1,6 +1,6 @@
 """galleon serve: the per-cluster reconcile daemon (ADS, status API, HTTP, CA and DNS reconcilers).
 
-Its arguments are checked here, before the daemon (reconciler/serve.py) starts, so that a typo is an
+Its arguments are checked here, before the daemon (reconciler/daemon/) starts, so that a typo is an
 error now and not a log line in an hour."""
 from __future__ import annotations
 
@@ -88,10 +88,8 @@ def register(commands) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    import asyncio
-
     from .. import ca, dns, logs, webhook
-    from ..serve import CaOptions, Daemon, DnsOptions, LeaseOptions, ServeOptions
+    from ..daemon import CaOptions, DnsOptions, LeaseOptions, ServeOptions, serve
     from ..sources.signatures import SignatureError, SignaturePolicy
     logs.configure(args.log_level)
     for value, flag in ((args.debounce, "--debounce"), (args.debounce_max, "--debounce-max")):
@@ -135,6 +133,6 @@ def run(args) -> int:
                            dns=DnsOptions(args.dns_target, args.dns_interval, args.dns_ttl, args.dns_create,
                                           args.kubeconfig, args.kube_context) if args.dns_target else None)
     try:
-        return asyncio.run(Daemon(options).run())
+        return serve(options)
     except OSError as exc:
         raise UsageError(str(exc)) from None

@@ -1,0 +1,149 @@
+"""The daemon's life cycle: make the parts, start them in order, reload on each change, stop.
+
+A reload reads the source (loader) and, for a servable revision, publishes it (publisher); reloads
+run one at a time. Threads: everything here runs on the event loop, which owns the stop event, the
+reload lock and the status board.
+"""
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import structlog
+
+from compiler.parse import UnreadableFile
+from compiler.snapshot import short_revision
+
+from .. import status
+from ..ads.server import AdsServer
+from ..metrics import Metrics
+from ..sources import SourceError
+from ..state import LastGood
+from .follow import Follower
+from .loader import Loader
+from .options import ServeOptions
+from .previews import Previews
+from .publisher import Publisher
+from .reconcilers import Reconcilers
+from .surface import Surface
+
+log = structlog.get_logger("galleon.serve")
+
+
+def serve(options: ServeOptions) -> int:
+    """Run the daemon in this thread until it is signalled (SIGTERM, SIGINT) or stopped; its exit
+    status. Raises SourceError when it cannot start serving, OSError when it cannot listen."""
+    return asyncio.run(Daemon(options).run())
+
+
+class Daemon:
+    def __init__(self, options: ServeOptions) -> None:
+        self.options = options
+        self.metrics = Metrics()
+        self.board = status.StatusBoard()
+        self.ads = AdsServer(options.cluster, self.metrics, options.max_connection_age)
+        self.last_good = LastGood(options.state_dir, options.cluster) if options.state_dir else None
+        self._reloading = asyncio.Lock()
+        self._stop = asyncio.Event()
+        self.loader = Loader(options, self.metrics, self.last_good)
+        self.reconcilers = Reconcilers(options, self.metrics, self.board)
+        self.previews = Previews(self.loader)
+        self.publisher = Publisher(self.ads, self.metrics, self.loader, self.reconcilers, self.previews,
+                                   self.last_good)
+        self.follower = Follower(options, self.reload, self._stop)
+        self.surface = Surface(options, self.metrics, self.ads, self.loader, self.reconcilers, self.previews,
+                               self.board, self.reload, self.changed, self._stop)
+        self.ads_port = self.http_port = 0
+
+    def changed(self, reason: str) -> None:
+        """The source may have changed: reload once the notices are quiet (follow.py)."""
+        self.follower.changed(reason)
+
+    def stop(self, reason: str = "asked") -> None:
+        log.info("stopping", reason=reason)
+        self._stop.set()
+
+    async def reload(self, reason: str) -> None:
+        async with self._reloading:
+            try:
+                await self._reload(reason)
+            finally:
+                self.board.bump()
+
+    async def _reload(self, reason: str) -> None:
+        log.debug("reading source", reason=reason, source=self.options.source)
+        try:
+            revision = await self.loader.read()
+            if revision is not None:
+                await self.publisher.publish(revision)
+        except (SourceError, UnreadableFile) as exc:
+            self.loader.unreadable(exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - a bug must not take down what proxies are served
+            self.loader.failed(exc)
+            return
+        self.loader.read_through()
+
+    async def _serve_last_good(self) -> None:
+        """At start-up, when the source cannot be read: serve the snapshot served before, if any."""
+        async with self._reloading:
+            revision = await self.loader.read_last_good()
+            if revision is None:
+                return
+            await self.publisher.publish(revision, from_state_dir=True)
+            log.warning("serving the last known good snapshot from the state directory; the source cannot be read",
+                        revision=short_revision(revision.snapshot.revision), path=str(self.last_good.path),
+                        source_error=self.loader.state.error)
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        o = self.options
+        await self.loader.open()
+        await self.reconcilers.open_lease()
+        self.loader.check_signatures()
+        try:
+            self.ads_port = await self.ads.start(o.ads, status.handlers(self.surface))
+            self.http_port = self.surface.start_http(loop, o.http)
+        except OSError:
+            await self.ads.stop(0)
+            raise
+        log.info("serving", cluster=o.cluster, source=o.source, ads=f"{o.ads.rpartition(':')[0]}:{self.ads_port}",
+                 http=f"{o.http.rpartition(':')[0]}:{self.http_port}")
+        for signum, handler in ((signal.SIGHUP, lambda: self.changed("SIGHUP")),
+                                (signal.SIGTERM, lambda: self.stop("SIGTERM")),
+                                (signal.SIGINT, lambda: self.stop("SIGINT"))):
+            try:
+                loop.add_signal_handler(signum, handler)
+            except (RuntimeError, ValueError):
+                pass  # not the main thread (tests run the daemon on a thread): signals stay default
+        await self.loader.seed_vips(self.reconcilers.answered_vips)
+        # Watching starts before the first read, so that an edit made while it runs is not missed.
+        tasks = [asyncio.create_task(t) for t in (self.follower.debounce(), self.follower.watch(self.loader.source))]
+        await self.reload("start")
+        state = self.loader.state
+        if state.served_revision is None and state.error and self.last_good is not None:
+            await self._serve_last_good()
+        if state.unknown_cluster and state.served_revision is None:
+            # Most likely a typo in --cluster: say so now rather than serve nothing forever.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.ads.stop(0)
+            self.surface.stop_http()
+            raise SourceError(state.unknown_cluster)
+        election = asyncio.create_task(self.reconcilers.elect(self._stop)) if self.reconcilers.electing else None
+        tasks += [asyncio.create_task(reconciling) for reconciling in self.reconcilers.loops()]
+        if o.poll:
+            tasks.append(asyncio.create_task(self.follower.poll()))
+        try:
+            await self._stop.wait()
+        finally:
+            if election is not None:  # it releases the lease on stop, so that another replica leads at once
+                await asyncio.wait({election}, timeout=5)
+            for task in tasks + ([election] if election else []):
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.ads.stop(o.grace)
+            self.surface.stop_http()
+            log.info("stopped")
+        return 0

@@ -1,0 +1,69 @@
+"""What ``galleon serve`` was asked to do: the daemon's settings, fixed before it starts and never
+changed after, so any thread may read them."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import ca, dns
+from ..sources import GitCredentials
+from ..sources.signatures import SignaturePolicy
+
+
+@dataclass
+class ServeOptions:
+    source: str
+    cluster: str
+    rev: str | None = None
+    ads: str = "127.0.0.1:15010"
+    http: str = "127.0.0.1:15014"
+    poll: float | None = None
+    state_dir: Path | None = None
+    parse_cache: bool = True  # keep parsed files in STATE_DIR/parses (reconciler/parse_cache.py)
+    credentials: GitCredentials = field(default_factory=GitCredentials)
+    debounce: float = 0.1
+    debounce_max: float = 10.0
+    grace: float = 5.0
+    poll_jitter: float = 0.1  # each poll waits poll x (1 ± this), so replicas do not fetch in step
+    webhook_secret: bytes | None = None
+    signatures: SignaturePolicy | None = None  # a Git head must be signed by one of these keys
+    max_connection_age: float | None = None
+    # With a Lease, only the replica holding it writes to the cluster (the CA and DNS reconcilers);
+    # every replica serves ADS. None: this daemon is the only one, and the leader.
+    lease: LeaseOptions | None = None
+    ca: CaOptions | None = None  # reconcile this cluster's cacerts (the leader only)
+    dns: DnsOptions | None = None  # reconcile this cluster's CoreDNS global:53 block (the leader only)
+
+
+@dataclass
+class CaOptions:
+    root: Path  # the root CA's directory (galleon ca init-root)
+    target: str  # kube or dir:PATH
+    interval: float = 3600.0
+    kubeconfig: Path | None = None
+    context: str | None = None
+
+    def target_of(self, cluster: str) -> ca.Target:
+        return ca.target_from(self.target, contexts={cluster: self.context}, kubeconfig=self.kubeconfig)
+
+
+@dataclass
+class DnsOptions:
+    target: str  # kube or dir:PATH
+    interval: float = 300.0
+    ttl: int = dns.DEFAULT_TTL
+    create: bool = False
+    kubeconfig: Path | None = None
+    context: str | None = None
+
+    def target_of(self, cluster: str) -> dns.Target:
+        return dns.target_from(self.target, contexts={cluster: self.context}, kubeconfig=self.kubeconfig)
+
+
+@dataclass
+class LeaseOptions:
+    namespace: str
+    name: str
+    identity: str
+    kubeconfig: Path | None = None
+    context: str | None = None
