@@ -29,6 +29,7 @@ import pstats
 import re
 import sys
 import time
+import tracemalloc
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -52,9 +53,10 @@ from compiler.findings import Level, sorted_findings  # noqa: E402
 from compiler.model import build_mesh  # noqa: E402
 from compiler.parse import parse  # noqa: E402
 from compiler.snapshot import Snapshot  # noqa: E402
-from compiler.validate import validate  # noqa: E402
+from compiler.revision import load  # noqa: E402
 from compiler.view import make_view  # noqa: E402
-from compiler.xds import compile_view, serialize  # noqa: E402
+from compiler.cache import serialize  # noqa: E402
+from compiler.xds import compile_view  # noqa: E402
 from compiler.xds_types import TYPES
 
 PUSH_ORDER = tuple(t.url for t in TYPES)  # the type URLs, in push order
@@ -64,6 +66,7 @@ TARGET = (5000, 3, 10)  # services, clusters, endpoints per service per cluster
 TARGET_VIEW_SECONDS = 2.0
 TARGET_RECOMPILE_SECONDS = 0.100
 TARGET_FLOOR_RATIO = 3.0
+TARGET_SERVED_RATIO = 2.0  # a served view's memory against its serialized size
 GATEWAY_FILE = "mesh/zz-ingress-gateway.yaml"
 GATEWAY_SELECTOR = {"istio": "ingressgateway"}
 CHANGED_ADDRESS = "10.255.255.254"  # outside the generator's 10.0.0.1.. range, which it caps below 2**24 - 2
@@ -199,8 +202,8 @@ def compare_with_service_entries(kube_objects, revision: str, services: int, clu
     what the same view of the ServiceEntry mesh of the same size compiles to, provenance apart: the
     same resources by type and name, and the same bytes once provenance is removed from both."""
     se_snapshot, _ = make_snapshot(services, clusters, endpoints, gateway, kubernetes=False)
-    se_validation = validate(se_snapshot)
-    if not se_validation.ok:
+    se_validation = load(se_snapshot)
+    if not se_validation.valid:
         return "check failed: the ServiceEntry mesh of the same size does not validate"
     kube_mesh = build_mesh(kube_objects, revision)
     se_mesh = build_mesh(se_validation.objects, se_snapshot.revision)
@@ -213,7 +216,7 @@ def compare_with_service_entries(kube_objects, revision: str, services: int, clu
     for (label, kube_view), (_, se_view) in zip(kube_views, se_views):
         ours, theirs = compile_view(kube_mesh, kube_view), compile_view(se_mesh, se_view)
         for type_url in PUSH_ORDER:
-            a, b = ours.resources[type_url], theirs.resources[type_url]
+            a, b = ours.messages(type_url), theirs.messages(type_url)
             for name in sorted(a.keys() | b.keys()):
                 resources += 1
                 if name not in a or name not in b:
@@ -276,7 +279,7 @@ def output_size(config) -> tuple[dict[str, int], dict[str, int]]:
     counts, sizes = {}, {}
     for type_url in PUSH_ORDER:
         counts[type_url] = len(config.resources[type_url])
-        sizes[type_url] = sum(len(serialize(m)) for m in config.resources[type_url].values())
+        sizes[type_url] = sum(resource.size for resource in config.resources[type_url].values())
     return counts, sizes
 
 
@@ -285,9 +288,28 @@ def changed(old, new) -> list[str]:
     for type_url in PUSH_ORDER:
         a, b = old.resources[type_url], new.resources[type_url]
         for name in sorted(a.keys() | b.keys()):
-            if name not in a or name not in b or serialize(a[name]) != serialize(b[name]):
+            if name not in a or name not in b or a[name].version != b[name].version:
                 out.append(f"{SHORT[type_url]} {name}")
     return out
+
+
+def served_memory(mesh, view) -> tuple[int, int]:
+    """(bytes the daemon holds for one more served view of this mesh, that view's serialized size):
+    its compiled resources, what the next compile takes back, and the responses a proxy subscribing
+    to every resource gets, as tracemalloc counts them once collected. What the mesh keeps for every
+    view (cache.py's per-mesh entries) is filled by a first serve, before counting."""
+    from reconciler.ads.views import serve_view
+    serve_view(mesh, view)
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    served = serve_view(mesh, view)
+    for xds_type in TYPES:
+        served.sotw(xds_type.url, None if xds_type.wildcard else frozenset(served.resources[xds_type.url]))
+    gc.collect()
+    held = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    return held, served.size()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -327,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{size:,} bytes in {generated:.2f} s; protobuf backend {api_implementation.Type()}")
 
     t0 = time.perf_counter()
-    validation = validate(snapshot)
+    validation = load(snapshot)
     validated = time.perf_counter() - t0
     errors = [f for f in validation.findings if f.level is Level.ERROR]
     if errors or len(validation.objects) != count:
@@ -403,8 +425,8 @@ def main(argv: list[str] | None = None) -> int:
     # 2. one ServiceEntry changes: re-parse/validate/build_mesh untimed; time only the view's compile
     moved, what = with_one_endpoint_moved(snapshot, validation.objects)
     t0 = time.perf_counter()
-    validation2 = validate(moved)
-    if not validation2.ok:
+    validation2 = load(moved)
+    if not validation2.valid:
         print("FAIL: the changed snapshot is not valid", file=sys.stderr)
         for finding in sorted_findings(validation2.findings)[:5]:
             print("  " + finding.text(), file=sys.stderr)
@@ -419,10 +441,11 @@ def main(argv: list[str] | None = None) -> int:
         t_re, config2 = best_of(args.repeat, lambda m: compile_view(m, view), fresh2)
     diff = changed(config, config2)
 
-    # 3. output size of one view
+    # 3. output size of one view, and what the daemon holds to serve it
     counts, sizes = output_size(config)
     total_bytes = sum(sizes.values())
-    messages = [m for _, _, m in config.items()]
+    messages = [m for type_url in PUSH_ORDER for m in config.messages(type_url).values()]
+    held, serialized = served_memory(fresh(), view)
 
     # 5. the floor: parse the same YAML once, serialize one view's output once
     t_parse, _ = best_of(args.repeat, lambda _: parse(snapshot))
@@ -450,6 +473,8 @@ def main(argv: list[str] | None = None) -> int:
               f"-> {rss['validated']:,.0f} after validating -> {rss['mesh']:,.0f} after build_mesh -> "
               f"{rss['compiled']:,.0f} holding {len(configs) + 1} views' output: "
               f"+{rss['compiled'] - rss['start']:,.0f} MB (+{rss['compiled'] - rss['mesh']:,.0f} MB compiling)")
+    print(f"served view        {held / 2**20:,.1f} MB held for {serialized / 2**20:,.1f} MB serialized: "
+          f"{held / serialized:.2f}x   (one more served view of {label}: resources, units, responses)")
     print(f"peak RSS           {peak:,.0f} MB   (whole process, ru_maxrss)")
     print(f"floor              {floor:.3f} s   (parse the YAML {t_parse:.3f} s + serialize one view's "
           f"{len(messages):,} messages {t_ser:.3f} s)")
@@ -467,6 +492,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{verdict(t_re < TARGET_RECOMPILE_SECONDS)} ({t_re * 1000:,.0f} ms){size_note}")
     print(f"target: full compile within {TARGET_FLOOR_RATIO:g}x of the floor: "
           f"{verdict(ratio <= TARGET_FLOOR_RATIO)} ({ratio:.1f}x){size_note}")
+    print(f"target: a served view holds at most {TARGET_SERVED_RATIO:g}x its serialized size: "
+          f"{verdict(held <= TARGET_SERVED_RATIO * serialized)} ({held / serialized:.2f}x){size_note}")
     return 0
 
 

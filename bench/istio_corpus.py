@@ -120,7 +120,7 @@ from compiler.findings import Finding, Level  # noqa: E402
 from compiler.parse import UnreadableFile  # noqa: E402
 from compiler.schemas import served_versions  # noqa: E402
 from compiler.snapshot import Snapshot  # noqa: E402
-from compiler.validate import validate  # noqa: E402
+from compiler.revision import load  # noqa: E402
 
 ISTIO_REPO = "/work/.mirror/istio+istio/repo"
 BOOK_REPO = "/work/.mirror/istioinaction+book-source-code/repo"
@@ -314,7 +314,7 @@ def run_galleon(name: str, files: dict[str, bytes]) -> Run:
     unreadable: dict[str, str] = {}
     while True:
         try:
-            result = validate(Snapshot(f"corpus:{name}", files))
+            result = load(Snapshot(f"corpus:{name}", files))
         except UnreadableFile as exc:
             if exc.file not in files:  # cannot make progress: report, do not loop
                 return Run([], set(), unreadable, f"UnreadableFile for unknown file: {exc}")

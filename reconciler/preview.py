@@ -13,7 +13,8 @@ from typing import Callable
 
 import jinja2
 
-from compiler.diff import PlanSection, Preview, Revision, build_preview
+from compiler.diff import PlanSection, Preview, build_preview
+from compiler.revision import Revision
 from compiler.snapshot import short_revision
 
 from . import defaults

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import textwrap
 
-from compiler.validate import validate
+from compiler.revision import load
 from compiler.validate.framework import ANALYZERS
 from tests.conftest import ONE_CLUSTER, snapshot_of
 
@@ -99,7 +99,7 @@ def kubernetes_gateway(listeners: str, name: str = "web", namespace: str = "isti
 
 def _run(case: str):
     text = BASE + "---\n" + case
-    return text, validate(snapshot_of({"mesh.yaml": text})).findings
+    return text, load(snapshot_of({"mesh.yaml": text})).findings
 
 
 def check_passing(case: str) -> None:

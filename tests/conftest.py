@@ -10,8 +10,7 @@ import pytest
 
 from compiler.model import Mesh, build_mesh
 from compiler.snapshot import Snapshot
-from compiler.validate import validate
-
+from compiler.revision import load
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_REPO = ROOT / "sample-repo"
 
@@ -33,7 +32,7 @@ def snapshot_of(files: dict[str, str | bytes], revision: str = "test") -> Snapsh
 
 def check(text: str, name: str = "mesh.yaml"):
     """Validate one file given as (dedented) text; returns the findings."""
-    return validate(snapshot_of({name: textwrap.dedent(text).lstrip("\n")})).findings
+    return load(snapshot_of({name: textwrap.dedent(text).lstrip("\n")})).findings
 
 
 def with_pod(running: str, service: str, version: str, address: str, cluster: str, name: str = "") -> str:
@@ -63,8 +62,8 @@ def sample_snapshot() -> Snapshot:
 
 def mesh_from(files: dict[str, str | bytes], revision: str = "test") -> Mesh:
     """The typed mesh of files that must validate clean (the findings are shown when they do not)."""
-    result = validate(snapshot_of(files, revision))
-    assert result.ok, "\n".join(f.text() for f in result.findings)
+    result = load(snapshot_of(files, revision))
+    assert result.valid, "\n".join(f.text() for f in result.findings)
     return build_mesh(result.objects, revision)
 
 

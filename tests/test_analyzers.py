@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from compiler.validate import validate
+from compiler.revision import load
 from compiler.validate.framework import ANALYZERS
 from tests.analyzer_cases import BASE, MESH_CONFIG, check_failing, check_passing, dr, kubernetes_gateway, se, vs
 from tests.conftest import snapshot_of
@@ -180,7 +180,7 @@ CASES = {
 
 
 def test_base_mesh_is_clean():
-    assert validate(snapshot_of({"mesh.yaml": BASE})).findings == []
+    assert load(snapshot_of({"mesh.yaml": BASE})).findings == []
 
 
 def _all_cases() -> dict[str, tuple[str, str]]:
@@ -215,29 +215,29 @@ def test_local_analyzers_reuse_an_unchanged_objects_problems_only_while_their_fa
     """Objects shared with a previous parse keep their local analyzers' problems (framework.Analyzer.run),
     but not when an index fact they read changed: here a Cluster goes, so an unchanged endpoint's
     cluster label becomes unknown, and a port error in an unchanged file is still reported."""
-    from compiler.diff import load_revision
+    from compiler.revision import load
     from compiler.validate.framework import ANALYZERS as ALL
 
     assert {a.name for a in ALL if a.local is not None} >= {"unknown-cluster", "port-out-of-range"}
     port_error = se("hosts: [w.example.com]\nresolution: DNS\nports:\n- number: 65536\n  name: http\n  protocol: HTTP", name="bad")
     files = {"mesh.yaml": BASE, "bad.yaml": port_error}
-    first = load_revision(snapshot_of(files, "r1"))
+    first = load(snapshot_of(files, "r1"))
     assert [f.code for f in first.findings] == ["GAL0115"]
     # Unchanged: the same objects, the same problems, from the memo.
-    again = load_revision(snapshot_of({**files, "other.yaml": vs("- route:\n  - destination: {host: reviews}")},
-                                      "r2"), like=first)
+    again = load(snapshot_of({**files, "other.yaml": vs("- route:\n  - destination: {host: reviews}")},
+                                      "r2"), first)
     assert [(f.code, f.file, f.line) for f in again.findings] == [(f.code, f.file, f.line) for f in first.findings]
     # A Cluster goes (its own file): the unchanged WorkloadEntry that names it is now wrong.
     cluster_b = ("apiVersion: galleon.io/v1alpha1\nkind: Cluster\nmetadata: {name: cluster-b, namespace: istio-system}\n"
                  "spec: {network: network-1, locality: us-east/us-east-1b}\n")
     workload = ("apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: w, namespace: bookinfo}\n"
                 "spec:\n  address: 10.1.0.9\n  labels: {app: w, topology.istio.io/cluster: cluster-b}\n")
-    with_b = load_revision(snapshot_of({**files, "b.yaml": cluster_b, "we.yaml": workload}, "r3"), like=first)
+    with_b = load(snapshot_of({**files, "b.yaml": cluster_b, "we.yaml": workload}, "r3"), first)
     assert [f.code for f in with_b.findings] == ["GAL0115"]
-    without_b = load_revision(snapshot_of({**files, "we.yaml": workload}, "r4"), like=with_b)
+    without_b = load(snapshot_of({**files, "we.yaml": workload}, "r4"), with_b)
     assert without_b.parsed.files["we.yaml"] is with_b.parsed.files["we.yaml"]  # the very same objects
     assert sorted((f.code, f.file) for f in without_b.findings) == [("GAL0110", "we.yaml"), ("GAL0115", "bad.yaml")]
-    fresh = validate(snapshot_of({**files, "we.yaml": workload}))
+    fresh = load(snapshot_of({**files, "we.yaml": workload}))
     assert [f.text() for f in without_b.findings] == [f.text() for f in fresh.findings]
 
 
@@ -259,10 +259,10 @@ def test_objects_whose_local_facts_are_unchanged_are_not_asked_about_again(monke
         return dataclasses.replace(analyzer, check=check) if analyzer.local is not None else analyzer
 
     monkeypatch.setattr(framework, "ANALYZERS", [counted(a) for a in framework.ANALYZERS])
-    from compiler.diff import load_revision
+    from compiler.revision import load
     port_error = se("hosts: [w.example.com]\nresolution: DNS\nports:\n- number: 65536\n  name: http\n  protocol: HTTP", name="bad")
     files = {"mesh.yaml": BASE, "bad.yaml": port_error}
-    first = load_revision(snapshot_of(files, "r1"))
+    first = load(snapshot_of(files, "r1"))
     assert asked and [f.code for f in first.findings] == ["GAL0115"]
     asked.clear()
     # The stamp holds an object's problems; beside it, the facts each of its local analyzers read
@@ -271,21 +271,21 @@ def test_objects_whose_local_facts_are_unchanged_are_not_asked_about_again(monke
     assert (name, path) == ("port-out-of-range", ("spec", "ports", 0, "number")) and "65536" in message
     assert set(bad.checks[framework.LOCAL_FACTS]) == {a.name for a in framework.ANALYZERS
                                                       if a.local is not None and "ServiceEntry" in a.kinds}
-    same = load_revision(snapshot_of({**files, "mesh.yaml": BASE + "\n# a comment\n"}, "r2"), like=first)
+    same = load(snapshot_of({**files, "mesh.yaml": BASE + "\n# a comment\n"}, "r2"), first)
     # mesh.yaml's objects are new (its text changed); bad.yaml's are not asked about again
     assert asked and not [ref for _, ref in asked if ref.endswith("/bad")], asked
     assert [f.text() for f in same.findings] == [f.text() for f in first.findings]
     asked.clear()
-    again = load_revision(snapshot_of({**files, "mesh.yaml": BASE + "\n# a comment\n"}, "r3"), like=same)
+    again = load(snapshot_of({**files, "mesh.yaml": BASE + "\n# a comment\n"}, "r3"), same)
     assert asked == [] and [f.text() for f in again.findings] == [f.text() for f in first.findings]
     # A new ServiceEntry changes what the ServiceEntries declare: the DestinationRule, which reads it,
     # is asked again; the WorkloadEntry, whose analyzers read only clusters and networks, is not.
     other = se("hosts: [x.example.com]\nresolution: DNS\nports:\n- number: 80\n  name: http\n  protocol: HTTP", name="x")
-    changed = load_revision(snapshot_of({**files, "mesh.yaml": BASE + "\n# a comment\n", "x.yaml": other}, "r4"),
-                            like=again)
+    changed = load(snapshot_of({**files, "mesh.yaml": BASE + "\n# a comment\n", "x.yaml": other}, "r4"),
+                            again)
     kinds = {ref.split("/")[0] for _, ref in asked}
     assert "DestinationRule" in kinds and "WorkloadEntry" not in kinds, asked
-    fresh = validate(snapshot_of({**files, "mesh.yaml": BASE + "\n# a comment\n", "x.yaml": other}))
+    fresh = load(snapshot_of({**files, "mesh.yaml": BASE + "\n# a comment\n", "x.yaml": other}))
     assert [f.text() for f in changed.findings] == [f.text() for f in fresh.findings]
 
 
@@ -293,8 +293,7 @@ def test_reference_checks_of_an_unchanged_virtual_service_follow_the_hosts_ports
     """The reference analyzers are local too, with what the ServiceEntries declare, the subsets and the
     Gateways as their facts: a VirtualService in a file no revision touches is checked again exactly
     when one of those changes, so each revision's findings equal a fresh validation's."""
-    from compiler.diff import load_revision
-
+    from compiler.revision import load
     routes = vs("""
         - route:
           - destination: {host: reviews, subset: v2}
@@ -316,10 +315,10 @@ def test_reference_checks_of_an_unchanged_virtual_service_follow_the_hosts_ports
     seen, previous = set(), None
     for number, (label, mesh) in enumerate(revisions.items()):
         files = {"mesh.yaml": mesh, "routes.yaml": routes}
-        revision = load_revision(snapshot_of(files, f"r{number}"), like=previous)
+        revision = load(snapshot_of(files, f"r{number}"), previous)
         if previous is not None:
             assert revision.parsed.files["routes.yaml"] is previous.parsed.files["routes.yaml"]
-        fresh = validate(snapshot_of(files, f"r{number}"))
+        fresh = load(snapshot_of(files, f"r{number}"))
         assert [f.text() for f in revision.findings] == [f.text() for f in fresh.findings], label
         seen.update(f.message.split(":")[0] for f in revision.findings if f.file == "routes.yaml")
         previous = revision
@@ -334,7 +333,7 @@ def test_a_host_the_repository_cannot_judge_still_needs_its_subsets_defined():
     Where the namespace's services are declared, the unknown host is the one error."""
     def findings(host: str, rules: str = "") -> list[tuple[str, str, str]]:
         routes = vs(f"- route:\n  - destination: {{host: {host}, subset: v1}}")
-        result = validate(snapshot_of({"mesh.yaml": BASE, "routes.yaml": routes + rules}))
+        result = load(snapshot_of({"mesh.yaml": BASE, "routes.yaml": routes + rules}))
         return sorted((f.code, f.level.value, f.message.split(";")[0]) for f in result.findings)
 
     assert findings("istiod.istio-system.svc.cluster.local") == [

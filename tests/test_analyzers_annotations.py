@@ -12,7 +12,7 @@ import pytest
 
 from compiler import annotations as istio
 from compiler.proxy_config import go_duration, proxy_address_error, proxy_config_errors
-from compiler.validate import validate
+from compiler.revision import load
 from tests.analyzer_cases import BASE
 from tests.conftest import snapshot_of
 
@@ -80,7 +80,7 @@ CASES = {
 
 def findings(*docs: str, base: str = BASE) -> list[tuple[str, int, str]]:
     text = base + "---\n" + "---\n".join(docs) if base else "---\n".join(docs)
-    return [(f.code, f.line, f.message) for f in validate(snapshot_of({"mesh.yaml": text})).findings]
+    return [(f.code, f.line, f.message) for f in load(snapshot_of({"mesh.yaml": text})).findings]
 
 
 def codes(*docs: str, base: str = "") -> list[tuple[str, int]]:

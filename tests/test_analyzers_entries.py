@@ -7,7 +7,8 @@ import textwrap
 
 import pytest
 
-from compiler.validate import syntax, validate
+from compiler.revision import load
+from compiler.validate import syntax
 from tests.conftest import snapshot_of
 from tests.analyzer_cases import BASE, dr, se, vs
 
@@ -87,7 +88,7 @@ def found(case: str, base: str = BASE) -> list[tuple[str, int, str]]:
     offset = base.count("\n") + 1 if base else 0
     text = base + "---\n" + case if base else case
     return sorted((f.code, f.line - offset, f.message)
-                  for f in validate(snapshot_of({"mesh.yaml": text})).findings)
+                  for f in load(snapshot_of({"mesh.yaml": text})).findings)
 
 
 def codes(case: str, base: str = BASE) -> list[tuple[str, int]]:
@@ -426,7 +427,7 @@ def test_subsets_are_answered_from_one_index_of_the_entrys_endpoints():
     many = "---\n".join(subsets("reviews.bookinfo.svc.cluster.local", "v1", "v2", "v3", missing=("v3",))
                         .replace("name: test", f"name: t{i}") for i in range(5))
     check(many)
-    result = validate(snapshot_of({"mesh.yaml": BASE + "---\n" + many}))  # kept alive: the index is per object
+    result = load(snapshot_of({"mesh.yaml": BASE + "---\n" + many}))  # kept alive: the index is per object
     (entry,) = [obj for obj in result.objects if obj.kind == "ServiceEntry" and obj.name == "reviews"]
     assert destination_rules._endpoint_indexes[entry][0] == {"version"}
 

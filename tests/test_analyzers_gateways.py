@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from compiler.validate import validate
+from compiler.revision import load
 from tests.conftest import snapshot_of
 from tests.analyzer_cases import BASE, kubernetes_gateway
 
@@ -91,7 +91,7 @@ def findings(*parts: str) -> list[tuple[str, str, int]]:
     """(code, object, line) of every finding of BASE with these documents."""
     text = BASE + "---\n" + docs(*parts)
     return sorted((f.code, f"{f.kind}/{f.namespace}/{f.name}", f.line)
-                  for f in validate(snapshot_of({"mesh.yaml": text})).findings)
+                  for f in load(snapshot_of({"mesh.yaml": text})).findings)
 
 
 def codes(*parts: str) -> list[tuple[str, str]]:
@@ -138,7 +138,7 @@ def test_every_server_of_a_conflict_is_reported_once():
     found = findings(gw2, gw3)
     assert [(c, o) for c, o, _ in found] == [("IST0145", "Gateway/istio-system/gw2")] + [
         ("IST0145", "Gateway/istio-system/gw3")] * 2
-    text = [f.message for f in validate(snapshot_of({"m.yaml": BASE + "---\n" + docs(gw2, gw3)})).findings
+    text = [f.message for f in load(snapshot_of({"m.yaml": BASE + "---\n" + docs(gw2, gw3)})).findings
             if f.name == "gw2"][0]
     assert text.startswith("Conflict with gateways istio-system/gw3 (workload selector istio=ingressgateway, "
                            "port 8080, hosts a.example.com,b.example.com)")
@@ -261,16 +261,15 @@ def test_each_gateway_reference_is_checked_and_a_missing_gateway_serves_no_host(
 def test_host_check_of_an_unchanged_virtual_service_follows_its_gateway_hosts():
     """The check is local with the Gateways' hosts as its fact: a VirtualService in a file no revision
     touches is checked again when the hosts of a Gateway change."""
-    from compiler.diff import load_revision
-
+    from compiler.revision import load
     files = {"mesh.yaml": BASE, "vs.yaml": virtual_service("[istio-system/gw2]")}
     revisions = [gateway(server(8080, "[reviews.example.com]")), gateway(server(8080, "[ratings.example.com]")),
                  gateway(server(8080, "[reviews.example.com]"))]
     previous = None
     for n, gw in enumerate(revisions):
         snapshot = snapshot_of({**files, "gw.yaml": gw}, f"r{n}")
-        revision = load_revision(snapshot, like=previous) if previous else load_revision(snapshot)
-        assert [f.text() for f in revision.findings] == [f.text() for f in validate(snapshot).findings]
+        revision = load(snapshot, previous) if previous else load(snapshot)
+        assert [f.text() for f in revision.findings] == [f.text() for f in load(snapshot).findings]
         assert [f.code for f in revision.findings] == ([] if n != 1 else ["IST0132"])
         previous = revision
 
@@ -287,7 +286,7 @@ def test_odd_container_lists_do_not_break_the_port_check():
 def test_a_gateway_with_many_hosts_is_named_in_short():
     hosts = "[" + ", ".join(f"h{n}.example.com" for n in range(20)) + "]"
     text = BASE + "---\n" + docs(gateway(server(8080, hosts)), virtual_service("[istio-system/gw2]"))
-    (finding,) = validate(snapshot_of({"mesh.yaml": text})).findings
+    (finding,) = load(snapshot_of({"mesh.yaml": text})).findings
     assert finding.code == "IST0132" and "'h7.example.com' and 12 more to namespace bookinfo" in finding.message
 
 
@@ -330,7 +329,7 @@ def test_the_messages_say_which_gateway_was_found_or_looked_for():
     gw = kubernetes_gateway(LISTENER.format(name="a", hostname="ratings.example.com"))
     vs = virtual_service("\n  - istio-system/web\n  - istio-system/gw9")
     text = BASE + "---\n" + docs(gw, vs)
-    host, missing, serves_nothing = validate(snapshot_of({"mesh.yaml": text})).findings
+    host, missing, serves_nothing = load(snapshot_of({"mesh.yaml": text})).findings
     assert (host.code, missing.code, serves_nothing.code) == ("IST0132", "IST0101", "IST0132")
     assert host.message.startswith(
         "one or more host [reviews.example.com] defined in VirtualService bookinfo/test not found in Gateway "
@@ -345,11 +344,11 @@ def test_the_messages_say_which_gateway_was_found_or_looked_for():
         "istio-system/gw9: no Gateway of that name exists (neither an Istio Gateway nor a Kubernetes Gateway "
         "(gateway.networking.k8s.io)), so no gateway serves these hosts for this VirtualService; create the Gateway, "
         "or bind the VirtualService to one that serves them")
-    istio = validate(snapshot_of({"mesh.yaml": BASE + "---\n" + docs(gateway(server(8080, "[ratings.example.com]")),
+    istio = load(snapshot_of({"mesh.yaml": BASE + "---\n" + docs(gateway(server(8080, "[ratings.example.com]")),
                                                                       virtual_service("[istio-system/gw2]"))}))
     (finding,) = istio.findings
     assert "not found in Gateway istio-system/gw2: the Istio Gateway serves 'ratings.example.com'" in finding.message
-    bare = validate(snapshot_of({"mesh.yaml": BASE + "---\n" + docs(kubernetes_gateway("[]"),
+    bare = load(snapshot_of({"mesh.yaml": BASE + "---\n" + docs(kubernetes_gateway("[]"),
                                                                      virtual_service("[istio-system/web]"))}))
     (finding,) = bare.findings
     assert "it is a Kubernetes Gateway (gateway.networking.k8s.io) without listeners, so" in finding.message
@@ -377,7 +376,7 @@ def test_a_kubernetes_gateway_is_checked_against_its_schema_and_named_as_written
     gw = kubernetes_gateway("- name: http\n  hostname: [reviews.example.com]\n  port: 80\n  protocol: HTTP\n"
                             "  allowedRoutes: {namespaces: {from: All}}\n  tls: {mode: Terminate}\n")
     text = BASE + "---\n" + gw
-    (finding,) = validate(snapshot_of({"mesh.yaml": text})).findings
+    (finding,) = load(snapshot_of({"mesh.yaml": text})).findings
     assert (finding.code, finding.kind, finding.namespace, finding.name) == (
         "IST0106", "Gateway.gateway.networking.k8s.io", "istio-system", "web")
     assert finding.line == text.splitlines().index("      hostname: [reviews.example.com]") + 1
@@ -387,8 +386,7 @@ def test_a_kubernetes_gateway_is_checked_against_its_schema_and_named_as_written
 def test_host_check_of_an_unchanged_virtual_service_follows_its_kubernetes_gateway_listeners():
     """The check's facts hold the Kubernetes Gateways' listener hostnames, and gateway-not-found's their
     names: a VirtualService in a file no revision touches is checked again when they change."""
-    from compiler.diff import load_revision
-
+    from compiler.revision import load
     files = {"mesh.yaml": BASE, "vs.yaml": virtual_service("[istio-system/web]")}
     revisions = [kubernetes_gateway(LISTENER.format(name="a", hostname="reviews.example.com")),
                  kubernetes_gateway(LISTENER.format(name="a", hostname="ratings.example.com")),
@@ -399,9 +397,9 @@ def test_host_check_of_an_unchanged_virtual_service_follows_its_kubernetes_gatew
     previous = None
     for n, gw in enumerate(revisions):
         snapshot = snapshot_of({**files, "gw.yaml": gw}, f"r{n}")
-        revision = load_revision(snapshot, like=previous) if previous else load_revision(snapshot)
+        revision = load(snapshot, previous) if previous else load(snapshot)
         if previous is not None:
             assert revision.parsed.files["vs.yaml"] is previous.parsed.files["vs.yaml"]
-        assert [f.text() for f in revision.findings] == [f.text() for f in validate(snapshot).findings]
+        assert [f.text() for f in revision.findings] == [f.text() for f in load(snapshot).findings]
         assert [f.code for f in revision.findings] == expected[n], n
         previous = revision

@@ -3,7 +3,8 @@ when the repository has none (compiler/validate/assumed.py)."""
 from __future__ import annotations
 
 from compiler.model import build_mesh
-from compiler.validate import assumed, validate, validate_objects
+from compiler.revision import load
+from compiler.validate import assumed, validate_objects
 from compiler.validate.framework import run_all
 from compiler.validate.index import Index
 from tests.analyzer_cases import BASE
@@ -21,7 +22,7 @@ def findings(*parts: str, base: str = BASE) -> list[tuple[str, str, str, int]]:
     """(code, level, object, line) of every finding of ``base`` with these documents."""
     text = base + "---\n" + docs(*parts)
     return sorted((f.code, f.level.value, f"{f.kind}/{f.namespace}/{f.name}", f.line)
-                  for f in validate(snapshot_of({"mesh.yaml": text})).findings)
+                  for f in load(snapshot_of({"mesh.yaml": text})).findings)
 
 
 def codes(*parts: str, base: str = BASE) -> list[str]:
@@ -29,7 +30,7 @@ def codes(*parts: str, base: str = BASE) -> list[str]:
 
 
 def messages(*parts: str, base: str = BASE) -> list[str]:
-    return [f.text() for f in validate(snapshot_of({"mesh.yaml": base + "---\n" + docs(*parts)})).findings]
+    return [f.text() for f in load(snapshot_of({"mesh.yaml": base + "---\n" + docs(*parts)})).findings]
 
 
 # --- Istio's default ingress gateway ----------------------------------------------------------------
@@ -79,14 +80,14 @@ def test_gateway_ports_are_judged_against_the_default_service():
 
 def test_a_repository_with_its_own_ingress_gateway_is_judged_on_it_alone():
     # its own Deployment labelled istio: ingressgateway, and its Service: no default
-    objects = validate(snapshot_of({"mesh.yaml": ONE_CLUSTER + "---\n" + own_ingress()})).objects
+    objects = load(snapshot_of({"mesh.yaml": ONE_CLUSTER + "---\n" + own_ingress()})).objects
     assert Index(objects).assumed == ()
     (text,) = messages(plain_gateway((80, 443)), own_ingress(), base=ONE_CLUSTER)
     assert "(port 443)" in text and "ingress/my-ingress exposes 80, 8080;" in text and "assumed" not in text
     # its own workload and no Service: no verdict on ports, as without the default
     assert codes(plain_gateway((443,)), own_ingress(service=False), base=ONE_CLUSTER) == []
     # a WorkloadEntry labelled istio: ingressgateway is its own too (BASE's): the selector is judged on it
-    assert Index(validate(snapshot_of({"mesh.yaml": BASE})).objects).assumed == ()
+    assert Index(load(snapshot_of({"mesh.yaml": BASE})).objects).assumed == ()
     # its own Service istio-system/istio-ingressgateway and no workload: the selector matches nothing
     service = ("apiVersion: v1\nkind: Service\nmetadata: {name: istio-ingressgateway, namespace: istio-system}\n"
                "spec:\n  selector: {istio: ingressgateway}\n  ports: [{name: http2, port: 80}]\n")
@@ -99,7 +100,7 @@ def test_nothing_is_reported_on_the_default_ingress_gateway():
     namespace = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: istio-system\n  labels: {istio-injection: enabled}\n"
     other = ("apiVersion: v1\nkind: Service\nmetadata: {name: other, namespace: istio-system}\n"
              "spec:\n  selector: {istio: ingressgateway}\n  ports: [{name: dns, port: 80, protocol: UDP}]\n")
-    result = validate(snapshot_of({"mesh.yaml": docs(ONE_CLUSTER, namespace, other, plain_gateway())}))
+    result = load(snapshot_of({"mesh.yaml": docs(ONE_CLUSTER, namespace, other, plain_gateway())}))
     assert [f.text() for f in result.findings] == []
     found = [(check.code, obj.name) for check, obj, _, _ in run_all(Index(result.objects)) if assumed.is_assumed(obj)]
     assert ("IST0116", "istio-ingressgateway-dummypod") in found
@@ -139,12 +140,12 @@ def test_a_finding_naming_the_default_service_says_it_is_assumed():
 
 def test_the_default_ingress_gateway_never_reaches_the_mesh():
     text = docs(ONE_CLUSTER, plain_gateway())
-    result = validate(snapshot_of({"mesh.yaml": text}))
+    result = load(snapshot_of({"mesh.yaml": text}))
     assert not any(assumed.is_assumed(obj) for obj in result.objects)
     mesh = build_mesh(result.objects, "r")
     assert "istio-ingressgateway.istio-system.svc.cluster.local" not in mesh.services
 
 
 def test_the_sample_repository_has_its_own_ingress_gateway():
-    result = validate(snapshot_of(sample_files()))
-    assert result.ok and Index(result.objects).assumed == ()
+    result = load(snapshot_of(sample_files()))
+    assert result.valid and Index(result.objects).assumed == ()

@@ -10,7 +10,8 @@ import pytest
 
 from compiler.model import build_mesh
 from compiler.parse import parse
-from compiler.validate import assumed, validate
+from compiler.revision import load
+from compiler.validate import assumed
 from compiler.validate.jwt_claims import claim_route, routing_claim
 from tests.analyzer_cases import BASE, vs
 from tests.conftest import sample_files, snapshot_of
@@ -57,12 +58,12 @@ def findings(*parts: str, base: str = BASE) -> list[tuple[str, str, str]]:
     """(code, level, object) of every finding of ``base`` with these documents."""
     text = base + "---\n" + docs(*parts)
     return sorted((f.code, f.level.value, f"{f.kind}/{f.namespace}/{f.name}")
-                  for f in validate(snapshot_of({"mesh.yaml": text})).findings)
+                  for f in load(snapshot_of({"mesh.yaml": text})).findings)
 
 
 def messages(*parts: str, base: str = BASE, code: str = "IST0149") -> list[str]:
     text = base + "---\n" + docs(*parts)
-    return [f.message for f in validate(snapshot_of({"mesh.yaml": text})).findings if f.code == code]
+    return [f.message for f in load(snapshot_of({"mesh.yaml": text})).findings if f.code == code]
 
 
 ERROR = [("IST0149", "error", "VirtualService/bookinfo/test")]
@@ -189,7 +190,7 @@ def test_each_gateway_binding_is_reported_at_its_line():
     local = ("apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: ingress-local, namespace: bookinfo}\n"
              "spec:\n  selector: {istio: ingressgateway}\n  servers:\n"
              "  - port: {number: 8080, name: http, protocol: HTTP}\n    hosts: ['*']\n")
-    result = validate(snapshot_of({"mesh.yaml": text + "---\n" + local}))
+    result = load(snapshot_of({"mesh.yaml": text + "---\n" + local}))
     lines = text.splitlines()
     assert [(f.code, f.level.value, lines[f.line - 1].strip()) for f in result.findings] == [
         ("IST0149", "warning", "- istio-system/ingress"), ("IST0149", "warning", "- ingress-local")]
@@ -210,7 +211,7 @@ def test_the_level_follows_whether_the_repository_holds_request_authentications(
 
 @pytest.mark.parametrize("version", ["v1", "v1beta1"])
 def test_a_request_authentication_is_read_in_the_versions_istio_serves(version):
-    result = validate(snapshot_of({"mesh.yaml": BASE + "---\n" + request_authentication(version=version)}))
+    result = load(snapshot_of({"mesh.yaml": BASE + "---\n" + request_authentication(version=version)}))
     assert result.findings == []
     (ra,) = [o for o in result.objects if o.kind == "RequestAuthentication"]
     assert (ra.group, ra.version, ra.shown_kind) == ("security.istio.io", version, "RequestAuthentication")
@@ -225,7 +226,7 @@ def test_a_request_authentication_is_read_in_the_versions_istio_serves(version):
     ("apiVersion: networking.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: x}\n", "GAL0004"),
 ])
 def test_other_security_kinds_and_versions(text, code):
-    (finding,) = validate(snapshot_of({"x.yaml": text})).findings
+    (finding,) = load(snapshot_of({"x.yaml": text})).findings
     assert finding.code == code, finding.text()
     if code == "GAL0004" and "networking" in text:
         assert "RequestAuthentication belongs to security.istio.io" in finding.message
@@ -238,7 +239,7 @@ def test_other_security_kinds_and_versions(text, code):
     ("targetRefs: {kind: Gateway, name: web}", "targetRefs"),
 ])
 def test_a_request_authentication_s_selector_and_targets_are_checked(spec, what):
-    (finding,) = validate(snapshot_of({"x.yaml": request_authentication(spec=spec)})).findings
+    (finding,) = load(snapshot_of({"x.yaml": request_authentication(spec=spec)})).findings
     assert (finding.code, finding.kind) == ("IST0106", "RequestAuthentication") and what in finding.message, \
         finding.text()
 
@@ -246,15 +247,15 @@ def test_a_request_authentication_s_selector_and_targets_are_checked(spec, what)
 def test_the_rest_of_a_request_authentication_is_read_as_written():
     spec = ("selector: {matchLabels: {istio: ingressgateway}}\n"
             "futureField: {anything: [1, 2]}\n")
-    assert validate(snapshot_of({"x.yaml": request_authentication(spec=spec)})).findings == []
+    assert load(snapshot_of({"x.yaml": request_authentication(spec=spec)})).findings == []
 
 
 def test_request_authentications_never_reach_the_mesh():
     files = sample_files()
     extra = request_authentication() + "---\n" + request_authentication("bookinfo", "", name="all")
-    plain = validate(snapshot_of(files, "r"))
-    both = validate(snapshot_of({**files, "security/jwt.yaml": extra}, "r"))
-    assert plain.ok and both.ok and both.findings == plain.findings, [f.text() for f in both.findings]
+    plain = load(snapshot_of(files, "r"))
+    both = load(snapshot_of({**files, "security/jwt.yaml": extra}, "r"))
+    assert plain.valid and both.valid and both.findings == plain.findings, [f.text() for f in both.findings]
     assert len([o for o in both.objects if o.kind == "RequestAuthentication"]) == 2
     without, with_them = build_mesh(plain.objects, "r"), build_mesh(both.objects, "r")
     assert with_them.digest == without.digest

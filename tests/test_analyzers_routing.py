@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from compiler.validate import validate
+from compiler.revision import load
 from tests.conftest import snapshot_of
 from tests.analyzer_cases import BASE, check_failing, dr, vs
 
@@ -48,7 +48,7 @@ CASES = {
 
 def found(case: str, *codes: str) -> list[tuple[str, int, str]]:
     """(code, line, message) of the findings with these codes when ``case`` is added to BASE."""
-    findings = validate(snapshot_of({"mesh.yaml": BASE + "---\n" + case})).findings
+    findings = load(snapshot_of({"mesh.yaml": BASE + "---\n" + case})).findings
     # every object passed its schema, so the analyzers saw it
     assert not [f.text() for f in findings if f.code == "IST0106" or f.code.startswith("GAL000")]
     return [(f.code, f.line, f.message) for f in findings if f.code in codes]
@@ -196,7 +196,7 @@ def mesh_vs(name: str, namespace: str, hosts: str, export_to: str = "", gateways
 
 def conflicts(*objects: str) -> list[tuple[str, str]]:
     """(namespace/name, message) of every IST0109, validating these VirtualServices alone."""
-    findings = validate(snapshot_of({f"vs{i}.yaml": text for i, text in enumerate(objects)})).findings
+    findings = load(snapshot_of({f"vs{i}.yaml": text for i, text in enumerate(objects)})).findings
     assert not [f.text() for f in findings if f.code == "IST0106" or f.code.startswith("GAL000")]
     return [(f"{f.namespace}/{f.name}", f.message) for f in findings if f.code == "IST0109"]
 

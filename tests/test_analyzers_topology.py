@@ -10,7 +10,7 @@ import pytest
 from compiler import meshnetworks
 from compiler.model import build_mesh
 from compiler.scope import visible_services
-from compiler.validate import validate
+from compiler.revision import load
 from compiler.view import make_view
 from tests.conftest import ONE_CLUSTER, check, snapshot_of
 from tests.analyzer_cases import BASE
@@ -135,7 +135,7 @@ def findings_of(*documents: str, base: str = BASE) -> list[tuple[str, str, str, 
     """(code, level, kind namespace/name, message) of every finding of BASE plus these documents."""
     text = "---\n".join([base, *documents]) if base else "---\n".join(documents)
     return [(f.code, f.level.value, f"{f.kind} {f.namespace}/{f.name}", f.message)
-            for f in validate(snapshot_of({"mesh.yaml": text})).findings]
+            for f in load(snapshot_of({"mesh.yaml": text})).findings]
 
 
 def codes_of(*documents: str, base: str = BASE) -> list[tuple[str, str, str]]:
@@ -146,7 +146,7 @@ def codes_of(*documents: str, base: str = BASE) -> list[tuple[str, str, str]]:
 
 def test_a_sidecar_without_spec_or_with_an_empty_one_is_valid_and_imports_every_service():
     for text in (sidecar("default", None), sidecar("default", "")):
-        result = validate(snapshot_of({"mesh.yaml": BASE + "---\n" + text}))
+        result = load(snapshot_of({"mesh.yaml": BASE + "---\n" + text}))
         assert result.findings == []
         mesh = build_mesh(result.objects)
         (sc,) = mesh.sidecars
@@ -325,7 +325,7 @@ spec: {locality: eu-west/eu-west-1a}
 
 
 def test_istio_spelling_of_meshnetworks_is_accepted_and_compiled():
-    result = validate(snapshot_of({"mesh.yaml": SNAKE_MESH}))
+    result = load(snapshot_of({"mesh.yaml": SNAKE_MESH}))
     assert result.findings == []
     mesh = build_mesh(result.objects)
     network = mesh.networks["network-2"]
@@ -427,18 +427,18 @@ def se_endpoint_on(network: str) -> str:
 
 
 def test_an_unchanged_object_is_warned_about_when_the_mesh_gets_a_second_network():
-    from compiler.diff import load_revision
+    from compiler.revision import load
     files = {"a.yaml": cluster("cluster-a", "{network: network-1, locality: us-east/us-east-1a}"),
              "we.yaml": ("apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\n"
                          "metadata: {name: vm, namespace: shop}\nspec: {address: 10.1.9.9, network: network-1}\n")}
-    first = load_revision(snapshot_of(files, "r1"))
+    first = load(snapshot_of(files, "r1"))
     assert first.findings == []
-    second = load_revision(snapshot_of({**files, "b.yaml": cluster("cluster-b", "{network: network-2, locality: x/y}")},
-                                       "r2"), like=first)
+    second = load(snapshot_of({**files, "b.yaml": cluster("cluster-b", "{network: network-2, locality: x/y}")},
+                                       "r2"), first)
     assert second.parsed.files["we.yaml"] is first.parsed.files["we.yaml"]
     assert sorted((f.code, f.file) for f in second.findings) == [
         ("GAL0109", "a.yaml"), ("GAL0109", "b.yaml"), ("GAL0109", "we.yaml")]
-    fresh = validate(snapshot_of({**files, "b.yaml": cluster("cluster-b", "{network: network-2, locality: x/y}")}))
+    fresh = load(snapshot_of({**files, "b.yaml": cluster("cluster-b", "{network: network-2, locality: x/y}")}))
     assert [f.text() for f in second.findings] == [f.text() for f in fresh.findings]
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from compiler import kube
 from compiler.model import build_mesh
-from compiler.validate import validate
+from compiler.revision import load
 from compiler.validate.workloads import injection
 from tests.analyzer_cases import BASE
 from tests.conftest import snapshot_of
@@ -104,7 +104,7 @@ def findings(*parts: str) -> list[tuple[str, str, int]]:
     head = BASE + "---\n"
     offset = len(head.splitlines())
     return sorted((f.code, f"{f.kind}/{f.namespace}/{f.name}", f.line - offset)
-                  for f in validate(snapshot_of({"mesh.yaml": head + docs(*parts)})).findings)
+                  for f in load(snapshot_of({"mesh.yaml": head + docs(*parts)})).findings)
 
 
 def codes(*parts: str) -> list[tuple[str, str]]:
@@ -112,7 +112,7 @@ def codes(*parts: str) -> list[tuple[str, str]]:
 
 
 def messages(*parts: str) -> list[str]:
-    return [f.message for f in validate(snapshot_of({"m.yaml": BASE + "---\n" + docs(*parts)})).findings]
+    return [f.message for f in load(snapshot_of({"m.yaml": BASE + "---\n" + docs(*parts)})).findings]
 
 
 def uid(value: int = 1337) -> str:
@@ -267,7 +267,7 @@ def test_injection_as_istios_webhooks_and_injector_decide_it(namespace_labels, l
     text = pod(labels=labels, metadata=f"annotations: {annotations}", spec=spec)
     if namespace_labels is not None:
         text = docs(namespace(labels=namespace_labels), text)
-    objects = validate(snapshot_of({"m.yaml": text})).objects
+    objects = load(snapshot_of({"m.yaml": text})).objects
     (the_pod,) = [o for o in objects if o.kind == "Pod"]
     table = {ns.name: {k: v for k, v in ns.labels.items() if k in ("istio-injection", "istio.io/rev")}
              for ns in objects if ns.kind == "Namespace"}
@@ -315,8 +315,8 @@ def test_namespaces_are_cluster_scoped_objects():
     east = namespace(labels="{topology.istio.io/cluster: east}")
     assert codes(east, namespace(labels="{topology.istio.io/cluster: west}")) == []
     # a Namespace is no proxy's configuration: the mesh's digest leaves it out
-    objects = validate(snapshot_of({"m.yaml": BASE})).objects
-    with_namespace = validate(snapshot_of({"m.yaml": BASE + "---\n" + namespace()})).objects
+    objects = load(snapshot_of({"m.yaml": BASE})).objects
+    with_namespace = load(snapshot_of({"m.yaml": BASE + "---\n" + namespace()})).objects
     assert build_mesh(objects).digest == build_mesh(with_namespace).digest
 
 
@@ -377,7 +377,7 @@ def test_a_service_port_protocol_is_any_name_and_only_udp_is_read():
     assert codes(unnamed) == [("IST0118", "Service/bookinfo/details")]  # the field does not name the protocol
     both = service("details", "- {name: http-web, port: 9080, protocol: HTTP}\n- {name: web, port: 53, protocol: UDP}\n"
                    "- {name: tcp, port: 9090, protocol: udp}\n- {name: grpc, port: 9091, protocol: ''}")
-    (read,) = [o for o in validate(snapshot_of({"m.yaml": both})).objects if o.kind == "Service"]
+    (read,) = [o for o in load(snapshot_of({"m.yaml": both})).objects if o.kind == "Service"]
     assert [(p.protocol, p.kubernetes_protocol) for p in kube.service_ports(read)] == [
         ("HTTP", "HTTP"), ("UDP", "UDP"), ("TCP", "udp"), ("GRPC", "TCP")]  # only UDP, as Kubernetes spells it
 
@@ -385,8 +385,7 @@ def test_a_service_port_protocol_is_any_name_and_only_udp_is_read():
 def test_an_unchanged_workload_is_checked_again_when_its_namespaces_labels_change():
     """The image and UID checks are local, with the Namespaces' injection labels as their fact: a
     Deployment in a file no revision touches gets the findings a fresh validation gives."""
-    from compiler.diff import load_revision
-
+    from compiler.revision import load
     workload = deployment("- {name: app, image: app}\n" + PROXY_AUTO, labels="{app: gw}", pod=uid())
     revisions = [{}, {"ns.yaml": namespace(labels="{istio-injection: disabled}")},
                  {"ns.yaml": namespace(labels="{istio-injection: disabled, team: a}")},
@@ -395,10 +394,10 @@ def test_an_unchanged_workload_is_checked_again_when_its_namespaces_labels_chang
     seen = []
     for n, extra in enumerate(revisions):
         files = {"mesh.yaml": BASE, "gw.yaml": workload, **extra}
-        loaded = load_revision(snapshot_of(files, f"r{n}"), like=previous)
+        loaded = load(snapshot_of(files, f"r{n}"), previous)
         if previous is not None:
             assert loaded.parsed.files["gw.yaml"] is previous.parsed.files["gw.yaml"]
-        fresh = validate(snapshot_of(files))
+        fresh = load(snapshot_of(files))
         assert [f.text() for f in loaded.findings] == [f.text() for f in fresh.findings]
         seen.append(sorted(f.code for f in loaded.findings))
         previous = loaded

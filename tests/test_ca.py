@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
-from compiler.validate import validate
+from compiler.revision import load
 from reconciler.ca import (CAError, DirTarget, init_root, issue, load_root, plan, policy_for, reconcile,
                            secret_manifest, target_from)
 from reconciler.ca.planning import CREATE, NONE, REFUSE, REISSUE
@@ -36,8 +36,8 @@ ECDSA = "ecdsa-p256"
 
 
 def sample_objects(extra: dict[str, str] | None = None):
-    result = validate(snapshot_of({**sample_files(), **(extra or {})}))
-    assert result.ok, "\n".join(f.text() for f in result.findings)
+    result = load(snapshot_of({**sample_files(), **(extra or {})}))
+    assert result.valid, "\n".join(f.text() for f in result.findings)
     return result.objects
 
 

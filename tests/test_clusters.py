@@ -12,7 +12,7 @@ from compiler.clusters import build_clusters
 from compiler.model import build_mesh
 from compiler.parse import parse
 from compiler.scope import visible_services
-from compiler.validate import validate
+from compiler.revision import load
 from compiler.view import make_view
 from tests.conftest import mesh_from, snapshot_of
 
@@ -82,7 +82,7 @@ def test_names_types_and_defaults():
 def test_none_with_endpoints_is_rejected_but_compiled_as_endpoints():
     """Istio rejects endpoints with resolution NONE (IST0106); given them anyway, it sends them by EDS."""
     files = {"mesh.yaml": "---\n".join((TOPOLOGY, se("listed", "NONE", "[{address: 10.0.0.9}]")))}
-    assert [f.code for f in validate(snapshot_of(files)).findings] == ["IST0106"]
+    assert [f.code for f in load(snapshot_of(files)).findings] == ["IST0106"]
     mesh = build_mesh(parse(snapshot_of(files)).objects, "r1")
     view = make_view(mesh, "c1")
     out = {c.name: c for c in build_clusters(mesh, view, visible_services(mesh, view))}

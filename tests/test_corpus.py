@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from compiler.snapshot import Snapshot
-from compiler.validate import validate
+from compiler.revision import load
 from compiler.validate.framework import ANALYZERS
 
 CORPUS = Path(__file__).resolve().parent / "data" / "invalid"
@@ -63,7 +63,7 @@ def test_corpus_covers_every_code():
 def test_case(path: Path):
     expected = expectations(path)
     snapshot = Snapshot(revision="test", files={path.name: path.read_bytes()})
-    findings = validate(snapshot).findings
+    findings = load(snapshot).findings
     got = Counter((f.code, f.line) for f in findings)
     if got != expected:
         missing = sorted((expected - got).elements())

@@ -10,7 +10,8 @@ import json
 
 import pytest
 
-from compiler.diff import build_preview, load_revision
+from compiler.diff import build_preview
+from compiler.revision import load
 from compiler.diff.preview import Preview
 from reconciler.preview import MARKER, plans, render_json, render_markdown
 from reconciler.sources import LocalGitSource
@@ -49,8 +50,8 @@ def _tree(repo, tree, prefix="") -> dict[str, bytes]:
 
 def preview_of(repo, base="HEAD~1", head="HEAD", clusters=None) -> Preview:
     source = LocalGitSource(repo.workdir or repo.path)
-    before = load_revision(source.snapshot(base))
-    after = load_revision(source.snapshot(head), like=before)
+    before = load(source.snapshot(base))
+    after = load(source.snapshot(head), before)
     return build_preview(before, after, clusters, plans(before, after, clusters or list(CLUSTERS)))
 
 
@@ -222,8 +223,8 @@ def test_compiling_only_the_affected_hosts_gives_the_same_preview(repo, setup, e
         change(repo, setup, "setup")
     change(repo, edit)
     source = LocalGitSource(repo.workdir or repo.path)
-    base = load_revision(source.snapshot("HEAD~1"))
-    head = load_revision(source.snapshot("HEAD"), like=base)
+    base = load(source.snapshot("HEAD~1"))
+    head = load(source.snapshot("HEAD"), base)
     narrow, whole = build_preview(base, head), build_preview(base, head, narrow=False)
     assert render_json(narrow) == render_json(whole)
     assert any(v.changes for c in whole.clusters for v in c.views)
@@ -248,7 +249,7 @@ def test_a_new_global_name_shows_its_vip_for_every_cluster_and_old_names_keep_th
     preview = preview_of(repo)
     dns_section = preview.plans[1]
     (row,) = dns_section.changes
-    vips = load_revision(LocalGitSource(repo.workdir).snapshot("HEAD")).mesh.vips.addresses
+    vips = load(LocalGitSource(repo.workdir).snapshot("HEAD")).mesh.vips.addresses
     assert (row.cluster, row.action, row.subject) == (
         ", ".join(CLUSTERS), "add", f"details.bookinfo.global → {vips['details.bookinfo.global']}")
     assert vips["details.bookinfo.global"].startswith("240.0.")
@@ -261,7 +262,7 @@ def test_a_new_global_name_shows_its_vip_for_every_cluster_and_old_names_keep_th
 
 
 def test_removing_a_global_name_and_giving_another_its_own_address(repo):
-    base_vips = load_revision(LocalGitSource(repo.workdir).snapshot("HEAD")).mesh.vips.addresses
+    base_vips = load(LocalGitSource(repo.workdir).snapshot("HEAD")).mesh.vips.addresses
     change(repo, replace("global/ratings-global.yaml", "  location: MESH_INTERNAL",
                          "  addresses: [240.0.7.7]\n  location: MESH_INTERNAL"))
     (row,) = preview_of(repo).plans[1].changes

@@ -34,7 +34,7 @@ import yaml
 from compiler.findings import Level
 from compiler.model import build_mesh
 from compiler.snapshot import Snapshot
-from compiler.validate import validate
+from compiler.revision import load
 from compiler.view import make_view
 from compiler.xds import compile_view, config_dump, dump_json
 
@@ -68,7 +68,7 @@ def compile_golden(feature: Path, view: dict, incremental: bool = False) -> str:
     """The view's config dump; ``incremental``: compiled with a previous compile of a separate parse of
     the same repository, so every service's clusters and assignments are reused from it."""
     def compiled(previous=None):
-        result = validate(snapshot_of(feature))
+        result = load(snapshot_of(feature))
         mesh = build_mesh(result.objects, result.snapshot.revision)
         proxy = make_view(mesh, view["cluster"], view.get("node_id") or
                           "sidecar~127.0.0.1~proxy.default~default.svc.cluster.local",
@@ -91,7 +91,7 @@ def test_no_stray_expected_files(feature):
 
 @pytest.mark.parametrize("feature", features(), ids=lambda p: p.name)
 def test_repo_validates(feature):
-    result = validate(snapshot_of(feature))
+    result = load(snapshot_of(feature))
     errors = [f for f in result.findings if f.level == Level.ERROR]
     assert not errors, "\n".join(f.text() for f in errors)
     assert result.objects, "the repository holds no objects"

@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from compiler.validate import validate
+from compiler.revision import load
 from tests.conftest import ONE_CLUSTER, snapshot_of
 
 # What the API server adds to every object it returns.
@@ -92,20 +92,20 @@ def exported(api_version: str, kind: str, rest: str) -> str:
 
 @pytest.mark.parametrize("api_version, kind, rest", KINDS, ids=IDS)
 def test_an_object_as_kubectl_get_prints_it_validates(api_version, kind, rest):
-    findings = validate(snapshot_of({"exported.yaml": ONE_CLUSTER + "---\n" + exported(api_version, kind, rest)})).findings
+    findings = load(snapshot_of({"exported.yaml": ONE_CLUSTER + "---\n" + exported(api_version, kind, rest)})).findings
     assert [f.text() for f in findings if f.level.value == "error"] == []
 
 
 def test_a_list_of_exported_objects_validates_with_every_item_read():
     items = "".join("- " + textwrap.indent(exported(*entry), "  ")[2:] for entry in KINDS)
     text = f"apiVersion: v1\nkind: List\nmetadata:\n  resourceVersion: \"\"\nitems:\n{items}"
-    result = validate(snapshot_of({"list.yaml": ONE_CLUSTER + "---\n" + text}))
+    result = load(snapshot_of({"list.yaml": ONE_CLUSTER + "---\n" + text}))
     assert [f.text() for f in result.findings if f.level.value == "error"] == []
     assert sorted(o.kind for o in result.objects if o.namespace == "shop") == sorted(IDS)
 
 
 def test_a_misspelt_metadata_field_is_still_an_error():
-    (finding,) = validate(snapshot_of({"a.yaml": "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n"
+    (finding,) = load(snapshot_of({"a.yaml": "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n"
                                                  "  namepsace: shop\n"})).findings
     assert (finding.code, finding.line) == ("IST0106", 5) and "did you mean 'namespace'" in finding.message
 
@@ -118,13 +118,13 @@ def test_a_name_ending_in_a_newline_is_refused(field):
     other = "namespace: shop" if field == "name" else "name: web"
     text = f"apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  {field}: {value}\n" \
            f"  {other}\nspec:\n  host: web.example.com\n"
-    (finding,) = [f for f in validate(snapshot_of({"a.yaml": text})).findings if f.code == "IST0106"]
+    (finding,) = [f for f in load(snapshot_of({"a.yaml": text})).findings if f.code == "IST0106"]
     assert finding.line == 4 and "does not match" in finding.message
     assert "\n" not in finding.text()  # the control character is shown escaped
 
 
 def test_control_characters_in_a_name_are_escaped_in_the_text_of_a_finding():
     text = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata:\n  name: \"gw\\e[31m\"\nspec: {}\n"
-    findings = validate(snapshot_of({"a.yaml": text})).findings
+    findings = load(snapshot_of({"a.yaml": text})).findings
     assert findings and all("\x1b" not in f.text() for f in findings)
     assert any("\\x1b[31m" in f.text() for f in findings)

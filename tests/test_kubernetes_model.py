@@ -245,14 +245,14 @@ def test_build_mesh_leaves_gateway_api_gateways_out():
     Gateways, even one named as an Istio Gateway is, nor in its digests), so no proxy's configuration
     changes with them."""
     from compiler.model import build_mesh
-    from compiler.validate import validate
+    from compiler.revision import load
     from compiler.xds import config_dump, dump_json
     from tests.conftest import sample_files, snapshot_of
 
     files = sample_files()
-    plain = validate(snapshot_of(files, "r"))
-    both = validate(snapshot_of({**files, "gateways/gateway-api.yaml": GATEWAY_API}, "r"))
-    assert plain.ok and both.ok, [f.text() for f in both.findings]
+    plain = load(snapshot_of(files, "r"))
+    both = load(snapshot_of({**files, "gateways/gateway-api.yaml": GATEWAY_API}, "r"))
+    assert plain.valid and both.valid, [f.text() for f in both.findings]
     read = [o for o in both.objects if o.group == "gateway.networking.k8s.io"]
     assert [(o.kind, o.name) for o in read] == [("KubernetesGateway", "bookinfo-gateway"), ("KubernetesGateway", "web")]
     without, with_them = build_mesh(plain.objects, "r"), build_mesh(both.objects, "r")

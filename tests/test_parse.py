@@ -429,7 +429,7 @@ def test_another_revision_reuses_the_unchanged_files_and_still_finds_duplicates_
 def test_field_lines_of_documents_before_a_syntax_error():
     """A finding in a document before a syntax error still gets its field's line (the lazy second
     reading of the file stops at the error instead of raising it)."""
-    from compiler.validate import validate
+    from compiler.revision import load
     text = textwrap.dedent("""\
         apiVersion: networking.istio.io/v1
         kind: ServiceEntry
@@ -442,7 +442,7 @@ def test_field_lines_of_documents_before_a_syntax_error():
         ---
           broken: [
         """)
-    findings = validate(snapshot_of({"web.yaml": text})).findings
+    findings = load(snapshot_of({"web.yaml": text})).findings
     assert [f.code for f in findings] == ["IST0106", "GAL0001"]
     assert findings[0].line == 8
 

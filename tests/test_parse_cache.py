@@ -16,7 +16,7 @@ from compiler import parse as parse_module
 from compiler import records
 from compiler.parse import parse
 from compiler.snapshot import Snapshot
-from compiler.validate import validate
+from compiler.revision import load
 from compiler.validate.framework import LOCAL_STAMP
 from reconciler import parse_cache
 from reconciler.cli import main
@@ -55,14 +55,14 @@ def no_parsing(monkeypatch):
 
 
 def read_through(cache: ParseCache, snapshot: Snapshot):
-    result = validate(snapshot, stored=cache.stored(snapshot))
+    result = load(snapshot, stored=cache.stored(snapshot))
     cache.keep(result.parsed)
     return result
 
 
 @pytest.mark.parametrize("snapshot", [Snapshot("sample", sample_files()), corpus_snapshot()], ids=["sample", "corpus"])
 def test_a_revision_read_back_from_the_cache_is_the_revision_parsed(snapshot, tmp_path, monkeypatch):
-    parsed = validate(snapshot)
+    parsed = load(snapshot)
     first = read_through(ParseCache(tmp_path, print), snapshot)  # writes the records
     no_parsing(monkeypatch)
     again = read_through(ParseCache(tmp_path, print), snapshot)  # a new run: every file from the cache
@@ -76,7 +76,7 @@ def test_a_revision_read_back_from_the_cache_is_the_revision_parsed(snapshot, tm
 
 def test_a_record_is_plain_data_that_marshal_stores(sample_snapshot):
     result = parse(sample_snapshot)
-    validate(sample_snapshot)  # not these objects: records must hold without validation too
+    load(sample_snapshot)  # not these objects: records must hold without validation too
     for file, parsed in result.files.items():
         record = records.file_record(parsed)
         assert marshal.loads(marshal.dumps(record)) == record
@@ -99,17 +99,17 @@ def test_only_the_changed_file_is_parsed_again(tmp_path, monkeypatch):
     monkeypatch.setattr(parse_module, "_parse_file", counting)
     result = read_through(ParseCache(tmp_path, print), Snapshot("two", files))
     assert parsed_now == [changed]
-    assert result.ok
+    assert result.valid
 
 
 def test_a_check_that_depends_on_other_files_is_found_again_and_stored_again(tmp_path, monkeypatch):
     """The VirtualService's file does not change, but the host it routes to goes: its stored problems
     were found against other facts, so it is checked again, and the new result is what is stored."""
     files = {**sample_files(), "extra/vs.yaml": VS_TO_REVIEWS.encode()}
-    assert read_through(ParseCache(tmp_path, print), Snapshot("one", files)).ok
+    assert read_through(ParseCache(tmp_path, print), Snapshot("one", files)).valid
     without = {name: data for name, data in files.items() if name != "bookinfo/reviews.yaml"}
     assert len(without) < len(files)
-    fresh = validate(Snapshot("two", without))
+    fresh = load(Snapshot("two", without))
     assert any(f.code == "IST0101" and f.file == "extra/vs.yaml" for f in fresh.findings)
     assert findings_text(read_through(ParseCache(tmp_path, print), Snapshot("two", without))) == findings_text(fresh)
     stored = ParseCache(tmp_path, print).stored(Snapshot("two", without))["extra/vs.yaml"].objects[0].checks
@@ -180,7 +180,7 @@ def test_an_unwritable_cache_is_turned_off_with_one_warning(tmp_path):
     warnings: list[str] = []
     cache = ParseCache(blocked, warnings.append)
     snapshot = Snapshot("sample", sample_files())
-    assert read_through(cache, snapshot).ok
+    assert read_through(cache, snapshot).valid
     read_through(cache, Snapshot("other", {**sample_files(), "x.yaml": b"# x\n"}))
     assert len(warnings) == 1 and str(blocked) in warnings[0] and "going on without it" in warnings[0]
 

@@ -17,7 +17,8 @@ def test_the_diff_worked_example_is_real_output(tmp_path):
     """The README's `galleon diff` example, made again from the same commits."""
     import re
 
-    from compiler.diff import build_preview, load_revision
+    from compiler.diff import build_preview
+    from compiler.revision import load
     from reconciler.preview import render_markdown
     from reconciler.sources import LocalGitSource
     from tests import gitutil
@@ -35,7 +36,7 @@ def test_the_diff_worked_example_is_real_output(tmp_path):
     gitutil.commit(repo, {**files, "bookinfo/reviews.yaml": reviews.encode(), "running/cluster-c.yaml": running.encode()},
                    branch="canary", parents=[repo.references["refs/heads/main"].target])
     source = LocalGitSource(tmp_path / "repo")
-    preview = build_preview(load_revision(source.snapshot("main")), load_revision(source.snapshot("canary")),
+    preview = build_preview(load(source.snapshot("main")), load(source.snapshot("canary")),
                             ["cluster-c"])
     commit_ids = re.compile(r"`[0-9a-f]{12}` → `[0-9a-f]{12}`")
     assert commit_ids.sub("ids", render_markdown(preview).strip()) == commit_ids.sub("ids", shown.strip())

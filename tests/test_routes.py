@@ -17,7 +17,7 @@ from compiler.model import build_mesh
 from compiler.parse import parse
 from compiler.routes import build_routes
 from compiler.scope import visible_services
-from compiler.validate import validate
+from compiler.revision import load
 from compiler.view import make_view
 from tests.conftest import ONE_CLUSTER, mesh_from, sample_files, snapshot_of
 
@@ -126,8 +126,8 @@ def configs(extra: str = "", *, node_id: str = SIDECAR, labels=None, validated: 
     if extra:
         files["extra.yaml"] = textwrap.dedent(extra).lstrip("\n")
     if validated:
-        result = validate(snapshot_of(files))
-        assert result.ok, "\n".join(map(str, result.findings))
+        result = load(snapshot_of(files))
+        assert result.valid, "\n".join(map(str, result.findings))
     else:
         result = parse(snapshot_of(files))
     model = build_mesh(result.objects, "rev-1")

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from compiler.model import build_mesh
-from compiler.validate import validate
+from compiler.revision import load
 from compiler.view import make_view
 from compiler.vips import Pool
 from compiler.xds import compile_view
@@ -155,8 +155,8 @@ def history(tmp_path_factory) -> History:
         snapshot = source.snapshot(str(oid))
         assert snapshot.revision == str(oid)
         assert sum(p.startswith("global/") for p in snapshot.files) == len(indexes)
-        result = validate(snapshot)
-        assert result.ok, "\n".join(f.text() for f in result.findings)
+        result = load(snapshot)
+        assert result.valid, "\n".join(f.text() for f in result.findings)
         revisions.append(Revision(step, snapshot.revision, result.objects, {host_of(i) for i in indexes}))
     return History(path, revisions, unrelated)
 

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compiler.model import build_mesh
-from compiler.validate import validate
+from compiler.revision import load
 from compiler.view import make_view
 from compiler.vips import DEFAULT_CIDR, Assignment, Pool, allocate, explicit_address, under_suffix
 from compiler.xds import compile_view, config_dump
@@ -395,8 +395,8 @@ def test_a_service_with_its_own_address_keeps_exactly_it():
 
 
 def test_keep_vips_moves_the_compiled_vip():
-    result = validate(snapshot_of(mesh_files()))
-    assert result.ok
+    result = load(snapshot_of(mesh_files()))
+    assert result.valid
     fresh = build_mesh(result.objects, "r1")
     keep = {RATINGS: "240.0.7.7", DB: "240.0.7.8"}
     kept = build_mesh(result.objects, "r2", keep_vips=keep)
@@ -472,7 +472,7 @@ def test_vip_pool_too_small_message_gives_the_count_and_the_fix():
         "9 cross-cluster names need a VIP but vipCidr 240.0.0.0/29 has room for 5, so s5.bookinfo.global and "
         "3 more would get none; widen MeshConfig spec.vipCidr")
     # What the model does with the same names: exactly those four are left out.
-    result = validate(snapshot_of({"mesh.yaml": config + se("many", hosts) + se("own", "[own.bookinfo.global]",
+    result = load(snapshot_of({"mesh.yaml": config + se("many", hosts) + se("own", "[own.bookinfo.global]",
                                                                                  "[240.0.0.1]")}))
     assert len(build_mesh(result.objects).vips.unassigned) == 4
 
@@ -483,5 +483,5 @@ def test_a_pool_just_big_enough_is_not_too_small(cidr):
     config = mesh_config(cidr)
     hosts = "[" + ", ".join(f"s{i}.bookinfo.global" for i in range(size)) + "]"
     assert not [f for f in check(config + se("many", hosts)) if f.code == "GAL0119"]
-    result = validate(snapshot_of({"mesh.yaml": config + se("many", hosts)}))
-    assert result.ok and build_mesh(result.objects).vips.unassigned == ()
+    result = load(snapshot_of({"mesh.yaml": config + se("many", hosts)}))
+    assert result.valid and build_mesh(result.objects).vips.unassigned == ()

@@ -1,6 +1,4 @@
 """Object and Envoy configuration diffs between two revisions, and traffic shares (PR previews)."""
-from .preview import (ClusterDiff, PlanChange, PlanSection, Preview, Revision, TrafficChange, ViewDiff,
-                      build_preview, load_revision)
+from .preview import ClusterDiff, PlanChange, PlanSection, Preview, TrafficChange, ViewDiff, build_preview
 
-__all__ = ["ClusterDiff", "PlanChange", "PlanSection", "Preview", "Revision", "TrafficChange", "ViewDiff",
-           "build_preview", "load_revision"]
+__all__ = ["ClusterDiff", "PlanChange", "PlanSection", "Preview", "TrafficChange", "ViewDiff", "build_preview"]

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Collection, Mapping
+from typing import Callable
 
-from ..findings import Finding, counts, has_errors, sorted_findings
+from ..findings import Finding, counts
 from ..fingerprints import changes, digests
 from ..gateways import destination_hosts
 from ..hosts import fqdn, matches
-from ..model import Mesh, build_mesh
+from ..model import Mesh
 from ..names import parse_eds_name
-from ..parse import FileParse, ParseResult, SourceObject, parse
-from ..snapshot import Snapshot
-from ..validate import validate_objects
+from ..parse import SourceObject
+from ..revision import Revision
 from ..view import SIDECAR, ProxyView
 from ..xds import CompiledView, compile_view
 from ..xds_types import ROUTE
@@ -29,54 +28,8 @@ from .traffic import Destination, service_shares
 from .views import DEFAULT_NAMESPACE, ViewSpec, caller_localities, proxy_specs
 
 
-@dataclass
-class Revision:
-    """One side of a preview: every object as parsed, the findings, and the mesh.
-
-    A revision with errors is never served, but a reviewer still wants to see what it would do
-    (a renamed subset: its clusters and the route left dangling), so its mesh is built from the
-    objects that passed their schemas; ``mesh`` is None only when even that fails.
-    """
-
-    snapshot: Snapshot
-    parsed: ParseResult = field(repr=False)
-    findings: list[Finding]
-    mesh: Mesh | None
-
-    @property
-    def objects(self) -> list[SourceObject]:
-        return self.parsed.objects
-
-    @property
-    def valid(self) -> bool:
-        return not has_errors(self.findings)
-
-
 class Uncompilable(Exception):
     """A revision with errors that the compiler cannot make sense of (only ever for previews)."""
-
-
-def load_revision(snapshot: Snapshot, like: Revision | None = None, vips: Mapping[str, str] | None = None,
-                  held_vips: Collection[str] = (), model_invalid: bool = True,
-                  stored: Mapping[str, FileParse] | None = None) -> Revision:
-    """Parse, validate and model a snapshot; files unchanged since ``like`` (or ``stored``: parses kept
-    between runs) are not read again, and its names keep ``like``'s VIPs (else ``vips``: those
-    served; ``held_vips`` are not given to new names), as a reconciler applying it would.
-    ``model_invalid``: build the mesh of a revision with errors too (a preview shows what it would
-    do; a server only needs to know it has errors)."""
-    parsed = parse(snapshot, previous=like.parsed if like else None, stored=stored)
-    schema_valid, findings = validate_objects(parsed.objects)
-    revision = Revision(snapshot, parsed, sorted_findings(parsed.findings + findings), None)
-    if not (revision.valid or model_invalid):
-        return revision
-    if vips is None and like is not None and like.mesh is not None:
-        vips = like.mesh.vips.addresses
-    try:
-        revision.mesh = build_mesh(schema_valid, snapshot.revision, keep_vips=vips, held_vips=held_vips)
-    except Exception:  # noqa: BLE001 - the analyzers' guarantees do not hold for a revision with errors
-        if revision.valid:
-            raise
-    return revision
 
 
 def _compile(revision: Revision, view: ProxyView, previous: CompiledView | None = None,
@@ -229,7 +182,7 @@ def _finding_dict(finding: Finding) -> dict:
 
 def _revision_dict(revision: Revision) -> dict:
     found = counts(revision.findings)
-    return {"revision": revision.snapshot.revision, "valid": revision.valid, "objects": len(revision.objects),
+    return {"revision": revision.snapshot.revision, "valid": revision.valid, "objects": len(revision.parsed.objects),
             "errors": found["error"], "warnings": found["warning"], "infos": found["info"]}
 
 
@@ -295,7 +248,7 @@ def build_preview(base: Revision, head: Revision, clusters: list[str] | None = N
     ``narrow``: compile only the services the change may touch (affected_hosts); False compiles
     every service, for the same result."""
     new, old = split_findings(base.findings, head.findings)
-    preview = Preview(base, head, diff_objects(base.objects, head.objects), new, old, [], plans or [])
+    preview = Preview(base, head, diff_objects(base.parsed.objects, head.parsed.objects), new, old, [], plans or [])
     if not preview.envoy_compared:
         return preview
     names = clusters if clusters is not None else sorted(base.mesh.clusters.keys() | head.mesh.clusters.keys())

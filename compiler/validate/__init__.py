@@ -1,16 +1,12 @@
-"""Validation: schemas first, then the semantic analyzers, over one snapshot.
+"""Validation: schemas first, then the semantic analyzers, over one snapshot's objects (compiler/revision.py).
 
 Analyzers see only objects that passed their schema, so each can trust the
 shapes it reads; an object with schema errors is reported once, for those.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Mapping
-
-from ..findings import Finding, has_errors, sorted_findings
-from ..parse import FileParse, ParseResult, SourceObject, parse
-from ..snapshot import Snapshot
+from ..findings import Finding
+from ..parse import SourceObject
 from . import (conditions, deprecation, destination_rules, gateways, jwt_claims, references, routing,  # noqa: F401
                service_entries, services, sidecars, topology, vips, workload_entries, workloads)  # (each registers its analyzers)
 from . import schema
@@ -19,18 +15,6 @@ from .assumed import is_assumed
 from .annotations import KINDS as _ANNOTATED_KINDS  # noqa: F401
 from .framework import run_all
 from .index import Index
-
-
-@dataclass
-class Validation:
-    snapshot: Snapshot
-    objects: list[SourceObject]
-    findings: list[Finding]
-    parsed: ParseResult = field(repr=False)
-
-    @property
-    def ok(self) -> bool:
-        return not has_errors(self.findings)
 
 
 def validate_objects(objects: list[SourceObject]) -> tuple[list[SourceObject], list[Finding]]:
@@ -48,11 +32,3 @@ def validate_objects(objects: list[SourceObject]) -> tuple[list[SourceObject], l
         findings.append(Finding(obj.file, obj.line_of(path), check.level, check.code, message,
                                 obj.shown_kind, obj.namespace, obj.name))
     return valid, findings
-
-
-def validate(snapshot: Snapshot, stored: Mapping[str, FileParse] | None = None) -> Validation:
-    """Parse (but files ``stored`` holds) and validate a snapshot. Raises parse.UnreadableFile for
-    files that are not YAML text."""
-    parsed = parse(snapshot, stored=stored)
-    valid, findings = validate_objects(parsed.objects)
-    return Validation(snapshot, valid, sorted_findings(parsed.findings + findings), parsed)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import fields
 
-from compiler.diff import PlanChange, PlanSection, Revision
+from compiler.diff import PlanChange, PlanSection
+from compiler.revision import Revision
 from compiler.parse import SourceObject
 
 from .errors import CAError

@@ -11,7 +11,7 @@ from .common import EXIT_INVALID, EXIT_OK, UsageError, check_clusters, clusters_
 from .options import add_clusters, add_kubeconfig, add_source
 
 if TYPE_CHECKING:
-    from compiler.validate import Validation
+    from compiler.revision import Revision
 
     from .. import ca
 
@@ -96,12 +96,12 @@ def _root_ca(args) -> ca.RootCA:
     return load_root_secret(args.root_ca_secret, args.kubeconfig, args.root_ca_context)
 
 
-def _contexts(result: Validation) -> dict[str, str | None]:
+def _contexts(result: Revision) -> dict[str, str | None]:
     """Each Cluster of the revision and its kubeconfig context (spec.kubeContext)."""
     return {o.name: o.spec.get("kubeContext") for o in result.objects if o.kind == "Cluster"}
 
 
-def _policy(result: Validation, cluster: str) -> ca.Policy | None:
+def _policy(result: Revision, cluster: str) -> ca.Policy | None:
     """The CertificateAuthority policy that covers ``cluster``; None (said on stdout) when none does."""
     from .. import ca
     policy = ca.policy_for(result.objects, cluster)

@@ -14,7 +14,7 @@ from ..defaults import split_address
 
 if TYPE_CHECKING:
     from compiler.findings import Finding
-    from compiler.validate import Validation
+    from compiler.revision import Revision
 
     from ..parse_cache import ParseCache
     from ..sources import GitCredentials
@@ -58,16 +58,16 @@ def parse_cache(args) -> ParseCache:
     return ParseCache(None if args.no_cache else args.state_dir / "parses", warn)
 
 
-def load(args) -> Validation:
+def read(args) -> Revision:
     """Read SOURCE at --rev and validate it; raises SourceError/UnreadableFile for exit 2."""
-    from compiler.validate import validate
+    from compiler.revision import load
 
     from ..sources import open_sources
     locations = args.source if isinstance(args.source, list) else [args.source]
     source = open_sources(locations, args.state_dir, credentials(args, True))
     source.refresh()
     snapshot, cache = source.snapshot(args.rev), parse_cache(args)
-    result = validate(snapshot, stored=cache.stored(snapshot))
+    result = load(snapshot, stored=cache.stored(snapshot))
     cache.keep(result.parsed)
     return result
 
@@ -78,11 +78,11 @@ def print_findings(findings: Iterable[Finding], file: TextIO | None = None) -> N
         print(finding.text(), file=file)
 
 
-def valid_revision(args, consequence: str) -> Validation | None:
+def valid_revision(args, consequence: str) -> Revision | None:
     """SOURCE at --rev, validated; None (its findings printed) when it has errors."""
     from compiler.snapshot import short_revision
-    result = load(args)
-    if not result.ok:
+    result = read(args)
+    if not result.valid:
         print_findings(result.findings, sys.stderr)
         print(f"galleon: {result.snapshot.origin} at {short_revision(result.snapshot.revision)} has errors; "
               f"{consequence}", file=sys.stderr)
@@ -90,7 +90,7 @@ def valid_revision(args, consequence: str) -> Validation | None:
     return result
 
 
-def clusters_revision(args, consequence: str) -> Validation | None:
+def clusters_revision(args, consequence: str) -> Revision | None:
     """As valid_revision, for a command that writes to --cluster NAME ... or --all-clusters."""
     if bool(args.cluster) == args.all_clusters:
         raise UsageError("give --cluster NAME (repeatable) or --all-clusters")

@@ -30,14 +30,13 @@ def register(commands) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from compiler.model import build_mesh
     from compiler.snapshot import short_revision
     from compiler.view import ViewError, make_view
     from compiler.xds import compile_view, config_dump, dump_json
     result = valid_revision(args, "nothing compiled")
     if result is None:
         return EXIT_INVALID
-    mesh = build_mesh(result.objects, result.snapshot.revision)
+    mesh = result.mesh
     try:
         view = make_view(mesh, args.cluster, args.node_id, labels(args.label), args.locality, proxyless=args.grpc)
     except ViewError as exc:

@@ -65,14 +65,14 @@ def run(args) -> int:
         text, head_revision, head_valid, has_changes = answer.body, answer.head_revision, answer.head_valid, \
             answer.has_changes
     else:
-        from compiler.diff import load_revision
+        from compiler.revision import load
 
         from .. import preview
         say(f"reading {args.base} and {args.head}")
         cache = parse_cache(args)
         base_snapshot, head_snapshot = source.snapshot(args.base), source.snapshot(args.head)
-        base = load_revision(base_snapshot, stored=cache.stored(base_snapshot))
-        head = load_revision(head_snapshot, like=base, stored=cache.stored(head_snapshot, have=base.parsed.files))
+        base = load(base_snapshot, stored=cache.stored(base_snapshot))
+        head = load(head_snapshot, base, stored=cache.stored(head_snapshot, have=base.parsed.files))
         cache.keep(base.parsed)
         cache.keep(head.parsed)
         try:

@@ -88,7 +88,6 @@ def _outcomes(args, mesh: Mesh, clusters: list[str], dry_run: bool):
 
 
 def reconcile(args) -> int:
-    from compiler.model import build_mesh
 
     from .. import dns
     result = clusters_revision(args, "no DNS entry written")
@@ -96,7 +95,7 @@ def reconcile(args) -> int:
         return EXIT_INVALID
     failed = False
     report = []
-    mesh = build_mesh(result.objects, result.snapshot.revision)
+    mesh = result.mesh
     for cluster, outcome in _outcomes(args, mesh, args.cluster, args.dry_run):
         if isinstance(outcome, dns.DNSError):
             report.append({"cluster": cluster, "error": str(outcome)})
@@ -119,7 +118,6 @@ def reconcile(args) -> int:
 
 
 def render(args) -> int:
-    from compiler.model import build_mesh
 
     from .. import dns
     if bool(args.cluster) != bool(args.target):
@@ -127,7 +125,7 @@ def render(args) -> int:
     result = valid_revision(args, "nothing rendered")
     if result is None:
         return EXIT_INVALID
-    mesh = build_mesh(result.objects, result.snapshot.revision)
+    mesh = result.mesh
     entries = mesh.vips.addresses
     if args.target:
         (cluster, outcome), = _outcomes(args, mesh, [args.cluster], dry_run=True)

@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from .common import EXIT_INVALID, EXIT_OK, load, print_findings
+from .common import EXIT_INVALID, EXIT_OK, print_findings, read
 from .options import add_source
 
 
@@ -26,23 +26,22 @@ def register(commands) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     from compiler.findings import counts
-    from compiler.model import build_mesh
     from compiler.snapshot import short_revision
     from compiler.summary import summarize
-    result = load(args)
+    result = read(args)
     found = counts(result.findings)
     if args.format == "json":
         json.dump({"source": result.snapshot.origin, "revision": result.snapshot.revision,
-                   "valid": result.ok, "errors": found["error"], "warnings": found["warning"], "infos": found["info"],
+                   "valid": result.valid, "errors": found["error"], "warnings": found["warning"], "infos": found["info"],
                    "files": len(result.snapshot.files), "objects": len(result.objects),
                    "findings": [f.to_dict() for f in result.findings]}, sys.stdout, indent=2, sort_keys=True)
         print()
     else:
         print_findings(result.findings)
-        if args.summary and result.ok:
-            print(summarize(result.objects, build_mesh(result.objects, result.snapshot.revision)))
-        verdict = "valid" if result.ok else "INVALID"
+        if args.summary and result.valid:
+            print(summarize(result.objects, result.mesh))
+        verdict = "valid" if result.valid else "INVALID"
         print(f"{result.snapshot.origin} at {short_revision(result.snapshot.revision)}: {verdict}: "
               f"{len(result.objects)} objects in {len(result.snapshot.files)} files, "
               f"{found['error']} errors, {found['warning']} warnings, {found['info']} infos", file=sys.stderr)
-    return EXIT_OK if result.ok else EXIT_INVALID
+    return EXIT_OK if result.valid else EXIT_INVALID

@@ -21,7 +21,7 @@ from typing import Awaitable, Callable
 
 import structlog
 
-from compiler.diff import Revision, load_revision
+from compiler.revision import Revision, load
 from compiler.findings import Finding, Level
 from compiler.snapshot import Snapshot, short_revision
 
@@ -304,8 +304,7 @@ class Loader:
         held = {a for a, t in given.released.items() if now - t < VIP_QUARANTINE}
         base = given.base
         stored = self.parses.stored(snapshot, have=base.parsed.files if base else None)
-        loaded = load_revision(snapshot, like=base, vips=given.vips, held_vips=held, model_invalid=False,
-                               stored=stored)
+        loaded = load(snapshot, base, vips=given.vips, held_vips=held, stored=stored)
         self.parses.keep(loaded.parsed)
         reading.findings = loaded.findings
         revision = short_revision(snapshot.revision)

@@ -12,7 +12,7 @@ import time
 
 import structlog
 
-from compiler.diff import Revision, load_revision
+from compiler.revision import Revision, load
 from compiler.parse import UnreadableFile
 from compiler.snapshot import short_revision
 
@@ -59,7 +59,7 @@ class Previews:
 
         def build() -> pb.PreviewResponse:
             started = time.perf_counter()
-            head = load_revision(self.loader.snapshot_of(rev), like=base)
+            head = load(self.loader.snapshot_of(rev), base)
             result = preview_of(base, head, clusters)  # raises ValueError for an unknown cluster
             body = (render_json(result) if fmt == "json"
                     else render_markdown(result, max_bytes or DEFAULT_MAX_BYTES))

@@ -12,7 +12,7 @@ import time
 
 import structlog
 
-from compiler.diff import Revision
+from compiler.revision import Revision
 
 from .. import runtime
 from ..ads.server import AdsServer

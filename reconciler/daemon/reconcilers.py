@@ -16,7 +16,7 @@ from typing import Awaitable, Callable, Coroutine
 
 import structlog
 
-from compiler.diff import Revision
+from compiler.revision import Revision
 from compiler.snapshot import short_revision
 
 from .. import ca, dns

@@ -1,13 +1,14 @@
 """The DNS section of `galleon diff`: the cross-cluster names and VIPs each cluster's CoreDNS would
 gain, lose or see readdressed.
 
-HEAD's VIPs are allocated keeping BASE's (compiler/diff load_revision), as the reconciler keeps
+HEAD's VIPs are allocated keeping BASE's (compiler/revision.load), as the reconciler keeps
 what a cluster answers, so only real changes show: a new or removed name, a name given its own
 address, or a vipCidr that no longer holds an old VIP. Clusters with the same changes share a row.
 """
 from __future__ import annotations
 
-from compiler.diff import PlanChange, PlanSection, Revision
+from compiler.diff import PlanChange, PlanSection
+from compiler.revision import Revision
 
 TITLE = "DNS: .global names and VIPs in CoreDNS"
 

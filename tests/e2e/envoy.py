@@ -50,8 +50,8 @@ def static_bootstrap(config: CompiledView) -> bootstrap_pb2.Bootstrap:
     boot = bootstrap_pb2.Bootstrap()
     boot.node.id = "sidecar~10.0.0.1~validate.default~default.svc.cluster.local"
     boot.node.cluster = "validate"
-    assignments = config.resources[ENDPOINT]
-    for name, cluster in config.resources[CLUSTER].items():
+    assignments = config.messages(ENDPOINT)
+    for name, cluster in config.messages(CLUSTER).items():
         static = cluster_pb2.Cluster()
         static.CopyFrom(cluster)
         if static.type == cluster_pb2.Cluster.EDS:
@@ -60,8 +60,8 @@ def static_bootstrap(config: CompiledView) -> bootstrap_pb2.Bootstrap:
             static.load_assignment.CopyFrom(assignments[name])
         boot.static_resources.clusters.append(static)
     boot.static_resources.clusters.append(_http2_cluster("sds-grpc", "127.0.0.1", 15012))
-    routes = config.resources[ROUTE]
-    for listener in config.resources[LISTENER].values():
+    routes = config.messages(ROUTE)
+    for listener in config.messages(LISTENER).values():
         static = boot.static_resources.listeners.add()
         static.CopyFrom(listener)
         for chain in list(static.filter_chains) + ([static.default_filter_chain]

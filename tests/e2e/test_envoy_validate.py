@@ -57,9 +57,9 @@ def test_envoy_accepts_every_golden_view(feature, view, tmp_path):
     """Every golden view (Kubernetes Services with protocol sniffing, headless and aliased ones among
     them) is configuration the real Envoy accepts, not only what the tests expect."""
     from compiler.model import build_mesh
-    from compiler.validate import validate
+    from compiler.revision import load
     from tests.test_golden import snapshot_of
-    result = validate(snapshot_of(feature))
+    result = load(snapshot_of(feature))
     mesh = build_mesh(result.objects, result.snapshot.revision)
     proxy = make_view(mesh, view["cluster"], view.get("node_id") or
                       "sidecar~127.0.0.1~proxy.default~default.svc.cluster.local",

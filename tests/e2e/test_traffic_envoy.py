@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from compiler.diff import load_revision
+from compiler.revision import load
 from compiler.diff.traffic import service_shares
 from compiler.view import make_view
 from compiler.xds import compile_view
@@ -138,7 +138,7 @@ class Setup:
         source.mkdir()
         for name, text in mesh_files(self.port, self.backends).items():
             (source / name).write_text(text)
-        revision = load_revision(open_source(str(source)).snapshot())
+        revision = load(open_source(str(source)).snapshot())
         assert revision.valid, "\n".join(f.text() for f in revision.findings)
         self.mesh = revision.mesh
         view = make_view(self.mesh, CLUSTER_NAME, NODE, {}, CALLER_LOCALITY, listen_address="127.0.0.1")
