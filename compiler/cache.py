@@ -35,7 +35,7 @@ def serialize(message: Message) -> bytes:
     return message.SerializeToString(deterministic=True)
 
 
-def digest(*parts: bytes) -> str:
+def digest(*parts: bytes | memoryview) -> str:
     """A resource's version: a hash of its bytes (deterministic serialization: same config, same bytes)."""
     found = hashlib.sha256()
     for part in parts:
@@ -135,7 +135,7 @@ class VirtualHostUnit:
 
     name: str
     domains: tuple[str, ...]
-    data: bytes
+    data: bytes | memoryview
     sources: bytes
 
 

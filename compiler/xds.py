@@ -43,12 +43,14 @@ VIRTUAL_HOSTS = ROUTES.message.DESCRIPTOR.fields_by_name["virtual_hosts"].number
 class Resource:
     name: str
     version: str  # a digest of its content and sources, before the revision was stamped
-    parts: tuple[bytes, ...]  # its serialization, in parts (a route configuration's are its virtual hosts')
+    # Its serialization, in parts (a route configuration's are its virtual hosts'); a served view's
+    # are views of the response that carries them (reconciler/ads/views.py)
+    parts: tuple[bytes | memoryview, ...]
     revision: str  # the revision stamped in it
 
     @property
     def data(self) -> bytes:
-        return self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
+        return b"".join(self.parts)
 
     @property
     def size(self) -> int:
@@ -163,7 +165,7 @@ class _Compilation:
         sources = serialize(message.metadata) if metadata is not None and message.HasField("metadata") else b""
         return self._put(xds_type, xds_type.name_of(message), (content,), sources)
 
-    def _put(self, xds_type: XdsType, name: str, content: tuple[bytes, ...], sources: bytes) -> str:
+    def _put(self, xds_type: XdsType, name: str, content: tuple[bytes | memoryview, ...], sources: bytes) -> str:
         """A resource of this content (its own metadata naming ``sources`` in it): the previous
         compile's when its version is the same, else stamped with this revision."""
         version = digest(*content)
@@ -231,10 +233,10 @@ def _unit(vhost: rc.VirtualHost) -> cache.VirtualHostUnit:
     return cache.VirtualHostUnit(vhost.name, tuple(vhost.domains), serialize(vhost), serialize(vhost.metadata))
 
 
-def _assembled(name: str, hosts: list[cache.VirtualHostUnit]) -> tuple[tuple[bytes, ...], bytes]:
+def _assembled(name: str, hosts: list[cache.VirtualHostUnit]) -> tuple[tuple[bytes | memoryview, ...], bytes]:
     """A route configuration's serialization, in parts, from its virtual hosts' (routes.route_configuration's
     result, a virtual host's bytes written once), and the sources it names: its first virtual host's."""
-    parts = [serialize(route_configuration_shell(name))]
+    parts: list[bytes | memoryview] = [serialize(route_configuration_shell(name))]
     taken: set[str] = set()
     sources = b""
     for unit in sorted(hosts, key=lambda unit: unit.name):
@@ -244,7 +246,7 @@ def _assembled(name: str, hosts: list[cache.VirtualHostUnit]) -> tuple[tuple[byt
             unique = [d for d in unique if d not in taken]
             if not unique:
                 continue
-            vhost = rc.VirtualHost.FromString(data)
+            vhost = rc.VirtualHost.FromString(bytes(data))
             del vhost.domains[:]
             vhost.domains.extend(unique)
             data = serialize(vhost)

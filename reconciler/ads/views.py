@@ -3,6 +3,8 @@
 A served view holds its resources' serialized bytes (compiler/xds.py's CompiledView), never their
 messages: responses are assembled from those bytes by concatenation (see wire.py), and cached
 per subscription, whole, so every proxy of a view that asks for the same gets the same bytes.
+The response of a whole type (what a proxy subscribing to every resource gets) is written once,
+when the view is served, and the view's resources are then views of it: each byte is held once.
 The next revision's compile takes back what its objects did not change, and a resource whose
 version did not change keeps the bytes proxies already hold, with the revision at which it last
 changed: only what really changed is pushed.
@@ -11,15 +13,16 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from envoy.config.core.v3 import base_pb2
 from google.protobuf import struct_pb2
 
 from compiler.model import Mesh
+from compiler.wire import tag
 from compiler.view import ANY_ADDRESS, ProxyView, ViewError, make_view
 from compiler.xds import CompiledView, Resource, compile_view, config_dump
-from compiler.xds_types import TYPES
+from compiler.xds_types import ROUTE, TYPES
 
 from . import wire
 
@@ -85,6 +88,8 @@ class ServedView:
         The nonce is the version and this view's serial, so a stream never sees one nonce twice for
         different content, and a late ACK is still told from the current one.
         """
+        if names is not None and names.issuperset(self.resources.get(type_url, ())):
+            names = None  # every resource, as a subscription to all of them by name asks (EDS, RDS)
         key = (type_url, names)
         cached = self._responses.get(key)
         if cached is None:
@@ -127,7 +132,8 @@ class ServedView:
 
 
 def serve_view(mesh: Mesh, view: ProxyView, previous: ServedView | None = None) -> ServedView:
-    """Compile a view, taking back from ``previous`` (this view's served before) what did not change."""
+    """Compile a view, taking back from ``previous`` (this view's served before) what did not change,
+    and write each type's whole response, which its resources then point into."""
     before = previous.compiled if previous is not None else None
     compiled = compile_view(mesh, view, previous=before)
     kept = 0
@@ -137,7 +143,51 @@ def serve_view(mesh: Mesh, view: ProxyView, previous: ServedView | None = None) 
             kept += sum(1 for name, r in compiled.resources[xds_type.url].items() if old.get(name) is r)
     changed = sum(len(by_name) for by_name in compiled.resources.values()) - kept
     versions = {t.url: _combined_version(compiled.resources[t.url].values()) for t in TYPES}
-    return ServedView(compiled, versions, changed)
+    served = ServedView(compiled, versions, changed)
+    for xds_type in TYPES:
+        _write_whole(served, xds_type.url)
+    return served
+
+
+def _write_whole(served: ServedView, type_url: str) -> None:
+    """Write the response of every resource of a type and keep it as the view's cached answer; the
+    view's resources, and the virtual hosts the next compile takes back, become views of its bytes,
+    so the bytes they held before (this compile's, or a previous view's) are let go."""
+    compiled, version = served.compiled, served.versions[type_url]
+    nonce = f"{version}-{served.serial}"
+    head, tail, url = wire.field(1, version), wire.field(4, type_url) + wire.field(5, nonce), wire.field(1, type_url)
+    chunks: list[bytes | memoryview] = [head]
+    placed: list[tuple[Resource, list[int]]] = []  # each resource, and where each of its parts starts
+    at = len(head)
+    for resource in compiled.resources[type_url].values():
+        size = resource.size
+        value = tag(2, size)
+        entry = tag(2, len(url) + len(value) + size)
+        chunks += (entry, url, value)
+        at += len(entry) + len(url) + len(value)
+        starts = []
+        for part in resource.parts:
+            starts.append(at)
+            chunks.append(part)
+            at += len(part)
+        placed.append((resource, starts))
+    chunks.append(tail)
+    response = b"".join(chunks)
+    whole = memoryview(response)
+    moved: dict[int, memoryview] = {}  # id of a part held before -> its view in the response
+    resources = compiled.resources[type_url]
+    for resource, starts in placed:
+        if type_url == ROUTE:  # its virtual hosts' bytes are the next compile's too: a view for each part
+            parts = tuple(whole[start:start + len(part)] for start, part in zip(starts, resource.parts))
+            moved.update((id(old), new) for old, new in zip(resource.parts, parts))
+        else:  # one view (each costs more than a hundred bytes)
+            parts = (whole[starts[0]:starts[0] + resource.size],)
+        resources[resource.name] = Resource(resource.name, resource.version, parts, resource.revision)
+    for key, unit in compiled.units.virtual_hosts.items():
+        data = moved.get(id(unit.data))
+        if data is not None:
+            compiled.units.virtual_hosts[key] = replace(unit, data=data)
+    served._responses[(type_url, None)] = version, nonce, response
 
 
 # Node metadata keys, as Istio's agent sets them.
