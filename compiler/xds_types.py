@@ -1,9 +1,9 @@
 """The xDS resource types Galleon serves: one row each, read by everything that handles them.
 
-Compiling a view (xds.py), serving it (the ADS server: how proxies subscribe, what a state-of-the-
-world response may leave out), dumping it (``galleon compile``, the debug endpoint), diffing it
-and labelling its metrics all read this table. A new type is a row here and a builder (xds.py's
-BUILDERS names which).
+Compiling a view (xds.py: in this order, the push order), serving it (the ADS server: how proxies
+subscribe, what a state-of-the-world response may leave out), dumping it (``galleon compile``, the
+debug endpoint), diffing it and labelling its metrics all read this table. A new type is a row here
+and its builder, called from xds.compile_view.
 """
 from __future__ import annotations
 
