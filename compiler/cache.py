@@ -69,6 +69,7 @@ EDS_PLAN = MeshEntry("eds plan", "(host, port, subset): what every view's assign
 HORIZON = MeshEntry("horizon", "(network,): which other networks a proxy there reaches through gateways")
 IDENTITIES = MeshEntry("identities", "(host,): the SPIFFE identities of the service's workloads")
 SHARED_CLUSTER = MeshEntry("cluster", "(host, port, subset): a cluster no proxy view changes (not DNS)")
+SERIALIZED_CLUSTERS = MeshEntry("serialized clusters", "(host,): a service's clusters no view changes, serialized")
 MESH_VIRTUAL_SERVICES = MeshEntry("mesh virtual services", "(): the VirtualServices bound to the mesh, by host")
 ROUTE_KEY = MeshEntry("route key", "(host,): what routes to the service are built from (fingerprints.py)")
 SERVICE_KEY = MeshEntry("service key", "(host,): what its clusters and assignments are built from")

@@ -63,10 +63,15 @@ def build_sni_dnat_cluster(mesh: Mesh, view: ProxyView, service: Service, port: 
     return cluster
 
 
+def shared_by_views(service: Service) -> bool:
+    """Whether the service's clusters are the same in every view: only a DNS cluster's inline
+    endpoints depend on the proxy."""
+    return service.resolution not in ("DNS", "DNS_ROUND_ROBIN")
+
+
 def build_cluster(mesh: Mesh, view: ProxyView, service: Service, port: Port, subset: str | None) -> Cluster:
-    """One outbound cluster. Only a DNS cluster's inline endpoints depend on the proxy, so the others
-    are built once per mesh and shared by every view (callers must not change them)."""
-    if service.resolution in ("DNS", "DNS_ROUND_ROBIN"):
+    """One outbound cluster; one shared by every view is built once per mesh (callers must not change it)."""
+    if not shared_by_views(service):
         return _build_cluster(mesh, view, service, port, subset)
     return cache.SHARED_CLUSTER.of(mesh, (service.host, port.number, subset),
                                    lambda: _shared_cluster(mesh, view, service, port, subset))

@@ -23,7 +23,7 @@ from google.protobuf.message import Message
 
 from . import cache, proxyless, wire
 from .cache import digest, serialize
-from .clusters import build_sni_dnat_cluster, service_clusters
+from .clusters import build_sni_dnat_cluster, service_clusters, shared_by_views
 from .endpoints import build_load_assignment
 from .fingerprints import changes, digests, service_key, view_key, virtual_host_key
 from .gateways import sni_dnat_targets
@@ -151,19 +151,23 @@ class _Compilation:
         self.resources: dict[str, dict[str, Resource]] = {t.url: {} for t in TYPES}
 
     def result(self) -> CompiledView:
-        return CompiledView(self.view, self.revision,
-                            {url: dict(sorted(by_name.items())) for url, by_name in self.resources.items()},
-                            self.units)
+        """The compiled view, each type's resources in name order (the previous compile's order when
+        the names are the same, as after most changes)."""
+        ordered = {}
+        for url, by_name in self.resources.items():
+            before = self.before.get(url)
+            if before is not None and len(before) == len(by_name) and before.keys() == by_name.keys():
+                ordered[url] = {name: by_name[name] for name in before}
+            else:
+                ordered[url] = dict(sorted(by_name.items()))
+        return CompiledView(self.view, self.revision, ordered, self.units)
 
     def add_all(self, xds_type: XdsType, messages: list[Message]) -> None:
         for message in messages:
             self.add(xds_type, message)
 
     def add(self, xds_type: XdsType, message: Message) -> str:
-        content = serialize(message)
-        metadata = xds_type.metadata_field
-        sources = serialize(message.metadata) if metadata is not None and message.HasField("metadata") else b""
-        return self._put(xds_type, xds_type.name_of(message), (content,), sources)
+        return self._put(xds_type, *_serialized(xds_type, message))
 
     def _put(self, xds_type: XdsType, name: str, content: tuple[bytes | memoryview, ...], sources: bytes) -> str:
         """A resource of this content (its own metadata naming ``sources`` in it): the previous
@@ -191,11 +195,17 @@ class _Compilation:
                     self.resources[url][name] = self.before[url][name]
             self.units.services[service.host] = before
             return
-        clusters = service_clusters(self.mesh, self.view, service) + [
-            build_sni_dnat_cluster(self.mesh, self.view, service, port, subset) for port, subset in dnat]
-        names = {CLUSTERS.url: tuple(self.add(CLUSTERS, cluster) for cluster in clusters),
-                 ENDPOINTS.url: tuple(self.add(ENDPOINTS, self._assignment(service, cluster.name))
-                                      for cluster in clusters if cluster.HasField("eds_cluster_config"))}
+        def serialized() -> list[tuple[tuple[str, tuple[bytes | memoryview, ...], bytes], bool]]:
+            return [(_serialized(CLUSTERS, c), c.HasField("eds_cluster_config"))
+                    for c in service_clusters(self.mesh, self.view, service)]
+        clusters = cache.SERIALIZED_CLUSTERS.of(self.mesh, service.host, serialized) \
+            if shared_by_views(service) else serialized()
+        clusters = clusters + [(_serialized(CLUSTERS, c), c.HasField("eds_cluster_config"))
+                               for c in (build_sni_dnat_cluster(self.mesh, self.view, service, port, subset)
+                                         for port, subset in dnat)]
+        names = {CLUSTERS.url: tuple(self._put(CLUSTERS, *cluster) for cluster, _ in clusters),
+                 ENDPOINTS.url: tuple(self.add(ENDPOINTS, self._assignment(service, cluster[0]))
+                                      for cluster, eds in clusters if eds)}
         self.units.services[service.host] = cache.ServiceUnit(key, names)
 
     def _assignment(self, service: Service, cluster_name: str) -> Message:
@@ -227,6 +237,13 @@ class _Compilation:
             hosts.append(unit)
         content, sources = _assembled(table.name, hosts)
         self._put(ROUTES, table.name, content, sources)
+
+
+def _serialized(xds_type: XdsType, message: Message) -> tuple[str, tuple[bytes | memoryview, ...], bytes]:
+    """(name, content, the sources its own metadata names, serialized) of a message."""
+    content = serialize(message)
+    has_metadata = xds_type.metadata_field is not None and message.HasField("metadata")
+    return xds_type.name_of(message), (content,), serialize(message.metadata) if has_metadata else b""
 
 
 def _unit(vhost: rc.VirtualHost) -> cache.VirtualHostUnit:
