@@ -1,0 +1,34 @@
+"""What a registry feed tells the registry: the contract between a feed (one cluster's API server,
+or a ``dir:`` folder) and the store of what runs (store.py).
+
+A feed calls these from any thread. Objects are plain dicts as the API server returns them (JSON
+decoded, ``apiVersion`` and ``kind`` set, ``status`` kept); the kinds read are ``KINDS``.
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+# What a registry reads of each cluster: (kind, apiVersion, resource path segment, namespaced).
+KINDS = (
+    ("Service", "v1", "services", True),
+    ("EndpointSlice", "discovery.k8s.io/v1", "endpointslices", True),
+    ("Pod", "v1", "pods", True),
+    ("Node", "v1", "nodes", False),
+)
+KIND_NAMES = tuple(kind for kind, _, _, _ in KINDS)
+
+
+class Sink(Protocol):
+    def listed(self, cluster: str, kind: str, objects: list[dict]) -> None:
+        """A complete list of ``kind`` in ``cluster``: it replaces what was held of that kind (objects
+        absent from it are deleted). The cluster is synced once each of its kinds has been listed."""
+
+    def event(self, cluster: str, kind: str, type: str, obj: dict) -> None:
+        """One watch event: ``type`` is ADDED, MODIFIED or DELETED."""
+
+    def failed(self, cluster: str, kind: str | None, error: str) -> None:
+        """The cluster (or one kind's watch) cannot be read now: what is held is kept, marked stale,
+        until the next ``listed``. ``error`` is one line a person can act on."""
+
+    def unreadable(self, cluster: str, kind: str, name: str, reason: str) -> None:
+        """One object that cannot be read (skipped; the rest goes on)."""
