@@ -15,7 +15,7 @@ from typing import Mapping
 from . import cache, kube
 from .gateways import MeshVirtualServices, destination_hosts
 from .hosts import CLUSTER_DOMAIN, fqdn, matches
-from .kinds import ENDPOINT_KINDS, SERVICE
+from .kinds import ENDPOINT_KINDS, NODE, SERVICE
 from .model import Mesh, Service
 from .parse import SourceObject
 from .view import ProxyView
@@ -98,6 +98,8 @@ def _fed_by(mesh: Mesh, obj: SourceObject) -> set[str]:
     if obj.kind in ("WorkloadEntry", "Pod"):
         # Only services of its own namespace select it (ServiceEntries, Kubernetes Services) or list it
         return {host for host, service in mesh.services.items() if service.namespace == obj.namespace}
+    if obj.kind == NODE:  # the locality of every pod on it: a superset, but Nodes seldom change
+        return set(mesh.services)
     if obj.kind == SERVICE:  # an ExternalName Service feeds the host it stands for too
         return {kube.service_host(obj), mesh.resolve_alias(kube.service_host(obj))}
     if obj.kind in ENDPOINT_KINDS:

@@ -44,8 +44,9 @@ ENDPOINT_KINDS = frozenset({"EndpointSlice", "Endpoints"})
 # Whose pods' labels every selector check matches: Gateway and Sidecar selectors, subsets, Services.
 WORKLOAD_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Pod", "Job"})
 NAMESPACE = "Namespace"  # cluster-scoped: its identity is its name
+NODE = "Node"  # cluster-scoped too; a live registry's Nodes give its pods' localities
 # Kubernetes kinds that live in one cluster: the same name in two clusters is two objects.
-PER_CLUSTER_KINDS = frozenset({SERVICE, NAMESPACE}) | ENDPOINT_KINDS | WORKLOAD_KINDS
+PER_CLUSTER_KINDS = frozenset({SERVICE, NAMESPACE, NODE}) | ENDPOINT_KINDS | WORKLOAD_KINDS
 
 # `kubectl get -o yaml` of several objects: a v1 List whose items are the objects.
 LIST = ("v1", "List")

@@ -145,3 +145,39 @@ def _ports(ports: list[dict] | None) -> dict[str, int]:
 
 def _pod(target: Any) -> str:
     return target.get("name", "") if isinstance(target, dict) and target.get("kind", "Pod") == "Pod" else ""
+
+
+# --- what a cluster's registry says of pods and nodes (their status: only a live object has one) ----
+
+REGION_LABEL = "topology.kubernetes.io/region"
+ZONE_LABEL = "topology.kubernetes.io/zone"
+SUBZONE_LABEL = "topology.istio.io/subzone"
+
+
+def node_locality(node: SourceObject) -> tuple[str, str, str]:
+    """A Node's (region, zone, subzone), from its topology labels, as Istio reads them ("" when unset)."""
+    labels = node.labels
+    return labels.get(REGION_LABEL, ""), labels.get(ZONE_LABEL, ""), labels.get(SUBZONE_LABEL, "")
+
+
+def pod_ip(pod: SourceObject) -> str:
+    """The address a running pod has (``status.podIP``); "" for a pod written in a repository."""
+    status = pod.body.get("status")
+    ip = status.get("podIP") if isinstance(status, dict) else None
+    return ip if isinstance(ip, str) else ""
+
+
+def pod_node(pod: SourceObject) -> str:
+    node = pod.spec.get("nodeName")
+    return node if isinstance(node, str) else ""
+
+
+def pod_ready(pod: SourceObject) -> bool:
+    """Whether a pod takes traffic: it has an address, its Ready condition is True, and it is not
+    being deleted (Istio sends such a pod's address; a pod not ready, or terminating, it does not)."""
+    if not pod_ip(pod) or (pod.body.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    status = pod.body.get("status") or {}
+    conditions = status.get("conditions") if isinstance(status, dict) else None
+    return any(isinstance(c, dict) and c.get("type") == "Ready" and c.get("status") == "True"
+               for c in conditions or ())

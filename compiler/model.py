@@ -14,7 +14,7 @@ from typing import Any, Collection, Mapping
 
 from . import cache, kube, meshnetworks, protocols
 from .hosts import EVERYWHERE, export_scopes, fqdn, matches
-from .kinds import CLUSTER_LABEL, ENDPOINT_KINDS, NAMESPACE, REFERENCE_ONLY_KINDS, SERVICE, WORKLOAD_KINDS
+from .kinds import CLUSTER_LABEL, ENDPOINT_KINDS, NAMESPACE, NODE, REFERENCE_ONLY_KINDS, SERVICE, WORKLOAD_KINDS
 from .locality import Locality
 from .parse import SourceObject
 from .vips import DEFAULT_CIDR, DEFAULT_SUFFIX, Assignment, allocate, explicit_address, under_suffix
@@ -25,9 +25,10 @@ ISTIO_TLS_MODE, NO_TLS_MODE = "istio", "disabled"
 DEFAULT_GATEWAY_PORT = 15443
 ROOT_NAMESPACE = "istio-system"
 # Kinds whose objects shape a service's clusters and endpoints (or its routes) rather than the whole
-# mesh: a Pod's labels and service account are those of the endpoints that name it.
+# mesh: a Pod's labels and service account are those of the endpoints that name it, a Node's
+# topology labels their locality.
 PER_SERVICE_KINDS = frozenset({"ServiceEntry", "WorkloadEntry", "DestinationRule", "VirtualService", SERVICE,
-                               "Pod"}) | ENDPOINT_KINDS
+                               "Pod", NODE}) | ENDPOINT_KINDS
 # Kinds no proxy configuration depends on (the CA reconciler reads CertificateAuthority; workload
 # controllers only give validation the labels their pods will have, Namespaces whether they are
 # injected): not in the mesh's digest.
@@ -191,6 +192,17 @@ class MeshSettings:
 
 
 @dataclass
+class Listings:
+    """What the Kubernetes objects of the mesh list, indexed for its Services' endpoints: the
+    EndpointSlices (or Endpoints) of each (namespace, Service name), by cluster; the Pods and Nodes
+    by (cluster, [namespace,] name). Never changed once built (``relisted`` makes another)."""
+
+    slices: dict[tuple[str, str], dict[str, list[SourceObject]]] = field(default_factory=dict)
+    pods: dict[tuple[str, str, str], SourceObject] = field(default_factory=dict)
+    nodes: dict[tuple[str, str], SourceObject] = field(default_factory=dict)
+
+
+@dataclass
 class Mesh:
     revision: str
     clusters: dict[str, MeshCluster]
@@ -210,6 +222,8 @@ class Mesh:
     vips: Assignment = field(default_factory=Assignment)
     # ExternalName Services: their host, and the host they stand for (Istio's aliases).
     aliases: dict[str, str] = field(default_factory=dict)
+    # What its Kubernetes objects list, from which its Services' endpoints are made (``relisted``).
+    listings: Listings = field(default_factory=Listings, repr=False)
     # Where cache.py's per-mesh entries keep what they derive from this (never changed) mesh.
     memo: dict = field(default_factory=dict, repr=False)
 
@@ -284,9 +298,10 @@ def build_mesh(objects: list[SourceObject], revision: str = "", *, keep_vips: Ma
                                     c.spec.get("trustDomain"), c)
                 for c in by_kind.get("Cluster", [])}
     workload_entries = by_kind.get("WorkloadEntry", [])
+    listings = _listings(by_kind, clusters)
     services: dict[str, Service] = {}
     for se in by_kind.get("ServiceEntry", []):
-        for service in _services(se, workload_entries, clusters, networks):
+        for service in _services(se, workload_entries, listings, clusters, networks):
             # The same host in two ServiceEntries: Istio merges their endpoints; the first ports win.
             existing = services.get(service.host)
             if existing is None:
@@ -294,7 +309,7 @@ def build_mesh(objects: list[SourceObject], revision: str = "", *, keep_vips: Ma
             else:
                 existing.endpoint_sources += service.endpoint_sources
     # A Kubernetes Service wins over a ServiceEntry of the same host (Istio's rule against squatting).
-    kubernetes, aliases = _kubernetes_services(by_kind, clusters, networks)
+    kubernetes, aliases = _kubernetes_services(by_kind, listings, clusters, networks)
     services.update(kubernetes)
     rules: dict[str, DestinationRule] = {}
     for dr in by_kind.get("DestinationRule", []):
@@ -311,7 +326,8 @@ def build_mesh(objects: list[SourceObject], revision: str = "", *, keep_vips: Ma
     return Mesh(revision, clusters, networks, services, rules,
                 by_kind.get("VirtualService", []), by_kind.get("Gateway", []), by_kind.get("Sidecar", []), settings,
                 mesh_wide.hexdigest()[:24],
-                tuple(obj for kind in sorted(PER_SERVICE_KINDS) for obj in by_kind.get(kind, [])), vips, aliases)
+                tuple(obj for kind in sorted(PER_SERVICE_KINDS) for obj in by_kind.get(kind, [])), vips, aliases,
+                listings)
 
 
 def _assign_vips(services: dict[str, Service], settings: MeshSettings, keep: Mapping[str, str] | None,
@@ -414,19 +430,23 @@ def _written_endpoints(se: SourceObject, clusters: dict[str, MeshCluster], netwo
     return found[1]
 
 
-def _services(se: SourceObject, workload_entries, clusters, networks) -> list[Service]:
+def _services(se: SourceObject, workload_entries, listings: Listings, clusters, networks) -> list[Service]:
     spec = se.spec
     ports = tuple(Port(p["number"], p.get("name", str(p["number"])), protocols.of_service_entry_port(p.get("protocol")),
                        p.get("targetPort")) for p in spec.get("ports", []))
+    sources: list[EndpointSource]
     if "workloadSelector" in spec:
-        source: EndpointSource = WrittenEndpoints(None, _selected(workload_entries, se.namespace,
-                                                                  spec["workloadSelector"].get("labels") or {}),
-                                                  clusters, networks)
+        selector = spec["workloadSelector"].get("labels") or {}
+        sources = [WrittenEndpoints(None, _selected(workload_entries, se.namespace, selector), clusters, networks)]
+        # Istio's ServiceEntries select the running pods of their namespace too
+        pods = _selected_pods(listings, se.namespace, selector)
+        if pods:
+            sources.append(SelectedPods(pods, listings, clusters, networks))
     else:
-        source = WrittenEndpoints(se, [], clusters, networks)
+        sources = [WrittenEndpoints(se, [], clusters, networks)]
     scopes = export_scopes(se.namespace, spec.get("exportTo", ()))
     return [Service(fqdn(host, se.namespace), se.namespace, ports, spec.get("resolution", "NONE"),
-                    spec.get("location", "MESH_EXTERNAL"), tuple(spec.get("addresses", [])), se, [source], scopes)
+                    spec.get("location", "MESH_EXTERNAL"), tuple(spec.get("addresses", [])), se, list(sources), scopes)
             for host in spec["hosts"]]
 
 
@@ -494,23 +514,30 @@ LOCALITY_LABELS = ("topology.istio.io/locality", "istio-locality")
 NETWORK_LABEL = "topology.istio.io/network"
 
 
-def _kubernetes_services(by_kind: dict[str, list[SourceObject]], clusters: dict[str, MeshCluster],
-                         networks: dict[str, Network]) -> tuple[dict[str, Service], dict[str, str]]:
-    """The mesh's Kubernetes Services, by host, and its ExternalName Services (aliases of another host).
-    A Service of one name and namespace in several clusters is one service (Istio's namespace
-    sameness): the first by cluster gives the ports, every cluster its addresses and endpoints."""
+def _listings(by_kind: dict[str, list[SourceObject]], clusters: dict[str, MeshCluster]) -> Listings:
+    """Index the EndpointSlices (and Endpoints), Pods and Nodes by the cluster their
+    ``topology.istio.io/cluster`` label names (in a mesh of one cluster, that one)."""
     only = next(iter(clusters)) if len(clusters) == 1 else ""
-    listings: dict[tuple[str, str], dict[str, list[SourceObject]]] = {}
+    listings = Listings()
     for kind in ("EndpointSlice", "Endpoints"):
         for obj in by_kind.get(kind, []):
             name = kube.endpoint_slice_service(obj) if kind == "EndpointSlice" else obj.name
             if name:
-                by_cluster = listings.setdefault((obj.namespace, name), {})
+                by_cluster = listings.slices.setdefault((obj.namespace, name), {})
                 cluster = obj.labels.get(CLUSTER_LABEL) or only
                 # A cluster's EndpointSlices list its endpoints; legacy Endpoints only where it has none.
                 if kind == "EndpointSlice" or not any(o.kind == "EndpointSlice" for o in by_cluster.get(cluster, ())):
                     by_cluster.setdefault(cluster, []).append(obj)
-    pods = {(p.labels.get(CLUSTER_LABEL) or only, p.namespace, p.name): p for p in by_kind.get("Pod", [])}
+    listings.pods.update(((p.labels.get(CLUSTER_LABEL) or only, p.namespace, p.name), p) for p in by_kind.get("Pod", []))
+    listings.nodes.update(((n.labels.get(CLUSTER_LABEL) or only, n.name), n) for n in by_kind.get(NODE, []))
+    return listings
+
+
+def _kubernetes_services(by_kind: dict[str, list[SourceObject]], listings: Listings, clusters: dict[str, MeshCluster],
+                         networks: dict[str, Network]) -> tuple[dict[str, Service], dict[str, str]]:
+    """The mesh's Kubernetes Services, by host, and its ExternalName Services (aliases of another host).
+    A Service of one name and namespace in several clusters is one service (Istio's namespace
+    sameness): the first by cluster gives the ports, every cluster its addresses and endpoints."""
     services: dict[str, Service] = {}
     aliases: dict[str, str] = {}
     for svc in by_kind.get(SERVICE, []):
@@ -529,26 +556,49 @@ def _kubernetes_services(by_kind: dict[str, list[SourceObject]], clusters: dict[
         # Istio: a ClusterIP Service with a selector also takes the WorkloadEntries it selects
         selected = _selected(by_kind.get("WorkloadEntry", []), svc.namespace, selector) \
             if selector and not kube.is_headless(svc) else []
-        source = ListedEndpoints(listings.get((svc.namespace, svc.name), {}), pods, selected, clusters, networks)
+        source = ListedEndpoints((svc.namespace, svc.name), listings, selected, clusters, networks)
         services[host] = Service(host, svc.namespace, ports, HEADLESS if kube.is_headless(svc) else CLUSTER_IP,
                                  "MESH_INTERNAL", kube.cluster_ips(svc), svc, [source],
                                  export_scopes(svc.namespace, kube.export_to(svc)))
     return services, aliases
 
 
-class ListedEndpoints(EndpointSource):
-    """The endpoints of a Kubernetes Service: what its EndpointSlices (or Endpoints) list in each
-    cluster, with the labels, service account and tlsMode of the Pods they name (Istio reads the pod),
-    and the WorkloadEntries its selector picks. An endpoint that is not ready, or terminating, is not
-    an endpoint proxies get (Istio's default)."""
+def _pod_locality(cluster: MeshCluster | None, pod_labels: Mapping[str, str], node: SourceObject | None,
+                  zone: str = "") -> Locality:
+    """A pod's locality, as Istio finds it: its locality label (``a.b`` reads as ``a/b``, as Istio
+    sanitizes it), else its Node's topology labels, else its cluster's region with the zone its
+    EndpointSlice gives, else its cluster's."""
+    for label in LOCALITY_LABELS:
+        if pod_labels.get(label):
+            written = pod_labels[label]
+            return Locality.parse(written if "/" in written else written.replace(".", "/"))
+    if node is not None:
+        region, node_zone, subzone = kube.node_locality(node)
+        if region or node_zone:
+            return Locality(region, node_zone, subzone)
+    home = cluster.locality if cluster else Locality()
+    return Locality(home.region, zone, "") if zone and zone != home.zone else home
 
-    def __init__(self, listings: dict[str, list[SourceObject]], pods: dict[tuple[str, str, str], SourceObject],
-                 selected: list[SourceObject], clusters: dict[str, MeshCluster], networks: dict[str, Network]):
-        self.listings, self.pods, self.selected = listings, pods, selected
+
+def _pod_network(cluster: MeshCluster | None, pod_labels: Mapping[str, str], address: str,
+                 networks: dict[str, Network]) -> str:
+    return pod_labels.get(NETWORK_LABEL) or (cluster.network if cluster else "") or _network_of(address, networks)
+
+
+class ListedEndpoints(EndpointSource):
+    """The endpoints of a Kubernetes Service (``service``: namespace, name): what its EndpointSlices
+    (or Endpoints) list in each cluster, with the labels, service account and tlsMode of the Pods
+    they name (Istio reads the pod) and the locality of their Nodes, and the WorkloadEntries its
+    selector picks. An endpoint that is not ready, or terminating, is not an endpoint proxies get
+    (Istio's default)."""
+
+    def __init__(self, service: tuple[str, str], listings: Listings, selected: list[SourceObject],
+                 clusters: dict[str, MeshCluster], networks: dict[str, Network]):
+        self.service, self.listings, self.selected = service, listings, selected
         self.clusters, self.networks = clusters, networks
 
     def _listed(self):
-        for cluster, objects in sorted(self.listings.items()):
+        for cluster, objects in sorted(self.listings.slices.get(self.service, {}).items()):
             for obj in objects:
                 read = kube.slice_endpoints if obj.kind == "EndpointSlice" else kube.endpoints_endpoints
                 for listed in read(obj):
@@ -560,32 +610,174 @@ class ListedEndpoints(EndpointSource):
         return tuple(listed) + tuple(_endpoint(we.spec, we, self.clusters, self.networks) for we in self.selected)
 
     def _endpoint(self, cluster_name: str, obj: SourceObject, listed: kube.ListedEndpoint) -> Endpoint:
-        pod = self.pods.get((cluster_name, obj.namespace, listed.pod)) if listed.pod else None
+        pod = self.listings.pods.get((cluster_name, obj.namespace, listed.pod)) if listed.pod else None
         cluster = self.clusters.get(cluster_name)
         pod_labels = pod.labels if pod is not None else {}
         labels = {**pod_labels, CLUSTER_LABEL: cluster_name} if cluster_name else dict(pod_labels)
-        network = pod_labels.get(NETWORK_LABEL) or (cluster.network if cluster else "") \
-            or _network_of(listed.address, self.networks)
-        return Endpoint(listed.address, listed.ports, labels, network, self._locality(cluster, pod_labels, listed),
+        node_name = listed.node or (kube.pod_node(pod) if pod is not None else "")
+        node = self.listings.nodes.get((cluster_name, node_name)) if node_name else None
+        return Endpoint(listed.address, listed.ports, labels,
+                        _pod_network(cluster, pod_labels, listed.address, self.networks),
+                        _pod_locality(cluster, pod_labels, node, listed.zone),
                         cluster_name if cluster else "", 1, kube.workload_service_account(pod) if pod else "", obj,
                         pod_labels.get(TLS_MODE_LABEL, NO_TLS_MODE), listed=True)
-
-    @staticmethod
-    def _locality(cluster: MeshCluster | None, pod_labels: Mapping[str, str], listed: kube.ListedEndpoint) -> Locality:
-        """The pod's locality label (``a.b`` reads as ``a/b``, as Istio sanitizes it), else its cluster's
-        region with the zone its EndpointSlice gives (the Node's, which a repository does not hold)."""
-        for label in LOCALITY_LABELS:
-            if pod_labels.get(label):
-                written = pod_labels[label]
-                return Locality.parse(written if "/" in written else written.replace(".", "/"))
-        home = cluster.locality if cluster else Locality()
-        return Locality(home.region, listed.zone, "") if listed.zone and listed.zone != home.zone else home
 
     def places_written(self) -> set[tuple[str, str | None]]:
         return {(ep.cluster, str(ep.locality)) for ep in self.build()} | _places_written(
             [we.spec for we in self.selected])
 
     def objects(self) -> list[SourceObject]:
+        pods, nodes = self.listings.pods, self.listings.nodes
         named = {(cluster, obj.namespace, ep.pod) for cluster, obj, ep in self._listed() if ep.pod}
-        return ([obj for objects in self.listings.values() for obj in objects]
-                + [self.pods[key] for key in sorted(named) if key in self.pods] + self.selected)
+        on = {(cluster, ep.node) for cluster, _, ep in self._listed() if ep.node}
+        return ([obj for _, objects in sorted(self.listings.slices.get(self.service, {}).items()) for obj in objects]
+                + [pods[key] for key in sorted(named) if key in pods]
+                + [nodes[key] for key in sorted(on) if key in nodes] + self.selected)
+
+
+def _selected_pods(listings: Listings, namespace: str, selector: Mapping[str, str]) -> list[SourceObject]:
+    """The running, ready pods of a namespace, in any cluster, that a workload selector picks."""
+    wanted = selector.items()
+    return [pod for (_, ns, _), pod in sorted(listings.pods.items())
+            if ns == namespace and wanted <= pod.labels.items() and kube.pod_ready(pod)]
+
+
+class SelectedPods(EndpointSource):
+    """The pods a ServiceEntry's ``workloadSelector`` picks: each its pod IP, serving the entry's
+    ports on their target ports (Istio's workload instances)."""
+
+    def __init__(self, pods: list[SourceObject], listings: Listings, clusters: dict[str, MeshCluster],
+                 networks: dict[str, Network]):
+        self.pods, self.listings, self.clusters, self.networks = pods, listings, clusters, networks
+
+    def build(self) -> tuple[Endpoint, ...]:
+        return tuple(self._endpoint(pod) for pod in self.pods)
+
+    def _endpoint(self, pod: SourceObject) -> Endpoint:
+        cluster_name = pod.labels.get(CLUSTER_LABEL, "")
+        cluster = self.clusters.get(cluster_name)
+        address = kube.pod_ip(pod)
+        node = self.listings.nodes.get((cluster_name, kube.pod_node(pod)))
+        return Endpoint(address, {}, dict(pod.labels), _pod_network(cluster, pod.labels, address, self.networks),
+                        _pod_locality(cluster, pod.labels, node), cluster_name if cluster else "", 1,
+                        kube.workload_service_account(pod), pod, pod.labels.get(TLS_MODE_LABEL, NO_TLS_MODE))
+
+    def places_written(self) -> set[tuple[str, str | None]]:
+        return {(ep.cluster, str(ep.locality)) for ep in self.build()}
+
+    def objects(self) -> list[SourceObject]:
+        nodes = [self.listings.nodes.get((pod.labels.get(CLUSTER_LABEL, ""), kube.pod_node(pod))) for pod in self.pods]
+        return self.pods + [node for node in nodes if node is not None]
+
+
+# --- a live registry's endpoint changes ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class Relisted:
+    """A mesh after some EndpointSlices and Pods changed, and which services' endpoints that
+    changed: ``endpoints_only`` when nothing but their assignments can differ (no cluster: their
+    workloads' identities are the same), so only EDS need be built again."""
+
+    mesh: Mesh
+    hosts: frozenset[str]
+    endpoints_only: bool
+
+
+def relisted(mesh: Mesh, changed: Collection[SourceObject], gone: Collection[SourceObject]) -> Relisted:
+    """``mesh`` with EndpointSlices and Pods ``changed`` (new or edited: they replace the objects of
+    the same key) and ``gone`` (deleted), without building the rest again: the services they feed get
+    new endpoint sources, every other service, and everything else, is shared. Equal to a mesh built
+    from all the objects anew (``build_mesh``); that is what Services, Nodes and repository changes get."""
+    listings = Listings(dict(mesh.listings.slices), dict(mesh.listings.pods), mesh.listings.nodes)
+    only = next(iter(mesh.clusters)) if len(mesh.clusters) == 1 else ""
+    replaced: set[int] = set()
+    namespaces_pods: dict[str, list[Mapping[str, str]]] = {}  # a changed pod's labels, old and new
+    listed: set[tuple[str, str]] = set()  # (namespace, Service name) whose listings changed
+
+    def place(obj: SourceObject, add: bool) -> None:
+        cluster = obj.labels.get(CLUSTER_LABEL) or only
+        if obj.kind == "Pod":
+            key = (cluster, obj.namespace, obj.name)
+            old = listings.pods.pop(key, None)
+            if old is not None:
+                replaced.add(id(old))
+                namespaces_pods.setdefault(obj.namespace, []).append(old.labels)
+            if add:
+                listings.pods[key] = obj
+            namespaces_pods.setdefault(obj.namespace, []).append(obj.labels)
+            return
+        service = kube.endpoint_slice_service(obj) if obj.kind == "EndpointSlice" else obj.name
+        if not service:
+            return
+        by_cluster = dict(listings.slices.get((obj.namespace, service), {}))
+        kept = []
+        for other in by_cluster.get(cluster, []):
+            if (other.kind, other.name) == (obj.kind, obj.name):
+                replaced.add(id(other))
+            else:
+                kept.append(other)
+        if add:
+            kept.append(obj)
+            kept.sort(key=lambda o: (o.kind, o.name))
+        by_cluster[cluster] = kept
+        listings.slices[(obj.namespace, service)] = by_cluster
+        listed.add((obj.namespace, service))
+
+    for obj in gone:
+        place(obj, add=False)
+    for obj in changed:
+        place(obj, add=True)
+    services = dict(mesh.services)
+    hosts: set[str] = set()
+    endpoints_only = True
+    for host, service in mesh.services.items():
+        if service.namespace not in namespaces_pods and not listed:
+            continue
+        renewed = _renewed(service, listings, listed, namespaces_pods.get(service.namespace, ()))
+        if renewed is None:
+            continue
+        services[host] = renewed
+        hosts.add(host)
+        # A NONE or DNS entry's clusters read its endpoints; every cluster names the identities an
+        # mTLS peer must present.
+        if service.resolution not in (CLUSTER_IP, HEADLESS) or _identities(service) != _identities(renewed):
+            endpoints_only = False
+    per_service = tuple(o for o in mesh.per_service_objects if id(o) not in replaced) + tuple(changed)
+    return Relisted(Mesh(mesh.revision, mesh.clusters, mesh.networks, services, mesh.destination_rules,
+                         mesh.virtual_services, mesh.gateways, mesh.sidecars, mesh.settings, mesh.digest,
+                         per_service, mesh.vips, mesh.aliases, listings), frozenset(hosts), endpoints_only)
+
+
+def _renewed(service: Service, listings: Listings, listed: set[tuple[str, str]],
+             pod_labels: Collection[Mapping[str, str]]) -> Service | None:
+    """The service with endpoint sources reading ``listings``, when a change may feed it; else None."""
+    if service.source.kind == SERVICE and (service.namespace, service.source.name) not in listed and not pod_labels:
+        return None
+    sources: list[EndpointSource] = []
+    fed = False
+    for source in service.endpoint_sources:
+        if isinstance(source, ListedEndpoints):
+            selector = kube.selector(service.source) if service.source.kind == SERVICE else {}
+            fed = fed or source.service in listed or any(
+                selector and selector.items() <= labels.items() for labels in pod_labels)
+            sources.append(ListedEndpoints(source.service, listings, source.selected, source.clusters, source.networks))
+        elif not isinstance(source, SelectedPods):
+            sources.append(source)
+    entry = service.source
+    if entry.kind == "ServiceEntry" and "workloadSelector" in entry.spec:
+        selector = entry.spec["workloadSelector"].get("labels") or {}
+        if any(selector.items() <= labels.items() for labels in pod_labels):
+            fed = True
+            pods = _selected_pods(listings, service.namespace, selector)
+            if pods:
+                first = service.endpoint_sources[0]
+                assert isinstance(first, WrittenEndpoints)
+                sources.append(SelectedPods(pods, listings, first.clusters, first.networks))
+    if not fed:
+        return None
+    return Service(service.host, service.namespace, service.ports, service.resolution, service.location,
+                   service.addresses, service.source, sources, service.exported_to)
+
+
+def _identities(service: Service) -> frozenset[tuple[str, str]]:
+    return frozenset((ep.source.namespace, ep.service_account) for ep in service.endpoints if ep.service_account)

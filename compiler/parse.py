@@ -23,7 +23,7 @@ from yaml.constructor import SafeConstructor
 from . import flow_colons
 from .errors import InputError
 from .findings import Finding, Level
-from .kinds import CLUSTER_LABEL, LIST, NAMESPACE, PER_CLUSTER_KINDS, api_version, is_kubernetes, is_ours, shown_kind
+from .kinds import CLUSTER_LABEL, LIST, NAMESPACE, NODE, PER_CLUSTER_KINDS, api_version, is_kubernetes, is_ours, shown_kind
 from .schemas import served_versions, written_kind, written_kinds
 from .snapshot import Snapshot
 
@@ -95,7 +95,7 @@ class SourceObject:
         Service in two clusters is two objects, and one service: Istio's namespace sameness)."""
         cluster = self.labels.get(CLUSTER_LABEL, "") if self.kind in PER_CLUSTER_KINDS else ""
         # a Namespace is in none: a metadata.namespace written on one is dropped (the API server's rule)
-        namespace = "" if self.kind == NAMESPACE else self.namespace
+        namespace = "" if self.kind in (NAMESPACE, NODE) else self.namespace
         return (self.group, self.kind, namespace, self.name, cluster)
 
     @cached_property

@@ -6,9 +6,9 @@ validate, and, when asked for, model the mesh.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Collection, Mapping
+from typing import Collection, Mapping, Sequence
 
 from .findings import Finding, has_errors, sorted_findings
 from .model import Mesh, build_mesh
@@ -35,6 +35,9 @@ class Revision:
     # VIPs the mesh keeps (vips.allocate): given, else the previous revision's; and those held back
     keep_vips: Mapping[str, str] | None = field(default=None, repr=False)
     held_vips: Collection[str] = field(default=(), repr=False)
+    # What the live registries read (compiler/live.py): Services, EndpointSlices, Pods and Nodes of
+    # the clusters, beside the snapshot's objects in the mesh; not validated with them.
+    live: Sequence[SourceObject] = field(default=(), repr=False)
 
     @property
     def valid(self) -> bool:
@@ -43,12 +46,18 @@ class Revision:
     @cached_property
     def mesh(self) -> Mesh | None:
         try:
-            return build_mesh(self.objects, self.snapshot.revision, keep_vips=self.keep_vips,
+            return build_mesh([*self.objects, *self.live], self.snapshot.revision, keep_vips=self.keep_vips,
                               held_vips=self.held_vips)
         except Exception:  # noqa: BLE001 - the analyzers' guarantees do not hold for a revision with errors
             if self.valid:
                 raise
             return None
+
+
+def with_live(revision: Revision, live: Sequence[SourceObject]) -> Revision:
+    """The revision with what the registries read now: the same objects and findings, its mesh the
+    snapshot's and the live objects'."""
+    return replace(revision, live=live)
 
 
 def load(snapshot: Snapshot, previous: Revision | None = None, *, stored: Mapping[str, FileParse] | None = None,

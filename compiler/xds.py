@@ -134,21 +134,46 @@ def compile_view(mesh: Mesh, view: ProxyView, previous: CompiledView | None = No
     return build.result()
 
 
+def update_endpoints(mesh: Mesh, previous: CompiledView, hosts: AbstractSet[str]) -> CompiledView:
+    """``previous`` with the assignments of ``hosts`` built again from ``mesh``: a mesh that differs
+    from previous's only in those services' endpoints, and not in anything their clusters read
+    (model.relisted's ``endpoints_only``). Clusters, listeners and routes are previous's, unbuilt.
+    Equal to ``compile_view(mesh, view, previous)`` but for the work."""
+    if previous.view.role == GRPC:  # a proxyless client's resources are not kept per service
+        return compile_view(mesh, previous.view, previous)
+    build = _Compilation(mesh, previous.view, previous, whole=False)
+    build.resources = {url: by_name if url != ENDPOINTS.url else dict(by_name)
+                       for url, by_name in previous.resources.items()}
+    build.units = cache.ViewUnits(previous.units.view_key, dict(previous.units.services), previous.units.tables,
+                                  previous.units.virtual_hosts, digests(mesh))
+    for host in sorted(hosts):
+        unit = previous.units.services.get(host)
+        service = mesh.services.get(host)
+        if unit is None or service is None:
+            continue  # not seen by this view
+        for name in unit.names.get(ENDPOINTS.url, ()):
+            build.add(ENDPOINTS, build._assignment(service, name))
+        build.units.services[host] = cache.ServiceUnit(service_key(mesh, service), unit.names)
+    return build.result()
+
+
 class _Compilation:
     """One compile of one view: what it has built so far, and what the previous compile left."""
 
-    def __init__(self, mesh: Mesh, view: ProxyView, previous: CompiledView | None):
+    def __init__(self, mesh: Mesh, view: ProxyView, previous: CompiledView | None, whole: bool = True):
         self.mesh, self.view, self.revision = mesh, view, mesh.revision
+        self.resources: dict[str, dict[str, Resource]] = {t.url: {} for t in TYPES}
+        self.before: dict[str, dict[str, Resource]] = \
+            previous.resources if previous is not None and previous.view == view else {}
+        if not whole:  # update_endpoints: it takes what it keeps itself
+            return
         key = view_key(mesh, view)
         # A resource of the same proxy's previous compile whose version is unchanged is kept; what
         # it was built from is taken back only for a mesh alike but for per-service objects.
-        self.before: dict[str, dict[str, Resource]] = \
-            previous.resources if previous is not None and previous.view == view else {}
         same = previous is not None and previous.units.view_key == key
         self.kept = previous.units if same and previous else cache.ViewUnits()
         self.changed = changes(mesh, self.kept.digests) if same else None
         self.units = cache.ViewUnits(key, digests=digests(mesh))
-        self.resources: dict[str, dict[str, Resource]] = {t.url: {} for t in TYPES}
 
     def result(self) -> CompiledView:
         """The compiled view, each type's resources in name order (the previous compile's order when
@@ -156,7 +181,9 @@ class _Compilation:
         ordered = {}
         for url, by_name in self.resources.items():
             before = self.before.get(url)
-            if before is not None and len(before) == len(by_name) and before.keys() == by_name.keys():
+            if by_name is before:  # taken whole (update_endpoints)
+                ordered[url] = by_name
+            elif before is not None and len(before) == len(by_name) and before.keys() == by_name.keys():
                 ordered[url] = {name: by_name[name] for name in before}
             else:
                 ordered[url] = dict(sorted(by_name.items()))

@@ -5,7 +5,10 @@ benchmarks) without colliding in the global one.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from compiler.xds_types import BY_URL
 
@@ -46,5 +49,43 @@ class Metrics:
                                   "When the source was last read with its newest revision valid and served",
                                   registry=r)
 
+        self.registry_push_seconds = Histogram(
+            "galleon_registry_push_seconds", "Time to publish a batch of registry changes (mesh and views)",
+            buckets=LATENCY_BUCKETS, registry=r)
+
+    def follow_registry(self, status: Callable[[], list[dict]]) -> None:
+        """Expose the registry's figures (registry/store.py's status), read when scraped."""
+        self.registry.register(_RegistryCollector(status))
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _RegistryCollector:
+    def __init__(self, status: Callable[[], list[dict]]) -> None:
+        self.status = status
+
+    def collect(self):
+        clusters = self.status()
+        synced = GaugeMetricFamily("galleon_registry_synced",
+                                   "1 once a cluster's registry has listed every kind it reads", labels=["cluster"])
+        stale = GaugeMetricFamily("galleon_registry_stale",
+                                  "1 while a cluster's registry cannot be read (its last objects are kept)",
+                                  labels=["cluster"])
+        endpoints = GaugeMetricFamily("galleon_registry_endpoints",
+                                      "Endpoint addresses the EndpointSlices of a cluster list", labels=["cluster"])
+        events = CounterMetricFamily("galleon_registry_events", "Watch events read from a cluster's registry",
+                                     labels=["cluster", "kind"])
+        errors = CounterMetricFamily("galleon_registry_errors",
+                                     "Errors reading a cluster's registry, by kind (\"\": the whole cluster)",
+                                     labels=["cluster", "kind"])
+        for c in clusters:
+            name = c["cluster"]
+            synced.add_metric([name], 1 if c["synced"] else 0)
+            stale.add_metric([name], 1 if c["stale"] else 0)
+            endpoints.add_metric([name], c["endpoints"])
+            for kind, count in sorted(c["events"].items()):
+                events.add_metric([name, kind], count)
+            for kind, count in sorted(c["errors"].items()):
+                errors.add_metric([name, kind], count)
+        return [synced, stale, endpoints, events, errors]

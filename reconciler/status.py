@@ -8,7 +8,7 @@ implements it).
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import grpc
@@ -53,6 +53,7 @@ class StatusFacts:
     findings: list[Finding]
     connected_proxies: int
     leader: bool
+    registry: list[dict] = field(default_factory=list)  # registry/store.py's status of each cluster
 
 
 class Serving(Protocol):
@@ -83,7 +84,10 @@ def status_message(daemon: Serving) -> pb.Status:
         rejection=s.rejection or "", source_error=s.error or "",
         findings=[pb.Finding(file=f.file, line=f.line, level=f.level.value, code=f.code, kind=f.kind,
                              namespace=f.namespace, name=f.name, message=f.message) for f in s.findings],
-        connected_proxies=s.connected_proxies, leader=s.leader, generation=daemon.board.generation)
+        connected_proxies=s.connected_proxies, leader=s.leader, generation=daemon.board.generation,
+        registry=[pb.RegistryCluster(cluster=c["cluster"], synced=c["synced"], stale=c["stale"], services=c["services"],
+                                     endpoints=c["endpoints"], last_event=c["last_event"] or "",
+                                     last_error=c["last_error"] or "") for c in s.registry])
 
 
 class ReconcilerService(pb_grpc.ReconcilerServicer):

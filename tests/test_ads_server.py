@@ -436,10 +436,10 @@ async def test_a_revision_that_fails_to_compile_leaves_the_previous_one_served(m
     import reconciler.ads.server as server_module
     real = server_module.serve_view
 
-    def failing(mesh, view, previous=None):
+    def failing(mesh, view, previous=None, endpoints_of=None):
         if mesh.revision == "bad":
             raise RuntimeError("compiler bug")
-        return real(mesh, view, previous)
+        return real(mesh, view, previous, endpoints_of)
 
     monkeypatch.setattr(server_module, "serve_view", failing)
     async with running(shop()) as (server, stub):

@@ -13,6 +13,7 @@ import itertools
 import random
 import time
 from dataclasses import dataclass, field
+from typing import AbstractSet
 
 import grpc
 import structlog
@@ -79,6 +80,9 @@ class AdsServer:
         self.connections: dict[int, Connection] = {}
         self._building: dict[ProxyView, tuple[Mesh, asyncio.Future]] = {}  # compiles under way
         self._previous: dict[ProxyView, ServedView] = {}  # while publishing: what the old mesh served
+        # While publishing a mesh that differs from the one before only in these services' endpoints
+        # (model.relisted): views are updated from the old mesh's (serve_view's endpoints_of).
+        self._endpoints_of: AbstractSet[str] | None = None
         self._ids = itertools.count(1)
         self._compiler = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="galleon-compile")
         self._grpc: grpc.aio.Server | None = None
@@ -88,7 +92,8 @@ class AdsServer:
     async def _compile(self, mesh: Mesh, view: ProxyView) -> ServedView:
         started = time.perf_counter()
         previous = self._previous.get(view)
-        served = await asyncio.get_running_loop().run_in_executor(self._compiler, serve_view, mesh, view, previous)
+        served = await asyncio.get_running_loop().run_in_executor(self._compiler, serve_view, mesh, view, previous,
+                                                                  self._endpoints_of)
         elapsed = time.perf_counter() - started
         self.metrics.compile_seconds.observe(elapsed)
         log.debug("view compiled", cluster=view.cluster, role=view.role, namespace=view.namespace,
@@ -122,9 +127,13 @@ class AdsServer:
             if entry[0] is self.mesh:
                 return served
 
-    async def publish(self, mesh: Mesh) -> None:
+    async def publish(self, mesh: Mesh, endpoints_of: AbstractSet[str] | None = None) -> None:
         """Serve a new mesh: recompile the views proxies use now, waking each view's streams as soon as
-        its configuration is ready (the first views need not wait for the last)."""
+        its configuration is ready (the first views need not wait for the last).
+
+        ``endpoints_of``: the new mesh differs from the one served only in the endpoints of these
+        services (model.relisted), so only their assignments are built again. Publishes must not
+        overlap (the daemon runs them one at a time): a view is updated from the last mesh's."""
         started = time.monotonic()
         by_view: dict[ProxyView, list[Connection]] = {}
         for connection in list(self.connections.values()):
@@ -138,6 +147,7 @@ class AdsServer:
         # What each view served so far: unchanged resources keep their bytes (see serve_view).
         old_mesh, old_views = self.mesh, self.views
         self._previous = {**self._previous, **self.views} if self.mesh is not None else {}
+        self._endpoints_of = endpoints_of if self.mesh is not None else None
         self.mesh, self.views = mesh, {}
         self.ready.set()
         try:
@@ -151,17 +161,20 @@ class AdsServer:
         except Exception:
             # A view of this revision cannot be compiled (a bug, surely): serve the previous revision
             # again, to every proxy, those already woken included, rather than half of each.
-            self.mesh, self.views, self._previous = old_mesh, old_views, {}
+            self.mesh, self.views, self._previous, self._endpoints_of = old_mesh, old_views, {}, None
             if old_mesh is None:
                 self.ready.clear()
             for connections in by_view.values():
                 for connection in connections:
                     connection.wake(started)
             raise
-        self._previous = {}
+        self._previous, self._endpoints_of = {}, None
         self.metrics.views.set(len(self.views))
-        log.info("configuration published", revision=short_revision(mesh.revision), views=len(by_view),
-                 proxies=sum(map(len, by_view.values())), seconds=round(time.monotonic() - started, 3))
+        # Endpoint updates come many a second: a debug line each.
+        (log.info if endpoints_of is None else log.debug)(
+            "configuration published" if endpoints_of is None else "endpoints published",
+            revision=short_revision(mesh.revision), views=len(by_view), proxies=sum(map(len, by_view.values())),
+            seconds=round(time.monotonic() - started, 3))
 
     # --- streams ------------------------------------------------------------------------------------
 

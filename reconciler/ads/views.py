@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 from dataclasses import dataclass, field, replace
+from typing import AbstractSet
 
 from envoy.config.core.v3 import base_pb2
 from google.protobuf import struct_pb2
@@ -21,8 +22,8 @@ from google.protobuf import struct_pb2
 from compiler.model import Mesh
 from compiler.wire import tag
 from compiler.view import ANY_ADDRESS, ProxyView, ViewError, make_view
-from compiler.xds import CompiledView, Resource, compile_view, config_dump
-from compiler.xds_types import ROUTE, TYPES
+from compiler.xds import CompiledView, Resource, compile_view, config_dump, update_endpoints
+from compiler.xds_types import ENDPOINT, ROUTE, TYPES
 
 from . import wire
 
@@ -131,21 +132,35 @@ class ServedView:
         return self.size() + sum(len(r[2] or b"") for r in self._responses.values())
 
 
-def serve_view(mesh: Mesh, view: ProxyView, previous: ServedView | None = None) -> ServedView:
+def serve_view(mesh: Mesh, view: ProxyView, previous: ServedView | None = None,
+               endpoints_of: AbstractSet[str] | None = None) -> ServedView:
     """Compile a view, taking back from ``previous`` (this view's served before) what did not change,
-    and write each type's whole response, which its resources then point into."""
+    and write each type's whole response, which its resources then point into.
+
+    With ``endpoints_of`` (hosts whose endpoints alone changed: model.relisted), only their
+    assignments are built again (xds.update_endpoints) and only the endpoints' response written:
+    every other type is previous's, bytes and response."""
     before = previous.compiled if previous is not None else None
-    compiled = compile_view(mesh, view, previous=before)
+    if endpoints_of is not None and before is not None:
+        compiled = update_endpoints(mesh, before, endpoints_of)
+        rebuilt: tuple[str, ...] = (ENDPOINT,)
+    else:
+        compiled = compile_view(mesh, view, previous=before)
+        rebuilt = tuple(t.url for t in TYPES)
     kept = 0
     if before is not None:
         for xds_type in TYPES:
             old = before.resources[xds_type.url]
             kept += sum(1 for name, r in compiled.resources[xds_type.url].items() if old.get(name) is r)
     changed = sum(len(by_name) for by_name in compiled.resources.values()) - kept
-    versions = {t.url: _combined_version(compiled.resources[t.url].values()) for t in TYPES}
+    versions = {t.url: _combined_version(compiled.resources[t.url].values()) if t.url in rebuilt
+                else previous.versions[t.url] for t in TYPES}  # type: ignore[union-attr]
     served = ServedView(compiled, versions, changed)
     for xds_type in TYPES:
-        _write_whole(served, xds_type.url)
+        if xds_type.url in rebuilt:
+            _write_whole(served, xds_type.url)
+        else:
+            served._responses[(xds_type.url, None)] = previous._responses[(xds_type.url, None)]  # type: ignore[union-attr]
     return served
 
 

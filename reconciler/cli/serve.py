@@ -22,7 +22,7 @@ def register(commands) -> argparse.ArgumentParser:
                     "repository gets a commit, on SIGHUP, and every --poll seconds. A revision with errors is "
                     "reported and not served: proxies keep the last valid one. Stops cleanly on SIGTERM or "
                     "SIGINT. HTTP on --http: /healthz, /readyz, /metrics, /debug/configz, /debug/syncz, "
-                    "/debug/config_dump?proxyID=NODE_ID.")
+                    "/debug/config_dump?proxyID=NODE_ID, /debug/registryz.")
     add_source(p)
     p.add_argument("--cluster", required=True, metavar="NAME",
                    help="the Cluster this daemon serves; proxies that do not say theirs are taken to be in it")
@@ -48,6 +48,18 @@ def register(commands) -> argparse.ArgumentParser:
     p.add_argument("--max-connection-age", type=float, default=None, metavar="SECONDS",
                    help="end each xDS stream (with OK) after about SECONDS, so proxies reconnect and spread over "
                         "replicas behind a load balancer (default: never)")
+    live = p.add_argument_group("live registry (what runs in the clusters: Services, EndpointSlices, Pods, Nodes)")
+    live.add_argument("--registry", action="append", default=[], metavar="kube|dir:PATH",
+                      help="serve the endpoints of the pods that run, beside those the source writes: kube reads "
+                           "this cluster's API server (in-cluster, or --kubeconfig and --kube-context), every "
+                           "Cluster with a kubeContext, and Istio's remote secrets; dir:PATH reads manifests at "
+                           "PATH/<cluster>/<namespace>/<Kind>/<name>.yaml (Nodes at PATH/<cluster>/Node/<name>.yaml), "
+                           "watched. Repeatable. A cluster's endpoints are served once it is fully listed; one that "
+                           "becomes unreachable keeps its last endpoints, marked stale (/debug/registryz)")
+    live.add_argument("--registry-quiet", type=float, default=0.1, metavar="SECONDS",
+                      help="publish an object's change once it has been quiet this long (default: 0.1)")
+    live.add_argument("--registry-max-wait", type=float, default=1.0, metavar="SECONDS",
+                      help="but at most this long after its first change (default: 1)")
     cas = p.add_argument_group("CA reconciler (galleon ca reconcile, for this cluster, by the leader)")
     cas.add_argument("--root-ca", type=Path, default=None, metavar="DIR",
                      help="the shared root CA (galleon ca init-root); with --ca-target, keep this cluster's "
@@ -78,8 +90,8 @@ def register(commands) -> argparse.ArgumentParser:
     elect.add_argument("--lease-identity",
                        default=os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}",
                        metavar="ID", help="this replica's name in the Lease (default: $POD_NAME, else HOST-PID)")
-    add_kubeconfig(elect, "kubeconfig for the Lease, --ca-target kube and --dns-target kube (default: $KUBECONFIG, "
-                          "~/.kube/config, else in-cluster)")
+    add_kubeconfig(elect, "kubeconfig for the Lease, --registry kube, --ca-target kube and --dns-target kube "
+                          "(default: $KUBECONFIG, ~/.kube/config, else in-cluster)")
     elect.add_argument("--kube-context", default=None, metavar="NAME", help="kubeconfig context (default: current)")
     p.add_argument("--log-level", choices=defaults.LOG_LEVELS, default="info",
                    help="least important log events shown (default: info); logs are JSON lines unless "
@@ -89,7 +101,7 @@ def register(commands) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     from .. import ca, dns, logs, webhook
-    from ..daemon import CaOptions, DnsOptions, LeaseOptions, ServeOptions, serve
+    from ..daemon import CaOptions, DnsOptions, LeaseOptions, RegistryOptions, ServeOptions, serve
     from ..sources.signatures import SignatureError, SignaturePolicy
     logs.configure(args.log_level)
     for value, flag in ((args.debounce, "--debounce"), (args.debounce_max, "--debounce-max")):
@@ -112,6 +124,15 @@ def run(args) -> int:
         raise UsageError("--dns-interval must be a positive number of seconds")
     if not 1 <= args.dns_ttl <= 65535:
         raise UsageError("--dns-ttl must be 1-65535 seconds")
+    for value, flag in ((args.registry_quiet, "--registry-quiet"), (args.registry_max_wait, "--registry-max-wait")):
+        if value < 0:
+            raise UsageError(f"{flag} must not be negative")
+    for registry in args.registry:
+        if registry != "kube" and not (registry.startswith("dir:") and len(registry) > 4):
+            raise UsageError(f"--registry {registry}: give kube or dir:PATH")
+        if registry.startswith("dir:") and not Path(registry[4:]).is_dir():
+            raise UsageError(f"--registry {registry}: no folder {registry[4:]} (expected "
+                             f"{registry[4:]}/<cluster>/<namespace>/<Kind>/<name>.yaml)")
     if args.max_connection_age is not None and args.max_connection_age <= 0:
         raise UsageError("--max-connection-age must be a positive number of seconds")
     try:
@@ -131,7 +152,10 @@ def run(args) -> int:
                            ca=CaOptions(args.root_ca, args.ca_target, args.ca_interval, args.kubeconfig,
                                         args.kube_context) if args.root_ca else None,
                            dns=DnsOptions(args.dns_target, args.dns_interval, args.dns_ttl, args.dns_create,
-                                          args.kubeconfig, args.kube_context) if args.dns_target else None)
+                                          args.kubeconfig, args.kube_context) if args.dns_target else None,
+                           registry=RegistryOptions(tuple(dict.fromkeys(args.registry)), args.kubeconfig,
+                                                    args.kube_context, args.registry_quiet, args.registry_max_wait)
+                           if args.registry else None)
     try:
         return serve(options)
     except OSError as exc:

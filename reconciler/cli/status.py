@@ -73,4 +73,8 @@ def _text(status) -> str:
     lines += [f"  {f.file}:{f.line}: {f.level} {f.code} {f.kind} {f.namespace}/{f.name}: {f.message}"
               for f in status.findings]
     lines.append(f"{status.connected_proxies} proxies connected; " + ("leader" if status.leader else "not the leader"))
+    for c in status.registry:
+        state = ("STALE" if c.stale else "synced") if c.synced else "not synced yet"
+        lines.append(f"registry {c.cluster}: {state}, {c.services} services, {c.endpoints} endpoints, "
+                     f"last event {c.last_event or '-'}" + (f", last error: {c.last_error}" if c.last_error else ""))
     return "\n".join(lines) + "\n"

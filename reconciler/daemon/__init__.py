@@ -3,10 +3,12 @@ follows changes. A revision with errors is reported and not served; proxies keep
 
 In parts, one job each (each module's docstring says which thread owns its state):
 
-- ``options``: what it was asked to do (ServeOptions and the CA, DNS and Lease options);
+- ``options``: what it was asked to do (ServeOptions and the registry, CA, DNS and Lease options);
 - ``follow``: notice that the source may have changed and debounce the notices into reloads;
 - ``loader``: read the source and judge each revision on a worker thread; the record of what was
   read and served (LoadState), the VIPs kept and quarantined;
+- ``live``: follow the live registries (reconciler/registry/) and publish what they change, in EDS
+  alone when only endpoints changed;
 - ``publisher``: make an accepted revision the served one (the ADS server, the heap settled, the
   last known good saved);
 - ``reconcilers``: the CA and DNS reconcilers of this cluster, and the Lease that elects who writes;
@@ -22,6 +24,6 @@ and returns a value that the loop applies; what two threads share is guarded by 
 from __future__ import annotations
 
 from .daemon import Daemon, serve
-from .options import CaOptions, DnsOptions, LeaseOptions, ServeOptions
+from .options import CaOptions, DnsOptions, LeaseOptions, RegistryOptions, ServeOptions
 
-__all__ = ["CaOptions", "Daemon", "DnsOptions", "LeaseOptions", "ServeOptions", "serve"]
+__all__ = ["CaOptions", "Daemon", "DnsOptions", "LeaseOptions", "RegistryOptions", "ServeOptions", "serve"]

@@ -20,6 +20,7 @@ from ..metrics import Metrics
 from ..sources import SourceError
 from ..state import LastGood
 from .follow import Follower
+from .live import Live
 from .loader import Loader
 from .options import ServeOptions
 from .previews import Previews
@@ -46,13 +47,15 @@ class Daemon:
         self._reloading = asyncio.Lock()
         self._stop = asyncio.Event()
         self.loader = Loader(options, self.metrics, self.last_good)
+        self.live = Live(options.registry, options.cluster, self.metrics, self.ads, self.loader, self._reloading)
+        self.metrics.follow_registry(self.live.registry.status)
         self.reconcilers = Reconcilers(options, self.metrics, self.board)
         self.previews = Previews(self.loader)
-        self.publisher = Publisher(self.ads, self.metrics, self.loader, self.reconcilers, self.previews,
+        self.publisher = Publisher(self.ads, self.metrics, self.loader, self.live, self.reconcilers, self.previews,
                                    self.last_good)
         self.follower = Follower(options, self.reload, self._stop)
-        self.surface = Surface(options, self.metrics, self.ads, self.loader, self.reconcilers, self.previews,
-                               self.board, self.reload, self.changed, self._stop)
+        self.surface = Surface(options, self.metrics, self.ads, self.loader, self.live, self.reconcilers,
+                               self.previews, self.board, self.reload, self.changed, self._stop)
         self.ads_port = self.http_port = 0
 
     def changed(self, reason: str) -> None:
@@ -99,6 +102,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         o = self.options
         await self.loader.open()
+        await self.live.open()
         await self.reconcilers.open_lease()
         self.loader.check_signatures()
         try:
@@ -118,7 +122,8 @@ class Daemon:
                 pass  # not the main thread (tests run the daemon on a thread): signals stay default
         await self.loader.seed_vips(self.reconcilers.answered_vips)
         # Watching starts before the first read, so that an edit made while it runs is not missed.
-        tasks = [asyncio.create_task(t) for t in (self.follower.debounce(), self.follower.watch(self.loader.source))]
+        tasks = [asyncio.create_task(t) for t in (self.follower.debounce(), self.follower.watch(self.loader.source),
+                                                  self.live.follow())]
         await self.reload("start")
         state = self.loader.state
         if state.served_revision is None and state.error and self.last_good is not None:
@@ -128,6 +133,7 @@ class Daemon:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            self.live.close()
             await self.ads.stop(0)
             self.surface.stop_http()
             raise SourceError(state.unknown_cluster)
@@ -143,6 +149,7 @@ class Daemon:
             for task in tasks + ([election] if election else []):
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            self.live.close()
             await self.ads.stop(o.grace)
             self.surface.stop_http()
             log.info("stopped")

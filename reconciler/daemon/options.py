@@ -33,6 +33,7 @@ class ServeOptions:
     lease: LeaseOptions | None = None
     ca: CaOptions | None = None  # reconcile this cluster's cacerts (the leader only)
     dns: DnsOptions | None = None  # reconcile this cluster's CoreDNS global:53 block (the leader only)
+    registry: RegistryOptions | None = None  # follow what runs in the clusters (reconciler/registry/)
 
 
 @dataclass
@@ -67,3 +68,12 @@ class LeaseOptions:
     identity: str
     kubeconfig: Path | None = None
     context: str | None = None
+
+
+@dataclass
+class RegistryOptions:
+    sources: tuple[str, ...]  # each kube or dir:PATH
+    kubeconfig: Path | None = None
+    context: str | None = None
+    quiet: float = 0.1  # an object's changes are published once it has been quiet this long...
+    max_wait: float = 1.0  # ...or this long after its first change

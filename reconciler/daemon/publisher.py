@@ -1,4 +1,5 @@
-"""Make an accepted revision the one served: hand it to the ADS server, tell the parts that follow
+"""Make an accepted revision the one served, with what the live registries read: hand it to the ADS
+server, tell the parts that follow
 the served revision (the loader's record, the reconcilers), then a publish's after-work: previews
 made ready, the heap settled (reconciler/runtime.py), the VIPs and the last known good snapshot
 saved to the state directory.
@@ -18,6 +19,7 @@ from .. import runtime
 from ..ads.server import AdsServer
 from ..metrics import Metrics
 from ..state import LastGood
+from .live import Live
 from .loader import Loader
 from .previews import Previews
 from .reconcilers import Reconcilers
@@ -26,13 +28,14 @@ log = structlog.get_logger("galleon.serve")
 
 
 class Publisher:
-    def __init__(self, ads: AdsServer, metrics: Metrics, loader: Loader, reconcilers: Reconcilers,
+    def __init__(self, ads: AdsServer, metrics: Metrics, loader: Loader, live: Live, reconcilers: Reconcilers,
                  previews: Previews, last_good: LastGood | None) -> None:
         self.ads, self.metrics, self.last_good = ads, metrics, last_good
-        self.loader, self.reconcilers, self.previews = loader, reconcilers, previews
+        self.loader, self.live, self.reconcilers, self.previews = loader, live, reconcilers, previews
 
     async def publish(self, revision: Revision, from_state_dir: bool = False) -> None:
-        mesh = revision.mesh
+        revision = self.live.live(revision)  # what runs in the clusters, beside what the source writes
+        mesh = await asyncio.to_thread(lambda: revision.mesh)
         await self.ads.publish(mesh)
         vips_moved = self.loader.record_served(revision, from_state_dir)
         self.reconcilers.due(revision)

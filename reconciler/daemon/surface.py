@@ -20,6 +20,7 @@ from ..api import reconciler_pb2 as pb
 from ..http import HttpServer, json_body, text_body
 from ..metrics import Metrics
 from ..status import StatusBoard, StatusFacts
+from .live import Live
 from .loader import Loader
 from .options import ServeOptions
 from .previews import Previews
@@ -29,12 +30,12 @@ log = structlog.get_logger("galleon.serve")
 
 
 class Surface:
-    def __init__(self, options: ServeOptions, metrics: Metrics, ads: AdsServer, loader: Loader,
+    def __init__(self, options: ServeOptions, metrics: Metrics, ads: AdsServer, loader: Loader, live: Live,
                  reconcilers: Reconcilers, previews: Previews, board: StatusBoard,
                  reload: Callable[[str], Awaitable[None]], changed: Callable[[str], None],
                  stop: asyncio.Event) -> None:
         self.options, self.metrics, self.ads = options, metrics, ads
-        self.loader, self.reconcilers, self.previews = loader, reconcilers, previews
+        self.loader, self.live, self.reconcilers, self.previews = loader, live, reconcilers, previews
         self.board = board
         self._reload, self._changed, self._stop = reload, changed, stop
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -89,10 +90,18 @@ class Surface:
                 why = s.error or ("the source has errors; see /debug/configz" if s.findings
                                   else "no revision loaded yet")
                 return text_body(503, f"not ready: {why}\n")
+            clusters = self._registry_line()
             if s.from_state_dir:
                 return text_body(200, f"ready: serving {s.served_revision} from the state directory "
-                                      f"(last known good); the source cannot be read: {s.error}\n")
-            return text_body(200, f"ready: serving {s.served_revision}\n")
+                                      f"(last known good); the source cannot be read: {s.error}\n{clusters}")
+            return text_body(200, f"ready: serving {s.served_revision}\n{clusters}")
+
+        def registryz(_):
+            if not self.live.on:
+                return json_body(404, {"error": "no live registry; start galleon serve with --registry kube or "
+                                                "--registry dir:PATH"})
+            return json_body(200, {"registries": list(self.options.registry.sources),
+                                   "clusters": self.live.registry.status()})
 
         def configz(_):
             s = self.loader.state
@@ -122,7 +131,17 @@ class Surface:
             return 200, "text/plain; version=0.0.4; charset=utf-8", self.metrics.exposition()
 
         return {"/healthz": healthz, "/readyz": readyz, "/debug/configz": configz, "/debug/syncz": syncz,
-                "/debug/config_dump": config_dump, "/metrics": metrics}
+                "/debug/config_dump": config_dump, "/debug/registryz": registryz, "/metrics": metrics}
+
+    def _registry_line(self) -> str:
+        """For /readyz: each registry cluster, synced or not (its endpoints are served once it is)."""
+        if not self.live.on:
+            return ""
+        said = []
+        for c in self.live.registry.status():
+            state = ("stale: " + (c["last_error"] or "") if c["stale"] else "synced") if c["synced"] else "not synced yet"
+            said.append(f"registry {c['cluster']}: {state}")
+        return "".join(line + "\n" for line in said)
 
     def _hook(self, headers: dict[str, str], body: bytes) -> tuple[int, str, bytes]:
         """POST /hook (on the HTTP server's thread): a verified notice from the Git host fetches now."""

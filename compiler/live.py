@@ -1,0 +1,59 @@
+"""What a live registry read from a cluster, as objects of the mesh.
+
+A registry (reconciler/registry/) reads each cluster's Services, EndpointSlices, Pods and Nodes
+as the API server returns them; here each becomes a ``SourceObject`` like one parsed from the
+repository, labelled with the cluster it was read from (``topology.istio.io/cluster``, which is how
+the model places Kubernetes objects), checked against its kind's schema, and named by where it
+lives (``kube:CLUSTER/NAMESPACE/KIND/NAME``, or the manifest's path for a ``dir:`` registry).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from .kinds import CLUSTER_LABEL, NODE
+from .parse import FileLines, SourceObject
+from .validate import schema
+
+# The kinds a registry reads, by (apiVersion, kind): their group and version.
+READ = {("v1", "Service"): ("", "v1"), ("discovery.k8s.io/v1", "EndpointSlice"): ("discovery.k8s.io", "v1"),
+        ("v1", "Pod"): ("", "v1"), ("v1", NODE): ("", "v1")}
+
+
+class Unreadable(ValueError):
+    """An object a registry cannot use; the message says why, in one line."""
+
+
+def live_object(cluster: str, body: Any, file: str, line: int = 1) -> SourceObject:
+    """One object read from ``cluster``: labelled with it, and its digest from its resourceVersion
+    (the API server's, which changes with every write) or, without one, its content. Raises
+    Unreadable for an object of another kind, or one its kind's schema refuses."""
+    if not isinstance(body, dict):
+        raise Unreadable(f"not an object but {type(body).__name__}")
+    kind, api_version = body.get("kind"), body.get("apiVersion")
+    group_version = READ.get((api_version, kind))  # type: ignore[arg-type]
+    if group_version is None:
+        raise Unreadable(f"{api_version} {kind} is not a kind a registry reads")
+    metadata = body.get("metadata")
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str) or not metadata["name"]:
+        raise Unreadable("metadata.name is missing")
+    written = metadata.get("labels")
+    labels: dict = written if isinstance(written, dict) else {}
+    labelled = {**body, "metadata": {**metadata, "labels": {**labels, CLUSTER_LABEL: cluster}}}
+    version = metadata.get("resourceVersion")
+    digest = (f"{cluster}@{version}" if isinstance(version, str) and version
+              else hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:24])
+    namespace = "" if kind == NODE else metadata.get("namespace") or "default"
+    obj = SourceObject(group_version[0], group_version[1], str(kind), namespace, metadata["name"], labelled, file, line,
+                       FileLines("", 0, ((0, 0),), (digest,)))
+    if kind != NODE:  # a Node is read for its labels alone
+        problems = schema.check(obj)
+        if problems:
+            raise Unreadable(problems[0].message)
+    return obj
+
+
+def kube_file(cluster: str, kind: str, namespace: str, name: str) -> str:
+    """Where an object read from a cluster's API server is said to be (findings, provenance)."""
+    return f"kube:{cluster}/{namespace + '/' if namespace else ''}{kind}/{name}"

@@ -1,0 +1,205 @@
+"""Follow the live registries: what runs in each cluster (reconciler/registry/), merged into what
+is served.
+
+Feeds report to the store from their own threads; each change is handed to the event loop, where
+it waits until it has been quiet for ``quiet`` seconds (an object changing again restarts its wait;
+other objects' changes do not), and at most ``max_wait`` seconds. Then, one at a time with the
+source's reloads (``lock``): EndpointSlice and Pod changes make a mesh with those services'
+endpoints relisted (model.relisted) and, when nothing but their assignments can differ, the views
+are updated in EDS alone; a Service or Node changed, or a cluster synced, builds the mesh anew from
+the served revision and every synced cluster's objects, as a new revision does.
+
+Threads: the pending changes, the tasks and the publishing are the loop's; the store is
+thread-safe; feed threads end when ``close`` sets their stop event.
+"""
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from compiler.live import kube_file
+from compiler.model import relisted
+from compiler.parse import SourceObject
+from compiler.revision import Revision, with_live
+
+from ..ads.server import AdsServer
+from ..metrics import Metrics
+from ..registry.directory import DirectoryError, DirectoryFeed
+from ..registry.store import Change, Registry
+from ..sources import SourceError
+from .loader import Loader
+from .options import RegistryOptions
+
+log = structlog.get_logger("galleon.serve")
+
+
+@dataclass
+class _Waiting:
+    """Changes of one object not yet published: its newest version (None: deleted) and, when it was
+    held before they began, that version (what ``relisted`` removes)."""
+    now: SourceObject | None
+    before: SourceObject | None
+    first: float
+    last: float
+
+
+@dataclass
+class _Batch:
+    changed: list[SourceObject] = field(default_factory=list)
+    gone: list[SourceObject] = field(default_factory=list)
+    whole: bool = False
+    oldest: float = 0.0
+
+
+class Live:
+    def __init__(self, options: RegistryOptions | None, cluster: str, metrics: Metrics, ads: AdsServer,
+                 loader: Loader, lock: asyncio.Lock) -> None:
+        self.options, self.cluster, self.metrics, self.ads, self.loader = options, cluster, metrics, ads, loader
+        self._lock = lock
+        self.registry = Registry(self._from_feed, files=self._file_of)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiting: dict[tuple, _Waiting] = {}
+        self._whole: tuple[float, float] | None = None  # (first, last) whole change waiting
+        self._wake = asyncio.Event()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._directories: dict[str, DirectoryFeed] = {}  # cluster -> the dir: registry that holds it
+
+    @property
+    def on(self) -> bool:
+        return self.options is not None and bool(self.options.sources)
+
+    def objects(self) -> tuple[SourceObject, ...]:
+        return tuple(self.registry.objects()) if self.on else ()
+
+    def live(self, revision: Revision) -> Revision:
+        """``revision`` with what the registries read now (itself when there are none)."""
+        return with_live(revision, self.objects()) if self.on else revision
+
+    # --- on the event loop ---------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Read every ``dir:`` registry once (so the first revision served has its endpoints) and start
+        following them. Raises SourceError when a registry cannot be used."""
+        self._loop = asyncio.get_running_loop()
+        if not self.on:
+            return
+        assert self.options is not None
+        for source in self.options.sources:
+            if source.startswith("dir:"):
+                feed = DirectoryFeed(Path(source[4:]), self.registry)
+                try:
+                    clusters = await asyncio.to_thread(feed.clusters)
+                except DirectoryError as exc:
+                    raise SourceError(f"--registry {source}: {exc}") from None
+                for cluster in clusters:
+                    self._directories[cluster] = feed
+                await asyncio.to_thread(feed.read_all)
+                self._thread(f"registry {source}", feed.watch)
+                log.info("registry read", registry=source, clusters=clusters)
+            else:
+                raise SourceError(f"--registry {source}: not a registry (give kube or dir:PATH)")
+
+    def _thread(self, name: str, run) -> None:
+        thread = threading.Thread(target=run, args=(self._stop,), name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def _file_of(self, cluster: str, kind: str, namespace: str, name: str) -> str:
+        feed = self._directories.get(cluster)
+        return (feed.file_of if feed is not None else kube_file)(cluster, kind, namespace, name)
+
+    def _from_feed(self, change: Change) -> None:
+        """A feed's change (on its thread): handed to the loop."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._note, change)
+
+    def _note(self, change: Change) -> None:
+        now = time.monotonic()
+        if change.whole:
+            self._whole = (self._whole[0] if self._whole else now, now)
+        for obj, deleted in [(o, False) for o in change.changed] + [(o, True) for o in change.gone]:
+            key = obj.key
+            waiting = self._waiting.get(key)
+            if waiting is None:
+                waiting = self._waiting[key] = _Waiting(None, obj if deleted else None, now, now)
+            waiting.now, waiting.last = (None if deleted else obj), now
+            if deleted and waiting.before is None:
+                waiting.before = obj
+        self._wake.set()
+
+    def _due(self, now: float) -> tuple[_Batch | None, float | None]:
+        """The changes due now, and when the next ones will be."""
+        quiet, longest = self.options.quiet, self.options.max_wait  # type: ignore[union-attr]
+        batch = _Batch()
+        upcoming: float | None = None
+        if self._whole is not None:
+            first, last = self._whole
+            due = min(last + quiet, first + longest)
+            if due <= now:
+                # Anew from every object: whatever else waits is in it.
+                batch.whole, batch.oldest = True, min([first] + [w.first for w in self._waiting.values()])
+                self._whole = None
+                self._waiting.clear()
+                return batch, None
+            upcoming = due
+        for key, waiting in list(self._waiting.items()):
+            due = min(waiting.last + quiet, waiting.first + longest)
+            if due <= now:
+                del self._waiting[key]
+                if waiting.before is not None:
+                    batch.gone.append(waiting.before)
+                if waiting.now is not None:
+                    batch.changed.append(waiting.now)
+                batch.oldest = min(batch.oldest or waiting.first, waiting.first)
+            else:
+                upcoming = due if upcoming is None else min(upcoming, due)
+        return (batch if batch.changed or batch.gone else None), upcoming
+
+    async def follow(self) -> None:
+        """Publish the registries' changes, each once it is due (run as a task)."""
+        if not self.on:
+            return
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while True:
+                batch, upcoming = self._due(time.monotonic())
+                if batch is not None:
+                    await self._publish(batch)
+                if upcoming is None:
+                    break
+                try:  # a new change only waits longer than those already waiting: no need to wake for it
+                    await asyncio.sleep(max(0.0, upcoming - time.monotonic()))
+                except asyncio.CancelledError:
+                    raise
+
+    async def _publish(self, batch: _Batch) -> None:
+        async with self._lock:
+            served = self.loader.served
+            if served is None or self.ads.mesh is None:
+                return  # the first revision published will hold every synced cluster's objects
+            started = time.perf_counter()
+            try:
+                if batch.whole:
+                    revision = self.live(served)
+                    mesh = await asyncio.to_thread(lambda: revision.mesh)
+                    await self.ads.publish(mesh)
+                else:
+                    found = await asyncio.to_thread(relisted, self.ads.mesh, batch.changed, batch.gone)
+                    await self.ads.publish(found.mesh, found.hosts if found.endpoints_only else None)
+            except Exception:  # noqa: BLE001 - a bug must not stop following the registries
+                log.exception("cannot publish the registries' changes; the next change tries again")
+                return
+            self.metrics.registry_push_seconds.observe(time.perf_counter() - started)
+            log.debug("registry changes published", whole=batch.whole, changed=len(batch.changed),
+                      gone=len(batch.gone), waited=round(time.monotonic() - batch.oldest, 3),
+                      seconds=round(time.perf_counter() - started, 3))

@@ -1,0 +1,144 @@
+"""A ``dir:PATH`` registry: the live objects of each cluster as manifests, where no API server is
+at hand (the demo, the tests, a cluster exported with kubectl).
+
+``PATH/<cluster>/<namespace>/<Kind>/<name>.yaml`` (a Node, cluster-scoped, at
+``PATH/<cluster>/Node/<name>.yaml``), one object per file, as ``kubectl get -o yaml`` prints it:
+the same layout and rules as a ``dir:`` target. Each folder under PATH is a cluster. The folder is
+read whole at start (each cluster then synced) and watched with watchfiles; a change re-reads the
+clusters it touched and reports each kind as a complete list, which the store compares with what
+it holds, so a file that cannot be read is reported and skipped, and a folder removed (a namespace
+deleted) removes its objects.
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import structlog
+import watchfiles
+import yaml
+
+from .sink import KIND_NAMES, Sink
+
+log = structlog.get_logger("galleon.registry")
+
+_CLUSTER_SCOPED = ("Node",)
+
+
+class DirectoryError(Exception):
+    """The folder cannot be a registry; the message says why."""
+
+
+class DirectoryFeed:
+    def __init__(self, root: Path, sink: Sink) -> None:
+        self.root, self.sink = root, sink
+        # A file read before and unchanged since (same size and modification time) is not parsed again.
+        self._parsed: dict[Path, tuple[tuple[int, int], object]] = {}
+
+    def file_of(self, cluster: str, kind: str, namespace: str, name: str) -> str:
+        """Where an object of this registry is (its findings and provenance name the file)."""
+        folder = self.root / cluster
+        return str(folder / namespace / kind / f"{name}.yaml" if namespace else folder / kind / f"{name}.yaml")
+
+    def clusters(self) -> list[str]:
+        if not self.root.is_dir():
+            raise DirectoryError(f"registry folder {self.root} does not exist (expected "
+                                 f"{self.root}/<cluster>/<namespace>/<Kind>/<name>.yaml)")
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    def read_all(self) -> list[str]:
+        """Read every cluster folder and report it; the clusters read."""
+        clusters = self.clusters()
+        for cluster in clusters:
+            self.read_cluster(cluster)
+        return clusters
+
+    def read_cluster(self, cluster: str) -> None:
+        """Report one cluster's objects, each kind as a complete list."""
+        by_kind: dict[str, list[dict]] = {kind: [] for kind in KIND_NAMES}
+        problems: list[tuple[str, str, str]] = []  # reported after the lists, which start each kind afresh
+        folder = self.root / cluster
+        seen: set[Path] = set()
+        for path in sorted(folder.rglob("*")) if folder.is_dir() else ():
+            if path.suffix not in (".yaml", ".yml") or not path.is_file() \
+                    or any(part.startswith(".") for part in path.relative_to(folder).parts):
+                continue
+            seen.add(path)
+            found = self._read(folder, path)
+            if found is None:
+                continue
+            if len(found) == 2:
+                by_kind[found[0]].append(found[1])  # type: ignore[arg-type]
+            else:
+                problems.append(found)  # type: ignore[arg-type]
+        for gone in [p for p in self._parsed if p.is_relative_to(folder) and p not in seen]:
+            del self._parsed[gone]
+        for kind, objects in by_kind.items():
+            self.sink.listed(cluster, kind, objects)
+        for kind, where, why in problems:
+            self.sink.unreadable(cluster, kind, where, why)
+
+    def _read(self, folder: Path, path: Path) -> tuple[str, dict] | tuple[str, str, str] | None:
+        """(kind, object), or (kind, namespace/name, why it cannot be read), or None: not a registry
+        file."""
+        parts = path.relative_to(folder).parts
+        name = path.stem
+        if len(parts) == 3 and parts[1] not in _CLUSTER_SCOPED:
+            namespace, kind = parts[0], parts[1]
+        elif len(parts) == 2 and parts[0] in _CLUSTER_SCOPED:
+            namespace, kind = "", parts[0]
+        else:
+            return None  # another layout: not a registry file (a README, a kustomization...)
+        if kind not in KIND_NAMES:
+            return None  # kinds a registry does not read (ConfigMaps, Secrets...) are left alone
+        where = f"{namespace}/{name}" if namespace else name
+        try:
+            stat = path.stat()
+            stamp = (stat.st_size, stat.st_mtime_ns)
+            held = self._parsed.get(path)
+            if held is not None and held[0] == stamp:
+                body = held[1]
+            else:
+                body = yaml.load(path.read_bytes(), Loader=yaml.CSafeLoader)
+                self._parsed[path] = (stamp, body)
+        except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
+            return kind, where, f"{path}: {_one_line(exc)}"
+        why = _mismatch(body, kind, namespace, name)
+        if why:
+            return kind, where, f"{path}: {why}"
+        assert isinstance(body, dict)
+        return kind, body
+
+    def watch(self, stop: threading.Event) -> None:
+        """Report what changes until ``stop`` is set (run it on a thread of its own)."""
+        for changes in watchfiles.watch(self.root, stop_event=stop, debounce=50, step=20, yield_on_timeout=False,
+                                        rust_timeout=200):
+            touched = set()
+            for _, changed in changes:
+                relative = Path(changed).relative_to(self.root).parts
+                if relative and not relative[0].startswith("."):
+                    touched.add(relative[0])
+            for cluster in sorted(touched):
+                try:
+                    self.read_cluster(cluster)
+                except OSError as exc:  # the folder went while being read: the next change reads it again
+                    self.sink.failed(cluster, None, f"{self.root / cluster}: {_one_line(exc)}")
+
+
+def _mismatch(body: object, kind: str, namespace: str, name: str) -> str | None:
+    """Why a file does not hold the object its path names (None: it does)."""
+    if not isinstance(body, dict):
+        return "not one Kubernetes object (one object per file)"
+    found = body.get("metadata")
+    metadata: dict = found if isinstance(found, dict) else {}
+    if body.get("kind") != kind:
+        return f"holds kind {body.get('kind')!r}, but its folder says {kind}"
+    if metadata.get("name") != name:
+        return f"holds {metadata.get('name')!r}, but its file is named {name!r}"
+    if namespace and (metadata.get("namespace") or "default") != namespace:
+        return f"holds namespace {metadata.get('namespace') or 'default'!r}, but its folder says {namespace!r}"
+    return None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__

@@ -1,0 +1,215 @@
+"""The store of what runs: every cluster's objects as its feed last reported them, whether each
+cluster is synced (every kind listed once: Istio's HasSynced) and fresh, and the changes, handed
+to whoever follows them (the daemon: reconciler/daemon/live.py).
+
+Feeds call the ``Sink`` methods from their own threads; one lock guards the store, and a change is
+handed on (``on_change``) after the store holds it, outside the lock.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import structlog
+
+from compiler.live import Unreadable, kube_file, live_object
+from compiler.parse import SourceObject
+
+from .sink import KIND_NAMES
+
+log = structlog.get_logger("galleon.registry")
+
+# What names an object in a cluster: (kind, namespace, name); a Node's namespace is "".
+Key = tuple[str, str, str]
+# Kinds whose change may change more than the endpoints of the services they feed.
+WHOLE_KINDS = frozenset({"Service", "Node"})
+
+
+@dataclass(frozen=True)
+class Change:
+    """What one report changed in one cluster: objects new or edited, and objects gone (as last held).
+    ``whole``: the mesh must be built anew (a Service or Node changed, or the cluster was just synced)."""
+    cluster: str
+    changed: tuple[SourceObject, ...] = ()
+    gone: tuple[SourceObject, ...] = ()
+    whole: bool = False
+
+
+@dataclass
+class ClusterRecord:
+    name: str
+    objects: dict[Key, SourceObject] = field(default_factory=dict)
+    listed: set[str] = field(default_factory=set)  # kinds listed at least once
+    stale: dict[str, str] = field(default_factory=dict)  # kind ("" for all) -> the error that made it stale
+    last_event: float | None = None
+    last_error: str | None = None
+    last_error_at: float | None = None
+    events: dict[str, int] = field(default_factory=dict)  # by kind
+    errors: dict[str, int] = field(default_factory=dict)  # by kind ("" when not about one kind)
+    unreadable: dict[Key, str] = field(default_factory=dict)  # objects skipped, and why
+
+    @property
+    def synced(self) -> bool:
+        return self.listed.issuperset(KIND_NAMES)
+
+    def status(self) -> dict:
+        counts: dict[str, int] = {}
+        endpoints = 0
+        for (kind, _, _), obj in self.objects.items():
+            counts[kind] = counts.get(kind, 0) + 1
+            if kind == "EndpointSlice":
+                endpoints += sum(len(e.get("addresses") or ()) for e in obj.body.get("endpoints") or ())
+        return {"cluster": self.name, "synced": self.synced, "stale": bool(self.stale),
+                "services": counts.get("Service", 0), "endpoints": endpoints, "pods": counts.get("Pod", 0),
+                "nodes": counts.get("Node", 0), "endpoint_slices": counts.get("EndpointSlice", 0),
+                "last_event": _when(self.last_event), "last_error": self.last_error,
+                "last_error_at": _when(self.last_error_at), "events": dict(self.events),
+                "errors": dict(self.errors),
+                "unreadable": [f"{kind} {ns + '/' if ns else ''}{name}: {why}"
+                               for (kind, ns, name), why in sorted(self.unreadable.items())][:20]}
+
+
+def _when(at: float | None) -> str | None:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at)) if at is not None else None
+
+
+class Registry:
+    """Every cluster's live objects (a ``Sink`` for the feeds). ``files`` names where an object is
+    said to be (default: ``kube:CLUSTER/NS/KIND/NAME``); ``on_change`` is called with each
+    ``Change`` that touches a synced cluster, from the feed's thread."""
+
+    def __init__(self, on_change: Callable[[Change], None] = lambda change: None,
+                 files: Callable[[str, str, str, str], str] = kube_file) -> None:
+        self._lock = threading.Lock()
+        self._clusters: dict[str, ClusterRecord] = {}
+        self._on_change = on_change
+        self._files = files
+
+    # --- the Sink ------------------------------------------------------------------------------------
+
+    def listed(self, cluster: str, kind: str, objects: list[dict]) -> None:
+        read, skipped = self._read_all(cluster, kind, objects)
+        with self._lock:
+            record = self._record(cluster)
+            was_synced = record.synced
+            held = {key: obj for key, obj in record.objects.items() if key[0] == kind}
+            changed = [obj for key, obj in read.items() if held.get(key) is None or held[key].digest != obj.digest]
+            gone = [obj for key, obj in held.items() if key not in read]
+            for key in held.keys() - read.keys():
+                del record.objects[key]
+            record.objects.update(read)
+            record.unreadable = {k: why for k, why in record.unreadable.items() if k[0] != kind}
+            for key, why in skipped.items():
+                self._skip(record, key, why)
+            record.listed.add(kind)
+            record.stale.pop(kind, None)
+            record.stale.pop("", None)
+            record.last_event = time.time()
+            change = Change(cluster, tuple(changed), tuple(gone), whole=kind in WHOLE_KINDS or not was_synced)
+            deliver = record.synced and (change.changed or change.gone or not was_synced)
+        log.debug("listed", cluster=cluster, kind=kind, objects=len(read), changed=len(changed), gone=len(gone))
+        if deliver:
+            self._on_change(change)
+
+    def event(self, cluster: str, kind: str, type: str, obj: dict) -> None:
+        key = _key(kind, obj)
+        with self._lock:
+            record = self._record(cluster)
+            record.last_event = time.time()
+            record.events[kind] = record.events.get(kind, 0) + 1
+            if key is None:
+                return
+            if type == "DELETED":
+                old = record.objects.pop(key, None)
+                record.unreadable.pop(key, None)
+                change = Change(cluster, gone=(old,) if old is not None else (), whole=kind in WHOLE_KINDS)
+            else:
+                try:
+                    new = live_object(cluster, obj, self._files(cluster, kind, key[1], key[2]))
+                except Unreadable as exc:
+                    self._skip(record, key, str(exc))
+                    old = record.objects.pop(key, None)  # what it was is no longer what runs
+                    change = Change(cluster, gone=(old,) if old is not None else (), whole=kind in WHOLE_KINDS)
+                else:
+                    record.unreadable.pop(key, None)
+                    old = record.objects.get(key)
+                    if old is not None and old.digest == new.digest:
+                        return
+                    record.objects[key] = new
+                    change = Change(cluster, changed=(new,), whole=kind in WHOLE_KINDS)
+            deliver = record.synced and (change.changed or change.gone)
+        if deliver:
+            self._on_change(change)
+
+    def failed(self, cluster: str, kind: str | None, error: str) -> None:
+        with self._lock:
+            record = self._record(cluster)
+            first = not record.stale
+            record.stale[kind or ""] = error
+            record.last_error, record.last_error_at = error, time.time()
+            record.errors[kind or ""] = record.errors.get(kind or "", 0) + 1
+        if first:
+            log.warning("registry stale: keeping the last endpoints", cluster=cluster, kind=kind, error=error)
+
+    def unreadable(self, cluster: str, kind: str, name: str, reason: str) -> None:
+        namespace, _, short = name.rpartition("/")
+        with self._lock:
+            self._skip(self._record(cluster), (kind, namespace, short), reason)
+
+    # --- readers -------------------------------------------------------------------------------------
+
+    def objects(self) -> list[SourceObject]:
+        """The objects of every synced cluster (a stale one's as last held)."""
+        with self._lock:
+            return [obj for record in self._clusters.values() if record.synced for obj in record.objects.values()]
+
+    def status(self) -> list[dict]:
+        with self._lock:
+            return [record.status() for _, record in sorted(self._clusters.items())]
+
+    def expect(self, clusters: Iterable[str]) -> None:
+        """Clusters the registry is to read: reported (not synced) before their first report."""
+        with self._lock:
+            for cluster in clusters:
+                self._record(cluster)
+
+    # --- inside the lock -----------------------------------------------------------------------------
+
+    def _record(self, cluster: str) -> ClusterRecord:
+        record = self._clusters.get(cluster)
+        if record is None:
+            record = self._clusters[cluster] = ClusterRecord(cluster)
+        return record
+
+    def _skip(self, record: ClusterRecord, key: Key, reason: str) -> None:
+        kind, namespace, name = key
+        if record.unreadable.get(key) != reason:
+            log.warning("object skipped", cluster=record.name, kind=kind, namespace=namespace or None, name=name,
+                        reason=reason)
+        record.unreadable[key] = reason
+        record.errors[kind] = record.errors.get(kind, 0) + 1
+        record.last_error, record.last_error_at = f"{kind} {namespace + '/' if namespace else ''}{name}: {reason}", \
+            time.time()
+
+    def _read_all(self, cluster: str, kind: str, objects: list[dict]) -> tuple[dict[Key, SourceObject], dict[Key, str]]:
+        """(outside the lock) The objects of a list, and those skipped with why."""
+        read: dict[Key, SourceObject] = {}
+        skipped: dict[Key, str] = {}
+        for body in objects:
+            key = _key(kind, body)
+            if key is None:
+                continue
+            try:
+                read[key] = live_object(cluster, body, self._files(cluster, kind, key[1], key[2]))
+            except Unreadable as exc:
+                skipped[key] = str(exc)
+        return read, skipped
+
+
+def _key(kind: str, obj: dict) -> Key | None:
+    metadata = obj.get("metadata") if isinstance(obj, dict) else None
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str):
+        return None
+    return kind, "" if kind == "Node" else str(metadata.get("namespace") or "default"), metadata["name"]

@@ -1,0 +1,189 @@
+"""What the live registries read, in the mesh (compiler/live.py, model.relisted, xds.update_endpoints):
+objects labelled with their cluster, Node localities, pods that ServiceEntries select, and the
+endpoint-only path, which must give exactly what building everything anew gives."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from compiler.live import Unreadable, live_object
+from compiler.model import build_mesh, relisted
+from compiler.revision import load
+from compiler.view import make_view
+from compiler.xds import compile_view, update_endpoints
+from compiler.xds_types import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from tests.conftest import snapshot_of
+
+REPO = """\
+apiVersion: galleon.io/v1alpha1
+kind: Cluster
+metadata: {name: east, namespace: istio-system}
+spec: {network: net-1, locality: us-east/us-east-1a}
+---
+apiVersion: galleon.io/v1alpha1
+kind: Cluster
+metadata: {name: west, namespace: istio-system}
+spec: {network: net-1, locality: us-west/us-west-1a}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: web, namespace: shop}
+spec:
+  host: web.shop.svc.cluster.local
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: web-global, namespace: shop}
+spec:
+  hosts: [web.shop.global]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP, targetPort: 8080}]
+  workloadSelector: {labels: {app: web}}
+"""
+
+
+def service(cluster: str) -> dict:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "shop",
+                                                                "resourceVersion": f"{cluster}-svc"},
+            "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}
+
+
+def pod(name: str, ip: str, version: str = "v1", ready: bool = True, node: str = "node-1", sa: str = "web",
+        rv: str = "1") -> dict:
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "shop", "resourceVersion": rv,
+                         "labels": {"app": "web", "version": version, "security.istio.io/tlsMode": "istio"}},
+            "spec": {"serviceAccountName": sa, "nodeName": node, "containers": [{"name": "web", "image": "web"}]},
+            "status": {"podIP": ip, "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
+
+
+def endpoint_slice(name: str, pods: list[tuple[str, str, bool]], rv: str = "1") -> dict:
+    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+            "metadata": {"name": name, "namespace": "shop", "resourceVersion": rv,
+                         "labels": {"kubernetes.io/service-name": "web"}},
+            "ports": [{"name": "http", "port": 8080}],
+            "endpoints": [{"addresses": [ip], "conditions": {"ready": ready}, "nodeName": "node-1",
+                           "targetRef": {"kind": "Pod", "namespace": "shop", "name": pod_name}}
+                          for pod_name, ip, ready in pods]}
+
+
+def node(name: str, region: str, zone: str) -> dict:
+    return {"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "resourceVersion": "1", "labels": {"topology.kubernetes.io/region": region,
+                                                                         "topology.kubernetes.io/zone": zone}}}
+
+
+def live(cluster: str, body: dict):
+    return live_object(cluster, body, f"kube:{cluster}/{body['kind']}/{body['metadata']['name']}")
+
+
+def running(east_pods, west_pods=()):
+    """The live objects of both clusters: a Service each, a slice listing the pods, the pods, a Node."""
+    objects = [live("east", service("east")), live("west", service("west")),
+               live("east", node("node-1", "us-east", "us-east-1c")), live("west", node("node-1", "us-west", "us-west-1b"))]
+    for cluster, pods in (("east", east_pods), ("west", west_pods)):
+        objects.append(live(cluster, endpoint_slice("web-abc", [(p["metadata"]["name"], p["status"]["podIP"],
+                                                                  True) for p in pods],
+                                                    rv=str(len(pods)))))
+        objects += [live(cluster, p) for p in pods]
+    return objects
+
+
+@pytest.fixture(scope="module")
+def repo():
+    loaded = load(snapshot_of({"mesh.yaml": REPO}))
+    assert loaded.valid, [f.text() for f in loaded.findings]
+    return loaded.objects
+
+
+def assignments(mesh, cluster: str = "east"):
+    compiled = compile_view(mesh, make_view(mesh, cluster))
+    return {name: compiled.message(ENDPOINT, name) for name in compiled.resources[ENDPOINT]}
+
+
+def test_a_live_object_is_labelled_with_its_cluster_and_checked():
+    obj = live("east", pod("web-1", "10.0.0.1"))
+    assert obj.labels["topology.istio.io/cluster"] == "east" and obj.key[-1] == "east"
+    assert obj.digest.endswith("east@1")
+    with pytest.raises(Unreadable, match="ports"):
+        live("east", {**service("east"), "spec": {"ports": "80"}})
+    with pytest.raises(Unreadable, match="not a kind"):
+        live("east", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}})
+
+
+def test_pods_take_their_nodes_locality(repo):
+    mesh = build_mesh(repo + running([pod("web-1", "10.0.0.1")], [pod("web-2", "10.1.0.1")]))
+    endpoints = {ep.address: ep for ep in mesh.services["web.shop.svc.cluster.local"].endpoints}
+    assert str(endpoints["10.0.0.1"].locality) == "us-east/us-east-1c"
+    assert str(endpoints["10.1.0.1"].locality) == "us-west/us-west-1b"
+    assert endpoints["10.0.0.1"].cluster == "east" and endpoints["10.0.0.1"].service_account == "web"
+
+
+def test_a_service_entry_selects_the_ready_pods_of_every_cluster(repo):
+    mesh = build_mesh(repo + running([pod("web-1", "10.0.0.1"), pod("web-3", "10.0.0.3", ready=False)],
+                                     [pod("web-2", "10.1.0.1")]))
+    selected = mesh.services["web.shop.global"].endpoints
+    assert sorted((ep.address, ep.cluster) for ep in selected) == [("10.0.0.1", "east"), ("10.1.0.1", "west")]
+    cla = assignments(mesh)["outbound|80||web.shop.global"]
+    ports = {lb.endpoint.address.socket_address.port_value for group in cla.endpoints for lb in group.lb_endpoints}
+    assert ports == {8080}  # the entry's target port
+
+
+CHANGES = {
+    "pod added": lambda e: (e + [pod("web-9", "10.0.0.9", version="v2")], True),
+    "pod gone": lambda e: (e[:1], True),
+    "pod relabelled": lambda e: ([e[0], {**e[1], "metadata": {**e[1]["metadata"], "resourceVersion": "7",
+                                                              "labels": {**e[1]["metadata"]["labels"],
+                                                                         "version": "v2"}}}], True),
+    "new identity": lambda e: (e + [pod("web-8", "10.0.0.8", sa="other")], False),
+}
+
+
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_relisted_is_a_mesh_built_anew(repo, change):
+    before_pods = [pod("web-1", "10.0.0.1"), pod("web-2", "10.0.0.2")]
+    after_pods, endpoints_only = CHANGES[change](copy.deepcopy(before_pods))
+    before_objects, after_objects = running(before_pods), running(after_pods)
+    before = build_mesh(repo + before_objects)
+    held = {o.key: o for o in before_objects}
+    now = {o.key: o for o in after_objects}
+    changed = [o for k, o in now.items() if k not in held or held[k].digest != o.digest]
+    gone = [o for k, o in held.items() if k not in now]
+    found = relisted(before, changed, gone)
+    anew = build_mesh(repo + after_objects)
+    assert "web.shop.svc.cluster.local" in found.hosts and "web.shop.global" in found.hosts
+    assert found.endpoints_only is endpoints_only
+    for cluster in ("east", "west"):
+        view = make_view(anew, cluster)
+        whole = compile_view(anew, view)
+        previous = compile_view(before, view)
+        # The relisted mesh compiles as the one built anew; when only endpoints changed, updating the
+        # assignments of the previous compile gives it too.
+        compiled = [compile_view(found.mesh, view)]
+        if endpoints_only:
+            compiled.append(update_endpoints(found.mesh, previous, found.hosts))
+        for each in compiled:
+            for url in (CLUSTER, ENDPOINT, LISTENER, ROUTE):
+                assert {n: r.data for n, r in each.resources[url].items()} == \
+                       {n: r.data for n, r in whole.resources[url].items()}, (change, cluster, url)
+
+
+def test_update_endpoints_builds_only_the_assignments_of_the_hosts_given(repo):
+    objects = running([pod("web-1", "10.0.0.1")])
+    mesh = build_mesh(repo + objects)
+    previous = compile_view(mesh, make_view(mesh, "east"))
+    added = live("east", pod("web-2", "10.0.0.2"))
+    slice_now = live("east", endpoint_slice("web-abc", [("web-1", "10.0.0.1", True), ("web-2", "10.0.0.2", True)],
+                                            rv="2"))
+    found = relisted(mesh, [added, slice_now], [])
+    updated = update_endpoints(found.mesh, previous, found.hosts)
+    for url in (CLUSTER, LISTENER, ROUTE):
+        assert updated.resources[url] is previous.resources[url]  # not rebuilt: the same resources
+    changed = {n for n, r in updated.resources[ENDPOINT].items() if previous.resources[ENDPOINT][n] is not r}
+    assert changed == {"outbound|80||web.shop.svc.cluster.local", "outbound|80|v1|web.shop.svc.cluster.local",
+                       "outbound|80||web.shop.global"}

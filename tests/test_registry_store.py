@@ -1,0 +1,139 @@
+"""The registry's store (reconciler/registry/store.py) and the dir: feed (directory.py): what a
+cluster's feed reports becomes objects of the mesh, a cluster counts only once synced, a failure
+keeps what was held (stale), an unreadable object is skipped and reported, and each report hands
+on exactly what changed."""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import yaml
+
+from reconciler.registry.directory import DirectoryFeed
+from reconciler.registry.store import Registry
+from tests.test_live import endpoint_slice, node, pod, service
+
+
+def recording():
+    changes = []
+    return Registry(changes.append), changes
+
+
+def list_all(registry, cluster, pods=(), services=(), slices=(), nodes=()):
+    registry.listed(cluster, "Service", list(services))
+    registry.listed(cluster, "EndpointSlice", list(slices))
+    registry.listed(cluster, "Pod", list(pods))
+    registry.listed(cluster, "Node", list(nodes))
+
+
+def test_a_cluster_counts_once_every_kind_is_listed():
+    registry, changes = recording()
+    registry.listed("east", "Service", [service("east")])
+    registry.listed("east", "Pod", [pod("web-1", "10.0.0.1")])
+    assert registry.objects() == [] and changes == []
+    assert registry.status()[0]["synced"] is False
+    registry.listed("east", "EndpointSlice", [endpoint_slice("web-abc", [("web-1", "10.0.0.1", True)])])
+    registry.listed("east", "Node", [])
+    assert {o.kind for o in registry.objects()} == {"Service", "Pod", "EndpointSlice"}
+    assert len(changes) == 1 and changes[0].whole  # synced: the mesh is built anew with it
+    status = registry.status()[0]
+    assert status["synced"] and status["endpoints"] == 1 and status["services"] == 1
+
+
+def test_events_hand_on_what_changed_and_only_that():
+    registry, changes = recording()
+    list_all(registry, "east", pods=[pod("web-1", "10.0.0.1")])
+    changes.clear()
+    registry.event("east", "Pod", "ADDED", pod("web-2", "10.0.0.2"))
+    registry.event("east", "Pod", "MODIFIED", pod("web-2", "10.0.0.2"))  # same resourceVersion: nothing new
+    registry.event("east", "Pod", "DELETED", pod("web-1", "10.0.0.1"))
+    assert [(tuple(o.name for o in c.changed), tuple(o.name for o in c.gone), c.whole) for c in changes] == [
+        (("web-2",), (), False), ((), ("web-1",), False)]
+    registry.event("east", "Service", "MODIFIED", {**service("east"), "metadata": {
+        **service("east")["metadata"], "resourceVersion": "9"}})
+    assert changes[-1].whole  # a Service change rebuilds what it affects
+
+
+def test_a_relist_replaces_without_a_gap_and_reports_the_difference():
+    registry, changes = recording()
+    list_all(registry, "east", pods=[pod("web-1", "10.0.0.1"), pod("web-2", "10.0.0.2")])
+    changes.clear()
+    registry.listed("east", "Pod", [pod("web-2", "10.0.0.2"), pod("web-3", "10.0.0.3")])
+    assert [o.name for o in changes[0].changed] == ["web-3"] and [o.name for o in changes[0].gone] == ["web-1"]
+    assert sorted(o.name for o in registry.objects() if o.kind == "Pod") == ["web-2", "web-3"]
+
+
+def test_a_failure_keeps_what_was_held_marked_stale_until_listed_again():
+    registry, _ = recording()
+    list_all(registry, "east", pods=[pod("web-1", "10.0.0.1")])
+    registry.failed("east", None, "east: API server https://10.0.0.1 unreachable: connection refused")
+    status = registry.status()[0]
+    assert status["stale"] and "unreachable" in status["last_error"] and status["synced"]
+    assert [o.name for o in registry.objects() if o.kind == "Pod"] == ["web-1"]
+    registry.listed("east", "Pod", [pod("web-1", "10.0.0.1")])
+    assert registry.status()[0]["stale"] is False
+
+
+def test_an_unreadable_object_is_skipped_and_reported_with_its_cluster_kind_and_name():
+    registry, _ = recording()
+    broken = {**service("east"), "spec": {"ports": "eighty"}}
+    list_all(registry, "east", services=[broken], pods=[pod("web-1", "10.0.0.1")])
+    status = registry.status()[0]
+    assert [o.kind for o in registry.objects()] == ["Pod"]
+    assert status["unreadable"] and status["unreadable"][0].startswith("Service shop/web: ")
+    assert status["errors"]["Service"] == 1
+
+
+def write(root: Path, cluster: str, body: dict) -> Path:
+    meta = body["metadata"]
+    folder = root / cluster / (meta["namespace"] if "namespace" in meta else "") / body["kind"]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{meta['name']}.yaml"
+    path.write_text(yaml.safe_dump(body))
+    return path
+
+
+def test_a_directory_registry_reads_each_cluster_folder(tmp_path):
+    write(tmp_path, "east", service("east"))
+    write(tmp_path, "east", pod("web-1", "10.0.0.1"))
+    write(tmp_path, "east", endpoint_slice("web-abc", [("web-1", "10.0.0.1", True)]))
+    write(tmp_path, "east", node("node-1", "us-east", "us-east-1c"))
+    (tmp_path / "east" / "shop" / "Pod" / "bad.yaml").write_text("kind: Pod\nmetadata: {name: other}\n")
+    registry = Registry()
+    feed = DirectoryFeed(tmp_path, registry)
+    registry = feed.sink = Registry(files=feed.file_of)
+    assert feed.read_all() == ["east"]
+    objects = {o.key: o for o in registry.objects()}
+    assert ("", "Node", "", "node-1", "east") in objects
+    assert objects[("", "Pod", "shop", "web-1", "east")].file.endswith("east/shop/Pod/web-1.yaml")
+    assert "its file is named 'bad'" in registry.status()[0]["unreadable"][0]
+
+
+def test_a_directory_registry_follows_its_files(tmp_path):
+    write(tmp_path, "east", service("east"))
+    write(tmp_path, "east", pod("web-1", "10.0.0.1"))
+    registry, changes = recording()
+    feed = DirectoryFeed(tmp_path, registry)
+    feed.read_all()
+    changes.clear()
+    stop = threading.Event()
+    watcher = threading.Thread(target=feed.watch, args=(stop,), daemon=True)
+    watcher.start()
+    try:
+        time.sleep(0.3)
+        write(tmp_path, "east", pod("web-2", "10.0.0.2"))
+        deadline = time.monotonic() + 5
+        while not changes and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [o.name for o in changes[0].changed] == ["web-2"]
+        changes.clear()
+        for path in (tmp_path / "east" / "shop").rglob("*.yaml"):  # the namespace deleted
+            path.unlink()
+        deadline = time.monotonic() + 5
+        while not any(c.gone for c in changes) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sorted(o.name for c in changes for o in c.gone) == ["web", "web-1", "web-2"]
+    finally:
+        stop.set()
+        watcher.join(5)
