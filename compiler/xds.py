@@ -144,6 +144,7 @@ def update_endpoints(mesh: Mesh, previous: CompiledView, hosts: AbstractSet[str]
     build = _Compilation(mesh, previous.view, previous, whole=False)
     build.resources = {url: by_name if url != ENDPOINTS.url else dict(by_name)
                        for url, by_name in previous.resources.items()}
+    build.carried.add(ENDPOINTS.url)  # each assignment is replaced in place: the names stay in order
     build.units = cache.ViewUnits(previous.units.view_key, dict(previous.units.services), previous.units.tables,
                                   previous.units.virtual_hosts, digests(mesh))
     for host in sorted(hosts):
@@ -165,23 +166,39 @@ class _Compilation:
         self.resources: dict[str, dict[str, Resource]] = {t.url: {} for t in TYPES}
         self.before: dict[str, dict[str, Resource]] = \
             previous.resources if previous is not None and previous.view == view else {}
+        # Types whose previous resources were carried over whole (each service then replaces its own),
+        # and those of them that gained a name, so are no longer in name order.
+        self.carried: set[str] = set()
+        self.unordered: set[str] = set()
+        self.kept = cache.ViewUnits()
         if not whole:  # update_endpoints: it takes what it keeps itself
             return
         key = view_key(mesh, view)
         # A resource of the same proxy's previous compile whose version is unchanged is kept; what
         # it was built from is taken back only for a mesh alike but for per-service objects.
         same = previous is not None and previous.units.view_key == key
-        self.kept = previous.units if same and previous else cache.ViewUnits()
+        if same and previous is not None:
+            self.kept = previous.units
         self.changed = changes(mesh, self.kept.digests) if same else None
         self.units = cache.ViewUnits(key, digests=digests(mesh))
+        if same:
+            # Most services' clusters and assignments are taken back: copying the previous ones whole
+            # and replacing a rebuilt service's costs less than putting each back.
+            for url in (CLUSTERS.url, ENDPOINTS.url):
+                self.resources[url] = dict(self.before[url])
+                self.carried.add(url)
 
     def result(self) -> CompiledView:
         """The compiled view, each type's resources in name order (the previous compile's order when
         the names are the same, as after most changes)."""
+        for host in self.kept.services.keys() - self.units.services.keys():
+            for url, names in self.kept.services[host].names.items():  # a service this view no longer sees
+                for name in names:
+                    self.resources[url].pop(name, None)
         ordered = {}
         for url, by_name in self.resources.items():
             before = self.before.get(url)
-            if by_name is before:  # taken whole (update_endpoints)
+            if by_name is before or (url in self.carried and url not in self.unordered):
                 ordered[url] = by_name
             elif before is not None and len(before) == len(by_name) and before.keys() == by_name.keys():
                 ordered[url] = {name: by_name[name] for name in before}
@@ -200,13 +217,16 @@ class _Compilation:
         """A resource of this content (its own metadata naming ``sources`` in it): the previous
         compile's when its version is the same, else stamped with this revision."""
         version = digest(*content)
+        resources = self.resources[xds_type.url]
+        if xds_type.url in self.carried and name not in resources:
+            self.unordered.add(xds_type.url)
         kept = self.before.get(xds_type.url, {}).get(name)
         if kept is not None and kept.version == version:
-            self.resources[xds_type.url][name] = kept
+            resources[name] = kept
             return name
         metadata = xds_type.metadata_field
         parts = content + (stamp(metadata, sources, self.revision),) if sources and metadata is not None else content
-        self.resources[xds_type.url][name] = Resource(name, version, parts, self.revision)
+        resources[name] = Resource(name, version, parts, self.revision)
         return name
 
     def service(self, service: Service, dnat) -> None:
@@ -216,10 +236,7 @@ class _Compilation:
             key = before.key  # none of the objects it holds changed: so is the key
         else:
             key = service_key(self.mesh, service)
-        if before is not None and before.key == key:
-            for url, kept_names in before.names.items():
-                for name in kept_names:
-                    self.resources[url][name] = self.before[url][name]
+        if before is not None and before.key == key:  # its resources were carried over
             self.units.services[service.host] = before
             return
         def serialized() -> list[tuple[tuple[str, tuple[bytes | memoryview, ...], bytes], bool]]:
@@ -233,6 +250,9 @@ class _Compilation:
         names = {CLUSTERS.url: tuple(self._put(CLUSTERS, *cluster) for cluster, _ in clusters),
                  ENDPOINTS.url: tuple(self.add(ENDPOINTS, self._assignment(service, cluster[0]))
                                       for cluster, eds in clusters if eds)}
+        for url, old in (before.names.items() if before is not None else ()):
+            for name in set(old).difference(names.get(url, ())):  # carried over, and no longer built
+                del self.resources[url][name]
         self.units.services[service.host] = cache.ServiceUnit(key, names)
 
     def _assignment(self, service: Service, cluster_name: str) -> Message:

@@ -46,6 +46,9 @@ EDITS = {
     "a service is added": lambda f: {**f, "bookinfo/new.yaml": f["bookinfo/details.yaml"].decode().replace(
         "details", "extra").replace("10.1.2.1", "10.1.8.1").replace("10.2.2.1", "10.2.8.1").replace(
         "10.3.2.1", "10.3.8.1").replace("10.2.9.1", "10.2.9.8").encode()},
+    "a subset is added (new cluster names)": lambda f: edit(
+        f, "bookinfo/details.yaml", "        version: v2\n---\n# 90%",
+        "        version: v2\n    - name: v3\n      labels:\n        version: v3\n---\n# 90%"),
     "a service is removed": lambda f: {k: v for k, v in f.items() if k != "bookinfo/mysqldb.yaml"},
     "nothing changes but the revision": lambda f: f,
     # New objects that feed existing services, in files of their own (no other object changes):

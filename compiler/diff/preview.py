@@ -15,6 +15,7 @@ from ..findings import Finding, counts
 from ..fingerprints import changes, digests
 from ..gateways import destination_hosts
 from ..hosts import fqdn, matches
+from ..kinds import CLUSTER_LABEL
 from ..model import Mesh
 from ..names import parse_eds_name
 from ..parse import SourceObject
@@ -173,7 +174,17 @@ class Preview:
             "clusters": [c.to_dict() for c in self.clusters],
             "biggest_shifts": [t.to_dict() for t in self.biggest_shifts()],
             "plans": [p.to_dict() for p in self.plans],
+            "live": self.live(),
         }
+
+    def live(self) -> dict | None:
+        """What the live registries read, when the endpoints compared are theirs (the daemon's Preview)."""
+        objects = self.head.live or self.base.live
+        if not objects:
+            return None
+        clusters = sorted({obj.labels.get(CLUSTER_LABEL, "") for obj in objects} - {""})
+        pods = sum(1 for obj in objects if obj.kind == "Pod")
+        return {"clusters": clusters, "pods": pods, "objects": len(objects)}
 
 
 def _finding_dict(finding: Finding) -> dict:

@@ -50,7 +50,7 @@ class Daemon:
         self.live = Live(options.registry, options.cluster, self.metrics, self.ads, self.loader, self._reloading)
         self.metrics.follow_registry(self.live.registry.status)
         self.reconcilers = Reconcilers(options, self.metrics, self.board)
-        self.previews = Previews(self.loader)
+        self.previews = Previews(self.loader, self.live)
         self.publisher = Publisher(self.ads, self.metrics, self.loader, self.live, self.reconcilers, self.previews,
                                    self.last_good)
         self.follower = Follower(options, self.reload, self._stop)

@@ -12,13 +12,14 @@ import time
 
 import structlog
 
-from compiler.revision import Revision, load
+from compiler.revision import Revision, load, with_live
 from compiler.parse import UnreadableFile
 from compiler.snapshot import short_revision
 
 from ..api import reconciler_pb2 as pb
 from ..preview import DEFAULT_MAX_BYTES, preview_of, render_json, render_markdown
 from ..sources import SourceError
+from .live import Live
 from .loader import Loader
 
 log = structlog.get_logger("galleon.serve")
@@ -32,8 +33,8 @@ def _ready_for_previews(base: Revision) -> None:
 
 
 class Previews:
-    def __init__(self, loader: Loader) -> None:
-        self.loader = loader
+    def __init__(self, loader: Loader, live: Live) -> None:
+        self.loader, self.live = loader, live
         self.asked = False  # once a preview is, each revision served is made ready for previews
 
     async def make_ready(self, revision: Revision, started: float) -> None:
@@ -52,14 +53,16 @@ class Previews:
                       max_bytes: int | None) -> pb.PreviewResponse:
         """From what is served to the source's head (or ``rev``). Raises LookupError when nothing is
         served or the source cannot be read, ValueError for an unknown cluster."""
-        base = self.loader.served
-        if base is None:
+        served = self.loader.served
+        if served is None:
             raise LookupError("nothing is served yet, so there is nothing to compare with")
+        base = self.live.live(served)
         self.asked = True
 
         def build() -> pb.PreviewResponse:
             started = time.perf_counter()
-            head = load(self.loader.snapshot_of(rev), base)
+            # Both over the same live endpoints (the registries' now): the change is the source's alone.
+            head = with_live(load(self.loader.snapshot_of(rev), base), base.live)
             result = preview_of(base, head, clusters)  # raises ValueError for an unknown cluster
             body = (render_json(result) if fmt == "json"
                     else render_markdown(result, max_bytes or DEFAULT_MAX_BYTES))
