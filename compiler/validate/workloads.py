@@ -214,18 +214,25 @@ def _associated(index: Index) -> Iterator[tuple[SourceObject, list[tuple[SourceO
     """(workload, the Services of its namespace selecting its pods, with their ports) for every workload
     in the mesh (its pods run a sidecar) that at least two Services select; none for Istio's waypoints,
     nor where the repository cannot tell whether the pods are in the mesh."""
-    services: dict[str, list[tuple[SourceObject, dict[str, str]]]] = defaultdict(list)
-    for service in sorted(index.by_kind[SERVICE], key=_name):
-        if kube.selector(service):  # an empty selector selects no pod (Istio's analyzer, Kubernetes)
-            services[service.namespace].append((service, kube.selector(service)))
+    # Each Service under one label of its selector (an empty selector selects no pod: Istio's analyzer,
+    # Kubernetes): a workload's candidates are those under one of its labels, not its namespace's all.
+    services: dict[tuple[str, str, str], list[tuple[int, SourceObject, dict[str, str]]]] = defaultdict(list)
+    for order, service in enumerate(sorted(index.by_kind[SERVICE], key=_name)):
+        selector = kube.selector(service)
+        if selector:
+            key, value = min(selector.items())
+            services[(service.namespace, key, value)].append((order, service, selector))
     namespaces = _namespaces(index)
     ports: dict[SourceObject, list[kube.ServicePort]] = {}
     for kind in KINDS:
         for obj in index.by_kind.get(kind, ()):
             if obj.namespace in IGNORED_NAMESPACES or obj.labels.get(MANAGED_LABEL) == WAYPOINT:
                 continue
-            labels = kube.workload_labels(obj).items()
-            matching = [service for service, selector in services.get(obj.namespace, ()) if selector.items() <= labels]
+            labels = kube.workload_labels(obj)
+            candidates = [found for key, value in labels.items()
+                          for found in services.get((obj.namespace, key, value), ())]
+            matching = [service for _, service, selector in sorted(candidates, key=lambda c: c[0])
+                        if selector.items() <= labels.items()]
             if len({_name(s) for s in matching}) < 2 or not _in_mesh(obj, namespaces):
                 continue
             for service in matching:
