@@ -81,6 +81,13 @@ class Live:
         """``revision`` with what the registries read now (itself when there are none)."""
         return with_live(revision, self.objects()) if self.on else revision
 
+    def to_publish(self, revision: Revision) -> Revision:
+        """``live``, for a revision about to be published: the changes noted so far are in it (the
+        store held each before it was noted), so they need not be published again."""
+        self._waiting.clear()
+        self._whole = None
+        return self.live(revision)
+
     # --- on the event loop ---------------------------------------------------------------------------
 
     async def open(self) -> None:

@@ -34,7 +34,7 @@ class Publisher:
         self.loader, self.live, self.reconcilers, self.previews = loader, live, reconcilers, previews
 
     async def publish(self, revision: Revision, from_state_dir: bool = False) -> None:
-        revision = self.live.live(revision)  # what runs in the clusters, beside what the source writes
+        revision = self.live.to_publish(revision)  # what runs in the clusters, beside what the source writes
         mesh = await asyncio.to_thread(lambda: revision.mesh)
         await self.ads.publish(mesh)
         vips_moved = self.loader.record_served(revision, from_state_dir)
