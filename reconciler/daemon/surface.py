@@ -66,7 +66,7 @@ class Surface:
             cluster=self.options.cluster, source=self.options.source, served_revision=s.served_revision,
             served_at=s.served_at, from_state_dir=s.from_state_dir, seen_revision=s.seen_revision,
             rejection=s.rejection, error=s.error, findings=s.findings, connected_proxies=len(self.ads.connections),
-            leader=self.reconcilers.leader)
+            leader=self.reconcilers.leader, registry=self.live.registry.status() if self.live.on else [])
 
     # --- HTTP ----------------------------------------------------------------------------------------
 
