@@ -137,3 +137,18 @@ def test_a_directory_registry_follows_its_files(tmp_path):
     finally:
         stop.set()
         watcher.join(5)
+
+
+def test_a_directory_registry_sees_an_edit_that_keeps_the_resource_version(tmp_path):
+    """A manifest exported with kubectl carries the resourceVersion of its export, and keeps it when
+    edited by hand: its content, not that, says it changed."""
+    exported = pod("web-1", "10.0.0.1")
+    write(tmp_path, "east", exported)
+    registry, changes = recording()
+    feed = DirectoryFeed(tmp_path, registry)
+    feed.read_all()
+    changes.clear()
+    exported["metadata"]["labels"]["version"] = "v2"
+    write(tmp_path, "east", exported)
+    feed.read_cluster("east")
+    assert [o.labels["version"] for c in changes for o in c.changed] == ["v2"]

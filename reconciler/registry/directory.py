@@ -99,7 +99,7 @@ class DirectoryFeed:
             if held is not None and held[0] == stamp:
                 body = held[1]
             else:
-                body = yaml.load(path.read_bytes(), Loader=yaml.CSafeLoader)
+                body = _without_version(yaml.load(path.read_bytes(), Loader=yaml.CSafeLoader))
                 self._parsed[path] = (stamp, body)
         except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
             return kind, where, f"{path}: {_one_line(exc)}"
@@ -138,6 +138,19 @@ def _mismatch(body: object, kind: str, namespace: str, name: str) -> str | None:
     if namespace and (metadata.get("namespace") or "default") != namespace:
         return f"holds namespace {metadata.get('namespace') or 'default'!r}, but its folder says {namespace!r}"
     return None
+
+
+def _without_version(body: object) -> object:
+    """A file's object without its resourceVersion. The store takes an object whose resourceVersion
+    is unchanged for unchanged, which an API server guarantees and a file does not: a manifest
+    exported with kubectl and edited by hand keeps the version of its export, so here its content
+    must decide."""
+    if not isinstance(body, dict):
+        return body
+    metadata = body.get("metadata")
+    if not isinstance(metadata, dict) or "resourceVersion" not in metadata:
+        return body
+    return {**body, "metadata": {k: v for k, v in metadata.items() if k != "resourceVersion"}}
 
 
 def _one_line(exc: BaseException) -> str:
