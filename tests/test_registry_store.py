@@ -152,3 +152,18 @@ def test_a_directory_registry_sees_an_edit_that_keeps_the_resource_version(tmp_p
     write(tmp_path, "east", exported)
     feed.read_cluster("east")
     assert [o.labels["version"] for c in changes for o in c.changed] == ["v2"]
+
+
+def test_a_file_that_cannot_be_read_now_keeps_the_object_it_held(tmp_path):
+    path = write(tmp_path, "east", pod("web-1", "10.0.0.1"))
+    write(tmp_path, "east", service("east"))
+    registry = Registry()
+    feed = DirectoryFeed(tmp_path, registry)
+    feed.read_all()
+    path.write_text("kind: Pod\nmetadata: {name: web-1\n")  # half written
+    feed.read_cluster("east")
+    assert [o.name for o in registry.objects() if o.kind == "Pod"] == ["web-1"]
+    assert "web-1.yaml" in registry.status()[0]["unreadable"][0]
+    path.unlink()
+    feed.read_cluster("east")
+    assert [o.name for o in registry.objects() if o.kind == "Pod"] == []

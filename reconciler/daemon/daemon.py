@@ -47,7 +47,8 @@ class Daemon:
         self._reloading = asyncio.Lock()
         self._stop = asyncio.Event()
         self.loader = Loader(options, self.metrics, self.last_good)
-        self.live = Live(options.registry, options.cluster, self.metrics, self.ads, self.loader, self._reloading)
+        self.live = Live(options.registry, options.cluster, self.metrics, self.ads, self.loader, self._reloading,
+                         self.board)
         self.metrics.follow_registry(self.live.registry.status)
         self.reconcilers = Reconcilers(options, self.metrics, self.board)
         self.previews = Previews(self.loader, self.live)

@@ -32,6 +32,7 @@ from ..metrics import Metrics
 from ..registry.directory import DirectoryError, DirectoryFeed
 from ..registry.store import Change, Registry
 from ..sources import SourceError
+from ..status import StatusBoard
 from .loader import Loader
 from .options import RegistryOptions
 
@@ -58,10 +59,11 @@ class _Batch:
 
 class Live:
     def __init__(self, options: RegistryOptions | None, cluster: str, metrics: Metrics, ads: AdsServer,
-                 loader: Loader, lock: asyncio.Lock) -> None:
+                 loader: Loader, lock: asyncio.Lock, board: StatusBoard) -> None:
         self.options, self.cluster, self.metrics, self.ads, self.loader = options, cluster, metrics, ads, loader
         self._lock = lock
-        self.registry = Registry(self._from_feed, files=self._file_of)
+        self.registry = Registry(self._from_feed, files=self._file_of, on_state=self._state_changed)
+        self._board = board
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiting: dict[tuple, _Waiting] = {}
         self._whole: tuple[float, float] | None = None  # (first, last) whole change waiting
@@ -123,6 +125,11 @@ class Live:
     def _file_of(self, cluster: str, kind: str, namespace: str, name: str) -> str:
         feed = self._directories.get(cluster)
         return (feed.file_of if feed is not None else kube_file)(cluster, kind, namespace, name)
+
+    def _state_changed(self) -> None:
+        """A cluster turned synced, stale or fresh (on a feed's thread): WatchStatus says so."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._board.bump)
 
     def _from_feed(self, change: Change) -> None:
         """A feed's change (on its thread): handed to the loop."""

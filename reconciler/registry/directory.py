@@ -12,6 +12,7 @@ deleted) removes its objects.
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
@@ -29,11 +30,19 @@ class DirectoryError(Exception):
     """The folder cannot be a registry; the message says why."""
 
 
+@dataclass(frozen=True)
+class _File:
+    kind: str
+    where: str  # namespace/name, or a Node's name
+    body: dict | None  # the object: read now, or, when it cannot be read now, when last read
+    problem: str | None = None
+
+
 class DirectoryFeed:
     def __init__(self, root: Path, sink: Sink) -> None:
         self.root, self.sink = root, sink
         # A file read before and unchanged since (same size and modification time) is not parsed again.
-        self._parsed: dict[Path, tuple[tuple[int, int], object]] = {}
+        self._parsed: dict[Path, tuple[tuple[int, int], dict]] = {}
 
     def file_of(self, cluster: str, kind: str, namespace: str, name: str) -> str:
         """Where an object of this registry is (its findings and provenance name the file)."""
@@ -54,23 +63,21 @@ class DirectoryFeed:
         return clusters
 
     def read_cluster(self, cluster: str) -> None:
-        """Report one cluster's objects, each kind as a complete list."""
+        """Report one cluster's objects, each kind as a complete list. A file that cannot be read now
+        (half written, broken) keeps the object it held when last read, and is reported."""
         by_kind: dict[str, list[dict]] = {kind: [] for kind in KIND_NAMES}
         problems: list[tuple[str, str, str]] = []  # reported after the lists, which start each kind afresh
         folder = self.root / cluster
         seen: set[Path] = set()
-        for path in sorted(folder.rglob("*")) if folder.is_dir() else ():
-            if path.suffix not in (".yaml", ".yml") or not path.is_file() \
-                    or any(part.startswith(".") for part in path.relative_to(folder).parts):
-                continue
+        for path in self._files(folder):
             seen.add(path)
             found = self._read(folder, path)
             if found is None:
                 continue
-            if len(found) == 2:
-                by_kind[found[0]].append(found[1])  # type: ignore[arg-type]
-            else:
-                problems.append(found)  # type: ignore[arg-type]
+            if found.body is not None:
+                by_kind[found.kind].append(found.body)
+            if found.problem:
+                problems.append((found.kind, found.where, found.problem))
         for gone in [p for p in self._parsed if p.is_relative_to(folder) and p not in seen]:
             del self._parsed[gone]
         for kind, objects in by_kind.items():
@@ -78,9 +85,21 @@ class DirectoryFeed:
         for kind, where, why in problems:
             self.sink.unreadable(cluster, kind, where, why)
 
-    def _read(self, folder: Path, path: Path) -> tuple[str, dict] | tuple[str, str, str] | None:
-        """(kind, object), or (kind, namespace/name, why it cannot be read), or None: not a registry
-        file."""
+    @staticmethod
+    def _files(folder: Path) -> list[Path]:
+        """The manifests under a cluster's folder; a folder removed while it is walked is walked again
+        (the next attempt sees it gone)."""
+        for _ in range(3):
+            try:
+                return sorted(path for path in folder.rglob("*") if path.suffix in (".yaml", ".yml")
+                              and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+                              and path.is_file()) if folder.is_dir() else []
+            except FileNotFoundError:
+                continue
+        return []
+
+    def _read(self, folder: Path, path: Path) -> _File | None:
+        """What a file holds; None when it is not a registry file, or was deleted meanwhile."""
         parts = path.relative_to(folder).parts
         name = path.stem
         if len(parts) == 3 and parts[1] not in _CLUSTER_SCOPED:
@@ -92,22 +111,23 @@ class DirectoryFeed:
         if kind not in KIND_NAMES:
             return None  # kinds a registry does not read (ConfigMaps, Secrets...) are left alone
         where = f"{namespace}/{name}" if namespace else name
+        held = self._parsed.get(path)
         try:
             stat = path.stat()
             stamp = (stat.st_size, stat.st_mtime_ns)
-            held = self._parsed.get(path)
             if held is not None and held[0] == stamp:
-                body = held[1]
-            else:
-                body = _without_version(yaml.load(path.read_bytes(), Loader=yaml.CSafeLoader))
-                self._parsed[path] = (stamp, body)
+                return _File(kind, where, held[1])
+            body = _without_version(yaml.load(path.read_bytes(), Loader=yaml.CSafeLoader))
+            why = _mismatch(body, kind, namespace, name)
+        except FileNotFoundError:
+            return None
         except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
-            return kind, where, f"{path}: {_one_line(exc)}"
-        why = _mismatch(body, kind, namespace, name)
+            why = _one_line(exc)
         if why:
-            return kind, where, f"{path}: {why}"
+            return _File(kind, where, held[1] if held is not None else None, f"{path}: {why}")
         assert isinstance(body, dict)
-        return kind, body
+        self._parsed[path] = (stamp, body)
+        return _File(kind, where, body)
 
     def watch(self, stop: threading.Event) -> None:
         """Report what changes until ``stop`` is set (run it on a thread of its own)."""

@@ -81,11 +81,13 @@ class Registry:
     ``Change`` that touches a synced cluster, from the feed's thread."""
 
     def __init__(self, on_change: Callable[[Change], None] = lambda change: None,
-                 files: Callable[[str, str, str, str], str] = kube_file) -> None:
+                 files: Callable[[str, str, str, str], str] = kube_file,
+                 on_state: Callable[[], None] = lambda: None) -> None:
         self._lock = threading.Lock()
         self._clusters: dict[str, ClusterRecord] = {}
         self._on_change = on_change
         self._files = files
+        self._on_state = on_state  # called when a cluster turns synced, stale or fresh again
 
     # --- the Sink ------------------------------------------------------------------------------------
 
@@ -103,15 +105,19 @@ class Registry:
             record.unreadable = {k: why for k, why in record.unreadable.items() if k[0] != kind}
             for key, why in skipped.items():
                 self._skip(record, key, why)
+            was_stale = bool(record.stale)
             record.listed.add(kind)
             record.stale.pop(kind, None)
             record.stale.pop("", None)
+            state_changed = record.synced != was_synced or bool(record.stale) != was_stale
             record.last_event = time.time()
             change = Change(cluster, tuple(changed), tuple(gone), whole=kind in WHOLE_KINDS or not was_synced)
             deliver = record.synced and (change.changed or change.gone or not was_synced)
         log.debug("listed", cluster=cluster, kind=kind, objects=len(read), changed=len(changed), gone=len(gone))
         if deliver:
             self._on_change(change)
+        if state_changed:
+            self._on_state()
 
     def event(self, cluster: str, kind: str, type: str, obj: dict) -> None:
         key = _key(kind, obj)
@@ -152,6 +158,7 @@ class Registry:
             record.errors[kind or ""] = record.errors.get(kind or "", 0) + 1
         if first:
             log.warning("registry stale: keeping the last endpoints", cluster=cluster, kind=kind, error=error)
+            self._on_state()
 
     def unreadable(self, cluster: str, kind: str, name: str, reason: str) -> None:
         namespace, _, short = name.rpartition("/")
