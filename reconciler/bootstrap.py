@@ -14,11 +14,12 @@ import yaml
 from envoy.config.bootstrap.v3 import bootstrap_pb2
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import address_pb2, config_source_pb2, grpc_service_pb2, protocol_pb2
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import json_format
 
 from compiler.locality import Locality
-from compiler.protos import SDS_CLUSTER, pack
+from compiler.protos import SDS_CLUSTER, pack, sds_secret
 from compiler.proxyless import CERTIFICATE_PROVIDER
 from compiler.view import ANY_ADDRESS, parse_node_id
 
@@ -47,6 +48,26 @@ class BootstrapOptions:
     listen_address: str = ANY_ADDRESS
     delta: bool = False
     sds_socket: str = DEFAULT_SDS_SOCKET
+    xds_tls: XdsTls | None = None  # how the proxy reaches a galleon serve that serves TLS
+
+
+@dataclass
+class XdsTls:
+    """The client side of a TLS (or mutual TLS) ADS connection: the roots that sign the server's
+    certificate, and the proxy's own certificate and key, from files (``ca``, ``cert``, ``key``) or,
+    for Envoy, from the SDS of Istio's agent (``sds``: its ``default`` certificate and ``ROOTCA``)."""
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    sds: bool = False
+
+    def check(self) -> None:
+        if self.sds and (self.ca or self.cert or self.key):
+            raise ValueError("--xds-sds takes the certificates from SDS: give it without --xds-ca, --xds-cert, --xds-key")
+        if not self.sds and not self.ca:
+            raise ValueError("TLS to galleon serve needs --xds-ca (the roots that sign its certificate) or --xds-sds")
+        if bool(self.cert) != bool(self.key):
+            raise ValueError("--xds-cert and --xds-key go together")
 
 
 def _socket(host: str, port: int) -> address_pb2.Address:
@@ -108,12 +129,31 @@ def build_bootstrap(o: BootstrapOptions) -> bootstrap_pb2.Bootstrap:
         source.ads.SetInParent()
         source.resource_api_version = config_source_pb2.V3
 
-    boot.static_resources.clusters.append(_upstream_cluster(XDS_CLUSTER, _socket(ads_host, ads_port),
-                                                            dns=not _is_ip(ads_host)))
+    xds = _upstream_cluster(XDS_CLUSTER, _socket(ads_host, ads_port), dns=not _is_ip(ads_host))
+    if o.xds_tls is not None:
+        o.xds_tls.check()
+        xds.transport_socket.name = "envoy.transport_sockets.tls"
+        xds.transport_socket.typed_config.CopyFrom(pack(_xds_tls_context(o.xds_tls, ads_host)))
+    boot.static_resources.clusters.append(xds)
     boot.static_resources.clusters.append(_upstream_cluster(
         SDS_CLUSTER, address_pb2.Address(pipe=address_pb2.Pipe(path=o.sds_socket)), dns=False))
     boot.admin.address.CopyFrom(_socket(admin_host, admin_port))
     return boot
+
+
+def _xds_tls_context(t: XdsTls, host: str) -> tls_pb2.UpstreamTlsContext:
+    context = tls_pb2.UpstreamTlsContext(sni="" if _is_ip(host) else host)
+    common = context.common_tls_context
+    common.alpn_protocols.append("h2")
+    if t.sds:
+        common.tls_certificate_sds_secret_configs.append(sds_secret("default"))
+        common.validation_context_sds_secret_config.CopyFrom(sds_secret("ROOTCA"))
+        return context
+    common.validation_context.trusted_ca.filename = str(t.ca)
+    if t.cert:
+        certificate = common.tls_certificates.add()
+        certificate.certificate_chain.filename, certificate.private_key.filename = str(t.cert), str(t.key)
+    return context
 
 
 def bootstrap_yaml(o: BootstrapOptions) -> str:
@@ -149,10 +189,20 @@ def grpc_bootstrap(o: BootstrapOptions, certificate_dir: str = DEFAULT_GRPC_CERT
         node["locality"] = {key: value for key, value in (("region", locality.region), ("zone", locality.zone),
                                                           ("sub_zone", locality.subzone)) if value}
     directory = certificate_dir.rstrip("/") or "/"
+    credentials: dict = {"type": "insecure"}
+    if o.xds_tls is not None:
+        o.xds_tls.check()
+        if o.xds_tls.sds:
+            raise ValueError("gRPC reads no SDS: give --xds-ca (and --xds-cert, --xds-key) files")
+        # gRPC's TLS channel credentials in an xDS bootstrap (gRFC A65), files watched for rotation
+        credentials = {"type": "tls", "config": {"ca_certificate_file": o.xds_tls.ca,
+                                                 "refresh_interval": GRPC_CERTIFICATE_REFRESH}}
+        if o.xds_tls.cert:
+            credentials["config"].update(certificate_file=o.xds_tls.cert, private_key_file=o.xds_tls.key)
     return {
         "xds_servers": [{
             "server_uri": o.ads,
-            "channel_creds": [{"type": "insecure"}],
+            "channel_creds": [credentials],
             "server_features": ["xds_v3"],
         }],
         "node": node,

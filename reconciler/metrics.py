@@ -28,6 +28,8 @@ class Metrics:
         self.views = Gauge("galleon_xds_views", "Distinct proxy views compiled and held", registry=r)
         self.pushes = Counter("galleon_xds_pushes", "xDS responses sent", ["type"], registry=r)
         self.nacks = Counter("galleon_xds_nacks", "xDS responses a proxy rejected", ["type"], registry=r)
+        self.denied = Counter("galleon_denied", "Requests on the gRPC port refused by authentication or "
+                              "authorization, by reason", ["reason"], registry=r)
         self.push_latency = Histogram(
             "galleon_xds_push_latency_seconds",
             "From a new configuration being published to a proxy's response being sent",

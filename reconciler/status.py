@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Callable, Protocol
 
 import grpc
+import structlog
 
 from compiler.findings import Finding
 
 from .api import reconciler_pb2 as pb
 from .api import reconciler_pb2_grpc as pb_grpc
+from .metrics import Metrics
+from .security.gate import Denied, Gate
+
+log = structlog.get_logger("galleon.status")
 
 SERVICE = "galleon.v1.Reconciler"
 
@@ -74,6 +79,8 @@ class Serving(Protocol):
     async def preview(self, rev: str | None, fmt: str, clusters: list[str],
                       max_bytes: int | None) -> pb.PreviewResponse: ...
 
+    async def refs_at(self, commit: str) -> Callable[[str], list[str]]: ...
+
 
 def status_message(daemon: Serving) -> pb.Status:
     s = daemon.facts()
@@ -91,13 +98,27 @@ def status_message(daemon: Serving) -> pb.Status:
 
 
 class ReconcilerService(pb_grpc.ReconcilerServicer):
-    def __init__(self, daemon: Serving) -> None:
-        self.daemon = daemon
+    def __init__(self, daemon: Serving, gate: Gate, metrics: Metrics | None = None) -> None:
+        self.daemon, self.gate, self.metrics = daemon, gate, metrics
+        # Sync waits for one reload; callers that come while one waits to start share it.
+        self._queued: asyncio.Future | None = None
+        self._syncing = asyncio.Lock()
+
+    async def _admit(self, context, admit) -> None:
+        try:
+            await admit(context)
+        except Denied as exc:
+            if self.metrics is not None:
+                self.metrics.denied.labels(exc.reason).inc()
+            log.warning("status API request refused", peer=context.peer(), reason=exc.message)
+            await context.abort(exc.code, exc.message)
 
     async def GetStatus(self, request, context):  # noqa: N802 (gRPC's method names)
+        await self._admit(context, self.gate.admit_reader)
         return status_message(self.daemon)
 
     async def WatchStatus(self, request, context):  # noqa: N802
+        await self._admit(context, self.gate.admit_reader)
         while not self.daemon.stopping:
             message = status_message(self.daemon)
             yield message
@@ -108,13 +129,30 @@ class ReconcilerService(pb_grpc.ReconcilerServicer):
                 waiter.cancel()
 
     async def Sync(self, request, context):  # noqa: N802
+        await self._admit(context, self.gate.admit_admin)
         if request.wait:
-            await self.daemon.reload("sync")
+            await self._sync_once()
         else:
-            self.daemon.changed("sync")
+            self.daemon.changed("sync")  # debounced with every other notice
         return pb.SyncResponse(status=status_message(self.daemon))
 
+    async def _allowed_ref(self, rev: str | None) -> None:
+        self.gate.check_ref(rev, await self.daemon.refs_at(rev) if rev else lambda commit: [])
+
+    async def _sync_once(self) -> None:
+        """A reload that starts after this call: one already waiting to start is shared."""
+        if self._queued is None:
+            self._queued = asyncio.ensure_future(self._sync())
+        await asyncio.shield(self._queued)
+
+    async def _sync(self) -> None:
+        async with self._syncing:
+            self._queued = None  # from now on, a new caller needs a reload that starts after this one
+            await self.daemon.reload("sync")
+
     async def Preview(self, request, context):  # noqa: N802
+        await self._admit(context, self.gate.admit_admin)
+        await self._admit(context, lambda _: self._allowed_ref(request.rev or None))
         if request.format not in ("", "markdown", "json"):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "format must be markdown or json")
         try:
@@ -126,10 +164,10 @@ class ReconcilerService(pb_grpc.ReconcilerServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
 
 
-def handlers(daemon: Serving) -> list:
+def handlers(daemon: Serving, gate: Gate | None = None, metrics: Metrics | None = None) -> list:
     """The generic handlers to add to the daemon's gRPC server."""
     server = _Collector()
-    pb_grpc.add_ReconcilerServicer_to_server(ReconcilerService(daemon), server)
+    pb_grpc.add_ReconcilerServicer_to_server(ReconcilerService(daemon, gate or Gate(""), metrics), server)
     return server.handlers
 
 

@@ -65,7 +65,12 @@ def test_status_sync_watch_and_preview(remote, tmp_path):
             # (a preview of it against itself), and what that left behind gives the same preview.
             assert daemon.event("ready for previews") is not None, daemon.log()
             assert daemon.count("cannot make the served revision ready for previews") == 0
-            again = stub.Preview(pb.PreviewRequest(rev=first, format="json"), timeout=60)
+            # A commit no allowed ref points at is not previewed (any fetched commit is not a branch)
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.Preview(pb.PreviewRequest(rev=first, format="json"), timeout=60)
+            assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED, refused.value.details()
+            repo.references.create("refs/heads/old", first)
+            again = stub.Preview(pb.PreviewRequest(rev="old", format="json"), timeout=60)
             assert (again.base_revision, again.head_revision) == (second, first)
             assert json.loads(again.body)["biggest_shifts"]
             here = galleon("diff", tmp_path / "origin", second, first, "--format", "json")

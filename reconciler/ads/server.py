@@ -26,6 +26,7 @@ from compiler.view import ProxyView, ViewError
 from compiler.xds_types import TYPES
 
 from ..metrics import Metrics, type_label
+from ..security.gate import Denied, Gate
 from .protocol import DeltaStream, SotwStream, Stream
 from .views import ServedView, node_identity, serve_view, view_of_node
 
@@ -68,8 +69,11 @@ class AdsServer:
     """Holds the served mesh, the compiled views and the open streams. Runs on one asyncio loop;
     compiles run on one worker thread so that streams keep being served meanwhile."""
 
-    def __init__(self, cluster: str, metrics: Metrics | None = None, max_connection_age: float | None = None) -> None:
+    def __init__(self, cluster: str, metrics: Metrics | None = None, max_connection_age: float | None = None,
+                 gate: Gate | None = None) -> None:
         self.cluster = cluster
+        # Who may ask for which view (reconciler/security/gate.py); without one, every proxy is believed.
+        self.gate = gate or Gate(cluster)
         # A stream older than this (± 10 %, so replicas' proxies do not all reconnect at once) is ended
         # with OK: the proxy reconnects, maybe to another replica, which spreads proxies over replicas.
         self.max_connection_age = max_connection_age
@@ -203,11 +207,23 @@ class AdsServer:
                 log.warning("proxy refused", node=first.node.id, reason=str(exc))
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"galleon: {exc}")
                 return
+            try:
+                identity = await self.gate.admit_proxy(context, first.node.id, view.namespace, view.cluster)
+            except Denied as exc:
+                self.metrics.denied.labels(exc.reason).inc()
+                log.warning("proxy refused", node=first.node.id, peer=context.peer(), reason=exc.message)
+                await context.abort(exc.code, exc.message)
+                return
             connection = Connection(next(self._ids), name, node_identity(first.node), view, protocol,
                                     context.peer(), queue)
             self.connections[connection.id] = connection
             self.metrics.connected.labels(name).inc()
-            log.info("proxy connected", node=first.node.id, protocol=name, peer=connection.peer)
+            if identity is None and self.gate.insecure:
+                log.warning("proxy connected unauthenticated (--insecure)", node=first.node.id, protocol=name,
+                            peer=connection.peer)
+            else:
+                log.info("proxy connected", node=first.node.id, protocol=name, peer=connection.peer,
+                         identity=str(identity) if identity else None)
             if self.max_connection_age:
                 age = self.max_connection_age * random.uniform(0.9, 1.1)
                 asyncio.get_running_loop().call_later(age, queue.put_nowait, _CLOSED)
@@ -270,14 +286,16 @@ class AdsServer:
                 response_serializer=passthrough),
         })
 
-    async def start(self, address: str, others: list | None = None) -> int:
+    async def start(self, address: str, others: list | None = None,
+                    credentials: grpc.ServerCredentials | None = None) -> int:
         """Listen on HOST:PORT (port 0 picks one), with ``others`` (more gRPC services' generic handlers)
-        beside ADS; returns the port."""
+        beside ADS, over TLS with ``credentials``; returns the port."""
         self._grpc = grpc.aio.server(options=[("grpc.max_receive_message_length", 16 << 20),
                                               ("grpc.so_reuseport", 0)])
         self._grpc.add_generic_rpc_handlers([self.handler(), *(others or [])])
         try:
-            port = self._grpc.add_insecure_port(address)
+            port = (self._grpc.add_secure_port(address, credentials) if credentials is not None
+                    else self._grpc.add_insecure_port(address))
         except RuntimeError:  # grpc's way of saying the address is taken or not ours
             port = 0
         if port == 0:

@@ -30,6 +30,15 @@ def register(commands) -> argparse.ArgumentParser:
                         "127.0.0.1 for a proxy that applications call directly)")
     p.add_argument("--sds-socket", default=defaults.SDS_SOCKET, metavar="PATH",
                    help=f"Unix socket of the SDS server with workload certificates (default: {defaults.SDS_SOCKET})")
+    tls = p.add_argument_group("TLS to galleon serve (when it serves --tls-cert)")
+    tls.add_argument("--xds-ca", default=None, metavar="FILE",
+                     help="PEM roots that sign galleon serve's certificate (turns TLS on)")
+    tls.add_argument("--xds-cert", default=None, metavar="FILE",
+                     help="the proxy's PEM certificate for mutual TLS (its SPIFFE ID names it to galleon serve)")
+    tls.add_argument("--xds-key", default=None, metavar="FILE", help="its PEM private key")
+    tls.add_argument("--xds-sds", action="store_true",
+                     help="Envoy only: take the proxy's certificate and roots from the SDS socket (Istio's "
+                          "agent: 'default' and 'ROOTCA') instead of files")
     p.add_argument("--grpc", action="store_true",
                    help="print gRPC's xDS bootstrap (JSON, for GRPC_XDS_BOOTSTRAP) for a proxyless gRPC client "
                         "instead: node metadata GENERATOR=grpc, state of the world only")
@@ -42,10 +51,13 @@ def register(commands) -> argparse.ArgumentParser:
 def run(args) -> int:
     from compiler.view import ViewError
 
-    from ..bootstrap import BootstrapOptions, bootstrap_yaml, grpc_bootstrap_json
+    from ..bootstrap import BootstrapOptions, XdsTls, bootstrap_yaml, grpc_bootstrap_json
+    tls = (XdsTls(args.xds_ca, args.xds_cert, args.xds_key, args.xds_sds)
+           if args.xds_ca or args.xds_cert or args.xds_key or args.xds_sds else None)
     options = BootstrapOptions(cluster=args.cluster, node_id=args.node_id, ads=args.ads, labels=labels(args.label),
                                locality=args.locality, network=args.network, admin=args.admin,
-                               listen_address=args.listen_address, delta=args.delta, sds_socket=args.sds_socket)
+                               listen_address=args.listen_address, delta=args.delta, sds_socket=args.sds_socket,
+                               xds_tls=tls)
     try:
         sys.stdout.write(grpc_bootstrap_json(options, args.certificate_dir) if args.grpc else bootstrap_yaml(options))
     except (ValueError, ViewError) as exc:

@@ -121,3 +121,22 @@ def check_address(address: str, flag: str) -> None:
         split_address(address, flag)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+
+
+def channel_to(args):
+    """A gRPC channel to ``args.server``: TLS with ``--server-ca`` (and a client certificate with
+    ``--server-cert``/``--server-key``), else plaintext. Raises UsageError for unreadable files."""
+    import grpc
+    if args.server_ca is None:
+        if args.server_cert or args.server_key:
+            raise UsageError("--server-cert and --server-key need --server-ca (the roots of galleon serve's certificate)")
+        return grpc.insecure_channel(args.server)
+    if bool(args.server_cert) != bool(args.server_key):
+        raise UsageError("--server-cert and --server-key go together")
+    try:
+        roots = args.server_ca.read_bytes()
+        cert = args.server_cert.read_bytes() if args.server_cert else None
+        key = args.server_key.read_bytes() if args.server_key else None
+    except OSError as exc:
+        raise UsageError(f"{exc.filename}: {exc.strerror}") from None
+    return grpc.secure_channel(args.server, grpc.ssl_channel_credentials(roots, key, cert))

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import defaults
-from .common import (EXIT_CHANGES, EXIT_HEAD_INVALID_STRICT, EXIT_INVALID, EXIT_OK, UsageError, check_address,
-                     credentials, parse_cache, say)
-from .options import add_source
+from .common import (EXIT_CHANGES, EXIT_HEAD_INVALID_STRICT, EXIT_INVALID, EXIT_OK, UsageError, channel_to,
+                     check_address, credentials, parse_cache, say)
+from .options import add_server_tls, add_source
 
 if TYPE_CHECKING:
     from ..api import reconciler_pb2
@@ -43,6 +43,7 @@ def register(commands) -> argparse.ArgumentParser:
                    help="exit 1 when there are changes and 0 when there are none (as kubectl diff)")
     p.add_argument("-o", "--output", type=Path, default=None, metavar="FILE",
                    help="write the preview to FILE instead of stdout")
+    add_server_tls(p)
     p.add_argument("--server", default=None, metavar="HOST:PORT",
                    help="ask the galleon serve whose ADS port this is (its status API): when it serves BASE it "
                         "holds it parsed and modelled, and the preview takes about a second on a large mesh; "
@@ -109,7 +110,7 @@ def _preview_from_server(args, source) -> reconciler_pb2.PreviewResponse | None:
     request = reconciler_pb2.PreviewRequest(rev=head, format=args.format, clusters=args.cluster,
                                             max_bytes=args.max_bytes)
     check_address(args.server, "--server")
-    with grpc.insecure_channel(args.server) as channel:
+    with channel_to(args) as channel:
         try:
             answer = reconciler_pb2_grpc.ReconcilerStub(channel).Preview(request, timeout=args.server_timeout)
         except grpc.RpcError as exc:

@@ -84,3 +84,13 @@ def add_status_api(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("text", "json"), default="text", help="text (default) or JSON")
     parser.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
                         help="give up after SECONDS (default: 60)")
+    add_server_tls(parser)
+
+
+def add_server_tls(parser) -> None:
+    """How a client reaches a galleon serve that serves TLS (--tls-cert), with mutual TLS (--client-ca)."""
+    parser.add_argument("--server-ca", type=Path, default=None, metavar="FILE",
+                        help="PEM roots that sign galleon serve's certificate (turns TLS on)")
+    parser.add_argument("--server-cert", type=Path, default=None, metavar="FILE",
+                        help="this client's PEM certificate, for a daemon that asks for one (--client-ca)")
+    parser.add_argument("--server-key", type=Path, default=None, metavar="FILE", help="its PEM private key")

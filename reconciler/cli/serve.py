@@ -48,6 +48,26 @@ def register(commands) -> argparse.ArgumentParser:
     p.add_argument("--max-connection-age", type=float, default=None, metavar="SECONDS",
                    help="end each xDS stream (with OK) after about SECONDS, so proxies reconnect and spread over "
                         "replicas behind a load balancer (default: never)")
+    sec = p.add_argument_group("security (ADS and the status API; off loopback, TLS and authentication are required)")
+    sec.add_argument("--tls-cert", type=Path, default=None, metavar="FILE",
+                     help="serve TLS with this PEM certificate (chain); read again when it changes")
+    sec.add_argument("--tls-key", type=Path, default=None, metavar="FILE", help="its PEM private key")
+    sec.add_argument("--client-ca", type=Path, default=None, metavar="FILE",
+                     help="mutual TLS: a proxy presents a certificate issued under these roots (the mesh's: "
+                          "galleon ca init-root); its identity is the SPIFFE ID spiffe://TD/ns/NS/sa/SA in it")
+    sec.add_argument("--token-review", action="store_true",
+                     help="accept a Kubernetes service-account token (authorization: Bearer) checked with the "
+                          "TokenReview API of the cluster the proxy names")
+    sec.add_argument("--token-audience", default="istio-ca", metavar="AUDIENCE",
+                     help="the audience such a token must be for (default: istio-ca, as Istio)")
+    sec.add_argument("--insecure", action="store_true",
+                     help="serve plaintext or unauthenticated peers on a non-loopback --ads anyway (each "
+                          "connection is logged as unauthenticated)")
+    sec.add_argument("--admin-identity", action="append", default=[], metavar="SPIFFE_ID",
+                     help="an identity that may call the status API's Sync and Preview (repeatable)")
+    sec.add_argument("--preview-refs", action="append", default=[], metavar="PATTERN",
+                     help="refs a Preview may read, as glob patterns (repeatable; default: refs/heads/*, "
+                          "refs/pull/*, refs/merge-requests/*; a bare name is a branch)")
     live = p.add_argument_group("live registry (what runs in the clusters: Services, EndpointSlices, Pods, Nodes)")
     live.add_argument("--registry", action="append", default=[], metavar="kube|dir:PATH",
                       help="serve the endpoints of the pods that run, beside those the source writes: kube reads "
@@ -127,6 +147,7 @@ def run(args) -> int:
     for value, flag in ((args.registry_quiet, "--registry-quiet"), (args.registry_max_wait, "--registry-max-wait")):
         if value < 0:
             raise UsageError(f"{flag} must not be negative")
+    security = _security(args)
     for registry in args.registry:
         if registry != "kube" and not (registry.startswith("dir:") and len(registry) > 4):
             raise UsageError(f"--registry {registry}: give kube or dir:PATH")
@@ -153,6 +174,7 @@ def run(args) -> int:
                                         args.kube_context) if args.root_ca else None,
                            dns=DnsOptions(args.dns_target, args.dns_interval, args.dns_ttl, args.dns_create,
                                           args.kubeconfig, args.kube_context) if args.dns_target else None,
+                           security=security,
                            registry=RegistryOptions(tuple(dict.fromkeys(args.registry)), args.kubeconfig,
                                                     args.kube_context, args.registry_quiet, args.registry_max_wait)
                            if args.registry else None)
@@ -160,3 +182,32 @@ def run(args) -> int:
         return serve(options)
     except OSError as exc:
         raise UsageError(str(exc)) from None
+
+
+def _security(args):
+    """The security options, checked: TLS files usable, and off loopback both TLS and authentication
+    (or --insecure). Raises UsageError."""
+    from ..daemon.options import SecurityOptions
+    from ..security.gate import is_loopback_host
+    from ..security.tls import ReloadingCredentials, TlsError
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise UsageError("--tls-cert and --tls-key go together")
+    if args.client_ca and not args.tls_cert:
+        raise UsageError("--client-ca needs --tls-cert and --tls-key (mutual TLS is TLS first)")
+    if args.tls_cert:
+        try:
+            ReloadingCredentials(args.tls_cert, args.tls_key, args.client_ca)
+        except TlsError as exc:
+            raise UsageError(str(exc)) from None
+    authenticated = bool(args.client_ca) or args.token_review
+    if not is_loopback_host(args.ads.rpartition(":")[0]) and not (args.tls_cert and authenticated) and not args.insecure:
+        missing = " and ".join(m for m, ok in (("--tls-cert/--tls-key", args.tls_cert),
+                                                ("--client-ca or --token-review", authenticated)) if not ok)
+        raise UsageError(f"--ads {args.ads} is not a loopback address: add {missing} (or --insecure to serve "
+                         "every peer unauthenticated)")
+    for admin in args.admin_identity:
+        if not admin.startswith("spiffe://"):
+            raise UsageError(f"--admin-identity {admin}: give a SPIFFE ID (spiffe://TRUST-DOMAIN/ns/NS/sa/SA)")
+    return SecurityOptions(args.tls_cert, args.tls_key, args.client_ca, args.token_review, args.token_audience,
+                           args.insecure, tuple(args.admin_identity), tuple(args.preview_refs), args.kubeconfig,
+                           args.kube_context)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import EXIT_INVALID, EXIT_OK, UsageError, check_address
+from .common import EXIT_INVALID, EXIT_OK, UsageError, channel_to, check_address
 from .options import add_status_api
 
 
@@ -40,7 +40,7 @@ def call(args, method):
 
     from ..api import reconciler_pb2_grpc
     check_address(args.server, "--server")
-    with grpc.insecure_channel(args.server) as channel:
+    with channel_to(args) as channel:
         stub = reconciler_pb2_grpc.ReconcilerStub(channel)
         try:
             return method(stub)

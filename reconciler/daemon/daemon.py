@@ -19,10 +19,12 @@ from ..ads.server import AdsServer
 from ..metrics import Metrics
 from ..sources import SourceError
 from ..state import LastGood
+from ..security.tls import ReloadingCredentials
 from .follow import Follower
 from .live import Live
 from .loader import Loader
 from .options import ServeOptions
+from .security import gate_of
 from .previews import Previews
 from .publisher import Publisher
 from .reconcilers import Reconcilers
@@ -42,7 +44,8 @@ class Daemon:
         self.options = options
         self.metrics = Metrics()
         self.board = status.StatusBoard()
-        self.ads = AdsServer(options.cluster, self.metrics, options.max_connection_age)
+        self.gate = gate_of(options)
+        self.ads = AdsServer(options.cluster, self.metrics, options.max_connection_age, self.gate)
         self.last_good = LastGood(options.state_dir, options.cluster) if options.state_dir else None
         self._reloading = asyncio.Lock()
         self._stop = asyncio.Event()
@@ -107,13 +110,19 @@ class Daemon:
         await self.reconcilers.open_lease()
         self.loader.check_signatures()
         try:
-            self.ads_port = await self.ads.start(o.ads, status.handlers(self.surface))
+            tls = o.security
+            credentials = (ReloadingCredentials(tls.tls_cert, tls.tls_key, tls.client_ca).server_credentials()
+                           if tls.tls_cert and tls.tls_key else None)
+            self.ads_port = await self.ads.start(o.ads, status.handlers(self.surface, self.gate, self.metrics),
+                                                 credentials)
             self.http_port = self.surface.start_http(loop, o.http)
         except OSError:
             await self.ads.stop(0)
             raise
         log.info("serving", cluster=o.cluster, source=o.source, ads=f"{o.ads.rpartition(':')[0]}:{self.ads_port}",
-                 http=f"{o.http.rpartition(':')[0]}:{self.http_port}")
+                 http=f"{o.http.rpartition(':')[0]}:{self.http_port}", tls=bool(o.security.tls_cert),
+                 authentication=("mtls " if self.gate.mtls else "") + ("token-review" if self.gate.reviewer else "")
+                 or ("none (--insecure)" if self.gate.insecure else "none (loopback)"))
         for signum, handler in ((signal.SIGHUP, lambda: self.changed("SIGHUP")),
                                 (signal.SIGTERM, lambda: self.stop("SIGTERM")),
                                 (signal.SIGINT, lambda: self.stop("SIGINT"))):

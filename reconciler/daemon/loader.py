@@ -237,6 +237,26 @@ class Loader:
 
     # --- on worker threads ---------------------------------------------------------------------------
 
+    def refs_at(self, commit: str) -> list[str]:
+        """The names of the source's refs that point at ``commit`` (none for a directory), fetched first."""
+        with self._source_lock:
+            repo = getattr(self.source, "repo", None)
+            if repo is None:
+                return []
+            try:
+                self.source.refresh()
+            except SourceError:
+                pass  # the refs fetched before: the preview itself says the source cannot be read
+            found = []
+            for name in repo.references:
+                try:
+                    target = repo.references[name].resolve().target
+                except (KeyError, ValueError):  # a dangling symbolic ref
+                    continue
+                if str(target) == commit:
+                    found.append(name)
+            return found
+
     def snapshot_of(self, rev: str | None) -> Snapshot:
         """The source's files at ``rev`` (default: the one followed), fetched first (for previews)."""
         with self._source_lock:

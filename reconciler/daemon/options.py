@@ -34,6 +34,7 @@ class ServeOptions:
     ca: CaOptions | None = None  # reconcile this cluster's cacerts (the leader only)
     dns: DnsOptions | None = None  # reconcile this cluster's CoreDNS global:53 block (the leader only)
     registry: RegistryOptions | None = None  # follow what runs in the clusters (reconciler/registry/)
+    security: SecurityOptions = field(default_factory=lambda: SecurityOptions())
 
 
 @dataclass
@@ -77,3 +78,18 @@ class RegistryOptions:
     context: str | None = None
     quiet: float = 0.1  # an object's changes are published once it has been quiet this long...
     max_wait: float = 1.0  # ...or this long after its first change
+
+
+@dataclass
+class SecurityOptions:
+    """TLS and who may ask for what on the gRPC port (reconciler/security/)."""
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    client_ca: Path | None = None  # mutual TLS: a proxy's identity is its certificate's SPIFFE ID
+    token_review: bool = False  # a proxy's service-account token, checked by its cluster's API server
+    token_audience: str = "istio-ca"
+    insecure: bool = False  # serve unauthenticated peers off loopback (each connection logged as such)
+    admins: tuple[str, ...] = ()  # SPIFFE IDs that may Sync and Preview
+    preview_refs: tuple[str, ...] = ()  # patterns of refs a Preview may read (empty: the default)
+    kubeconfig: Path | None = None  # for TokenReview in this cluster
+    context: str | None = None

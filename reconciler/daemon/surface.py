@@ -60,6 +60,11 @@ class Surface:
                       max_bytes: int | None) -> pb.PreviewResponse:
         return await self.previews.preview(rev, fmt, clusters, max_bytes)
 
+    async def refs_at(self, commit: str):
+        """The source's refs that point at ``commit`` (read on a worker thread), as a lookup."""
+        found = await asyncio.to_thread(self.loader.refs_at, commit)
+        return lambda _: found
+
     def facts(self) -> StatusFacts:
         s = self.loader.state
         return StatusFacts(
