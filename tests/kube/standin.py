@@ -80,8 +80,9 @@ Not served (a request for them fails loudly, never silently): JSON patch
 resources, finalizers and graceful deletion. Non-apply writes do not take field ownership.
 
 Fast enough for benchmarks: stored objects are never changed in place, so a paged list holds
-references, not copies; each stored version is encoded to JSON once, however many lists and
-watches send it (150,000 pods list in about 1.5 s in pages of 500 to 5,000).
+references, not copies; each stored version is encoded to JSON once for every list that sends it,
+each change once for every watch (150,000 pods take the stand-in about 2 s to list the first time,
+in pages of 500 to 5,000, and half a second the next).
 
 For tests: ``fail`` and ``delay`` inject faults into the next matching requests (lists and watches
 too), ``requests`` is the log of what was served, ``edit``/``put``/``get``/``delete`` act on stored
@@ -491,6 +492,9 @@ Key = tuple[str, str, str]  # (resource, namespace or "" for cluster-scoped kind
 _TOKEN_REVIEW = _Type("tokenreviews", "TokenReview", "authentication.k8s.io", "v1", namespaced=False)
 _LISTS_KEPT = 64  # paged lists whose continue tokens stay valid (the oldest expire first)
 _INITIAL_BATCH = 500  # synthetic ADDED events per chunk when a watch starts with the current state
+# Compact, and quicker than json.dumps for many small objects (one encoder, no cycle check: stored
+# objects are JSON data).
+_to_json = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 
 
 def _labels(obj: dict) -> dict:
@@ -510,6 +514,13 @@ class _Event:
     encoded: bytes | None = None  # the object's JSON, made once for every watcher
 
 
+class _Selection(NamedTuple):
+    """Stored objects in the API server's order (namespace, name). References, not copies: stored
+    objects are never changed in place, so this stays the state it was taken from."""
+    keys: list[Key]
+    objects: list[dict]
+
+
 @dataclass
 class _Snapshot:
     """A paged list: what the first page saw, served page by page (the API server's consistent
@@ -517,7 +528,7 @@ class _Snapshot:
     t: _Type
     namespace: str | None
     revision: int
-    items: list[tuple[Key, dict]]
+    items: _Selection
 
 
 @dataclass(eq=False)
@@ -527,7 +538,7 @@ class _Watch:
     namespace: str | None  # None: every namespace
     match: Callable[[dict], bool] | None  # None: every object
     position: int  # the last revision considered (events up to it are sent or filtered out)
-    initial: list[tuple[Key, dict]]  # synthetic ADDED events to send first
+    initial: _Selection  # synthetic ADDED events to send first
     bookmarks: bool
     deadline: float  # on the monotonic clock; inf without timeoutSeconds
     bookmarks_sent: int = 0  # the stand-in's count of bookmark() calls when this watch last sent one
@@ -580,7 +591,7 @@ class KubeStandIn:
         self._changed = threading.Condition(self._lock)  # notified on every change, for watches
         self._objects: dict[Key, dict] = {}
         self._owners: dict[Key, dict[str, _Owner]] = {}
-        self._encoded: dict[Key, tuple[dict, bytes]] = {}  # each stored object's list item JSON, once made
+        self._encoded: dict[Key, bytes] = {}  # stored objects' list item JSON, once made (under the lock)
         self._revision = 0
         self._history: collections.deque[_Event] = collections.deque(maxlen=1000)
         self._floor = 0  # every event after this revision is in the history: watches may start from it
@@ -872,28 +883,34 @@ class KubeStandIn:
 
     # -- lists and watches --
 
-    def _matching(self, t: _Type, namespace: str | None, match: Callable[[dict], bool] | None) -> list[tuple[Key, dict]]:
-        """The stored objects a list or watch asks for, in the API server's order (namespace, name).
-        Under the lock; stored objects are never changed in place, so the references stay a snapshot."""
-        items = [(key, obj) for key, obj in self._objects.items()
-                 if key[0] == t.resource and (namespace is None or key[1] == namespace)
-                 and (match is None or match(_labels(obj)))]
-        items.sort(key=lambda item: item[0])
-        return items
+    def _matching(self, t: _Type, namespace: str | None, match: Callable[[dict], bool] | None) -> _Selection:
+        """The stored objects a list or watch asks for (under the lock). The keys are the stored
+        ones, not new tuples: a large list would otherwise make the garbage collector walk every
+        stored object several times."""
+        keys = sorted(key for key in self._objects if key[0] == t.resource and (namespace is None or key[1] == namespace))
+        if match is not None:
+            keys = [key for key in keys if match(_labels(self._objects[key]))]
+        return _Selection(keys, [self._objects[key] for key in keys])
 
-    def _item_json(self, key: Key, obj: dict) -> bytes:
-        """An object's JSON without kind and apiVersion (a list item), made once per stored version."""
-        cached = self._encoded.get(key)
-        if cached is not None and cached[0] is obj:
-            return cached[1]
-        data = json.dumps({k: v for k, v in obj.items() if k not in ("kind", "apiVersion")},
-                          separators=(",", ":")).encode()
-        if self._objects.get(key) is obj:  # not a past version a paged list or a watch still holds
-            self._encoded[key] = (obj, data)
-        return data
+    def _items_json(self, t: _Type, items: _Selection) -> list[bytes]:
+        """Each object's JSON as a list item (without kind and apiVersion), made once per stored
+        version. Encoded outside the lock: the objects are immutable and a large page takes a while."""
+        with self._lock:
+            found = [self._encoded.get(key) if self._objects.get(key) is obj else None
+                     for key, obj in zip(items.keys, items.objects)]
+        made = {}
+        for i, data in enumerate(found):
+            if data is None:
+                # Stored objects start with kind and apiVersion (_write): the rest is the item.
+                found[i] = made[i] = b"{" + _to_json(items.objects[i]).encode()[len(t.prefix):]
+        with self._lock:
+            for i, data in made.items():
+                if self._objects.get(items.keys[i]) is items.objects[i]:  # not a version since replaced
+                    self._encoded[items.keys[i]] = data
+        return found  # type: ignore[return-value]  # every None was replaced
 
-    def _object_json(self, t: _Type, key: Key, obj: dict) -> bytes:
-        return t.prefix + self._item_json(key, obj)[1:]
+    def _objects_json(self, t: _Type, items: _Selection) -> list[bytes]:
+        return [t.prefix + item[1:] for item in self._items_json(t, items)]
 
     def _list(self, t: _Type, namespace: str | None, one: Callable[[str], str | None]) -> bytes:
         limit, token, version = _number(one("limit"), "limit"), one("continue"), one("resourceVersion")
@@ -909,21 +926,21 @@ class KubeStandIn:
                 list_id, start = uuid.uuid4().hex, 0
                 snapshot = _Snapshot(t, namespace, self._revision,
                                      self._matching(t, namespace, _selector(selector) if selector else None))
-            end = start + limit if limit else len(snapshot.items)
+            total = len(snapshot.items.keys)
+            end = start + limit if limit else total
             meta: dict[str, Any] = {"resourceVersion": str(snapshot.revision)}
-            if end < len(snapshot.items):
+            if end < total:
                 self._lists[list_id] = snapshot
                 self._lists.move_to_end(list_id)
                 while len(self._lists) > _LISTS_KEPT:
                     self._lists.popitem(last=False)
                 meta["continue"] = _continue_token(list_id, snapshot.revision, end)
                 if not selector:  # the API server counts only when it need not filter
-                    meta["remainingItemCount"] = len(snapshot.items) - end
-            page = snapshot.items[start:end]
-        # Encoded outside the lock: the objects are immutable, and a large page takes a while.
+                    meta["remainingItemCount"] = total - end
+            page = _Selection(snapshot.items.keys[start:end], snapshot.items.objects[start:end])
         return b"".join((b'{"kind":"', t.kind.encode(), b'List","apiVersion":"', t.api_version.encode(),
                          b'","metadata":', json.dumps(meta, separators=(",", ":")).encode(), b',"items":[',
-                         b",".join(self._item_json(key, obj) for key, obj in page), b"]}"))
+                         b",".join(self._items_json(t, page)), b"]}"))
 
     def _continued(self, t: _Type, namespace: str | None, token: str) -> tuple[str, _Snapshot, int]:
         try:
@@ -948,7 +965,7 @@ class KubeStandIn:
                 # The API server's "start at most recent": the current state as ADDED events first.
                 position, initial = self._revision, self._matching(t, namespace, match)
             else:
-                position, initial = _number(version, "resourceVersion"), []
+                position, initial = _number(version, "resourceVersion"), _Selection([], [])
             watch = _Watch(t, namespace, match, position, initial, one("allowWatchBookmarks") == "true",
                            time.monotonic() + timeout if timeout else float("inf"), self._bookmarks)
             # Registered now, before the answer starts: drop_watches() reaches every accepted watch.
@@ -962,10 +979,11 @@ class KubeStandIn:
     def watch_stream(self, watch: _Watch) -> Generator[bytes, None, None]:
         """A watch's chunks of JSON lines, until its timeout (or 410 Gone, or the stand-in closing):
         then the caller ends the stream cleanly, unless ``watch.dropped``."""
-        for start in range(0, len(watch.initial), _INITIAL_BATCH):
-            yield b"".join(_event_line("ADDED", self._object_json(watch.t, key, obj))
-                           for key, obj in watch.initial[start:start + _INITIAL_BATCH])
-        watch.initial = []
+        keys, objects = watch.initial
+        for start in range(0, len(keys), _INITIAL_BATCH):
+            batch = _Selection(keys[start:start + _INITIAL_BATCH], objects[start:start + _INITIAL_BATCH])
+            yield b"".join(_event_line("ADDED", obj) for obj in self._objects_json(watch.t, batch))
+        watch.initial = _Selection([], [])
         next_bookmark = time.monotonic() + self.bookmark_interval
         while True:
             with self._lock:
@@ -1027,7 +1045,8 @@ class KubeStandIn:
                 return None
             type = seen
         if event.encoded is None:
-            event.encoded = self._object_json(event.t, event.key, event.obj)
+            # Not through the lists' cache: that takes the lock, which the writers hold meanwhile.
+            event.encoded = _to_json(event.obj).encode()
         return _event_line(type, event.encoded)
 
     def _record(self, type: str, t: _Type, key: Key, obj: dict, prev: dict | None) -> None:
@@ -1239,7 +1258,9 @@ class KubeStandIn:
             return obj
         self._revision += 1
         meta["resourceVersion"] = str(self._revision)
+        obj = {"kind": t.kind, "apiVersion": t.api_version, **obj}  # first: lists encode the rest (_items_json)
         self._objects[key] = obj
+        self._encoded.pop(key, None)
         self._owners[key] = owners
         self._record("ADDED" if old is None else "MODIFIED", t, key, obj, old)
         return _clone(obj)
