@@ -1340,13 +1340,15 @@ class _Handler(BaseHTTPRequestHandler):
             pass  # the client gave up (a timeout during an injected delay)
 
     def _stream(self, standin: KubeStandIn, watch: _Watch) -> None:
-        watch.sock = self.connection
         chunks = standin.watch_stream(watch)
         try:
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
+            # Only now may drop_watches() cut the connection: a watch is dropped mid-stream, never
+            # before its answer began (the client would see a failed request, not a lost watch).
+            watch.sock = self.connection
             for chunk in chunks:
                 self.wfile.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
             if watch.dropped:
