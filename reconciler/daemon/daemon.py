@@ -44,7 +44,8 @@ class Daemon:
         self.options = options
         self.metrics = Metrics()
         self.board = status.StatusBoard()
-        self.gate = gate_of(options)
+        # TokenReview of another cluster's proxy goes through the registry's client of that cluster.
+        self.gate = gate_of(options, lambda cluster: self.live.client_of(cluster))
         self.ads = AdsServer(options.cluster, self.metrics, options.max_connection_age, self.gate)
         self.last_good = LastGood(options.state_dir, options.cluster) if options.state_dir else None
         self._reloading = asyncio.Lock()

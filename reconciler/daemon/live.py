@@ -29,7 +29,9 @@ from compiler.revision import Revision, with_live
 
 from ..ads.server import AdsServer
 from ..metrics import Metrics
+from ..kube.client import KubeError
 from ..registry.directory import DirectoryError, DirectoryFeed
+from ..registry.kube import KubeFeed, cluster_clients, remote_clusters
 from ..registry.store import Change, Registry
 from ..sources import SourceError
 from ..status import StatusBoard
@@ -71,6 +73,8 @@ class Live:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._directories: dict[str, DirectoryFeed] = {}  # cluster -> the dir: registry that holds it
+        self.kube_clients: dict = {}  # cluster -> the API client its KubeFeed reads with
+        self._said: set[str] = set()  # errors logged once
 
     @property
     def on(self) -> bool:
@@ -111,8 +115,58 @@ class Live:
                 await asyncio.to_thread(feed.read_all)
                 self._thread(f"registry {source}", feed.watch)
                 log.info("registry read", registry=source, clusters=clusters)
+            elif source == "kube":
+                await self._open_kube()
             else:
                 raise SourceError(f"--registry {source}: not a registry (give kube or dir:PATH)")
+
+    async def _open_kube(self) -> None:
+        """Follow this cluster's API server, and every cluster of Istio's remote secrets there. Raises
+        SourceError when this cluster's API server cannot be configured."""
+        o = self.options
+        assert o is not None
+        found = await asyncio.to_thread(cluster_clients, {self.cluster: o.context}, o.kubeconfig)
+        if found.errors:
+            raise SourceError(f"--registry kube: {found.errors[0]}")
+        self._follow_cluster(self.cluster, found.clients[self.cluster])
+        try:
+            remote = await asyncio.to_thread(remote_clusters, found.clients[self.cluster])
+        except KubeError as exc:
+            log.warning("Istio's remote secrets cannot be read; other clusters come from their kubeContext",
+                        error=str(exc))
+            return
+        for error in remote.errors:
+            log.warning("remote secret not used", error=error)
+        for cluster, client in remote.clients.items():
+            if cluster not in self.kube_clients:
+                self._follow_cluster(cluster, client)
+
+    def _follow_cluster(self, cluster: str, client) -> None:
+        self.kube_clients[cluster] = client
+        self.registry.expect([cluster])
+        KubeFeed(cluster, client, self.registry, self._stop).start()
+        log.info("registry following", cluster=cluster, api_server=client.configuration.host)
+
+    async def follow_contexts(self, clusters) -> None:
+        """After a revision is served: its Clusters with a kubeContext that no registry follows yet
+        (with --registry kube) are followed from now on."""
+        if not self.on or "kube" not in self.options.sources:  # type: ignore[union-attr]
+            return
+        wanted = {c.name: c.kube_context for c in clusters.values()
+                  if c.kube_context and c.name not in self.kube_clients and c.name not in self._directories}
+        if not wanted:
+            return
+        found = await asyncio.to_thread(cluster_clients, wanted, self.options.kubeconfig)  # type: ignore[union-attr]
+        for error in found.errors:
+            if error not in self._said:
+                self._said.add(error)
+                log.error("registry cannot follow a cluster", error=error)
+        for cluster, client in found.clients.items():
+            self._follow_cluster(cluster, client)
+
+    def client_of(self, cluster: str):
+        """The API client the registry reads ``cluster`` with (for TokenReview), if any."""
+        return self.kube_clients.get(cluster)
 
     def _thread(self, name: str, run) -> None:
         thread = threading.Thread(target=run, args=(self._stop,), name=name, daemon=True)

@@ -37,6 +37,7 @@ class Publisher:
         revision = self.live.to_publish(revision)  # what runs in the clusters, beside what the source writes
         mesh = await asyncio.to_thread(lambda: revision.mesh)
         await self.ads.publish(mesh)
+        await self.live.follow_contexts(mesh.clusters)
         vips_moved = self.loader.record_served(revision, from_state_dir)
         self.reconcilers.due(revision)
         self.metrics.revision_info.clear()

@@ -7,6 +7,7 @@ threads and keeps its own lock."""
 from __future__ import annotations
 
 import threading
+from typing import Callable
 
 import kubernetes.client
 
@@ -16,24 +17,27 @@ from ..security.tokens import TokenReviewer
 from .options import ServeOptions
 
 
-def gate_of(options: ServeOptions) -> Gate:
+def gate_of(options: ServeOptions, registry_client: Callable[[str], kubernetes.client.ApiClient | None]) -> Gate:
+    """``registry_client``: the client the live registry reads a cluster with (TokenReview of the
+    proxies of other clusters goes through it)."""
     s = options.security
-    reviewer = TokenReviewer(_Clients(options), s.token_audience) if s.token_review else None
+    reviewer = TokenReviewer(_Clients(options, registry_client), s.token_audience) if s.token_review else None
     return Gate(options.cluster, mtls=s.client_ca is not None, reviewer=reviewer, admins=frozenset(s.admins),
                 preview_refs=s.preview_refs or DEFAULT_PREVIEW_REFS, insecure=s.insecure)
 
 
 class _Clients:
-    """The API client of each cluster a token may be checked by: this one's, made on first use."""
+    """The API client of each cluster a token may be checked by: this one's, made on first use, and
+    those the live registry follows."""
 
-    def __init__(self, options: ServeOptions) -> None:
-        self.options = options
+    def __init__(self, options: ServeOptions, registry_client) -> None:
+        self.options, self.registry_client = options, registry_client
         self._made: dict[str, kubernetes.client.ApiClient | None] = {}
         self._lock = threading.Lock()
 
     def __call__(self, cluster: str) -> kubernetes.client.ApiClient | None:
         if cluster != self.options.cluster:
-            return None
+            return self.registry_client(cluster)
         with self._lock:
             if cluster not in self._made:
                 s = self.options.security

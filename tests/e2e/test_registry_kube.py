@@ -1,0 +1,109 @@
+"""`galleon serve --registry kube` against the Kubernetes API stand-in (tests/kube/standin.py: no
+kube-apiserver can be installed here; the stand-in serves list, watch, bookmarks, 410 and TokenReview
+as the API documents them, over real HTTP, to the official client): a cluster's pods reach the proxies
+once it is listed, follow its watch, stay (marked stale) when its API server goes away, and proxies
+authenticated by service-account tokens get only their namespace's view."""
+from __future__ import annotations
+
+import json
+
+import grpc
+import pytest
+from envoy.config.core.v3 import base_pb2
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from google.protobuf import struct_pb2
+
+from compiler.xds_types import ENDPOINT
+from envoy.config.endpoint.v3 import endpoint_pb2
+from tests.e2e.daemon import Galleon
+from tests.e2e.envoy import wait_for
+from tests.test_live import endpoint_slice, node, pod
+
+pytestmark = pytest.mark.e2e
+
+REPO = """\
+apiVersion: galleon.io/v1alpha1
+kind: Cluster
+metadata: {name: east, namespace: istio-system}
+spec: {network: net-1, locality: us-east/us-east-1a, kubeContext: east}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+"""
+NODE = "sidecar~10.0.0.50~client.shop~shop.svc.cluster.local"
+WEB = "outbound|80||web.shop.svc.cluster.local"
+
+
+@pytest.fixture
+def setup(tmp_path, standin):
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "repo" / "mesh.yaml").write_text(REPO)
+    for body in (pod("web-1", "10.0.0.1"), endpoint_slice("web-abc", [("web-1", "10.0.0.1", True)]),
+                 node("node-1", "us-east", "us-east-1c")):
+        standin.put(json.loads(json.dumps(body)))
+    return tmp_path / "repo", standin.write_kubeconfig(tmp_path / "kubeconfig", contexts=("east",))
+
+
+def endpoints(galleon, token: str | None = None, node_id: str = NODE):
+    """The addresses of web's assignment, as a proxy of shop asking for it gets them (or the error)."""
+    with grpc.insecure_channel(galleon.ads) as channel:
+        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
+        node = base_pb2.Node(id=node_id)
+        node.metadata.fields["CLUSTER_ID"].CopyFrom(struct_pb2.Value(string_value="east"))
+        request = discovery_pb2.DiscoveryRequest(type_url=ENDPOINT, resource_names=[WEB], node=node)
+        metadata = [("authorization", f"Bearer {token}")] if token else None
+        try:
+            response = next(iter(stub.StreamAggregatedResources(iter([request]), timeout=10, metadata=metadata)))
+        except grpc.RpcError as exc:
+            return exc
+    found = set()
+    for resource in response.resources:
+        cla = endpoint_pb2.ClusterLoadAssignment.FromString(resource.value)
+        found |= {lb.endpoint.address.socket_address.address for group in cla.endpoints for lb in group.lb_endpoints}
+    return found
+
+
+def registry(galleon) -> dict:
+    return json.loads(galleon.get("/debug/registryz")[1])["clusters"][0]
+
+
+def test_a_clusters_pods_follow_its_api_server_and_stay_when_it_goes_away(setup, standin):
+    repo, kubeconfig = setup
+    with Galleon(repo, "east", "--registry", "kube", "--kubeconfig", str(kubeconfig), "--kube-context", "east") as g:
+        wait_for(lambda: registry(g)["synced"], 10, g.log)
+        assert wait_for(lambda: endpoints(g) == {"10.0.0.1"}, 10, g.log)
+        standin.put(json.loads(json.dumps(pod("web-2", "10.0.0.2"))))
+        standin.put(json.loads(json.dumps(endpoint_slice("web-abc", [("web-1", "10.0.0.1", True),
+                                                                    ("web-2", "10.0.0.2", True)], rv="2"))))
+        wait_for(lambda: endpoints(g) == {"10.0.0.1", "10.0.0.2"}, 5, g.log)
+
+        standin.stop_serving()
+        wait_for(lambda: registry(g)["stale"], 10, g.log)
+        assert "unreachable" in registry(g)["last_error"]
+        assert endpoints(g) == {"10.0.0.1", "10.0.0.2"}  # kept while the API server is away
+        assert "stale" in g.get("/readyz")[1]
+        standin.resume()
+        wait_for(lambda: not registry(g)["stale"], 40, g.log)
+        assert 'galleon_registry_synced{cluster="east"} 1.0' in g.get("/metrics")[1]
+
+
+def test_service_account_tokens_are_checked_with_tokenreview(setup, standin):
+    repo, kubeconfig = setup
+    standin.add_service_account_token("shop-token", "shop", "client")
+    standin.add_service_account_token("other-audience", "shop", "client", audiences=("vault",))
+    standin.add_service_account_token("default-token", "default", "client")
+    with Galleon(repo, "east", "--registry", "kube", "--kubeconfig", str(kubeconfig), "--kube-context", "east",
+                 "--token-review") as g:
+        wait_for(lambda: registry(g)["synced"], 10, g.log)
+        assert wait_for(lambda: endpoints(g, "shop-token") == {"10.0.0.1"}, 10, g.log)
+        for token, code in (("other-audience", grpc.StatusCode.UNAUTHENTICATED),
+                            ("nobody", grpc.StatusCode.UNAUTHENTICATED),
+                            (None, grpc.StatusCode.UNAUTHENTICATED),
+                            ("default-token", grpc.StatusCode.PERMISSION_DENIED)):
+            refused = endpoints(g, token)
+            assert isinstance(refused, grpc.RpcError) and refused.code() == code, (token, refused)
+        assert "namespace 'default' only" in endpoints(g, "default-token").details()
