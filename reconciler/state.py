@@ -4,7 +4,9 @@ Every revision the daemon serves is written to ``STATE_DIR/last-good/CLUSTER.jso
 revision and origin, with a checksum). The write is atomic: a temporary file in the same folder,
 flushed and fsynced, then renamed over the old one (and the folder fsynced), so a crash at any
 moment leaves the old snapshot or the new one, never a torn file. A file that does not read back
-(corrupt, truncated by hand, another format) is set aside with a warning, never trusted.
+(corrupt, truncated by hand, another format) is set aside with a warning, never trusted. The
+temporary files a write killed midway leaves are removed when the daemon starts again
+(``remove_temporaries``).
 """
 from __future__ import annotations
 
@@ -20,8 +22,10 @@ import structlog
 from compiler.snapshot import Snapshot
 
 from .files import write_atomic
+from .parse_cache import STALE_TEMPORARY_SECONDS
 
 FORMAT = 1
+TEMPORARY = ".{name}.*.tmp"  # what write_atomic names its temporary file for NAME
 log = structlog.get_logger("galleon.state")
 
 
@@ -84,3 +88,35 @@ class LastGood:
             log.warning("last known good snapshot is corrupt; set aside", path=str(aside), error=str(exc))
             return None
 
+
+def remove_temporaries(last_good: LastGood, parses: Path | None) -> None:
+    """At start, remove the temporary files writes killed midway left in the state directory: those of
+    this cluster's snapshot and VIPs, which only this daemon writes, and parse records' (``parses``:
+    the parse cache's folder, None when it is off) older than the parse cache's own limit, since other
+    galleon processes share that folder and one may be writing there now. Logged once, with how many."""
+    found = [temporary for path in (last_good.path, last_good.vips_path)
+             for temporary in path.parent.glob(TEMPORARY.format(name=path.name))]
+    if parses is not None:
+        cutoff = time.time() - STALE_TEMPORARY_SECONDS
+        found += [temporary for temporary in parses.glob(f"*/*/{TEMPORARY.format(name='*')}")
+                  if _modified(temporary) < cutoff]
+    removed = 0
+    for temporary in found:
+        try:
+            temporary.unlink()
+            removed += 1
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("cannot remove a temporary file an interrupted write left", path=str(temporary),
+                        error=exc.strerror)
+    if removed:
+        log.warning("removed temporary files interrupted writes left in the state directory", files=removed,
+                    state_dir=str(last_good.path.parent.parent))
+
+
+def _modified(path: Path) -> float:
+    try:
+        return path.lstat().st_mtime
+    except FileNotFoundError:
+        return time.time()  # gone meanwhile: another process renamed or removed it

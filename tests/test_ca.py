@@ -474,6 +474,73 @@ def test_dir_target_errors_are_one_line(tmp_path, root, policy):
         target_from("s3://bucket")
 
 
+def planted_link(target: DirTarget, at: str, elsewhere: Path) -> Path:
+    """A symbolic link at ``at`` (cluster, namespace, kind or file) of cluster-a's manifest, to
+    ``elsewhere`` (made a folder when the link stands for one); the link's path."""
+    file = target.file("cluster-a")
+    link = {"cluster": file.parents[2], "namespace": file.parents[1], "kind": file.parent, "file": file}[at]
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if at != "file":
+        elsewhere.mkdir()
+    link.symlink_to(elsewhere)
+    return link
+
+
+@pytest.mark.parametrize("at", ["cluster", "namespace", "kind", "file"])
+def test_a_dir_target_never_writes_or_reads_through_a_symbolic_link(root, target, policy, tmp_path, at):
+    elsewhere = tmp_path / "elsewhere"
+    link = planted_link(target, at, elsewhere)
+    refused = f"{link} is a symbolic link; Galleon does not write through links in a dir: target"
+    with pytest.raises(CAError) as raised:
+        reconcile(target, root, "cluster-a", policy, NOW)
+    assert str(raised.value) == refused
+    with pytest.raises(CAError, match="is a symbolic link"):
+        target.write("cluster-a", {"kind": "Secret"})  # without a read first
+    assert not elsewhere.exists() or not list(elsewhere.rglob("*"))  # no key written outside the target
+    if at == "file":  # a manifest kept elsewhere is not read through the link either
+        elsewhere.write_text(yaml.safe_dump({"kind": "Secret", "data": {"ca-key.pem": "c2VjcmV0"}}))
+        with pytest.raises(CAError, match="is a symbolic link"):
+            target.read("cluster-a")
+
+
+def test_the_key_file_is_0600_whatever_the_umask(root, target, policy):
+    old = os.umask(0)
+    try:
+        reconcile(target, root, "cluster-a", policy, NOW)
+    finally:
+        os.umask(old)
+    assert target.file("cluster-a").stat().st_mode & 0o777 == 0o600
+
+
+KILLED_WRITER = """
+import os, signal, sys
+from reconciler.ca import DirTarget
+os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)  # killed as the temporary file is complete
+DirTarget(sys.argv[1]).write("cluster-a", {"kind": "Secret", "data": {"ca-key.pem": "c2VjcmV0"}})
+"""
+
+
+def test_a_write_killed_midway_leaves_a_temporary_file_the_next_run_removes(root, policy, tmp_path):
+    from tests.conftest import ROOT, SAMPLE_REPO
+    from tests.test_cli import galleon
+    out = tmp_path / "out"
+    killed = subprocess.run([sys.executable, "-c", KILLED_WRITER, out], cwd=ROOT)
+    assert killed.returncode == -9
+    folder = DirTarget(out).file("cluster-a").parent
+    left = list(folder.iterdir())
+    assert len(left) == 1 and left[0].name.startswith(".cacerts.yaml.") and left[0].stat().st_mode & 0o777 == 0o600
+    other = folder.parents[2] / "cluster-b" / "istio-system" / "Secret"
+    other.mkdir(parents=True)
+    (other / left[0].name).write_text("another cluster's, not this run's to remove")
+    run = galleon("ca", "reconcile", SAMPLE_REPO, "--root-ca", tmp_path / "root", "--target", f"dir:{out}",
+                  "--cluster", "cluster-a")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "removed temporary files an interrupted write left" in run.stderr and "files=1" in run.stderr
+    assert "temporary" not in run.stdout
+    assert [p.name for p in folder.iterdir()] == ["cacerts.yaml"]
+    assert [p.name for p in other.iterdir()] == [left[0].name]
+
+
 def test_openssl_reads_the_root_files(root, tmp_path):
     result = subprocess.run(["openssl", "pkey", "-in", tmp_path / "root" / "root-key.pem", "-pubout"],
                             capture_output=True, text=True)

@@ -2,12 +2,17 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import socket
+import subprocess
 import time
 
+import pygit2
 import yaml
 
+from compiler.snapshot import Snapshot
+from reconciler.state import LastGood
 from tests.conftest import SAMPLE_REPO
 from tests.e2e.daemon import Galleon
 from tests.e2e.envoy import wait_for
@@ -66,6 +71,9 @@ def test_serve_refuses_what_it_cannot_serve(tmp_path):
     last_line_error(galleon("serve", SAMPLE_REPO, "--cluster", "cluster-x", "--ads", "127.0.0.1:0", "--http",
                             "127.0.0.1:0"), "cluster-x", "cluster-a, cluster-b, cluster-c")
     last_line_error(galleon("serve", tmp_path / "nope", "--cluster", "a"), "no such file")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", tmp_path / "key"], check=True)
+    last_line_error(galleon("serve", SAMPLE_REPO, "--cluster", "cluster-a", "--verify-ssh-key", tmp_path / "key.pub"),
+                    "commit signatures need a Git source")
     last_line_error(galleon("serve", SAMPLE_REPO, "--cluster", "a", "--poll", "0"), "--poll")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -171,3 +179,74 @@ def test_a_restarted_daemon_reads_its_files_back_from_the_parse_cache(tmp_path):
             assert daemon.stop() == 0
     assert served[0] == served[1] == served[2] and served[0][0] > 20
     assert len(list((state / "parses").rglob("*/*/*"))) == files
+
+
+def served_before_moved_away(tmp_path, source) -> tuple[str, object]:
+    """Serve ``source`` once so the state directory keeps its snapshot, then move it away: what was
+    served, and the path it is at now."""
+    state = tmp_path / "state"
+    with Galleon(source, "cluster-a", state_dir=state) as daemon:
+        first = daemon.json("/debug/configz")["served_revision"]
+        wait_for(lambda: (state / "last-good" / "cluster-a.json").exists(), 5, lambda: daemon.log())
+    return first, source.rename(tmp_path / "aside")
+
+
+def missing_and_serving(daemon: Galleon, revision: str) -> None:
+    status, body = daemon.get("/readyz")
+    assert status == 200, body
+    assert f"serving {revision} from the state directory (last known good)" in body, body
+    assert "the source path is missing" in body and "no such file or directory" in body, body
+    configz = daemon.json("/debug/configz")
+    assert (configz["served_revision"], configz["from_state_dir"]) == (revision, True), configz
+    # Logged once it is published: /readyz may say so first.
+    wait_for(lambda: daemon.event("serving the last known good snapshot from the state directory; the source cannot "
+                                  "be read"), 5, lambda: daemon.log())
+
+
+def test_a_directory_missing_at_start_serves_the_last_good_snapshot_until_it_appears(tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(SAMPLE_REPO, repo)
+    first, aside = served_before_moved_away(tmp_path, repo)
+    with Galleon(repo, "cluster-a", state_dir=tmp_path / "state") as daemon:
+        missing_and_serving(daemon, first)
+        ratings = aside / "running" / "cluster-a.yaml"
+        ratings.write_text(ratings.read_text().replace("[10.1.3.1]", "[10.1.3.99]"))
+        aside.rename(repo)
+        second = wait_for(lambda: (r := daemon.json("/debug/configz")["served_revision"]) != first and r, 5,
+                          lambda: daemon.log())
+        assert daemon.event("the source path appeared")
+        assert daemon.get("/readyz") == (200, f"ready: serving {second}\n")
+        configz = daemon.json("/debug/configz")
+        assert (configz["from_state_dir"], configz["source_error"]) == (False, None), configz
+        # From then on it is watched as any directory.
+        ratings = repo / "running" / "cluster-a.yaml"
+        ratings.write_text(ratings.read_text().replace("[10.1.3.99]", "[10.1.3.98]"))
+        wait_for(lambda: daemon.json("/debug/configz")["served_revision"] not in (first, second), 5,
+                 lambda: daemon.log())
+
+
+def test_a_git_repository_missing_at_start_serves_the_last_good_snapshot_until_it_appears(tmp_path):
+    from tests import gitutil
+    repo = gitutil.init(tmp_path / "repo")
+    files = {p.relative_to(SAMPLE_REPO).as_posix(): p.read_bytes() for p in SAMPLE_REPO.rglob("*.yaml")}
+    first = gitutil.commit(repo, files)
+    assert served_before_moved_away(tmp_path, tmp_path / "repo")[0] == str(first)
+    with Galleon(tmp_path / "repo", "cluster-a", state_dir=tmp_path / "state") as daemon:
+        missing_and_serving(daemon, str(first))
+        (tmp_path / "aside").rename(tmp_path / "repo")
+        wait_for(lambda: daemon.get("/readyz") == (200, f"ready: serving {first}\n"), 5, lambda: daemon.log())
+        # From then on its refs are watched: a commit is served.
+        files["bookinfo/ratings.yaml"] = files["bookinfo/ratings.yaml"].replace(b"10.1.3.1", b"10.1.3.77")
+        second = gitutil.commit(pygit2.Repository(str(tmp_path / "repo")), files)
+        wait_for(lambda: daemon.json("/debug/configz")["served_revision"] == str(second), 5, lambda: daemon.log())
+
+
+def test_a_source_missing_at_start_without_a_servable_last_good_snapshot_exits_2(tmp_path):
+    state = tmp_path / "state"
+    serve = ("serve", tmp_path / "nope", "--cluster", "cluster-a", "--ads", "127.0.0.1:0", "--http", "127.0.0.1:0",
+             "--state-dir", state)
+    last_line_error(galleon(*serve), "nope: no such file or directory",
+                    "no last known good snapshot of cluster-a")
+    LastGood(state, "cluster-a").save(Snapshot("sha256:0", {"a.yaml": b"kind: [\n"}, "elsewhere"))
+    last_line_error(galleon(*serve), "nope: the source path is missing",
+                    "the last known good snapshot in the state directory cannot be served either")

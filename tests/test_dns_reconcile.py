@@ -294,6 +294,50 @@ def test_target_from_reads_dir_and_kube_and_refuses_anything_else(tmp_path):
             target_from(spec)
 
 
+@pytest.mark.parametrize("at", ["cluster", "namespace", "kind", "file"])
+def test_the_dir_target_never_reads_or_writes_through_a_symbolic_link(target, tmp_path, at):
+    """A link anywhere below the target's folder is refused, so a ConfigMap elsewhere (here another
+    tree holding the same path) is neither read nor replaced through it."""
+    elsewhere = DirTarget(tmp_path / "elsewhere")
+    theirs = put_file(elsewhere, "cluster-a", user_configmap(USER_COREFILE))
+    before = snapshot(theirs)
+    ours = target.file("cluster-a")
+    link = {"cluster": ours.parents[2], "namespace": ours.parents[1], "kind": ours.parent, "file": ours}[at]
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(elsewhere.path / link.relative_to(target.path))
+    with pytest.raises(DNSError) as raised:
+        reconcile(target, "cluster-a", assign_for((RATINGS,)), create=True)
+    assert str(raised.value) == f"{link} is a symbolic link; Galleon does not write through links in a dir: target"
+    assert snapshot(theirs) == before
+    assert [p.name for p in theirs.parent.iterdir()] == ["coredns.yaml"]
+
+
+KILLED_WRITER = """
+import os, signal, sys
+from reconciler.dns import DirTarget
+os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)  # killed as the temporary file is complete
+DirTarget(sys.argv[1]).write("cluster-a", {"kind": "ConfigMap"})
+"""
+
+
+def test_a_write_killed_midway_leaves_a_temporary_file_the_next_reconcile_removes(target):
+    import subprocess
+    import sys
+
+    from structlog.testing import capture_logs
+
+    from tests.conftest import ROOT
+    put_file(target, "cluster-a", user_configmap(USER_COREFILE))
+    assert subprocess.run([sys.executable, "-c", KILLED_WRITER, target.path], cwd=ROOT).returncode == -9
+    folder = target.file("cluster-a").parent
+    assert len(list(folder.glob(".coredns.yaml.*.tmp"))) == 1
+    with capture_logs() as logs:
+        assert reconcile(target, "cluster-a", assign_for((RATINGS,))).action == UPDATE
+        assert reconcile(target, "cluster-a", assign_for((RATINGS,))).action == NONE
+    assert [p.name for p in folder.iterdir()] == ["coredns.yaml"]
+    assert [(e["event"], e["files"]) for e in logs] == [("removed temporary files an interrupted write left", 1)]
+
+
 # --- stickiness through the target -----------------------------------------------------------------
 
 def test_a_name_keeps_its_address_a_removed_one_is_reported_and_a_new_one_is_added(target):

@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
 import sys
 import time
 
+from structlog.testing import capture_logs
+
 from compiler.snapshot import Snapshot
-from reconciler.state import LastGood
+from reconciler.parse_cache import STALE_TEMPORARY_SECONDS
+from reconciler.state import LastGood, remove_temporaries
 from tests.conftest import ROOT
 
 
@@ -82,3 +86,38 @@ def test_a_writer_killed_at_any_moment_leaves_the_old_or_the_new_snapshot(tmp_pa
         seen.add(loaded.revision)
     assert not list(store.path.parent.glob("*.corrupt-*"))
     assert seen == {"old", "new"}  # the kills did land at different moments
+
+
+KILLED_WRITER = """
+import os, signal, sys
+from compiler.snapshot import Snapshot
+from reconciler.state import LastGood
+os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)  # killed as the temporary file is complete
+store = LastGood(sys.argv[1], sys.argv[2])
+if sys.argv[3] == "vips":
+    store.save_vips({"a.global": "240.0.0.1"})
+else:
+    store.save(Snapshot("r", {}, "o"))
+"""
+
+
+def test_the_temporary_files_killed_writes_left_are_removed_at_start(tmp_path):
+    for cluster, what in (("cluster-a", "snapshot"), ("cluster-a", "vips"), ("cluster-b", "snapshot")):
+        killed = subprocess.run([sys.executable, "-c", KILLED_WRITER, tmp_path, cluster, what], cwd=ROOT)
+        assert killed.returncode == -signal.SIGKILL
+    folder = tmp_path / "last-good"
+    assert [len(list(folder.glob(f".{name}.*.tmp"))) for name in ("cluster-a.json", "cluster-a.vips.json",
+                                                                   "cluster-b.json")] == [1, 1, 1]
+    others = [p.name for p in folder.glob(".cluster-b.json.*.tmp")]
+    records = tmp_path / "parses" / "salt" / "ab"
+    records.mkdir(parents=True)
+    old, recent = records / ".ab12.x1y2z3w4.tmp", records / ".ab34.q1w2e3r4.tmp"
+    old.write_bytes(b"torn")
+    recent.write_bytes(b"being written by another galleon")
+    os.utime(old, (time.time() - STALE_TEMPORARY_SECONDS - 60,) * 2)
+    with capture_logs() as logs:
+        remove_temporaries(LastGood(tmp_path, "cluster-a"), tmp_path / "parses")
+    assert [p.name for p in folder.iterdir()] == others  # cluster-b's daemon's own to remove
+    assert sorted(p.name for p in records.iterdir()) == [recent.name]
+    assert [(e["event"], e["files"]) for e in logs] == [
+        ("removed temporary files interrupted writes left in the state directory", 3)]

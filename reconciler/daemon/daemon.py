@@ -103,13 +103,24 @@ class Daemon:
                         revision=short_revision(revision.snapshot.revision), path=str(self.last_good.path),
                         source_error=self.loader.state.error)
 
+    def _refused(self) -> str | None:
+        """After the first read: why nothing is served nor will be until someone acts, in one line."""
+        state = self.loader.state
+        if state.served_revision is not None:
+            return None
+        if state.unknown_cluster:
+            return state.unknown_cluster  # most likely a typo in --cluster: say so now, not serve nothing forever
+        if self.loader.source is None:
+            return (f"{self.options.source}: the source path is missing and the last known good snapshot in the "
+                    "state directory cannot be served either (the log says why)")
+        return None
+
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         o = self.options
         await self.loader.open()
         await self.live.open()
         await self.reconcilers.open_lease()
-        self.loader.check_signatures()
         try:
             tls = o.security
             credentials = (ReloadingCredentials(tls.tls_cert, tls.tls_key, tls.client_ca).server_credentials()
@@ -133,21 +144,22 @@ class Daemon:
                 pass  # not the main thread (tests run the daemon on a thread): signals stay default
         await self.loader.seed_vips(self.reconcilers.answered_vips)
         # Watching starts before the first read, so that an edit made while it runs is not missed.
-        tasks = [asyncio.create_task(t) for t in (self.follower.debounce(), self.follower.watch(self.loader.source),
+        tasks = [asyncio.create_task(t) for t in (self.follower.debounce(),
+                                                  self.follower.watch(self.loader.source, self.loader.appeared),
                                                   self.live.follow())]
         await self.reload("start")
         state = self.loader.state
         if state.served_revision is None and state.error and self.last_good is not None:
             await self._serve_last_good()
-        if state.unknown_cluster and state.served_revision is None:
-            # Most likely a typo in --cluster: say so now rather than serve nothing forever.
+        refused = self._refused()
+        if refused:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self.live.close()
             await self.ads.stop(0)
             self.surface.stop_http()
-            raise SourceError(state.unknown_cluster)
+            raise SourceError(refused)
         election = asyncio.create_task(self.reconcilers.elect(self._stop)) if self.reconcilers.electing else None
         tasks += [asyncio.create_task(reconciling) for reconciling in self.reconcilers.loops()]
         if o.poll:

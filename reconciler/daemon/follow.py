@@ -1,9 +1,9 @@
 """Follow the source: notice that it may have changed and turn those notices into reloads.
 
-A notice comes from the source's files (a directory) or refs (a local repository) changing, a poll
-coming due, SIGHUP, the webhook or the status API's Sync. Notices are debounced: the reload starts
-once they have been quiet for ``debounce`` seconds, and at the latest ``debounce_max`` seconds after
-the first one.
+A notice comes from the source's files (a directory) or refs (a local repository) changing, its path
+appearing (when it was missing at start), a poll coming due, SIGHUP, the webhook or the status API's
+Sync. Notices are debounced: the reload starts once they have been quiet for ``debounce`` seconds,
+and at the latest ``debounce_max`` seconds after the first one.
 
 Threads: the event loop's, all of it; another thread hands a notice in with
 ``loop.call_soon_threadsafe(follower.changed, reason)``.
@@ -49,8 +49,12 @@ class Follower:
                     break  # quiet long enough
             await self.reload("change")
 
-    async def watch(self, source: Source) -> None:
-        """A directory's files, or a local repository's refs (a commit moves HEAD's branch)."""
+    async def watch(self, source: Source | None, appeared: Callable[[], Awaitable[Source]]) -> None:
+        """A directory's files, or a local repository's refs (a commit moves HEAD's branch). A source
+        whose path was missing at start (None) is waited for (``appeared``), then read at once."""
+        if source is None:
+            source = await appeared()
+            self.changed("source appeared")
         if isinstance(source, DirectorySource):
             # The default filter skips editors' swap files and dot-folders, which snapshots skip too.
             path, wanted, only = source.root, None, watchfiles.DefaultFilter()

@@ -8,8 +8,13 @@ of it. A revision is judged servable when it has no errors, holds the Cluster ``
 (with ``--verify-*-key``) its commit is signed. The names of the mesh keep the VIPs served, and a
 VIP given up is held back from new names for ``VIP_QUARANTINE``.
 
-Threads: the event loop owns the record, the served revision and the VIPs; the one read in progress
-owns the parse cache; the source is used under ``_source_lock`` (reads and previews).
+A local source path missing at start (not there, or not readable) is not fatal when the state
+directory holds a last good snapshot: the daemon serves that, and the path is looked for every
+``APPEAR_POLL`` seconds and opened once it is there.
+
+Threads: the event loop owns the record, the served revision and the VIPs, and opens the source;
+the one read in progress owns the parse cache; the source is used under ``_source_lock`` (reads and
+previews).
 """
 from __future__ import annotations
 
@@ -27,9 +32,9 @@ from compiler.snapshot import Snapshot, short_revision
 
 from ..metrics import Metrics
 from ..parse_cache import ParseCache
-from ..sources import DirectorySource, FilesSource, Source, SourceError, open_source
+from ..sources import DirectorySource, FilesSource, Source, SourceError, SourceMissing, open_source
 from ..sources.signatures import Verdict
-from ..state import LastGood
+from ..state import LastGood, remove_temporaries
 from .options import ServeOptions
 
 log = structlog.get_logger("galleon.serve")
@@ -37,6 +42,7 @@ log = structlog.get_logger("galleon.serve")
 # How long a released VIP is not given again: well beyond a DNS TTL plus CoreDNS's reload (30 s) and the
 # kubelet's ConfigMap refresh (about a minute).
 VIP_QUARANTINE = 600.0
+APPEAR_POLL = 1.0  # how often a source path missing at start is looked for
 
 
 @dataclass
@@ -93,7 +99,8 @@ class Loader:
     def __init__(self, options: ServeOptions, metrics: Metrics, last_good: LastGood | None) -> None:
         self.options, self.metrics, self.last_good = options, metrics, last_good
         self.state = LoadState()
-        self.source: Source | None = None
+        self.source: Source | None = None  # None: its path was missing at start (``missing``)
+        self.missing: str | None = None
         # The served revision, parsed and modelled: the next read reuses its parses, and it is the BASE
         # of every preview (the status API's Preview) while it is served.
         self.served: Revision | None = None
@@ -113,16 +120,47 @@ class Loader:
     # --- on the event loop ---------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Open the source (a clone for a remote). Raises SourceError."""
-        o = self.options
-        self.source = await asyncio.to_thread(open_source, o.source, o.state_dir, o.credentials)
-        if isinstance(self.source, FilesSource):
-            raise SourceError(f"{o.source}: galleon serve follows a repository or a directory, not a file")
+        """Open the source (a clone for a remote), once the state directory is rid of what a killed
+        write left. A local path that is missing waits for ``appeared`` when there is a last good
+        snapshot to serve meanwhile. Raises SourceError."""
+        if self.last_good is not None:
+            await asyncio.to_thread(remove_temporaries, self.last_good, self.parses.root if self.parses.enabled
+                                    else None)
+        try:
+            self.source = await asyncio.to_thread(self._open)
+        except SourceMissing as exc:
+            if self.last_good is None:
+                raise
+            if not await asyncio.to_thread(self.last_good.path.exists):
+                raise SourceMissing(f"{exc}; the state directory holds no last known good snapshot of "
+                                    f"{self.options.cluster} to serve until it appears") from None
+            self.missing = f"the source path is missing ({exc}); it is read once it appears"
 
-    def check_signatures(self) -> None:
-        if self.options.signatures is not None and isinstance(self.source, DirectorySource):
-            raise SourceError(f"{self.options.source}: commit signatures need a Git source; a directory has no "
-                              "commits")
+    async def appeared(self) -> Source:
+        """The source, once its path, missing at start, is there (looked for every APPEAR_POLL seconds)."""
+        while self.source is None:
+            await asyncio.sleep(APPEAR_POLL)
+            try:
+                self.source = await asyncio.to_thread(self._open)
+            except SourceMissing:
+                continue
+            except SourceError as exc:  # there, but nothing galleon serve follows: said once, looked at again
+                if self.missing != str(exc):
+                    self.missing = str(exc)
+                    self.unreadable(exc)
+                continue
+            self.missing = None
+            log.info("the source path appeared", source=self.options.source)
+        return self.source
+
+    def _open(self) -> Source:
+        o = self.options
+        source = open_source(o.source, o.state_dir, o.credentials)
+        if isinstance(source, FilesSource):
+            raise SourceError(f"{o.source}: galleon serve follows a repository or a directory, not a file")
+        if o.signatures is not None and isinstance(source, DirectorySource):
+            raise SourceError(f"{o.source}: commit signatures need a Git source; a directory has no commits")
+        return source
 
     async def seed_vips(self, answered: Callable[[], Awaitable[dict[str, str]]]) -> None:
         """Before the first revision: the VIPs this cluster already answers (``answered``: its CoreDNS
@@ -260,8 +298,9 @@ class Loader:
     def snapshot_of(self, rev: str | None) -> Snapshot:
         """The source's files at ``rev`` (default: the one followed), fetched first (for previews)."""
         with self._source_lock:
-            self.source.refresh()
-            return self.source.snapshot(rev or self.options.rev)
+            source = self._opened()
+            source.refresh()
+            return source.snapshot(rev or self.options.rev)
 
     def _read(self, given: _Given) -> Reading:
         """Refresh, read, validate, build; checked against what was read before without reading any
@@ -282,8 +321,13 @@ class Loader:
             reading.failure = exc
         return reading
 
+    def _opened(self) -> Source:
+        if self.source is None:
+            raise SourceMissing(self.missing)
+        return self.source
+
     def _fetch(self, given: _Given, reading: Reading) -> Snapshot | None:
-        source = self.source
+        source = self._opened()
         source.refresh()
         head = source.head(self.options.rev)
         if head is not None and given.knows(head):

@@ -5,18 +5,28 @@ It keeps the API server's rule for writers: a write replaces what was read, or f
 ``ConflictError`` when the file changed since (another run, a person with an editor), and the
 writer reads and decides again. Writes are atomic (a reader sees the old file or the new one) and
 durable (fsync of the file and of its directory). Files are created 0600: a Secret holds a key.
+
+Below ``PATH`` nothing is followed through a symbolic link: each folder is opened relative to the
+one above it with ``O_NOFOLLOW`` and the file likewise, so a link planted in the tree (a cluster
+folder pointing elsewhere) can neither receive a key nor hand one of its files to the reader, even
+if it appears between a check and a write. ``PATH`` itself is the operator's choice and may be one.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
+import secrets
+import stat
+import sys
 from pathlib import Path
 
+import structlog
 import yaml
 
-from reconciler.files import write_atomic
-
 from .conflict import ConflictError
+
+TEMPORARY_SUFFIX = ".tmp"
 
 
 class _Dumper(yaml.SafeDumper):
@@ -40,6 +50,7 @@ class ManifestDir:
         self.error = error
         # The text each file had when last read (None: absent): the next write is conditional on it.
         self._read: dict[Path, str | None] = {}
+        self._swept: set[str] = set()  # clusters whose folder was cleared of a killed write's leftovers
 
     def file(self, cluster: str) -> Path:
         if cluster in ("", ".", "..") or "/" in cluster or "\\" in cluster:
@@ -48,7 +59,17 @@ class ManifestDir:
 
     def read(self, cluster: str) -> dict | None:
         path = self.file(cluster)
-        text = self._text(path)
+        folder = self._folder(path, create=False)
+        if folder is None:
+            text = None
+        else:
+            try:
+                if cluster not in self._swept:
+                    fcntl.flock(folder, fcntl.LOCK_EX)  # a writer's temporary file is its own until it is done
+                    self._sweep(folder, path, cluster)
+                text = self._text(folder, path)
+            finally:
+                os.close(folder)
         self._read[path] = text
         if text is None:
             return None
@@ -65,34 +86,131 @@ class ManifestDir:
         """Replace the file with ``manifest``; when it was read before, only if it is unchanged since."""
         path = self.file(cluster)
         text = yaml.dump(manifest, Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True)
+        folder = self._folder(path, create=True)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            lock = os.open(path.parent, os.O_RDONLY)  # flock works on a directory: no lock file left behind
-        except OSError as exc:
-            raise self.error(f"cannot write {path}: {exc.strerror}") from None
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # another galleon writing the same file waits for this one
-            if path in self._read:
-                expected = self._read.pop(path)  # a read allows one write
-                if self._text(path) != expected:
-                    raise ConflictError(f"{path} changed since it was read")
-            self._replace(path, text)
+            fcntl.flock(folder, fcntl.LOCK_EX)  # another galleon writing the same file waits for this one
+            if cluster not in self._swept:
+                self._sweep(folder, path, cluster)
+            current = self._text(folder, path)  # read even when not asked to compare: it refuses a link
+            if path in self._read and self._read.pop(path) != current:  # a read allows one write
+                raise ConflictError(f"{path} changed since it was read")
+            self._replace(folder, path, text)
         finally:
-            os.close(lock)
+            os.close(folder)
 
-    def _text(self, path: Path) -> str | None:
+    def _folder(self, path: Path, create: bool) -> int | None:
+        """The folder of ``path``, opened (flock works on a directory: no lock file left behind);
+        None when it does not exist and ``create`` is false."""
+        if create:
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise self.error(f"cannot write {path}: {exc.strerror}") from None
         try:
-            return path.read_text(encoding="utf-8")
+            folder = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
         except FileNotFoundError:
             return None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise self.error(f"cannot read {path}: {getattr(exc, 'strerror', None) or 'not UTF-8 text'}") from None
+        except OSError as exc:
+            raise self.error(f"cannot {'write' if create else 'read'} {path}: {exc.strerror}") from None
+        below = self.path
+        for name in path.relative_to(self.path).parts[:-1]:
+            below = below / name
+            try:
+                if create:
+                    try:
+                        os.mkdir(name, dir_fd=folder)
+                    except FileExistsError:
+                        pass
+                inner = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=folder)
+            except FileNotFoundError:
+                os.close(folder)
+                return None
+            except OSError as exc:
+                refused = self._refused(folder, name, below, exc, "write" if create else "read")
+                os.close(folder)
+                raise refused from None
+            os.close(folder)
+            folder = inner
+        return folder
 
-    def _replace(self, path: Path, text: str) -> None:
+    def _refused(self, folder: int, name: str, path: Path, exc: OSError, doing: str) -> Exception:
+        """Why ``name`` in ``folder`` could not be opened, as one line: a symbolic link, or the system's word."""
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            try:
+                if stat.S_ISLNK(os.lstat(name, dir_fd=folder).st_mode):
+                    return self.error(f"{path} is a symbolic link; Galleon does not write through links in a "
+                                      "dir: target")
+            except OSError:
+                pass
+        return self.error(f"cannot {doing} {path}: {exc.strerror}")
+
+    def _text(self, folder: int, path: Path) -> str | None:
+        # Without blocking: a FIFO put in the file's place would hang the read, and is refused below.
         try:
-            write_atomic(path, text.encode())
+            fd = os.open(path.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=folder)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise self._refused(folder, path.name, path, exc, "read") from None
+        with os.fdopen(fd, "rb") as file:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise self.error(f"{path} is not a regular file; replace it with the {self.kind} manifest")
+            try:
+                return file.read().decode("utf-8")
+            except OSError as exc:
+                raise self.error(f"cannot read {path}: {exc.strerror}") from None
+            except UnicodeDecodeError:
+                raise self.error(f"cannot read {path}: not UTF-8 text") from None
+
+    def _replace(self, folder: int, path: Path, text: str) -> None:
+        """A temporary file beside ``path``, created 0600 (a Secret holds a key), fsynced, renamed
+        over it, the folder fsynced."""
+        temporary = f".{path.name}.{secrets.token_hex(4)}{TEMPORARY_SUFFIX}"
+        try:
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=folder)
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    out.write(text.encode())
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(temporary, path.name, src_dir_fd=folder, dst_dir_fd=folder)
+            except BaseException:
+                os.unlink(temporary, dir_fd=folder)
+                raise
+            os.fsync(folder)
         except OSError as exc:
             raise self.error(f"cannot write {path}: {exc.strerror}") from None
+
+    def _sweep(self, folder: int, path: Path, cluster: str) -> None:
+        """Remove the temporary files a write of ``path`` killed midway left (the caller holds the
+        folder's lock, so none is a write in progress), once per cluster. One that cannot be removed
+        is reported, not an error: a dry run by someone who may not write there still reads."""
+        prefix = f".{path.name}."
+        removed, kept = 0, []
+        for name in os.listdir(folder):
+            if name.startswith(prefix) and name.endswith(TEMPORARY_SUFFIX):
+                try:
+                    os.unlink(name, dir_fd=folder)
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    kept.append(f"{name}: {exc.strerror}")
+        self._swept.add(cluster)
+        if removed:
+            _log().warning("removed temporary files an interrupted write left", folder=str(path.parent),
+                           files=removed)
+        if kept:
+            _log().warning("cannot remove temporary files an interrupted write left", folder=str(path.parent),
+                           files=kept)
+
+
+def _log():
+    # The daemon sets logs up (JSON lines on stderr); `galleon ca reconcile` and `galleon dns reconcile`
+    # do not, and structlog's default is stdout, where they print their plan.
+    if structlog.is_configured():
+        return structlog.get_logger("galleon.targets")
+    return structlog.wrap_logger(structlog.PrintLogger(sys.stderr))
 
 
 def parse_target(spec: str, error: type[Exception]) -> Path | None:

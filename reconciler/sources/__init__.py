@@ -6,16 +6,18 @@ user typed.
 """
 from __future__ import annotations
 
+import os
 import re
+import stat
 from pathlib import Path
 
-from .base import Source, SourceError
+from .base import Source, SourceError, SourceMissing
 from .directory import DirectorySource
 from .files import STDIN, FilesSource
 from .git import GitCredentials, LocalGitSource, RemoteGitSource
 
-__all__ = ["Source", "SourceError", "DirectorySource", "FilesSource", "LocalGitSource", "RemoteGitSource",
-           "GitCredentials", "open_source", "open_sources", "is_remote"]
+__all__ = ["Source", "SourceError", "SourceMissing", "DirectorySource", "FilesSource", "LocalGitSource",
+           "RemoteGitSource", "GitCredentials", "open_source", "open_sources", "is_remote"]
 
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 _SCP_LIKE = re.compile(r"^[\w.-]+@[\w.-]+:(?!//)")
@@ -48,10 +50,17 @@ def open_source(location: str, state_dir: Path | None = None,
                               "(--state-dir)")
         return RemoteGitSource(location, state_dir, credentials or GitCredentials())
     path = Path(location)
-    if not path.exists():
-        raise SourceError(f"{location}: no such file or directory")
-    if not path.is_dir():
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise SourceMissing(f"{location}: no such file or directory") from None
+    except OSError as exc:  # a folder on the way not searchable, a link loop
+        raise SourceMissing(f"{location}: cannot read: {exc.strerror}") from None
+    if not stat.S_ISDIR(mode):
         return FilesSource([location])
+    if not os.access(path, os.R_OK | os.X_OK):
+        # pygit2 could not open it either: an unreadable repository would pass for a plain directory.
+        raise SourceMissing(f"{location}: cannot read: permission denied")
     if LocalGitSource.is_repository(path):
         return LocalGitSource(path)
     return DirectorySource(path)

@@ -13,6 +13,11 @@ class SourceError(InputError):
     """The source cannot be read: a one-line message for a person, never a traceback."""
 
 
+class SourceMissing(SourceError):
+    """A local source path that is not there or cannot be read: it may be soon (a volume mounted
+    late, a checkout put in place), so ``galleon serve`` can wait for it."""
+
+
 class Source(ABC):
     location: str
 

@@ -154,8 +154,10 @@ def test_a_restart_without_the_remote_serves_the_last_known_good_snapshot(tmp_pa
         assert "fetch failed" in body, body
         configz = restarted.json("/debug/configz")
         assert (configz["served_revision"], configz["from_state_dir"]) == (str(first), True), configz
-        assert restarted.event("serving the last known good snapshot from the state directory; "
-                               "the source cannot be read", revision=str(first)[:12]), restarted.log()
+        # Logged once it is published: /readyz may say so first.
+        wait_for(lambda: restarted.event("serving the last known good snapshot from the state directory; "
+                                         "the source cannot be read", revision=str(first)[:12]), 5,
+                 lambda: restarted.log())
 
         with envoy_for(restarted, sds, tmp_path, "fresh") as envoy:
             envoy.wait_live()
