@@ -25,8 +25,12 @@ def test_each_git_hosts_proof_is_accepted():
 @pytest.mark.parametrize("headers, status", [
     ({"x-hub-signature-256": signed(b"another-secret-entirely")}, 401),
     ({"x-hub-signature-256": signed(body=b"{}")}, 401),  # signed another body
-    ({"x-hub-signature-256": "sha1=abc"}, 400),
+    # a header of the wrong shape proves nothing either; text a server read as latin-1 is no exception
+    ({"x-hub-signature-256": "sha1=abc"}, 401),
+    ({"x-hub-signature-256": "sha256=" + "\u00e9" * 64}, 401),
+    ({"x-galleon-signature": "sha256=" + signed()[7:-1] + "\u0660"}, 401),  # an Arabic-Indic digit
     ({"x-gitlab-token": "guess"}, 401),
+    ({"x-gitlab-token": "\u00e9\u2603"}, 401),
     ({}, 401),
 ])
 def test_anything_else_is_refused(headers, status):
