@@ -22,7 +22,8 @@ def register(commands) -> argparse.ArgumentParser:
                     "repository gets a commit, on SIGHUP, and every --poll seconds. A revision with errors is "
                     "reported and not served: proxies keep the last valid one. Stops cleanly on SIGTERM or "
                     "SIGINT. HTTP on --http: /healthz, /readyz, /metrics, /debug/configz, /debug/syncz, "
-                    "/debug/config_dump?proxyID=NODE_ID, /debug/registryz.")
+                    "/debug/config_dump?proxyID=NODE_ID, /debug/registryz (/debug/* to loopback peers, or with "
+                    "--debug-token-file's token).")
     add_source(p)
     p.add_argument("--cluster", required=True, metavar="NAME",
                    help="the Cluster this daemon serves; proxies that do not say theirs are taken to be in it")
@@ -30,6 +31,17 @@ def register(commands) -> argparse.ArgumentParser:
                    help="where to serve ADS (default: 127.0.0.1:15010; port 0 picks a free one)")
     p.add_argument("--http", default="127.0.0.1:15014", metavar="HOST:PORT",
                    help="where to serve health, metrics and debug pages (default: 127.0.0.1:15014)")
+    p.add_argument("--debug-token-file", type=Path, default=None, metavar="FILE",
+                   help="let /debug/* on --http answer any peer that sends Authorization: Bearer TOKEN, TOKEN "
+                        "being FILE's one line (read at start; default: /debug/* answers loopback peers only)")
+    p.add_argument("--http-max-body", type=int, default=1 << 20, metavar="BYTES",
+                   help="refuse a request body over BYTES (413) without reading it (default: 1048576)")
+    p.add_argument("--http-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="drop an HTTP client that takes longer than this to send its request's head, or then its "
+                        "body (408), or to take the answer (default: 10)")
+    p.add_argument("--http-max-connections", type=int, default=64, metavar="N",
+                   help="answer 503 to HTTP connections beyond N open at once; each holds a socket and at most "
+                        "its request, not a thread (default: 64)")
     p.add_argument("--poll", type=float, default=None, metavar="SECONDS",
                    help="also read the source every SECONDS (for remote Git; default: only on changes and SIGHUP)")
     p.add_argument("--debounce", type=float, default=0.1, metavar="SECONDS",
@@ -122,6 +134,7 @@ def register(commands) -> argparse.ArgumentParser:
 def run(args) -> int:
     from .. import ca, dns, logs, webhook
     from ..daemon import CaOptions, DnsOptions, LeaseOptions, RegistryOptions, ServeOptions, serve
+    from ..http import HttpLimits, load_token
     from ..sources.signatures import SignatureError, SignaturePolicy
     logs.configure(args.log_level)
     for value, flag in ((args.debounce, "--debounce"), (args.debounce_max, "--debounce-max")):
@@ -156,8 +169,13 @@ def run(args) -> int:
                              f"{registry[4:]}/<cluster>/<namespace>/<Kind>/<name>.yaml)")
     if args.max_connection_age is not None and args.max_connection_age <= 0:
         raise UsageError("--max-connection-age must be a positive number of seconds")
+    for value, flag in ((args.http_max_body, "--http-max-body"), (args.http_timeout, "--http-timeout"),
+                        (args.http_max_connections, "--http-max-connections")):
+        if value <= 0:
+            raise UsageError(f"{flag} must be positive")
     try:
         secret = webhook.load_secret(args.webhook_secret_file) if args.webhook_secret_file else None
+        debug_token = load_token(args.debug_token_file) if args.debug_token_file else None
         signatures = (SignaturePolicy.load(args.verify_ssh_key, args.verify_gpg_key)
                       if args.verify_ssh_key or args.verify_gpg_key else None)
     except (ValueError, SignatureError) as exc:
@@ -166,6 +184,8 @@ def run(args) -> int:
                            poll=args.poll, state_dir=args.state_dir, parse_cache=not args.no_cache,
                            credentials=credentials(args, False),
                            debounce=args.debounce, debounce_max=args.debounce_max, webhook_secret=secret,
+                           debug_token=debug_token,
+                           http_limits=HttpLimits(args.http_max_body, args.http_timeout, args.http_max_connections),
                            signatures=signatures, max_connection_age=args.max_connection_age,
                            lease=LeaseOptions(args.lease_namespace, args.lease_name or f"galleon-{args.cluster}",
                                               args.lease_identity, args.kubeconfig, args.kube_context)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import ca, dns
+from ..http import HttpLimits
 from ..sources import GitCredentials
 from ..sources.signatures import SignaturePolicy
 
@@ -26,6 +27,8 @@ class ServeOptions:
     grace: float = 5.0
     poll_jitter: float = 0.1  # each poll waits poll x (1 ± this), so replicas do not fetch in step
     webhook_secret: bytes | None = None
+    debug_token: bytes | None = None  # lets /debug/* answer peers other than loopback that send it
+    http_limits: HttpLimits = field(default_factory=HttpLimits)
     signatures: SignaturePolicy | None = None  # a Git head must be signed by one of these keys
     max_connection_age: float | None = None
     # With a Lease, only the replica holding it writes to the cluster (the CA and DNS reconcilers);

@@ -2,7 +2,7 @@
 /debug pages, ``POST /hook``) and the status API (reconciler/status.py's ``Serving``, served on the
 ADS port).
 
-Threads: every answer is computed on the event loop (HttpServer.ask runs each route there; gRPC's
+Threads: every answer is computed on the event loop (HttpServer runs each GET route there; gRPC's
 handlers run there) and only reads the parts' state; the webhook, on the HTTP server's thread, only
 hands a change notice to the loop.
 """
@@ -17,7 +17,7 @@ import structlog
 from .. import webhook
 from ..ads.server import AdsServer
 from ..api import reconciler_pb2 as pb
-from ..http import HttpServer, json_body, text_body
+from ..http import HttpServer, Throttled, error_body, json_body, text_body
 from ..metrics import Metrics
 from ..status import StatusBoard, StatusFacts
 from .live import Live
@@ -40,6 +40,7 @@ class Surface:
         self._reload, self._changed, self._stop = reload, changed, stop
         self._loop: asyncio.AbstractEventLoop | None = None
         self._http: HttpServer | None = None
+        self._refused = Throttled(log, "warning", "webhook refused")  # anyone who reaches /hook can make one
 
     # --- the status API (status.Serving) -------------------------------------------------------------
 
@@ -78,7 +79,8 @@ class Surface:
     def start_http(self, loop: asyncio.AbstractEventLoop, address: str) -> int:
         """Listen on ``address``; the port. Raises OSError."""
         self._loop = loop
-        self._http = HttpServer(self._routes(), loop, {"/hook": self._hook})
+        self._http = HttpServer(self._routes(), loop, {"/hook": self._hook}, self.options.debug_token,
+                                self.options.http_limits)
         return self._http.start(address)
 
     def stop_http(self) -> None:
@@ -151,11 +153,11 @@ class Surface:
     def _hook(self, headers: dict[str, str], body: bytes) -> tuple[int, str, bytes]:
         """POST /hook (on the HTTP server's thread): a verified notice from the Git host fetches now."""
         if self.options.webhook_secret is None:
-            return json_body(404, {"error": "the webhook is off; start galleon serve with --webhook-secret-file"})
+            return error_body(404, "the webhook is off; start galleon serve with --webhook-secret-file")
         try:
             sender = webhook.verify(self.options.webhook_secret, headers, body)
         except webhook.WebhookRejected as exc:
-            log.warning("webhook refused", reason=str(exc))
-            return json_body(exc.status, {"error": str(exc)})
+            self._refused(reason=str(exc))
+            return error_body(exc.status, str(exc))
         self._loop.call_soon_threadsafe(self._changed, f"webhook ({sender})")
         return json_body(202, {"accepted": sender})
