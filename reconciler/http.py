@@ -1,14 +1,16 @@
 """Health, metrics and debug endpoints over plain HTTP, and the POST routes (the webhook).
 
 The server runs an event loop of its own on its own thread, so a connection costs a socket and
-bounded buffers, not a thread: clients that stall cannot starve the probes. Every GET answer is
-computed on the daemon's event loop (``ask``) so it sees a consistent state, never one half updated.
+bounded buffers, not a thread. Every GET answer is computed on the daemon's event loop (``_ask``)
+so it sees a consistent state, never one half updated.
 
-What a client can make the server hold is bounded (HttpLimits): connections open at once, the
-request head, the body (framed by a valid Content-Length only, refused unread when over the cap),
-and the time to send each and to take the answer. ``/debug/*`` shows the mesh's configuration and
-its proxies: it answers loopback peers, or a request with the bearer token of --debug-token-file.
-A route that raises costs its request a 500, and the log a line at most every few seconds.
+What a client can make the server hold is bounded (HttpLimits): connections open at once (past the
+limit, the one slowest to send its request makes room, so stalled clients cannot starve the
+probes), the request head, the body (framed by a valid Content-Length only, refused unread when
+over the cap), and the time to send each and to take the answer. ``/debug/*`` shows the mesh's
+configuration and its proxies: it answers loopback peers, or a request with the bearer token of
+--debug-token-file. A route that raises costs its request a 500, and the log a line at most every
+few seconds.
 """
 from __future__ import annotations
 
@@ -45,7 +47,9 @@ ROUTE_TIMEOUT = 30.0  # the daemon's loop may be busy publishing; a page that wa
 class HttpLimits:
     max_body: int = 1 << 20  # a push notice is a few KB; GitHub's own cap (25 MB) is not needed here
     timeout: float = 10.0  # to send the request head; then to send the body; then to take the answer
-    max_connections: int = 64  # open at once; beyond, 503 at once
+    # open at once; beyond, the one slowest to send its request is dropped (408), or when every
+    # one is being answered, the newcomer gets 503
+    max_connections: int = 64
 
 
 class _Refused(Exception):
@@ -124,7 +128,9 @@ class HttpServer:
                  limits: HttpLimits = HttpLimits()) -> None:
         self.routes, self.loop, self.posts, self.token, self.limits = routes, loop, posts or {}, token, limits
         self._failed = Throttled(log, "error", "http route failed")
-        self._open = 0  # connections; the server's loop's alone
+        # every open connection, oldest first: True while it is still sending its request (the
+        # server's loop's alone)
+        self._open: dict[asyncio.StreamWriter, bool] = {}
         self._thread: threading.Thread | None = None
         self._stop: Callable[[], object] | None = None  # once listening
 
@@ -161,22 +167,39 @@ class HttpServer:
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # drain() then returns only once the answer is all sent, so closing never waits on a client
         writer.transport.set_write_buffer_limits(high=0)
-        self._open += 1
         try:
             answer, headers = await self._answer(reader, writer)
-            await asyncio.wait_for(self._send(writer, *answer, headers), self.limits.timeout)
+            writer.write(_answer_bytes(*answer, headers))
+            await asyncio.wait_for(writer.drain(), self.limits.timeout)
         except (OSError, asyncio.IncompleteReadError, TimeoutError):
             pass  # the client went away, or would not take its answer
         finally:
-            self._open -= 1
+            self._open.pop(writer, None)
             writer.transport.abort()
+
+    def _make_room(self) -> bool:
+        """Whether a new connection fits in the limit, once the one that has been sending its
+        request longest is dropped if need be: a flood of stalled clients then only displaces
+        itself, and a probe, whose request takes a millisecond, is still answered."""
+        if len(self._open) < self.limits.max_connections:
+            return True
+        slowest = next((writer for writer, reading in self._open.items() if reading), None)
+        if slowest is None:
+            return False
+        del self._open[slowest]
+        # a few bytes go out at once; abort() then wakes its reader with an end of stream
+        dropped = error_body(408, "dropped for a newer connection: the request took too long")
+        slowest.write(_answer_bytes(*dropped, {}))
+        slowest.transport.abort()
+        return True
 
     async def _answer(self, reader: asyncio.StreamReader,
                       writer: asyncio.StreamWriter) -> tuple[tuple[int, str, bytes], dict[str, str]]:
         """The answer to the connection's request and its extra headers; raises OSError or
         IncompleteReadError when the client goes away before it has said what it wants."""
-        if self._open > self.limits.max_connections:
-            return error_body(503, f"over {self.limits.max_connections} connections at once; try again"), {}
+        if not self._make_room():
+            return error_body(503, f"{self.limits.max_connections} requests are being answered; try again"), {}
+        self._open[writer] = True
         peer = writer.get_extra_info("peername")
         try:
             return await self._request(reader, writer, peer[0] if peer else ""), {}
@@ -209,6 +232,7 @@ class HttpServer:
             noun = "endpoint" if method == "GET" else "POST endpoint"
             return error_body(404, f"no {noun} {url.path}", endpoints=table)
         body = await self._read_body(reader, writer, method, headers)
+        self._open[writer] = False
         try:
             if method == "GET":
                 return await self._ask(self.routes[url.path], parse_qs(url.query))
@@ -260,13 +284,11 @@ class HttpServer:
         except TimeoutError:
             return error_body(503, f"the daemon did not answer within {ROUTE_TIMEOUT:g} s; try again")
 
-    @staticmethod
-    async def _send(writer: asyncio.StreamWriter, status: int, kind: str, body: bytes,
-                    headers: dict[str, str]) -> None:
-        head = [f"HTTP/1.1 {status} {responses.get(status, '')}", f"Content-Type: {kind}",
-                f"Content-Length: {len(body)}", "Connection: close", *(f"{k}: {v}" for k, v in headers.items())]
-        writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
-        await writer.drain()
+
+def _answer_bytes(status: int, kind: str, body: bytes, headers: dict[str, str]) -> bytes:
+    head = [f"HTTP/1.1 {status} {responses.get(status, '')}", f"Content-Type: {kind}",
+            f"Content-Length: {len(body)}", "Connection: close", *(f"{k}: {v}" for k, v in headers.items())]
+    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
 
 
 async def _read_head(reader: asyncio.StreamReader) -> tuple[str, str, dict[str, str]]:

@@ -40,8 +40,9 @@ def register(commands) -> argparse.ArgumentParser:
                    help="drop an HTTP client that takes longer than this to send its request's head, or then its "
                         "body (408), or to take the answer (default: 10)")
     p.add_argument("--http-max-connections", type=int, default=64, metavar="N",
-                   help="answer 503 to HTTP connections beyond N open at once; each holds a socket and at most "
-                        "its request, not a thread (default: 64)")
+                   help="keep at most N HTTP connections open, each holding a socket and at most its request, not "
+                        "a thread: a newer one drops the one slowest to send its request, or gets 503 when all N "
+                        "are being answered (default: 64)")
     p.add_argument("--poll", type=float, default=None, metavar="SECONDS",
                    help="also read the source every SECONDS (for remote Git; default: only on changes and SIGHUP)")
     p.add_argument("--debounce", type=float, default=0.1, metavar="SECONDS",
