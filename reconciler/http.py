@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import hmac
-import ipaddress
 import json
 import threading
 import time
@@ -28,6 +27,8 @@ from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
 import structlog
+
+from .security.gate import is_loopback_host
 
 log = structlog.get_logger("galleon.http")
 
@@ -72,18 +73,6 @@ def error_body(status: int, message: str, **fields) -> tuple[int, str, bytes]:
 
 def text_body(status: int, text: str) -> tuple[int, str, bytes]:
     return status, "text/plain; charset=utf-8", text.encode()
-
-
-def is_loopback(host: str) -> bool:
-    """Whether a peer's address is this machine's loopback (127.0.0.0/8, ::1, or either through an
-    IPv4-mapped IPv6 address, as a dual-stack listener sees IPv4 peers)."""
-    try:
-        address = ipaddress.ip_address(host.partition("%")[0])
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
-    return address.is_loopback
 
 
 def load_token(path: Path) -> bytes:
@@ -225,7 +214,7 @@ class HttpServer:
             raise _Refused(400, f"the request target {target[:80]!r} is not a URL") from None
         if method not in ("GET", "POST"):
             raise _Refused(405, f"{method} is not served; use GET, or POST for /hook", {"Allow": "GET, POST"})
-        if url.path.startswith(DEBUG_PREFIX) and not is_loopback(peer):
+        if url.path.startswith(DEBUG_PREFIX) and not is_loopback_host(peer):
             self._authorize(headers.get("authorization"))
         table = sorted(self.routes if method == "GET" else self.posts)
         if url.path not in table:

@@ -15,7 +15,8 @@ from collections import Counter
 import pytest
 import structlog
 
-from reconciler.http import HttpLimits, HttpServer, Throttled, is_loopback, load_token, text_body
+from reconciler.http import HttpLimits, HttpServer, Throttled, load_token, text_body
+from reconciler.security.gate import is_loopback_host
 from tests.conftest import SAMPLE_REPO
 from tests.e2e.daemon import Galleon
 from tests.test_cli import galleon
@@ -35,7 +36,7 @@ def local_address() -> str | None:
         except OSError:
             return None
         address = probe.getsockname()[0]
-    return None if is_loopback(address) else address
+    return None if is_loopback_host(address) else address
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +99,7 @@ def signed(body: bytes) -> str:
     ("", False), ("not an address", False),
 ])
 def test_the_loopback_decision_is_the_peers_address(host, loopback):
-    assert is_loopback(host) is loopback
+    assert is_loopback_host(host) is loopback
 
 
 def test_probes_are_open_and_debug_pages_need_loopback_or_the_token(daemon):

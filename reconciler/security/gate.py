@@ -32,13 +32,17 @@ class Denied(Exception):
 
 
 def is_loopback_host(host: str) -> bool:
-    """An address only this machine reaches (``localhost``, 127.0.0.0/8, ::1)."""
+    """An address only this machine reaches: ``localhost``, 127.0.0.0/8, ::1, or either through an
+    IPv4-mapped IPv6 address (as a dual-stack listener sees IPv4 peers)."""
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        address = ipaddress.ip_address(host.strip("[]").partition("%")[0])
     except ValueError:
         return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return address.is_loopback
 
 
 def is_loopback_peer(peer: str) -> bool:
