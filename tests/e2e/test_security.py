@@ -78,7 +78,7 @@ def test_a_real_envoy_gets_its_configuration_over_mutual_tls(tmp_path, galleon, 
     boot = bootstrap_yaml(BootstrapOptions(cluster="cluster-a", node_id=BOOKINFO_NODE, ads=galleon.ads,
                                            admin="127.0.0.1:0", listen_address="127.0.0.1",
                                            xds_tls=XdsTls(str(pki["root"]), str(cert), str(key))))
-    with Envoy(boot, tmp_path).start() as envoy:
+    with Envoy(boot, tmp_path) as envoy:
         wait_for(lambda: "outbound|9080||reviews.bookinfo.svc.cluster.local" in envoy.get("/clusters"), 15,
                  lambda: f"Envoy got no clusters over mTLS:\n{envoy.log.read_text()[-3000:]}\n{galleon.log()}")
         connected = galleon.event("proxy connected", node=BOOKINFO_NODE)
