@@ -72,6 +72,17 @@ def backend(answer: str, port: int) -> ThreadingHTTPServer:
     return server
 
 
+def listener_free(port: int) -> None:
+    """Exit unless nothing listens on 127.0.0.1:``port``. Envoy binds its listeners with SO_REUSEPORT,
+    so a second Envoy (another demo, a test's) would share the port and take some connections."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except OSError:
+        return
+    sys.exit(f"demo: something already listens on 127.0.0.1:{port} (another Envoy? Envoy shares a port with "
+             f"SO_REUSEPORT and would take part of the requests); the demo needs ports 18080-18083 free")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -168,11 +179,12 @@ def main() -> int:
                                                                    "(default 200)")
     args = parser.parse_args()
 
+    listener_free(PORT)
+    servers = [backend(answer, port) for answer, port in BACKENDS.items()]
+    servers.append(backend(NEW_POD[3], NEW_POD[2]))  # the third pod's server, used once its pod is listed
     work = Path(tempfile.mkdtemp(prefix="galleon-demo-"))
     serve_log, envoy_log = work / "galleon-serve.log", work / "envoy.log"
     processes: list[subprocess.Popen] = []
-    servers = [backend(answer, port) for answer, port in BACKENDS.items()]
-    servers.append(backend(NEW_POD[3], NEW_POD[2]))  # the third pod's server, used once its pod is listed
     try:
         registry = work / "registry"
         say(f"cp -r sample-registry {registry}  (what runs in cluster-a: hello's 2 pods, their EndpointSlices, "
