@@ -23,7 +23,8 @@ $(STAMP): pyproject.toml setup.py compiler/native.py $(NATIVE_SOURCES)
 # Install, or rebuild the compiled compiler modules after their sources changed.
 build: $(STAMP)
 
-# The main job on the bundled sample mesh: galleon serve with a real Envoy attached, requests flowing.
+# The main job on the bundled sample mesh and its live registry (sample-registry/): galleon serve with a
+# real Envoy attached, requests flowing, then a pod added to the registry reaching Envoy.
 run: $(STAMP)
 	$(BIN)/python scripts/demo.py
 

@@ -159,6 +159,9 @@ class Proxy:
         self.last_ack: dict[str, float] = {}      # type -> when the newest version was ACKed
         self.first_receive: float | None = None
 
+    def on_ack(self, response: discovery_pb2.DiscoveryResponse, at: float) -> None:
+        """Called once the response is ACKed (``at``: when); bench/registry.py's streams record it."""
+
     def is_synced(self) -> bool:
         return (CDS in self.acked and LDS in self.acked and (EDS in self.acked or not self.names[EDS])
                 and (RDS in self.acked or not self.names[RDS]))
@@ -214,6 +217,7 @@ class Proxy:
                     resource_names=list(names_now)))
                 self.acked[type_url] = version
                 self.last_ack[type_url] = time.time()
+                self.on_ack(response, self.last_ack[type_url])
                 # Envoy asks for listeners once its clusters are warm (CDS, then their EDS).
                 if LDS not in self.requested and (type_url == EDS or (type_url == CDS and not self.names[EDS])):
                     await call.write(self.request(LDS))

@@ -37,7 +37,7 @@ def check(text: str, name: str = "mesh.yaml"):
 
 def with_pod(running: str, service: str, version: str, address: str, cluster: str, name: str = "") -> str:
     """The text of one of sample-repo's running/CLUSTER.yaml with one more pod of a Bookinfo service:
-    a Pod, and its address in the service's EndpointSlice there."""
+    a running, ready Pod at ``address``, and that address in the service's EndpointSlice there."""
     name = name or f"{service}-{version}-added"
     docs = running.split("---\n")
     slices = [i for i, doc in enumerate(docs)
@@ -47,7 +47,8 @@ def with_pod(running: str, service: str, version: str, address: str, cluster: st
                         f"    targetRef: {{kind: Pod, namespace: bookinfo, name: {name}}}\n")
     pod = (f"apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: bookinfo\n  labels:\n"
            f"    app: {service}\n    version: {version}\n    security.istio.io/tlsMode: istio\n"
-           f"    topology.istio.io/cluster: {cluster}\nspec:\n  serviceAccountName: bookinfo-{service}\n")
+           f"    topology.istio.io/cluster: {cluster}\nspec:\n  serviceAccountName: bookinfo-{service}\n"
+           f"status:\n  phase: Running\n  podIP: {address}\n  conditions:\n    - {{type: Ready, status: \"True\"}}\n")
     return "---\n".join(docs) + "---\n" + pod
 
 

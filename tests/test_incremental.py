@@ -169,11 +169,27 @@ def test_a_virtual_host_is_rebuilt_when_its_routing_or_a_destination_changes(bef
     assert "reviews.bookinfo.svc.cluster.local" in rebuilt("a load balancer changes")
 
 
+# A ServiceEntry that writes its endpoints (sample-repo's ratings-global selects the running pods instead).
+WRITTEN_ENTRY = b"""\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ratings-global, namespace: bookinfo}
+spec:
+  hosts: [ratings.bookinfo.global]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+  endpoints:
+    - {address: 10.1.3.1, labels: {app: ratings, topology.istio.io/cluster: cluster-a}, serviceAccount: bookinfo-ratings}
+    - {address: 10.3.3.1, labels: {app: ratings, topology.istio.io/cluster: cluster-c}, serviceAccount: bookinfo-ratings}
+"""
+
+
 def test_a_service_entry_shared_by_two_revisions_keeps_its_endpoints_until_the_topology_changes():
     from compiler.model import build_mesh
     from compiler.parse import parse
     from compiler.snapshot import Snapshot
-    files = sample_files()
+    files = {**sample_files(), "global/ratings-global.yaml": WRITTEN_ENTRY}
     first = parse(Snapshot("r1", files))
     same = parse(Snapshot("r2", {**files, "bookinfo/details.yaml": files["bookinfo/details.yaml"] + b"\n"}),
                  previous=first)
