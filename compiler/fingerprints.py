@@ -89,15 +89,34 @@ class Changes:
 def changes(mesh: Mesh, before: frozenset[str]) -> Changes:
     """The changes since a mesh whose per-service objects had the digests ``before``."""
     now = _by_digest(mesh)
-    hosts = {host for digest in digests(mesh) - before for host in _fed_by(mesh, now[digest])}
+    hosts: set[str] = set()
+    namespaces: set[str] = set()  # of new WorkloadEntries and Pods: every service there may select them
+    for digest in digests(mesh) - before:
+        obj = now[digest]
+        if obj.kind in ("WorkloadEntry", "Pod"):
+            namespaces.add(obj.namespace)
+        else:
+            hosts |= _fed_by(mesh, obj)
+    by_namespace = _hosts_by_namespace(mesh)
+    for namespace in namespaces:
+        hosts |= by_namespace.get(namespace, set())
     return Changes(before - digests(mesh), frozenset(hosts))
+
+
+def _hosts_by_namespace(mesh: Mesh) -> dict[str, set[str]]:
+    def index() -> dict[str, set[str]]:
+        found: dict[str, set[str]] = {}
+        for host, service in mesh.services.items():
+            found.setdefault(service.namespace, set()).add(host)
+        return found
+    return cache.HOSTS_BY_NAMESPACE.of(mesh, (), index)
 
 
 def _fed_by(mesh: Mesh, obj: SourceObject) -> set[str]:
     """The hosts whose keys may hold this object (a superset)."""
     if obj.kind in ("WorkloadEntry", "Pod"):
         # Only services of its own namespace select it (ServiceEntries, Kubernetes Services) or list it
-        return {host for host, service in mesh.services.items() if service.namespace == obj.namespace}
+        return set(_hosts_by_namespace(mesh).get(obj.namespace, ()))
     if obj.kind == NODE:  # the locality of every pod on it: a superset, but Nodes seldom change
         return set(mesh.services)
     if obj.kind == SERVICE:  # an ExternalName Service feeds the host it stands for too

@@ -102,7 +102,7 @@ class AdsServer:
         self.metrics.compile_seconds.observe(elapsed)
         log.debug("view compiled", cluster=view.cluster, role=view.role, namespace=view.namespace,
                   network=view.network, locality=str(view.locality), revision=short_revision(mesh.revision),
-                  seconds=round(elapsed, 3), bytes=served.size(), changed=served.changed)
+                  seconds=round(elapsed, 3), changed=served.changed)
         return served
 
     async def _build(self, mesh: Mesh, view: ProxyView) -> ServedView:

@@ -93,9 +93,12 @@ class ServedView:
             names = None  # every resource, as a subscription to all of them by name asks (EDS, RDS)
         key = (type_url, names)
         cached = self._responses.get(key)
+        if cached is None and names is None:
+            _write_whole(self, type_url)  # not written when the view was served (serve_view's endpoints_of)
+            cached = self._responses[key]
         if cached is None:
             version = self.type_version(type_url, names)
-            chosen = [r for n, r in self.resources.get(type_url, {}).items() if names is None or n in names]
+            chosen = [r for n, r in self.resources.get(type_url, {}).items() if n in names]
             nonce = f"{version}-{self.serial}"
             cached = version, nonce, wire.sotw_response(wire.sotw_body(version, _packed(type_url, chosen), type_url), nonce)
             self._responses[key] = cached
@@ -138,15 +141,17 @@ def serve_view(mesh: Mesh, view: ProxyView, previous: ServedView | None = None,
     and write each type's whole response, which its resources then point into.
 
     With ``endpoints_of`` (hosts whose endpoints alone changed: model.relisted), only their
-    assignments are built again (xds.update_endpoints) and only the endpoints' response written:
-    every other type is previous's, bytes and response."""
+    assignments are built again (xds.update_endpoints): every other type is previous's, bytes and
+    response, and the endpoints' whole response is written when a proxy first asks for it (most
+    proxies hold every assignment already and get only those that changed)."""
     before = previous.compiled if previous is not None else None
     if endpoints_of is not None and before is not None:
         compiled = update_endpoints(mesh, before, endpoints_of)
         rebuilt: tuple[str, ...] = (ENDPOINT,)
+        written: tuple[str, ...] = ()
     else:
         compiled = compile_view(mesh, view, previous=before)
-        rebuilt = tuple(t.url for t in TYPES)
+        rebuilt = written = tuple(t.url for t in TYPES)
     kept = 0
     if before is not None:
         for xds_type in TYPES:
@@ -157,9 +162,9 @@ def serve_view(mesh: Mesh, view: ProxyView, previous: ServedView | None = None,
                 else previous.versions[t.url] for t in TYPES}  # type: ignore[union-attr]
     served = ServedView(compiled, versions, changed)
     for xds_type in TYPES:
-        if xds_type.url in rebuilt:
+        if xds_type.url in written:
             _write_whole(served, xds_type.url)
-        else:
+        elif xds_type.url not in rebuilt:
             served._responses[(xds_type.url, None)] = previous._responses[(xds_type.url, None)]  # type: ignore[union-attr]
     return served
 
