@@ -187,3 +187,17 @@ def test_update_endpoints_builds_only_the_assignments_of_the_hosts_given(repo):
     changed = {n for n, r in updated.resources[ENDPOINT].items() if previous.resources[ENDPOINT][n] is not r}
     assert changed == {"outbound|80||web.shop.svc.cluster.local", "outbound|80|v1|web.shop.svc.cluster.local",
                        "outbound|80||web.shop.global"}
+
+
+def test_a_preview_over_live_endpoints_says_so(repo):
+    from compiler.revision import with_live
+    from reconciler.preview import preview_of, render_json, render_markdown
+    loaded = load(snapshot_of({"mesh.yaml": REPO}))
+    base = with_live(loaded, running([pod("web-1", "10.0.0.1")], [pod("web-2", "10.1.0.1")]))
+    head = with_live(load(snapshot_of({"mesh.yaml": REPO.replace("name: v2, labels: {version: v2}",
+                                                                  "name: v3, labels: {version: v3}")}), loaded),
+                     base.live)
+    preview = preview_of(base, head, [])
+    assert preview.live() == {"clusters": ["east", "west"], "pods": 2, "objects": len(base.live)}
+    assert "live endpoints" in render_markdown(preview) and '"live"' in render_json(preview)
+    assert "live endpoints" not in render_markdown(preview_of(loaded, loaded, []))
