@@ -30,6 +30,14 @@ class Metrics:
         self.nacks = Counter("galleon_xds_nacks", "xDS responses a proxy rejected", ["type"], registry=r)
         self.denied = Counter("galleon_denied", "Requests on the gRPC port refused by authentication or "
                               "authorization, by reason", ["reason"], registry=r)
+        self.refused = Counter("galleon_xds_refused", "xDS streams refused, by reason", ["reason"], registry=r)
+        self.views_bytes = Gauge("galleon_xds_views_bytes",
+                                 "Bytes the compiled views hold (resources and responses), against --views-memory",
+                                 registry=r)
+        self.views_memory = Gauge("galleon_xds_views_memory_bytes", "The compiled views' budget (--views-memory)",
+                                  registry=r)
+        self.view_evictions = Counter("galleon_xds_view_evictions",
+                                      "Views no connected proxy held, let go to make room for a new one", registry=r)
         self.push_latency = Histogram(
             "galleon_xds_push_latency_seconds",
             "From a new configuration being published to a proxy's response being sent",

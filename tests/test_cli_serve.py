@@ -75,6 +75,7 @@ def test_serve_refuses_what_it_cannot_serve(tmp_path):
     last_line_error(galleon("serve", SAMPLE_REPO, "--cluster", "cluster-a", "--verify-ssh-key", tmp_path / "key.pub"),
                     "commit signatures need a Git source")
     last_line_error(galleon("serve", SAMPLE_REPO, "--cluster", "a", "--poll", "0"), "--poll")
+    last_line_error(galleon("serve", SAMPLE_REPO, "--cluster", "a", "--views-memory", "0"), "--views-memory")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -97,6 +98,7 @@ def test_serve_follows_a_directory_and_keeps_the_last_valid_revision(tmp_path):
         first = daemon.json("/debug/configz")["served_revision"]
         assert status == 200 and first in body and first.startswith("sha256:")
         assert daemon.get("/healthz") == (200, "ok\n")
+        assert daemon.event("serving")["views_memory_mb"] == 1024  # the default, said at start
 
         # An edit is picked up.
         ratings = repo / "running" / "cluster-a.yaml"

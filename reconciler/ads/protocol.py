@@ -5,12 +5,16 @@ document: per type, a subscription (wildcard or named), the version and nonce
 last sent, the version the proxy ACKed. A NACK leaves the proxy on what it had
 ACKed; the rejected version is recorded and never sent again (a later, different
 version is). Stale nonces are ignored, as the protocol says.
+
+What a stream keeps is its own and goes with it: its subscriptions (shared with the streams that
+ask for the same, never kept beyond the last of them), and a few types it asks for that the server
+does not serve.
 """
 from __future__ import annotations
 
-import functools
 import itertools
 import time
+import weakref
 from dataclasses import dataclass, field
 
 from envoy.service.discovery.v3 import discovery_pb2
@@ -20,6 +24,9 @@ from compiler.xds_types import BY_URL
 from . import wire
 from .views import ServedView, delta_resources
 
+# Types a stream may ask for that the server does not serve (it never answers them), kept for
+# /debug/syncz; requests for more are ignored, so a stream naming ever new types holds no more.
+UNKNOWN_TYPES = 8
 
 
 def _wildcard(type_url: str) -> bool:
@@ -71,11 +78,46 @@ class TypeState:
         }
 
 
+class Subscriptions:
+    """One shared set per distinct subscription: a thousand Envoys of one view ask for the same
+    thousand endpoint names on every ACK, and each would otherwise keep its own copy. Held weakly: a
+    subscription no stream holds any more is gone, however many names it had."""
+
+    def __init__(self) -> None:
+        self._sets: weakref.WeakKeyDictionary[frozenset[str], weakref.ref] = weakref.WeakKeyDictionary()
+
+    def of(self, names: frozenset[str]) -> frozenset[str]:
+        """The set equal to ``names`` that streams hold already, else ``names`` itself, from now on shared."""
+        held = self._sets.get(names)
+        found = held() if held is not None else None
+        if found is None:
+            self._sets[names] = weakref.ref(names)
+            return names
+        return found
+
+    def __len__(self) -> int:
+        return len(self._sets)
+
+
 class Stream:
     """Shared by both flavours: per-type state."""
 
     def __init__(self) -> None:
         self.types: dict[str, TypeState] = {}
+
+    def _state(self, type_url: str) -> TypeState | None:
+        """The state of a type, new if need be; None for one more type the server does not serve."""
+        state = self.types.get(type_url)
+        if state is None:
+            if type_url not in BY_URL and sum(t not in BY_URL for t in self.types) >= UNKNOWN_TYPES:
+                return None
+            state = self.types[type_url] = TypeState()
+        return state
+
+    def close(self) -> None:
+        """Let go of what the stream holds (its subscriptions, the views it was sent) as it ends, though
+        something may still hold the stream."""
+        self.types.clear()
 
     def subscribed(self, type_url: str) -> bool:
         return type_url in self.types
@@ -84,18 +126,17 @@ class Stream:
         return {type_url: state.status() for type_url, state in sorted(self.types.items())}
 
 
-@functools.lru_cache(maxsize=4096)
-def _subscription(names: tuple[str, ...]) -> frozenset[str]:
-    """One shared set per distinct subscription: a thousand Envoys of one view ask for the same
-    thousand endpoint names on every ACK, and each would otherwise keep its own copy."""
-    return frozenset(names)
-
-
 class SotwStream(Stream):
+    def __init__(self, subscriptions: Subscriptions | None = None) -> None:
+        super().__init__()
+        self.subscriptions = Subscriptions() if subscriptions is None else subscriptions
+
     def on_request(self, request: discovery_pb2.DiscoveryRequest) -> tuple[bool, Nack | None]:
         """Apply a request; returns (whether it is current, not stale; the NACK it carried)."""
         first = request.type_url not in self.types
-        state = self.types.setdefault(request.type_url, TypeState())
+        state = self._state(request.type_url)
+        if state is None:
+            return False, None
         nack = None
         if request.response_nonce and not first:
             if request.response_nonce != state.sent_nonce:
@@ -111,10 +152,10 @@ class SotwStream(Stream):
             # A proxy reconnecting (to us or to a restarted server) says what it holds; versions are
             # content hashes, so if that is still current there is nothing to send.
             state.sent_version = state.acked_version = request.version_info
-        names = _subscription(tuple(request.resource_names))
-        if "*" in names:
+        asked = frozenset(request.resource_names)
+        names = self.subscriptions.of(asked - {"*"} if "*" in asked else asked)
+        if "*" in asked:
             state.wildcard = True
-            names = names - {"*"}
         elif first:
             state.wildcard = _wildcard(request.type_url) and not names
         elif names:
@@ -160,7 +201,9 @@ class DeltaStream(Stream):
 
     def on_request(self, request: discovery_pb2.DeltaDiscoveryRequest) -> tuple[bool, Nack | None]:
         first = request.type_url not in self.types
-        state = self.types.setdefault(request.type_url, TypeState())
+        state = self._state(request.type_url)
+        if state is None:
+            return False, None
         nack = None
         if request.response_nonce:
             answered = state.pending.pop(request.response_nonce, None)

@@ -4,11 +4,17 @@ Every proxy is a connection with a view; each distinct view is compiled and
 serialized once (views.py) and the per-stream protocol (protocol.py) decides what
 to send. A new mesh recompiles the views in use and wakes every stream, which
 sends only what changed for it, types in make-before-break order.
+
+Nothing a client sends grows the server without bound: the compiled views fit in a memory budget
+(--views-memory; views no connected proxy holds are let go, least recently used first, and a new
+view that does not fit is refused), new views are compiled one at a time, after the views proxies
+already hold and behind a bounded queue, and a proxy's NACKs are logged at a bounded rate.
 """
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import itertools
 import random
 import time
@@ -27,7 +33,7 @@ from compiler.xds_types import TYPES
 
 from ..metrics import Metrics, type_label
 from ..security.gate import Denied, Gate
-from .protocol import DeltaStream, SotwStream, Stream
+from .protocol import DeltaStream, Nack, SotwStream, Stream, Subscriptions
 from .views import ServedView, node_identity, serve_view, view_of_node
 
 log = structlog.get_logger("galleon.ads")
@@ -35,6 +41,52 @@ log = structlog.get_logger("galleon.ads")
 SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 _UPDATE = object()  # queue marker: the stream's view has a new configuration
 _CLOSED = object()  # queue marker: the proxy closed its side
+
+MiB = 1 << 20
+VIEWS_MEMORY = 1024 * MiB  # galleon serve --views-memory's default
+# New views waiting to be compiled, one at a time (a view of a 1,000-service mesh takes about half a
+# second): a stream of one more is refused at once, and its proxy retries (Envoy backs off).
+COMPILE_QUEUE = 8
+LOG_INTERVAL = 10.0  # seconds: at most one NACK line per proxy, one refusal line per reason
+LOGGED_CHARS = 512   # of a NACK's message or a node id, in a log line
+ACCOUNT_DELAY = 1.0  # seconds: what streams ending within it let go is accounted once (galleon_xds_views_bytes)
+
+
+class Refused(Exception):
+    """A stream the server cannot take now (RESOURCE_EXHAUSTED); ``reason`` labels the metric."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class _Throttle:
+    """Lets a log line through when it is the first of its key, or when none has been for LOG_INTERVAL;
+    counts the others, for the next line to say. Keys: a few (xDS types, reasons)."""
+
+    def __init__(self) -> None:
+        self.keys: set[str] = set()
+        self.last = float("-inf")
+        self.unlogged = 0
+
+    def passes(self, key: str) -> dict | None:
+        """None: not logged (but counted); else what the line adds: how many were not since the last."""
+        now = time.monotonic()
+        if key in self.keys and now - self.last < LOG_INTERVAL:
+            self.unlogged += 1
+            return None
+        self.keys.add(key)
+        self.last = now
+        unlogged, self.unlogged = self.unlogged, 0
+        return {"not_logged": unlogged} if unlogged else {}
+
+
+def _amount(size: int) -> str:
+    return f"{size / MiB:.1f} MiB" if size >= MiB // 10 else f"{size / 1024:.1f} KiB"
+
+
+def _clipped(text: str) -> str:
+    return text if len(text) <= LOGGED_CHARS else f"{text[:LOGGED_CHARS]}... ({len(text)} characters)"
 
 
 @dataclass(eq=False)
@@ -50,6 +102,8 @@ class Connection:
     pinned: ServedView | None = None  # what it is held to while its view is not in the mesh
     update_pending: bool = False
     update_started: float = 0.0
+    admitted: bool = False  # its view was served to it (AdsServer._admit); publishes then recompile it
+    nacks: _Throttle = field(default_factory=_Throttle)  # which of its NACKs are logged
 
     def wake(self, started: float) -> None:
         if not self.update_pending:
@@ -70,7 +124,8 @@ class AdsServer:
     compiles run on one worker thread so that streams keep being served meanwhile."""
 
     def __init__(self, cluster: str, metrics: Metrics | None = None, max_connection_age: float | None = None,
-                 gate: Gate | None = None) -> None:
+                 gate: Gate | None = None, views_memory: int = VIEWS_MEMORY,
+                 compile_queue: int = COMPILE_QUEUE) -> None:
         self.cluster = cluster
         # Who may ask for which view (reconciler/security/gate.py); without one, every proxy is believed.
         self.gate = gate or Gate(cluster)
@@ -78,12 +133,25 @@ class AdsServer:
         # with OK: the proxy reconnects, maybe to another replica, which spreads proxies over replicas.
         self.max_connection_age = max_connection_age
         self.metrics = metrics or Metrics()
+        self.views_memory = views_memory  # bytes the served views may hold (ServedView.held_bytes)
+        self.compile_queue = compile_queue
+        self.metrics.views_memory.set(views_memory)
         self.mesh: Mesh | None = None
         self.ready = asyncio.Event()
+        # In the order they were last used (taken by a stream, or left by one): the first that no
+        # connected proxy holds is the first let go.
         self.views: dict[ProxyView, ServedView] = {}
         self.connections: dict[int, Connection] = {}
         self._building: dict[ProxyView, tuple[Mesh, asyncio.Future]] = {}  # compiles under way
         self._previous: dict[ProxyView, ServedView] = {}  # while publishing: what the old mesh served
+        self._subscriptions = Subscriptions()  # shared by the state-of-the-world streams
+        self._admissions: dict[ProxyView, tuple[Mesh, asyncio.Future]] = {}  # new views queued or compiling
+        self._new_view = asyncio.Lock()  # one new view compiles at a time...
+        self._quiet = asyncio.Event()    # ...and none starts while a publish recompiles the views in use
+        self._quiet.set()
+        self._publishing = 0
+        self._refusals = _Throttle()
+        self._accounting: asyncio.TimerHandle | None = None
         # While publishing a mesh that differs from the one before only in these services' endpoints
         # (model.relisted): views are updated from the old mesh's (serve_view's endpoints_of).
         self._endpoints_of: AbstractSet[str] | None = None
@@ -133,14 +201,28 @@ class AdsServer:
 
     async def publish(self, mesh: Mesh, endpoints_of: AbstractSet[str] | None = None) -> None:
         """Serve a new mesh: recompile the views proxies use now, waking each view's streams as soon as
-        its configuration is ready (the first views need not wait for the last).
+        its configuration is ready (the first views need not wait for the last; the views of the
+        proxies connected longest come first). No new view starts compiling meanwhile.
 
         ``endpoints_of``: the new mesh differs from the one served only in the endpoints of these
         services (model.relisted), so only their assignments are built again. Publishes must not
         overlap (the daemon runs them one at a time): a view is updated from the last mesh's."""
+        self._publishing += 1
+        self._quiet.clear()
+        try:
+            await self._publish(mesh, endpoints_of)
+        finally:
+            self._publishing -= 1
+            if not self._publishing:
+                self._quiet.set()
+            self._account_soon()
+
+    async def _publish(self, mesh: Mesh, endpoints_of: AbstractSet[str] | None) -> None:
         started = time.monotonic()
         by_view: dict[ProxyView, list[Connection]] = {}
         for connection in list(self.connections.values()):
+            if not connection.admitted:
+                continue  # its admission compiles its view, of the mesh it finds (_admit)
             try:
                 by_view.setdefault(view_of_node(mesh, connection.node, self.cluster), []).append(connection)
             except ViewError as exc:
@@ -148,9 +230,10 @@ class AdsServer:
                 # (and is refused) or a later revision brings its cluster back.
                 connection.pinned = connection.pinned or self.views.get(connection.view)
                 log.warning("proxy keeps its configuration", node=connection.node.id, reason=str(exc))
-        # What each view served so far: unchanged resources keep their bytes (see serve_view).
+        # What each view in use served so far: unchanged resources keep their bytes (see serve_view).
         old_mesh, old_views = self.mesh, self.views
-        self._previous = {**self._previous, **self.views} if self.mesh is not None else {}
+        self._previous = {view: served for view, served in {**self._previous, **self.views}.items()
+                          if view in by_view} if self.mesh is not None else {}
         self._endpoints_of = endpoints_of if self.mesh is not None else None
         self.mesh, self.views = mesh, {}
         self.ready.set()
@@ -179,6 +262,124 @@ class AdsServer:
             "configuration published" if endpoints_of is None else "endpoints published",
             revision=short_revision(mesh.revision), views=len(by_view), proxies=sum(map(len, by_view.values())),
             seconds=round(time.monotonic() - started, 3))
+
+    # --- new views and the memory budget -------------------------------------------------------------
+
+    async def _admit(self, connection: Connection) -> None:
+        """Serve a new stream its view: at once when it is served or being compiled already; else compiled
+        within --views-memory, after the views proxies hold (a publish's) and behind at most
+        ``compile_queue`` other new views. Raises Refused, or ViewError when a revision published
+        meanwhile lacks what its node names."""
+        while True:
+            await self.ready.wait()  # (a first revision that failed to compile leaves none)
+            mesh, view = self.mesh, connection.view
+            if view not in self.views:
+                building = self._building.get(view)
+                await asyncio.shield(building[1] if building is not None and building[0] is mesh
+                                     else self._admission(mesh, view))
+            if mesh is self.mesh and view in self.views:
+                break
+            if mesh is not self.mesh:
+                connection.view = view_of_node(self.mesh, connection.node, self.cluster)
+        self._touch(view)
+        connection.admitted = True
+
+    def _admission(self, mesh: Mesh, view: ProxyView) -> asyncio.Future:
+        """The compile of a view no proxy holds, queued (once however many of its proxies ask)."""
+        entry = self._admissions.get(view)
+        if entry is None or entry[0] is not mesh:
+            if len(self._admissions) >= self.compile_queue:
+                raise Refused("compile-queue", f"{len(self._admissions)} new proxy views are waiting to be compiled "
+                                               "already; retry shortly (proxies already served go first)")
+            entry = self._admissions[view] = (mesh, asyncio.ensure_future(self._compile_new(mesh, view)))
+            entry[1].add_done_callback(functools.partial(self._admission_done, view, entry))
+        return entry[1]
+
+    def _admission_done(self, view: ProxyView, entry: tuple, task: asyncio.Future) -> None:
+        if self._admissions.get(view) is entry:
+            del self._admissions[view]
+        if not task.cancelled():
+            task.exception()  # its streams were told; a compile nobody waits for any more is not an error
+
+    async def _compile_new(self, mesh: Mesh, view: ProxyView) -> None:
+        async with self._new_view:
+            await self._quiet.wait()
+            if mesh is not self.mesh or view in self.views:
+                return  # a publish came first: the stream looks again
+            self._make_room(self._estimate())
+            served = await self._compile(mesh, view)
+            if mesh is self.mesh and view not in self.views:
+                self._make_room(served.held_bytes())
+                self.views[view] = served
+                self.metrics.views.set(len(self.views))
+                self._account()
+
+    def _estimate(self) -> int:
+        """What a new view will likely hold: as much as the mesh's views do on average (0 for the first)."""
+        return sum(s.held_bytes() for s in self.views.values()) // len(self.views) if self.views else 0
+
+    def _touch(self, view: ProxyView) -> None:
+        self.views[view] = self.views.pop(view)
+
+    def _held_by_streams(self) -> dict[int, ServedView]:
+        """The served views streams hold, by identity: those proxies are held to, and those they were sent
+        (a stream keeps what it was sent until it ACKs the next)."""
+        held = {}
+        for connection in self.connections.values():
+            if connection.pinned is not None:
+                held[id(connection.pinned)] = connection.pinned
+            for state in connection.protocol.types.values():
+                for sent in (state.holds, state.acked):
+                    if sent is not None:
+                        held[id(sent[0])] = sent[0]
+        return held
+
+    def held_bytes(self) -> int:
+        """What the served views hold (ServedView.held_bytes), the figure --views-memory bounds: the mesh's,
+        those a publish compiles from, and those streams hold."""
+        held = self._held_by_streams()
+        held.update((id(s), s) for s in (*self.views.values(), *self._previous.values()))
+        return sum(s.held_bytes() for s in held.values())
+
+    def _account(self) -> int:
+        if self._accounting is not None:  # (this is it, or it would count the same)
+            self._accounting.cancel()
+            self._accounting = None
+        total = self.held_bytes()
+        self.metrics.views_bytes.set(total)
+        return total
+
+    def _account_soon(self) -> None:
+        """Account once for what many streams ending, or a publish, let go (each costs a walk of every stream)."""
+        if self._accounting is None:
+            self._accounting = asyncio.get_running_loop().call_later(ACCOUNT_DELAY, self._account)
+
+    def _make_room(self, need: int) -> None:
+        """Let go of views no connected proxy holds, least recently used first (those a publish compiles
+        from before the mesh's), until ``need`` more bytes fit in --views-memory; else Refused, and none
+        is let go (a flood of claims must not flush the views of proxies that may come back)."""
+        total = self._account()
+        if total + need <= self.views_memory:
+            return
+        in_use = {c.view for c in self.connections.values()}
+        streams_hold = self._held_by_streams()
+        # (where it is, the view, what letting it go gives back: nothing while a stream holds it)
+        idle = [(views, view, 0 if id(views[view]) in streams_hold else views[view].held_bytes())
+                for views in (self._previous, self.views) for view in views if view not in in_use]
+        held = total - sum(freed for _, _, freed in idle)
+        if held + need > self.views_memory:
+            what = f"the views connected proxies hold take {_amount(held)} and one more" if held else "a view"
+            raise Refused("views-memory", f"{what} takes about {_amount(need)}: more than the "
+                                          f"{_amount(self.views_memory)} --views-memory allows; raise it to serve "
+                                          "more distinct proxy views")
+        for views, view, freed in idle:
+            if total + need <= self.views_memory:
+                break
+            del views[view]
+            total -= freed
+            self.metrics.view_evictions.inc()
+        self.metrics.views.set(len(self.views))
+        self.metrics.views_bytes.set(total)
 
     # --- streams ------------------------------------------------------------------------------------
 
@@ -237,6 +438,26 @@ class AdsServer:
                 log.info("proxy disconnected", node=connection.node.id, protocol=name)
 
     async def _serve(self, connection: Connection, initial: list, context: grpc.aio.ServicerContext) -> None:
+        try:
+            try:
+                await self._admit(connection)
+            except Refused as exc:
+                self.metrics.refused.labels(exc.reason).inc()
+                counts = self._refusals.passes(exc.reason)
+                if counts is not None:
+                    log.warning("proxy refused", node=_clipped(connection.node.id), reason=exc.reason, error=str(exc),
+                                **counts)
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"galleon: {exc}")
+                return
+            except ViewError as exc:  # the revision published while it waited lacks what its node names
+                log.warning("proxy refused", node=_clipped(connection.node.id), reason=str(exc))
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"galleon: {exc}")
+                return
+            await self._stream_to(connection, initial, context)
+        finally:
+            self._release(connection)
+
+    async def _stream_to(self, connection: Connection, initial: list, context: grpc.aio.ServicerContext) -> None:
         item = initial.pop()
         while item is not _CLOSED:
             served = connection.pinned or await self.served(connection.view)
@@ -249,8 +470,7 @@ class AdsServer:
                 current, nack = connection.protocol.on_request(item)
                 if nack is not None:
                     self.metrics.nacks.labels(type_label(item.type_url)).inc()
-                    log.warning("proxy rejected configuration", node=connection.node.id,
-                                type=type_label(item.type_url), version=nack.version, error=nack.message)
+                    self._log_nack(connection, item.type_url, nack)
                 types = [item.type_url] if current and item.type_url in served.resources else []
             for type_url in types:
                 response = connection.protocol.respond(type_url, served)
@@ -266,8 +486,26 @@ class AdsServer:
             item = served = response = None
             item = await connection.queue.get()
 
+    def _log_nack(self, connection: Connection, type_url: str, nack: Nack) -> None:
+        """A proxy rejecting in a loop must not fill the disk: each type's first NACK, then at most a line
+        per LOG_INTERVAL (galleon_xds_nacks_total counts them all, /debug/syncz shows each type's last)."""
+        counts = connection.nacks.passes(type_url)
+        if counts is not None:
+            log.warning("proxy rejected configuration", node=_clipped(connection.node.id), type=type_label(type_url),
+                        version=nack.version, error=_clipped(nack.message), **counts)
+
+    def _release(self, connection: Connection) -> None:
+        """A stream ends: what it held goes now, its view becomes the most recently used."""
+        connection.protocol.close()
+        if connection.view in self.views:
+            self._touch(connection.view)
+        if connection.nacks.unlogged:  # as it leaves: how many of its NACKs the log has not said
+            log.warning("proxy rejected configuration", node=_clipped(connection.node.id),
+                        not_logged=connection.nacks.unlogged)
+        self._account_soon()
+
     async def _sotw(self, requests, context):
-        await self._stream(SotwStream(), "sotw", requests, context)
+        await self._stream(SotwStream(self._subscriptions), "sotw", requests, context)
 
     async def _delta(self, requests, context):
         await self._stream(DeltaStream(), "delta", requests, context)

@@ -5,6 +5,9 @@ messages: responses are assembled from those bytes by concatenation (see wire.py
 per subscription, whole, so every proxy of a view that asks for the same gets the same bytes.
 The response of a whole type (what a proxy subscribing to every resource gets) is written once,
 when the view is served, and the view's resources are then views of it: each byte is held once.
+What a view keeps for part of a type is bounded (PARTIAL_RESPONSES, and no more bytes than its
+whole responses), and what it works out from a subscription lives no longer than the subscription,
+so a client's subscriptions cannot grow a view that outlives them.
 The next revision's compile takes back what its objects did not change, and a resource whose
 version did not change keeps the bytes proxies already hold, with the revision at which it last
 changed: only what really changed is pushed.
@@ -13,8 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
-from typing import AbstractSet
+from typing import AbstractSet, Optional
 
 from envoy.config.core.v3 import base_pb2
 from google.protobuf import struct_pb2
@@ -49,14 +54,29 @@ def delta_resources(type_url: str, resources: list[Resource]) -> list[bytes]:
     return [wire.delta_resource(r.name, r.version, wire.any_message(type_url, r.data)) for r in resources]
 
 
+# What a view has of a subscription to a type: the names of its resources asked for, in name order, and
+# their version; None when it is asked for all of them.
+Subset = Optional[tuple[tuple[str, ...], str]]
+
+# Responses to part of a type kept per view, least recently used let go first: a view's proxies in
+# step ask for the same parts, so a few serve them all.
+PARTIAL_RESPONSES = 64
+
+
 @dataclass
 class ServedView:
     compiled: CompiledView
     versions: dict[str, str]                            # type URL -> version of all its resources
     changed: int = 0                                    # resources whose bytes were not kept from before
     serial: int = field(default_factory=lambda: next(_serials))
-    _versions: dict = field(default_factory=dict, repr=False)
-    _responses: dict = field(default_factory=dict, repr=False)
+    # Type URL -> (version, nonce, response) of all its resources: the resources' bytes are views of it.
+    _whole: dict = field(default_factory=dict, repr=False)
+    # Type URL -> what this view has of each subscription (_subset), let go with the subscription.
+    _subsets: dict = field(default_factory=dict, repr=False)
+    # (type URL, names[, base serial, base names]) -> (version, nonce, response or None), least recently used first.
+    _partial: OrderedDict = field(default_factory=OrderedDict, repr=False)
+    _partial_bytes: int = field(default=0, repr=False)
+    _size: int | None = field(default=None, repr=False)
 
     @property
     def view(self) -> ProxyView:
@@ -71,16 +91,26 @@ class ServedView:
         """Type URL -> name -> resource, in name order."""
         return self.compiled.resources
 
+    def _subset(self, type_url: str, names: frozenset[str]) -> Subset:
+        """The names of this view's resources of a type that a subscription asks for, in name order, and
+        their version; None when it asks for all of them. What a response holds depends on these alone,
+        so the names a proxy asks for that the view lacks (any number) are kept nowhere."""
+        memo = self._subsets.get(type_url)
+        if memo is None:
+            memo = self._subsets[type_url] = _PerSubscription()
+        known = memo.get(names)
+        if known is not None:
+            return known[1]
+        resources = self.resources.get(type_url, {})
+        chosen = tuple(name for name in resources if name in names)
+        found = None if len(chosen) == len(resources) else (chosen, _combined_version(resources[n] for n in chosen))
+        memo.put(names, found)
+        return found
+
     def type_version(self, type_url: str, names: frozenset[str] | None) -> str:
         """The version of every resource of a type (names None), or of the named ones."""
-        if names is None:
-            return self.versions[type_url]
-        key = (type_url, names)
-        found = self._versions.get(key)
-        if found is None:
-            found = self._versions[key] = _combined_version(
-                r for n, r in self.resources.get(type_url, {}).items() if n in names)
-        return found
+        subset = None if names is None else self._subset(type_url, names)
+        return self.versions[type_url] if subset is None else subset[1]
 
     def sotw(self, type_url: str, names: frozenset[str] | None) -> tuple[str, str, bytes]:
         """(version, nonce, DiscoveryResponse bytes) of every resource (names None) or of the named ones.
@@ -89,19 +119,19 @@ class ServedView:
         The nonce is the version and this view's serial, so a stream never sees one nonce twice for
         different content, and a late ACK is still told from the current one.
         """
-        if names is not None and names.issuperset(self.resources.get(type_url, ())):
-            names = None  # every resource, as a subscription to all of them by name asks (EDS, RDS)
-        key = (type_url, names)
-        cached = self._responses.get(key)
-        if cached is None and names is None:
-            _write_whole(self, type_url)  # not written when the view was served (serve_view's endpoints_of)
-            cached = self._responses[key]
+        subset = None if names is None else self._subset(type_url, names)
+        if subset is None:  # every resource, as a subscription to all of them by name asks (EDS, RDS)
+            if type_url not in self._whole:
+                _write_whole(self, type_url)  # not written when the view was served (serve_view's endpoints_of)
+            return self._whole[type_url]
+        chosen, version = subset
+        key = (type_url, chosen)
+        cached = self._cached(key)
         if cached is None:
-            version = self.type_version(type_url, names)
-            chosen = [r for n, r in self.resources.get(type_url, {}).items() if n in names]
+            resources = self.resources[type_url]
             nonce = f"{version}-{self.serial}"
-            cached = version, nonce, wire.sotw_response(wire.sotw_body(version, _packed(type_url, chosen), type_url), nonce)
-            self._responses[key] = cached
+            cached = self._keep(key, (version, nonce, wire.sotw_response(
+                wire.sotw_body(version, _packed(type_url, [resources[n] for n in chosen]), type_url), nonce)))
         return cached
 
     def sotw_update(self, type_url: str, names: frozenset[str], base: "ServedView",
@@ -109,18 +139,39 @@ class ServedView:
         """Like ``sotw``, for a proxy that holds the named resources of ``base`` (asked for as
         ``base_names``): only those it lacks or holds in another version (None: it lacks none).
         Cached per base, so every proxy of a view that was in step gets the same bytes."""
-        key = (type_url, names, base.serial, base_names)
-        cached = self._responses.get(key)
+        subset, base_subset = self._subset(type_url, names), base._subset(type_url, base_names)
+        # (None in the key: all of that view's resources of the type.)
+        key = (type_url, subset and subset[0], base.serial, base_subset and base_subset[0])
+        cached = self._cached(key)
         if cached is None:
-            version = self.type_version(type_url, names)
-            held = base.resources.get(type_url, {})
-            chosen = [r for n, r in self.resources.get(type_url, {}).items()
-                      if n in names and (n not in base_names or getattr(held.get(n), "version", None) != r.version)]
+            resources, held = self.resources.get(type_url, {}), base.resources.get(type_url, {})
+            version, chosen = (self.versions[type_url], resources) if subset is None else (subset[1], subset[0])
+            had = held.keys() if base_subset is None else frozenset(base_subset[0])
+            sent = [resources[n] for n in chosen
+                    if n not in had or getattr(held.get(n), "version", None) != resources[n].version]
             nonce = f"{version}-{self.serial}-{base.serial}"
-            body = wire.sotw_body(version, _packed(type_url, chosen), type_url) if chosen else None
-            cached = version, nonce, body and wire.sotw_response(body, nonce)
-            self._responses[key] = cached
+            body = wire.sotw_body(version, _packed(type_url, sent), type_url) if sent else None
+            cached = self._keep(key, (version, nonce, body and wire.sotw_response(body, nonce)))
         return cached
+
+    def _cached(self, key: tuple) -> tuple | None:
+        found = self._partial.get(key)
+        if found is not None:
+            self._partial.move_to_end(key)
+        return found
+
+    def _keep(self, key: tuple, entry: tuple) -> tuple:
+        """Cache a response to part of a type, within PARTIAL_RESPONSES and the bytes of the view's whole
+        responses (so the view holds at most twice those), letting the least recently used go."""
+        cost = _partial_cost(key, entry)
+        limit = sum(len(whole[2]) for whole in self._whole.values())
+        if cost > limit:
+            return entry  # sent, not kept: larger than what a view may keep
+        while self._partial and (len(self._partial) >= PARTIAL_RESPONSES or self._partial_bytes + cost > limit):
+            self._partial_bytes -= _partial_cost(*self._partial.popitem(last=False))
+        self._partial[key] = entry
+        self._partial_bytes += cost
+        return entry
 
     def config_dump(self) -> dict[str, list[dict]]:
         """The view as ``galleon compile`` prints it."""
@@ -128,11 +179,44 @@ class ServedView:
 
     def size(self) -> int:
         """Its resources' serialized size, in bytes."""
-        return self.compiled.size()
+        if self._size is None:
+            self._size = self.compiled.size()
+        return self._size
 
     def held_bytes(self) -> int:
         """What it holds in memory beyond objects' own overhead: its resources and cached responses."""
-        return self.size() + sum(len(r[2] or b"") for r in self._responses.values())
+        return self.size() + sum(len(whole[2]) for whole in self._whole.values()) + self._partial_bytes
+
+
+class _PerSubscription:
+    """What a view works out from each subscription, found by the subscription's identity (streams
+    share one set per distinct subscription: protocol.Subscriptions) and let go with it."""
+
+    def __init__(self) -> None:
+        self._found: dict[int, tuple[weakref.ref, Subset]] = {}
+
+    def get(self, names: frozenset[str]) -> tuple[weakref.ref, Subset] | None:
+        """(a reference to the subscription, what was worked out from it), or None when nothing was."""
+        entry = self._found.get(id(names))
+        return entry if entry is not None and entry[0]() is names else None
+
+    def put(self, names: frozenset[str], found: Subset) -> None:
+        key, memo = id(names), weakref.ref(self)
+
+        def forget(_: weakref.ref) -> None:  # runs as the set is freed, before its id can be reused
+            held = memo()
+            if held is not None:
+                held._found.pop(key, None)
+
+        self._found[key] = (weakref.ref(names, forget), found)
+
+    def __len__(self) -> int:
+        return len(self._found)
+
+
+def _partial_cost(key: tuple, entry: tuple) -> int:
+    """The bytes a cached partial response holds: the response, and the names of its key (references)."""
+    return len(entry[2] or b"") + 8 * sum(len(part) for part in key if isinstance(part, tuple))
 
 
 def serve_view(mesh: Mesh, view: ProxyView, previous: ServedView | None = None,
@@ -155,8 +239,8 @@ def serve_view(mesh: Mesh, view: ProxyView, previous: ServedView | None = None,
     kept = 0
     if before is not None:
         for xds_type in TYPES:
-            old = before.resources[xds_type.url]
-            kept += sum(1 for name, r in compiled.resources[xds_type.url].items() if old.get(name) is r)
+            old, now = before.resources[xds_type.url], compiled.resources[xds_type.url]
+            kept += len(old) if now is old else sum(1 for name, r in now.items() if old.get(name) is r)
     changed = sum(len(by_name) for by_name in compiled.resources.values()) - kept
     versions = {t.url: _combined_version(compiled.resources[t.url].values()) if t.url in rebuilt
                 else previous.versions[t.url] for t in TYPES}  # type: ignore[union-attr]
@@ -165,7 +249,7 @@ def serve_view(mesh: Mesh, view: ProxyView, previous: ServedView | None = None,
         if xds_type.url in written:
             _write_whole(served, xds_type.url)
         elif xds_type.url not in rebuilt:
-            served._responses[(xds_type.url, None)] = previous._responses[(xds_type.url, None)]  # type: ignore[union-attr]
+            served._whole[xds_type.url] = previous._whole[xds_type.url]  # type: ignore[union-attr]
     return served
 
 
@@ -207,7 +291,7 @@ def _write_whole(served: ServedView, type_url: str) -> None:
         data = moved.get(id(unit.data))
         if data is not None:
             compiled.units.virtual_hosts[key] = replace(unit, data=data)
-    served._responses[(type_url, None)] = version, nonce, response
+    served._whole[type_url] = version, nonce, response
 
 
 # Node metadata keys, as Istio's agent sets them.

@@ -61,6 +61,11 @@ def register(commands) -> argparse.ArgumentParser:
     p.add_argument("--max-connection-age", type=float, default=None, metavar="SECONDS",
                    help="end each xDS stream (with OK) after about SECONDS, so proxies reconnect and spread over "
                         "replicas behind a load balancer (default: never)")
+    p.add_argument("--views-memory", type=int, default=1024, metavar="MB",
+                   help="memory the compiled proxy views may hold, in MiB (default: 1024): each distinct view (cluster, "
+                        "network, locality, role, namespace, labels) is compiled once and held; when a new one does not "
+                        "fit, views no connected proxy holds are let go, least recently used first, else its proxy is "
+                        "refused with RESOURCE_EXHAUSTED (galleon_xds_refused_total) and retries later")
     sec = p.add_argument_group("security (ADS and the status API; off loopback, TLS and authentication are required)")
     sec.add_argument("--tls-cert", type=Path, default=None, metavar="FILE",
                      help="serve TLS with this PEM certificate (chain); read again when it changes")
@@ -174,6 +179,8 @@ def run(args) -> int:
                         (args.http_max_connections, "--http-max-connections")):
         if value <= 0:
             raise UsageError(f"{flag} must be positive")
+    if args.views_memory <= 0:
+        raise UsageError("--views-memory must be a positive number of MiB")
     try:
         secret = webhook.load_secret(args.webhook_secret_file) if args.webhook_secret_file else None
         debug_token = load_token(args.debug_token_file) if args.debug_token_file else None
@@ -188,6 +195,7 @@ def run(args) -> int:
                            debug_token=debug_token,
                            http_limits=HttpLimits(args.http_max_body, args.http_timeout, args.http_max_connections),
                            signatures=signatures, max_connection_age=args.max_connection_age,
+                           views_memory=args.views_memory,
                            lease=LeaseOptions(args.lease_namespace, args.lease_name or f"galleon-{args.cluster}",
                                               args.lease_identity, args.kubeconfig, args.kube_context)
                            if args.leader_elect else None,

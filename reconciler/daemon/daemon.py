@@ -46,7 +46,8 @@ class Daemon:
         self.board = status.StatusBoard()
         # TokenReview of another cluster's proxy goes through the registry's client of that cluster.
         self.gate = gate_of(options, lambda cluster: self.live.client_of(cluster))
-        self.ads = AdsServer(options.cluster, self.metrics, options.max_connection_age, self.gate)
+        self.ads = AdsServer(options.cluster, self.metrics, options.max_connection_age, self.gate,
+                             views_memory=options.views_memory << 20)
         self.last_good = LastGood(options.state_dir, options.cluster) if options.state_dir else None
         self._reloading = asyncio.Lock()
         self._stop = asyncio.Event()
@@ -134,7 +135,8 @@ class Daemon:
         log.info("serving", cluster=o.cluster, source=o.source, ads=f"{o.ads.rpartition(':')[0]}:{self.ads_port}",
                  http=f"{o.http.rpartition(':')[0]}:{self.http_port}", tls=bool(o.security.tls_cert),
                  authentication=("mtls " if self.gate.mtls else "") + ("token-review" if self.gate.reviewer else "")
-                 or ("none (--insecure)" if self.gate.insecure else "none (loopback)"))
+                 or ("none (--insecure)" if self.gate.insecure else "none (loopback)"),
+                 views_memory_mb=o.views_memory)
         for signum, handler in ((signal.SIGHUP, lambda: self.changed("SIGHUP")),
                                 (signal.SIGTERM, lambda: self.stop("SIGTERM")),
                                 (signal.SIGINT, lambda: self.stop("SIGINT"))):

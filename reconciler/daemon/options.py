@@ -31,6 +31,7 @@ class ServeOptions:
     http_limits: HttpLimits = field(default_factory=HttpLimits)
     signatures: SignaturePolicy | None = None  # a Git head must be signed by one of these keys
     max_connection_age: float | None = None
+    views_memory: int = 1024  # MiB the compiled views may hold (reconciler/ads/server.py)
     # With a Lease, only the replica holding it writes to the cluster (the CA and DNS reconcilers);
     # every replica serves ADS. None: this daemon is the only one, and the leader.
     lease: LeaseOptions | None = None
