@@ -21,7 +21,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc
 from structlog.testing import capture_logs
 
 from compiler.view import make_view
-from compiler.xds_types import CLUSTER, ENDPOINT, LISTENER
+from compiler.xds_types import CLUSTER, ENDPOINT, LISTENER, TYPES
 from reconciler.ads import protocol
 from reconciler.ads import server as server_module
 from reconciler.ads.server import AdsServer
@@ -272,10 +272,21 @@ def test_partial_responses_of_a_view_are_bounded(big):
     for i in range(4 * PARTIAL_RESPONSES):
         assert served.sotw(ENDPOINT, frozenset(names[i:i + 300]))[2]
     assert len(served._partial) <= PARTIAL_RESPONSES
-    assert served.held_bytes() - whole <= sum(len(w[2]) for w in served._whole.values())
+    assert served.held_bytes() - whole <= served.size()
     assert not served._subsets[ENDPOINT], "the subscriptions asked with are gone"
     # the most recent is still cached
     assert served.sotw(ENDPOINT, frozenset(names[i:i + 300])) is served.sotw(ENDPOINT, frozenset(names[i:i + 300]))
+
+
+def test_a_view_updated_for_endpoints_sums_only_their_size(big):
+    """The budget's accounting asks every view its size after each publish; an endpoints' update (many a
+    second with a live registry) takes the other types' from the view before."""
+    view = make_view(big, "cluster-a")
+    before = serve_view(big, view)
+    assert before.size() == before.compiled.size()
+    after = serve_view(many(first="10.2.0.9", revision="r2"), view, before, {"svc-0.shop.svc.cluster.local"})
+    assert set(after._sizes) == {t.url for t in TYPES} - {ENDPOINT}
+    assert after.size() == after.compiled.size() and after.held_bytes() > after.size()
 
 
 def test_a_stream_keeps_no_more_than_a_few_types_the_server_does_not_serve():

@@ -6,7 +6,7 @@ per subscription, whole, so every proxy of a view that asks for the same gets th
 The response of a whole type (what a proxy subscribing to every resource gets) is written once,
 when the view is served, and the view's resources are then views of it: each byte is held once.
 What a view keeps for part of a type is bounded (PARTIAL_RESPONSES, and no more bytes than its
-whole responses), and what it works out from a subscription lives no longer than the subscription,
+serialized size), and what it works out from a subscription lives no longer than the subscription,
 so a client's subscriptions cannot grow a view that outlives them.
 The next revision's compile takes back what its objects did not change, and a resource whose
 version did not change keeps the bytes proxies already hold, with the revision at which it last
@@ -76,7 +76,8 @@ class ServedView:
     # (type URL, names[, base serial, base names]) -> (version, nonce, response or None), least recently used first.
     _partial: OrderedDict = field(default_factory=OrderedDict, repr=False)
     _partial_bytes: int = field(default=0, repr=False)
-    _size: int | None = field(default=None, repr=False)
+    # Type URL -> its resources' serialized size: summed once, or the view's it was updated from.
+    _sizes: dict = field(default_factory=dict, repr=False)
 
     @property
     def view(self) -> ProxyView:
@@ -161,10 +162,11 @@ class ServedView:
         return found
 
     def _keep(self, key: tuple, entry: tuple) -> tuple:
-        """Cache a response to part of a type, within PARTIAL_RESPONSES and the bytes of the view's whole
-        responses (so the view holds at most twice those), letting the least recently used go."""
+        """Cache a response to part of a type, within PARTIAL_RESPONSES and the view's serialized size (so
+        it holds at most about twice that, the endpoints' whole response written or not), letting the
+        least recently used go."""
         cost = _partial_cost(key, entry)
-        limit = sum(len(whole[2]) for whole in self._whole.values())
+        limit = self.size()
         if cost > limit:
             return entry  # sent, not kept: larger than what a view may keep
         while self._partial and (len(self._partial) >= PARTIAL_RESPONSES or self._partial_bytes + cost > limit):
@@ -178,10 +180,12 @@ class ServedView:
         return config_dump(self.compiled)
 
     def size(self) -> int:
-        """Its resources' serialized size, in bytes."""
-        if self._size is None:
-            self._size = self.compiled.size()
-        return self._size
+        """Its resources' serialized size, in bytes (the accounting of --views-memory asks every view's, a
+        view updated for endpoints sums only theirs)."""
+        for type_url, resources in self.resources.items():
+            if type_url not in self._sizes:
+                self._sizes[type_url] = sum(resource.size for resource in resources.values())
+        return sum(self._sizes.values())
 
     def held_bytes(self) -> int:
         """What it holds in memory beyond objects' own overhead: its resources and cached responses."""
@@ -250,6 +254,8 @@ def serve_view(mesh: Mesh, view: ProxyView, previous: ServedView | None = None,
             _write_whole(served, xds_type.url)
         elif xds_type.url not in rebuilt:
             served._whole[xds_type.url] = previous._whole[xds_type.url]  # type: ignore[union-attr]
+            if xds_type.url in previous._sizes:  # type: ignore[union-attr]
+                served._sizes[xds_type.url] = previous._sizes[xds_type.url]  # type: ignore[union-attr]
     return served
 
 
