@@ -58,6 +58,14 @@ class MeshEntry:
             found = memo[(self.name, key)] = compute()
         return found
 
+    def known(self, mesh: Any, key: Hashable) -> Any:
+        """The value computed for this mesh and key, or None when none was."""
+        return mesh.memo.get((self.name, key))
+
+    def seed(self, mesh: Any, key: Hashable, value: Any) -> None:
+        """Give a new mesh the value ``compute()`` would give it, found from another mesh's (model.relisted)."""
+        mesh.memo[(self.name, key)] = value
+
 
 POLICY = MeshEntry("policy", "(host, port, subset): its DestinationRule's merged traffic policy")
 ALIASES = MeshEntry("aliases", "(): the ExternalName hosts that stand for each host")

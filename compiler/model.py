@@ -690,7 +690,7 @@ def relisted(mesh: Mesh, changed: Collection[SourceObject], gone: Collection[Sou
     from all the objects anew (``build_mesh``); that is what Services, Nodes and repository changes get."""
     listings = Listings(dict(mesh.listings.slices), dict(mesh.listings.pods), mesh.listings.nodes)
     only = next(iter(mesh.clusters)) if len(mesh.clusters) == 1 else ""
-    replaced: set[int] = set()
+    replaced: dict[int, SourceObject] = {}
     namespaces_pods: dict[str, list[Mapping[str, str]]] = {}  # a changed pod's labels, old and new
     listed: set[tuple[str, str]] = set()  # (namespace, Service name) whose listings changed
 
@@ -700,7 +700,7 @@ def relisted(mesh: Mesh, changed: Collection[SourceObject], gone: Collection[Sou
             key = (cluster, obj.namespace, obj.name)
             old = listings.pods.pop(key, None)
             if old is not None:
-                replaced.add(id(old))
+                replaced[id(old)] = old
                 namespaces_pods.setdefault(obj.namespace, []).append(old.labels)
             if add:
                 listings.pods[key] = obj
@@ -713,7 +713,7 @@ def relisted(mesh: Mesh, changed: Collection[SourceObject], gone: Collection[Sou
         kept = []
         for other in by_cluster.get(cluster, []):
             if (other.kind, other.name) == (obj.kind, obj.name):
-                replaced.add(id(other))
+                replaced[id(other)] = other
             else:
                 kept.append(other)
         if add:
@@ -743,9 +743,16 @@ def relisted(mesh: Mesh, changed: Collection[SourceObject], gone: Collection[Sou
         if service.resolution not in (CLUSTER_IP, HEADLESS) or _identities(service) != _identities(renewed):
             endpoints_only = False
     per_service = tuple(o for o in mesh.per_service_objects if id(o) not in replaced) + tuple(changed)
-    return Relisted(Mesh(mesh.revision, mesh.clusters, mesh.networks, services, mesh.destination_rules,
+    relisted_mesh = Mesh(mesh.revision, mesh.clusters, mesh.networks, services, mesh.destination_rules,
                          mesh.virtual_services, mesh.gateways, mesh.sidecars, mesh.settings, mesh.digest,
-                         per_service, mesh.vips, mesh.aliases, listings), frozenset(hosts), endpoints_only)
+                         per_service, mesh.vips, mesh.aliases, listings)
+    before = cache.DIGESTS.known(mesh, ())
+    if before is not None:
+        # The digests of its objects from the mesh's rather than from every object again (a live
+        # object's digest names its cluster and resourceVersion: no two share one).
+        cache.DIGESTS.seed(relisted_mesh, (), (before - {o.digest for o in replaced.values()})
+                           | {o.digest for o in changed})
+    return Relisted(relisted_mesh, frozenset(hosts), endpoints_only)
 
 
 def _renewed(service: Service, listings: Listings, listed: set[tuple[str, str]],

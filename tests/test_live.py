@@ -201,3 +201,15 @@ def test_a_preview_over_live_endpoints_says_so(repo):
     assert preview.live() == {"clusters": ["east", "west"], "pods": 2, "objects": len(base.live)}
     assert "live endpoints" in render_markdown(preview) and '"live"' in render_json(preview)
     assert "live endpoints" not in render_markdown(preview_of(loaded, loaded, []))
+
+
+def test_relisted_gives_the_digests_a_mesh_built_anew_has(repo):
+    from compiler.fingerprints import digests
+    before_objects = running([pod("web-1", "10.0.0.1"), pod("web-2", "10.0.0.2")])
+    mesh = build_mesh(repo + before_objects)
+    digests(mesh)  # computed once, as a compile does
+    added = live("east", pod("web-3", "10.0.0.3"))
+    gone = next(o for o in before_objects if o.kind == "Pod" and o.name == "web-1")
+    found = relisted(mesh, [added], [gone])
+    anew = build_mesh([o for o in repo + before_objects if o is not gone] + [added])
+    assert digests(found.mesh) == digests(anew)
