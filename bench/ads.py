@@ -11,6 +11,11 @@ before the streams, with one stream per view, and with every stream, then edits
 one endpoint's address in one file --changes times and measures, per stream,
 the time until that stream has received and ACKed the new versions.
 
+With --tls, part 1 runs twice on the same mesh and sizes: plaintext, then with ``galleon serve``
+serving mutual TLS (a server certificate for 127.0.0.1 and localhost, ``--client-ca`` a root made as
+``galleon ca init-root`` makes it), every stream presenting the client certificate of its view's
+namespace (spiffe://cluster.local/ns/<ns>/sa/...); then the two side by side, with the ratios.
+
 Part 2 (Envoy). Commits the mesh to a local Git repository (pygit2), serves it,
 starts a real Envoy with ``galleon bootstrap``'s bootstrap (and an SDS stand-in
 for the TLS clusters), then --envoy-repeats times commits a new address for one
@@ -19,6 +24,7 @@ endpoint and times until Envoy's admin ``/clusters?format=json`` shows it.
     .venv/bin/python bench/ads.py                  # 1,000 streams, 5 views, 300 services (about a minute)
     .venv/bin/python bench/ads.py --quick          # small and fast (about 15 s)
     .venv/bin/python bench/ads.py --streams 200 --services 100 --no-envoy
+    .venv/bin/python bench/ads.py --tls --no-envoy  # plaintext, then mutual TLS, side by side
 
 See bench/README.md.
 """
@@ -71,9 +77,12 @@ HOME_CLUSTER = "cluster-0"  # the cluster galleon serve serves (--cluster)
 TARGET_STREAMS = 1000
 TARGET_ACK_P99 = 1.0          # seconds, change to every stream ACKed
 TARGET_BYTES_PER_STREAM = 50 * 1024
+TARGET_TLS_RATIO = 1.5        # mTLS p99 within this factor of plaintext's, in the same run
 TARGET_ENVOY = 1.0            # seconds, commit to Envoy applying it
 FIRST_ADDRESS = "10.0.0.1"    # the generator's first endpoint: svc-00000, cluster-0, version v1
 FIRST_HOST = "svc-00000.ns-00.svc.cluster.local"
+TRUST_DOMAIN = "cluster.local"
+ROUTER_NAMESPACE = "istio-system"
 
 
 # =========================================================================== the client process
@@ -82,6 +91,18 @@ FIRST_HOST = "svc-00000.ns-00.svc.cluster.local"
 # (so one TCP connection) per stream. Commands come on stdin, one word a line; answers go to
 # stdout as JSON lines.
 
+def node_namespace(view: int, router: bool) -> str:
+    """The namespace in the node id of view ``view``'s proxies: with --tls, the namespace of the client
+    certificate its streams present (the daemon serves a proxy only its identity's namespace)."""
+    return ROUTER_NAMESPACE if router else f"ns-{view % 10:02d}"
+
+
+def node_spiffe(namespace: str) -> str:
+    """The identity of the bench's proxies of ``namespace``: one certificate per namespace, shared by its streams."""
+    account = "istio-ingressgateway-service-account" if namespace == ROUTER_NAMESPACE else "bench"
+    return f"spiffe://{TRUST_DOMAIN}/ns/{namespace}/sa/{account}"
+
+
 def view_node(view: int, index: int, clusters: int, router: bool) -> base_pb2.Node:
     """The node of proxy ``index`` of view ``view``: views differ by cluster, namespace and locality
     (the subzone is unique per view); the last view is the ingress router when ``router``."""
@@ -89,11 +110,11 @@ def view_node(view: int, index: int, clusters: int, router: bool) -> base_pb2.No
     ip = f"10.{100 + index // 65536 % 100}.{index // 256 % 256}.{index % 256}"
     cluster = f"cluster-{view % clusters}"
     region = ("us-east", "eu-west")[view % clusters % 2]
+    namespace = node_namespace(view, router)
     if router:
-        node.id = f"router~{ip}~istio-ingressgateway-{index}.istio-system~istio-system.svc.cluster.local"
+        node.id = f"router~{ip}~istio-ingressgateway-{index}.{namespace}~{namespace}.svc.cluster.local"
         node.metadata.fields["LABELS"].struct_value.fields["istio"].string_value = "ingressgateway"
     else:
-        namespace = f"ns-{view % 10:02d}"
         node.id = f"sidecar~{ip}~proxy-{index}.{namespace}~{namespace}.svc.cluster.local"
     node.cluster = "bench"
     node.metadata.fields["CLUSTER_ID"].string_value = cluster
@@ -234,8 +255,11 @@ class Proxy:
 
 
 class Client:
-    def __init__(self, ads: str, streams: int, views: int, clusters: int, router: bool) -> None:
+    def __init__(self, ads: str, streams: int, views: int, clusters: int, router: bool,
+                 tls: Path | None = None) -> None:
         self.ads, self.streams, self.views, self.clusters, self.router = ads, streams, views, clusters, router
+        self.tls = tls  # a directory from make_tls(): mutual TLS, a certificate per namespace
+        self.credentials: dict[str, grpc.ChannelCredentials] = {}
         self.proxies: list[Proxy] = []
         self.channels: list[grpc.aio.Channel] = []
         self.tasks: list[asyncio.Task] = []
@@ -244,6 +268,16 @@ class Client:
 
     def say(self, **fields) -> None:
         print(json.dumps(fields), flush=True)
+
+    def credentials_of(self, namespace: str) -> grpc.ChannelCredentials:
+        """The mesh's root and the client certificate of ``namespace`` (made once, shared by its streams)."""
+        credentials = self.credentials.get(namespace)
+        if credentials is None:
+            credentials = self.credentials[namespace] = grpc.ssl_channel_credentials(
+                root_certificates=(self.tls / "root" / "root-cert.pem").read_bytes(),
+                private_key=(self.tls / f"{namespace}-key.pem").read_bytes(),
+                certificate_chain=(self.tls / f"{namespace}.pem").read_bytes())
+        return credentials
 
     async def open(self, count: int) -> dict:
         """Open ``count`` more streams (round-robin over the views) and wait until each has ACKed everything."""
@@ -254,9 +288,13 @@ class Client:
             view = index % self.views
             router = self.router and view == self.views - 1
             proxy = Proxy(index, view, view_node(view, index, self.clusters, router))
-            channel = grpc.aio.insecure_channel(self.ads, options=[
-                ("grpc.use_local_subchannel_pool", 1),  # a connection of its own, as every Envoy has
-                ("grpc.max_receive_message_length", 256 << 20)])
+            options = [("grpc.use_local_subchannel_pool", 1),  # a connection of its own, as every Envoy has
+                       ("grpc.max_receive_message_length", 256 << 20)]
+            if self.tls is None:
+                channel = grpc.aio.insecure_channel(self.ads, options=options)
+            else:  # its own TLS handshake (no session resumption), as every Envoy does
+                channel = grpc.aio.secure_channel(self.ads, self.credentials_of(node_namespace(view, router)),
+                                                  options=options)
             self.proxies.append(proxy)
             self.channels.append(channel)
             self.tasks.append(asyncio.create_task(proxy.run(channel, self.names, self)))
@@ -322,8 +360,9 @@ class Client:
 
 def client_main(argv: list[str]) -> int:
     ads, streams, views, clusters, router = argv[0], int(argv[1]), int(argv[2]), int(argv[3]), argv[4] == "1"
+    tls = Path(argv[5]) if len(argv) > 5 else None
     raise_fd_limit()
-    asyncio.run(Client(ads, streams, views, clusters, router).main())
+    asyncio.run(Client(ads, streams, views, clusters, router, tls).main())
     return 0
 
 
@@ -427,10 +466,11 @@ def first_file(snapshot) -> str:
 # =========================================================================== part 1: streams
 
 class ClientProcess:
-    def __init__(self, ads: str, streams: int, views: int, clusters: int, router: bool) -> None:
+    def __init__(self, ads: str, streams: int, views: int, clusters: int, router: bool,
+                 tls: Path | None = None) -> None:
         self.process = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), "--client", ads, str(streams), str(views), str(clusters),
-             "1" if router else "0"],
+             "1" if router else "0", *([str(tls)] if tls is not None else [])],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
 
     def ask(self, command: str, timeout: float = 900) -> dict:
@@ -487,16 +527,44 @@ def mb(kb: float) -> str:
     return f"{kb / 1024:,.1f} MB"
 
 
-def run_streams(args, snapshot, workdir: Path) -> dict:
+def make_tls(directory: Path, views: int, router: bool) -> Path:
+    """A mesh root (as `galleon ca init-root` makes it), the server's certificate (IP 127.0.0.1, DNS
+    localhost) and one client certificate per namespace the streams' node ids name; ``directory``."""
+    from tests.certs import issue, root_in
+
+    directory.mkdir(parents=True, exist_ok=True)
+    root = root_in(directory / "root")
+    issue(root, directory, "server", dns=("localhost",), ips=("127.0.0.1",))
+    namespaces = {node_namespace(view, router and view == views - 1) for view in range(views)}
+    for namespace in sorted(namespaces):
+        issue(root, directory, namespace, spiffe=node_spiffe(namespace))
+    return directory
+
+
+def serve_tls_args(tls: Path | None) -> tuple[str, ...]:
+    if tls is None:
+        return ()
+    return ("--tls-cert", str(tls / "server.pem"), "--tls-key", str(tls / "server-key.pem"),
+            "--client-ca", str(tls / "root" / "root-cert.pem"))
+
+
+def run_streams(args, snapshot, workdir: Path, tls: Path | None = None) -> dict:
     from tests.e2e.daemon import Galleon
 
     source = workdir / "mesh"
-    write_mesh(snapshot, source)
+    if not source.exists():
+        write_mesh(snapshot, source)
     changed_file = source / first_file(snapshot)
     router = args.views >= 2 and not args.no_gateway
-    print(f"\n== part 1: {args.streams:,} SotW streams, {args.views} views, a change to one endpoint, "
+    mode = "plaintext" if tls is None else "mutual TLS"
+    print(f"\n== part 1 ({mode}): {args.streams:,} SotW streams, {args.views} views, a change to one endpoint, "
           f"{args.changes} times ==")
-    galleon = Galleon(source, HOME_CLUSTER, "--debounce", str(args.debounce))
+    if tls is not None:
+        namespaces = sorted({node_namespace(v, router and v == args.views - 1) for v in range(args.views)})
+        print(f"galleon serve --tls-cert (127.0.0.1, localhost) --client-ca (a root as galleon ca init-root); "
+              f"each stream its own TLS connection with the certificate of its namespace: "
+              f"{', '.join(node_spiffe(n) for n in namespaces)}")
+    galleon = Galleon(source, HOME_CLUSTER, "--debounce", str(args.debounce), *serve_tls_args(tls))
     client = None
     result: dict = {}
     try:
@@ -508,7 +576,7 @@ def run_streams(args, snapshot, workdir: Path) -> dict:
               f"validate + build_mesh {loaded['seconds']:.2f} s; ADS {galleon.ads}, HTTP {galleon.http}")
         time.sleep(0.5)
         before = proc_sample(pid)
-        client = ClientProcess(galleon.ads, args.streams, args.views, args.clusters, router)
+        client = ClientProcess(galleon.ads, args.streams, args.views, args.clusters, router, tls)
         # Phase 1: one stream per view, so every view is compiled and held; phase 2: all the others.
         first = client.ask(f"open {min(args.views, args.streams)}")
         if first["failed"]:
@@ -542,7 +610,23 @@ def run_streams(args, snapshot, workdir: Path) -> dict:
               f"({per_stream_cpu * 1000:.2f} ms per stream to connect and sync); idle with {args.streams:,} "
               f"streams: {(idle['cpu'] - with_all['cpu']) / (idle['at'] - with_all['at']) * 100:.1f} % of a core")
 
+        connect = {"first_seconds": first["seconds"], "rest_seconds": opened["seconds"], "rest": rest,
+                   "p50": percentile(opened["per_stream"], 50), "p99": percentile(opened["per_stream"], 99),
+                   "cpu_per_stream": per_stream_cpu,
+                   "threads": {k: with_all["by_thread"][k] - with_views["by_thread"][k] for k in with_all["by_thread"]},
+                   "proxies_connected": galleon.count("proxy connected"), "refused": galleon.count("proxy refused")}
+        if tls is not None:
+            if connect["refused"]:
+                raise SystemExit(f"{connect['refused']} streams refused over mutual TLS:\n{galleon.log()}")
+            identities = collections.Counter(e.get("identity") for e in list(galleon.events)
+                                             if e.get("event") == "proxy connected")
+            if None in identities:
+                raise SystemExit(f"{identities[None]} streams connected without an identity over mutual TLS")
+            print(f"streams authenticated by their client certificate: "
+                  f"{', '.join(f'{n:,} as {i}' for i, n in sorted(identities.items()))}")
+
         # The changes.
+        # A source change moves the same endpoint in every run: each run starts from the generated mesh.
         current = FIRST_ADDRESS
         rounds = []
         for k in range(args.changes):
@@ -586,7 +670,7 @@ def run_streams(args, snapshot, workdir: Path) -> dict:
                       f"(e.g. view {example['view']}: {example['responses']} responses, changed "
                       f"{example['changed']}, error {example['error']})")
         result = {"rounds": rounds, "before": before, "with_views": with_views, "with_all": with_all,
-                  "per_stream_rss": per_stream_rss, "per_stream_cpu": per_stream_cpu,
+                  "per_stream_rss": per_stream_rss, "per_stream_cpu": per_stream_cpu, "connect": connect,
                   "metrics": galleon.get("/metrics")[1]}
     finally:
         if client is not None:
@@ -594,11 +678,14 @@ def run_streams(args, snapshot, workdir: Path) -> dict:
         code = galleon.stop() if galleon.process else None
         if code not in (0, None):
             print(f"galleon serve exited with {code}:\n{galleon.log()}", file=sys.stderr)
-    report_rounds(args, result)
+        # The next run starts from the generated mesh again.
+        changed_file.write_bytes(snapshot.files[first_file(snapshot)])
+    result["summary"] = report_rounds(args, result)
     return result
 
 
-def report_rounds(args, result: dict) -> None:
+def report_rounds(args, result: dict) -> dict:
+    """Prints the changes' figures and the run's targets; returns the figures compare_tls() puts side by side."""
     rounds = result["rounds"]
     print(f"\nchange: one endpoint's address in one file (os.replace), {len(rounds)} times; types that changed: "
           f"{', '.join(rounds[0]['types']) if rounds else '-'}")
@@ -664,6 +751,60 @@ def report_rounds(args, result: dict) -> None:
     per = result["per_stream_rss"]
     print(f"target: < {TARGET_BYTES_PER_STREAM // 1024} KB server memory per stream beyond the shared views: "
           f"{verdict(per < TARGET_BYTES_PER_STREAM)} ({per / 1024:,.1f} KB){size}")
+    median = lambda key: statistics.median(r[key] for r in rounds) if rounds else float("nan")  # noqa: E731
+    return {"p50": percentile(pooled_start, 50), "p99": p99, "max": max(pooled_start, default=float("nan")),
+            "from_event_p99": percentile(pooled_end, 99), "missing": missing, "samples": len(pooled_start),
+            "server_cpu": median("server_cpu"), "client_cpu": median("client_cpu"),
+            "threads": {k: statistics.median(r["threads"][k] for r in rounds) for k in rounds[0]["threads"]}
+            if rounds else {}}
+
+
+def compare_tls(args, plain: dict, tls: dict) -> None:
+    """The plaintext and mutual TLS runs of part 1 side by side, with the ratios and the two TLS targets."""
+    def row(label: str, a: float, b: float, fmt) -> None:
+        ratio = b / a if a else float("nan")
+        print(f"  {label:<58} {fmt(a):>12} {fmt(b):>12} {ratio:>9.2f}x")
+
+    seconds = lambda v: f"{v:,.2f} s"  # noqa: E731
+    cpu = lambda v: f"{v:,.3f} s"  # noqa: E731
+    milli = lambda v: f"{v * 1000:,.0f} ms"  # noqa: E731
+    kb = lambda v: f"{v / 1024:,.1f} KB"  # noqa: E731
+    mcpu = lambda v: f"{v * 1000:,.2f} ms"  # noqa: E731
+    a, b = plain["connect"], tls["connect"]
+    pa, pb = plain["summary"], tls["summary"]
+    print(f"\n== plaintext vs mutual TLS, the same run: {args.streams:,} streams, {args.views} views, "
+          f"{args.services:,} services, {args.changes} changes each ==")
+    print(f"  {'':<58} {'plaintext':>12} {'mutual TLS':>12} {'TLS/plain':>10}")
+    row(f"connect and sync: {a['rest']:,} streams all ACKed (wall)", a["rest_seconds"], b["rest_seconds"], seconds)
+    row("  per stream from its open, p50", a["p50"], b["p50"], milli)
+    row("  per stream from its open, p99", a["p99"], b["p99"], milli)
+    row(f"  first {min(args.views, args.streams)} streams (one per view, views compiled)", a["first_seconds"],
+        b["first_seconds"], seconds)
+    row("  server CPU per stream to connect and sync", a["cpu_per_stream"], b["cpu_per_stream"], mcpu)
+    for kind, name in (("loop", "event loop thread"), ("grpc", "gRPC core threads"), ("other", "other threads")):
+        row(f"    of which {name} (all {a['rest']:,} streams)", a["threads"][kind], b["threads"][kind], cpu)
+    row("publish start -> every stream ACKed, p50", pa["p50"], pb["p50"], milli)
+    row("publish start -> every stream ACKed, p99", pa["p99"], pb["p99"], milli)
+    row("  'configuration published' event -> ACKed, p99", pa["from_event_p99"], pb["from_event_p99"], milli)
+    row("  server CPU per change", pa["server_cpu"], pb["server_cpu"], cpu)
+    for kind, name in (("loop", "event loop thread"), ("grpc", "gRPC core threads"), ("other", "other threads")):
+        if kind in pa["threads"] and kind in pb["threads"]:
+            row(f"    of which {name}", pa["threads"][kind], pb["threads"][kind], cpu)
+    row("  client process CPU per change", pa["client_cpu"], pb["client_cpu"], cpu)
+    row("server memory per stream (RSS delta / streams)", plain["per_stream_rss"], tls["per_stream_rss"], kb)
+    print(f"  (RSS delta: RSS with every stream - RSS with one stream per view, over the {a['rest']:,} streams "
+          f"opened between; p50/p99 over {pa['samples']:,} and {pb['samples']:,} stream-changes, "
+          f"from the publish start)")
+    size = "" if args.streams >= TARGET_STREAMS else \
+        f" [measured with {args.streams:,} streams, not the target's 1,000]"
+    ratio = pb["p99"] / pa["p99"] if pa["p99"] else float("nan")
+    missing = f"; {pb['missing']} streams never converged" if pb["missing"] else ""
+    print()
+    print(f"target: mutual TLS, publish to every stream ACKed p99 < {TARGET_ACK_P99:g} s: "
+          f"{verdict(pb['p99'] < TARGET_ACK_P99 and not pb['missing'])} ({ms(pb['p99'])}{missing}){size}")
+    print(f"target: mutual TLS p99 within {TARGET_TLS_RATIO:g}x of plaintext's in the same run: "
+          f"{verdict(ratio <= TARGET_TLS_RATIO and not pb['missing'])} ({ratio:.2f}x: {ms(pb['p99'])} against "
+          f"{ms(pa['p99'])}){size}")
 
 
 # =========================================================================== part 2: a real Envoy
@@ -834,6 +975,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-gateway", action="store_true", help="no ingress Gateway, every view a sidecar")
     ap.add_argument("--no-envoy", action="store_true", help="skip part 2 (the real Envoy)")
     ap.add_argument("--no-streams", action="store_true", help="skip part 1 (the streams)")
+    ap.add_argument("--tls", action="store_true",
+                    help="part 1 twice, plaintext then mutual TLS (a client certificate per namespace), side by side")
     ap.add_argument("--quick", action="store_true",
                     help="a small run (100 streams, 3 views, 50 services, 2 changes, 3 Envoy commits), ~15 s")
     args = ap.parse_args(argv)
@@ -842,6 +985,8 @@ def main(argv: list[str] | None = None) -> int:
     if min(args.streams, args.views, args.services, args.clusters, args.endpoints) < 1 or args.changes < 1 \
             or args.envoy_repeats < 1:
         ap.error("every size must be at least 1")
+    if args.tls and args.no_streams:
+        ap.error("--tls measures part 1 (the streams): not with --no-streams")
     raise_fd_limit()
 
     from bench.compile import make_snapshot
@@ -860,7 +1005,12 @@ def main(argv: list[str] | None = None) -> int:
         if load > 0.5:
             print(f"warning: load average {load:.2f} before starting: other work on this machine will inflate "
                   "the timings (the client and server share its CPUs already)")
-        if not args.no_streams:
+        if not args.no_streams and args.tls:
+            plain = run_streams(args, snapshot, workdir)
+            router = args.views >= 2 and not args.no_gateway
+            secure = run_streams(args, snapshot, workdir, make_tls(workdir / "tls", args.views, router))
+            compare_tls(args, plain, secure)
+        elif not args.no_streams:
             run_streams(args, snapshot, workdir)
         if not args.no_envoy:
             envoy_snapshot = snapshot
