@@ -241,21 +241,25 @@ def serve_view(mesh: Mesh, view: ProxyView, previous: ServedView | None = None,
         compiled = compile_view(mesh, view, previous=before)
         rebuilt = written = tuple(t.url for t in TYPES)
     kept = 0
+    unchanged: set[str] = set()  # types whose every resource is previous's: its whole response too
     if before is not None:
         for xds_type in TYPES:
             old, now = before.resources[xds_type.url], compiled.resources[xds_type.url]
-            kept += len(old) if now is old else sum(1 for name, r in now.items() if old.get(name) is r)
+            same = len(old) if now is old else sum(1 for name, r in now.items() if old.get(name) is r)
+            kept += same
+            if same == len(old) == len(now) and xds_type.url in previous._whole:  # type: ignore[union-attr]
+                unchanged.add(xds_type.url)
     changed = sum(len(by_name) for by_name in compiled.resources.values()) - kept
-    versions = {t.url: _combined_version(compiled.resources[t.url].values()) if t.url in rebuilt
-                else previous.versions[t.url] for t in TYPES}  # type: ignore[union-attr]
+    versions = {t.url: previous.versions[t.url] if t.url in unchanged or t.url not in rebuilt  # type: ignore[union-attr]
+                else _combined_version(compiled.resources[t.url].values()) for t in TYPES}
     served = ServedView(compiled, versions, changed)
     for xds_type in TYPES:
-        if xds_type.url in written:
-            _write_whole(served, xds_type.url)
-        elif xds_type.url not in rebuilt:
+        if xds_type.url in unchanged or xds_type.url not in rebuilt:
             served._whole[xds_type.url] = previous._whole[xds_type.url]  # type: ignore[union-attr]
             if xds_type.url in previous._sizes:  # type: ignore[union-attr]
                 served._sizes[xds_type.url] = previous._sizes[xds_type.url]  # type: ignore[union-attr]
+        elif xds_type.url in written:
+            _write_whole(served, xds_type.url)
     return served
 
 
