@@ -226,7 +226,8 @@ def _partial_cost(key: tuple, entry: tuple) -> int:
 def serve_view(mesh: Mesh, view: ProxyView, previous: ServedView | None = None,
                endpoints_of: AbstractSet[str] | None = None) -> ServedView:
     """Compile a view, taking back from ``previous`` (this view's served before) what did not change,
-    and write each type's whole response, which its resources then point into.
+    and write the whole response of each type proxies subscribe to by wildcard (the others' when first
+    asked for), which its resources then point into.
 
     With ``endpoints_of`` (hosts whose endpoints alone changed: model.relisted), only their
     assignments are built again (xds.update_endpoints): every other type is previous's, bytes and
@@ -239,7 +240,11 @@ def serve_view(mesh: Mesh, view: ProxyView, previous: ServedView | None = None,
         written: tuple[str, ...] = ()
     else:
         compiled = compile_view(mesh, view, previous=before)
-        rebuilt = written = tuple(t.url for t in TYPES)
+        rebuilt = tuple(t.url for t in TYPES)
+        # A proxy subscribed by wildcard gets every resource of the type on each change; one that asks
+        # by name, and holds the view before, only those that changed: its whole response waits for a
+        # proxy that asks for all of it (sotw).
+        written = tuple(t.url for t in TYPES if t.wildcard)
     kept = 0
     unchanged: set[str] = set()  # types whose every resource is previous's: its whole response too
     if before is not None:
@@ -247,7 +252,7 @@ def serve_view(mesh: Mesh, view: ProxyView, previous: ServedView | None = None,
             old, now = before.resources[xds_type.url], compiled.resources[xds_type.url]
             same = len(old) if now is old else sum(1 for name, r in now.items() if old.get(name) is r)
             kept += same
-            if same == len(old) == len(now) and xds_type.url in previous._whole:  # type: ignore[union-attr]
+            if same == len(old) == len(now):
                 unchanged.add(xds_type.url)
     changed = sum(len(by_name) for by_name in compiled.resources.values()) - kept
     versions = {t.url: previous.versions[t.url] if t.url in unchanged or t.url not in rebuilt  # type: ignore[union-attr]
@@ -255,9 +260,10 @@ def serve_view(mesh: Mesh, view: ProxyView, previous: ServedView | None = None,
     served = ServedView(compiled, versions, changed)
     for xds_type in TYPES:
         if xds_type.url in unchanged or xds_type.url not in rebuilt:
-            served._whole[xds_type.url] = previous._whole[xds_type.url]  # type: ignore[union-attr]
-            if xds_type.url in previous._sizes:  # type: ignore[union-attr]
-                served._sizes[xds_type.url] = previous._sizes[xds_type.url]  # type: ignore[union-attr]
+            # previous's resources: its whole response (when written) and size too
+            for mine, theirs in ((served._whole, previous._whole), (served._sizes, previous._sizes)):  # type: ignore[union-attr]
+                if xds_type.url in theirs:
+                    mine[xds_type.url] = theirs[xds_type.url]
         elif xds_type.url in written:
             _write_whole(served, xds_type.url)
     return served
