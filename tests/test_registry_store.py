@@ -167,3 +167,14 @@ def test_a_file_that_cannot_be_read_now_keeps_the_object_it_held(tmp_path):
     path.unlink()
     feed.read_cluster("east")
     assert [o.name for o in registry.objects() if o.kind == "Pod"] == []
+
+
+def test_a_cluster_being_listed_is_syncing_until_it_is_synced_or_fails():
+    registry, _ = recording()
+    assert not registry.syncing()
+    registry.listed("east", "Service", [])
+    assert registry.syncing()
+    registry.failed("east", "Pod", "east: API server unreachable")
+    assert not registry.syncing()  # a cluster that cannot be read is not waited for
+    list_all(registry, "west")
+    assert not registry.syncing()

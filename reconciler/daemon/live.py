@@ -40,6 +40,9 @@ from .options import RegistryOptions
 
 log = structlog.get_logger("galleon.serve")
 
+# How long a cluster just synced waits for the others being listed before its endpoints are published.
+SYNC_WAIT = 10.0
+
 
 @dataclass
 class _Waiting:
@@ -212,6 +215,10 @@ class Live:
         if self._whole is not None:
             first, last = self._whole
             due = min(last + quiet, first + longest)
+            if self.registry.syncing():
+                # Another cluster is being listed: one rebuild with it rather than one now and one after
+                # (each rebuild is the whole mesh), unless it takes longer than SYNC_WAIT.
+                due = max(due, min(now + quiet, first + SYNC_WAIT))
             if due <= now:
                 # Anew from every object: whatever else waits is in it.
                 batch.whole, batch.oldest = True, min([first] + [w.first for w in self._waiting.values()])

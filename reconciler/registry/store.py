@@ -172,6 +172,11 @@ class Registry:
         with self._lock:
             return [obj for record in self._clusters.values() if record.synced for obj in record.objects.values()]
 
+    def syncing(self) -> bool:
+        """Whether a cluster is being listed for the first time: some of its kinds listed, none failed."""
+        with self._lock:
+            return any(record.listed and not record.synced and not record.stale for record in self._clusters.values())
+
     def status(self) -> list[dict]:
         with self._lock:
             return [record.status() for _, record in sorted(self._clusters.items())]
