@@ -76,10 +76,9 @@ class Serving(Protocol):
 
     def changed(self, reason: str) -> None: ...
 
-    async def preview(self, rev: str | None, fmt: str, clusters: list[str],
-                      max_bytes: int | None) -> pb.PreviewResponse: ...
-
-    async def refs_at(self, commit: str) -> Callable[[str], list[str]]: ...
+    async def preview(self, rev: str | None, fmt: str, clusters: list[str], max_bytes: int | None,
+                      allowed: Callable[[Callable[[str], list[str]]], None] | None = None) -> pb.PreviewResponse:
+        """``allowed``: asked with the source's refs at a commit once it is fetched; raises to refuse."""
 
 
 def status_message(daemon: Serving) -> pb.Status:
@@ -108,10 +107,13 @@ class ReconcilerService(pb_grpc.ReconcilerServicer):
         try:
             await admit(context)
         except Denied as exc:
-            if self.metrics is not None:
-                self.metrics.denied.labels(exc.reason).inc()
-            log.warning("status API request refused", peer=context.peer(), reason=exc.message)
-            await context.abort(exc.code, exc.message)
+            await self._refuse(context, exc)
+
+    async def _refuse(self, context, denied: Denied) -> None:
+        if self.metrics is not None:
+            self.metrics.denied.labels(denied.reason).inc()
+        log.warning("status API request refused", peer=context.peer(), reason=denied.message)
+        await context.abort(denied.code, denied.message)
 
     async def GetStatus(self, request, context):  # noqa: N802 (gRPC's method names)
         await self._admit(context, self.gate.admit_reader)
@@ -136,9 +138,6 @@ class ReconcilerService(pb_grpc.ReconcilerServicer):
             self.daemon.changed("sync")  # debounced with every other notice
         return pb.SyncResponse(status=status_message(self.daemon))
 
-    async def _allowed_ref(self, rev: str | None) -> None:
-        self.gate.check_ref(rev, await self.daemon.refs_at(rev) if rev else lambda commit: [])
-
     async def _sync_once(self) -> None:
         """A reload that starts after this call: one already waiting to start is shared."""
         if self._queued is None:
@@ -152,12 +151,16 @@ class ReconcilerService(pb_grpc.ReconcilerServicer):
 
     async def Preview(self, request, context):  # noqa: N802
         await self._admit(context, self.gate.admit_admin)
-        await self._admit(context, lambda _: self._allowed_ref(request.rev or None))
         if request.format not in ("", "markdown", "json"):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "format must be markdown or json")
+        rev = request.rev or None
         try:
-            return await self.daemon.preview(request.rev or None, request.format or "markdown",
-                                             list(request.clusters), request.max_bytes or None)
+            # The ref is checked once the source is fetched: a commit counts by the refs at it then.
+            return await self.daemon.preview(rev, request.format or "markdown", list(request.clusters),
+                                             request.max_bytes or None,
+                                             lambda refs_at: self.gate.check_ref(rev, refs_at))
+        except Denied as exc:
+            await self._refuse(context, exc)
         except LookupError as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         except ValueError as exc:

@@ -28,7 +28,7 @@ from compiler.model import Mesh
 from compiler.wire import tag
 from compiler.view import ANY_ADDRESS, ProxyView, ViewError, make_view
 from compiler.xds import CompiledView, Resource, compile_view, config_dump, update_endpoints
-from compiler.xds_types import ENDPOINT, ROUTE, TYPES
+from compiler.xds_types import ROUTE, TYPES
 
 from . import wire
 
@@ -236,15 +236,8 @@ def serve_view(mesh: Mesh, view: ProxyView, previous: ServedView | None = None,
     before = previous.compiled if previous is not None else None
     if endpoints_of is not None and before is not None:
         compiled = update_endpoints(mesh, before, endpoints_of)
-        rebuilt: tuple[str, ...] = (ENDPOINT,)
-        written: tuple[str, ...] = ()
     else:
         compiled = compile_view(mesh, view, previous=before)
-        rebuilt = tuple(t.url for t in TYPES)
-        # A proxy subscribed by wildcard gets every resource of the type on each change; one that asks
-        # by name, and holds the view before, only those that changed: its whole response waits for a
-        # proxy that asks for all of it (sotw).
-        written = tuple(t.url for t in TYPES if t.wildcard)
     kept = 0
     unchanged: set[str] = set()  # types whose every resource is previous's: its whole response too
     if before is not None:
@@ -255,16 +248,19 @@ def serve_view(mesh: Mesh, view: ProxyView, previous: ServedView | None = None,
             if same == len(old) == len(now):
                 unchanged.add(xds_type.url)
     changed = sum(len(by_name) for by_name in compiled.resources.values()) - kept
-    versions = {t.url: previous.versions[t.url] if t.url in unchanged or t.url not in rebuilt  # type: ignore[union-attr]
+    versions = {t.url: previous.versions[t.url] if t.url in unchanged  # type: ignore[union-attr]
                 else _combined_version(compiled.resources[t.url].values()) for t in TYPES}
     served = ServedView(compiled, versions, changed)
     for xds_type in TYPES:
-        if xds_type.url in unchanged or xds_type.url not in rebuilt:
+        if xds_type.url in unchanged:
             # previous's resources: its whole response (when written) and size too
             for mine, theirs in ((served._whole, previous._whole), (served._sizes, previous._sizes)):  # type: ignore[union-attr]
                 if xds_type.url in theirs:
                     mine[xds_type.url] = theirs[xds_type.url]
-        elif xds_type.url in written:
+        elif xds_type.wildcard:
+            # A proxy subscribed by wildcard gets every resource of the type on each change; one that
+            # asks by name, and holds the view before, only those that changed: its whole response
+            # waits for a proxy that asks for all of it (sotw).
             _write_whole(served, xds_type.url)
     return served
 

@@ -75,6 +75,7 @@ class Live:
         self._wake = asyncio.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._dir_feeds: list[DirectoryFeed] = []
         self._directories: dict[str, DirectoryFeed] = {}  # cluster -> the dir: registry that holds it
         self.kube_clients: dict = {}  # cluster -> the API client its KubeFeed reads with
         self._said: set[str] = set()  # errors logged once
@@ -109,13 +110,11 @@ class Live:
         for source in self.options.sources:
             if source.startswith("dir:"):
                 feed = DirectoryFeed(Path(source[4:]), self.registry)
+                self._dir_feeds.append(feed)
                 try:
-                    clusters = await asyncio.to_thread(feed.clusters)
+                    clusters = await asyncio.to_thread(feed.read_all)
                 except DirectoryError as exc:
                     raise SourceError(f"--registry {source}: {exc}") from None
-                for cluster in clusters:
-                    self._directories[cluster] = feed
-                await asyncio.to_thread(feed.read_all)
                 self._thread(f"registry {source}", feed.watch)
                 log.info("registry read", registry=source, clusters=clusters)
             elif source == "kube":
@@ -181,6 +180,10 @@ class Live:
 
     def _file_of(self, cluster: str, kind: str, namespace: str, name: str) -> str:
         feed = self._directories.get(cluster)
+        if feed is None:  # a cluster folder seen for the first time (at start, or added since)
+            feed = next((f for f in self._dir_feeds if (f.root / cluster).is_dir()), None)
+            if feed is not None:
+                self._directories[cluster] = feed
         return (feed.file_of if feed is not None else kube_file)(cluster, kind, namespace, name)
 
     def _state_changed(self) -> None:
@@ -252,10 +255,8 @@ class Live:
                     await self._publish(batch)
                 if upcoming is None:
                     break
-                try:  # a new change only waits longer than those already waiting: no need to wake for it
-                    await asyncio.sleep(max(0.0, upcoming - time.monotonic()))
-                except asyncio.CancelledError:
-                    raise
+                # A new change only waits longer than those already waiting: no need to wake for it.
+                await asyncio.sleep(max(0.0, upcoming - time.monotonic()))
 
     async def _publish(self, batch: _Batch) -> None:
         async with self._lock:

@@ -275,32 +275,31 @@ class Loader:
 
     # --- on worker threads ---------------------------------------------------------------------------
 
-    def refs_at(self, commit: str) -> list[str]:
-        """The names of the source's refs that point at ``commit`` (none for a directory), fetched first."""
-        with self._source_lock:
-            repo = getattr(self.source, "repo", None)
-            if repo is None:
-                return []
-            try:
-                self.source.refresh()
-            except SourceError:
-                pass  # the refs fetched before: the preview itself says the source cannot be read
-            found = []
-            for name in repo.references:
-                try:
-                    target = repo.references[name].resolve().target
-                except (KeyError, ValueError):  # a dangling symbolic ref
-                    continue
-                if str(target) == commit:
-                    found.append(name)
-            return found
-
-    def snapshot_of(self, rev: str | None) -> Snapshot:
-        """The source's files at ``rev`` (default: the one followed), fetched first (for previews)."""
+    def snapshot_of(self, rev: str | None,
+                    allowed: Callable[[Callable[[str], list[str]]], None] | None = None) -> Snapshot:
+        """The source's files at ``rev`` (default: the one followed), fetched first (for previews).
+        ``allowed`` is asked, once fetched, with the lookup of the refs that point at a commit; it
+        raises what refuses ``rev``."""
         with self._source_lock:
             source = self._opened()
             source.refresh()
+            if allowed is not None:
+                allowed(self._refs_at)
             return source.snapshot(rev or self.options.rev)
+
+    def _refs_at(self, commit: str) -> list[str]:
+        """The names of the source's refs that point at ``commit`` (none for a directory); under the
+        source lock."""
+        repo = getattr(self.source, "repo", None)
+        found = []
+        for name in repo.references if repo is not None else ():
+            try:
+                target = repo.references[name].resolve().target
+            except (KeyError, ValueError):  # a dangling symbolic ref
+                continue
+            if str(target) == commit:
+                found.append(name)
+        return found
 
     def _read(self, given: _Given) -> Reading:
         """Refresh, read, validate, build; checked against what was read before without reading any

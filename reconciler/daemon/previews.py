@@ -49,10 +49,11 @@ class Previews:
         except Exception:  # noqa: BLE001 - a preview then computes it, or says what is wrong
             log.exception("cannot make the served revision ready for previews")
 
-    async def preview(self, rev: str | None, fmt: str, clusters: list[str],
-                      max_bytes: int | None) -> pb.PreviewResponse:
-        """From what is served to the source's head (or ``rev``). Raises LookupError when nothing is
-        served or the source cannot be read, ValueError for an unknown cluster."""
+    async def preview(self, rev: str | None, fmt: str, clusters: list[str], max_bytes: int | None,
+                      allowed=None) -> pb.PreviewResponse:
+        """From what is served to the source's head (or ``rev``; ``allowed``: Loader.snapshot_of's).
+        Raises LookupError when nothing is served or the source cannot be read, ValueError for an
+        unknown cluster, and what ``allowed`` raises."""
         served = self.loader.served
         if served is None:
             raise LookupError("nothing is served yet, so there is nothing to compare with")
@@ -62,7 +63,7 @@ class Previews:
         def build() -> pb.PreviewResponse:
             started = time.perf_counter()
             # Both over the same live endpoints (the registries' now): the change is the source's alone.
-            head = with_live(load(self.loader.snapshot_of(rev), base), base.live)
+            head = with_live(load(self.loader.snapshot_of(rev, allowed), base), base.live)
             result = preview_of(base, head, clusters)  # raises ValueError for an unknown cluster
             body = (render_json(result) if fmt == "json"
                     else render_markdown(result, max_bytes or DEFAULT_MAX_BYTES))

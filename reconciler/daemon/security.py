@@ -27,8 +27,8 @@ def gate_of(options: ServeOptions, registry_client: Callable[[str], kubernetes.c
 
 
 class _Clients:
-    """The API client of each cluster a token may be checked by: this one's, made on first use, and
-    those the live registry follows."""
+    """The API client of each cluster a token may be checked by: the one the live registry reads it
+    with, else, for this cluster, one made on first use."""
 
     def __init__(self, options: ServeOptions, registry_client) -> None:
         self.options, self.registry_client = options, registry_client
@@ -36,8 +36,9 @@ class _Clients:
         self._lock = threading.Lock()
 
     def __call__(self, cluster: str) -> kubernetes.client.ApiClient | None:
-        if cluster != self.options.cluster:
-            return self.registry_client(cluster)
+        following = self.registry_client(cluster)
+        if following is not None or cluster != self.options.cluster:
+            return following
         with self._lock:
             if cluster not in self._made:
                 s = self.options.security

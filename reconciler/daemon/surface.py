@@ -57,14 +57,9 @@ class Surface:
     def changed(self, reason: str) -> None:
         self._changed(reason)
 
-    async def preview(self, rev: str | None, fmt: str, clusters: list[str],
-                      max_bytes: int | None) -> pb.PreviewResponse:
-        return await self.previews.preview(rev, fmt, clusters, max_bytes)
-
-    async def refs_at(self, commit: str):
-        """The source's refs that point at ``commit`` (read on a worker thread), as a lookup."""
-        found = await asyncio.to_thread(self.loader.refs_at, commit)
-        return lambda _: found
+    async def preview(self, rev: str | None, fmt: str, clusters: list[str], max_bytes: int | None,
+                      allowed=None) -> pb.PreviewResponse:
+        return await self.previews.preview(rev, fmt, clusters, max_bytes, allowed)
 
     def facts(self) -> StatusFacts:
         s = self.loader.state
