@@ -25,6 +25,7 @@ NATIVE = (
     "compiler.clusters",
     "compiler.durations",
     "compiler.endpoints",
+    "compiler.fastschema",
     "compiler.fingerprints",
     "compiler.gateways",
     "compiler.hosts",

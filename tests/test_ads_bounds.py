@@ -343,3 +343,31 @@ async def test_nack_lines_are_one_per_interval_and_count_the_others(monkeypatch)
     assert 3 <= len(lines) <= 8
     # each line stands for itself (but the last, as the stream ends) and those it says were not logged
     assert sum(("type" in event) + event.get("not_logged", 0) for event in lines) == sent
+
+
+# --- a publish delivered ----------------------------------------------------------------------------
+
+@asynchronous(deadline=30)
+async def test_a_publish_is_delivered_once_every_woken_stream_has_written_its_update(big):
+    """delivered(), which a publish's after-work (the heap settled, the snapshot saved) waits for so that
+    it does not take the CPU the pushes need: false while a stream the publish woke has not written its
+    update, true once all have (written: handed to gRPC, which buffers what a proxy has not read yet),
+    publish after publish."""
+    async with serving(many(services=20)) as (server, stub):
+        clients = [Client(stub, node_of(f"web-{i}", "shop")) for i in range(3)]
+        for client in clients:
+            await in_sync(client)
+        assert await server.delivered(0)  # nothing in flight
+
+        await server.publish(big)  # 380 more services: a CDS response of megabytes to each stream
+        assert not await server.delivered(0), "delivered before the woken streams ran"
+        assert await server.delivered(5)
+        for client in clients:
+            assert (await client.read()).type_url == CLUSTER
+
+        clients[2].call.cancel()
+        await eventually(lambda: len(server.connections) == 2, "the cancelled stream released")
+        await server.publish(many(services=20, revision="r3"))
+        assert await server.delivered(5)
+        for client in clients[:2]:
+            assert (await client.read()).type_url == CLUSTER

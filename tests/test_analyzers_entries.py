@@ -418,18 +418,20 @@ def test_subset_host_is_looked_up_where_the_rule_is():
     check(subsets("reviews.bookinfo.svc.cluster.local", "v9", namespace="other", missing=("v9",)))
 
 
-def test_subsets_are_answered_from_one_index_of_the_entrys_endpoints():
-    """A large mesh: the subsets of every DestinationRule of a host are answered by intersecting label
-    sets of one index of its entry's endpoints, built for the label keys asked (compiled module: observed
-    through the index it keeps per entry, not by patching it)."""
-    from compiler.validate import destination_rules
-
-    many = "---\n".join(subsets("reviews.bookinfo.svc.cluster.local", "v1", "v2", "v3", missing=("v3",))
-                        .replace("name: test", f"name: t{i}") for i in range(5))
-    check(many)
-    result = load(snapshot_of({"mesh.yaml": BASE + "---\n" + many}))  # kept alive: the index is per object
-    (entry,) = [obj for obj in result.objects if obj.kind == "ServiceEntry" and obj.name == "reviews"]
-    assert destination_rules._endpoint_indexes[entry][0] == {"version"}
+def test_subsets_of_an_entry_with_many_endpoints():
+    """Each subset is looked for among all of the entry's endpoints: one only the last endpoint carries
+    selects it, one none carries is flagged, whatever the order of the rules."""
+    endpoints = "".join(f"- {{address: 10.9.{i // 250}.{i % 250 + 1}, labels: {{version: v1, idx: '{i}'}}}}\n"
+                        for i in range(400))
+    endpoints += "- {address: 10.9.9.9, labels: {version: v2, track: canary}}\n"
+    many = entry("hosts: [api.example.com]\nresolution: STATIC\n" + HTTP + "\nendpoints:\n" + endpoints,
+                 name="api")
+    rules = rule("host: api.example.com\nsubsets:\n"
+                 "- {name: a, labels: {version: v2, track: canary}}\n"
+                 "- {name: b, labels: {version: v2, track: stable}}  # <- IST0173\n"
+                 "- {name: c, labels: {idx: '399'}}\n"
+                 "- {name: d, labels: {version: v1}}\n")
+    check(many + "---\n" + rules)
 
 
 # --- IST0134 -----------------------------------------------------------------------------------------------

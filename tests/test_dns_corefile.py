@@ -374,6 +374,9 @@ arguments = st.lists(st.one_of(bare_words, quoted_words), max_size=3).map(lambda
 end_comments = st.one_of(st.just(""), st.text(LETTERS + ' #{}"\\', max_size=10).map(lambda text: f"  #{text}"))
 own_line = st.one_of(st.just("\n"), end_comments.filter(bool).map(lambda comment: comment.strip() + "\n"))
 names = st.text(LETTERS, min_size=1, max_size=8)
+# A directive named import takes a file or snippet name, which a generated directive's arguments need
+# not be (imports are generated as such, top_level_items).
+directive_names = names.filter(lambda name: name != "import")
 
 
 @st.composite
@@ -383,7 +386,7 @@ def directives(draw, depth: int) -> str:
     for _ in range(draw(st.integers(0, 3))):
         if draw(st.booleans()):
             lines.append(indent + draw(own_line).lstrip(" "))
-        line = indent + draw(names) + draw(arguments)
+        line = indent + draw(directive_names) + draw(arguments)
         if depth < 3 and draw(st.booleans()):
             inner = draw(directives(depth + 1))
             line += f" {{{draw(end_comments)}\n{inner}{indent}}}"

@@ -1,8 +1,6 @@
 """Checks on DestinationRules and locality load-balancing settings."""
 from __future__ import annotations
 
-import itertools
-import weakref
 from collections import defaultdict
 from typing import Iterable, Mapping
 
@@ -108,7 +106,7 @@ _NONE: Mapping[str, str] = {}
 
 
 class _LabelIndex:
-    """The workloads of one group (a ServiceEntry's endpoints, a namespace's workloads) by the label
+    """The workloads of one group (a namespace's workloads, or those of it a selector picks) by the label
     pairs they carry, for the label keys the subsets ask about: their distinct combinations of values
     (a handful, where a mesh has 150,000 endpoints), and which combinations carry each pair. A subset
     is answered by intersecting the sets of its pairs, not by reading the workloads again."""
@@ -142,6 +140,24 @@ class _LabelIndex:
             if not found:
                 return False
         return True
+
+
+class _Endpoints:
+    """A ServiceEntry's own endpoints, read in order until one carries the labels a subset asks for:
+    the first few usually do, so a subset is answered without reading all of them, and only one that
+    selects nothing reads them all."""
+
+    __slots__ = ("endpoints",)
+
+    def __init__(self, endpoints: list[dict]):
+        self.endpoints = endpoints
+
+    def selects(self, wanted: Mapping[str, str]) -> bool:
+        pairs = wanted.items()
+        for endpoint in self.endpoints:
+            if pairs <= (endpoint.get("labels") or _NONE).items():
+                return True
+        return False
 
 
 def _workload_group(declared: Declared):
@@ -182,16 +198,16 @@ def subset_selects_no_workload(index: Index):
         asked[group[0]].update(group[1])
         for subset in subsets:
             asked[group[0]].update(subset.get("labels") or {})
-    indexes: dict[tuple, _LabelIndex] = {}
+    indexes: dict[tuple, _LabelIndex | _Endpoints] = {}
     by_namespace: list[dict[str, list[tuple[bool, Mapping[str, str]]]]] = []  # read when first needed
 
-    def label_index(key: tuple, declared: Declared) -> _LabelIndex:
+    def label_index(key: tuple, declared: Declared) -> _LabelIndex | _Endpoints:
         found = indexes.get(key)
         if found is None:
             kind, owner = key
             keys = frozenset(asked[key])
             if kind == "endpoints":
-                found = _endpoints_index(declared.obj, keys)
+                found = _Endpoints(declared.obj.spec["endpoints"])
             else:
                 if not by_namespace:
                     by_namespace.append(_workloads_by_namespace(index))
@@ -214,21 +230,6 @@ def subset_selects_no_workload(index: Index):
                     f"The Subset {subset['name']!r} defined in the DestinationRule does not select any pods, which "
                     f"may lead to 503 UH (NoHealthyUpstream): none of {where} carries {shown}; correct the "
                     "subset's labels, or label the workloads")
-
-
-# The index of a ServiceEntry's endpoints depends on it alone and the label keys asked about, so an
-# entry shared by two revisions (parse's ``previous``: a daemon, a preview) keeps it while those keys
-# are: the 150,000 endpoints of a large mesh are read once, not on every revision.
-_endpoint_indexes: "weakref.WeakKeyDictionary[SourceObject, tuple[frozenset[str], _LabelIndex]]" = \
-    weakref.WeakKeyDictionary()
-
-
-def _endpoints_index(se: SourceObject, keys: frozenset[str]) -> _LabelIndex:
-    kept = _endpoint_indexes.get(se)
-    if kept is None or not keys <= kept[0]:
-        labels = map(dict.get, se.spec["endpoints"], itertools.repeat("labels"))
-        kept = _endpoint_indexes[se] = (keys, _LabelIndex(labels, keys))
-    return kept[1]
 
 
 def _workloads_by_namespace(index: Index) -> dict[str, list[tuple[bool, Mapping[str, str]]]]:

@@ -119,7 +119,7 @@ def _endpoint_errors(endpoints: list[dict], declared: set[str], addresses: bool 
     a large mesh has 150,000 endpoints."""
     for i, ep in enumerate(endpoints):
         address, ports, labels = ep.get("address"), ep.get("ports"), ep.get("labels")
-        if address and address[:7] != UNIX_PREFIX and (not ports or declared.issuperset(ports)) \
+        if address and not address.startswith(UNIX_PREFIX) and (not ports or declared.issuperset(ports)) \
                 and (not labels or labels_valid(labels)):
             continue
         yield from entry_errors(ep, ("spec", "endpoints", i), declared, addresses=addresses)

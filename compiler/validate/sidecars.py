@@ -52,6 +52,8 @@ def _workloads(index: Index, namespaces: set[str], proxies_only: bool = False
     """The workloads of these namespaces, by namespace, in the index's order. ``proxies_only``: without
     the endpoints ServiceEntries write (labels of an address, which no Sidecar is applied to)."""
     found: dict[str, list[tuple[SourceObject, dict[str, str]]]] = defaultdict(list)
+    if not namespaces:
+        return found  # (a mesh's workloads can be 150,000 endpoints)
     for obj, labels in index.workloads():
         if obj.namespace in namespaces and not (proxies_only and obj.kind == "ServiceEntry"):
             found[obj.namespace].append((obj, labels))

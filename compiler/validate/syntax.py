@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import re
 import socket
-from typing import Iterable, Iterator, Mapping
+from typing import Final, Iterable, Iterator, Mapping
 
 _LABEL = "[a-zA-Z0-9](?:[-a-zA-Z0-9]*[a-zA-Z0-9])?"
 _DNS1123_LABEL = re.compile(_LABEL)
@@ -174,8 +174,8 @@ def _label_value_ok(value: str) -> bool:
     return _LABEL_VALUE.fullmatch(value) is not None
 
 
-_VALID_KEYS: set[str] = set()
-_VALID_VALUES: set[str] = set()
+_VALID_KEYS: Final[set[str]] = set()
+_VALID_VALUES: Final[set[str]] = set()
 
 
 def labels_valid(labels: Mapping[str, str]) -> bool:

@@ -105,10 +105,13 @@ class Connection:
     admitted: bool = False  # its view was served to it (AdsServer._admit); publishes then recompile it
     nacks: _Throttle = field(default_factory=_Throttle)  # which of its NACKs are logged
 
-    def wake(self, started: float) -> None:
-        if not self.update_pending:
-            self.update_pending, self.update_started = True, started
-            self.queue.put_nowait(_UPDATE)
+    def wake(self, started: float) -> bool:
+        """Queue an update of this stream to its view's configuration; False if one is queued already."""
+        if self.update_pending:
+            return False
+        self.update_pending, self.update_started = True, started
+        self.queue.put_nowait(_UPDATE)
+        return True
 
     def status(self) -> dict:
         v = self.view
@@ -150,6 +153,10 @@ class AdsServer:
         self._quiet = asyncio.Event()    # ...and none starts while a publish recompiles the views in use
         self._quiet.set()
         self._publishing = 0
+        # The streams woken by publishes that have not yet written their update (delivered()).
+        self._delivering: set[int] = set()
+        self._all_delivered = asyncio.Event()
+        self._all_delivered.set()
         self._refusals = _Throttle()
         self._accounting: asyncio.TimerHandle | None = None
         # While publishing a mesh that differs from the one before only in these services' endpoints
@@ -217,6 +224,29 @@ class AdsServer:
                 self._quiet.set()
             self._account_soon()
 
+    async def delivered(self, timeout: float) -> bool:
+        """Wait until every stream a publish woke has written its update (True), or ``timeout`` seconds
+        (False). The work that follows a publish in this process (the heap settled, the snapshot saved)
+        waits for this, so that it does not hold up the proxies' pushes."""
+        if self._all_delivered.is_set():
+            return True
+        try:
+            await asyncio.wait_for(self._all_delivered.wait(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    def _wake(self, connection: Connection, started: float) -> None:
+        if connection.wake(started):
+            self._delivering.add(connection.id)
+            self._all_delivered.clear()
+
+    def _delivered_to(self, connection: Connection) -> None:
+        """``connection`` has written its update, or is gone."""
+        self._delivering.discard(connection.id)
+        if not self._delivering:
+            self._all_delivered.set()
+
     async def _publish(self, mesh: Mesh, endpoints_of: AbstractSet[str] | None) -> None:
         started = time.monotonic()
         by_view: dict[ProxyView, list[Connection]] = {}
@@ -244,7 +274,7 @@ class AdsServer:
                     return  # a newer mesh is being published: it wakes everyone
                 for connection in connections:
                     connection.view, connection.pinned = view, None
-                    connection.wake(started)
+                    self._wake(connection, started)
         except Exception:
             # A view of this revision cannot be compiled (a bug, surely): serve the previous revision
             # again, to every proxy, those already woken included, rather than half of each.
@@ -253,7 +283,7 @@ class AdsServer:
                 self.ready.clear()
             for connections in by_view.values():
                 for connection in connections:
-                    connection.wake(started)
+                    self._wake(connection, started)
             raise
         self._previous, self._endpoints_of = {}, None
         self.metrics.views.set(len(self.views))
@@ -481,6 +511,8 @@ class AdsServer:
                 self.metrics.pushes.labels(label).inc()
                 if started is not None:
                     self.metrics.push_latency.labels(label).observe(time.monotonic() - started)
+            if started is not None and not connection.update_pending:  # (a later publish may have woken it again)
+                self._delivered_to(connection)
             # An idle stream must not hold on to its last request (an EDS ACK names every cluster) or to
             # a view that a newer one replaced.
             item = served = response = None
@@ -497,6 +529,7 @@ class AdsServer:
     def _release(self, connection: Connection) -> None:
         """A stream ends: what it held goes now, its view becomes the most recently used."""
         connection.protocol.close()
+        self._delivered_to(connection)
         if connection.view in self.views:
             self._touch(connection.view)
         if connection.nacks.unlogged:  # as it leaves: how many of its NACKs the log has not said
