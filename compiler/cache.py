@@ -2,7 +2,7 @@
 decides it, so what is reused, and when it is not, is read here.
 
 The builders (clusters.py, endpoints.py, listeners.py, routes.py, proxyless.py) are functions of a
-mesh and a proxy view. What they find again instead of computing is kept in three ways:
+mesh and a proxy view. What they find again instead of computing is kept in four ways:
 
 - **With a mesh** (``MeshEntry``): values derived from one mesh, decided by the key given and the
   mesh itself, which never changes. They live in ``Mesh.memo`` and go with the mesh, so nothing
@@ -10,6 +10,10 @@ mesh and a proxy view. What they find again instead of computing is kept in thre
 - **In the process** (``Memo``): serialized parts that many resources have alike, keyed by exactly
   what decides their bytes, so they are never stale either. Bounded: emptied when full, so a daemon
   running for weeks does not grow them without end.
+- **With a source object** (``ObjectEntry``): values derived from one parsed object and what else is
+  named with them, kept as long as the object lives. An object shared by two revisions (parse's
+  ``previous``: a preview reads two revisions, a daemon one after another) keeps them while that
+  context is unchanged.
 - **From a view's previous compile** (``ViewUnits``): a service's resources, and a sidecar's virtual
   hosts, kept under a key (fingerprints.py) that holds the digest of every object they were built
   from. A later compile of the same view takes them back exactly when its key is unchanged.
@@ -17,11 +21,16 @@ mesh and a proxy view. What they find again instead of computing is kept in thre
 Values handed out are never changed by their takers: messages are kept serialized, and a builder
 merges a part into its own message (``merge``), so no message is shared between resources.
 
-Validation keeps its own, beside the objects it checks (validate/framework.py).
+Validation keeps its own, beside the objects it checks: each object's local analyzers' problems in
+``SourceObject.checks`` (validate/framework.py), and what a score of analyzers read from one object in
+a weak dictionary next to the function that reads it (``validate.index.destinations``,
+``validate.jwt_claims.claim_route``; one pass of the annotation analyzers per index,
+``validate.annotations._problems``): plain look-ups, asked tens of thousands of times a validation.
 """
 from __future__ import annotations
 
 import hashlib
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, TypeVar
 
@@ -84,6 +93,28 @@ SERVICE_KEY = MeshEntry("service key", "(host,): what its clusters and assignmen
 HOSTS_BY_NAMESPACE = MeshEntry("hosts by namespace", "(): the hosts of each namespace's services")
 DIGESTS = MeshEntry("digests", "(): the digests of the mesh's per-service objects")
 OBJECTS_BY_DIGEST = MeshEntry("objects by digest", "(): those objects, by digest")
+
+
+# --- values derived from one source object ------------------------------------------------------------
+
+class ObjectEntry:
+    """Values by source object, each with the context it was computed in; held weakly (gone with the object)."""
+
+    def __init__(self, name: str, depends: str):
+        self.name, self.depends = name, depends
+        self._values: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def of(self, obj: Any, context: Hashable, compute: Callable[[], T]) -> T:
+        """``compute()``, once per object while ``context`` stays equal to the one it was computed in."""
+        found = self._values.get(obj)
+        if found is None or found[0] != context:
+            found = self._values[obj] = (context, compute())
+        return found[1]
+
+
+WRITTEN_ENDPOINTS = ObjectEntry("written endpoints", "a ServiceEntry's endpoints, built once however many "
+                                "revisions share it; context: the mesh's clusters and networks")
+WRITTEN_PLACES = ObjectEntry("written places", "the (cluster, locality) of a ServiceEntry's endpoints; no context")
 
 
 # --- serialized parts shared in the process ---------------------------------------------------------

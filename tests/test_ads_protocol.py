@@ -22,7 +22,7 @@ from compiler.view import ViewError, make_view
 from compiler.xds import compile_view, config_dump
 from compiler.xds_types import CLUSTER, ENDPOINT, LISTENER, ROUTE, TYPES
 from reconciler.ads import wire
-from reconciler.ads.protocol import DeltaStream, SotwStream
+from reconciler.ads.protocol import DeltaStream, SotwStream, Subscriptions
 from reconciler.ads.views import delta_resources, serve_view, view_of_node
 from tests.conftest import ONE_CLUSTER, mesh_from
 
@@ -651,6 +651,33 @@ def test_sotw_eds_subscription_changes_get_exactly_the_requested_names(base):
     # asking for cart again sends it again: it dropped it
     stream.on_request(sotw_request(ENDPOINT, CLUSTERS, both.version_info, both.nonce))
     assert names_in(sotw_response(stream.respond(ENDPOINT, base))) == [CART_CLUSTER]
+
+
+def test_sotw_acks_listing_the_subscription_again_keep_it_in_any_order(base):
+    """An ACK lists the subscription again (a thousand names, on every ACK): listed as before, in another
+    order, or by another stream, it is the one set the streams share; listed with other names, however
+    many, it is another."""
+    subscriptions = Subscriptions()
+    one, other = SotwStream(subscriptions), SotwStream(subscriptions)
+    one.on_request(sotw_request(ENDPOINT, CLUSTERS))
+    other.on_request(sotw_request(ENDPOINT, CLUSTERS[::-1]))
+    shared = one.types[ENDPOINT].names
+    assert shared == frozenset(CLUSTERS) and other.types[ENDPOINT].names is shared
+    for stream in (one, other):
+        response = sotw_response(stream.respond(ENDPOINT, base))
+        for listed in (CLUSTERS, CLUSTERS[::-1], CLUSTERS):
+            assert sotw_ack(stream, ENDPOINT, response, listed) == (True, None)
+            assert stream.types[ENDPOINT].names is shared
+    one.on_request(sotw_request(ENDPOINT, [PAY_CLUSTER, "outbound|1||new"], one.types[ENDPOINT].sent_version,
+                                one.types[ENDPOINT].sent_nonce))  # as many names as before, not the same
+    assert one.types[ENDPOINT].names == frozenset({PAY_CLUSTER, "outbound|1||new"})
+    one.on_request(sotw_request(ENDPOINT, [PAY_CLUSTER], one.types[ENDPOINT].sent_version,
+                                one.types[ENDPOINT].sent_nonce))
+    assert one.types[ENDPOINT].names == frozenset({PAY_CLUSTER})
+    one.on_request(sotw_request(ENDPOINT, [PAY_CLUSTER, CART_CLUSTER, "outbound|1||new"],
+                                one.types[ENDPOINT].sent_version, one.types[ENDPOINT].sent_nonce))
+    assert one.types[ENDPOINT].names == frozenset(CLUSTERS) | {"outbound|1||new"}
+    assert other.types[ENDPOINT].names is shared
 
 
 def test_sotw_endpoints_that_did_not_change_are_left_out(base, cart_moved):
