@@ -90,6 +90,8 @@ SERIALIZED_CLUSTERS = MeshEntry("serialized clusters", "(host,): a service's clu
 MESH_VIRTUAL_SERVICES = MeshEntry("mesh virtual services", "(): the VirtualServices bound to the mesh, by host")
 ROUTE_KEY = MeshEntry("route key", "(host,): what routes to the service are built from (fingerprints.py)")
 SERVICE_KEY = MeshEntry("service key", "(host,): what its clusters and assignments are built from")
+FEEDING = MeshEntry("feeding", "(): the hosts each Service's listings feed, and those whose selector picks Pods, "
+                    "by namespace and one label pair of the selector (model.relisted)")
 HOSTS_BY_NAMESPACE = MeshEntry("hosts by namespace", "(): the hosts of each namespace's services")
 DIGESTS = MeshEntry("digests", "(): the digests of the mesh's per-service objects")
 OBJECTS_BY_DIGEST = MeshEntry("objects by digest", "(): those objects, by digest")

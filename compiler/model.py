@@ -716,9 +716,19 @@ def relisted(mesh: Mesh, changed: Collection[SourceObject], gone: Collection[Sou
     services = dict(mesh.services)
     hosts: set[str] = set()
     endpoints_only = True
-    for host, service in mesh.services.items():
-        if service.namespace not in namespaces_pods and not listed:
-            continue
+    by_listing, selecting = _feeding(mesh)
+    candidates: set[str] = set()  # the services the batch may feed: a superset, _renewed decides
+    for key in listed:
+        candidates |= by_listing.get(key, set())
+    for namespace, label_sets in namespaces_pods.items():
+        by_pair = selecting.get(namespace)
+        if by_pair:
+            candidates |= by_pair.get(None, set())
+            for labels in label_sets:
+                for pair in labels.items():
+                    candidates |= by_pair.get(pair, set())
+    for host in sorted(candidates):
+        service = mesh.services[host]
         renewed = _renewed(service, listings, listed, namespaces_pods.get(service.namespace, ()))
         if renewed is None:
             continue
@@ -732,6 +742,8 @@ def relisted(mesh: Mesh, changed: Collection[SourceObject], gone: Collection[Sou
     relisted_mesh = Mesh(mesh.revision, mesh.clusters, mesh.networks, services, mesh.destination_rules,
                          mesh.virtual_services, mesh.gateways, mesh.sidecars, mesh.settings, mesh.digest,
                          per_service, mesh.vips, mesh.aliases, listings)
+    # (the services' sources read other listings now, but the same Services and selectors)
+    cache.FEEDING.seed(relisted_mesh, (), (by_listing, selecting))
     before = cache.DIGESTS.known(mesh, ())
     if before is not None:
         # The digests of its objects from the mesh's rather than from every object again (a live
@@ -739,6 +751,32 @@ def relisted(mesh: Mesh, changed: Collection[SourceObject], gone: Collection[Sou
         cache.DIGESTS.seed(relisted_mesh, (), (before - {o.digest for o in replaced.values()})
                            | {o.digest for o in changed})
     return Relisted(relisted_mesh, frozenset(hosts), endpoints_only)
+
+
+Selecting = dict[str, dict[tuple[str, str] | None, set[str]]]
+
+
+def _feeding(mesh: Mesh) -> tuple[dict[tuple[str, str], set[str]], Selecting]:
+    """The hosts whose endpoints each (namespace, Service name)'s listings feed; and by namespace, the
+    hosts whose selector picks Pods there, under one (label, value) pair of the selector, which every Pod
+    it picks carries (None: a ServiceEntry's selector without labels, which picks every Pod there)."""
+    def index() -> tuple[dict[tuple[str, str], set[str]], Selecting]:
+        by_listing: dict[tuple[str, str], set[str]] = {}
+        selecting: Selecting = {}
+        for host, service in mesh.services.items():
+            entry = service.source
+            for source in service.endpoint_sources:
+                if isinstance(source, ListedEndpoints):
+                    by_listing.setdefault(source.service, set()).add(host)
+                    selector = kube.selector(entry) if entry.kind == SERVICE else {}
+                    if selector:
+                        selecting.setdefault(service.namespace, {}).setdefault(min(selector.items()), set()).add(host)
+            if entry.kind == "ServiceEntry" and "workloadSelector" in entry.spec:
+                labels = entry.spec["workloadSelector"].get("labels") or {}
+                selecting.setdefault(service.namespace, {}).setdefault(
+                    min(labels.items()) if labels else None, set()).add(host)
+        return by_listing, selecting
+    return cache.FEEDING.of(mesh, (), index)
 
 
 def _renewed(service: Service, listings: Listings, listed: set[tuple[str, str]],

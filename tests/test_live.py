@@ -173,6 +173,53 @@ def test_relisted_is_a_mesh_built_anew(repo, change):
                        {n: r.data for n, r in whole.resources[url].items()}, (change, cluster, url)
 
 
+def test_relisted_renews_exactly_the_services_a_change_may_feed():
+    """A batch renews the services whose listings changed and those whose selector picks a changed Pod
+    (old labels or new) in its namespace, found through an index rather than by trying every service:
+    not a Service of another selector, nor one of another namespace; a ServiceEntry selecting every Pod
+    of the namespace is among them. The result still compiles as a mesh built anew."""
+    everything = """---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: everything, namespace: shop}
+spec:
+  hosts: [everything.shop.global]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  workloadSelector: {labels: {}}
+"""
+    loaded = load(snapshot_of({"mesh.yaml": REPO + everything}))
+    repo_objects = loaded.objects
+
+    def other_service(name: str, namespace: str, app: str):
+        body = service("east")
+        body["metadata"] = {"name": name, "namespace": namespace, "resourceVersion": f"{namespace}-{name}"}
+        body["spec"] = {**body["spec"], "selector": {"app": app}}
+        return live("east", body)
+
+    api_pod = pod("api-1", "10.0.0.50")
+    api_pod["metadata"]["labels"] = {"app": "api"}
+    extra = [other_service("api", "shop", "api"), other_service("web", "other", "web"), live("east", api_pod)]
+    before_objects = running([pod("web-1", "10.0.0.1")]) + extra
+    before = build_mesh(repo_objects + before_objects)
+    added = live("east", pod("web-9", "10.0.0.9", version="v2"))
+    found = relisted(before, [added], [])
+    assert found.hosts == {"web.shop.svc.cluster.local", "web.shop.global", "everything.shop.global"}
+    relabelled = copy.deepcopy(api_pod)
+    relabelled["metadata"].update(resourceVersion="2", labels={"app": "web"})
+    found = relisted(before, [live("east", relabelled)], [])  # picked by web's selectors now, by api's before
+    assert found.hosts == {"api.shop.svc.cluster.local", "web.shop.svc.cluster.local", "web.shop.global",
+                           "everything.shop.global"}
+    anew = build_mesh(repo_objects + [o for o in before_objects if o.name != "api-1"] + [live("east", relabelled)])
+    for cluster in ("east", "west"):
+        view = make_view(anew, cluster)
+        whole, compiled = compile_view(anew, view), compile_view(found.mesh, view)
+        for url in (CLUSTER, ENDPOINT, LISTENER, ROUTE):
+            assert {n: r.data for n, r in compiled.resources[url].items()} == \
+                   {n: r.data for n, r in whole.resources[url].items()}, (cluster, url)
+
+
 def test_update_endpoints_builds_only_the_assignments_of_the_hosts_given(repo):
     objects = running([pod("web-1", "10.0.0.1")])
     mesh = build_mesh(repo + objects)
