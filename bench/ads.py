@@ -9,7 +9,9 @@ EDS and RDS by the names they hold, every response ACKed with its version and
 nonce). It measures the initial sync, the server's CPU time and resident memory
 before the streams, with one stream per view, and with every stream, then edits
 one endpoint's address in one file --changes times and measures, per stream,
-the time until that stream has received and ACKed the new versions.
+the time until that stream has received and ACKed the new versions. With --delta, the streams
+speak incremental xDS instead (DeltaAggregatedResources, as Envoy with ``api_type: DELTA_GRPC``):
+wildcard CDS and LDS, EDS and RDS subscribed and unsubscribed by name, each response ACKed by its nonce.
 
 With --tls, part 1 runs twice on the same mesh and sizes: plaintext, then with ``galleon serve``
 serving mutual TLS (a server certificate for 127.0.0.1 and localhost, ``--client-ca`` a root made as
@@ -19,12 +21,14 @@ namespace (spiffe://cluster.local/ns/<ns>/sa/...); then the two side by side, wi
 Part 2 (Envoy). Commits the mesh to a local Git repository (pygit2), serves it,
 starts a real Envoy with ``galleon bootstrap``'s bootstrap (and an SDS stand-in
 for the TLS clusters), then --envoy-repeats times commits a new address for one
-endpoint and times until Envoy's admin ``/clusters?format=json`` shows it.
+endpoint and times until Envoy's admin ``/clusters?format=json`` shows it (with --delta, an Envoy
+whose bootstrap says ``api_type: DELTA_GRPC``).
 
     .venv/bin/python bench/ads.py                  # 1,000 streams, 5 views, 300 services (about a minute)
     .venv/bin/python bench/ads.py --quick          # small and fast (about 15 s)
     .venv/bin/python bench/ads.py --streams 200 --services 100 --no-envoy
     .venv/bin/python bench/ads.py --tls --no-envoy  # plaintext, then mutual TLS, side by side
+    .venv/bin/python bench/ads.py --quick --no-envoy --delta  # the streams speak delta xDS
 
 See bench/README.md.
 """
@@ -71,7 +75,6 @@ TYPES = tuple(t.url for t in XDS_TYPES)  # in push order
 from reconciler.ads.server import SERVICE  # noqa: E402
 
 SHORT = {CDS: "CDS", EDS: "EDS", LDS: "LDS", RDS: "RDS"}
-METHOD = f"/{SERVICE}/StreamAggregatedResources"
 
 HOME_CLUSTER = "cluster-0"  # the cluster galleon serve serves (--cluster)
 TARGET_STREAMS = 1000
@@ -124,11 +127,37 @@ def view_node(view: int, index: int, clusters: int, router: bool) -> base_pb2.No
     return node
 
 
+FOLLOW = {CDS: EDS, LDS: RDS}  # the clusters (listeners) held make Envoy subscribe to these by name
+
+
+def _referenced(type_url: str, value: bytes) -> set[str]:
+    """The EDS names one cluster, or the RDS names one listener, makes an Envoy subscribe to."""
+    found = set()
+    if type_url == CDS:
+        cluster = cluster_pb2.Cluster.FromString(value)
+        if cluster.type == cluster_pb2.Cluster.EDS:
+            found.add(cluster.eds_cluster_config.service_name or cluster.name)
+        return found
+    listener = listener_pb2.Listener.FromString(value)
+    chains = list(listener.filter_chains)
+    if listener.HasField("default_filter_chain"):
+        chains.append(listener.default_filter_chain)
+    for chain in chains:
+        for network_filter in chain.filters:
+            if network_filter.name == HCM:
+                manager = hcm_pb2.HttpConnectionManager.FromString(network_filter.typed_config.value)
+                if manager.HasField("rds"):
+                    found.add(manager.rds.route_config_name)
+    return found
+
+
 class Names:
-    """What a CDS or LDS response makes an Envoy subscribe to, computed once per version."""
+    """What a CDS or LDS response makes an Envoy subscribe to, computed once per version: of the whole
+    response in state of the world, of each resource in delta (a response holds only what changed)."""
 
     def __init__(self) -> None:
         self._cache: dict[tuple[str, str], tuple[str, ...]] = {}
+        self._resources: dict[tuple[str, str, str], tuple[str, ...]] = {}
 
     def of(self, response: discovery_pb2.DiscoveryResponse) -> tuple[str, ...]:
         key = (response.type_url, response.version_info)
@@ -136,31 +165,25 @@ class Names:
         if names is None:
             found = set()
             for packed in response.resources:
-                if response.type_url == CDS:
-                    cluster = cluster_pb2.Cluster.FromString(packed.value)
-                    if cluster.type == cluster_pb2.Cluster.EDS:
-                        found.add(cluster.eds_cluster_config.service_name or cluster.name)
-                else:
-                    listener = listener_pb2.Listener.FromString(packed.value)
-                    chains = list(listener.filter_chains)
-                    if listener.HasField("default_filter_chain"):
-                        chains.append(listener.default_filter_chain)
-                    for chain in chains:
-                        for network_filter in chain.filters:
-                            if network_filter.name == HCM:
-                                manager = hcm_pb2.HttpConnectionManager.FromString(network_filter.typed_config.value)
-                                if manager.HasField("rds"):
-                                    found.add(manager.rds.route_config_name)
+                found |= _referenced(response.type_url, packed.value)
             names = self._cache[key] = tuple(sorted(found))
         return names
 
-
-def _sized(data: bytes) -> tuple[int, discovery_pb2.DiscoveryResponse]:
-    return len(data), discovery_pb2.DiscoveryResponse.FromString(data)
+    def of_resource(self, type_url: str, item: discovery_pb2.Resource) -> tuple[str, ...]:
+        """The names one cluster or listener of a delta response makes an Envoy subscribe to."""
+        key = (type_url, item.name, item.version)
+        names = self._resources.get(key)
+        if names is None:
+            names = self._resources[key] = tuple(sorted(_referenced(type_url, item.resource.value)))
+        return names
 
 
 class Proxy:
     """One ADS stream that behaves like Envoy's SotW ADS client."""
+
+    METHOD = f"/{SERVICE}/StreamAggregatedResources"
+    REQUEST = discovery_pb2.DiscoveryRequest
+    RESPONSE = discovery_pb2.DiscoveryResponse
 
     def __init__(self, index: int, view: int, node: base_pb2.Node) -> None:
         self.index, self.view, self.node = index, view, node
@@ -180,12 +203,34 @@ class Proxy:
         self.last_ack: dict[str, float] = {}      # type -> when the newest version was ACKed
         self.first_receive: float | None = None
 
-    def on_ack(self, response: discovery_pb2.DiscoveryResponse, at: float) -> None:
+    def on_ack(self, response, at: float) -> None:
         """Called once the response is ACKed (``at``: when); bench/registry.py's streams record it."""
 
     def is_synced(self) -> bool:
         return (CDS in self.acked and LDS in self.acked and (EDS in self.acked or not self.names[EDS])
                 and (RDS in self.acked or not self.names[RDS]))
+
+    def holds(self, type_url: str, version: str, count: int) -> bool:
+        """Whether the stream has ACKed every one of the ``count`` resources of a type of its view whose
+        version (views.ServedView.versions) is ``version``: in state of the world, the version a response
+        carries is that one only when it answers a subscription to all of them (else the named ones')."""
+        return self.acked.get(type_url) == version
+
+    def response_id(self, response) -> str:
+        """Responses with the same id hold the same resources: a SotW nonce is the view's, the same for
+        every stream of the view that is in step."""
+        return response.nonce
+
+    def values(self, response) -> list[bytes]:
+        """The serialized resources a response holds."""
+        return [packed.value for packed in response.resources]
+
+    def version(self, response) -> str:
+        """The version a response brings the stream to (``acked`` once it is ACKed)."""
+        return response.version_info
+
+    def _sized(self, data: bytes) -> tuple:
+        return len(data), self.RESPONSE.FromString(data)
 
     def request(self, type_url: str, names=()) -> discovery_pb2.DiscoveryRequest:
         """A subscription (change): carries the version and nonce last seen for the type, as Envoy does."""
@@ -194,9 +239,36 @@ class Proxy:
                                               version_info=self.acked.get(type_url, ""),
                                               response_nonce=self.nonce.get(type_url, ""))
 
+    def ack(self, response) -> discovery_pb2.DiscoveryRequest:
+        """The ACK: in state of the world, the version and nonce, and the subscription listed again."""
+        return discovery_pb2.DiscoveryRequest(type_url=response.type_url, version_info=response.version_info,
+                                              response_nonce=response.nonce,
+                                              resource_names=list(self.names.get(response.type_url, ())))
+
+    def apply(self, response, names: Names) -> list:
+        """Take a response in; the subscription changes it calls for (new EDS names for a CDS response,
+        RDS names for an LDS one), which Envoy sends before it ACKs the response."""
+        follow = FOLLOW.get(response.type_url)
+        if follow is None:
+            return []
+        wanted = self.wanted(response, names)
+        before = self.names[follow]
+        if wanted == before and follow in self.requested:
+            return []
+        self.names[follow] = wanted
+        return self.resubscribe(follow, before, wanted)
+
+    def wanted(self, response, names: Names) -> tuple[str, ...]:
+        """The names of ``FOLLOW[response.type_url]`` the stream wants once it holds ``response``."""
+        return names.of(response)
+
+    def resubscribe(self, type_url: str, before: tuple[str, ...], wanted: tuple[str, ...]) -> list:
+        """The requests that change the subscription to ``type_url`` from ``before`` to ``wanted``."""
+        return [self.request(type_url, wanted)] if wanted else []
+
     async def run(self, channel: grpc.aio.Channel, names: Names, client: "Client") -> None:
-        call = channel.stream_stream(METHOD, request_serializer=discovery_pb2.DiscoveryRequest.SerializeToString,
-                                     response_deserializer=_sized)()
+        call = channel.stream_stream(self.METHOD, request_serializer=self.REQUEST.SerializeToString,
+                                     response_deserializer=self._sized)()
         self.opened = time.time()
         try:
             first = self.request(CDS)
@@ -214,29 +286,13 @@ class Proxy:
                 self.since_mark += 1
                 if self.first_receive is None:
                     self.first_receive = received
-                type_url, version = response.type_url, response.version_info
+                type_url = response.type_url
                 self.nonce[type_url] = response.nonce
-                follow = []
-                if type_url == CDS:
-                    wanted = names.of(response)
-                    if wanted != self.names[EDS] or EDS not in self.requested:
-                        self.names[EDS] = wanted
-                        if wanted:
-                            follow.append(self.request(EDS, wanted))
-                if type_url == LDS:
-                    wanted = names.of(response)
-                    if wanted != self.names[RDS] or RDS not in self.requested:
-                        self.names[RDS] = wanted
-                        if wanted:
-                            follow.append(self.request(RDS, wanted))
                 # Envoy subscribes to new EDS/RDS names before it ACKs the CDS/LDS response.
-                for request in follow:
+                for request in self.apply(response, names):
                     await call.write(request)
-                names_now = self.names[type_url] if type_url in (EDS, RDS) else ()
-                await call.write(discovery_pb2.DiscoveryRequest(
-                    type_url=type_url, version_info=version, response_nonce=response.nonce,
-                    resource_names=list(names_now)))
-                self.acked[type_url] = version
+                await call.write(self.ack(response))
+                self.acked[type_url] = self.version(response)
                 self.last_ack[type_url] = time.time()
                 self.on_ack(response, self.last_ack[type_url])
                 # Envoy asks for listeners once its clusters are warm (CDS, then their EDS).
@@ -254,11 +310,94 @@ class Proxy:
             self.synced.set()  # so that waiters see the error rather than hang
 
 
+class DeltaProxy(Proxy):
+    """One ADS stream that behaves like Envoy's incremental (delta) ADS client (``api_type: DELTA_GRPC``):
+    CDS and LDS by wildcard (no names in the first request of the type, as Envoy's legacy wildcard), EDS
+    and RDS by name, subscribed and unsubscribed as the clusters and listeners held come and go; every
+    response applied (resources added or updated by name, ``removed_resources`` removed) and ACKed with
+    its nonce alone. ``acked`` holds the responses' ``system_version_info``: Galleon sends the view's
+    version of the whole type (views.ServedView.versions), and each response brings what the stream
+    holds of its subscription to that view's versions."""
+
+    METHOD = f"/{SERVICE}/DeltaAggregatedResources"
+    REQUEST = discovery_pb2.DeltaDiscoveryRequest
+    RESPONSE = discovery_pb2.DeltaDiscoveryResponse
+
+    def __init__(self, index: int, view: int, node: base_pb2.Node) -> None:
+        super().__init__(index, view, node)
+        self.held: dict[str, dict[str, str]] = {t: {} for t in TYPES}  # type -> name -> version
+        self.follows: dict[str, dict[str, tuple[str, ...]]] = {t: {} for t in FOLLOW}  # held cluster -> EDS names
+        self.subscribed: dict[str, set[str]] = {t: set() for t in FOLLOW.values()}
+
+    def holds(self, type_url: str, version: str, count: int) -> bool:
+        """The view's version of the type was the last response's, and the stream holds as many resources as
+        the view has: what it holds being the view's (at their versions) and nothing else, it holds them all."""
+        return self.acked.get(type_url) == version and len(self.held[type_url]) == count
+
+    def response_id(self, response) -> str:
+        return f"{self.index}/{response.nonce}"  # a delta stream's nonces are its own
+
+    def values(self, response) -> list[bytes]:
+        return [r.resource.value for r in response.resources]
+
+    def version(self, response) -> str:
+        return response.system_version_info
+
+    def request(self, type_url: str, names=()) -> discovery_pb2.DeltaDiscoveryRequest:
+        """A type's first request on the stream: no names is a wildcard subscription (Envoy's legacy
+        wildcard, what it sends for CDS and LDS)."""
+        self.requested.add(type_url)
+        return discovery_pb2.DeltaDiscoveryRequest(type_url=type_url, resource_names_subscribe=list(names))
+
+    def ack(self, response) -> discovery_pb2.DeltaDiscoveryRequest:
+        return discovery_pb2.DeltaDiscoveryRequest(type_url=response.type_url, response_nonce=response.nonce)
+
+    def apply(self, response, names: Names) -> list:
+        type_url = response.type_url
+        held, follows = self.held.setdefault(type_url, {}), self.follows.get(type_url)
+        subscribed = self.subscribed.get(type_url)
+        for name in response.removed_resources:
+            held.pop(name, None)
+            if follows is not None:
+                follows.pop(name, None)
+        for added in response.resources:
+            name = added.name
+            if subscribed is not None and name not in subscribed:
+                continue  # sent before an unsubscription the server had not read yet: Envoy drops it
+            name = sys.intern(name)
+            held[name] = sys.intern(added.version)
+            if follows is not None:
+                follows[name] = names.of_resource(type_url, added)
+        return super().apply(response, names)
+
+    def wanted(self, response, names: Names) -> tuple[str, ...]:
+        """Of every cluster (listener) held, not only those the response brought."""
+        found: set[str] = set()
+        for referenced in self.follows[response.type_url].values():
+            found.update(referenced)
+        return tuple(sorted(found))
+
+    def resubscribe(self, type_url: str, before: tuple[str, ...], wanted: tuple[str, ...]) -> list:
+        subscribed = self.subscribed[type_url]
+        new, gone = sorted(set(wanted) - subscribed), sorted(subscribed - set(wanted))
+        if not new and not gone:
+            return []
+        subscribed.difference_update(gone)
+        subscribed.update(new)
+        held = self.held[type_url]
+        for name in gone:  # Envoy lets go of what it unsubscribes from
+            held.pop(name, None)
+        self.requested.add(type_url)
+        return [discovery_pb2.DeltaDiscoveryRequest(type_url=type_url, resource_names_subscribe=new,
+                                                    resource_names_unsubscribe=gone)]
+
+
 class Client:
     def __init__(self, ads: str, streams: int, views: int, clusters: int, router: bool,
-                 tls: Path | None = None) -> None:
+                 tls: Path | None = None, proxy: type[Proxy] = Proxy) -> None:
         self.ads, self.streams, self.views, self.clusters, self.router = ads, streams, views, clusters, router
         self.tls = tls  # a directory from make_tls(): mutual TLS, a certificate per namespace
+        self.proxy = proxy  # the streams' class: Proxy (state of the world) or DeltaProxy
         self.credentials: dict[str, grpc.ChannelCredentials] = {}
         self.proxies: list[Proxy] = []
         self.channels: list[grpc.aio.Channel] = []
@@ -287,7 +426,7 @@ class Client:
             index = len(self.proxies)
             view = index % self.views
             router = self.router and view == self.views - 1
-            proxy = Proxy(index, view, view_node(view, index, self.clusters, router))
+            proxy = self.proxy(index, view, view_node(view, index, self.clusters, router))
             options = [("grpc.use_local_subchannel_pool", 1),  # a connection of its own, as every Envoy has
                        ("grpc.max_receive_message_length", 256 << 20)]
             if self.tls is None:
@@ -359,10 +498,12 @@ class Client:
 
 
 def client_main(argv: list[str]) -> int:
+    """``bench/ads.py --client ADS STREAMS VIEWS CLUSTERS ROUTER(0|1) DELTA(0|1) [TLS]``."""
     ads, streams, views, clusters, router = argv[0], int(argv[1]), int(argv[2]), int(argv[3]), argv[4] == "1"
-    tls = Path(argv[5]) if len(argv) > 5 else None
+    proxy = DeltaProxy if argv[5] == "1" else Proxy
+    tls = Path(argv[6]) if len(argv) > 6 else None
     raise_fd_limit()
-    asyncio.run(Client(ads, streams, views, clusters, router, tls).main())
+    asyncio.run(Client(ads, streams, views, clusters, router, tls, proxy).main())
     return 0
 
 
@@ -432,6 +573,17 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:,.0f} ms"
 
 
+def add_delta_option(ap: argparse.ArgumentParser, who: str = "the client's streams") -> None:
+    """--delta, shared with bench/registry.py."""
+    ap.add_argument("--delta", action="store_true",
+                    help=f"{who} speak incremental (delta) xDS, as Envoy with api_type DELTA_GRPC does, "
+                         "instead of state of the world")
+
+
+def protocol_name(args) -> str:
+    return "delta" if args.delta else "SotW"
+
+
 def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
@@ -467,10 +619,10 @@ def first_file(snapshot) -> str:
 
 class ClientProcess:
     def __init__(self, ads: str, streams: int, views: int, clusters: int, router: bool,
-                 tls: Path | None = None) -> None:
+                 tls: Path | None = None, delta: bool = False) -> None:
         self.process = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), "--client", ads, str(streams), str(views), str(clusters),
-             "1" if router else "0", *([str(tls)] if tls is not None else [])],
+             "1" if router else "0", "1" if delta else "0", *([str(tls)] if tls is not None else [])],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
 
     def ask(self, command: str, timeout: float = 900) -> dict:
@@ -557,8 +709,8 @@ def run_streams(args, snapshot, workdir: Path, tls: Path | None = None) -> dict:
     changed_file = source / first_file(snapshot)
     router = args.views >= 2 and not args.no_gateway
     mode = "plaintext" if tls is None else "mutual TLS"
-    print(f"\n== part 1 ({mode}): {args.streams:,} SotW streams, {args.views} views, a change to one endpoint, "
-          f"{args.changes} times ==")
+    print(f"\n== part 1 ({mode}): {args.streams:,} {protocol_name(args)} streams, {args.views} views, a change to "
+          f"one endpoint, {args.changes} times ==")
     if tls is not None:
         namespaces = sorted({node_namespace(v, router and v == args.views - 1) for v in range(args.views)})
         print(f"galleon serve --tls-cert (127.0.0.1, localhost) --client-ca (a root as galleon ca init-root); "
@@ -576,7 +728,7 @@ def run_streams(args, snapshot, workdir: Path, tls: Path | None = None) -> dict:
               f"validate + build_mesh {loaded['seconds']:.2f} s; ADS {galleon.ads}, HTTP {galleon.http}")
         time.sleep(0.5)
         before = proc_sample(pid)
-        client = ClientProcess(galleon.ads, args.streams, args.views, args.clusters, router, tls)
+        client = ClientProcess(galleon.ads, args.streams, args.views, args.clusters, router, tls, args.delta)
         # Phase 1: one stream per view, so every view is compiled and held; phase 2: all the others.
         first = client.ask(f"open {min(args.views, args.streams)}")
         if first["failed"]:
@@ -722,8 +874,9 @@ def report_rounds(args, result: dict) -> dict:
         print(f"  server peak RSS (VmHWM) {mb(max(r['hwm'] for r in rounds))}")
         sent = statistics.median(r["bytes"] for r in rounds)
         print(f"  sent per change: {statistics.median(r['responses'] for r in rounds):,.0f} responses, "
-              f"{sent / 2 ** 20:,.1f} MB ({sent / streams / 1024:,.0f} KB per stream: what changed, and in state of the world "
-              f"every cluster or listener when one of them changed)")
+              f"{sent / 2 ** 20:,.1f} MB ({sent / streams / 1024:,.0f} KB per stream: what changed"
+              + (", the resources that changed alone)" if args.delta else
+                 ", and in state of the world every cluster or listener when one of them changed)"))
     # The server's own view (only pushes after a publish are observed, so these are the changes'):
     # from publish start to the response handed to gRPC, by type.
     buckets: dict[str, dict[str, float]] = {}
@@ -772,7 +925,8 @@ def compare_tls(args, plain: dict, tls: dict) -> None:
     mcpu = lambda v: f"{v * 1000:,.2f} ms"  # noqa: E731
     a, b = plain["connect"], tls["connect"]
     pa, pb = plain["summary"], tls["summary"]
-    print(f"\n== plaintext vs mutual TLS, the same run: {args.streams:,} streams, {args.views} views, "
+    print(f"\n== plaintext vs mutual TLS, the same run: {args.streams:,} {protocol_name(args)} streams, "
+          f"{args.views} views, "
           f"{args.services:,} services, {args.changes} changes each ==")
     print(f"  {'':<58} {'plaintext':>12} {'mutual TLS':>12} {'TLS/plain':>10}")
     row(f"connect and sync: {a['rest']:,} streams all ACKed (wall)", a["rest_seconds"], b["rest_seconds"], seconds)
@@ -819,7 +973,8 @@ def run_envoy(args, snapshot, workdir: Path) -> dict:
 
     version = subprocess.run([str(envoy_binary()), "--version"], capture_output=True, text=True).stdout.split()
     version = next((w for w in version if re.match(r"^[0-9a-f]{40}/", w)), "?").partition("/")[2].split("/")[0]
-    print(f"\n== part 2: a commit reaching a real Envoy (Envoy {version}), {args.envoy_repeats} commits ==")
+    print(f"\n== part 2: a commit reaching a real Envoy (Envoy {version}, {protocol_name(args)} ADS), "
+          f"{args.envoy_repeats} commits ==")
     repo_path = workdir / "repo"
     repo = pygit2.init_repository(str(repo_path), initial_head="main")
     signature = pygit2.Signature("Galleon Bench", "bench@galleon.invalid")
@@ -845,7 +1000,7 @@ def run_envoy(args, snapshot, workdir: Path) -> dict:
             galleon.start()
             options = BootstrapOptions(cluster=watched, node_id="sidecar~127.0.0.1~bench.ns-00~ns-00.svc.cluster.local",
                                        ads=galleon.ads, admin="127.0.0.1:0", listen_address="127.0.0.1",
-                                       sds_socket=str(sds.socket))
+                                       sds_socket=str(sds.socket), delta=args.delta)
             envoy = Envoy(bootstrap_yaml(options), workdir, "envoy").start()
 
             # The host set Envoy uses for one cluster: what /clusters prints, but for that cluster only
@@ -979,6 +1134,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="part 1 twice, plaintext then mutual TLS (a client certificate per namespace), side by side")
     ap.add_argument("--quick", action="store_true",
                     help="a small run (100 streams, 3 views, 50 services, 2 changes, 3 Envoy commits), ~15 s")
+    add_delta_option(ap, "the client's streams (and part 2's Envoy)")
     args = ap.parse_args(argv)
     if args.quick:
         args.streams, args.views, args.services, args.changes, args.envoy_repeats = 100, 3, 50, 2, 3

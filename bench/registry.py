@@ -8,8 +8,8 @@ through the Sink API (reconciler/registry/sink.py: ``listed`` and ``event``,
 from a thread of their own, as a cluster's watch would): per cluster Nodes,
 Pods (status.podIP, Ready) and one EndpointSlice per Service, --endpoints pods
 per Service per cluster. A client process (bench/ads.py's streams) holds
---streams state-of-the-world ADS streams subscribed as Envoy does, spread over
---views views.
+--streams state-of-the-world ADS streams (with --delta, incremental ones)
+subscribed as Envoy does, spread over --views views.
 
 (a) First sync: the streams are connected and synced on the Services alone
 (no endpoints); then every cluster is listed, and the time runs until every
@@ -24,6 +24,7 @@ stream's ACK of the first EDS response holding it.
     .venv/bin/python bench/registry.py --services 200 --streams 50 --seconds 10   # small: under a minute
     .venv/bin/python bench/registry.py                                            # the issue's size
     .venv/bin/python bench/registry.py --services 1000 --profile                  # where the time goes
+    .venv/bin/python bench/registry.py --services 200 --streams 50 --seconds 10 --delta  # delta xDS streams
 
 See bench/README.md.
 """
@@ -493,14 +494,17 @@ class Profiles:
 # =========================================================================== the client process
 
 def client_main(argv: list[str]) -> int:
-    """``bench/registry.py --client ADS STREAMS VIEWS CLUSTERS``: bench/ads.py's Client, whose streams
-    also log each EDS ACK (when, nonce); responses are analysed once per nonce (the daemon sends the
-    same bytes, nonce included, to every stream of a view that is in step)."""
+    """``bench/registry.py --client ADS STREAMS VIEWS CLUSTERS DELTA(0|1)``: bench/ads.py's Client (its
+    Proxy, or with DELTA its DeltaProxy), whose streams also log each EDS ACK (when, the response's id);
+    responses are analysed once per id (in state of the world the id is the nonce, and the daemon sends
+    the same bytes, nonce included, to every stream of a view that is in step; a delta stream's nonces
+    are its own)."""
     address, streams, views, clusters = argv[0], int(argv[1]), int(argv[2]), int(argv[3])
+    base = ads.DeltaProxy if argv[4] == "1" else ads.Proxy
     analyses: dict[str, dict[str, int]] = {}
     state = {"recording": False}
 
-    class RecordingProxy(ads.Proxy):
+    class RecordingProxy(base):  # type: ignore[valid-type,misc]
         def __init__(self, *args, **kwargs) -> None:
             super().__init__(*args, **kwargs)
             self.eds: list[tuple[float, str]] = []
@@ -508,11 +512,10 @@ def client_main(argv: list[str]) -> int:
         def on_ack(self, response, at: float) -> None:
             if response.type_url != EDS or not state["recording"]:
                 return
-            self.eds.append((at, response.nonce))
-            if response.nonce not in analyses:
-                analyses[response.nonce] = {_cla_name(r.value): zlib.crc32(r.value) for r in response.resources}
-
-    ads.Proxy = RecordingProxy  # Client.open makes its streams from this module global
+            key = self.response_id(response)
+            self.eds.append((at, key))
+            if key not in analyses:
+                analyses[key] = {_cla_name(value): zlib.crc32(value) for value in self.values(response)}
 
     class RegistryClient(ads.Client):
         async def main(self) -> None:
@@ -527,7 +530,7 @@ def client_main(argv: list[str]) -> int:
                     command, rest = line[0], line[1:]
                     if command == "open":
                         self.say(event="opened", **await self.open(int(rest[0])))
-                    elif command == "eds":  # wait until every stream ACKed its view's EDS version
+                    elif command == "eds":  # wait until every stream holds every assignment of its view
                         self.say(event="eds", **await self.await_eds(json.loads(Path(rest[0]).read_text()),
                                                                       float(rest[1])))
                     elif command == "record":
@@ -548,13 +551,19 @@ def client_main(argv: list[str]) -> int:
                 for channel in self.channels:
                     await channel.close()
 
-        async def await_eds(self, versions: dict[str, str], timeout: float) -> dict:
+        async def await_eds(self, targets: dict[str, list], timeout: float) -> dict:
+            """Wait until every stream holds its view's every assignment (``targets``: view -> [the view's
+            EDS version, its number of assignments]; ads.Proxy.holds)."""
+            def synced(p) -> bool:
+                target = targets.get(str(p.view))
+                return target is not None and p.holds(EDS, *target)
+
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
-                if all(p.acked.get(EDS) == versions.get(str(p.view)) or p.error for p in self.proxies):
+                if all(synced(p) or p.error for p in self.proxies):
                     break
                 await asyncio.sleep(0.01)
-            done = [p.last_ack.get(EDS) for p in self.proxies if p.acked.get(EDS) == versions.get(str(p.view))]
+            done = [p.last_ack.get(EDS) for p in self.proxies if synced(p)]
             return {"times": done, "missing": len(self.proxies) - len(done),
                     "errors": [p.error for p in self.proxies if p.error][:3]}
 
@@ -607,7 +616,7 @@ def client_main(argv: list[str]) -> int:
                     "responses": sum(len(p.eds) for p in self.proxies)}
 
     ads.raise_fd_limit()
-    asyncio.run(RegistryClient(address, streams, views, clusters, False).main())
+    asyncio.run(RegistryClient(address, streams, views, clusters, False, proxy=RecordingProxy).main())
     return 0
 
 
@@ -628,13 +637,15 @@ def _cla_name(data: bytes) -> str:
 
 
 class ClientProcess(ads.ClientProcess):
-    def __init__(self, address: str, streams: int, views: int, clusters: int) -> None:  # noqa: D107
+    def __init__(self, address: str, streams: int, views: int, clusters: int,  # noqa: D107
+                 delta: bool = False) -> None:
         # Responses of tens of MB, one after another on a thousand connections: glibc would keep each
         # freed buffer in its heap (its mmap threshold grows with the largest freed), gigabytes in all.
         env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(1 << 20))
         self.process = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), "--client", address, str(streams), str(views),
-             str(clusters)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+             str(clusters), "1" if delta else "0"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env)
 
 
 # =========================================================================== measuring this process
@@ -722,6 +733,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", nargs="?", const="both", choices=("sync", "events", "both"), default=None,
                     help="cProfile the daemon's threads during the first sync, the first step of events, or both "
                          "(--profile alone), and print where the time goes")
+    ads.add_delta_option(ap)
     args = ap.parse_args(argv)
     if min(args.services, args.clusters, args.endpoints, args.streams, args.views, args.open_batch) < 1 \
             or args.rate <= 0 \
@@ -748,7 +760,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mesh: {args.services:,} Kubernetes Services (a Service and a DestinationRule each) in "
               f"{NAMESPACES} namespaces, {args.clusters} clusters on 2 networks; registry: {endpoints:,} pods "
               f"({args.endpoints} per service per cluster, one EndpointSlice per service per cluster), "
-              f"{args.nodes} Nodes per cluster; {args.streams:,} streams over {args.views} views; source "
+              f"{args.nodes} Nodes per cluster; {args.streams:,} {ads.protocol_name(args)} streams over "
+              f"{args.views} views; source "
               f"written in {time.perf_counter() - started:.2f} s; {os.cpu_count()} CPUs; protobuf "
               f"{api_implementation.Type()}, grpcio {grpc.__version__}")
         load = os.getloadavg()[0]
@@ -763,7 +776,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"galleon serve (in this process) serving the source in {time.perf_counter() - t0:.2f} s; "
               f"ADS {server.ads_address}")
 
-        client = ClientProcess(server.ads_address, args.streams, args.views, args.clusters)
+        client = ClientProcess(server.ads_address, args.streams, args.views, args.clusters, args.delta)
         first = client.ask(f"open {args.views}")
         if first["failed"]:
             raise SystemExit(f"streams failed: {first['errors']}")
@@ -818,7 +831,8 @@ def main(argv: list[str] | None = None) -> int:
         settled_at = time.time()
         if server.profiling:
             server.call(lambda: Profiles.of_thread().disable())
-        targets = server.call(lambda: {str(v): server.daemon.ads.views[view].versions[EDS]
+        targets = server.call(lambda: {str(v): [server.daemon.ads.views[view].versions[EDS],
+                                                len(server.daemon.ads.views[view].resources[EDS])]
                                        for view, v in view_indices.items() if view in server.daemon.ads.views})
         target_file = work / "eds.json"
         target_file.write_text(json.dumps(targets))
@@ -843,8 +857,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"each view: {max(s[0] for s in sizes):,} assignments; its whole EDS response "
               f"{max(s[1] for s in sizes) / 2 ** 20:,.1f} MB (CDS {max(s[2] for s in sizes) / 2 ** 20:,.1f} MB), "
               f"{max(s[1] for s in sizes) * args.streams / 2 ** 30:,.1f} GB for the {args.streams:,} streams")
-        print(f"every stream holds the endpoints (ACKed its view's EDS version) {sync_total:.2f} s after the first "
-              f"list (per stream: p50 {ms(ads.percentile(times, 50))}, p99 {ms(ads.percentile(times, 99))}"
+        held = ", holding as many assignments as the view has" if args.delta else ""
+        print(f"every stream holds the endpoints (ACKed its view's EDS version{held}) {sync_total:.2f} s after the "
+              f"first list (per stream: p50 {ms(ads.percentile(times, 50))}, p99 {ms(ads.percentile(times, 99))}"
               f"{never})")
         cpu = {k: cpu_synced.get(k, 0.0) - cpu_before.get(k, 0.0) for k in cpu_synced}
         store = feeder.cpu - making_lists[0]
