@@ -789,6 +789,40 @@ def test_delta_only_changed_resources_after_a_change(base, cart_moved, pay_round
            {CART_CLUSTER: base.resources[ENDPOINT][CART_CLUSTER].version}
 
 
+def test_delta_in_step_sends_what_comparing_every_resource_sends(base, cart_moved, pay_round_robin, without_pay):
+    """A delta stream that holds a view is sent, for a later one, what changed between the two
+    (ServedView.since, once per pair of views); the same as comparing each resource with what it holds,
+    view after view: resources changed, gone, back again, a NACK (its version never sent again), a
+    subscription changed."""
+    def responses(stream: DeltaStream, served) -> dict:
+        found = {}
+        for type_url in PUSH_ORDER:
+            data = stream.respond(type_url, served)
+            if data is not None:
+                response = delta_response(data)
+                found[type_url] = (delta_names(response), sorted(response.removed_resources))
+                delta_ack(stream, type_url, response, error="no" if (type_url, served) == (CLUSTER, pay_round_robin)
+                          else None)
+        return found
+
+    in_step, comparing = DeltaStream(), DeltaStream()
+    for stream in (in_step, comparing):
+        for type_url in PUSH_ORDER:
+            stream.on_request(delta_request(type_url, [] if type_url in WILDCARD_TYPES else [CART_CLUSTER]))
+    views = [base, cart_moved, pay_round_robin, cart_moved, without_pay, base, cart_moved, base]
+    for number, served in enumerate(views):
+        for state in comparing.types.values():
+            state.in_step = None  # compares each resource with what it holds
+        expected = responses(comparing, served)
+        assert responses(in_step, served) == expected, (number, expected)
+        if number == 5:  # both subscribe to pay's assignment too
+            for stream in (in_step, comparing):
+                stream.on_request(delta_request(ENDPOINT, [PAY_CLUSTER]))
+        # after a first response, a view is answered from the one before, unless a NACK left it out of step
+        assert (in_step.types[ENDPOINT].in_step is served) == (number != 5)
+    assert in_step.types[CLUSTER].rejected == comparing.types[CLUSTER].rejected != set()
+
+
 def test_delta_named_eds_subscribe_and_unsubscribe(base, cart_moved):
     stream = DeltaStream()
     stream.on_request(delta_request(ENDPOINT, [CART_CLUSTER]))

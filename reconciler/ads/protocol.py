@@ -62,6 +62,10 @@ class TypeState:
     # per unanswered nonce (system version, name -> (version before, version sent; None = absent)).
     held: dict[str, str] = field(default_factory=dict)
     pending: dict[str, tuple[str, dict[str, tuple[str | None, str | None]]]] = field(default_factory=dict)
+    # Delta only: the view whose resources it holds (or will, once the responses in flight are applied),
+    # each of its subscription at that view's version: a later view's response is then what changed
+    # between the two (ServedView.since), not found by comparing each of its resources.
+    in_step: ServedView | None = None
     # SotW endpoints and routes: what the proxy holds (or will, once the response in flight is applied)
     # and what it had ACKed, each as (the view it came from, the names asked for then); shared objects.
     holds: tuple[ServedView, frozenset[str]] | None = None
@@ -242,6 +246,8 @@ class DeltaStream(Stream):
                             state.rejected.add((name, sent))
                 else:
                     state.acked_version = system_version
+        if first or nack is not None or request.resource_names_subscribe or request.resource_names_unsubscribe:
+            state.in_step = None
         subscribe = set(request.resource_names_subscribe)
         if first:
             state.held.update(request.initial_resource_versions)
@@ -264,10 +270,18 @@ class DeltaStream(Stream):
     def respond(self, type_url: str, served: ServedView) -> bytes | None:
         state = self.types[type_url]
         current = served.resources.get(type_url, {})
-        wanted = current if state.wildcard else {n: current[n] for n in sorted(state.names) if n in current}
-        changed = [r for n, r in wanted.items()
-                   if state.held.get(n) != r.version and (n, r.version) not in state.rejected]
-        removed = sorted(n for n in state.held if n not in current and (state.wildcard or n in state.names))
+        base = state.in_step
+        if base is not None:
+            differ, gone = served.since(type_url, base) if base is not served else ((), ())
+            candidates = [current[n] for n in differ if state.wildcard or n in state.names]
+            removed = [n for n in gone if n in state.held]
+        else:
+            wanted = current if state.wildcard else {n: current[n] for n in sorted(state.names) if n in current}
+            candidates = [r for n, r in wanted.items() if state.held.get(n) != r.version]
+            removed = sorted(n for n in state.held if n not in current and (state.wildcard or n in state.names))
+        changed = [r for r in candidates if (r.name, r.version) not in state.rejected]
+        # A version it rejected is not sent again: it then holds another than this view's.
+        state.in_step = served if len(changed) == len(candidates) else None
         if not changed and not removed:
             return None
         nonce = str(next(self._nonces))

@@ -61,6 +61,9 @@ Subset = Optional[tuple[tuple[str, ...], str]]
 # Responses to part of a type kept per view, least recently used let go first: a view's proxies in
 # step ask for the same parts, so a few serve them all.
 PARTIAL_RESPONSES = 64
+# Views a delta stream may have been in step with when a later one is served (ServedView.since): the one
+# before, mostly, and a few for streams that lagged.
+SINCE_BASES = 8
 
 
 @dataclass
@@ -78,6 +81,8 @@ class ServedView:
     _partial_bytes: int = field(default=0, repr=False)
     # Type URL -> its resources' serialized size: summed once, or the view's it was updated from.
     _sizes: dict = field(default_factory=dict, repr=False)
+    # (type URL, base serial) -> what changed since that view (since()), the few most recent bases.
+    _since: OrderedDict = field(default_factory=OrderedDict, repr=False)
 
     @property
     def view(self) -> ProxyView:
@@ -154,6 +159,26 @@ class ServedView:
             body = wire.sotw_body(version, _packed(type_url, sent), type_url) if sent else None
             cached = self._keep(key, (version, nonce, body and wire.sotw_response(body, nonce)))
         return cached
+
+    def since(self, type_url: str, base: "ServedView") -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(the names of this view's resources of a type that ``base`` lacks or holds in another version,
+        the names ``base`` has and this view lacks): what a delta stream that holds ``base`` is sent.
+        Found once per base, for all the streams of the view that were in step."""
+        key = (type_url, base.serial)
+        found = self._since.get(key)
+        if found is None:
+            mine, theirs = self.resources.get(type_url, {}), base.resources.get(type_url, {})
+            if mine is theirs:
+                found = ((), ())
+            else:
+                found = (tuple(name for name, resource in mine.items()
+                               if (old := theirs.get(name)) is not resource
+                               and (old is None or old.version != resource.version)),
+                         tuple(name for name in theirs if name not in mine))
+            self._since[key] = found
+            while len(self._since) > SINCE_BASES:
+                self._since.popitem(last=False)
+        return found
 
     def _cached(self, key: tuple) -> tuple | None:
         found = self._partial.get(key)
