@@ -190,7 +190,8 @@ def test_sotw_wire_of_the_sample_mesh(sample_mesh):
 def test_delta_wire_bytes_equal_normal_serialization(base, type_url):
     chosen = list(base.resources[type_url].values())
     removed = ["gone-1", "gone|2||x"]
-    data = wire.delta_response(base.versions[type_url], delta_resources(type_url, chosen), type_url, removed, "9")
+    data = wire.delta_response(wire.delta_body(base.versions[type_url], delta_resources(type_url, chosen), type_url),
+                               "9", removed)
     expected = discovery_pb2.DeltaDiscoveryResponse(
         system_version_info=base.versions[type_url], type_url=type_url, nonce="9", removed_resources=removed)
     for r in chosen:
@@ -229,7 +230,7 @@ def test_sotw_wire_matches_protobuf_for_any_content(version, nonce, type_url, va
        items=st.lists(st.tuples(text, text, payload), max_size=4))
 def test_delta_wire_matches_protobuf_for_any_content(version, nonce, type_url, removed, items):
     resources = [wire.delta_resource(n, v, wire.any_message(type_url, b)) for n, v, b in items]
-    data = wire.delta_response(version, resources, type_url, removed, nonce)
+    data = wire.delta_response(wire.delta_body(version, resources, type_url), nonce, removed)
     expected = discovery_pb2.DeltaDiscoveryResponse(system_version_info=version, type_url=type_url, nonce=nonce,
                                                     removed_resources=removed)
     for n, v, b in items:
@@ -246,7 +247,7 @@ def test_wire_length_prefixes_at_varint_boundaries(size):
 
 
 def test_wire_keeps_empty_elements_of_repeated_fields():
-    data = wire.delta_response("v", [], "t", ["", "a"], "n")
+    data = wire.delta_response(wire.delta_body("v", [], "t"), "n", ["", "a"])
     expected = discovery_pb2.DeltaDiscoveryResponse(system_version_info="v", type_url="t", nonce="n",
                                                     removed_resources=["", "a"])
     assert data == expected.SerializeToString(deterministic=True)
@@ -821,6 +822,21 @@ def test_delta_in_step_sends_what_comparing_every_resource_sends(base, cart_move
         # after a first response, a view is answered from the one before, unless a NACK left it out of step
         assert (in_step.types[ENDPOINT].in_step is served) == (number != 5)
     assert in_step.types[CLUSTER].rejected == comparing.types[CLUSTER].rejected != set()
+
+
+def test_delta_first_responses_of_a_view_share_one_body(base):
+    """Every stream's first response carrying all of a type is the view's one body and the stream's own
+    nonce: byte for byte the response made from each resource."""
+    streams = [DeltaStream(), DeltaStream()]
+    for stream in streams:
+        stream.on_request(delta_request(ENDPOINT, ["*"]))
+    first, second = (stream.respond(ENDPOINT, base) for stream in streams)
+    everything = list(base.resources[ENDPOINT].values())
+    for data in (first, second):
+        nonce = delta_response(data).nonce
+        assert data == wire.delta_response(wire.delta_body(base.versions[ENDPOINT],
+                                                           delta_resources(ENDPOINT, everything), ENDPOINT), nonce, [])
+    assert base.delta_all(ENDPOINT) is base.delta_all(ENDPOINT)
 
 
 def test_delta_named_eds_subscribe_and_unsubscribe(base, cart_moved):

@@ -295,4 +295,7 @@ class DeltaStream(Stream):
         state.pending[nonce] = (system_version, changes)
         state.sent_version, state.sent_nonce = system_version, nonce
         state.pushes += 1
-        return wire.delta_response(system_version, delta_resources(type_url, changed), type_url, removed, nonce)
+        if len(changed) == len(current) and not removed:  # all of them, as every first response of a view
+            return wire.delta_response(served.delta_all(type_url), nonce, [])
+        return wire.delta_response(wire.delta_body(system_version, delta_resources(type_url, changed), type_url),
+                                   nonce, removed)

@@ -160,6 +160,18 @@ class ServedView:
             cached = self._keep(key, (version, nonce, body and wire.sotw_response(body, nonce)))
         return cached
 
+    def delta_all(self, type_url: str) -> bytes:
+        """What of a delta response carrying every resource of a type comes before its nonce (each
+        stream's own): the first response of every stream of the view that subscribes to all of them,
+        written once for them all (kept as a partial response is)."""
+        key = ("delta", type_url)
+        cached = self._cached(key)
+        if cached is None:
+            body = wire.delta_body(self.versions[type_url],
+                                   delta_resources(type_url, list(self.resources.get(type_url, {}).values())), type_url)
+            cached = self._keep(key, (self.versions[type_url], "", body))
+        return cached[2]
+
     def since(self, type_url: str, base: "ServedView") -> tuple[tuple[str, ...], tuple[str, ...]]:
         """(the names of this view's resources of a type that ``base`` lacks or holds in another version,
         the names ``base`` has and this view lacks): what a delta stream that holds ``base`` is sent.

@@ -33,7 +33,10 @@ def delta_resource(name: str, version: str, any_bytes: bytes) -> bytes:
 
 # DeltaDiscoveryResponse: system_version_info = 1, resources = 2, type_url = 4, nonce = 5,
 # removed_resources = 6.
-def delta_response(system_version: str, resources: list[bytes], type_url: str, removed: list[str],
-                   nonce: str) -> bytes:
-    return (field(1, system_version) + b"".join(field(2, r) for r in resources) + field(4, type_url)
-            + field(5, nonce) + b"".join(field(6, name) for name in removed))
+def delta_body(system_version: str, resources: list[bytes], type_url: str) -> bytes:
+    """What of a DeltaDiscoveryResponse comes before its nonce; ``resources`` are encoded Resources."""
+    return field(1, system_version) + b"".join(field(2, r) for r in resources) + field(4, type_url)
+
+
+def delta_response(body: bytes, nonce: str, removed: list[str]) -> bytes:
+    return body + field(5, nonce) + b"".join(field(6, name) for name in removed)
