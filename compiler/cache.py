@@ -85,6 +85,8 @@ LOCALITY_POLICY = MeshEntry("locality policy", "(host, port, subset): locality w
 EDS_PLAN = MeshEntry("eds plan", "(host, port, subset): what every view's assignment of it starts from")
 HORIZON = MeshEntry("horizon", "(network,): which other networks a proxy there reaches through gateways")
 IDENTITIES = MeshEntry("identities", "(host,): the SPIFFE identities of the service's workloads")
+ASSIGNMENTS = MeshEntry("assignments", "(EDS cluster name, what its assignment reads of a view: "
+                        "endpoints.view_facts): the ClusterLoadAssignment, serialized")
 SHARED_CLUSTER = MeshEntry("cluster", "(host, port, subset): a cluster no proxy view changes (not DNS)")
 SERIALIZED_CLUSTERS = MeshEntry("serialized clusters", "(host,): a service's clusters no view changes, serialized")
 MESH_VIRTUAL_SERVICES = MeshEntry("mesh virtual services", "(): the VirtualServices bound to the mesh, by host")

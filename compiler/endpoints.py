@@ -451,6 +451,14 @@ def _group_head(locality: Locality, weight: int, priority: int) -> endpoint_comp
         load_balancing_weight=wrappers_pb2.UInt32Value(value=weight), priority=priority)
 
 
+def view_facts(mesh: Mesh, view: ProxyView, service: Service, port: Port, subset: str | None) -> tuple:
+    """All that an assignment of (service, port, subset) reads of the proxy's view: its network (split
+    horizon), its locality, and its values of the labels ``failoverPriority`` ranks by. Views alike in
+    these get the same assignment, whatever their namespace, role or other labels."""
+    priority = _plan(mesh, service, port, subset).locality.failover_priority
+    return view.network, view.locality, tuple(_proxy_label(view, label) for label in priority)
+
+
 def build_load_assignment(mesh: Mesh, view: ProxyView, service: Service, port: Port,
                           subset: str | None, sni_dnat: bool = False) -> endpoint_pb2.ClusterLoadAssignment:
     groups = compute_groups(mesh, view, service, port, subset, local_only=sni_dnat)

@@ -24,7 +24,7 @@ from google.protobuf.message import Message
 from . import cache, proxyless, wire
 from .cache import digest, serialize
 from .clusters import build_sni_dnat_cluster, service_clusters, shared_by_views
-from .endpoints import build_load_assignment
+from .endpoints import build_load_assignment, view_facts
 from .fingerprints import changes, digests, service_key, view_key, virtual_host_key
 from .gateways import sni_dnat_targets
 from .listeners import build_listeners
@@ -153,7 +153,7 @@ def update_endpoints(mesh: Mesh, previous: CompiledView, hosts: AbstractSet[str]
         if unit is None or service is None:
             continue  # not seen by this view
         for name in unit.names.get(ENDPOINTS.url, ()):
-            build.add(ENDPOINTS, build._assignment(service, name))
+            build._put(ENDPOINTS, *build._assignment(service, name))
         build.units.services[host] = cache.ServiceUnit(service_key(mesh, service), unit.names)
     return build.result()
 
@@ -248,17 +248,21 @@ class _Compilation:
                                for c in (build_sni_dnat_cluster(self.mesh, self.view, service, port, subset)
                                          for port, subset in dnat)]
         names = {CLUSTERS.url: tuple(self._put(CLUSTERS, *cluster) for cluster, _ in clusters),
-                 ENDPOINTS.url: tuple(self.add(ENDPOINTS, self._assignment(service, cluster[0]))
+                 ENDPOINTS.url: tuple(self._put(ENDPOINTS, *self._assignment(service, cluster[0]))
                                       for cluster, eds in clusters if eds)}
         for url, old in (before.names.items() if before is not None else ()):
             for name in set(old).difference(names.get(url, ())):  # carried over, and no longer built
                 del self.resources[url][name]
         self.units.services[service.host] = cache.ServiceUnit(key, names)
 
-    def _assignment(self, service: Service, cluster_name: str) -> Message:
-        port, subset, _ = parse_eds_name(cluster_name)
-        return build_load_assignment(self.mesh, self.view, service, service.known_port(port), subset or None,
-                                     sni_dnat=cluster_name.startswith("outbound_."))
+    def _assignment(self, service: Service, cluster_name: str) -> tuple[str, tuple[bytes | memoryview, ...], bytes]:
+        """An EDS cluster's assignment, serialized: built once per mesh for the views alike in what it
+        reads of them (endpoints.view_facts)."""
+        number, subset, _ = parse_eds_name(cluster_name)
+        port = service.known_port(number)
+        facts = view_facts(self.mesh, self.view, service, port, subset or None)
+        return cache.ASSIGNMENTS.of(self.mesh, (cluster_name, facts), lambda: _serialized(ENDPOINTS, build_load_assignment(
+            self.mesh, self.view, service, port, subset or None, sni_dnat=cluster_name.startswith("outbound_."))))
 
     def sidecar_routes(self, table: SidecarRoutes, services: dict[str, Service]) -> None:
         """A sidecar's route configuration for one port, from its virtual hosts: each taken back from

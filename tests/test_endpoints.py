@@ -174,3 +174,46 @@ def test_sample_mesh_split_horizon_from_each_network(sample_mesh):
     # reviews' DestinationRule has outlierDetection and failover: the caller's own zone comes first
     assert [loc.priority for loc in near.endpoints if loc.locality.zone == "us-east-1a"] == [0]
     assert {loc.priority for loc in near.endpoints if loc.locality.region == "eu-west"} == {2}
+
+
+def test_views_alike_but_for_the_labels_failover_priority_reads_get_their_own_assignments():
+    """An assignment is kept once per mesh for the views alike in what it reads of them
+    (endpoints.view_facts): the labels failoverPriority ranks by are among them, so two proxies of one
+    place but different tiers each get theirs, on one mesh as on meshes of their own."""
+    from compiler.xds import compile_view
+    from tests.conftest import ONE_CLUSTER, mesh_from
+    files = {"mesh.yaml": ONE_CLUSTER + """---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: search, namespace: shop}
+spec:
+  hosts: [search.shop.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 8080, name: http, protocol: HTTP}]
+  endpoints:
+  - {address: 10.1.0.1, labels: {tier: gold}}
+  - {address: 10.1.0.2, labels: {tier: silver}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: search, namespace: shop}
+spec:
+  host: search.shop.svc.cluster.local
+  trafficPolicy:
+    outlierDetection: {consecutive5xxErrors: 3}
+    loadBalancer: {localityLbSetting: {enabled: true, failoverPriority: [tier]}}
+"""}
+    name = "outbound|8080||search.shop.svc.cluster.local"
+
+    def first(mesh, tier: str) -> dict[str, int]:
+        view = make_view(mesh, "cluster-a", "sidecar~10.1.9.1~web-1.shop~shop.svc.cluster.local", {"tier": tier})
+        assignment = compile_view(mesh, view).message("type.googleapis.com/envoy.config.endpoint.v3."
+                                                      "ClusterLoadAssignment", name)
+        return {lb.endpoint.address.socket_address.address: group.priority
+                for group in assignment.endpoints for lb in group.lb_endpoints}
+
+    shared = mesh_from(files)
+    together = [first(shared, "gold"), first(shared, "silver")]
+    assert together == [{"10.1.0.1": 0, "10.1.0.2": 1}, {"10.1.0.1": 1, "10.1.0.2": 0}]
+    assert together == [first(mesh_from(files), "gold"), first(mesh_from(files), "silver")]

@@ -117,3 +117,35 @@ def test_golden(feature, view):
 @pytest.mark.parametrize("feature, view", [c for c in cases() if not c.values[1].get("known_issue")])
 def test_golden_through_an_incremental_compile(feature, view):
     assert compile_golden(feature, view, incremental=True) == (feature / "expected" / f"{view['name']}.json").read_text()
+
+
+def _variants(view: dict) -> list[dict]:
+    """The view, and the same proxy in another namespace (a sidecar), with other labels, in another
+    locality: what a mesh's views differ in."""
+    node = view.get("node_id") or "sidecar~127.0.0.1~proxy.default~default.svc.cluster.local"
+    base = {"cluster": view["cluster"], "node_id": node, "labels": view.get("labels") or {},
+            "locality": view.get("locality")}
+    found = [base, {**base, "labels": {**base["labels"], "app": "other", "version": "v9"}},
+             {**base, "locality": "far-region/far-zone"}]
+    role, address, pod, _ = node.split("~")
+    if role == "sidecar":
+        found.append({**base, "node_id": f"{role}~{address}~{pod.split('.')[0]}.other~other.svc.cluster.local"})
+    return found
+
+
+@pytest.mark.parametrize("feature", features(), ids=lambda feature: feature.name)
+def test_views_compiled_on_one_mesh_are_what_each_is_alone(feature):
+    """A mesh keeps what its views have alike (an assignment per what it reads of a view: cache.py's
+    ASSIGNMENTS), so every view compiled after others on one mesh is byte for byte what it is alone, on
+    a mesh of its own: each golden view, and each in another namespace, locality, with other labels."""
+    def mesh():
+        result = load(snapshot_of(feature))
+        return build_mesh(result.objects, result.snapshot.revision)
+
+    def dump(on, proxy: dict) -> str:
+        return dump_json(config_dump(compile_view(on, make_view(on, proxy["cluster"], proxy["node_id"],
+                                                                proxy["labels"], proxy["locality"]))))
+    shared = mesh()
+    proxies = [proxy for view in views_of(feature) for proxy in _variants(view)]
+    together = [dump(shared, proxy) for proxy in proxies]
+    assert together == [dump(mesh(), proxy) for proxy in proxies]
