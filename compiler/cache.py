@@ -94,6 +94,8 @@ ROUTE_KEY = MeshEntry("route key", "(host,): what routes to the service are buil
 SERVICE_KEY = MeshEntry("service key", "(host,): what its clusters and assignments are built from")
 FEEDING = MeshEntry("feeding", "(): the hosts each Service's listings feed, and those whose selector picks Pods, "
                     "by namespace and one label pair of the selector (model.relisted)")
+CHANGES = MeshEntry("changes", "(the digests of a previous mesh's per-service objects): what differs from it "
+                    "(fingerprints.changes)")
 HOSTS_BY_NAMESPACE = MeshEntry("hosts by namespace", "(): the hosts of each namespace's services")
 DIGESTS = MeshEntry("digests", "(): the digests of the mesh's per-service objects")
 OBJECTS_BY_DIGEST = MeshEntry("objects by digest", "(): those objects, by digest")

@@ -87,7 +87,12 @@ class Changes:
 
 
 def changes(mesh: Mesh, before: frozenset[str]) -> Changes:
-    """The changes since a mesh whose per-service objects had the digests ``before``."""
+    """The changes since a mesh whose per-service objects had the digests ``before``: found once for
+    all the views compiled against the same previous mesh."""
+    return cache.CHANGES.of(mesh, before, lambda: _changes(mesh, before))
+
+
+def _changes(mesh: Mesh, before: frozenset[str]) -> Changes:
     now = _by_digest(mesh)
     hosts: set[str] = set()
     namespaces: set[str] = set()  # of new WorkloadEntries and Pods: every service there may select them
