@@ -53,7 +53,7 @@ def _workloads(index: Index, namespaces: set[str], proxies_only: bool = False
     the endpoints ServiceEntries write (labels of an address, which no Sidecar is applied to)."""
     found: dict[str, list[tuple[SourceObject, dict[str, str]]]] = defaultdict(list)
     if not namespaces:
-        return found  # (a mesh's workloads can be 150,000 endpoints)
+        return found  # (a large mesh's workloads are its endpoints by the hundred thousand)
     for obj, labels in index.workloads():
         if obj.namespace in namespaces and not (proxies_only and obj.kind == "ServiceEntry"):
             found[obj.namespace].append((obj, labels))

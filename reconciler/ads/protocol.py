@@ -89,7 +89,7 @@ class Subscriptions:
 
     With each set, a request listing its names as they were first asked for: a proxy ACKing lists its
     subscription again, in the same order, and comparing its request with that one (protobuf's own
-    comparison, in C) costs a small fraction of making and hashing a set of fifteen thousand names on
+    comparison, in C) costs a small fraction of making and hashing a set of thousands of names on
     every ACK (``asks_again``)."""
 
     def __init__(self) -> None:
