@@ -518,26 +518,38 @@ def raise_fd_limit() -> None:
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def proc_sample(pid: int) -> dict:
-    """CPU seconds (user + system, all threads) and memory (kB) of a process, from /proc."""
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process, every thread it ran included (those that ended too)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rpartition(")")[2].split()
-    cpu = (int(fields[11]) + int(fields[12])) / TICK  # utime, stime (fields 14, 15 of stat(5))
-    memory = {}
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime (fields 14, 15 of stat(5))
+
+
+def process_memory(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM (kB) and Threads of a process, from /proc."""
+    found = {"VmRSS": 0, "VmHWM": 0, "Threads": 0}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM", "Threads"):
-                memory[key] = int(value.split()[0])
-    return {"cpu": cpu, "rss": memory.get("VmRSS", 0), "hwm": memory.get("VmHWM", 0),
-            "threads": memory.get("Threads", 0), "by_thread": thread_cpu(pid), "at": time.time()}
+            if key in found:
+                found[key] = int(value.split()[0])
+    return found
 
 
-def thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds by kind of thread: the main thread (galleon serve's asyncio event loop, where every
-    stream is served), gRPC core's threads (event_engine, grpc_*: sockets and HTTP/2), other Python threads
-    (the compile worker, source reads, the HTTP server)."""
-    kinds = {"loop": 0.0, "grpc": 0.0, "other": 0.0}
+def proc_sample(pid: int) -> dict:
+    """CPU seconds (all threads, and by kind of thread) and memory (kB) of a process, from /proc."""
+    memory = process_memory(pid)
+    return {"cpu": process_cpu(pid), "rss": memory["VmRSS"], "hwm": memory["VmHWM"], "threads": memory["Threads"],
+            "by_thread": thread_cpu(pid), "at": time.time()}
+
+
+def thread_cpu(pid: int, known: dict[int, str] | None = None) -> dict[str, float]:
+    """CPU seconds by kind of thread: those ``known`` names by thread id (by default the main thread,
+    "loop": galleon serve's asyncio event loop, where every stream is served), gRPC core's threads
+    (event_engine, grpc_*: sockets and HTTP/2), other Python threads (the compile worker, source reads,
+    the HTTP server)."""
+    names = known if known is not None else {pid: "loop"}
+    kinds = dict.fromkeys([*names.values(), "grpc", "other"], 0.0)
     try:
         tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
@@ -550,7 +562,7 @@ def thread_cpu(pid: int) -> dict[str, float]:
                 comm = f.read().strip()
         except OSError:
             continue  # the thread ended meanwhile
-        kind = "loop" if int(tid) == pid else "grpc" if comm.startswith(("event_engine", "grpc")) else "other"
+        kind = names.get(int(tid)) or ("grpc" if comm.startswith(("event_engine", "grpc")) else "other")
         kinds[kind] += (int(fields[11]) + int(fields[12])) / TICK
     return kinds
 

@@ -650,42 +650,6 @@ class ClientProcess(ads.ClientProcess):
 
 # =========================================================================== measuring this process
 
-def threads_cpu(known: dict[int, str]) -> dict[str, float]:
-    """CPU seconds of this process's threads, by name for ``known`` thread ids, else grpc / other."""
-    kinds: dict[str, float] = collections.defaultdict(float)
-    pid = os.getpid()
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                fields = f.read().rpartition(")")[2].split()
-            with open(f"/proc/{pid}/task/{tid}/comm") as f:
-                comm = f.read().strip()
-        except OSError:
-            continue
-        kind = known.get(int(tid)) or ("grpc" if comm.startswith(("event_engine", "grpc")) else "other")
-        kinds[kind] += (int(fields[11]) + int(fields[12])) / ads.TICK
-    return dict(kinds)
-
-
-def process_cpu() -> float:
-    """CPU seconds of this process, every thread it ran included (those that ended too)."""
-    with open("/proc/self/stat") as f:
-        fields = f.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / ads.TICK
-
-
-def rss_kb() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:,.0f} ms"
-
-
 class FeedThread:
     """Runs the feed's work on a thread of its own, as a cluster's watch runs on its own thread in the
     daemon; ``fn`` says how much of its thread's CPU went to making the objects (the benchmark's work,
@@ -802,8 +766,8 @@ def main(argv: list[str] | None = None) -> int:
         feeder = FeedThread()
         registry = server.daemon.live.registry
         time.sleep(0.5)
-        rss_before = rss_kb()
-        cpu_before, process_before = threads_cpu(known), process_cpu()
+        rss_before = ads.process_memory(os.getpid())["VmRSS"]
+        cpu_before, process_before = ads.thread_cpu(os.getpid(), known), ads.process_cpu(os.getpid())
         making = time.thread_time()
         feed.build()
         build_seconds = time.thread_time() - making
@@ -837,9 +801,9 @@ def main(argv: list[str] | None = None) -> int:
         target_file = work / "eds.json"
         target_file.write_text(json.dumps(targets))
         synced = client.ask(f"eds {target_file} 1800", timeout=1900)
-        cpu_synced, process_synced = threads_cpu(known), process_cpu()
+        cpu_synced, process_synced = ads.thread_cpu(os.getpid(), known), ads.process_cpu(os.getpid())
         time.sleep(1.0)
-        rss_synced = rss_kb()
+        rss_synced = ads.process_memory(os.getpid())["VmRSS"]
         times = [t - first_list for t in synced["times"]]
         sync_total = max(times) if times and not synced["missing"] else float("nan")
         batches = list(server.tracker.batches)
@@ -859,7 +823,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{max(s[1] for s in sizes) * args.streams / 2 ** 30:,.1f} GB for the {args.streams:,} streams")
         held = ", holding as many assignments as the view has" if args.delta else ""
         print(f"every stream holds the endpoints (ACKed its view's EDS version{held}) {sync_total:.2f} s after the "
-              f"first list (per stream: p50 {ms(ads.percentile(times, 50))}, p99 {ms(ads.percentile(times, 99))}"
+              f"first list (per stream: p50 {ads.ms(ads.percentile(times, 50))}, p99 {ads.ms(ads.percentile(times, 99))}"
               f"{never})")
         cpu = {k: cpu_synced.get(k, 0.0) - cpu_before.get(k, 0.0) for k in cpu_synced}
         store = feeder.cpu - making_lists[0]
@@ -909,10 +873,10 @@ def main(argv: list[str] | None = None) -> int:
         at_target = next((s for s in steps if s["rate"] == TARGET_RATE), None)
         if at_target is not None:
             print(f"target: {TARGET_RATE} events/s, every affected stream ACKed p99 < {TARGET_P99:g} s: "
-                  f"{ads.verdict(at_target['holds'])} (p99 {ms(at_target['p99'])}, {at_target['missing']} "
+                  f"{ads.verdict(at_target['holds'])} (p99 {ads.ms(at_target['p99'])}, {at_target['missing']} "
                   f"stream-events missing){size}")
         held = [s["rate"] for s in steps if s["holds"]]
-        tried = ", ".join(f"{s['rate']:g}/s p99 {ms(s['p99'])}" for s in steps)
+        tried = ", ".join(f"{s['rate']:g}/s p99 {ads.ms(s['p99'])}" for s in steps)
         print(f"highest rate tried that holds p99 < {TARGET_P99:g} s: "
               f"{f'{max(held):g} events/s' if held else 'none'} (steps: "
               f"{tried})")
@@ -951,7 +915,7 @@ def run_step(args, server: Server, client, feed: Feed, feeder: FeedThread, known
     making = [0.0]
     if server.profiling:
         server.call(lambda: Profiles.of_thread().enable())
-    cpu0, process0, client_cpu0 = threads_cpu(known), process_cpu(), ads.proc_sample(client.process.pid)["cpu"]
+    cpu0, process0, client_cpu0 = ads.thread_cpu(os.getpid(), known), ads.process_cpu(os.getpid()), ads.proc_sample(client.process.pid)["cpu"]
     tracker_cpu0 = tracker.cpu
     began = time.time()
 
@@ -987,7 +951,7 @@ def run_step(args, server: Server, client, feed: Feed, feeder: FeedThread, known
     client.ask("quiet 1.0 120", timeout=200)
     if server.profiling:
         server.call(lambda: Profiles.of_thread().disable())
-    cpu1, process1, client_cpu1 = threads_cpu(known), process_cpu(), ads.proc_sample(client.process.pid)["cpu"]
+    cpu1, process1, client_cpu1 = ads.thread_cpu(os.getpid(), known), ads.process_cpu(os.getpid()), ads.proc_sample(client.process.pid)["cpu"]
     expected = server.call(lambda: tracker.expectations(events))
     unpublished = sum(e.publish is None for e in events)
     path = work / f"expected-{rate:g}.json"
@@ -1008,17 +972,17 @@ def run_step(args, server: Server, client, feed: Feed, feeder: FeedThread, known
           f"{sinking[0] / max(1, len(events)) * 1000:.2f} ms a event (wall, in the feed thread)")
     print(f"published in {len(batches):,} batches ({len(batches) / args.seconds:.1f}/s; objects per batch median "
           f"{statistics_median([b['objects'] for b in batches]):.0f}; waited in the debounce p50 "
-          f"{ms(ads.percentile([b['waited'] for b in batches], 50))}; publish p50 "
-          f"{ms(ads.percentile([b['seconds'] for b in batches], 50))}, p99 "
-          f"{ms(ads.percentile([b['seconds'] for b in batches], 99))}, max "
-          f"{ms(max((b['seconds'] for b in batches), default=float('nan')))})")
+          f"{ads.ms(ads.percentile([b['waited'] for b in batches], 50))}; publish p50 "
+          f"{ads.ms(ads.percentile([b['seconds'] for b in batches], 50))}, p99 "
+          f"{ads.ms(ads.percentile([b['seconds'] for b in batches], 99))}, max "
+          f"{ads.ms(max((b['seconds'] for b in batches), default=float('nan')))})")
     print("  where: " + "; ".join(f"{label} {int(calls)} calls, {wall / max(1, calls) * 1000:.1f} ms wall, "
                                   f"{cpu_ / max(1, calls) * 1000:.1f} ms CPU a call"
                                   for label, (calls, wall, cpu_) in tracker.timings.items()))
     print(f"event -> every affected stream ACKed ({matched['pairs']:,} stream-events over {affected:,} "
-          f"event-views; {matched['responses']:,} EDS responses ACKed): p50 {ms(matched['p50'])}, p90 "
-          f"{ms(matched['p90'])}, p99 {ms(matched['p99'])}, max {ms(matched['max'])}; the slowest stream of each "
-          f"event: p50 {ms(matched['event_worst_p50'])}, p99 {ms(matched['event_worst_p99'])}"
+          f"event-views; {matched['responses']:,} EDS responses ACKed): p50 {ads.ms(matched['p50'])}, p90 "
+          f"{ads.ms(matched['p90'])}, p99 {ads.ms(matched['p99'])}, max {ads.ms(matched['max'])}; the slowest stream of each "
+          f"event: p50 {ads.ms(matched['event_worst_p50'])}, p99 {ads.ms(matched['event_worst_p99'])}"
           + (f"; MISSING {matched['missing']:,} stream-events" if matched["missing"] else "")
           + (f"; {unpublished} events never published" if unpublished else ""))
     per_event = server_cpu / max(1, len(events))
