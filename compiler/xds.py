@@ -261,8 +261,9 @@ class _Compilation:
         number, subset, _ = parse_eds_name(cluster_name)
         port = service.known_port(number)
         facts = view_facts(self.mesh, self.view, service, port, subset or None)
-        return cache.ASSIGNMENTS.of(self.mesh, (cluster_name, facts), lambda: _serialized(ENDPOINTS, build_load_assignment(
-            self.mesh, self.view, service, port, subset or None, sni_dnat=cluster_name.startswith("outbound_."))))
+        return cache.ASSIGNMENTS.of(self.mesh, (cluster_name, facts), lambda: _serialized(
+            ENDPOINTS, build_load_assignment(self.mesh, self.view, service, port, subset or None,
+                                             sni_dnat=cluster_name.startswith("outbound_."))))
 
     def sidecar_routes(self, table: SidecarRoutes, services: dict[str, Service]) -> None:
         """A sidecar's route configuration for one port, from its virtual hosts: each taken back from

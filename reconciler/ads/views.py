@@ -150,11 +150,11 @@ class ServedView:
         key = (type_url, subset and subset[0], base.serial, base_subset and base_subset[0])
         cached = self._cached(key)
         if cached is None:
-            resources, held = self.resources.get(type_url, {}), base.resources.get(type_url, {})
+            resources = self.resources.get(type_url, {})
             version, chosen = (self.versions[type_url], resources) if subset is None else (subset[1], subset[0])
-            had = held.keys() if base_subset is None else frozenset(base_subset[0])
-            sent = [resources[n] for n in chosen
-                    if n not in had or getattr(held.get(n), "version", None) != resources[n].version]
+            had = base.resources.get(type_url, {}).keys() if base_subset is None else frozenset(base_subset[0])
+            differ = frozenset(self.since(type_url, base)[0])
+            sent = [resources[n] for n in chosen if n not in had or n in differ]
             nonce = f"{version}-{self.serial}-{base.serial}"
             body = wire.sotw_body(version, _packed(type_url, sent), type_url) if sent else None
             cached = self._keep(key, (version, nonce, body and wire.sotw_response(body, nonce)))
@@ -174,8 +174,8 @@ class ServedView:
 
     def since(self, type_url: str, base: "ServedView") -> tuple[tuple[str, ...], tuple[str, ...]]:
         """(the names of this view's resources of a type that ``base`` lacks or holds in another version,
-        the names ``base`` has and this view lacks): what a delta stream that holds ``base`` is sent.
-        Found once per base, for all the streams of the view that were in step."""
+        the names ``base`` has and this view lacks): what a stream that holds ``base`` needs of this view
+        (sotw_update; a delta stream in step). Found once per base, for all the streams that hold it."""
         key = (type_url, base.serial)
         found = self._since.get(key)
         if found is None:
