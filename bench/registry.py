@@ -88,10 +88,18 @@ def default_cluster(s: int) -> str:
 
 # =========================================================================== the source (what Git holds)
 
-def source_files(services: int, clusters: int) -> dict[str, str]:
+# Istio's mesh-wide default Sidecar of its documentation: a proxy imports its own namespace's services
+# and istio-system's, what Istio advises for a mesh of this size.
+NAMESPACE_SIDECAR = {"apiVersion": "networking.istio.io/v1", "kind": "Sidecar",
+                     "metadata": {"name": "default", "namespace": "istio-system"},
+                     "spec": {"egress": [{"hosts": ["./*", "istio-system/*"]}]}}
+
+
+def source_files(services: int, clusters: int, sidecars: bool = False) -> dict[str, str]:
     """The repository: the Clusters, MeshNetworks and MeshConfig of bench/validate.py's federation,
     and per service a v1 Service (selector app: NAME, port 8080 http) and its DestinationRule (subsets
-    v1/v2, ISTIO_MUTUAL, outlier detection: locality failover), one file per namespace."""
+    v1/v2, ISTIO_MUTUAL, outlier detection: locality failover), one file per namespace; with
+    ``sidecars``, the mesh-wide default Sidecar that scopes each proxy to its namespace."""
     dump = lambda objs: "---\n".join(yaml.dump(o, Dumper=yaml.CSafeDumper, sort_keys=False) for o in objs)  # noqa: E731
     by_namespace: dict[str, list[dict]] = collections.defaultdict(list)
     for s in range(services):
@@ -101,7 +109,7 @@ def source_files(services: int, clusters: int) -> dict[str, str]:
             "metadata": {"name": name, "namespace": namespace, "labels": {"app": name}},
             "spec": {"selector": {"app": name}, "ports": [{"name": "http", "port": PORT}]}})
         by_namespace[namespace].append(routing_objects(name, namespace, f"{name}.{namespace}.svc.cluster.local")[0])
-    files = {"mesh.yaml": dump(mesh_objects(clusters))}
+    files = {"mesh.yaml": dump(mesh_objects(clusters) + ([NAMESPACE_SIDECAR] if sidecars else []))}
     files.update({f"{namespace}.yaml": dump(objs) for namespace, objs in sorted(by_namespace.items())})
     return files
 
@@ -697,6 +705,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", nargs="?", const="both", choices=("sync", "events", "both"), default=None,
                     help="cProfile the daemon's threads during the first sync, the first step of events, or both "
                          "(--profile alone), and print where the time goes")
+    ap.add_argument("--sidecars", action="store_true",
+                    help="add Istio's mesh-wide default Sidecar (egress ./* and istio-system/*): each proxy sees "
+                         "its namespace's services, a tenth of the mesh, instead of every service")
     ads.add_delta_option(ap)
     args = ap.parse_args(argv)
     if min(args.services, args.clusters, args.endpoints, args.streams, args.views, args.open_batch) < 1 \
@@ -715,14 +726,15 @@ def main(argv: list[str] | None = None) -> int:
     server = client = None
     try:
         started = time.perf_counter()
-        files = source_files(args.services, args.clusters)
+        files = source_files(args.services, args.clusters, args.sidecars)
         source = work / "source"
         source.mkdir()
         for name, text in files.items():
             (source / name).write_text(text)
         endpoints = args.services * args.clusters * args.endpoints
         print(f"mesh: {args.services:,} Kubernetes Services (a Service and a DestinationRule each) in "
-              f"{NAMESPACES} namespaces, {args.clusters} clusters on 2 networks; registry: {endpoints:,} pods "
+              f"{NAMESPACES} namespaces{', a default Sidecar scoping each proxy to its namespace' if args.sidecars else ''}, "
+              f"{args.clusters} clusters on 2 networks; registry: {endpoints:,} pods "
               f"({args.endpoints} per service per cluster, one EndpointSlice per service per cluster), "
               f"{args.nodes} Nodes per cluster; {args.streams:,} {ads.protocol_name(args)} streams over "
               f"{args.views} views; source "

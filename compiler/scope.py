@@ -22,10 +22,12 @@ def sidecar_for(mesh: Mesh, view: ProxyView) -> SourceObject | None:
     return None
 
 
-def _imports(pattern: str, sidecar: SourceObject, service: Service) -> bool:
+def _imports(pattern: str, namespace_of_proxy: str, service: Service) -> bool:
+    # "./" is the proxy's namespace, also in the mesh-wide default Sidecar of the root namespace
+    # (Istio converts that Sidecar for each proxy's config namespace).
     namespace, _, host = pattern.partition("/")
     if namespace == ".":
-        namespace = sidecar.namespace
+        namespace = namespace_of_proxy
     return (namespace == "*" or namespace == service.namespace) and matches(host, service.host)
 
 
@@ -42,4 +44,4 @@ def visible_services(mesh: Mesh, view: ProxyView) -> list[Service]:
     if sidecar is None or not sidecar.spec.get("egress"):
         return services
     patterns = [h for egress in sidecar.spec["egress"] for h in egress.get("hosts", [])]
-    return [s for s in services if any(_imports(p, sidecar, s) for p in patterns)]
+    return [s for s in services if any(_imports(p, view.namespace, s) for p in patterns)]

@@ -154,6 +154,22 @@ def test_a_sidecar_without_spec_or_with_an_empty_one_is_valid_and_imports_every_
         assert [s.host for s in visible_services(mesh, view)] == sorted(mesh.services)
 
 
+def test_dot_in_the_root_namespaces_default_sidecar_is_each_proxys_own_namespace():
+    # Istio's mesh-wide default (a Sidecar without selector in the root namespace) is converted for each
+    # proxy's namespace: "./*" imports the proxy's namespace, not istio-system.
+    shop = service("web", "- {name: http, port: 80}", extra="  selector: {app: web}\n")
+    root = sidecar("default", "egress:\n- hosts: ['./*']", namespace="istio-system")
+    local = sidecar("default", "egress:\n- hosts: ['./*', 'bookinfo/ratings.bookinfo.svc.cluster.local']",
+                    namespace="shop")
+    for documents, expected in (
+            ((shop, root), {"bookinfo": ["ratings", "reviews"], "shop": ["web"]}),
+            ((shop, root, local), {"bookinfo": ["ratings", "reviews"], "shop": ["ratings", "web"]})):
+        mesh = build_mesh(load(snapshot_of({"mesh.yaml": "---\n".join((BASE, *documents))})).objects)
+        for namespace, names in expected.items():
+            view = make_view(mesh, "cluster-a", f"sidecar~10.1.0.9~p.{namespace}~{namespace}.svc.cluster.local")
+            assert [s.host.split(".")[0] for s in visible_services(mesh, view)] == names, namespace
+
+
 def test_sidecars_without_selector_conflict_only_within_one_namespace():
     assert codes_of(sidecar("a", None), sidecar("b", None, namespace="shop"),
                     sidecar("c", "", namespace="istio-system")) == []
