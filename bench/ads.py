@@ -178,6 +178,14 @@ class Names:
         return names
 
 
+# (type URL, version, nonce, id of the names listed) -> (those names, the ACK's bytes): see Proxy.ack.
+_ACKS: dict[tuple, tuple[tuple[str, ...], bytes]] = {}
+
+
+def _serialized(request) -> bytes:
+    return request if isinstance(request, bytes) else request.SerializeToString()
+
+
 class Proxy:
     """One ADS stream that behaves like Envoy's SotW ADS client."""
 
@@ -239,11 +247,21 @@ class Proxy:
                                               version_info=self.acked.get(type_url, ""),
                                               response_nonce=self.nonce.get(type_url, ""))
 
-    def ack(self, response) -> discovery_pb2.DiscoveryRequest:
-        """The ACK: in state of the world, the version and nonce, and the subscription listed again."""
-        return discovery_pb2.DiscoveryRequest(type_url=response.type_url, version_info=response.version_info,
-                                              response_nonce=response.nonce,
-                                              resource_names=list(self.names.get(response.type_url, ())))
+    def ack(self, response) -> discovery_pb2.DiscoveryRequest | bytes:
+        """The ACK: in state of the world, the version and nonce, and the subscription listed again.
+        Serialized once for the streams of a view in step (the same response, the same subscription):
+        the thousand Envoys this process stands for would each make theirs on a machine of its own, and
+        an EDS ACK lists every assignment's name."""
+        names = self.names.get(response.type_url, ())
+        key = (response.type_url, response.version_info, response.nonce, id(names))
+        found = _ACKS.get(key)
+        if found is None or found[0] is not names:
+            if len(_ACKS) >= 4096:
+                _ACKS.clear()
+            found = _ACKS[key] = (names, discovery_pb2.DiscoveryRequest(
+                type_url=response.type_url, version_info=response.version_info, response_nonce=response.nonce,
+                resource_names=list(names)).SerializeToString())
+        return found[1]
 
     def apply(self, response, names: Names) -> list:
         """Take a response in; the subscription changes it calls for (new EDS names for a CDS response,
@@ -267,7 +285,7 @@ class Proxy:
         return [self.request(type_url, wanted)] if wanted else []
 
     async def run(self, channel: grpc.aio.Channel, names: Names, client: "Client") -> None:
-        call = channel.stream_stream(self.METHOD, request_serializer=self.REQUEST.SerializeToString,
+        call = channel.stream_stream(self.METHOD, request_serializer=_serialized,
                                      response_deserializer=self._sized)()
         self.opened = time.time()
         try:

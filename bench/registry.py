@@ -34,6 +34,7 @@ import argparse
 import asyncio
 import cProfile
 import collections
+import gc
 import itertools
 import json
 import os
@@ -285,6 +286,7 @@ class Server:
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="galleon-serve", daemon=True)
         self.tracker = Tracker(self)
+        self.collections = Collections()
         self.profiling = False  # cProfile the daemon's threads (--profile)
 
     def _run(self) -> None:
@@ -340,6 +342,31 @@ class Server:
         if self.loop is not None and self.thread.is_alive():
             self.loop.call_soon_threadsafe(self.daemon.stop, "benchmark done")
             self.thread.join(30)
+
+
+class Collections:
+    """The cyclic collector's passes over the oldest generation (gc.callbacks), which stop every thread
+    of the daemon for as long as they take: how many, and how long, since ``reset``."""
+
+    def __init__(self) -> None:
+        self.started = 0.0
+        self.pauses: list[float] = []
+        gc.callbacks.append(self._on)
+
+    def _on(self, phase: str, info: dict) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            self.started = time.perf_counter()
+        else:
+            self.pauses.append(time.perf_counter() - self.started)
+
+    def reset(self) -> None:
+        self.pauses = []
+
+    def summary(self) -> str:
+        return (f"{len(self.pauses)} passes of the cyclic collector over the oldest generation, "
+                f"{sum(self.pauses):.2f} s in all, the longest {ads.ms(max(self.pauses, default=0.0))}")
 
 
 class Tracker:
@@ -780,6 +807,8 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(0.5)
         rss_before = ads.process_memory(os.getpid())["VmRSS"]
         cpu_before, process_before = ads.thread_cpu(os.getpid(), known), ads.process_cpu(os.getpid())
+        client_before = ads.proc_sample(client.process.pid)["cpu"]
+        server.collections.reset()
         making = time.thread_time()
         feed.build()
         build_seconds = time.thread_time() - making
@@ -791,11 +820,15 @@ def main(argv: list[str] | None = None) -> int:
         making_lists = [0.0]
 
         def list_all() -> None:
-            for c in range(args.clusters):
-                made = time.thread_time()
-                lists = feed.lists(c)
-                making_lists[0] += time.thread_time() - made
-                for kind, objects in lists:
+            # Kind after kind, each in every cluster: as the daemon's feeds list the clusters at once, each
+            # on its own thread (a cluster whose list is done while the others' are under way waits for
+            # them: one rebuild for all).
+            made = time.thread_time()
+            lists = [feed.lists(c) for c in range(args.clusters)]
+            making_lists[0] += time.thread_time() - made
+            for k in range(len(lists[0])):
+                for c in range(args.clusters):
+                    kind, objects = lists[c][k]
                     listed_at.append(time.time())
                     listed_objects[0] += len(objects)
                     registry.listed(cluster_name(c), kind, objects)
@@ -814,6 +847,7 @@ def main(argv: list[str] | None = None) -> int:
         target_file.write_text(json.dumps(targets))
         synced = client.ask(f"eds {target_file} 1800", timeout=1900)
         cpu_synced, process_synced = ads.thread_cpu(os.getpid(), known), ads.process_cpu(os.getpid())
+        client_synced = ads.proc_sample(client.process.pid)["cpu"]
         time.sleep(1.0)
         rss_synced = ads.process_memory(os.getpid())["VmRSS"]
         times = [t - first_list for t in synced["times"]]
@@ -844,10 +878,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"server CPU for the first sync: {server_cpu:.2f} s (event loop {cpu.get('loop', 0):.2f} s, gRPC "
               f"threads {cpu.get('grpc', 0):.2f} s, the store (Sink calls, on the feed's thread) {store:.2f} s, "
               f"others (mesh, compile) {server_cpu - cpu.get('loop', 0) - cpu.get('grpc', 0) - store:.2f} s); "
-              f"making the objects ({build_seconds + making_lists[0]:.2f} s) left out")
+              f"making the objects ({build_seconds + making_lists[0]:.2f} s) left out; the client process "
+              f"{client_synced - client_before:.2f} s on the same {os.cpu_count()} CPUs")
         timings = server.tracker.timings
         print("  where: " + "; ".join(f"{label} {int(calls)} calls, {wall:.2f} s wall, {cpu_:.2f} s CPU"
-                                      for label, (calls, wall, cpu_) in timings.items()))
+                                      for label, (calls, wall, cpu_) in timings.items())
+              + f"; {server.collections.summary()}")
         own = feed.own_bytes()
         per_endpoint = ((rss_synced - rss_before) * 1024 - own) / endpoints
         print(f"server RSS: {ads.mb(rss_before)} before the objects were made -> {ads.mb(rss_synced)} synced: "
@@ -919,6 +955,7 @@ def run_step(args, server: Server, client, feed: Feed, feeder: FeedThread, known
     registry = server.daemon.live.registry
     tracker = server.tracker
     tracker.reset()
+    server.collections.reset()
     client.ask("record")
     events: list[Event] = []
     total = int(rate * args.seconds)
@@ -990,7 +1027,8 @@ def run_step(args, server: Server, client, feed: Feed, feeder: FeedThread, known
           f"{ads.ms(max((b['seconds'] for b in batches), default=float('nan')))})")
     print("  where: " + "; ".join(f"{label} {int(calls)} calls, {wall / max(1, calls) * 1000:.1f} ms wall, "
                                   f"{cpu_ / max(1, calls) * 1000:.1f} ms CPU a call"
-                                  for label, (calls, wall, cpu_) in tracker.timings.items()))
+                                  for label, (calls, wall, cpu_) in tracker.timings.items())
+          + f"; {server.collections.summary()}")
     print(f"event -> every affected stream ACKed ({matched['pairs']:,} stream-events over {affected:,} "
           f"event-views; {matched['responses']:,} EDS responses ACKed): p50 {ads.ms(matched['p50'])}, p90 "
           f"{ads.ms(matched['p90'])}, p99 {ads.ms(matched['p99'])}, max {ads.ms(matched['max'])}; the slowest stream of each "

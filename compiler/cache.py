@@ -18,6 +18,10 @@ mesh and a proxy view. What they find again instead of computing is kept in four
   hosts, kept under a key (fingerprints.py) that holds the digest of every object they were built
   from. A later compile of the same view takes them back exactly when its key is unchanged.
 
+Not kept but shared: a live registry's batch makes a mesh whose indexes of every Pod and every
+per-service object are the last mesh's with a few keys changed, overlaid rather than copied
+(``overlay.Overlay``, model.relisted).
+
 Values handed out are never changed by their takers: messages are kept serialized, and a builder
 merges a part into its own message (``merge``), so no message is shared between resources.
 
@@ -94,11 +98,9 @@ ROUTE_KEY = MeshEntry("route key", "(host,): what routes to the service are buil
 SERVICE_KEY = MeshEntry("service key", "(host,): what its clusters and assignments are built from")
 FEEDING = MeshEntry("feeding", "(): the hosts each Service's listings feed, and those whose selector picks Pods, "
                     "by namespace and one label pair of the selector (model.relisted)")
-CHANGES = MeshEntry("changes", "(the digests of a previous mesh's per-service objects): what differs from it "
+CHANGES = MeshEntry("changes", "(a previous mesh's per-service objects, by identity): what differs from it "
                     "(fingerprints.changes)")
 HOSTS_BY_NAMESPACE = MeshEntry("hosts by namespace", "(): the hosts of each namespace's services")
-DIGESTS = MeshEntry("digests", "(): the digests of the mesh's per-service objects")
-OBJECTS_BY_DIGEST = MeshEntry("objects by digest", "(): those objects, by digest")
 
 
 # --- values derived from one source object ------------------------------------------------------------
@@ -193,12 +195,12 @@ class ViewUnits:
     sidecar route configuration name, (host, virtual host key) of each of its virtual hosts; per
     virtual host key, its unit.
 
-    ``digests``: those of the mesh's per-service objects, from which the next compile finds the keys
-    that may have changed (fingerprints.changes); ``view_key``: the view and every mesh-wide object,
+    ``objects``: the mesh's per-service objects, from which the next compile finds the keys that
+    may have changed (fingerprints.changes); ``view_key``: the view and every mesh-wide object,
     which must be the same for anything to be taken back."""
 
     view_key: str = ""
     services: dict[str, ServiceUnit] = field(default_factory=dict)
     tables: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = field(default_factory=dict)
     virtual_hosts: dict[tuple[str, ...], VirtualHostUnit] = field(default_factory=dict)
-    digests: frozenset[str] = frozenset()
+    objects: Any = None  # a model.ObjectsByDigest (model imports this module)

@@ -16,7 +16,7 @@ from . import cache, kube
 from .gateways import MeshVirtualServices, destination_hosts
 from .hosts import CLUSTER_DOMAIN, fqdn, matches
 from .kinds import ENDPOINT_KINDS, NODE, SERVICE
-from .model import Mesh, Service
+from .model import Mesh, ObjectsByDigest, Service
 from .parse import SourceObject
 from .view import ProxyView
 
@@ -63,15 +63,6 @@ def service_key(mesh: Mesh, service: Service) -> Key:
     return cache.SERVICE_KEY.of(mesh, service.host, compute)
 
 
-def digests(mesh: Mesh) -> frozenset[str]:
-    """The digests of the mesh's per-service objects (the view key covers the others)."""
-    return cache.DIGESTS.of(mesh, (), lambda: frozenset(_by_digest(mesh)))
-
-
-def _by_digest(mesh: Mesh) -> dict[str, SourceObject]:
-    return cache.OBJECTS_BY_DIGEST.of(mesh, (), lambda: {obj.digest: obj for obj in mesh.per_service_objects})
-
-
 @dataclass(frozen=True)
 class Changes:
     """What differs between the mesh of a previous compile (with the same view key) and this one."""
@@ -86,17 +77,17 @@ class Changes:
         return not (self.gone.isdisjoint(key) and self.hosts.isdisjoint(key))
 
 
-def changes(mesh: Mesh, before: frozenset[str]) -> Changes:
-    """The changes since a mesh whose per-service objects had the digests ``before``: found once for
-    all the views compiled against the same previous mesh."""
+def changes(mesh: Mesh, before: ObjectsByDigest) -> Changes:
+    """The changes since a mesh whose per-service objects were ``before``: found once for all the
+    views compiled against the same previous mesh."""
     return cache.CHANGES.of(mesh, before, lambda: _changes(mesh, before))
 
 
-def _changes(mesh: Mesh, before: frozenset[str]) -> Changes:
-    now = _by_digest(mesh)
+def _changes(mesh: Mesh, before: ObjectsByDigest) -> Changes:
+    now = mesh.per_service_objects.by_digest
     hosts: set[str] = set()
     namespaces: set[str] = set()  # of new WorkloadEntries and Pods: every service there may select them
-    for digest in digests(mesh) - before:
+    for digest in now.keys() - before.by_digest.keys():
         obj = now[digest]
         if obj.kind in ("WorkloadEntry", "Pod"):
             namespaces.add(obj.namespace)
@@ -105,7 +96,7 @@ def _changes(mesh: Mesh, before: frozenset[str]) -> Changes:
     by_namespace = _hosts_by_namespace(mesh)
     for namespace in namespaces:
         hosts |= by_namespace.get(namespace, set())
-    return Changes(before - digests(mesh), frozenset(hosts))
+    return Changes(frozenset(before.by_digest.keys() - now.keys()), frozenset(hosts))
 
 
 def _hosts_by_namespace(mesh: Mesh) -> dict[str, set[str]]:

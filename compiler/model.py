@@ -15,6 +15,7 @@ from . import cache, kube, meshnetworks, protocols
 from .hosts import EVERYWHERE, export_scopes, fqdn, matches
 from .kinds import CLUSTER_LABEL, ENDPOINT_KINDS, NAMESPACE, NODE, REFERENCE_ONLY_KINDS, SERVICE, WORKLOAD_KINDS
 from .locality import Locality
+from .overlay import Overlay
 from .parse import SourceObject
 from .vips import DEFAULT_CIDR, DEFAULT_SUFFIX, Assignment, allocate, explicit_address, under_suffix
 
@@ -197,8 +198,26 @@ class Listings:
     by (cluster, [namespace,] name). Never changed once built (``relisted`` makes another)."""
 
     slices: dict[tuple[str, str], dict[str, list[SourceObject]]] = field(default_factory=dict)
-    pods: dict[tuple[str, str, str], SourceObject] = field(default_factory=dict)
+    pods: Mapping[tuple[str, str, str], SourceObject] = field(default_factory=dict)
     nodes: dict[tuple[str, str], SourceObject] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, eq=False)
+class ObjectsByDigest:
+    """A mesh's per-service objects (those about one service: fingerprints.py), by digest. Never
+    changed once made: a live registry's change makes another (``changed``), so that what a compile
+    finds changed since a mesh is found once per pair of meshes (fingerprints.changes, keyed by
+    identity)."""
+
+    by_digest: Mapping[str, SourceObject] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, objects: Collection[SourceObject]) -> ObjectsByDigest:
+        return cls({obj.digest: obj for obj in objects})
+
+    def changed(self, gone: Collection[SourceObject], new: Collection[SourceObject]) -> ObjectsByDigest:
+        return ObjectsByDigest(Overlay.of(self.by_digest).changed(((obj.digest, obj) for obj in new),
+                                                                  (obj.digest for obj in gone)))
 
 
 @dataclass
@@ -216,7 +235,7 @@ class Mesh:
     # gateways, sidecars...): when it is unchanged, a service's resources depend on its own objects only.
     digest: str = ""
     # The objects of the other kinds, which the keys of an incremental compile hold (fingerprints.py).
-    per_service_objects: tuple[SourceObject, ...] = field(default=(), repr=False)
+    per_service_objects: ObjectsByDigest = field(default_factory=ObjectsByDigest, repr=False)
     # Every cross-cluster name's VIP (vips.py), and the names the pool had no room for.
     vips: Assignment = field(default_factory=Assignment)
     # ExternalName Services: their host, and the host they stand for (Istio's aliases).
@@ -325,7 +344,8 @@ def build_mesh(objects: list[SourceObject], revision: str = "", *, keep_vips: Ma
     return Mesh(revision, clusters, networks, services, rules,
                 by_kind.get("VirtualService", []), by_kind.get("Gateway", []), by_kind.get("Sidecar", []), settings,
                 mesh_wide.hexdigest()[:24],
-                tuple(obj for kind in sorted(PER_SERVICE_KINDS) for obj in by_kind.get(kind, [])), vips, aliases,
+                ObjectsByDigest.of([obj for kind in sorted(PER_SERVICE_KINDS) for obj in by_kind.get(kind, [])]),
+                vips, aliases,
                 listings)
 
 
@@ -514,7 +534,7 @@ def _listings(by_kind: dict[str, list[SourceObject]], clusters: dict[str, MeshCl
                 # A cluster's EndpointSlices list its endpoints; legacy Endpoints only where it has none.
                 if kind == "EndpointSlice" or not any(o.kind == "EndpointSlice" for o in by_cluster.get(cluster, ())):
                     by_cluster.setdefault(cluster, []).append(obj)
-    listings.pods.update(((p.labels.get(CLUSTER_LABEL) or only, p.namespace, p.name), p) for p in by_kind.get("Pod", []))
+    listings.pods = {(p.labels.get(CLUSTER_LABEL) or only, p.namespace, p.name): p for p in by_kind.get("Pod", [])}
     listings.nodes.update(((n.labels.get(CLUSTER_LABEL) or only, n.name), n) for n in by_kind.get(NODE, []))
     return listings
 
@@ -674,7 +694,8 @@ def relisted(mesh: Mesh, changed: Collection[SourceObject], gone: Collection[Sou
     the same key) and ``gone`` (deleted), without building the rest again: the services they feed get
     new endpoint sources, every other service, and everything else, is shared. Equal to a mesh built
     from all the objects anew (``build_mesh``); that is what Services, Nodes and repository changes get."""
-    listings = Listings(dict(mesh.listings.slices), dict(mesh.listings.pods), mesh.listings.nodes)
+    slices = dict(mesh.listings.slices)
+    pods: dict[tuple[str, str, str], SourceObject | None] = {}  # the batch's: None when deleted
     only = next(iter(mesh.clusters)) if len(mesh.clusters) == 1 else ""
     replaced: dict[int, SourceObject] = {}
     namespaces_pods: dict[str, list[Mapping[str, str]]] = {}  # a changed pod's labels, old and new
@@ -684,18 +705,17 @@ def relisted(mesh: Mesh, changed: Collection[SourceObject], gone: Collection[Sou
         cluster = obj.labels.get(CLUSTER_LABEL) or only
         if obj.kind == "Pod":
             key = (cluster, obj.namespace, obj.name)
-            old = listings.pods.pop(key, None)
+            old = pods[key] if key in pods else mesh.listings.pods.get(key)
             if old is not None:
                 replaced[id(old)] = old
                 namespaces_pods.setdefault(obj.namespace, []).append(old.labels)
-            if add:
-                listings.pods[key] = obj
+            pods[key] = obj if add else None
             namespaces_pods.setdefault(obj.namespace, []).append(obj.labels)
             return
         service = kube.endpoint_slice_service(obj) if obj.kind == "EndpointSlice" else obj.name
         if not service:
             return
-        by_cluster = dict(listings.slices.get((obj.namespace, service), {}))
+        by_cluster = dict(slices.get((obj.namespace, service), {}))
         kept = []
         for other in by_cluster.get(cluster, []):
             if (other.kind, other.name) == (obj.kind, obj.name):
@@ -706,13 +726,16 @@ def relisted(mesh: Mesh, changed: Collection[SourceObject], gone: Collection[Sou
             kept.append(obj)
             kept.sort(key=lambda o: (o.kind, o.name))
         by_cluster[cluster] = kept
-        listings.slices[(obj.namespace, service)] = by_cluster
+        slices[(obj.namespace, service)] = by_cluster
         listed.add((obj.namespace, service))
 
     for obj in gone:
         place(obj, add=False)
     for obj in changed:
         place(obj, add=True)
+    listings = Listings(slices, Overlay.of(mesh.listings.pods).changed(
+        ((key, pod) for key, pod in pods.items() if pod is not None),
+        (key for key, pod in pods.items() if pod is None)), mesh.listings.nodes)
     services = dict(mesh.services)
     hosts: set[str] = set()
     endpoints_only = True
@@ -738,18 +761,13 @@ def relisted(mesh: Mesh, changed: Collection[SourceObject], gone: Collection[Sou
         # mTLS peer must present.
         if service.resolution not in (CLUSTER_IP, HEADLESS) or _identities(service) != _identities(renewed):
             endpoints_only = False
-    per_service = tuple(o for o in mesh.per_service_objects if id(o) not in replaced) + tuple(changed)
+    # (a live object's digest names its cluster and resourceVersion: no two share one)
+    per_service = mesh.per_service_objects.changed(replaced.values(), changed)
     relisted_mesh = Mesh(mesh.revision, mesh.clusters, mesh.networks, services, mesh.destination_rules,
                          mesh.virtual_services, mesh.gateways, mesh.sidecars, mesh.settings, mesh.digest,
                          per_service, mesh.vips, mesh.aliases, listings)
     # (the services' sources read other listings now, but the same Services and selectors)
     cache.FEEDING.seed(relisted_mesh, (), (by_listing, selecting))
-    before = cache.DIGESTS.known(mesh, ())
-    if before is not None:
-        # The digests of its objects from the mesh's rather than from every object again (a live
-        # object's digest names its cluster and resourceVersion: no two share one).
-        cache.DIGESTS.seed(relisted_mesh, (), (before - {o.digest for o in replaced.values()})
-                           | {o.digest for o in changed})
     return Relisted(relisted_mesh, frozenset(hosts), endpoints_only)
 
 

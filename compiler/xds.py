@@ -25,7 +25,7 @@ from . import cache, proxyless, wire
 from .cache import digest, serialize
 from .clusters import build_sni_dnat_cluster, service_clusters, shared_by_views
 from .endpoints import build_load_assignment, view_facts
-from .fingerprints import changes, digests, service_key, view_key, virtual_host_key
+from .fingerprints import changes, service_key, view_key, virtual_host_key
 from .gateways import sni_dnat_targets
 from .listeners import build_listeners
 from .model import Mesh, Service
@@ -146,7 +146,7 @@ def update_endpoints(mesh: Mesh, previous: CompiledView, hosts: AbstractSet[str]
                        for url, by_name in previous.resources.items()}
     build.carried.add(ENDPOINTS.url)  # each assignment is replaced in place: the names stay in order
     build.units = cache.ViewUnits(previous.units.view_key, dict(previous.units.services), previous.units.tables,
-                                  previous.units.virtual_hosts, digests(mesh))
+                                  previous.units.virtual_hosts, mesh.per_service_objects)
     for host in sorted(hosts):
         unit = previous.units.services.get(host)
         service = mesh.services.get(host)
@@ -179,8 +179,8 @@ class _Compilation:
         same = previous is not None and previous.units.view_key == key
         if same and previous is not None:
             self.kept = previous.units
-        self.changed = changes(mesh, self.kept.digests) if same else None
-        self.units = cache.ViewUnits(key, digests=digests(mesh))
+        self.changed = changes(mesh, self.kept.objects) if same and self.kept.objects is not None else None
+        self.units = cache.ViewUnits(key, objects=mesh.per_service_objects)
         if same:
             # Most services' clusters and assignments are taken back: copying the previous ones whole
             # and replacing a rebuilt service's costs less than putting each back.

@@ -303,6 +303,31 @@ async def test_publish_wakes_a_stream_with_only_the_changed_types():
 
 
 @asynchronous
+async def test_a_proxys_view_is_found_again_only_when_the_meshs_clusters_or_networks_are_others(monkeypatch):
+    import dataclasses
+    from reconciler.ads import server as server_module
+    found = []
+    real = server_module.view_of_node
+    monkeypatch.setattr(server_module, "view_of_node", lambda *args: found.append(args[1].id) or real(*args))
+    mesh = shop()
+    async with running(mesh) as (server, stub):
+        client = Client(stub, node_of())
+        await client.subscribe_all()
+        (connection,) = server.connections.values()
+        assert found == [client.node.id]
+        # a registry's endpoint change keeps the clusters and networks: the view it has is the view
+        moved = dataclasses.replace(shop(cart="10.1.0.9"), clusters=mesh.clusters, networks=mesh.networks)
+        await server.publish(moved, frozenset({CART_CLUSTER.split("|")[3]}))
+        assert (await client.read()).type_url == ENDPOINT
+        assert found == [client.node.id] and connection.view.network == "network-1"
+        # a revision whose cluster is on another network: found again, and it is another view
+        elsewhere = mesh_from({"mesh.yaml": ONE_CLUSTER.replace("network-1", "network-2")
+                               + service("cart", "10.1.0.9", 9080) + service("pay", "10.1.0.2", 8080)})
+        await server.publish(elsewhere)
+        assert found == [client.node.id] * 2 and connection.view.network == "network-2"
+
+
+@asynchronous
 async def test_syncz_shows_node_versions_and_last_nack():
     async with running(shop()) as (server, stub):
         client = Client(stub, node_of())

@@ -259,4 +259,4 @@ def test_request_authentications_never_reach_the_mesh():
     assert len([o for o in both.objects if o.kind == "RequestAuthentication"]) == 2
     without, with_them = build_mesh(plain.objects, "r"), build_mesh(both.objects, "r")
     assert with_them.digest == without.digest
-    assert [o.digest for o in with_them.per_service_objects] == [o.digest for o in without.per_service_objects]
+    assert list(with_them.per_service_objects.by_digest) == list(without.per_service_objects.by_digest)

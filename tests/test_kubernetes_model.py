@@ -259,7 +259,7 @@ def test_build_mesh_leaves_gateway_api_gateways_out():
     assert [g.ref for g in with_them.gateways] == [g.ref for g in without.gateways] == [
         "Gateway/istio-system/bookinfo-gateway"]
     assert with_them.digest == without.digest
-    assert [o.digest for o in with_them.per_service_objects] == [o.digest for o in without.per_service_objects]
+    assert list(with_them.per_service_objects.by_digest) == list(without.per_service_objects.by_digest)
     assert not [o for o in (*with_them.virtual_services, *with_them.sidecars) if o.group != "networking.istio.io"]
     for node_id, labels in (("sidecar~10.1.0.9~p.bookinfo~bookinfo.svc.cluster.local", {}),
                             ("router~10.1.100.1~ingress.istio-system~istio-system.svc.cluster.local",

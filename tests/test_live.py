@@ -3,6 +3,8 @@ objects labelled with their cluster, Node localities, pods that ServiceEntries s
 endpoint-only path, which must give exactly what building everything anew gives."""
 from __future__ import annotations
 
+import asyncio
+
 import copy
 
 import pytest
@@ -250,13 +252,65 @@ def test_a_preview_over_live_endpoints_says_so(repo):
     assert "live endpoints" not in render_markdown(preview_of(loaded, loaded, []))
 
 
-def test_relisted_gives_the_digests_a_mesh_built_anew_has(repo):
-    from compiler.fingerprints import digests
+def test_relisted_gives_the_per_service_objects_a_mesh_built_anew_has(repo):
     before_objects = running([pod("web-1", "10.0.0.1"), pod("web-2", "10.0.0.2")])
     mesh = build_mesh(repo + before_objects)
-    digests(mesh)  # computed once, as a compile does
     added = live("east", pod("web-3", "10.0.0.3"))
     gone = next(o for o in before_objects if o.kind == "Pod" and o.name == "web-1")
     found = relisted(mesh, [added], [gone])
     anew = build_mesh([o for o in repo + before_objects if o is not gone] + [added])
-    assert digests(found.mesh) == digests(anew)
+    assert found.mesh.per_service_objects.by_digest.keys() == anew.per_service_objects.by_digest.keys()
+    assert mesh.per_service_objects.by_digest.keys() == build_mesh(repo + before_objects).per_service_objects.by_digest.keys()
+    assert gone.digest not in found.mesh.per_service_objects.by_digest
+
+
+def test_a_mesh_built_anew_from_the_registry_leaves_the_heap_settled_once_pushed(tmp_path, monkeypatch):
+    """A Node changed (or a cluster listed) builds the mesh anew from every live object; like a revision, it
+    leaves the heap settled (reconciler/runtime.py), after the streams were sent it. Else the collector's next
+    pass over the oldest generation traverses all of the served mesh, stopping every thread for seconds at
+    150,000 endpoints (bench/registry.py). The daemon runs in this process on the sample repository and a copy
+    of the sample registry, as `make run` does."""
+    import shutil
+    from reconciler import runtime
+    from reconciler.daemon import Daemon, RegistryOptions, ServeOptions
+    from tests.conftest import SAMPLE_REPO
+    registry = tmp_path / "registry"
+    shutil.copytree(SAMPLE_REPO.parent / "sample-registry", registry)
+    steps: list[str] = []
+    monkeypatch.setattr(runtime, "settle", lambda: steps.append("settle"))
+    daemon = Daemon(ServeOptions(source=str(SAMPLE_REPO), cluster="cluster-a", ads="127.0.0.1:0",
+                                 http="127.0.0.1:0", state_dir=tmp_path / "state",
+                                 registry=RegistryOptions((f"dir:{registry}",), quiet=0.05, max_wait=0.2)))
+    publish, live_publish = daemon.ads.publish, daemon.live._publish
+
+    async def recorded_publish(mesh, endpoints_of=None):
+        await publish(mesh, endpoints_of)
+        steps.append("pushed")
+
+    async def recorded_batch(batch):
+        steps.append("whole" if batch.whole else "relisted")
+        await live_publish(batch)
+        steps.append("done")
+
+    daemon.ads.publish, daemon.live._publish = recorded_publish, recorded_batch
+    node = registry / "cluster-a" / "Node" / "cluster-a-worker.yaml"
+
+    async def main():
+        running = asyncio.create_task(daemon.run())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        while not (daemon.loader.state.served_revision and all(c["synced"] for c in daemon.live.registry.status())
+                   and daemon.live.registry.status()):
+            assert loop.time() < deadline and not running.done(), "the daemon did not serve the registry"
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
+        steps.clear()
+        node.write_text(node.read_text().replace("us-east-1a", "us-east-1b"))
+        while "done" not in steps:
+            assert loop.time() < deadline and not running.done(), f"no registry publish: {steps}"
+            await asyncio.sleep(0.05)
+        daemon.stop("test done")
+        await asyncio.wait_for(running, 10)
+
+    asyncio.run(main())
+    assert steps == ["whole", "pushed", "settle", "done"]

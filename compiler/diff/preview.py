@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..findings import Finding, counts
-from ..fingerprints import changes, digests
+from ..fingerprints import changes
 from ..gateways import destination_hosts
 from ..hosts import fqdn, matches
 from ..kinds import CLUSTER_LABEL
@@ -224,7 +224,7 @@ def affected_hosts(base: Mesh, head: Mesh) -> frozenset[str] | None:
     """
     if base.digest != head.digest:
         return None
-    hosts = set(changes(head, digests(base)).hosts | changes(base, digests(head)).hosts)
+    hosts = set(changes(head, base.per_service_objects).hosts | changes(base, head.per_service_objects).hosts)
     # A VirtualService shared by both revisions (parse's ``previous``) is read once, unless a wildcard
     # of its hosts covers services that differ between the meshes.
     by_object: dict[int, tuple[set[str], list[str]]] = {}

@@ -104,6 +104,12 @@ class Connection:
     update_started: float = 0.0
     admitted: bool = False  # its view was served to it (AdsServer._admit); publishes then recompile it
     nacks: _Throttle = field(default_factory=_Throttle)  # which of its NACKs are logged
+    # The clusters and networks of the mesh its view was found in: all a view reads of a mesh
+    # (views.view_of_node), and what a registry's endpoint changes keep (AdsServer._view_in).
+    found_in: tuple = ()
+
+    def see(self, view: ProxyView, mesh: Mesh) -> None:
+        self.view, self.found_in = view, (mesh.clusters, mesh.networks)
 
     def wake(self, started: float) -> bool:
         """Queue an update of this stream to its view's configuration; False if one is queued already."""
@@ -247,6 +253,14 @@ class AdsServer:
         if not self._delivering:
             self._all_delivered.set()
 
+    def _view_in(self, mesh: Mesh, connection: Connection) -> ProxyView:
+        """A connection's view of ``mesh``: the one it has when it was found in a mesh of the same
+        clusters and networks (model.relisted's meshes share them), else found anew."""
+        if connection.pinned is None and connection.found_in \
+                and connection.found_in[0] is mesh.clusters and connection.found_in[1] is mesh.networks:
+            return connection.view
+        return view_of_node(mesh, connection.node, self.cluster)
+
     async def _publish(self, mesh: Mesh, endpoints_of: AbstractSet[str] | None) -> None:
         started = time.monotonic()
         by_view: dict[ProxyView, list[Connection]] = {}
@@ -254,7 +268,7 @@ class AdsServer:
             if not connection.admitted:
                 continue  # its admission compiles its view, of the mesh it finds (_admit)
             try:
-                by_view.setdefault(view_of_node(mesh, connection.node, self.cluster), []).append(connection)
+                by_view.setdefault(self._view_in(mesh, connection), []).append(connection)
             except ViewError as exc:
                 # Its cluster or network is gone from the mesh: it keeps what it has, until it reconnects
                 # (and is refused) or a later revision brings its cluster back.
@@ -273,7 +287,8 @@ class AdsServer:
                 if self.mesh is not mesh:
                     return  # a newer mesh is being published: it wakes everyone
                 for connection in connections:
-                    connection.view, connection.pinned = view, None
+                    connection.see(view, mesh)
+                    connection.pinned = None
                     self._wake(connection, started)
         except Exception:
             # A view of this revision cannot be compiled (a bug, surely): serve the previous revision
@@ -302,15 +317,15 @@ class AdsServer:
         meanwhile lacks what its node names."""
         while True:
             await self.ready.wait()  # (a first revision that failed to compile leaves none)
-            mesh, view = self.mesh, connection.view
+            mesh = self.mesh
+            view = self._view_in(mesh, connection)  # (a revision may have been published since it was found)
+            connection.see(view, mesh)
             if view not in self.views:
                 building = self._building.get(view)
                 await asyncio.shield(building[1] if building is not None and building[0] is mesh
                                      else self._admission(mesh, view))
             if mesh is self.mesh and view in self.views:
                 break
-            if mesh is not self.mesh:
-                connection.view = view_of_node(self.mesh, connection.node, self.cluster)
         self._touch(view)
         connection.admitted = True
 
@@ -432,8 +447,9 @@ class AdsServer:
             if first is _CLOSED:
                 return
             await self.ready.wait()
+            mesh = self.mesh
             try:
-                view = view_of_node(self.mesh, first.node, self.cluster)
+                view = view_of_node(mesh, first.node, self.cluster)
             except ViewError as exc:
                 log.warning("proxy refused", node=first.node.id, reason=str(exc))
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"galleon: {exc}")
@@ -447,6 +463,7 @@ class AdsServer:
                 return
             connection = Connection(next(self._ids), name, node_identity(first.node), view, protocol,
                                     context.peer(), queue)
+            connection.see(view, mesh)
             self.connections[connection.id] = connection
             self.metrics.connected.labels(name).inc()
             if identity is None and self.gate.insecure:

@@ -27,6 +27,7 @@ from compiler.model import relisted
 from compiler.parse import SourceObject
 from compiler.revision import Revision, with_live
 
+from .. import runtime
 from ..ads.server import AdsServer
 from ..metrics import Metrics
 from ..kube.client import KubeError
@@ -269,6 +270,10 @@ class Live:
                     revision = self.live(served)
                     mesh = await asyncio.to_thread(lambda: revision.mesh)
                     await self.ads.publish(mesh)
+                    # A mesh anew from every object leaves the heap as a revision does: settled, once
+                    # the streams are sent it (reconciler/runtime.py).
+                    await self.ads.delivered(runtime.DELIVERY_WAIT)
+                    await asyncio.to_thread(runtime.settle)
                 else:
                     found = await asyncio.to_thread(relisted, self.ads.mesh, batch.changed, batch.gone)
                     await self.ads.publish(found.mesh, found.hosts if found.endpoints_only else None)

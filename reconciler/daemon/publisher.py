@@ -26,9 +26,6 @@ from .reconcilers import Reconcilers
 
 log = structlog.get_logger("galleon.serve")
 
-# How long a publish's after-work waits for the streams to be sent their update: it takes this process's
-# CPU (the collector's pass over the heap, the snapshot written), which the pushes need first.
-DELIVERY_WAIT = 5.0
 
 
 class Publisher:
@@ -47,8 +44,9 @@ class Publisher:
         self.metrics.revision_info.clear()
         self.metrics.revision_info.labels(mesh.revision).set(1)
         started = time.perf_counter()
-        if not await self.ads.delivered(DELIVERY_WAIT):
-            log.debug("streams still being updated; the after-work of the publish goes on", seconds=DELIVERY_WAIT)
+        if not await self.ads.delivered(runtime.DELIVERY_WAIT):
+            log.debug("streams still being updated; the after-work of the publish goes on",
+                      seconds=runtime.DELIVERY_WAIT)
         await self.previews.make_ready(revision, started)
         await asyncio.to_thread(runtime.settle)
         log.debug("heap settled", seconds=round(time.perf_counter() - started, 3))
