@@ -23,6 +23,7 @@ stream's ACK of the first EDS response holding it.
 
     .venv/bin/python bench/registry.py --services 200 --streams 50 --seconds 10   # small: under a minute
     .venv/bin/python bench/registry.py                                            # the size
+    .venv/bin/python bench/registry.py --sidecars                                 # each proxy scoped to its namespace
     .venv/bin/python bench/registry.py --services 1000 --profile                  # where the time goes
     .venv/bin/python bench/registry.py --services 200 --streams 50 --seconds 10 --delta  # delta xDS streams
 

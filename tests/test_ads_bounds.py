@@ -371,3 +371,22 @@ async def test_a_publish_is_delivered_once_every_woken_stream_has_written_its_up
         assert await server.delivered(5)
         for client in clients[:2]:
             assert (await client.read()).type_url == CLUSTER
+
+
+@asynchronous
+async def test_a_publish_that_leaves_a_view_as_it_was_wakes_none_of_its_streams():
+    """A registry's change to services a view does not see (or a revision the same for it) leaves its
+    versions as they were: its streams are not woken (at a thousand streams, waking each costs the
+    event loop more than the change), and nothing reaches them; a later change does."""
+    async with serving(many(services=20)) as (server, stub):
+        clients = [Client(stub, node_of(f"web-{i}", "shop")) for i in range(2)]
+        for client in clients:
+            await in_sync(client)
+        (view,) = server.views
+        await server.publish(many(services=20, revision="r1"))  # a mesh anew, the same for this view
+        assert server.views[view] is not None and await server.delivered(0), "a stream was woken"
+        await server.publish(many(services=20, first="10.2.0.9"))  # one endpoint moved
+        assert not await server.delivered(0)
+        for client in clients:
+            eds = await client.read()
+            assert eds.type_url == ENDPOINT and len(eds.resources) == 2  # svc-0's two ports

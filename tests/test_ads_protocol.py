@@ -299,6 +299,24 @@ def changed_names(before, after) -> dict[str, list[str]]:
             for t in PUSH_ORDER}
 
 
+def test_a_view_served_from_its_previous_has_the_versions_of_one_served_anew():
+    """serve_view keeps a type's version up to date from the resources that changed (the versions are
+    combined so that it can): resources changed, added, gone and back, each type, whole compiles and
+    endpoint-only updates, all give the version the same view served from nothing has."""
+    from compiler.model import relisted
+    steps = [shop(), shop(cart="10.1.0.9"), shop(cart=None), shop(extra=PAY_ROUND_ROBIN), shop(pay=None),
+             shop(), shop(cart="10.1.0.7", pay="10.1.0.8")]
+    view = make_view(steps[0], "cluster-a")
+    served = None
+    for mesh in steps:
+        served = serve_view(mesh, view, served)
+        assert served.versions == serve_view(mesh, view).versions
+    # an endpoint-only update (model.relisted's meshes) takes the same path with its hosts
+    again = serve_view(relisted(steps[-1], [], []).mesh, view, served, endpoints_of=frozenset())
+    assert again.versions == served.versions
+    assert len({v for s in steps for v in serve_view(s, view).versions.values()}) > len(TYPES)
+
+
 def test_one_changed_endpoint_changes_only_its_assignment(base, cart_moved):
     assert changed_names(base, cart_moved) == {CLUSTER: [], ENDPOINT: [CART_CLUSTER], LISTENER: [], ROUTE: []}
     assert cart_moved.versions[ENDPOINT] != base.versions[ENDPOINT]

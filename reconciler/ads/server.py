@@ -283,13 +283,19 @@ class AdsServer:
         self.ready.set()
         try:
             for view, connections in by_view.items():
-                await self.served(view)
+                served = await self.served(view)
                 if self.mesh is not mesh:
                     return  # a newer mesh is being published: it wakes everyone
+                # A view the change did not touch (a registry's endpoints of services it does not see)
+                # has nothing new for the streams that held it.
+                before = self._previous.get(view)
+                same = before is not None and before.versions == served.versions
                 for connection in connections:
+                    held = connection.view == view and connection.pinned is None
                     connection.see(view, mesh)
                     connection.pinned = None
-                    self._wake(connection, started)
+                    if not (same and held):
+                        self._wake(connection, started)
         except Exception:
             # A view of this revision cannot be compiled (a bug, surely): serve the previous revision
             # again, to every proxy, those already woken included, rather than half of each.
