@@ -2,8 +2,8 @@
 
 A live registry's batch of Pod and EndpointSlice changes makes a new mesh (model.relisted) whose
 index of every Pod, and of every per-service object by digest, differs from the last mesh's in a
-few dozen keys. Copying an index of 150,000 entries for each batch would cost more than the rest of
-the batch; an overlay holds the last mesh's index and the changes instead, both never changed once
+few dozen keys. Copying a large mesh's indexes for each batch would cost more than the rest of the
+batch; an overlay holds the last mesh's index and the changes instead, both never changed once
 made (a mesh is never changed), and folds them into a plain dict once the changes grow to a
 sixteenth of it, so that a look-up is at most two dict look-ups and a batch costs what it changes
 (the fold, amortized, too).

@@ -12,7 +12,7 @@ thread turns the collector off and on under another):
   generation large enough that a compile does not trigger it every few thousand allocations, and
   after each revision is published, and after each rebuild from a live registry's every object (a
   cluster's first list), ``settle`` collects what the previous one left and freezes the rest, so the
-  collector never traverses the served mesh again (at 150,000 endpoints a pass over it stops every
+  collector never traverses the served mesh again (on a large mesh a pass over it stops every
   thread for seconds).
 
 Benchmarks choose the policy of what they measure, as the programs do.

@@ -267,8 +267,8 @@ def test_relisted_gives_the_per_service_objects_a_mesh_built_anew_has(repo):
 def test_a_mesh_built_anew_from_the_registry_leaves_the_heap_settled_once_pushed(tmp_path, monkeypatch):
     """A Node changed (or a cluster listed) builds the mesh anew from every live object; like a revision, it
     leaves the heap settled (reconciler/runtime.py), after the streams were sent it. Else the collector's next
-    pass over the oldest generation traverses all of the served mesh, stopping every thread for seconds at
-    150,000 endpoints (bench/registry.py). The daemon runs in this process on the sample repository and a copy
+    pass over the oldest generation traverses all of the served mesh, stopping every thread for seconds on a
+    large mesh (bench/registry.py). The daemon runs in this process on the sample repository and a copy
     of the sample registry, as `make run` does."""
     import shutil
     from reconciler import runtime
