@@ -280,38 +280,26 @@ def serve_view(mesh: Mesh, view: ProxyView, previous: ServedView | None = None,
         compiled = update_endpoints(mesh, before, endpoints_of)
     else:
         compiled = compile_view(mesh, view, previous=before)
-    kept = 0
+    served = ServedView(compiled, {})
     unchanged: set[str] = set()  # types whose every resource is previous's: its whole response too
-    versions: dict[str, str] = {}
     for xds_type in TYPES:
-        now = compiled.resources[xds_type.url]
-        if before is None or previous is None:
-            versions[xds_type.url] = _combined_version(now.values())
+        url, now = xds_type.url, compiled.resources[xds_type.url]
+        if previous is None:
+            served.versions[url] = _combined_version(now.values())
+            served.changed += len(now)
             continue
-        old = before.resources[xds_type.url]
-        if now is old:
-            same, mixed = len(old), None
-        else:
-            # previous's version, with what changed taken out and put in: a view of thousands of
-            # assignments is updated many times a second for a few of them (model.relisted)
-            same, added, mixed = 0, 0, int(previous.versions[xds_type.url], 16)
-            for name, resource in now.items():
-                was = old.get(name)
-                if was is resource:
-                    same += 1
-                elif was is None:
-                    added += 1
-                    mixed ^= int(resource.version, 16)
-                else:
-                    mixed ^= int(resource.version, 16) ^ int(was.version, 16)
-            if len(now) - added != len(old):  # some are gone
-                mixed ^= _mixed(r for name, r in old.items() if name not in now)
-        kept += same
-        if same == len(old) == len(now):
-            unchanged.add(xds_type.url)
-        versions[xds_type.url] = previous.versions[xds_type.url] if mixed is None else f"{mixed:016x}"
-    changed = sum(len(by_name) for by_name in compiled.resources.values()) - kept
-    served = ServedView(compiled, versions, changed)
+        # previous's version, with what changed taken out and put in: a view of thousands of assignments
+        # is updated many times a second for a few of them (model.relisted). What changed is what the
+        # streams that hold previous are then sent (ServedView.since): found once for both.
+        differ, gone = served.since(url, previous)
+        old = previous.resources[url]
+        mixed = int(previous.versions[url], 16) ^ _mixed(old[name] for name in gone)
+        for name in differ:
+            mixed ^= int(now[name].version, 16) ^ (int(old[name].version, 16) if name in old else 0)
+        served.versions[url] = f"{mixed:016x}"
+        served.changed += len(differ)
+        if not differ and not gone:
+            unchanged.add(url)
     for xds_type in TYPES:
         if xds_type.url in unchanged:
             # previous's resources: its whole response (when written) and size too
