@@ -14,7 +14,7 @@ of being built again (cache.ViewUnits, by the keys of fingerprints.py).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import AbstractSet, Iterator
 
 from envoy.config.route.v3 import route_components_pb2 as rc
@@ -63,6 +63,9 @@ class CompiledView:
     revision: str
     resources: dict[str, dict[str, Resource]]  # type URL -> name -> resource, in name order
     units: cache.ViewUnits = field(repr=False)  # what the next compile of this view may take back
+    # update_endpoints: the names of the resources it built again, by type URL (every other resource is
+    # the previous compile's, the same object); None: compiled whole.
+    rebuilt: dict[str, tuple[str, ...]] | None = field(default=None, repr=False)
 
     def items(self) -> Iterator[tuple[XdsType, Resource]]:
         """Every resource, in push order, then by name."""
@@ -147,6 +150,7 @@ def update_endpoints(mesh: Mesh, previous: CompiledView, hosts: AbstractSet[str]
     build.carried.add(ENDPOINTS.url)  # each assignment is replaced in place: the names stay in order
     build.units = cache.ViewUnits(previous.units.view_key, dict(previous.units.services), previous.units.tables,
                                   previous.units.virtual_hosts, mesh.per_service_objects)
+    rebuilt: list[str] = []
     for host in sorted(hosts):
         unit = previous.units.services.get(host)
         service = mesh.services.get(host)
@@ -154,8 +158,9 @@ def update_endpoints(mesh: Mesh, previous: CompiledView, hosts: AbstractSet[str]
             continue  # not seen by this view
         for name in unit.names.get(ENDPOINTS.url, ()):
             build._put(ENDPOINTS, *build._assignment(service, name))
+            rebuilt.append(name)
         build.units.services[host] = cache.ServiceUnit(service_key(mesh, service), unit.names)
-    return build.result()
+    return replace(build.result(), rebuilt={ENDPOINTS.url: tuple(rebuilt)})
 
 
 class _Compilation:

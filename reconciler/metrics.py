@@ -42,6 +42,7 @@ class Metrics:
             "galleon_xds_push_latency_seconds",
             "From a new configuration being published to a proxy's response being sent",
             ["type"], buckets=LATENCY_BUCKETS, registry=r)
+        self._pushed: dict[str, tuple] = {}  # type URL served -> its pushes' counter and latency children
         self.compile_seconds = Histogram("galleon_compile_seconds", "Time to compile and serialize one view",
                                          buckets=LATENCY_BUCKETS, registry=r)
         self.loads = Counter("galleon_source_loads", "Source revisions read, by outcome", ["outcome"], registry=r)
@@ -62,6 +63,18 @@ class Metrics:
         self.registry_push_seconds = Histogram(
             "galleon_registry_push_seconds", "Time to publish a batch of registry changes (mesh and views)",
             buckets=LATENCY_BUCKETS, registry=r)
+
+    def pushed(self, type_url: str, latency: float | None) -> None:
+        """A response of a served type was sent to a stream; ``latency``: since the publish that woke it
+        (None: it answered a request). Every stream's every push counts, so the labelled series are
+        looked up once per type."""
+        series = self._pushed.get(type_url)
+        if series is None:
+            label = type_label(type_url)
+            series = self._pushed[type_url] = (self.pushes.labels(label), self.push_latency.labels(label))
+        series[0].inc()
+        if latency is not None:
+            series[1].observe(latency)
 
     def follow_registry(self, status: Callable[[], list[dict]]) -> None:
         """Expose the registry's figures (registry/store.py's status), read when scraped."""

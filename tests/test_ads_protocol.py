@@ -317,6 +317,73 @@ def test_a_view_served_from_its_previous_has_the_versions_of_one_served_anew():
     assert len({v for s in steps for v in serve_view(s, view).versions.values()}) > len(TYPES)
 
 
+def compared(later, base, type_url: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """What changed from base to later, found by comparing every resource: (changed or new, gone)."""
+    mine, theirs = later.resources[type_url], base.resources[type_url]
+    return (tuple(n for n, r in mine.items() if n not in theirs or theirs[n].version != r.version),
+            tuple(n for n in theirs if n not in mine))
+
+
+SHOP_HISTORY = [dict(), dict(cart="10.1.0.9"), dict(cart=None), dict(extra=PAY_ROUND_ROBIN), dict(pay=None), dict(),
+                dict(cart="10.1.0.7", pay="10.1.0.8"), dict(cart="10.1.0.7")]
+
+
+def test_since_a_view_some_updates_back_is_what_comparing_every_resource_finds():
+    """A view served from its previous remembers the names each update changed, so what changed since a
+    view some updates back (the view a lagging stream holds) is found from those names: the same as
+    comparing every resource, through resources changed, added, gone, and changed back."""
+    steps = [shop(**changes) for changes in SHOP_HISTORY]
+    view = make_view(steps[0], "cluster-a")
+    history: list = []
+    for mesh in steps:
+        history.append(serve_view(mesh, view, history[-1] if history else None))
+    for j, later in enumerate(history):
+        for base in history[:j]:
+            assert later._touched_since(ENDPOINT, base.serial) is not None, "found from the names, not compared"
+            for type_url in PUSH_ORDER:
+                assert later.since(type_url, base) == compared(later, base, type_url), (j, type_url)
+    anew = serve_view(steps[-1], view)  # no lineage: every resource compared, the same answer
+    assert anew._touched_since(ENDPOINT, history[0].serial) is None
+    assert anew.since(ENDPOINT, history[0]) == compared(anew, history[0], ENDPOINT)
+
+
+def test_a_view_remembers_a_bounded_number_of_updates():
+    from reconciler.ads.views import LINEAGE
+    view = make_view(shop(), "cluster-a")
+    served = first = serve_view(shop(), view)
+    for number in range(LINEAGE + 3):
+        served = serve_view(shop(cart=f"10.1.1.{number}"), view, served)
+    assert len(served._lineage) == LINEAGE
+    assert served._touched_since(ENDPOINT, first.serial) is None
+    assert served.since(ENDPOINT, first) == compared(served, first, ENDPOINT) == ((CART_CLUSTER,), ())
+
+
+def test_sotw_a_stream_some_updates_behind_gets_what_changed_since_it_answered():
+    """A stream that lags (its proxy answered a view several updates back) is sent what changed since,
+    by name, for the subscription it keeps and for one it changed."""
+    steps = [shop(**changes) for changes in SHOP_HISTORY]
+    view = make_view(steps[0], "cluster-a")
+    history: list = []
+    for mesh in steps:
+        history.append(serve_view(mesh, view, history[-1] if history else None))
+    for lag in range(1, len(history)):
+        for j in range(lag, len(history)):
+            base, later = history[j - lag], history[j]
+            for asked, names in ((CLUSTERS, CLUSTERS), ([CART_CLUSTER], [CART_CLUSTER]), (CLUSTERS, [CART_CLUSTER])):
+                stream = SotwStream()
+                stream.on_request(sotw_request(ENDPOINT, asked))
+                first = stream.respond(ENDPOINT, base)
+                if first is None:
+                    continue
+                sotw_ack(stream, ENDPOINT, sotw_response(first), names)
+                update = stream.respond(ENDPOINT, later)
+                subscribed = [n for n in compared(later, base, ENDPOINT)[0] if n in names]
+                held = [n for n in asked if n in names and n in base.resources[ENDPOINT]]
+                wanted = sorted(set(subscribed) | {n for n in names if n in later.resources[ENDPOINT]
+                                                   and n not in held})
+                assert (names_in(sotw_response(update)) if update is not None else []) == wanted, (lag, j, names)
+
+
 def test_one_changed_endpoint_changes_only_its_assignment(base, cart_moved):
     assert changed_names(base, cart_moved) == {CLUSTER: [], ENDPOINT: [CART_CLUSTER], LISTENER: [], ROUTE: []}
     assert cart_moved.versions[ENDPOINT] != base.versions[ENDPOINT]

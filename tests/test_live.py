@@ -236,6 +236,47 @@ def test_update_endpoints_builds_only_the_assignments_of_the_hosts_given(repo):
     changed = {n for n, r in updated.resources[ENDPOINT].items() if previous.resources[ENDPOINT][n] is not r}
     assert changed == {"outbound|80||web.shop.svc.cluster.local", "outbound|80|v1|web.shop.svc.cluster.local",
                        "outbound|80||web.shop.global"}
+    assert changed <= set(updated.rebuilt[ENDPOINT]) <= set(updated.resources[ENDPOINT])  # what it built again
+    assert previous.rebuilt is None  # compiled whole
+
+
+def test_views_updated_for_endpoints_find_what_changed_since_any_earlier_one(repo):
+    """Views served one from the other for endpoint changes alone (update_endpoints) remember the
+    assignments each update built again; what changed since a view several updates back (the one a
+    lagging stream holds) is what comparing every resource finds: pods added, relabelled, gone, back."""
+    from reconciler.ads.views import serve_view
+    steps = [[pod("web-1", "10.0.0.1")],
+             [pod("web-1", "10.0.0.1"), pod("web-2", "10.0.0.2")],
+             [pod("web-1", "10.0.0.1"), pod("web-2", "10.0.0.2", version="v2", rv="2")],
+             [pod("web-2", "10.0.0.2", version="v2", rv="2")],
+             [pod("web-1", "10.0.0.1", rv="3"), pod("web-2", "10.0.0.2", version="v2", rv="2")]]
+    fixed = [live("east", service("east")), live("east", node("node-1", "us-east", "us-east-1c"))]
+
+    def objects(number: int) -> dict:
+        pods = steps[number]
+        listed = endpoint_slice("web-abc", [(p["metadata"]["name"], p["status"]["podIP"], True) for p in pods],
+                                rv=f"s{number}")
+        return {o.key: o for o in fixed + [live("east", listed)] + [live("east", p) for p in pods]}
+
+    mesh = build_mesh(repo + list(objects(0).values()))
+    view = make_view(mesh, "east")
+    history = [serve_view(mesh, view)]
+    for number in range(1, len(steps)):
+        held, now = objects(number - 1), objects(number)
+        found = relisted(mesh, [o for k, o in now.items() if k not in held or held[k].digest != o.digest],
+                         [o for k, o in held.items() if k not in now])
+        assert found.endpoints_only
+        mesh = found.mesh
+        history.append(serve_view(mesh, view, history[-1], found.hosts))
+        assert history[-1].compiled.rebuilt is not None
+    for j, later in enumerate(history):
+        for base in history[:j]:
+            mine, theirs = later.resources[ENDPOINT], base.resources[ENDPOINT]
+            assert later.since(ENDPOINT, base) == (
+                tuple(n for n, r in mine.items() if n not in theirs or theirs[n].version != r.version),
+                tuple(n for n in theirs if n not in mine)), (j, base.serial)
+            assert later._touched_since(ENDPOINT, base.serial) is not None, "found from the names rebuilt"
+    assert history[3].since(ENDPOINT, history[1])[0], "web-2 relabelled, web-1 gone"
 
 
 def test_a_preview_over_live_endpoints_says_so(repo):

@@ -530,10 +530,7 @@ class AdsServer:
                 if response is None:
                     continue
                 await context.write(response)
-                label = type_label(type_url)
-                self.metrics.pushes.labels(label).inc()
-                if started is not None:
-                    self.metrics.push_latency.labels(label).observe(time.monotonic() - started)
+                self.metrics.pushed(type_url, None if started is None else time.monotonic() - started)
             if started is not None and not connection.update_pending:  # (a later publish may have woken it again)
                 self._delivered_to(connection)
             # An idle stream must not hold on to its last request (an EDS ACK names every cluster) or to

@@ -66,9 +66,12 @@ Subset = Optional[tuple[tuple[str, ...], str]]
 # Responses to part of a type kept per view, least recently used let go first: a view's proxies in
 # step ask for the same parts, so a few serve them all.
 PARTIAL_RESPONSES = 64
-# Views a delta stream may have been in step with when a later one is served (ServedView.since): the one
+# Views a stream may have been in step with when a later one is served (ServedView.since): the one
 # before, mostly, and a few for streams that lagged.
 SINCE_BASES = 8
+# Updates a view remembers the names of (ServedView.since): as many as a stream that lags behind a
+# registry's publishes may be behind by.
+LINEAGE = 32
 
 
 @dataclass
@@ -88,6 +91,10 @@ class ServedView:
     _sizes: dict = field(default_factory=dict, repr=False)
     # (type URL, base serial) -> what changed since that view (since()), the few most recent bases.
     _since: OrderedDict = field(default_factory=OrderedDict, repr=False)
+    # The views this one was updated from, oldest first, at most LINEAGE: (serial, type URL -> the
+    # names that changed from it to the next, or None while not known). Names and serials only: no
+    # earlier view is held.
+    _lineage: tuple = field(default=(), repr=False)
 
     @property
     def view(self) -> ProxyView:
@@ -157,9 +164,13 @@ class ServedView:
         if cached is None:
             resources = self.resources.get(type_url, {})
             version, chosen = (self.versions[type_url], resources) if subset is None else (subset[1], subset[0])
-            had = base.resources.get(type_url, {}).keys() if base_subset is None else frozenset(base_subset[0])
-            differ = frozenset(self.since(type_url, base)[0])
-            sent = [resources[n] for n in chosen if n not in had or n in differ]
+            differ = self.since(type_url, base)[0]
+            if names is base_names:  # the same subscription: what it lacks of this view differs from base
+                sent = [resources[n] for n in differ if n in names]
+            else:
+                had = base.resources.get(type_url, {}).keys() if base_subset is None else frozenset(base_subset[0])
+                differs = frozenset(differ)
+                sent = [resources[n] for n in chosen if n not in had or n in differs]
             nonce = f"{version}-{self.serial}-{base.serial}"
             body = wire.sotw_body(version, _packed(type_url, sent), type_url) if sent else None
             cached = self._keep(key, (version, nonce, body and wire.sotw_response(body, nonce)))
@@ -185,8 +196,15 @@ class ServedView:
         found = self._since.get(key)
         if found is None:
             mine, theirs = self.resources.get(type_url, {}), base.resources.get(type_url, {})
+            touched = None if mine is theirs else self._touched_since(type_url, base.serial)
             if mine is theirs:
                 found = ((), ())
+            elif touched is not None:  # only the names the updates since base changed can differ
+                names = sorted(touched)
+                found = (tuple(name for name in names if (resource := mine.get(name)) is not None
+                               and ((old := theirs.get(name)) is None
+                                    or (old is not resource and old.version != resource.version))),
+                         tuple(name for name in names if name in theirs and name not in mine))
             else:
                 found = (tuple(name for name, resource in mine.items()
                                if (old := theirs.get(name)) is not resource
@@ -196,6 +214,17 @@ class ServedView:
             while len(self._since) > SINCE_BASES:
                 self._since.popitem(last=False)
         return found
+
+    def _touched_since(self, type_url: str, serial: int) -> set[str] | None:
+        """The names of a type that the updates from the view ``serial`` to this one changed, or None
+        when this view was not updated from it within its lineage."""
+        for at, (step_serial, _) in enumerate(self._lineage):
+            if step_serial == serial:
+                steps = [names for _, names in self._lineage[at:]]
+                if any(names is None for names in steps):
+                    return None
+                return {name for names in steps for name in names.get(type_url, ())}
+        return None
 
     def _cached(self, key: tuple) -> tuple | None:
         found = self._partial.get(key)
@@ -282,6 +311,11 @@ def serve_view(mesh: Mesh, view: ProxyView, previous: ServedView | None = None,
         compiled = compile_view(mesh, view, previous=before)
     served = ServedView(compiled, {})
     unchanged: set[str] = set()  # types whose every resource is previous's: its whole response too
+    step: dict[str, tuple[str, ...]] = {}  # type URL -> names changed from previous
+    if previous is not None:
+        # What may differ from previous: the assignments update_endpoints built again (the rest are
+        # previous's), or, compiled whole, any resource; made exact below.
+        served._lineage = (*previous._lineage, (previous.serial, compiled.rebuilt))[-LINEAGE:]
     for xds_type in TYPES:
         url, now = xds_type.url, compiled.resources[xds_type.url]
         if previous is None:
@@ -298,8 +332,12 @@ def serve_view(mesh: Mesh, view: ProxyView, previous: ServedView | None = None,
             mixed ^= int(now[name].version, 16) ^ (int(old[name].version, 16) if name in old else 0)
         served.versions[url] = f"{mixed:016x}"
         served.changed += len(differ)
-        if not differ and not gone:
+        if differ or gone:
+            step[url] = differ + gone
+        else:
             unchanged.add(url)
+    if previous is not None:
+        served._lineage = (*served._lineage[:-1], (previous.serial, step))
     for xds_type in TYPES:
         if xds_type.url in unchanged:
             # previous's resources: its whole response (when written) and size too
