@@ -13,7 +13,8 @@ thread turns the collector off and on under another):
   after each revision is published, and after each rebuild from a live registry's every object (a
   cluster's first list), ``settle`` collects what the previous one left and freezes the rest, so the
   collector never traverses the served mesh again (on a large mesh a pass over it stops every
-  thread for seconds).
+  thread for seconds). After each of a live registry's endpoint publishes, ``settle_recent`` does
+  the same for what was made since the last settle alone (see there why it must).
 
 Benchmarks choose the policy of what they measure, as the programs do.
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
+import time
 
 # Allocations (net of deallocations) between two collections of the youngest generation: Python's
 # default (700) makes a compile collect thousands of times.
@@ -45,6 +47,20 @@ def for_daemon() -> None:
     gc.set_threshold(DAEMON_YOUNG_GENERATION, older, oldest)
 
 
+# How often settle_recent collects at most: what a live registry's publishes leave in this long is a
+# young generation collected in milliseconds (each publish's own copies are gone by then).
+RECENT_INTERVAL = 1.0  # seconds
+# How often settle_recent asks whether the frozen heap has grown enough to need a full settle: the
+# question walks every frozen object, so it is asked seldom.
+FROZEN_CHECK = 600.0  # seconds
+# A full settle is due once the frozen heap has grown by this fraction since the last one (the
+# collector's own rule for its oldest generation).
+FROZEN_GROWTH = 0.25
+
+# Objects the last full settle froze; when settle_recent last collected; when it last asked about growth.
+_frozen = {"after_settle": 0, "collected": 0.0, "checked": 0.0}
+
+
 def settle() -> None:
     """Collect what is garbage now, then freeze what remains (the daemon, after a publish): the
     collector then never traverses it again, and nothing frozen outlives the next settle. Safe from
@@ -52,6 +68,32 @@ def settle() -> None:
     gc.unfreeze()
     gc.collect()
     gc.freeze()
+    now = time.monotonic()
+    _frozen.update(after_settle=gc.get_freeze_count(), collected=now, checked=now)
+
+
+def settle_recent() -> bool:
+    """Collect what was made since the last settle, then freeze what remains (the daemon, after a live
+    registry's endpoint publish; at most every RECENT_INTERVAL); True when a full ``settle`` is due.
+
+    Each endpoint publish replaces a few services' endpoints, freeing frozen objects as it makes new
+    ones. The collector counts allocations net of deallocations, so it would seldom collect the young
+    generation, and then traverse everything made since, in one pause of up to a second at a large
+    registry's rates. Collected this often instead, the young generation stays small.
+
+    What is frozen here and later becomes cyclic garbage waits for a full settle: one is due once
+    the frozen heap has grown by FROZEN_GROWTH since the last (asked every FROZEN_CHECK seconds),
+    so such garbage stays a bounded part of the heap however long only registries change."""
+    now = time.monotonic()
+    if now - _frozen["collected"] < RECENT_INTERVAL:
+        return False
+    gc.collect()
+    gc.freeze()
+    _frozen["collected"] = now
+    if now - _frozen["checked"] < FROZEN_CHECK:
+        return False
+    _frozen["checked"] = now
+    return gc.get_freeze_count() > _frozen["after_settle"] * (1 + FROZEN_GROWTH)
 
 
 def leave(code: int) -> None:

@@ -328,6 +328,37 @@ async def test_a_proxys_view_is_found_again_only_when_the_meshs_clusters_or_netw
 
 
 @asynchronous
+async def test_a_small_endpoint_update_is_served_on_the_loop_and_a_large_one_on_the_compile_thread(monkeypatch):
+    """An endpoint update of a few services costs less than handing it to the compile thread and back
+    while the loop is busy with streams; one of many services, or a revision, is compiled beside them."""
+    import dataclasses
+    import threading
+    from reconciler.ads import server as server_module
+    threads = []
+    real = server_module.serve_view
+    monkeypatch.setattr(server_module, "serve_view",
+                        lambda *args: threads.append(threading.current_thread()) or real(*args))
+    mesh = shop()
+    async with running(mesh) as (server, stub):
+        client = Client(stub, node_of())
+        await client.subscribe_all()
+        loop_thread = threading.current_thread()
+        assert threads == [t for t in threads if t is not loop_thread], "a first compile: on the thread"
+        threads.clear()
+        cart = CART_CLUSTER.split("|")[3]
+        moved = dataclasses.replace(shop(cart="10.1.0.9"), clusters=mesh.clusters, networks=mesh.networks)
+        await server.publish(moved, frozenset({cart}))
+        assert threads == [loop_thread]
+        await client.ack(await client.read(), [CART_CLUSTER, PAY_CLUSTER])
+        threads.clear()
+        many = frozenset({cart} | {f"other-{n}.shop.svc.cluster.local" for n in range(server_module.INLINE_HOSTS)})
+        back = dataclasses.replace(shop(), clusters=mesh.clusters, networks=mesh.networks)
+        await server.publish(back, many)
+        assert len(threads) == 1 and threads[0] is not loop_thread
+        assert (await client.read()).type_url == ENDPOINT
+
+
+@asynchronous
 async def test_syncz_shows_node_versions_and_last_nack():
     async with running(shop()) as (server, stub):
         client = Client(stub, node_of())

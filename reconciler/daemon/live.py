@@ -43,6 +43,9 @@ log = structlog.get_logger("galleon.serve")
 
 # How long a cluster just synced waits for the others being listed before its endpoints are published.
 SYNC_WAIT = 10.0
+# A batch of at most this many objects is relisted on the event loop: a few milliseconds, less than
+# handing it to a worker thread and back while the loop is busy serving streams.
+INLINE_OBJECTS = 64
 
 
 @dataclass
@@ -275,8 +278,14 @@ class Live:
                     await self.ads.delivered(runtime.DELIVERY_WAIT)
                     await asyncio.to_thread(runtime.settle)
                 else:
-                    found = await asyncio.to_thread(relisted, self.ads.mesh, batch.changed, batch.gone)
+                    if len(batch.changed) + len(batch.gone) <= INLINE_OBJECTS:
+                        found = relisted(self.ads.mesh, batch.changed, batch.gone)
+                    else:
+                        found = await asyncio.to_thread(relisted, self.ads.mesh, batch.changed, batch.gone)
                     await self.ads.publish(found.mesh, found.hosts if found.endpoints_only else None)
+                    if runtime.settle_recent():  # (its streams woken first: it takes a few milliseconds)
+                        await self.ads.delivered(runtime.DELIVERY_WAIT)
+                        await asyncio.to_thread(runtime.settle)
             except Exception:  # noqa: BLE001 - a bug must not stop following the registries
                 log.exception("cannot publish the registries' changes; the next change tries again")
                 return
