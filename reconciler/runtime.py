@@ -48,7 +48,7 @@ def for_daemon() -> None:
 
 
 # How often settle_recent collects at most: what a live registry's publishes leave in this long is a
-# young generation collected in milliseconds (each publish's own copies are gone by then).
+# young generation small enough for a brief pass (each publish's own copies are gone by then).
 RECENT_INTERVAL = 1.0  # seconds
 # How often settle_recent asks whether the frozen heap has grown enough to need a full settle: the
 # question walks every frozen object, so it is asked seldom.
@@ -78,8 +78,8 @@ def settle_recent() -> bool:
 
     Each endpoint publish replaces a few services' endpoints, freeing frozen objects as it makes new
     ones. The collector counts allocations net of deallocations, so it would seldom collect the young
-    generation, and then traverse everything made since, in one pause of up to a second at a large
-    registry's rates. Collected this often instead, the young generation stays small.
+    generation, and then traverse everything made since, in one long pause of every thread.
+    Collected this often instead, the young generation stays small.
 
     What is frozen here and later becomes cyclic garbage waits for a full settle: one is due once
     the frozen heap has grown by FROZEN_GROWTH since the last (asked every FROZEN_CHECK seconds),

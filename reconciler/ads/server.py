@@ -47,9 +47,8 @@ VIEWS_MEMORY = 1024 * MiB  # galleon serve --views-memory's default
 # New views waiting to be compiled, one at a time (a view of a 1,000-service mesh takes about half a
 # second): a stream of one more is refused at once, and its proxy retries (Envoy backs off).
 COMPILE_QUEUE = 8
-# An endpoint update of at most this many services is served on the event loop (serve_view with
-# endpoints_of: about a millisecond a view), not handed to the compile thread and back while the
-# loop is busy.
+# An endpoint update of at most this many services is served on the event loop: it costs less than
+# handing it to the compile thread and back while the loop is busy with streams.
 INLINE_HOSTS = 64
 LOG_INTERVAL = 10.0  # seconds: at most one NACK line per proxy, one refusal line per reason
 LOGGED_CHARS = 512   # of a NACK's message or a node id, in a log line

@@ -191,15 +191,17 @@ class ServedView:
     def since(self, type_url: str, base: "ServedView") -> tuple[tuple[str, ...], tuple[str, ...]]:
         """(the names of this view's resources of a type that ``base`` lacks or holds in another version,
         the names ``base`` has and this view lacks): what a stream that holds ``base`` needs of this view
-        (sotw_update; a delta stream in step). Found once per base, for all the streams that hold it."""
+        (sotw_update; a delta stream in step). Found once per base, for all the streams that hold it: from
+        the names the updates since base changed when base is in this view's lineage, else by comparing
+        every resource."""
         key = (type_url, base.serial)
         found = self._since.get(key)
         if found is None:
             mine, theirs = self.resources.get(type_url, {}), base.resources.get(type_url, {})
-            touched = None if mine is theirs else self._touched_since(type_url, base.serial)
             if mine is theirs:
                 found = ((), ())
-            elif touched is not None:  # only the names the updates since base changed can differ
+            elif (touched := self._touched_since(type_url, base.serial)) is not None:
+                # only the names the updates since base changed can differ
                 names = sorted(touched)
                 found = (tuple(name for name in names if (resource := mine.get(name)) is not None
                                and ((old := theirs.get(name)) is None

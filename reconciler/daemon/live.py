@@ -43,8 +43,8 @@ log = structlog.get_logger("galleon.serve")
 
 # How long a cluster just synced waits for the others being listed before its endpoints are published.
 SYNC_WAIT = 10.0
-# A batch of at most this many objects is relisted on the event loop: a few milliseconds, less than
-# handing it to a worker thread and back while the loop is busy serving streams.
+# A batch of at most this many objects is relisted on the event loop: it costs less than handing it
+# to a worker thread and back while the loop is busy with streams.
 INLINE_OBJECTS = 64
 
 
@@ -283,7 +283,7 @@ class Live:
                     else:
                         found = await asyncio.to_thread(relisted, self.ads.mesh, batch.changed, batch.gone)
                     await self.ads.publish(found.mesh, found.hosts if found.endpoints_only else None)
-                    if runtime.settle_recent():  # (its streams woken first: it takes a few milliseconds)
+                    if runtime.settle_recent():  # (after its streams were woken: they need the CPU first)
                         await self.ads.delivered(runtime.DELIVERY_WAIT)
                         await asyncio.to_thread(runtime.settle)
             except Exception:  # noqa: BLE001 - a bug must not stop following the registries
