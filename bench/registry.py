@@ -1080,12 +1080,13 @@ def run_step(args, server: Server, client, feed: Feed, feeder: FeedThread, known
                                   f"{cpu_ / max(1, calls) * 1000:.1f} ms CPU a call, the longest {ads.ms(longest)}"
                                   for label, (calls, wall, cpu_, longest) in tracker.timings.items())
           + f"; {server.collections.summary()}")
+    def kind(batch: dict) -> str:
+        return "anew" if batch["whole"] else "endpoints" if batch["endpoints_only"] else "recompiled"
+
     slowest = sorted(batches, key=lambda b: b["seconds"])[-3:][::-1]
-    kinds = collections.Counter("anew" if b["whole"] else "endpoints" if b["endpoints_only"] else "recompiled"
-                                for b in batches)
+    kinds = collections.Counter(kind(b) for b in batches)
     print("  the slowest publishes: " + ", ".join(
-        f"{ads.ms(b['seconds'])} (at {b['at'] - began:.1f} s, {b['objects']} objects, "
-        f"{'anew' if b['whole'] else 'endpoints' if b['endpoints_only'] else 'recompiled'})" for b in slowest)
+        f"{ads.ms(b['seconds'])} (at {b['at'] - began:.1f} s, {b['objects']} objects, {kind(b)})" for b in slowest)
           + f" (of all: {', '.join(f'{n:,} {k}' for k, n in sorted(kinds.items()))})"
           + f"; the client's loop late by p99 {ads.ms(matched['client_lag_p99'])}, at most "
             f"{ads.ms(matched['client_lag_max'])}; its collector {matched['client_gc']} passes, the longest "
