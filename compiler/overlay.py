@@ -5,8 +5,8 @@ index of every Pod, and of every per-service object by digest, differs from the 
 few dozen keys. Copying a large mesh's indexes for each batch would cost more than the rest of the
 batch; an overlay holds the last mesh's index and the changes instead, both never changed once
 made (a mesh is never changed), and folds them into a plain dict once the changes grow to a
-sixteenth of it, so that a look-up is at most two dict look-ups and a batch costs what it changes
-(the fold, amortized, too).
+sixteenth of it, so that a look-up is at most two dict look-ups and a batch copies the changes since
+the last fold, never the whole index but at the fold.
 """
 from __future__ import annotations
 

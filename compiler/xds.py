@@ -137,12 +137,18 @@ def compile_view(mesh: Mesh, view: ProxyView, previous: CompiledView | None = No
     return build.result()
 
 
+def updates_endpoints_in_part(view: ProxyView) -> bool:
+    """Whether update_endpoints builds only the given services' assignments of this view: a proxyless
+    client's resources are not kept per service, so its view is compiled whole."""
+    return view.role != GRPC
+
+
 def update_endpoints(mesh: Mesh, previous: CompiledView, hosts: AbstractSet[str]) -> CompiledView:
     """``previous`` with the assignments of ``hosts`` built again from ``mesh``: a mesh that differs
     from previous's only in those services' endpoints, and not in anything their clusters read
     (model.relisted's ``endpoints_only``). Clusters, listeners and routes are previous's, unbuilt.
     Equal to ``compile_view(mesh, view, previous)`` but for the work."""
-    if previous.view.role == GRPC:  # a proxyless client's resources are not kept per service
+    if not updates_endpoints_in_part(previous.view):
         return compile_view(mesh, previous.view, previous)
     build = _Compilation(mesh, previous.view, previous, whole=False)
     build.resources = {url: by_name if url != ENDPOINTS.url else dict(by_name)

@@ -330,32 +330,40 @@ async def test_a_proxys_view_is_found_again_only_when_the_meshs_clusters_or_netw
 @asynchronous
 async def test_a_small_endpoint_update_is_served_on_the_loop_and_a_large_one_on_the_compile_thread(monkeypatch):
     """An endpoint update of a few services costs less than handing it to the compile thread and back
-    while the loop is busy with streams; one of many services, or a revision, is compiled beside them."""
+    while the loop is busy with streams; one of many services, a revision, or a proxyless client's view
+    (compiled whole for any change) is compiled beside them."""
     import dataclasses
     import threading
     from reconciler.ads import server as server_module
-    threads = []
+    compiles = []  # (the view's role, whether on the loop's thread)
     real = server_module.serve_view
-    monkeypatch.setattr(server_module, "serve_view",
-                        lambda *args: threads.append(threading.current_thread()) or real(*args))
+    loop_thread = threading.current_thread()
+    monkeypatch.setattr(server_module, "serve_view", lambda *args: compiles.append(
+        (args[1].role, threading.current_thread() is loop_thread)) or real(*args))
     mesh = shop()
     async with running(mesh) as (server, stub):
         client = Client(stub, node_of())
         await client.subscribe_all()
-        loop_thread = threading.current_thread()
-        assert threads == [t for t in threads if t is not loop_thread], "a first compile: on the thread"
-        threads.clear()
+        assert compiles and not any(on_loop for _, on_loop in compiles), "a first compile: on the thread"
+        compiles.clear()
         cart = CART_CLUSTER.split("|")[3]
         moved = dataclasses.replace(shop(cart="10.1.0.9"), clusters=mesh.clusters, networks=mesh.networks)
         await server.publish(moved, frozenset({cart}))
-        assert threads == [loop_thread]
+        assert compiles == [("sidecar", True)]
         await client.ack(await client.read(), [CART_CLUSTER, PAY_CLUSTER])
-        threads.clear()
+        compiles.clear()
         many = frozenset({cart} | {f"other-{n}.shop.svc.cluster.local" for n in range(server_module.INLINE_HOSTS)})
         back = dataclasses.replace(shop(), clusters=mesh.clusters, networks=mesh.networks)
         await server.publish(back, many)
-        assert len(threads) == 1 and threads[0] is not loop_thread
+        assert compiles == [("sidecar", False)]
         assert (await client.read()).type_url == ENDPOINT
+        grpc_client = Client(stub, node_of("grpc-1", "shop", GENERATOR="grpc"))
+        await grpc_client.request(CLUSTER)
+        await grpc_client.read()
+        compiles.clear()
+        again = dataclasses.replace(shop(cart="10.1.0.8"), clusters=mesh.clusters, networks=mesh.networks)
+        await server.publish(again, frozenset({cart}))
+        assert sorted(compiles) == [("grpc", False), ("sidecar", True)]
 
 
 @asynchronous

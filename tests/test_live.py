@@ -359,7 +359,12 @@ def test_a_registry_publish_leaves_the_heap_settled_once_pushed(tmp_path, monkey
     shutil.copytree(SAMPLE_REPO.parent / "sample-registry", registry)
     steps: list[str] = []
     monkeypatch.setattr(runtime, "settle", lambda: steps.append("settle"))
-    monkeypatch.setattr(runtime, "settle_recent", lambda: steps.append("settle recent") and False)
+
+    def settle_recent() -> bool:
+        steps.append("settle recent")
+        return False  # no full settle due
+
+    monkeypatch.setattr(runtime, "settle_recent", settle_recent)
     daemon = Daemon(ServeOptions(source=str(SAMPLE_REPO), cluster="cluster-a", ads="127.0.0.1:0",
                                  http="127.0.0.1:0", state_dir=tmp_path / "state",
                                  registry=RegistryOptions((f"dir:{registry}",), quiet=0.05, max_wait=0.2)))

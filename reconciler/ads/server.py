@@ -29,6 +29,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from compiler.snapshot import short_revision
 from compiler.model import Mesh
 from compiler.view import ProxyView, ViewError
+from compiler.xds import updates_endpoints_in_part
 from compiler.xds_types import TYPES
 
 from ..metrics import Metrics, type_label
@@ -181,7 +182,8 @@ class AdsServer:
     async def _compile(self, mesh: Mesh, view: ProxyView) -> ServedView:
         started = time.perf_counter()
         previous = self._previous.get(view)
-        if previous is not None and self._endpoints_of is not None and len(self._endpoints_of) <= INLINE_HOSTS:
+        if previous is not None and self._endpoints_of is not None and len(self._endpoints_of) <= INLINE_HOSTS \
+                and updates_endpoints_in_part(view):
             served = serve_view(mesh, view, previous, self._endpoints_of)
         else:
             served = await asyncio.get_running_loop().run_in_executor(self._compiler, serve_view, mesh, view,
