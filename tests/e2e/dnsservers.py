@@ -14,7 +14,8 @@ import dns.message
 import dns.query
 import pytest
 
-from tests.e2e.envoy import free_port, wait_for
+from tests.e2e.envoy import wait_for
+from tests.ports import free_port
 
 START_TIMEOUT = 10  # seconds for a server to answer its first query
 QUERY_TIMEOUT = 2

@@ -4,7 +4,6 @@ from __future__ import annotations
 import http.client
 import importlib.metadata
 import json
-import socket
 import subprocess
 import time
 import urllib.request
@@ -84,12 +83,6 @@ def validate_with_envoy(bootstrap: bootstrap_pb2.Bootstrap, workdir: Path) -> su
     path.write_text(json_format.MessageToJson(bootstrap))
     return subprocess.run([str(envoy_binary()), "--mode", "validate", "-c", str(path), "--log-level", "warn",
                            "--disable-hot-restart"], capture_output=True, text=True, timeout=120)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Envoy:

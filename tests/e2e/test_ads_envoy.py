@@ -21,7 +21,8 @@ import yaml
 from tests import gitutil
 from tests.e2e.daemon import GALLEON, Galleon
 from tests.e2e.backends import Backend
-from tests.e2e.envoy import Envoy, answers, free_port, wait_for
+from tests.e2e.envoy import Envoy, answers, wait_for
+from tests.ports import free_port
 from tests.e2e.sds import SdsServer
 
 pytestmark = pytest.mark.e2e

@@ -29,7 +29,8 @@ from reconciler.ca import CaCerts, Policy, init_root, issue
 from reconciler.ca.root import CERT_FILE
 from reconciler.ca.x509util import ECDSA_P256, cert_pem, key_pem
 from tests.e2e.backends import Backend
-from tests.e2e.envoy import Envoy, answers, free_port, wait_for
+from tests.e2e.envoy import Envoy, answers, wait_for
+from tests.ports import free_port
 from tests.test_ca import workload
 
 pytestmark = pytest.mark.e2e

@@ -21,7 +21,7 @@ import pytest
 
 from reconciler.dns.render import render
 from tests.e2e.dnsservers import ask, binary, replies, running, serving_hosts
-from tests.e2e.envoy import free_port
+from tests.ports import free_port
 
 pytestmark = pytest.mark.e2e
 

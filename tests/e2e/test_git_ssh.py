@@ -16,16 +16,11 @@ import pygit2
 import pytest
 
 from reconciler.sources import GitCredentials, SourceError, open_source
+from tests.ports import free_port
 
 pytestmark = pytest.mark.e2e
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def keygen(path: Path) -> Path:

@@ -33,7 +33,8 @@ import yaml
 
 from tests.e2e.backends import Backend
 from tests.e2e.daemon import GALLEON, Galleon
-from tests.e2e.envoy import Envoy, answers, free_port, wait_for
+from tests.e2e.envoy import Envoy, answers, wait_for
+from tests.ports import free_port
 from tests.e2e.registry import RegistryDir
 from tests.e2e.sds import SdsServer
 from tests.e2e.test_grpc_xds import Backend as GrpcBackend

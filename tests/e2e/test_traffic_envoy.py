@@ -40,7 +40,8 @@ from compiler.xds_types import CLUSTER, ENDPOINT
 from reconciler.sources import open_source
 from tests.e2e.daemon import GALLEON, Galleon
 from tests.e2e.backends import Backend
-from tests.e2e.envoy import Envoy, answers, free_port, wait_for
+from tests.e2e.envoy import Envoy, answers, wait_for
+from tests.ports import free_port
 
 pytestmark = pytest.mark.e2e
 
