@@ -592,6 +592,8 @@ def client_main(argv: list[str]) -> int:
                 lags.append(time.perf_counter() - before - 0.01)
 
     class RegistryClient(ads.Client):
+        since_open = {"responses": 0, "bytes": 0, "user": 0.0, "kernel": 0.0}  # (received() when the last open ended)
+
         async def main(self) -> None:
             loop = asyncio.get_running_loop()
             self.tasks.append(asyncio.ensure_future(watch_lag()))
@@ -604,7 +606,9 @@ def client_main(argv: list[str]) -> int:
                         break
                     command, rest = line[0], line[1:]
                     if command == "open":
-                        self.say(event="opened", **await self.open(int(rest[0])))
+                        opened = await self.open(int(rest[0]))
+                        self.since_open = self.received()
+                        self.say(event="opened", **opened)
                     elif command == "eds":  # wait until every stream holds every assignment of its view
                         self.say(event="eds", **await self.await_eds(json.loads(Path(rest[0]).read_text()),
                                                                       float(rest[1])))
@@ -641,8 +645,16 @@ def client_main(argv: list[str]) -> int:
                     break
                 await asyncio.sleep(0.01)
             done = [p.last_ack.get(EDS) for p in self.proxies if synced(p)]
+            now = self.received()
             return {"times": done, "missing": len(self.proxies) - len(done),
+                    **{key: now[key] - self.since_open[key] for key in now},
                     "errors": [p.error for p in self.proxies if p.error][:3]}
+
+        def received(self) -> dict:
+            """What every stream has received since it opened, and the process's CPU, user and kernel."""
+            times = os.times()
+            return {"responses": sum(p.since_mark for p in self.proxies), "bytes": sum(p.bytes for p in self.proxies),
+                    "user": times.user, "kernel": times.system}
 
         async def quiet(self, seconds: float, timeout: float) -> dict:
             deadline = time.monotonic() + timeout
@@ -920,7 +932,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"after the first list (it waits {runtime.DELIVERY_WAIT:g} s at most)")
         print(f"every stream holds the endpoints (ACKed its view's EDS version{held}) {sync_total:.2f} s after the "
               f"first list (per stream: p50 {ads.ms(ads.percentile(times, 50))}, p99 {ads.ms(ads.percentile(times, 99))}"
-              f"{never})")
+              f"{never}); the client received {synced['responses']:,} responses, {synced['bytes'] / 2 ** 30:.2f} GB "
+              f"(CDS too: a cluster lists its endpoints' identities), its CPU {synced['user']:.2f} s in user space and "
+              f"{synced['kernel']:.2f} s in the kernel")
         cpu = {k: cpu_synced.get(k, 0.0) - cpu_before.get(k, 0.0) for k in cpu_synced}
         store = feeder.cpu - making_lists[0]
         server_cpu = process_synced - process_before - cpu.get("main", 0.0) - feeder.cpu + store \

@@ -4,7 +4,8 @@ Galleon's work allocates millions of small, acyclic, long-lived objects (parsed 
 compiled resources). Python's cyclic collector would traverse them again and again while they are
 made, for nothing: they hold no cycles worth collecting. How to avoid that depends on how long the
 process lives, so it is decided here, at the entry, for the whole process, and nowhere else (no
-thread turns the collector off and on under another):
+thread turns the collector off and on under another: the daemon's one pause, ``bulk``, is counted
+across threads):
 
 - a **command** (``galleon validate``, ``compile``, ``diff``...) runs once: the collector is off
   for its whole life, and it leaves without freeing its heap object by object (``leave``);
@@ -14,7 +15,10 @@ thread turns the collector off and on under another):
   cluster's first list), ``settle`` collects what the previous one left and freezes the rest, so the
   collector never traverses the served mesh again (on a large mesh a pass over it stops every
   thread for seconds). After each of a live registry's endpoint publishes, ``settle_recent`` does
-  the same for what was made since the last settle alone (see there why it must).
+  the same for what was made since the last settle alone (see there why it must). Work that makes
+  long-lived objects by the million and is settled after (a revision's or a registry's mesh made,
+  compiled and sent; a cluster's list taken in) runs in ``bulk``: the collector waits until it is
+  over rather than traverse those objects while they are made, only to find them alive.
 
 Benchmarks choose the policy of what they measure, as the programs do.
 """
@@ -23,7 +27,10 @@ from __future__ import annotations
 import gc
 import os
 import sys
+import threading
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
 # Allocations (net of deallocations) between two collections of the youngest generation: Python's
 # default (700) makes a compile collect thousands of times.
@@ -35,9 +42,16 @@ DAEMON_YOUNG_GENERATION = 50_000
 DELIVERY_WAIT = 5.0
 
 
+# The policy chosen ("command", "daemon"; None: neither, as in tests), and how many bulk works are
+# under way (the daemon's collector is paused while there is one).
+_policy: dict = {"chosen": None, "bulk": 0}
+_bulk_lock = threading.Lock()
+
+
 def for_command() -> None:
     """A process that runs one command and exits."""
     gc.disable()
+    _policy["chosen"] = "command"
 
 
 def for_daemon() -> None:
@@ -45,6 +59,28 @@ def for_daemon() -> None:
     gc.enable()
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(DAEMON_YOUNG_GENERATION, older, oldest)
+    _policy["chosen"] = "daemon"
+
+
+@contextmanager
+def bulk() -> Iterator[None]:
+    """Work that makes long-lived objects by the million: under the daemon's policy, the collector
+    is paused until every such work under way, on any thread, is over. Each is over within seconds,
+    so garbage waits seconds longer at most, and most are followed by a settle that traverses what
+    they made once. Under any other policy it changes nothing."""
+    if _policy["chosen"] != "daemon":
+        yield
+        return
+    with _bulk_lock:
+        _policy["bulk"] += 1
+        gc.disable()
+    try:
+        yield
+    finally:
+        with _bulk_lock:
+            _policy["bulk"] -= 1
+            if not _policy["bulk"]:
+                gc.enable()
 
 
 # How often settle_recent collects at most: what a live registry's publishes leave in this long is a

@@ -340,23 +340,31 @@ def test_relisted_gives_the_per_service_objects_a_mesh_built_anew_has(repo):
 
 
 @pytest.mark.parametrize("changed, old, new, expected", [
-    ("cluster-a/Node/cluster-a-worker.yaml", "us-east-1a", "us-east-1b", ["whole", "pushed", "settle", "done"]),
+    ("cluster-a/Node/cluster-a-worker.yaml", "us-east-1a", "us-east-1b",
+     ["whole", "pushed, the collector paused", "settle", "done"]),
     ("cluster-a/demo/EndpointSlice/hello-7xk2p.yaml", "zone: us-east-1a", "zone: us-east-1c",
      ["relisted", "pushed", "settle recent", "done"]),
+    ("source:demo/hello.yaml", "weight: 90", "weight: 80", ["pushed, the collector paused", "settle"]),
 ])
-def test_a_registry_publish_leaves_the_heap_settled_once_pushed(tmp_path, monkeypatch, changed, old, new, expected):
-    """A Node changed (or a cluster listed) builds the mesh anew from every live object; like a revision, it
+def test_a_publish_leaves_the_heap_settled_once_pushed(tmp_path, monkeypatch, changed, old, new, expected):
+    """A revision of the source (``source:`` a file of it) is published with its mesh built and compiled
+    with the collector paused (runtime.bulk): it would only find those objects alive; once its streams
+    are sent it, the heap is settled. A Node changed (or a cluster listed) builds the mesh anew from every live object; like a revision, it
     leaves the heap settled (reconciler/runtime.py), after the streams were sent it. Else the collector's next
     pass over the oldest generation traverses all of the served mesh, stopping every thread for seconds on a
     large mesh (bench/registry.py). An EndpointSlice changed is relisted, and what it made since the last
-    settle is settled (runtime.settle_recent), else the young generation grows unseen. The daemon runs in
-    this process on the sample repository and a copy of the sample registry, as `make run` does."""
+    settle is settled (runtime.settle_recent), else the young generation grows unseen; a mesh built anew
+    from the registry is built with the collector paused, as a revision's. The daemon runs in this
+    process, under the daemon's collector policy, on copies of the sample repository (a directory source)
+    and the sample registry, as `make run` does."""
+    import gc
     import shutil
     from reconciler import runtime
     from reconciler.daemon import Daemon, RegistryOptions, ServeOptions
     from tests.conftest import SAMPLE_REPO
-    registry = tmp_path / "registry"
+    registry, source = tmp_path / "registry", tmp_path / "source"
     shutil.copytree(SAMPLE_REPO.parent / "sample-registry", registry)
+    shutil.copytree(SAMPLE_REPO, source)
     steps: list[str] = []
     monkeypatch.setattr(runtime, "settle", lambda: steps.append("settle"))
 
@@ -365,14 +373,15 @@ def test_a_registry_publish_leaves_the_heap_settled_once_pushed(tmp_path, monkey
         return False  # no full settle due
 
     monkeypatch.setattr(runtime, "settle_recent", settle_recent)
-    daemon = Daemon(ServeOptions(source=str(SAMPLE_REPO), cluster="cluster-a", ads="127.0.0.1:0",
+    monkeypatch.setitem(runtime._policy, "chosen", "daemon")
+    daemon = Daemon(ServeOptions(source=str(source), cluster="cluster-a", ads="127.0.0.1:0",
                                  http="127.0.0.1:0", state_dir=tmp_path / "state",
                                  registry=RegistryOptions((f"dir:{registry}",), quiet=0.05, max_wait=0.2)))
     publish, live_publish = daemon.ads.publish, daemon.live._publish
 
     async def recorded_publish(mesh, endpoints_of=None):
         await publish(mesh, endpoints_of)
-        steps.append("pushed")
+        steps.append("pushed" if gc.isenabled() else "pushed, the collector paused")
 
     async def recorded_batch(batch):
         steps.append("whole" if batch.whole else "relisted")
@@ -380,7 +389,7 @@ def test_a_registry_publish_leaves_the_heap_settled_once_pushed(tmp_path, monkey
         steps.append("done")
 
     daemon.ads.publish, daemon.live._publish = recorded_publish, recorded_batch
-    path = registry / changed
+    path = source / changed.removeprefix("source:") if changed.startswith("source:") else registry / changed
 
     async def main():
         running = asyncio.create_task(daemon.run())
@@ -394,11 +403,13 @@ def test_a_registry_publish_leaves_the_heap_settled_once_pushed(tmp_path, monkey
         steps.clear()
         assert old in path.read_text()
         path.write_text(path.read_text().replace(old, new))
-        while "done" not in steps:
-            assert loop.time() < deadline and not running.done(), f"no registry publish: {steps}"
+        while len(steps) < len(expected):
+            assert loop.time() < deadline and not running.done(), f"no publish: {steps}"
             await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)  # (nothing more comes)
         daemon.stop("test done")
         await asyncio.wait_for(running, 10)
 
     asyncio.run(main())
     assert steps == expected
+    assert gc.isenabled()

@@ -4,6 +4,7 @@ keeps what was held (stale), an unreadable object is skipped and reported, and e
 on exactly what changed."""
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from pathlib import Path
@@ -64,6 +65,18 @@ def test_a_relist_replaces_without_a_gap_and_reports_the_difference():
     assert sorted(o.name for o in registry.objects() if o.kind == "Pod") == ["web-2", "web-3"]
 
 
+def test_an_object_listed_again_unchanged_stays_the_one_held():
+    # (a relist after a watch expired lists every object again: holding new copies of the same
+    # objects would only churn the heap the daemon froze)
+    registry, _ = recording()
+    list_all(registry, "east", pods=[pod("web-1", "10.0.0.1"), pod("web-2", "10.0.0.2")])
+    held = {o.name: o for o in registry.objects() if o.kind == "Pod"}
+    registry.listed("east", "Pod", [pod("web-1", "10.0.0.1"), pod("web-2", "10.0.0.9", rv="2")])
+    now = {o.name: o for o in registry.objects() if o.kind == "Pod"}
+    assert now["web-1"] is held["web-1"]
+    assert now["web-2"] is not held["web-2"] and now["web-2"].body["status"]["podIP"] == "10.0.0.9"
+
+
 def test_a_failure_keeps_what_was_held_marked_stale_until_listed_again():
     registry, _ = recording()
     list_all(registry, "east", pods=[pod("web-1", "10.0.0.1")])
@@ -102,7 +115,7 @@ def test_a_directory_registry_reads_each_cluster_folder(tmp_path):
     (tmp_path / "east" / "shop" / "Pod" / "bad.yaml").write_text("kind: Pod\nmetadata: {name: other}\n")
     registry = Registry()
     feed = DirectoryFeed(tmp_path, registry)
-    registry = feed.sink = Registry(files=feed.file_of)
+    registry = feed.sink = Registry(files=lambda cluster: functools.partial(feed.file_of, cluster))
     assert feed.read_all() == ["east"]
     objects = {o.key: o for o in registry.objects()}
     assert ("", "Node", "", "node-1", "east") in objects

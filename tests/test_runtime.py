@@ -81,3 +81,61 @@ def test_a_full_settle_is_due_once_the_frozen_heap_grew_by_a_quarter(collector, 
 def test_settle_resets_what_growth_is_measured_from(collector):
     runtime.settle()
     assert collector["after_settle"] == gc.get_freeze_count() > 0
+
+
+@pytest.fixture
+def daemon_policy(monkeypatch):
+    """The daemon's policy in force, as ``galleon serve`` chooses it; the test process's after."""
+    threshold, enabled = gc.get_threshold(), gc.isenabled()
+    monkeypatch.setitem(runtime._policy, "chosen", None)
+    runtime.for_daemon()
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
+        (gc.enable if enabled else gc.disable)()
+
+
+def test_bulk_pauses_the_daemons_collector_until_every_bulk_work_is_over(daemon_policy):
+    import threading
+    assert gc.isenabled()
+    inside, leave = threading.Event(), threading.Event()
+
+    def other() -> None:
+        with runtime.bulk():
+            inside.set()
+            leave.wait(10)
+
+    thread = threading.Thread(target=other)
+    with runtime.bulk():
+        assert not gc.isenabled()
+        thread.start()
+        assert inside.wait(10)
+    assert not gc.isenabled(), "another thread's bulk work is still under way"
+    leave.set()
+    thread.join(10)
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError):
+        with runtime.bulk():
+            raise RuntimeError("a failed build")
+    assert gc.isenabled(), "a bulk work that fails resumes the collector too"
+
+
+def test_bulk_leaves_a_commands_collector_off(monkeypatch):
+    enabled = gc.isenabled()
+    monkeypatch.setitem(runtime._policy, "chosen", None)
+    try:
+        runtime.for_command()
+        with runtime.bulk():
+            pass
+        assert not gc.isenabled()
+    finally:
+        (gc.enable if enabled else gc.disable)()
+
+
+def test_bulk_changes_nothing_when_no_policy_was_chosen(monkeypatch):
+    monkeypatch.setitem(runtime._policy, "chosen", None)
+    enabled = gc.isenabled()
+    with runtime.bulk():
+        assert gc.isenabled() == enabled
+    assert gc.isenabled() == enabled

@@ -15,14 +15,15 @@ thread-safe; feed threads end when ``close`` sets their stop event.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import structlog
 
-from compiler.live import kube_file
 from compiler.model import relisted
 from compiler.parse import SourceObject
 from compiler.revision import Revision, with_live
@@ -33,7 +34,7 @@ from ..metrics import Metrics
 from ..kube.client import KubeError
 from ..registry.directory import DirectoryError, DirectoryFeed
 from ..registry.kube import KubeFeed, cluster_clients, remote_clusters
-from ..registry.store import Change, Registry
+from ..registry.store import Change, Registry, kube_files
 from ..sources import SourceError
 from ..status import StatusBoard
 from .loader import Loader
@@ -71,7 +72,7 @@ class Live:
                  loader: Loader, lock: asyncio.Lock, board: StatusBoard) -> None:
         self.options, self.cluster, self.metrics, self.ads, self.loader = options, cluster, metrics, ads, loader
         self._lock = lock
-        self.registry = Registry(self._from_feed, files=self._file_of, on_state=self._state_changed)
+        self.registry = Registry(self._from_feed, files=self._files_of, on_state=self._state_changed)
         self._board = board
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiting: dict[tuple, _Waiting] = {}
@@ -182,13 +183,15 @@ class Live:
     def close(self) -> None:
         self._stop.set()
 
-    def _file_of(self, cluster: str, kind: str, namespace: str, name: str) -> str:
+    def _files_of(self, cluster: str) -> Callable[[str, str, str], str]:
+        """Where ``cluster``'s objects are said to be: its folder's files when a ``dir:`` registry holds
+        it, else its API server's names."""
         feed = self._directories.get(cluster)
         if feed is None:  # a cluster folder seen for the first time (at start, or added since)
             feed = next((f for f in self._dir_feeds if (f.root / cluster).is_dir()), None)
             if feed is not None:
                 self._directories[cluster] = feed
-        return (feed.file_of if feed is not None else kube_file)(cluster, kind, namespace, name)
+        return functools.partial(feed.file_of, cluster) if feed is not None else kube_files(cluster)
 
     def _state_changed(self) -> None:
         """A cluster turned synced, stale or fresh (on a feed's thread): WatchStatus says so."""
@@ -203,7 +206,10 @@ class Live:
     def _note(self, change: Change) -> None:
         now = time.monotonic()
         if change.whole:
+            # The rebuild reads every object from the store, which holds this change's already.
             self._whole = (self._whole[0] if self._whole else now, now)
+            self._wake.set()
+            return
         for obj, deleted in [(o, False) for o in change.changed] + [(o, True) for o in change.gone]:
             key = obj.key
             waiting = self._waiting.get(key)
@@ -271,8 +277,9 @@ class Live:
             try:
                 if batch.whole:
                     revision = self.live(served)
-                    mesh = await asyncio.to_thread(lambda: revision.mesh)
-                    await self.ads.publish(mesh)
+                    with runtime.bulk():
+                        mesh = await asyncio.to_thread(lambda: revision.mesh)
+                        await self.ads.publish(mesh)
                     # A mesh anew from every object leaves the heap as a revision does: settled, once
                     # the streams are sent it (reconciler/runtime.py).
                     await self.ads.delivered(runtime.DELIVERY_WAIT)

@@ -36,8 +36,9 @@ class Publisher:
 
     async def publish(self, revision: Revision, from_state_dir: bool = False) -> None:
         revision = self.live.to_publish(revision)  # what runs in the clusters, beside what the source writes
-        mesh = await asyncio.to_thread(lambda: revision.mesh)
-        await self.ads.publish(mesh)
+        with runtime.bulk():
+            mesh = await asyncio.to_thread(lambda: revision.mesh)
+            await self.ads.publish(mesh)
         await self.live.follow_contexts(mesh.clusters)
         vips_moved = self.loader.record_served(revision, from_state_dir)
         self.reconcilers.due(revision)

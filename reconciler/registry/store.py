@@ -7,6 +7,7 @@ handed on (``on_change``) after the store holds it, outside the lock.
 """
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,12 +18,21 @@ import structlog
 from compiler.live import Unreadable, kube_file, live_object
 from compiler.parse import SourceObject
 
+from .. import runtime
 from .sink import KIND_NAMES
 
 log = structlog.get_logger("galleon.registry")
 
 # What names an object in a cluster: (kind, namespace, name); a Node's namespace is "".
 Key = tuple[str, str, str]
+# Where the objects read from a cluster are said to be: given the cluster, the file of (kind,
+# namespace, name). Asked once per list, not per object (finding a cluster's registry may take a stat).
+Files = Callable[[str], Callable[[str, str, str], str]]
+
+
+def kube_files(cluster: str) -> Callable[[str, str, str], str]:
+    """Objects read from ``cluster``'s API server: ``kube:CLUSTER/NS/KIND/NAME``."""
+    return functools.partial(kube_file, cluster)
 # Kinds whose change may change more than the endpoints of the services they feed.
 WHOLE_KINDS = frozenset({"Service", "Node"})
 
@@ -81,7 +91,7 @@ class Registry:
     ``Change`` that touches a synced cluster, from the feed's thread."""
 
     def __init__(self, on_change: Callable[[Change], None] = lambda change: None,
-                 files: Callable[[str, str, str, str], str] = kube_file,
+                 files: Files = kube_files,
                  on_state: Callable[[], None] = lambda: None) -> None:
         self._lock = threading.Lock()
         self._clusters: dict[str, ClusterRecord] = {}
@@ -92,16 +102,19 @@ class Registry:
     # --- the Sink ------------------------------------------------------------------------------------
 
     def listed(self, cluster: str, kind: str, objects: list[dict]) -> None:
-        read, skipped = self._read_all(cluster, kind, objects)
+        with runtime.bulk():
+            read, skipped = self._read_all(cluster, kind, objects)
         with self._lock:
             record = self._record(cluster)
             was_synced = record.synced
             held = {key: obj for key, obj in record.objects.items() if key[0] == kind}
-            changed = [obj for key, obj in read.items() if held.get(key) is None or held[key].digest != obj.digest]
+            # An object listed again unchanged stays the one held: a relist replaces nothing it need not.
+            new = {key: obj for key, obj in read.items() if held.get(key) is None or held[key].digest != obj.digest}
+            changed = list(new.values())
             gone = [obj for key, obj in held.items() if key not in read]
             for key in held.keys() - read.keys():
                 del record.objects[key]
-            record.objects.update(read)
+            record.objects.update(new)
             record.unreadable = {k: why for k, why in record.unreadable.items() if k[0] != kind}
             for key, why in skipped.items():
                 self._skip(record, key, why)
@@ -133,7 +146,7 @@ class Registry:
                 change = Change(cluster, gone=(old,) if old is not None else (), whole=kind in WHOLE_KINDS)
             else:
                 try:
-                    new = live_object(cluster, obj, self._files(cluster, kind, key[1], key[2]))
+                    new = live_object(cluster, obj, self._files(cluster)(kind, key[1], key[2]))
                 except Unreadable as exc:
                     self._skip(record, key, str(exc))
                     old = record.objects.pop(key, None)  # what it was is no longer what runs
@@ -209,12 +222,13 @@ class Registry:
         """(outside the lock) The objects of a list, and those skipped with why."""
         read: dict[Key, SourceObject] = {}
         skipped: dict[Key, str] = {}
+        file_of = self._files(cluster)
         for body in objects:
             key = _key(kind, body)
             if key is None:
                 continue
             try:
-                read[key] = live_object(cluster, body, self._files(cluster, kind, key[1], key[2]))
+                read[key] = live_object(cluster, body, file_of(kind, key[1], key[2]))
             except Unreadable as exc:
                 skipped[key] = str(exc)
         return read, skipped
