@@ -4,8 +4,8 @@ endpoint-only path, which must give exactly what building everything anew gives.
 from __future__ import annotations
 
 import asyncio
-
 import copy
+from pathlib import Path
 
 import pytest
 
@@ -400,6 +400,9 @@ def test_a_publish_leaves_the_heap_settled_once_pushed(tmp_path, monkeypatch, ch
             assert loop.time() < deadline and not running.done(), "the daemon did not serve the registry"
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.5)
+        # (what a dir: registry read is said to be where its manifest is: findings and provenance name it)
+        assert {str(Path(o.file).relative_to(registry)).split("/")[0] for o in daemon.live.objects()} == \
+            {"cluster-a"}
         steps.clear()
         assert old in path.read_text()
         path.write_text(path.read_text().replace(old, new))

@@ -81,7 +81,6 @@ class Live:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._dir_feeds: list[DirectoryFeed] = []
-        self._directories: dict[str, DirectoryFeed] = {}  # cluster -> the dir: registry that holds it
         self.kube_clients: dict = {}  # cluster -> the API client its KubeFeed reads with
         self._said: set[str] = set()  # errors logged once
 
@@ -160,7 +159,7 @@ class Live:
         if not self.on or "kube" not in self.options.sources:  # type: ignore[union-attr]
             return
         wanted = {c.name: c.kube_context for c in clusters.values()
-                  if c.kube_context and c.name not in self.kube_clients and c.name not in self._directories}
+                  if c.kube_context and c.name not in self.kube_clients and self._dir_feed_of(c.name) is None}
         if not wanted:
             return
         found = await asyncio.to_thread(cluster_clients, wanted, self.options.kubeconfig)  # type: ignore[union-attr]
@@ -185,13 +184,13 @@ class Live:
 
     def _files_of(self, cluster: str) -> Callable[[str, str, str], str]:
         """Where ``cluster``'s objects are said to be: its folder's files when a ``dir:`` registry holds
-        it, else its API server's names."""
-        feed = self._directories.get(cluster)
-        if feed is None:  # a cluster folder seen for the first time (at start, or added since)
-            feed = next((f for f in self._dir_feeds if (f.root / cluster).is_dir()), None)
-            if feed is not None:
-                self._directories[cluster] = feed
+        it, else its API server's names. (Asked for every watch event: the feeds say what they hold, so
+        that no file system call is made.)"""
+        feed = self._dir_feed_of(cluster)
         return functools.partial(feed.file_of, cluster) if feed is not None else kube_files(cluster)
+
+    def _dir_feed_of(self, cluster: str) -> DirectoryFeed | None:
+        return next((f for f in self._dir_feeds if cluster in f.holds), None)
 
     def _state_changed(self) -> None:
         """A cluster turned synced, stale or fresh (on a feed's thread): WatchStatus says so."""

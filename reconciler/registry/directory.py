@@ -43,6 +43,7 @@ class DirectoryFeed:
         self.root, self.sink = root, sink
         # A file read before and unchanged since (same size and modification time) is not parsed again.
         self._parsed: dict[Path, tuple[tuple[int, int], dict]] = {}
+        self.holds: set[str] = set()  # the clusters whose folders it has read (their objects are its files)
 
     def file_of(self, cluster: str, kind: str, namespace: str, name: str) -> str:
         """Where an object of this registry is (its findings and provenance name the file)."""
@@ -65,6 +66,7 @@ class DirectoryFeed:
     def read_cluster(self, cluster: str) -> None:
         """Report one cluster's objects, each kind as a complete list. A file that cannot be read now
         (half written, broken) keeps the object it held when last read, and is reported."""
+        self.holds.add(cluster)
         by_kind: dict[str, list[dict]] = {kind: [] for kind in KIND_NAMES}
         problems: list[tuple[str, str, str]] = []  # reported after the lists, which start each kind afresh
         folder = self.root / cluster
