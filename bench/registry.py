@@ -441,7 +441,7 @@ class Tracker:
             wall, cpu = time.perf_counter(), time.thread_time()
             try:
                 if self.server.profiling:
-                    return Profiles.of_thread().runcall(fn, *args, **kwargs)
+                    return Profiles.call(fn, *args, **kwargs)
                 return fn(*args, **kwargs)
             finally:
                 entry = self.timings[label]
@@ -521,7 +521,27 @@ class Tracker:
 class Profiles:
     """One cProfile.Profile per thread (a profile records the thread it was enabled in), merged."""
     by_thread: dict[int, cProfile.Profile] = {}
+    whole: set[int] = set()  # threads profiled throughout (the loop's), where a timed call adds nothing
     lock = threading.Lock()
+
+    @classmethod
+    def throughout(cls, on: bool) -> None:
+        """Profile this thread from now on (or no longer)."""
+        profile = cls.of_thread()
+        if on:
+            cls.whole.add(threading.get_ident())
+            profile.enable()
+        else:
+            cls.whole.discard(threading.get_ident())
+            profile.disable()
+
+    @classmethod
+    def call(cls, fn, *args, **kwargs):
+        """``fn`` profiled: on a thread profiled throughout, its profile records it already (and
+        ``runcall`` would turn it off on return)."""
+        if threading.get_ident() in cls.whole:
+            return fn(*args, **kwargs)
+        return cls.of_thread().runcall(fn, *args, **kwargs)
 
     @classmethod
     def of_thread(cls) -> cProfile.Profile:
@@ -871,7 +891,7 @@ def main(argv: list[str] | None = None) -> int:
         build_seconds = time.thread_time() - making
         if args.profile in ("sync", "both"):
             server.profiling = True
-            server.call(lambda: Profiles.of_thread().enable())
+            server.call(lambda: Profiles.throughout(True))
         listed_at: list[float] = []
         listed_objects = [0]
         making_lists = [0.0]
@@ -896,7 +916,7 @@ def main(argv: list[str] | None = None) -> int:
         server.wait_settled(1800, after=last_list)
         settled_at = time.time()
         if server.profiling:
-            server.call(lambda: Profiles.of_thread().disable())
+            server.call(lambda: Profiles.throughout(False))
         targets = server.call(lambda: {str(v): [server.daemon.ads.views[view].versions[EDS],
                                                 len(server.daemon.ads.views[view].resources[EDS])]
                                        for view, v in view_indices.items() if view in server.daemon.ads.views})
@@ -1028,7 +1048,7 @@ def run_step(args, server: Server, client, feed: Feed, feeder: FeedThread, known
     sinking = [0.0]
     making = [0.0]
     if server.profiling:
-        server.call(lambda: Profiles.of_thread().enable())
+        server.call(lambda: Profiles.throughout(True))
     cpu0, process0, client_cpu0 = ads.thread_cpu(os.getpid(), known), ads.process_cpu(os.getpid()), ads.proc_sample(client.process.pid)["cpu"]
     tracker_cpu0 = tracker.cpu
     began = time.time()
@@ -1064,7 +1084,7 @@ def run_step(args, server: Server, client, feed: Feed, feeder: FeedThread, known
     server.wait_settled(600)
     client.ask("quiet 1.0 120", timeout=200)
     if server.profiling:
-        server.call(lambda: Profiles.of_thread().disable())
+        server.call(lambda: Profiles.throughout(False))
     cpu1, process1, client_cpu1 = ads.thread_cpu(os.getpid(), known), ads.process_cpu(os.getpid()), ads.proc_sample(client.process.pid)["cpu"]
     expected = server.call(lambda: tracker.expectations(events))
     unpublished = sum(e.publish is None for e in events)
