@@ -16,8 +16,8 @@ across threads):
   collector never traverses the served mesh again (on a large mesh a pass over it stops every
   thread for seconds). After each of a live registry's endpoint publishes, ``settle_recent`` does
   the same for what was made since the last settle alone (see there why it must). Work that makes
-  long-lived objects by the million and is settled after (a revision's or a registry's mesh made,
-  compiled and sent; a cluster's list taken in) runs in ``bulk``: the collector waits until it is
+  long-lived objects by the million (a revision's or a registry's mesh made and compiled; a
+  cluster's list taken in) runs in ``bulk``: the collector waits until it is
   over rather than traverse those objects while they are made, only to find them alive.
 
 Benchmarks choose the policy of what they measure, as the programs do.

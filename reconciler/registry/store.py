@@ -26,15 +26,15 @@ log = structlog.get_logger("galleon.registry")
 # What names an object in a cluster: (kind, namespace, name); a Node's namespace is "".
 Key = tuple[str, str, str]
 # Where the objects read from a cluster are said to be: given the cluster, the file of (kind,
-# namespace, name). Asked once per list, not per object (finding a cluster's registry may take a stat).
+# namespace, name). Asked once per list or watch event, not per object of a list.
 Files = Callable[[str], Callable[[str, str, str], str]]
+# Kinds whose change may change more than the endpoints of the services they feed.
+WHOLE_KINDS = frozenset({"Service", "Node"})
 
 
 def kube_files(cluster: str) -> Callable[[str, str, str], str]:
     """Objects read from ``cluster``'s API server: ``kube:CLUSTER/NS/KIND/NAME``."""
     return functools.partial(kube_file, cluster)
-# Kinds whose change may change more than the endpoints of the services they feed.
-WHOLE_KINDS = frozenset({"Service", "Node"})
 
 
 @dataclass(frozen=True)
