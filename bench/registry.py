@@ -627,10 +627,6 @@ def client_main(argv: list[str]) -> int:
                     command, rest = line[0], line[1:]
                     if command == "open":
                         opened = await self.open(int(rest[0]))
-                        # The thousand Envoys this process stands for have no cyclic collector: what
-                        # the streams hold once open is frozen, never traversed again.
-                        gc.collect()
-                        gc.freeze()
                         self.since_open = self.received()
                         self.say(event="opened", **opened)
                     elif command == "eds":  # wait until every stream holds every assignment of its view
@@ -730,9 +726,7 @@ def client_main(argv: list[str]) -> int:
                     "client_lag_p99": ads.percentile(sorted(lags), 99), "client_lag_max": max(lags, default=0.0),
                     "client_gc": len(pauses), "client_gc_max": max(pauses, default=0.0)}
 
-    ads.raise_fd_limit()
-    from reconciler import runtime
-    runtime.for_daemon()  # (its young generation: what a response makes is not collected every 700 objects)
+    ads.client_runtime()
     asyncio.run(RegistryClient(address, streams, views, clusters, False, proxy=RecordingProxy).main())
     return 0
 
