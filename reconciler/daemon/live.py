@@ -24,7 +24,7 @@ from typing import Callable
 
 import structlog
 
-from compiler.model import relisted
+from compiler.model import Mesh, relisted
 from compiler.parse import SourceObject
 from compiler.revision import Revision, with_live
 
@@ -47,6 +47,15 @@ SYNC_WAIT = 10.0
 # A batch of at most this many objects is relisted on the event loop: it costs less than handing it
 # to a worker thread and back while the loop is busy with streams.
 INLINE_OBJECTS = 64
+
+
+async def publish_anew(ads: AdsServer, revision: Revision) -> Mesh:
+    """Build a revision's mesh (on a worker thread) and publish it: every view in use compiled anew,
+    with the collector paused meanwhile (runtime.bulk). Whoever calls it settles the heap after."""
+    with runtime.bulk():
+        mesh = await asyncio.to_thread(lambda: revision.mesh)
+        await ads.publish(mesh)
+    return mesh
 
 
 @dataclass
@@ -275,10 +284,7 @@ class Live:
             started = time.perf_counter()
             try:
                 if batch.whole:
-                    revision = self.live(served)
-                    with runtime.bulk():
-                        mesh = await asyncio.to_thread(lambda: revision.mesh)
-                        await self.ads.publish(mesh)
+                    await publish_anew(self.ads, self.live(served))
                     # A mesh anew from every object leaves the heap as a revision does: settled, once
                     # the streams are sent it (reconciler/runtime.py).
                     await self.ads.delivered(runtime.DELIVERY_WAIT)

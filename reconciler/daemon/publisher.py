@@ -19,7 +19,7 @@ from .. import runtime
 from ..ads.server import AdsServer
 from ..metrics import Metrics
 from ..state import LastGood
-from .live import Live
+from .live import Live, publish_anew
 from .loader import Loader
 from .previews import Previews
 from .reconcilers import Reconcilers
@@ -36,9 +36,7 @@ class Publisher:
 
     async def publish(self, revision: Revision, from_state_dir: bool = False) -> None:
         revision = self.live.to_publish(revision)  # what runs in the clusters, beside what the source writes
-        with runtime.bulk():
-            mesh = await asyncio.to_thread(lambda: revision.mesh)
-            await self.ads.publish(mesh)
+        mesh = await publish_anew(self.ads, revision)
         await self.live.follow_contexts(mesh.clusters)
         vips_moved = self.loader.record_served(revision, from_state_dir)
         self.reconcilers.due(revision)
