@@ -200,14 +200,15 @@ class Feed:
                 self.listed[c, s] = entries
                 self._slice(c, s)
 
+    def _node(self, c: int, node: str, zone: str) -> dict:
+        return {"apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": node, "resourceVersion": str(next(self.versions)),
+                             "labels": {"kubernetes.io/hostname": node, "topology.kubernetes.io/region": REGIONS[c % 2],
+                                        "topology.kubernetes.io/zone": zone}}}
+
     def lists(self, c: int) -> list[tuple[str, list[dict]]]:
         """What a list of each kind of cluster ``c`` returns."""
-        nodes = [{"apiVersion": "v1", "kind": "Node",
-                  "metadata": {"name": node, "resourceVersion": str(next(self.versions)),
-                               "labels": {"kubernetes.io/hostname": node,
-                                          "topology.kubernetes.io/region": REGIONS[c % 2],
-                                          "topology.kubernetes.io/zone": zone}}}
-                 for node, zone in self.nodes[c]]
+        nodes = [self._node(c, node, zone) for node, zone in self.nodes[c]]
         return [("Node", nodes), ("Pod", [p for (pc, _), p in self.pods.items() if pc == c]),
                 ("EndpointSlice", [b for (sc, _), b in self.slices.items() if sc == c]), ("Service", [])]
 
@@ -228,6 +229,13 @@ class Feed:
         return total
 
     # --- events
+
+    def move_node(self, c: int) -> dict:
+        """Cluster ``c``'s first Node relabelled with another zone of its region: the Node as watched."""
+        node, zone = self.nodes[c][0]
+        moved = next(z for _, z in self.nodes[c] if z != zone)
+        self.nodes[c][0] = (node, moved)
+        return self._node(c, node, moved)
 
     def next_event(self) -> tuple[str, int, int, list[tuple[str, str, dict]]]:
         """The next endpoint event: (action, cluster, service, [(kind, type, object)...]) on the least
@@ -917,12 +925,7 @@ def main(argv: list[str] | None = None) -> int:
         settled_at = time.time()
         if server.profiling:
             server.call(lambda: Profiles.throughout(False))
-        targets = server.call(lambda: {str(v): [server.daemon.ads.views[view].versions[EDS],
-                                                len(server.daemon.ads.views[view].resources[EDS])]
-                                       for view, v in view_indices.items() if view in server.daemon.ads.views})
-        target_file = work / "eds.json"
-        target_file.write_text(json.dumps(targets))
-        synced = client.ask(f"eds {target_file} 1800", timeout=1900)
+        synced = streams_hold_served_eds(server, client, view_indices, work / "eds.json")
         cpu_synced, process_synced = ads.thread_cpu(os.getpid(), known), ads.process_cpu(os.getpid())
         client_synced = ads.proc_sample(client.process.pid)["cpu"]
         time.sleep(1.0)
@@ -981,6 +984,10 @@ def main(argv: list[str] | None = None) -> int:
         server.tracker.timings.clear()
         server.call(lambda: server.tracker.baseline(view_indices, args.services))
 
+        # ---------------------------------------------------------------- (a2) a whole rebuild
+        rebuild_step(server, client, feed, feeder, known, view_indices, work)
+        server.call(lambda: server.tracker.baseline(view_indices, args.services))
+
         # ---------------------------------------------------------------- (b) events
         steps = []
         rate = args.rate
@@ -1032,6 +1039,48 @@ def main(argv: list[str] | None = None) -> int:
 def statistics_median(values: list[float]) -> float:  # noqa: D103
     ordered = sorted(values)
     return ordered[len(ordered) // 2] if ordered else float("nan")
+
+
+def streams_hold_served_eds(server: Server, client, view_indices: dict, path: Path) -> dict:
+    """Wait until every stream holds (has ACKed) the EDS its view is served now; the client's answer."""
+    views = server.daemon.ads.views
+    targets = server.call(lambda: {str(v): [views[view].versions[EDS], len(views[view].resources[EDS])]
+                                   for view, v in view_indices.items() if view in views})
+    path.write_text(json.dumps(targets))
+    return client.ask(f"eds {path} 1800", timeout=1900)
+
+
+def rebuild_step(server: Server, client, feed: Feed, feeder: FeedThread, known: dict[int, str],
+                 view_indices: dict, work: Path) -> None:
+    """A Node moved to another zone in the first cluster, once the first sync is over: the mesh built
+    anew from every object and every view compiled, as a Service changed or a commit does; until
+    every stream holds the endpoints' new localities."""
+    registry = server.daemon.live.registry
+    server.collections.reset()
+    server.tracker.batches = []
+    written_before = len(server.tracker.delivered_at)
+    cpu0, process0 = ads.thread_cpu(os.getpid(), known), ads.process_cpu(os.getpid())
+    tracker_cpu0 = server.tracker.cpu
+    at: list[float] = []
+    node = feed.move_node(0)
+    feeder.run(lambda: (at.append(time.time()), registry.event(cluster_name(0), "Node", "MODIFIED", node)))
+    server.wait_settled(600, after=at[0])
+    settled = time.time() - at[0]
+    synced = streams_hold_served_eds(server, client, view_indices, work / "eds-rebuilt.json")
+    cpu1, process1 = ads.thread_cpu(os.getpid(), known), ads.process_cpu(os.getpid())
+    server_cpu = process1 - process0 - (cpu1.get("main", 0.0) - cpu0.get("main", 0.0)) \
+        - (server.tracker.cpu - tracker_cpu0)
+    publishes = ", ".join(f"{b['seconds']:.2f} s" for b in server.tracker.batches if b["whole"])
+    written = [t - at[0] for t, done in server.tracker.delivered_at[written_before:] if done]
+    written_text = f"{written[0]:.2f} s after the event" if written else "not within the wait"
+    held = max((t - at[0] for t in synced["times"]), default=float("nan"))
+    never = f" ({synced['missing']} streams never did)" if synced["missing"] else ""
+    print("\n== (a2) a Node moved to another zone: the mesh built anew from every object and every view compiled, "
+          "as a Service changed or a commit does ==")
+    print(f"whole publishes: {publishes} (with the after-work); the daemon had written every stream's update "
+          f"{written_text}, settled {settled:.2f} s after; every stream holds the new endpoints {held:.2f} s "
+          f"after{never}")
+    print(f"server CPU: {server_cpu:.2f} s; {server.collections.summary()}")
 
 
 def run_step(args, server: Server, client, feed: Feed, feeder: FeedThread, known: dict[int, str], rate: float,

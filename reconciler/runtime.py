@@ -10,15 +10,17 @@ across threads):
 - a **command** (``galleon validate``, ``compile``, ``diff``...) runs once: the collector is off
   for its whole life, and it leaves without freeing its heap object by object (``leave``);
 - the **daemon** (``galleon serve``) runs for weeks: the collector stays on, with a young
-  generation large enough that a compile does not trigger it every few thousand allocations, and
-  after each revision is published, and after each rebuild from a live registry's every object (a
-  cluster's first list), ``settle`` collects what the previous one left and freezes the rest, so the
-  collector never traverses the served mesh again (on a large mesh a pass over it stops every
-  thread for seconds). After each of a live registry's endpoint publishes, ``settle_recent`` does
-  the same for what was made since the last settle alone (see there why it must). Work that makes
-  long-lived objects by the million (a revision's or a registry's mesh made and compiled; a
-  cluster's list taken in) runs in ``bulk``: the collector waits until it is
-  over rather than traverse those objects while they are made, only to find them alive.
+  generation large enough that a compile does not trigger it every few thousand allocations. Work
+  that makes long-lived objects by the million (a revision's or a registry's mesh made and compiled;
+  a cluster's list taken in) runs in ``bulk``: the collector waits until it is over, and what it
+  made is then frozen as it is, never traversed (on a large mesh a pass over it stops every thread
+  for seconds, only to find it alive). After each of a live registry's endpoint publishes,
+  ``settle_recent`` collects what was made since the last settle alone and freezes the rest (see
+  there why it must). Freezing is safe because what is kept makes no reference cycles (tests hold
+  the mesh, its views and their relisting to that), so reference counting frees it when it is
+  replaced. What cycles other work froze are freed by a full ``settle`` (every object traversed
+  once): after the first publish, then whenever the heap has grown by HEAP_GROWTH since the last,
+  the collector's own rule for its oldest generation (``settle_due``).
 
 Benchmarks choose the policy of what they measure, as the programs do.
 """
@@ -65,9 +67,10 @@ def for_daemon() -> None:
 @contextmanager
 def bulk() -> Iterator[None]:
     """Work that makes long-lived objects by the million: under the daemon's policy, the collector
-    is paused until every such work under way, on any thread, is over. Each is over within seconds,
-    so garbage waits seconds longer at most, and most are followed by a settle that traverses what
-    they made once. Under any other policy it changes nothing."""
+    is paused until every such work under way, on any thread, is over, and what was made meanwhile is
+    then frozen (a pass would traverse all of it, only to find it alive). Each is over within seconds,
+    so garbage waits seconds longer at most; a cycle made meanwhile and dropped waits for the next full
+    settle. Under any other policy it changes nothing."""
     if _policy["chosen"] != "daemon":
         yield
         return
@@ -80,56 +83,62 @@ def bulk() -> Iterator[None]:
         with _bulk_lock:
             _policy["bulk"] -= 1
             if not _policy["bulk"]:
+                gc.freeze()  # (before the collector resumes: its next pass would be over all of it)
                 gc.enable()
 
 
 # How often settle_recent collects at most: what a live registry's publishes leave in this long is a
 # young generation small enough for a brief pass (each publish's own copies are gone by then).
 RECENT_INTERVAL = 1.0  # seconds
-# How often settle_recent asks whether the frozen heap has grown enough to need a full settle: the
-# question walks every frozen object, so it is asked seldom.
-FROZEN_CHECK = 600.0  # seconds
-# A full settle is due once the frozen heap has grown by this fraction since the last one (the
-# collector's own rule for its oldest generation).
-FROZEN_GROWTH = 0.25
+# How often settle_recent asks whether a full settle is due: the question visits every pool of the
+# heap, so it is asked seldom there (a publish anew asks it each time: those are rare).
+GROWTH_CHECK = 600.0  # seconds
+# A full settle is due once the heap has grown by this fraction since the last one (the collector's
+# own rule for its oldest generation).
+HEAP_GROWTH = 0.25
 
-# Objects the last full settle froze; when settle_recent last collected; when it last asked about growth.
-_frozen = {"after_settle": 0, "collected": 0.0, "checked": 0.0}
+# The heap's size after the last full settle (allocated blocks); when settle_recent last collected;
+# when it last asked whether a full settle is due.
+_settled = {"heap": 0, "collected": 0.0, "checked": 0.0}
 
 
 def settle() -> None:
-    """Collect what is garbage now, then freeze what remains (the daemon, after a publish): the
-    collector then never traverses it again, and nothing frozen outlives the next settle. Safe from
-    any thread: it changes no setting another thread relies on."""
+    """Collect what is garbage now, then freeze what remains: the collector then never traverses it
+    again. Safe from any thread: it changes no setting another thread relies on."""
     gc.unfreeze()
     gc.collect()
     gc.freeze()
     now = time.monotonic()
-    _frozen.update(after_settle=gc.get_freeze_count(), collected=now, checked=now)
+    _settled.update(heap=sys.getallocatedblocks(), collected=now, checked=now)
+
+
+def settle_due() -> bool:
+    """Whether a full ``settle`` is due (the daemon asks after a publish anew, once its streams are
+    sent it): the first time, and once the heap has grown by HEAP_GROWTH since the last. Frozen
+    objects that become cyclic garbage are freed by nothing else; this bounds what they can hold to a
+    part of the heap, however long the daemon runs."""
+    return sys.getallocatedblocks() > _settled["heap"] * (1 + HEAP_GROWTH)
 
 
 def settle_recent() -> bool:
     """Collect what was made since the last settle, then freeze what remains (the daemon, after a live
-    registry's endpoint publish; at most every RECENT_INTERVAL); True when a full ``settle`` is due.
+    registry's endpoint publish; at most every RECENT_INTERVAL); True when a full ``settle`` is due
+    (asked every GROWTH_CHECK seconds).
 
     Each endpoint publish replaces a few services' endpoints, freeing frozen objects as it makes new
     ones. The collector counts allocations net of deallocations, so it would seldom collect the young
     generation, and then traverse everything made since, in one long pause of every thread.
-    Collected this often instead, the young generation stays small.
-
-    What is frozen here and later becomes cyclic garbage waits for a full settle: one is due once
-    the frozen heap has grown by FROZEN_GROWTH since the last (asked every FROZEN_CHECK seconds),
-    so such garbage stays a bounded part of the heap however long only registries change."""
+    Collected this often instead, the young generation stays small."""
     now = time.monotonic()
-    if now - _frozen["collected"] < RECENT_INTERVAL:
+    if now - _settled["collected"] < RECENT_INTERVAL:
         return False
     gc.collect()
     gc.freeze()
-    _frozen["collected"] = now
-    if now - _frozen["checked"] < FROZEN_CHECK:
+    _settled["collected"] = now
+    if now - _settled["checked"] < GROWTH_CHECK:
         return False
-    _frozen["checked"] = now
-    return gc.get_freeze_count() > _frozen["after_settle"] * (1 + FROZEN_GROWTH)
+    _settled["checked"] = now
+    return settle_due()
 
 
 def leave(code: int) -> None:

@@ -339,24 +339,27 @@ def test_relisted_gives_the_per_service_objects_a_mesh_built_anew_has(repo):
     assert gone.digest not in found.mesh.per_service_objects.by_digest
 
 
+# A dir: registry's file changed lists its cluster again: each of its four kinds taken in bulk (and frozen).
+LISTED = ["frozen"] * 4
+
+
 @pytest.mark.parametrize("changed, old, new, expected", [
     ("cluster-a/Node/cluster-a-worker.yaml", "us-east-1a", "us-east-1b",
-     ["whole", "pushed, the collector paused", "settle", "done"]),
+     LISTED + ["whole", "pushed, the collector paused", "frozen", "settle due?", "done"]),
     ("cluster-a/demo/EndpointSlice/hello-7xk2p.yaml", "zone: us-east-1a", "zone: us-east-1c",
-     ["relisted", "pushed", "settle recent", "done"]),
-    ("source:demo/hello.yaml", "weight: 90", "weight: 80", ["pushed, the collector paused", "settle"]),
+     LISTED + ["relisted", "pushed", "settle recent", "done"]),
+    ("source:demo/hello.yaml", "weight: 90", "weight: 80",
+     ["pushed, the collector paused", "frozen", "settle due?"]),
 ])
 def test_a_publish_leaves_the_heap_settled_once_pushed(tmp_path, monkeypatch, changed, old, new, expected):
     """A revision of the source (``source:`` a file of it) is published with its mesh built and compiled
-    with the collector paused (runtime.bulk): it would only find those objects alive; once its streams
-    are sent it, the heap is settled. A Node changed (or a cluster listed) builds the mesh anew from every live object; like a revision, it
-    leaves the heap settled (reconciler/runtime.py), after the streams were sent it. Else the collector's next
-    pass over the oldest generation traverses all of the served mesh, stopping every thread for seconds on a
-    large mesh (bench/registry.py). An EndpointSlice changed is relisted, and what it made since the last
-    settle is settled (runtime.settle_recent), else the young generation grows unseen; a mesh built anew
-    from the registry is built with the collector paused, as a revision's. The daemon runs in this
-    process, under the daemon's collector policy, on copies of the sample repository (a directory source)
-    and the sample registry, as `make run` does."""
+    with the collector paused (runtime.bulk), and what that made frozen: a pass would only find it alive,
+    stopping every thread for seconds on a large mesh (bench/registry.py). Once its streams are sent it,
+    the daemon asks whether a full settle is due (reconciler/runtime.py). A Node changed (or a cluster
+    listed) builds the mesh anew from every live object, the same way. An EndpointSlice changed is
+    relisted, and what it made since the last settle is settled (runtime.settle_recent), else the young
+    generation grows unseen. The daemon runs in this process, under the daemon's collector policy, on
+    copies of the sample repository (a directory source) and the sample registry, as `make run` does."""
     import gc
     import shutil
     from reconciler import runtime
@@ -372,7 +375,19 @@ def test_a_publish_leaves_the_heap_settled_once_pushed(tmp_path, monkeypatch, ch
         steps.append("settle recent")
         return False  # no full settle due
 
+    def settle_due() -> bool:
+        steps.append("settle due?")
+        return False
+
+    freeze = gc.freeze
+
+    def frozen() -> None:
+        steps.append("frozen")
+        freeze()
+
     monkeypatch.setattr(runtime, "settle_recent", settle_recent)
+    monkeypatch.setattr(runtime, "settle_due", settle_due)
+    monkeypatch.setattr(gc, "freeze", frozen)
     monkeypatch.setitem(runtime._policy, "chosen", "daemon")
     daemon = Daemon(ServeOptions(source=str(source), cluster="cluster-a", ads="127.0.0.1:0",
                                  http="127.0.0.1:0", state_dir=tmp_path / "state",
@@ -413,6 +428,9 @@ def test_a_publish_leaves_the_heap_settled_once_pushed(tmp_path, monkeypatch, ch
         daemon.stop("test done")
         await asyncio.wait_for(running, 10)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        gc.unfreeze()
     assert steps == expected
     assert gc.isenabled()

@@ -1,9 +1,11 @@
 """The daemon's collector policy (reconciler/runtime.py): what settle_recent collects and freezes, how
-often, and when it says a full settle is due. These tests freeze objects of the test process itself,
-so each leaves the collector as it found it (nothing frozen)."""
+often, when a full settle is due, and what bulk work does to the collector. These tests freeze
+objects of the test process itself, so each leaves the collector as it found it (nothing frozen)."""
 from __future__ import annotations
 
 import gc
+import sys
+import threading
 import time
 import weakref
 
@@ -22,13 +24,13 @@ class Node:
 @pytest.fixture
 def collector(monkeypatch):
     """The policy's state as after a full settle a while ago; the collector left unfrozen after."""
-    monkeypatch.setitem(runtime._frozen, "after_settle", 0)
-    monkeypatch.setitem(runtime._frozen, "collected", 0.0)
-    monkeypatch.setitem(runtime._frozen, "checked", time.monotonic())
-    monkeypatch.setattr(runtime, "FROZEN_CHECK", 3600.0)
+    monkeypatch.setitem(runtime._settled, "heap", 0)
+    monkeypatch.setitem(runtime._settled, "collected", 0.0)
+    monkeypatch.setitem(runtime._settled, "checked", time.monotonic())
+    monkeypatch.setattr(runtime, "GROWTH_CHECK", 3600.0)
     monkeypatch.setattr(runtime, "RECENT_INTERVAL", 0.0)
     try:
-        yield runtime._frozen
+        yield runtime._settled
     finally:
         gc.unfreeze()
 
@@ -64,23 +66,29 @@ def test_settle_recent_collects_at_most_every_interval(collector, monkeypatch):
     assert not tracked(made)
 
 
-def test_a_full_settle_is_due_once_the_frozen_heap_grew_by_a_quarter(collector, monkeypatch):
+def test_a_full_settle_is_due_the_first_time_and_once_the_heap_grew_by_a_quarter(collector):
+    assert runtime.settle_due(), "never settled: due"
+    heap = sys.getallocatedblocks()
+    collector["heap"] = heap  # as if a full settle had just left the heap this size
+    assert not runtime.settle_due(), "not grown"
+    grown = [Node() for _ in range(int(heap * runtime.HEAP_GROWTH) + 1000)]
+    assert runtime.settle_due(), "grown by more than a quarter"
+    del grown
+    assert not runtime.settle_due(), "what grew is gone"
+
+
+def test_settle_recent_asks_whether_a_full_settle_is_due_every_growth_check(collector, monkeypatch):
     runtime.settle_recent()
-    frozen = gc.get_freeze_count()
-    collector["after_settle"] = frozen  # as if a full settle had just frozen all that
-    monkeypatch.setattr(runtime, "FROZEN_CHECK", 0.0)
+    assert runtime.settle_recent() is False, "due, but asked only every GROWTH_CHECK"
+    monkeypatch.setattr(runtime, "GROWTH_CHECK", 0.0)
+    assert runtime.settle_recent() is True, "never settled: due"
+    collector["heap"] = sys.getallocatedblocks()
     assert runtime.settle_recent() is False, "not grown"
-    grown = [Node() for _ in range(int(frozen * runtime.FROZEN_GROWTH) + 1000)]
-    assert runtime.settle_recent() is True, "grown by more than a quarter: a full settle is due"
-    monkeypatch.setattr(runtime, "FROZEN_CHECK", 3600.0)
-    more = [Node() for _ in range(1000)]
-    assert runtime.settle_recent() is False, "asked again only after FROZEN_CHECK"
-    assert grown and more
 
 
 def test_settle_resets_what_growth_is_measured_from(collector):
     runtime.settle()
-    assert collector["after_settle"] == gc.get_freeze_count() > 0
+    assert collector["heap"] > 0 and not runtime.settle_due()
 
 
 @pytest.fixture
@@ -96,9 +104,8 @@ def daemon_policy(monkeypatch):
         (gc.enable if enabled else gc.disable)()
 
 
-def test_bulk_pauses_the_daemons_collector_until_every_bulk_work_is_over(daemon_policy):
-    import threading
-    assert gc.isenabled()
+def another_bulk_work() -> tuple[threading.Thread, threading.Event, threading.Event]:
+    """A thread (not started) that does bulk work until told to leave: (it, inside, leave)."""
     inside, leave = threading.Event(), threading.Event()
 
     def other() -> None:
@@ -106,7 +113,12 @@ def test_bulk_pauses_the_daemons_collector_until_every_bulk_work_is_over(daemon_
             inside.set()
             leave.wait(10)
 
-    thread = threading.Thread(target=other)
+    return threading.Thread(target=other), inside, leave
+
+
+def test_bulk_pauses_the_daemons_collector_until_every_bulk_work_is_over(daemon_policy):
+    assert gc.isenabled()
+    thread, inside, leave = another_bulk_work()
     with runtime.bulk():
         assert not gc.isenabled()
         thread.start()
@@ -121,14 +133,32 @@ def test_bulk_pauses_the_daemons_collector_until_every_bulk_work_is_over(daemon_
     assert gc.isenabled(), "a bulk work that fails resumes the collector too"
 
 
+def test_what_bulk_work_made_is_frozen_when_the_last_is_over(daemon_policy):
+    try:
+        thread, inside, leave = another_bulk_work()
+        with runtime.bulk():
+            made = Node()
+            thread.start()
+            assert inside.wait(10)
+        assert tracked(made), "another thread's bulk work is still under way: nothing frozen yet"
+        leave.set()
+        thread.join(10)
+        assert not tracked(made), "frozen: the collector resumes without a pass over it"
+        after = Node()
+        assert tracked(after), "what is made after the bulk work is the collector's as ever"
+    finally:
+        gc.unfreeze()
+
+
 def test_bulk_leaves_a_commands_collector_off(monkeypatch):
     enabled = gc.isenabled()
     monkeypatch.setitem(runtime._policy, "chosen", None)
     try:
         runtime.for_command()
         with runtime.bulk():
-            pass
+            made = Node()
         assert not gc.isenabled()
+        assert tracked(made), "a command freezes nothing"
     finally:
         (gc.enable if enabled else gc.disable)()
 
@@ -138,4 +168,6 @@ def test_bulk_changes_nothing_when_no_policy_was_chosen(monkeypatch):
     enabled = gc.isenabled()
     with runtime.bulk():
         assert gc.isenabled() == enabled
+        made = Node()
     assert gc.isenabled() == enabled
+    assert tracked(made)

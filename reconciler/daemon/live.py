@@ -51,7 +51,8 @@ INLINE_OBJECTS = 64
 
 async def publish_anew(ads: AdsServer, revision: Revision) -> Mesh:
     """Build a revision's mesh (on a worker thread) and publish it: every view in use compiled anew,
-    with the collector paused meanwhile (runtime.bulk). Whoever calls it settles the heap after."""
+    with the collector paused meanwhile and what was made frozen after (runtime.bulk). Whoever calls
+    it settles the heap after, when due."""
     with runtime.bulk():
         mesh = await asyncio.to_thread(lambda: revision.mesh)
         await ads.publish(mesh)
@@ -285,10 +286,11 @@ class Live:
             try:
                 if batch.whole:
                     await publish_anew(self.ads, self.live(served))
-                    # A mesh anew from every object leaves the heap as a revision does: settled, once
-                    # the streams are sent it (reconciler/runtime.py).
+                    # As after a revision: the heap settled when due, once the streams are sent it
+                    # (the mesh replaced is freed by then).
                     await self.ads.delivered(runtime.DELIVERY_WAIT)
-                    await asyncio.to_thread(runtime.settle)
+                    if runtime.settle_due():
+                        await asyncio.to_thread(runtime.settle)
                 else:
                     if len(batch.changed) + len(batch.gone) <= INLINE_OBJECTS:
                         found = relisted(self.ads.mesh, batch.changed, batch.gone)

@@ -1,7 +1,7 @@
 """Make an accepted revision the one served, with what the live registries read: hand it to the ADS
 server, tell the parts that follow
 the served revision (the loader's record, the reconcilers), then a publish's after-work: previews
-made ready, the heap settled (reconciler/runtime.py), the VIPs and the last known good snapshot
+made ready, the heap settled when due (reconciler/runtime.py), the VIPs and the last known good snapshot
 saved to the state directory.
 
 Threads: runs on the event loop; its worker-thread steps get values nothing changes afterwards.
@@ -47,8 +47,9 @@ class Publisher:
             log.debug("streams still being updated; the after-work of the publish goes on",
                       seconds=runtime.DELIVERY_WAIT)
         await self.previews.make_ready(revision, started)
-        await asyncio.to_thread(runtime.settle)
-        log.debug("heap settled", seconds=round(time.perf_counter() - started, 3))
+        if runtime.settle_due():
+            await asyncio.to_thread(runtime.settle)
+            log.debug("heap settled", seconds=round(time.perf_counter() - started, 3))
         if self.last_good is not None and vips_moved:
             try:
                 await asyncio.to_thread(self.last_good.save_vips, dict(self.loader.vips))
