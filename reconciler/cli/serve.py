@@ -98,6 +98,11 @@ def register(commands) -> argparse.ArgumentParser:
                       help="publish an object's change once it has been quiet this long (default: 0.1)")
     live.add_argument("--registry-max-wait", type=float, default=1.0, metavar="SECONDS",
                       help="but at most this long after its first change (default: 1)")
+    live.add_argument("--registry-sync-timeout", type=float, default=30.0, metavar="SECONDS",
+                      help="at start, serve no proxy until every cluster the registry follows is fully listed, "
+                           "as Istio's istiod does (a proxy reconnecting after a restart would otherwise be sent "
+                           "no endpoints of those clusters), but at most this long: then serve without the "
+                           "clusters not listed yet, and add them once they are (default: 30; 0: do not wait)")
     cas = p.add_argument_group("CA reconciler (galleon ca reconcile, for this cluster, by the leader)")
     cas.add_argument("--root-ca", type=Path, default=None, metavar="DIR",
                      help="the shared root CA (galleon ca init-root); with --ca-target, keep this cluster's "
@@ -163,7 +168,8 @@ def run(args) -> int:
         raise UsageError("--dns-interval must be a positive number of seconds")
     if not 1 <= args.dns_ttl <= 65535:
         raise UsageError("--dns-ttl must be 1-65535 seconds")
-    for value, flag in ((args.registry_quiet, "--registry-quiet"), (args.registry_max_wait, "--registry-max-wait")):
+    for value, flag in ((args.registry_quiet, "--registry-quiet"), (args.registry_max_wait, "--registry-max-wait"),
+                        (args.registry_sync_timeout, "--registry-sync-timeout")):
         if value < 0:
             raise UsageError(f"{flag} must not be negative")
     security = _security(args)
@@ -205,7 +211,8 @@ def run(args) -> int:
                                           args.kubeconfig, args.kube_context) if args.dns_target else None,
                            security=security,
                            registry=RegistryOptions(tuple(dict.fromkeys(args.registry)), args.kubeconfig,
-                                                    args.kube_context, args.registry_quiet, args.registry_max_wait)
+                                                    args.kube_context, args.registry_quiet, args.registry_max_wait,
+                                                    args.registry_sync_timeout)
                            if args.registry else None)
     try:
         return serve(options)

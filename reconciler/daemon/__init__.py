@@ -8,7 +8,7 @@ In parts, one job each (each module's docstring says which thread owns its state
 - ``loader``: read the source and judge each revision on a worker thread; the record of what was
   read and served (LoadState), the VIPs kept and quarantined;
 - ``live``: follow the live registries (reconciler/registry/) and publish what they change, in EDS
-  alone when only endpoints changed;
+  alone when only endpoints changed; the first publish waits for their clusters' first lists;
 - ``publisher``: make an accepted revision the served one (the ADS server, the heap settled, the
   last known good saved);
 - ``reconcilers``: the CA and DNS reconcilers of this cluster, and the Lease that elects who writes;

@@ -74,6 +74,7 @@ class Daemon:
 
     async def reload(self, reason: str) -> None:
         async with self._reloading:
+            await self.live.first_sync()  # (nothing is published before the registries' clusters are listed)
             try:
                 await self._reload(reason)
             finally:

@@ -93,6 +93,10 @@ class Live:
         self._dir_feeds: list[DirectoryFeed] = []
         self.kube_clients: dict = {}  # cluster -> the API client its KubeFeed reads with
         self._said: set[str] = set()  # errors logged once
+        self._states = asyncio.Event()  # a cluster turned synced, stale or fresh
+        # Until the first revision is published: the clusters not listed yet, and when that wait ends.
+        self.awaiting: tuple[list[str], float] | None = None
+        self._first_synced = False
 
     @property
     def on(self) -> bool:
@@ -205,7 +209,44 @@ class Live:
     def _state_changed(self) -> None:
         """A cluster turned synced, stale or fresh (on a feed's thread): WatchStatus says so."""
         if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._board.bump)
+            self._loop.call_soon_threadsafe(self._states_changed)
+
+    def _states_changed(self) -> None:
+        self._board.bump()
+        self._states.set()
+
+    async def first_sync(self) -> None:
+        """Before the first revision is published: wait until every cluster the registries follow has
+        been listed completely, at most ``sync_timeout`` seconds, then return at once ever after. Istio's
+        istiod serves no proxy until its caches have synced: a proxy reconnecting after a restart would
+        otherwise be sent a mesh without those clusters' endpoints, and drop them. New streams wait
+        meanwhile (the ADS server holds them until the first publish), and /readyz says why."""
+        if self._first_synced or not self.on:
+            return
+        assert self.options is not None
+        started = time.monotonic()
+        deadline = started + self.options.sync_timeout
+        while True:
+            self._states.clear()
+            waiting = sorted(c["cluster"] for c in self.registry.status() if not c["synced"])
+            if not waiting:
+                if self.awaiting is not None:
+                    log.info("registry listed; serving", seconds=round(time.monotonic() - started, 3))
+                break
+            if time.monotonic() >= deadline:
+                log.warning("registry clusters not listed in time; serving without their endpoints until they are",
+                            clusters=waiting, seconds=self.options.sync_timeout)
+                break
+            if self.awaiting is None:
+                log.info("waiting for the registry's first list before serving", clusters=waiting,
+                         at_most=self.options.sync_timeout)
+            self.awaiting = (waiting, deadline)
+            try:
+                await asyncio.wait_for(self._states.wait(), deadline - time.monotonic())
+            except asyncio.TimeoutError:
+                pass
+        self.awaiting = None
+        self._first_synced = True
 
     def _from_feed(self, change: Change) -> None:
         """A feed's change (on its thread): handed to the loop."""

@@ -82,6 +82,7 @@ class RegistryOptions:
     context: str | None = None
     quiet: float = 0.1  # an object's changes are published once it has been quiet this long...
     max_wait: float = 1.0  # ...or this long after its first change
+    sync_timeout: float = 30.0  # at start, nothing is served until every cluster is listed, or this long
 
 
 @dataclass

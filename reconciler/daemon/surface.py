@@ -9,6 +9,7 @@ hands a change notice to the loop.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import asdict
 from typing import Awaitable, Callable
 
@@ -88,6 +89,11 @@ class Surface:
 
         def readyz(_):
             s = self.loader.state
+            if self.live.awaiting is not None:
+                clusters, until = self.live.awaiting
+                return text_body(503, f"not ready: waiting for the registry's first complete list of "
+                                      f"{', '.join(clusters)} (at most {max(0.0, until - time.monotonic()):.0f} s "
+                                      f"more; --registry-sync-timeout) before serving proxies\n")
             if s.served_revision is None:
                 why = s.error or ("the source has errors; see /debug/configz" if s.findings
                                   else "no revision loaded yet")

@@ -107,3 +107,42 @@ def test_service_account_tokens_are_checked_with_tokenreview(setup, standin):
             refused = endpoints(g, token)
             assert isinstance(refused, grpc.RpcError) and refused.code() == code, (token, refused)
         assert "namespace 'default' only" in endpoints(g, "default-token").details()
+
+
+def test_no_proxy_is_served_before_the_cluster_is_listed(setup, standin):
+    """As Istio's istiod serves no proxy before its caches have synced: a proxy that connects while this
+    cluster's API server is away at start waits, and its first answer holds the cluster's pods, not
+    an empty assignment (what a proxy reconnecting after a restart would otherwise be sent, and drop
+    its endpoints for). /readyz says what the daemon waits for."""
+    import threading
+    repo, kubeconfig = setup
+    standin.stop_serving()
+    g = Galleon(repo, "east", "--registry", "kube", "--kubeconfig", str(kubeconfig), "--kube-context", "east",
+                "--registry-sync-timeout", "60").start(wait_ready=False)
+    try:
+        code, body = g.get("/readyz")
+        assert code == 503 and "waiting for the registry's first complete list of east" in body, body
+        answers: list = []
+        asking = threading.Thread(target=lambda: answers.append(endpoints(g)))
+        asking.start()
+        asking.join(1.5)
+        assert asking.is_alive(), f"a proxy was answered before the cluster was listed: {answers}"
+        standin.resume()
+        asking.join(20)
+        assert answers == [{"10.0.0.1"}], answers
+        assert g.get("/readyz")[0] == 200
+        assert g.event("registry listed; serving") is not None
+    finally:
+        g.stop()
+
+
+def test_a_cluster_not_listed_in_time_is_served_without_until_it_is(setup, standin):
+    repo, kubeconfig = setup
+    standin.stop_serving()
+    with Galleon(repo, "east", "--registry", "kube", "--kubeconfig", str(kubeconfig), "--kube-context", "east",
+                 "--registry-sync-timeout", "1") as g:  # (ready once the second has passed)
+        assert g.event("registry clusters not listed in time; serving without their endpoints until they are",
+                       clusters=["east"]) is not None
+        assert endpoints(g) == set()
+        standin.resume()
+        assert wait_for(lambda: endpoints(g) == {"10.0.0.1"}, 20, g.log)
