@@ -45,6 +45,11 @@ class MeshCluster:
     source: SourceObject = field(repr=False, compare=False)
 
 
+def kube_context(cluster: SourceObject) -> str | None:
+    """A Cluster object's kubeContext: the kubeconfig context its API server is reached by, if any."""
+    return cluster.spec.get("kubeContext")
+
+
 @dataclass(frozen=True)
 class NetworkGateway:
     address: str
@@ -312,7 +317,7 @@ def build_mesh(objects: list[SourceObject], revision: str = "", *, keep_vips: Ma
     settings = mesh_settings(by_kind.get("MeshConfig", []))
     networks = _networks(by_kind.get("MeshNetworks", []))
     clusters = {c.name: MeshCluster(c.name, c.spec.get("network") or _registry_network(c.name, networks),
-                                    Locality.parse(c.spec.get("locality")), c.spec.get("kubeContext"),
+                                    Locality.parse(c.spec.get("locality")), kube_context(c),
                                     c.spec.get("trustDomain"), c)
                 for c in by_kind.get("Cluster", [])}
     workload_entries = by_kind.get("WorkloadEntry", [])

@@ -71,10 +71,10 @@ class Daemon:
     def stop(self, reason: str = "asked") -> None:
         log.info("stopping", reason=reason)
         self._stop.set()
+        self.live.close()  # (its feeds stop, and a first publish still waiting for them gives up)
 
     async def reload(self, reason: str) -> None:
         async with self._reloading:
-            await self.live.first_sync()  # (nothing is published before the registries' clusters are listed)
             try:
                 await self._reload(reason)
             finally:

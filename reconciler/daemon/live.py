@@ -24,7 +24,7 @@ from typing import Callable
 
 import structlog
 
-from compiler.model import Mesh, relisted
+from compiler.model import Mesh, kube_context, relisted
 from compiler.parse import SourceObject
 from compiler.revision import Revision, with_live
 
@@ -167,13 +167,14 @@ class Live:
         KubeFeed(cluster, client, self.registry, self._stop).start()
         log.info("registry following", cluster=cluster, api_server=client.configuration.host)
 
-    async def follow_contexts(self, clusters) -> None:
-        """After a revision is served: its Clusters with a kubeContext that no registry follows yet
-        (with --registry kube) are followed from now on."""
+    async def _follow_contexts(self, revision: Revision) -> None:
+        """With --registry kube: the revision's Clusters with a kubeContext that no registry follows yet are
+        followed from now on."""
         if not self.on or "kube" not in self.options.sources:  # type: ignore[union-attr]
             return
-        wanted = {c.name: c.kube_context for c in clusters.values()
-                  if c.kube_context and c.name not in self.kube_clients and self._dir_feed_of(c.name) is None}
+        wanted = {c.name: context for c in revision.objects if c.kind == "Cluster"
+                  if (context := kube_context(c)) and c.name not in self.kube_clients
+                  and self._dir_feed_of(c.name) is None}
         if not wanted:
             return
         found = await asyncio.to_thread(cluster_clients, wanted, self.options.kubeconfig)  # type: ignore[union-attr]
@@ -194,7 +195,9 @@ class Live:
         self._threads.append(thread)
 
     def close(self) -> None:
+        """Stop following (on the loop): the feeds' threads end, a first publish waiting gives up."""
         self._stop.set()
+        self._states.set()
 
     def _files_of(self, cluster: str) -> Callable[[str, str, str], str]:
         """Where ``cluster``'s objects are said to be: its folder's files when a ``dir:`` registry holds
@@ -215,19 +218,24 @@ class Live:
         self._board.bump()
         self._states.set()
 
-    async def first_sync(self) -> None:
-        """Before the first revision is published: wait until every cluster the registries follow has
-        been listed completely, at most ``sync_timeout`` seconds, then return at once ever after. Istio's
-        istiod serves no proxy until its caches have synced: a proxy reconnecting after a restart would
-        otherwise be sent a mesh without those clusters' endpoints, and drop them. New streams wait
-        meanwhile (the ADS server holds them until the first publish), and /readyz says why."""
+    async def ready_to_publish(self, revision: Revision) -> bool:
+        """Before a revision is published: the Clusters it names with a kubeContext are followed; before
+        the first, wait until every cluster followed has been listed completely, at most
+        ``sync_timeout`` seconds. Istio's istiod serves no proxy until its caches have synced: a proxy
+        reconnecting after a restart would otherwise be sent a mesh without those clusters'
+        endpoints, and drop them. New streams wait meanwhile (the ADS server holds them until the
+        first publish), and /readyz says why. False when the daemon is stopping."""
+        await self._follow_contexts(revision)
         if self._first_synced or not self.on:
-            return
+            return not self._stop.is_set()
         assert self.options is not None
         started = time.monotonic()
         deadline = started + self.options.sync_timeout
         while True:
             self._states.clear()
+            if self._stop.is_set():
+                self.awaiting = None
+                return False
             waiting = sorted(c["cluster"] for c in self.registry.status() if not c["synced"])
             if not waiting:
                 if self.awaiting is not None:
@@ -247,6 +255,7 @@ class Live:
                 pass
         self.awaiting = None
         self._first_synced = True
+        return True
 
     def _from_feed(self, change: Change) -> None:
         """A feed's change (on its thread): handed to the loop."""

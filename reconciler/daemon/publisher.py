@@ -35,9 +35,10 @@ class Publisher:
         self.loader, self.live, self.reconcilers, self.previews = loader, live, reconcilers, previews
 
     async def publish(self, revision: Revision, from_state_dir: bool = False) -> None:
+        if not await self.live.ready_to_publish(revision):
+            return  # stopping
         revision = self.live.to_publish(revision)  # what runs in the clusters, beside what the source writes
         mesh = await publish_anew(self.ads, revision)
-        await self.live.follow_contexts(mesh.clusters)
         vips_moved = self.loader.record_served(revision, from_state_dir)
         self.reconcilers.due(revision)
         self.metrics.revision_info.clear()

@@ -109,27 +109,35 @@ def test_service_account_tokens_are_checked_with_tokenreview(setup, standin):
         assert "namespace 'default' only" in endpoints(g, "default-token").details()
 
 
+def first_answer_once_back(galleon, api_server):
+    """A proxy asks while ``api_server`` is away: it is not answered; once the API server is back, the
+    addresses of web's assignment in the first answer it gets."""
+    import threading
+    answers: list = []
+    asking = threading.Thread(target=lambda: answers.append(endpoints(galleon)))
+    asking.start()
+    asking.join(1.5)
+    assert asking.is_alive(), f"a proxy was answered before the cluster was listed: {answers}"
+    api_server.resume()
+    asking.join(20)
+    assert len(answers) == 1, galleon.log()
+    return answers[0]
+
+
 def test_no_proxy_is_served_before_the_cluster_is_listed(setup, standin):
     """As Istio's istiod serves no proxy before its caches have synced: a proxy that connects while this
     cluster's API server is away at start waits, and its first answer holds the cluster's pods, not
     an empty assignment (what a proxy reconnecting after a restart would otherwise be sent, and drop
     its endpoints for). /readyz says what the daemon waits for."""
-    import threading
     repo, kubeconfig = setup
     standin.stop_serving()
     g = Galleon(repo, "east", "--registry", "kube", "--kubeconfig", str(kubeconfig), "--kube-context", "east",
                 "--registry-sync-timeout", "60").start(wait_ready=False)
     try:
-        code, body = g.get("/readyz")
-        assert code == 503 and "waiting for the registry's first complete list of east" in body, body
-        answers: list = []
-        asking = threading.Thread(target=lambda: answers.append(endpoints(g)))
-        asking.start()
-        asking.join(1.5)
-        assert asking.is_alive(), f"a proxy was answered before the cluster was listed: {answers}"
-        standin.resume()
-        asking.join(20)
-        assert answers == [{"10.0.0.1"}], answers
+        assert wait_for(lambda: "waiting for the registry's first complete list of east" in g.get("/readyz")[1],
+                        10, g.log)
+        assert g.get("/readyz")[0] == 503
+        assert first_answer_once_back(g, standin) == {"10.0.0.1"}
         assert g.get("/readyz")[0] == 200
         assert g.event("registry listed; serving") is not None
     finally:
@@ -146,3 +154,54 @@ def test_a_cluster_not_listed_in_time_is_served_without_until_it_is(setup, stand
         assert endpoints(g) == set()
         standin.resume()
         assert wait_for(lambda: endpoints(g) == {"10.0.0.1"}, 20, g.log)
+
+
+def test_a_daemon_waiting_for_the_registry_stops_when_asked(setup, standin):
+    """SIGTERM while the first publish waits for a cluster's first list: the daemon stops at once, as
+    Kubernetes expects of a pod within its grace period, rather than at the end of the wait."""
+    import signal
+    import time
+    repo, kubeconfig = setup
+    standin.stop_serving()
+    g = Galleon(repo, "east", "--registry", "kube", "--kubeconfig", str(kubeconfig), "--kube-context", "east",
+                "--registry-sync-timeout", "60").start(wait_ready=False)
+    try:
+        assert wait_for(lambda: g.event("waiting for the registry's first list before serving"), 10, g.log)
+        asked = time.monotonic()
+        g.signal(signal.SIGTERM)
+        assert g.process.wait(15) == 0
+        assert time.monotonic() - asked < 10
+        assert g.event("configuration published") is None, "nothing was published"
+    finally:
+        g.stop()
+
+
+def test_the_first_publish_waits_for_a_cluster_the_source_names_by_its_kube_context(tmp_path, standin):
+    """A Cluster of the source with a kubeContext is followed before the first publish, and waited for
+    as this cluster is: the first answer a proxy gets holds both clusters' pods."""
+    from tests.kube.standin import KubeStandIn, write_kubeconfig
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "repo" / "mesh.yaml").write_text(REPO + """\
+---
+apiVersion: galleon.io/v1alpha1
+kind: Cluster
+metadata: {name: west, namespace: istio-system}
+spec: {network: net-1, locality: us-west/us-west-1a, kubeContext: west}
+""")
+    for body in (pod("web-1", "10.0.0.1"), endpoint_slice("web-abc", [("web-1", "10.0.0.1", True)]),
+                 node("node-1", "us-east", "us-east-1c")):
+        standin.put(json.loads(json.dumps(body)))
+    with KubeStandIn() as west:
+        for body in (pod("web-2", "10.1.0.1"), endpoint_slice("web-xyz", [("web-2", "10.1.0.1", True)]),
+                     node("node-1", "us-west", "us-west-1a")):
+            west.put(json.loads(json.dumps(body)))
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", {"east": standin, "west": west})
+        west.stop_serving()
+        g = Galleon(tmp_path / "repo", "east", "--registry", "kube", "--kubeconfig", str(kubeconfig),
+                    "--kube-context", "east", "--registry-sync-timeout", "60").start(wait_ready=False)
+        try:
+            # (east, listed at once, is no longer waited for)
+            assert wait_for(lambda: "first complete list of west (" in g.get("/readyz")[1], 10, g.log)
+            assert first_answer_once_back(g, west) == {"10.0.0.1", "10.1.0.1"}
+        finally:
+            g.stop()
