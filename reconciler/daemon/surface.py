@@ -93,7 +93,8 @@ class Surface:
                 clusters, until = self.live.awaiting
                 return text_body(503, f"not ready: waiting for the registry's first complete list of "
                                       f"{', '.join(clusters)} (at most {max(0.0, until - time.monotonic()):.0f} s "
-                                      f"more; --registry-sync-timeout) before serving proxies\n")
+                                      f"more; --registry-sync-timeout) before serving proxies\n"
+                                      + self._registry_line())
             if s.served_revision is None:
                 why = s.error or ("the source has errors; see /debug/configz" if s.findings
                                   else "no revision loaded yet")
@@ -147,7 +148,10 @@ class Surface:
             return ""
         said = []
         for c in self.live.registry.status():
-            state = ("stale: " + (c["last_error"] or "") if c["stale"] else "synced") if c["synced"] else "not synced yet"
+            if c["synced"]:
+                state = "stale: " + (c["last_error"] or "") if c["stale"] else "synced"
+            else:
+                state = "not synced yet" + (f" ({c['last_error']})" if c["last_error"] else "")
             said.append(f"registry {c['cluster']}: {state}")
         return "".join(line + "\n" for line in said)
 

@@ -136,7 +136,8 @@ def test_no_proxy_is_served_before_the_cluster_is_listed(setup, standin):
     try:
         assert wait_for(lambda: "waiting for the registry's first complete list of east" in g.get("/readyz")[1],
                         10, g.log)
-        assert g.get("/readyz")[0] == 503
+        code, body = g.get("/readyz")
+        assert code == 503 and "registry east: not synced yet (" in body, body  # (and why: its last error)
         assert first_answer_once_back(g, standin) == {"10.0.0.1"}
         assert g.get("/readyz")[0] == 200
         assert g.event("registry listed; serving") is not None
