@@ -14,9 +14,9 @@ across threads):
   that makes long-lived objects by the million (a revision's or a registry's mesh made and compiled;
   a cluster's list taken in) runs in ``bulk``: the collector waits until it is over, and what it
   made is then frozen as it is, never traversed (on a large mesh a pass over it stops every thread
-  for seconds, only to find it alive). After each of a live registry's endpoint publishes,
-  ``settle_recent`` collects what was made since the last settle alone and freezes the rest (see
-  there why it must). Freezing is safe because what is kept makes no reference cycles (tests hold
+  for seconds, only to find it alive). After a live registry's endpoint publishes, at most once a
+  second, ``settle_recent`` freezes what they made the same way (see there why it must). Freezing
+  is safe because what is kept makes no reference cycles (tests hold
   the mesh, its views and their relisting to that), so reference counting frees it when it is
   replaced. What cycles other work froze are freed by a full ``settle`` (every object traversed
   once): after the first publish, then whenever the heap has grown by HEAP_GROWTH since the last,
@@ -87,19 +87,19 @@ def bulk() -> Iterator[None]:
                 gc.enable()
 
 
-# How often settle_recent collects at most: what a live registry's publishes leave in this long is a
-# young generation small enough for a brief pass (each publish's own copies are gone by then).
+# How often settle_recent freezes at most: what a live registry's publishes leave in this long is a
+# young generation small enough never to reach the collector's threshold.
 RECENT_INTERVAL = 1.0  # seconds
 # How often settle_recent asks whether a full settle is due: the question visits every pool of the
-# heap, so it is asked seldom there (a publish anew asks it each time: those are rare).
-GROWTH_CHECK = 600.0  # seconds
+# heap, so it is not asked at every publish (a publish anew asks it each time: those are rare).
+GROWTH_CHECK = 60.0  # seconds
 # A full settle is due once the heap has grown by this fraction since the last one (the collector's
 # own rule for its oldest generation).
 HEAP_GROWTH = 0.25
 
-# The heap's size after the last full settle (allocated blocks); when settle_recent last collected;
+# The heap's size after the last full settle (allocated blocks); when settle_recent last froze;
 # when it last asked whether a full settle is due.
-_settled = {"heap": 0, "collected": 0.0, "checked": 0.0}
+_settled = {"heap": 0, "frozen": 0.0, "checked": 0.0}
 
 
 def settle() -> None:
@@ -109,7 +109,7 @@ def settle() -> None:
     gc.collect()
     gc.freeze()
     now = time.monotonic()
-    _settled.update(heap=sys.getallocatedblocks(), collected=now, checked=now)
+    _settled.update(heap=sys.getallocatedblocks(), frozen=now, checked=now)
 
 
 def settle_due() -> bool:
@@ -121,20 +121,21 @@ def settle_due() -> bool:
 
 
 def settle_recent() -> bool:
-    """Collect what was made since the last settle, then freeze what remains (the daemon, after a live
-    registry's endpoint publish; at most every RECENT_INTERVAL); True when a full ``settle`` is due
-    (asked every GROWTH_CHECK seconds).
+    """Freeze what was made since the last settle (the daemon, after a live registry's endpoint
+    publish; at most every RECENT_INTERVAL); True when a full ``settle`` is due (asked every
+    GROWTH_CHECK seconds).
 
     Each endpoint publish replaces a few services' endpoints, freeing frozen objects as it makes new
     ones. The collector counts allocations net of deallocations, so it would seldom collect the young
-    generation, and then traverse everything made since, in one long pause of every thread.
-    Collected this often instead, the young generation stays small."""
+    generation, and then traverse everything made since, in one long pause of every thread. Frozen
+    this often instead, the young generation stays small, and is not traversed at all: what a
+    publish keeps makes no cycles (tests/test_live.py holds relisting and serving to that), and a
+    cycle other work made waits for the next full settle, as after ``bulk``."""
     now = time.monotonic()
-    if now - _settled["collected"] < RECENT_INTERVAL:
+    if now - _settled["frozen"] < RECENT_INTERVAL:
         return False
-    gc.collect()
     gc.freeze()
-    _settled["collected"] = now
+    _settled["frozen"] = now
     if now - _settled["checked"] < GROWTH_CHECK:
         return False
     _settled["checked"] = now

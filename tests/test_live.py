@@ -357,7 +357,7 @@ def test_a_publish_leaves_the_heap_settled_once_pushed(tmp_path, monkeypatch, ch
     stopping every thread for seconds on a large mesh (bench/registry.py). Once its streams are sent it,
     the daemon asks whether a full settle is due (reconciler/runtime.py). A Node changed (or a cluster
     listed) builds the mesh anew from every live object, the same way. An EndpointSlice changed is
-    relisted, and what it made since the last settle is settled (runtime.settle_recent), else the young
+    relisted, and what it made since the last settle is frozen (runtime.settle_recent), else the young
     generation grows unseen. The daemon runs in this process, under the daemon's collector policy, on
     copies of the sample repository (a directory source) and the sample registry, as `make run` does."""
     import gc

@@ -5,8 +5,8 @@ these tests hold a revision's parse, mesh and every served view to making none, 
 mesh (one per feature) and the sample repository with its registry (what ``make run`` serves),
 both compiled from nothing and from the revision before (as a new revision is published).
 
-(Endpoint relists, which settle_recent freezes after a pass over what they made, have their own
-test in tests/test_live.py.)"""
+(Endpoint relists, which settle_recent freezes the same way, have their own test in
+tests/test_live.py.)"""
 from __future__ import annotations
 
 import gc

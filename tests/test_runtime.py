@@ -1,5 +1,5 @@
-"""The daemon's collector policy (reconciler/runtime.py): what settle_recent collects and freezes, how
-often, when a full settle is due, and what bulk work does to the collector. These tests freeze
+"""The daemon's collector policy (reconciler/runtime.py): what settle_recent freezes, how often, when
+a full settle is due, and what bulk work does to the collector. These tests freeze
 objects of the test process itself, so each leaves the collector as it found it (nothing frozen)."""
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ class Node:
 def collector(monkeypatch):
     """The policy's state as after a full settle a while ago; the collector left unfrozen after."""
     monkeypatch.setitem(runtime._settled, "heap", 0)
-    monkeypatch.setitem(runtime._settled, "collected", 0.0)
+    monkeypatch.setitem(runtime._settled, "frozen", 0.0)
     monkeypatch.setitem(runtime._settled, "checked", time.monotonic())
     monkeypatch.setattr(runtime, "GROWTH_CHECK", 3600.0)
     monkeypatch.setattr(runtime, "RECENT_INTERVAL", 0.0)
@@ -40,7 +40,7 @@ def tracked(obj: object) -> bool:
     return any(o is obj for generation in range(3) for o in gc.get_objects(generation))
 
 
-def test_settle_recent_collects_cycles_and_freezes_what_lives(collector):
+def test_settle_recent_freezes_what_was_made_without_a_pass_and_a_full_settle_frees_its_cycles(collector):
     runtime.settle_recent()  # (whatever the test process made before)
     cycle, kept = Node(), Node()
     cycle.next = cycle
@@ -49,15 +49,18 @@ def test_settle_recent_collects_cycles_and_freezes_what_lives(collector):
     kept.next = [kept]
     assert tracked(kept)
     assert runtime.settle_recent() is False
-    assert gone() is None, "a cycle made since the last settle is collected, not frozen"
     assert not tracked(kept), "what lives on is frozen: no pass traverses it again"
+    assert gone() is not None, "not traversed: a cycle made since is frozen too"
+    runtime.settle()
+    assert gone() is None, "a full settle frees it"
+    assert not tracked(kept)
     gc.unfreeze()
     assert tracked(kept)
 
 
-def test_settle_recent_collects_at_most_every_interval(collector, monkeypatch):
+def test_settle_recent_freezes_at_most_every_interval(collector, monkeypatch):
     monkeypatch.setattr(runtime, "RECENT_INTERVAL", 3600.0)
-    runtime.settle_recent()  # collects: the last was long ago
+    runtime.settle_recent()  # freezes: the last was long ago
     made = Node()
     runtime.settle_recent()  # within the interval: nothing
     assert tracked(made)
