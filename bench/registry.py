@@ -1100,6 +1100,7 @@ def run_step(args, server: Server, client, feed: Feed, feeder: FeedThread, known
         server.call(lambda: Profiles.throughout(True))
     cpu0, process0, client_cpu0 = ads.thread_cpu(os.getpid(), known), ads.process_cpu(os.getpid()), ads.proc_sample(client.process.pid)["cpu"]
     tracker_cpu0 = tracker.cpu
+    rss0 = ads.process_memory(os.getpid())["VmRSS"]
     began = time.time()
 
     def run() -> None:
@@ -1188,6 +1189,8 @@ def run_step(args, server: Server, client, feed: Feed, feeder: FeedThread, known
           f"{server_cpu - cpu.get('loop', 0) - cpu.get('grpc', 0) - store:.2f} s); "
           f"client process {client_cpu1 - client_cpu0:.2f} s on the same {os.cpu_count()} CPUs; "
           f"p99 < {TARGET_P99:g} s: {ads.verdict(holds)}")
+    print(f"server RSS: {ads.mb(rss0)} before the step -> {ads.mb(ads.process_memory(os.getpid())['VmRSS'])} after "
+          f"(the benchmark's own record of the events included)")
     tracker.timings.clear()
     return {"rate": rate, "p99": matched["event_worst_p99"], "missing": matched["missing"] + unpublished, "holds": holds,
             "cpu_per_event": per_event}

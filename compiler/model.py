@@ -601,32 +601,64 @@ class ListedEndpoints(EndpointSource):
     (or Endpoints) list in each cluster, with the labels, service account and tlsMode of the Pods
     they name (Istio reads the pod) and the locality of their Nodes, and the WorkloadEntries its
     selector picks. An endpoint that is not ready, or terminating, is not an endpoint proxies get
-    (Istio's default)."""
+    (Istio's default).
+
+    The listings are read once, when its endpoints are first asked for, and then let go: each mesh
+    ``relisted`` makes has listings of its own, and a service renewed in it would otherwise keep
+    them, and every object they index, for as long as the service stays unchanged."""
 
     def __init__(self, service: tuple[str, str], listings: Listings, selected: list[SourceObject],
                  clusters: dict[str, MeshCluster], networks: dict[str, Network]):
-        self.service, self.listings, self.selected = service, listings, selected
+        self.service, self.selected = service, selected
         self.clusters, self.networks = clusters, networks
+        self._listings: Listings | None = listings
+        # (its listed endpoints, the objects they are made from), once read
+        self._read: tuple[tuple[Endpoint, ...], list[SourceObject]] | None = None
 
-    def _listed(self):
-        for cluster, objects in sorted(self.listings.slices.get(self.service, {}).items()):
+    def _listed(self) -> tuple[tuple[Endpoint, ...], list[SourceObject]]:
+        read = self._read
+        if read is None:
+            listings = self._listings
+            if listings is None:  # another thread read them meanwhile (it sets _read first)
+                read = self._read
+                assert read is not None
+                return read
+            read = self._read = self._read_listings(listings)
+            self._listings = None
+        return read
+
+    def _read_listings(self, listings: Listings) -> tuple[tuple[Endpoint, ...], list[SourceObject]]:
+        slices = sorted(listings.slices.get(self.service, {}).items())
+        endpoints: list[Endpoint] = []
+        pods: dict[tuple[str, str, str], SourceObject] = {}
+        nodes: dict[tuple[str, str], SourceObject] = {}
+        for cluster_name, objects in slices:
             for obj in objects:
                 read = kube.slice_endpoints if obj.kind == "EndpointSlice" else kube.endpoints_endpoints
                 for listed in read(obj):
-                    if listed.ready:
-                        yield cluster, obj, listed
+                    if not listed.ready:
+                        continue
+                    key = (cluster_name, obj.namespace, listed.pod)
+                    pod = listings.pods.get(key) if listed.pod else None
+                    if pod is not None:
+                        pods[key] = pod
+                    node_name = listed.node or (kube.pod_node(pod) if pod is not None else "")
+                    node = listings.nodes.get((cluster_name, node_name)) if node_name else None
+                    if node is not None:
+                        nodes[(cluster_name, node_name)] = node
+                    endpoints.append(self._endpoint(cluster_name, obj, listed, pod, node))
+        objects = ([obj for _, listed_objects in slices for obj in listed_objects]
+                   + [pods[key] for key in sorted(pods)] + [nodes[key] for key in sorted(nodes)])
+        return tuple(endpoints), objects
 
     def build(self) -> tuple[Endpoint, ...]:
-        listed = [self._endpoint(cluster, obj, ep) for cluster, obj, ep in self._listed()]
-        return tuple(listed) + tuple(_endpoint(we.spec, we, self.clusters, self.networks) for we in self.selected)
+        return self._listed()[0] + tuple(_endpoint(we.spec, we, self.clusters, self.networks) for we in self.selected)
 
-    def _endpoint(self, cluster_name: str, obj: SourceObject, listed: kube.ListedEndpoint) -> Endpoint:
-        pod = self.listings.pods.get((cluster_name, obj.namespace, listed.pod)) if listed.pod else None
+    def _endpoint(self, cluster_name: str, obj: SourceObject, listed: kube.ListedEndpoint, pod: SourceObject | None,
+                  node: SourceObject | None) -> Endpoint:
         cluster = self.clusters.get(cluster_name)
         pod_labels = pod.labels if pod is not None else {}
         labels = {**pod_labels, CLUSTER_LABEL: cluster_name} if cluster_name else dict(pod_labels)
-        node_name = listed.node or (kube.pod_node(pod) if pod is not None else "")
-        node = self.listings.nodes.get((cluster_name, node_name)) if node_name else None
         return Endpoint(listed.address, listed.ports, labels,
                         _pod_network(cluster, pod_labels, listed.address, self.networks),
                         _pod_locality(cluster, pod_labels, node, listed.zone),
@@ -638,12 +670,7 @@ class ListedEndpoints(EndpointSource):
             [we.spec for we in self.selected])
 
     def objects(self) -> list[SourceObject]:
-        pods, nodes = self.listings.pods, self.listings.nodes
-        named = {(cluster, obj.namespace, ep.pod) for cluster, obj, ep in self._listed() if ep.pod}
-        on = {(cluster, ep.node) for cluster, _, ep in self._listed() if ep.node}
-        return ([obj for _, objects in sorted(self.listings.slices.get(self.service, {}).items()) for obj in objects]
-                + [pods[key] for key in sorted(named) if key in pods]
-                + [nodes[key] for key in sorted(on) if key in nodes] + self.selected)
+        return self._listed()[1] + self.selected
 
 
 def _selected_pods(listings: Listings, namespace: str, selector: Mapping[str, str]) -> list[SourceObject]:
@@ -659,7 +686,9 @@ class SelectedPods(EndpointSource):
 
     def __init__(self, pods: list[SourceObject], listings: Listings, clusters: dict[str, MeshCluster],
                  networks: dict[str, Network]):
-        self.pods, self.listings, self.clusters, self.networks = pods, listings, clusters, networks
+        # (the Nodes alone of the listings: a relisted mesh's slices and Pods are its own, and shared by
+        # none of the meshes after it; its Nodes are every mesh's since the last built anew)
+        self.pods, self.nodes, self.clusters, self.networks = pods, listings.nodes, clusters, networks
 
     def build(self) -> tuple[Endpoint, ...]:
         return tuple(self._endpoint(pod) for pod in self.pods)
@@ -668,7 +697,7 @@ class SelectedPods(EndpointSource):
         cluster_name = pod.labels.get(CLUSTER_LABEL, "")
         cluster = self.clusters.get(cluster_name)
         address = kube.pod_ip(pod)
-        node = self.listings.nodes.get((cluster_name, kube.pod_node(pod)))
+        node = self.nodes.get((cluster_name, kube.pod_node(pod)))
         return Endpoint(address, {}, dict(pod.labels), _pod_network(cluster, pod.labels, address, self.networks),
                         _pod_locality(cluster, pod.labels, node), cluster_name if cluster else "", 1,
                         kube.workload_service_account(pod), pod, pod.labels.get(TLS_MODE_LABEL, NO_TLS_MODE))
@@ -677,7 +706,7 @@ class SelectedPods(EndpointSource):
         return {(ep.cluster, str(ep.locality)) for ep in self.build()}
 
     def objects(self) -> list[SourceObject]:
-        nodes = [self.listings.nodes.get((pod.labels.get(CLUSTER_LABEL, ""), kube.pod_node(pod))) for pod in self.pods]
+        nodes = [self.nodes.get((pod.labels.get(CLUSTER_LABEL, ""), kube.pod_node(pod))) for pod in self.pods]
         return self.pods + [node for node in nodes if node is not None]
 
 
@@ -762,6 +791,9 @@ def relisted(mesh: Mesh, changed: Collection[SourceObject], gone: Collection[Sou
             continue
         services[host] = renewed
         hosts.add(host)
+        # Read now, so that it lets go of this mesh's listings (ListedEndpoints), which no later mesh
+        # shares: a service of no proxy's view would otherwise keep them until it is renewed again.
+        renewed.endpoints  # noqa: B018
         # A NONE or DNS entry's clusters read its endpoints; every cluster names the identities an
         # mTLS peer must present.
         if service.resolution not in (CLUSTER_IP, HEADLESS) or _identities(service) != _identities(renewed):
