@@ -101,6 +101,8 @@ class Daemon:
             if revision is None:
                 return
             await self.publisher.publish(revision, from_state_dir=True)
+            if self.loader.state.served_revision is None:
+                return  # stopped while it waited for the registry
             log.warning("serving the last known good snapshot from the state directory; the source cannot be read",
                         revision=short_revision(revision.snapshot.revision), path=str(self.last_good.path),
                         source_error=self.loader.state.error)
