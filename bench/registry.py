@@ -980,12 +980,12 @@ def main(argv: list[str] | None = None) -> int:
         if server.profiling:
             Profiles.report("the first sync")
             Profiles.by_thread.clear()
-        server.profiling = args.profile in ("events", "both")
-        server.tracker.timings.clear()
-        server.call(lambda: server.tracker.baseline(view_indices, args.services))
+            server.profiling = False
 
         # ---------------------------------------------------------------- (a2) a whole rebuild
         rebuild_step(server, client, feed, feeder, known, view_indices, work)
+        server.profiling = args.profile in ("events", "both")
+        server.tracker.timings.clear()
         server.call(lambda: server.tracker.baseline(view_indices, args.services))
 
         # ---------------------------------------------------------------- (b) events

@@ -16,11 +16,11 @@ across threads):
   made is then frozen as it is, never traversed (on a large mesh a pass over it stops every thread
   for seconds, only to find it alive). After a live registry's endpoint publishes, at most once a
   second, ``settle_recent`` freezes what they made the same way (see there why it must). Freezing
-  is safe because what is kept makes no reference cycles (tests hold
-  the mesh, its views and their relisting to that), so reference counting frees it when it is
-  replaced. What cycles other work froze are freed by a full ``settle`` (every object traversed
-  once): after the first publish, then whenever the heap has grown by HEAP_GROWTH since the last,
-  the collector's own rule for its oldest generation (``settle_due``).
+  is safe because what is kept makes no reference cycles (tests hold the mesh, its views and their
+  relisting to that), so reference counting frees it when it is replaced. What cycles other work
+  froze are freed by a full ``settle`` (every object traversed once): after the first publish, then
+  whenever the heap has grown by HEAP_GROWTH since the last, the collector's own rule for its
+  oldest generation (``settle_due``).
 
 Benchmarks choose the policy of what they measure, as the programs do.
 """
