@@ -1101,12 +1101,16 @@ def run_step(args, server: Server, client, feed: Feed, feeder: FeedThread, known
     cpu0, process0, client_cpu0 = ads.thread_cpu(os.getpid(), known), ads.process_cpu(os.getpid()), ads.proc_sample(client.process.pid)["cpu"]
     tracker_cpu0 = tracker.cpu
     rss0 = ads.process_memory(os.getpid())["VmRSS"]
+    by_minute = [(rss0, sys.getallocatedblocks())]  # the resident set, and Python's allocated blocks
     began = time.time()
 
     def run() -> None:
         profile = Profiles.of_thread() if server.profiling else None
         start = time.monotonic()
+        minute = max(1, int(rate * 60))
         for k in range(total):
+            if k and not k % minute:
+                by_minute.append((ads.process_memory(os.getpid())["VmRSS"], sys.getallocatedblocks()))
             due = start + k / rate
             now = time.monotonic()
             if due > now:
@@ -1191,6 +1195,9 @@ def run_step(args, server: Server, client, feed: Feed, feeder: FeedThread, known
           f"p99 < {TARGET_P99:g} s: {ads.verdict(holds)}")
     print(f"server RSS: {ads.mb(rss0)} before the step -> {ads.mb(ads.process_memory(os.getpid())['VmRSS'])} after "
           f"(the benchmark's own record of the events included)")
+    if len(by_minute) > 2:  # where a longer step's growth is: Python's objects, or the allocator's pages
+        print("  by minute: resident set " + " -> ".join(ads.mb(rss) for rss, _ in by_minute) + "; Python's "
+              "allocated blocks " + " -> ".join(f"{blocks / 1e6:,.2f} M" for _, blocks in by_minute))
     tracker.timings.clear()
     return {"rate": rate, "p99": matched["event_worst_p99"], "missing": matched["missing"] + unpublished, "holds": holds,
             "cpu_per_event": per_event}

@@ -98,15 +98,16 @@ ROUTE_KEY = MeshEntry("route key", "(host,): what routes to the service are buil
 SERVICE_KEY = MeshEntry("service key", "(host,): what its clusters and assignments are built from")
 FEEDING = MeshEntry("feeding", "(): the hosts each Service's listings feed, and those whose selector picks Pods, "
                     "by namespace and one label pair of the selector (model.relisted)")
-CHANGES = MeshEntry("changes", "(a previous mesh's per-service objects, by identity): what differs from it "
-                    "(fingerprints.changes)")
+CHANGES = MeshEntry("changes", "(a previous mesh's per-service objects, by their serial: the objects "
+                    "themselves would be kept with this mesh): what differs from them (fingerprints.changes)")
 HOSTS_BY_NAMESPACE = MeshEntry("hosts by namespace", "(): the hosts of each namespace's services")
 
 
 # --- values derived from one source object ------------------------------------------------------------
 
 class ObjectEntry:
-    """Values by source object, each with the context it was computed in; held weakly (gone with the object)."""
+    """Values by source object, each with the context it was computed in; held weakly (gone with the
+    object), so a value must not refer to its object: it would keep it, and itself, for ever."""
 
     def __init__(self, name: str, depends: str):
         self.name, self.depends = name, depends
@@ -204,3 +205,10 @@ class ViewUnits:
     tables: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = field(default_factory=dict)
     virtual_hosts: dict[tuple[str, ...], VirtualHostUnit] = field(default_factory=dict)
     objects: Any = None  # a model.ObjectsByDigest (model imports this module)
+
+    def let_go(self) -> None:
+        """Drop ``objects`` (a whole mesh's per-service objects) once no compile will start from this
+        one: a served view outlives its successor in the streams that hold it (the routes a proxy was
+        last sent, until they change), and must not keep its mesh's objects alive meanwhile. A compile
+        that starts from it after all finds every key again (compile_view, with no changes known)."""
+        self.objects = None

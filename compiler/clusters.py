@@ -264,7 +264,7 @@ def _identities(mesh: Mesh, service: Service) -> tuple[str, ...]:
     computed once per mesh for all the service's clusters."""
     trust_domain = mesh.settings.trust_domain
     return cache.IDENTITIES.of(mesh, service.host, lambda: tuple(sorted({
-        f"spiffe://{trust_domain}/ns/{ep.source.namespace}/sa/{ep.service_account}"
+        f"spiffe://{trust_domain}/ns/{ep.namespace}/sa/{ep.service_account}"
         for ep in service.endpoints if ep.service_account})))
 
 

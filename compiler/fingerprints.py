@@ -80,7 +80,7 @@ class Changes:
 def changes(mesh: Mesh, before: ObjectsByDigest) -> Changes:
     """The changes since a mesh whose per-service objects were ``before``: found once for all the
     views compiled against the same previous mesh."""
-    return cache.CHANGES.of(mesh, before, lambda: _changes(mesh, before))
+    return cache.CHANGES.of(mesh, before.serial, lambda: _changes(mesh, before))
 
 
 def _changes(mesh: Mesh, before: ObjectsByDigest) -> Changes:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import itertools
 from dataclasses import dataclass, field
 from typing import Any, Collection, Mapping
 
@@ -92,7 +93,10 @@ class Endpoint:
     cluster: str
     weight: int
     service_account: str
-    source: SourceObject = field(repr=False, compare=False)
+    # The namespace of the object it comes from (a ServiceEntry or WorkloadEntry, an EndpointSlice, a
+    # Pod): its identity's. Not the object itself: cached endpoints must not keep the object they are
+    # cached for alive (cache.WRITTEN_ENDPOINTS holds its objects weakly).
+    namespace: str = field(repr=False, compare=False)
     # Istio's tlsMode: "istio" when a sidecar terminates Istio mTLS (which crossing networks needs)
     tls_mode: str = NO_TLS_MODE
     # Its ports are what a Kubernetes listing (EndpointSlice) says it serves, by Service port name: a
@@ -207,14 +211,20 @@ class Listings:
     nodes: dict[tuple[str, str], SourceObject] = field(default_factory=dict)
 
 
+_OBJECTS_SERIALS = itertools.count(1)
+
+
 @dataclass(frozen=True, eq=False)
 class ObjectsByDigest:
     """A mesh's per-service objects (those about one service: fingerprints.py), by digest. Never
     changed once made: a live registry's change makes another (``changed``), so that what a compile
     finds changed since a mesh is found once per pair of meshes (fingerprints.changes, keyed by
-    identity)."""
+    its serial)."""
 
     by_digest: Mapping[str, SourceObject] = field(default_factory=dict)
+    # Names it for what is found against it (fingerprints.changes): unlike the object itself, a key
+    # that keeps nothing alive, and unlike its id, never another's.
+    serial: int = field(default_factory=lambda: next(_OBJECTS_SERIALS))
 
     @classmethod
     def of(cls, objects: Collection[SourceObject]) -> ObjectsByDigest:
@@ -436,7 +446,7 @@ def _endpoint(spec: dict, source: SourceObject, clusters, networks) -> Endpoint:
     # Istio's rule for a WorkloadEntry: its tlsMode label, else Istio mTLS when it names a service account
     tls_mode = labels.get(TLS_MODE_LABEL) or (ISTIO_TLS_MODE if account else NO_TLS_MODE)
     return Endpoint(address, spec.get("ports") or {}, labels, network, locality,
-                    cluster.name if cluster else "", spec.get("weight") or 1, account, source, tls_mode)
+                    cluster.name if cluster else "", spec.get("weight") or 1, account, source.namespace, tls_mode)
 
 
 def _written_endpoints(se: SourceObject, clusters: dict[str, MeshCluster], networks: dict[str, Network]):
@@ -662,7 +672,8 @@ class ListedEndpoints(EndpointSource):
         return Endpoint(listed.address, listed.ports, labels,
                         _pod_network(cluster, pod_labels, listed.address, self.networks),
                         _pod_locality(cluster, pod_labels, node, listed.zone),
-                        cluster_name if cluster else "", 1, kube.workload_service_account(pod) if pod else "", obj,
+                        cluster_name if cluster else "", 1, kube.workload_service_account(pod) if pod else "",
+                        obj.namespace,
                         pod_labels.get(TLS_MODE_LABEL, NO_TLS_MODE), listed=True)
 
     def places_written(self) -> set[tuple[str, str | None]]:
@@ -700,7 +711,7 @@ class SelectedPods(EndpointSource):
         node = self.nodes.get((cluster_name, kube.pod_node(pod)))
         return Endpoint(address, {}, dict(pod.labels), _pod_network(cluster, pod.labels, address, self.networks),
                         _pod_locality(cluster, pod.labels, node), cluster_name if cluster else "", 1,
-                        kube.workload_service_account(pod), pod, pod.labels.get(TLS_MODE_LABEL, NO_TLS_MODE))
+                        kube.workload_service_account(pod), pod.namespace, pod.labels.get(TLS_MODE_LABEL, NO_TLS_MODE))
 
     def places_written(self) -> set[tuple[str, str | None]]:
         return {(ep.cluster, str(ep.locality)) for ep in self.build()}
@@ -866,4 +877,4 @@ def _renewed(service: Service, listings: Listings, listed: set[tuple[str, str]],
 
 
 def _identities(service: Service) -> frozenset[tuple[str, str]]:
-    return frozenset((ep.source.namespace, ep.service_account) for ep in service.endpoints if ep.service_account)
+    return frozenset((ep.namespace, ep.service_account) for ep in service.endpoints if ep.service_account)

@@ -190,7 +190,8 @@ class _Compilation:
         same = previous is not None and previous.units.view_key == key
         if same and previous is not None:
             self.kept = previous.units
-        self.changed = changes(mesh, self.kept.objects) if same and self.kept.objects is not None else None
+        before = self.kept.objects  # (read once: the server may let a superseded view's go meanwhile)
+        self.changed = changes(mesh, before) if same and before is not None else None
         self.units = cache.ViewUnits(key, objects=mesh.per_service_objects)
         if same:
             # Most services' clusters and assignments are taken back: copying the previous ones whole

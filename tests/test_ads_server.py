@@ -367,6 +367,44 @@ async def test_a_small_endpoint_update_is_served_on_the_loop_and_a_large_one_on_
 
 
 @asynchronous
+async def test_a_view_streams_still_hold_keeps_no_earlier_meshs_objects():
+    """A stream holds the view its routes came from until they change (to send only what differs), and
+    routes do not change with endpoints: under a registry's churn that view may be hours old. What its
+    compile kept for the next one (the mesh's per-service objects) must go once the server has a newer
+    view, else every stream keeps a mesh from before the churn, and with it every object replaced since
+    (at 150,000 endpoints, the daemon's heap grew towards a second copy of them)."""
+    import dataclasses
+    import gc
+    import weakref
+    mesh = shop()
+    first_objects = [weakref.ref(obj) for obj in mesh.per_service_objects.by_digest.values()]
+    assert first_objects
+    async with running() as (server, stub):
+        await server.publish(mesh)
+        client = Client(stub, node_of())
+        await client.subscribe_all()
+        (connection,) = server.connections.values()
+        routes = connection.protocol.types[ROUTE]
+        held_before = routes.holds[0]
+        cart = CART_CLUSTER.split("|")[3]
+        moved = dataclasses.replace(shop(cart="10.1.0.9"), clusters=mesh.clusters, networks=mesh.networks)
+        del mesh
+        await server.publish(moved, frozenset({cart}))
+        await client.ack(await client.read(), [CART_CLUSTER, PAY_CLUSTER])
+        assert routes.holds[0] is held_before, "the routes' view is still the first mesh's"
+        del held_before
+        gc.collect()
+        assert not [ref() for ref in first_objects if ref() is not None], \
+            "a view a stream holds keeps its mesh's objects"
+        # the view served now is still the one the next compile starts from
+        served = server.views[connection.view]
+        assert served.compiled.units.objects is moved.per_service_objects
+        await server.publish(dataclasses.replace(shop(cart="10.1.0.8"), clusters=moved.clusters,
+                                                 networks=moved.networks), frozenset({cart}))
+        assert (await client.read()).type_url == ENDPOINT
+
+
+@asynchronous
 async def test_syncz_shows_node_versions_and_last_nack():
     async with running(shop()) as (server, stub):
         client = Client(stub, node_of())

@@ -6,10 +6,12 @@ mesh (one per feature) and the sample repository with its registry (what ``make 
 both compiled from nothing and from the revision before (as a new revision is published).
 
 (Endpoint relists, which settle_recent freezes the same way, have their own test in
-tests/test_live.py.)"""
+tests/test_live.py.) The same inputs hold the compiler's caches to keeping nothing of a replaced
+revision."""
 from __future__ import annotations
 
 import gc
+import weakref
 from collections import Counter
 from pathlib import Path
 
@@ -61,8 +63,9 @@ def served(files: dict[str, bytes], views: list[dict], live: tuple, revision: st
     return {"revision": loaded, "views": out}
 
 
-@pytest.mark.parametrize("name", list(cases()))
-def test_a_revisions_mesh_and_served_views_make_no_cycles(name):
+def inputs(name: str) -> tuple[dict[str, bytes], dict[str, bytes], list[dict], tuple]:
+    """A case's files, the same with a comment added to one (every object is then parsed again, as a
+    new commit's), its views, and its registry's objects."""
     if name == "sample-repo":
         files, views = sample()
         registry = Registry()
@@ -72,9 +75,14 @@ def test_a_revisions_mesh_and_served_views_make_no_cycles(name):
         files, views = golden(GOLDEN / name)
         live = ()
     changed = dict(files)
-    # The second revision differs: a file's comment, so every object is parsed again as a new commit's.
     first = sorted(changed)[0]
     changed[first] = changed[first] + b"\n# a later revision\n"
+    return files, changed, views, live
+
+
+@pytest.mark.parametrize("name", list(cases()))
+def test_a_revisions_mesh_and_served_views_make_no_cycles(name):
+    files, changed, views, live = inputs(name)
     served(files, views, live, "zero", None)  # (what the first use imports: classes are cycles)
     enabled = gc.isenabled()
     gc.collect()
@@ -92,3 +100,19 @@ def test_a_revisions_mesh_and_served_views_make_no_cycles(name):
         gc.garbage.clear()
         (gc.enable if enabled else gc.disable)()
     assert found == 0, f"{name}: replaced revisions left {found} objects in reference cycles: {kinds.most_common(8)}"
+
+
+@pytest.mark.parametrize("name", list(cases()))
+def test_a_replaced_revision_leaves_nothing_of_its_own(name):
+    """Once a revision is replaced (its views compiled again from its own, as a publish does), what the
+    compiler keeps between compiles (compiler/cache.py: weakly by object, bounded in the process, in
+    the views) must hold none of its parsed objects: a cache value that refers to the object it is
+    cached for keeps both for ever, one more copy of every object a commit changes."""
+    files, changed, views, live = inputs(name)
+    held = served(files, views, live, "one", None)
+    parsed = [weakref.ref(obj) for obj in held["revision"].objects]
+    assert parsed
+    held = served(changed, views, live, "two", held["views"])
+    gc.collect()
+    kept = Counter(f"{obj.kind}/{obj.name}" for obj in (ref() for ref in parsed) if obj is not None)
+    assert not kept, f"{name}: the replaced revision's objects are still held: {kept.most_common(8)}"

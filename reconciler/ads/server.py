@@ -19,7 +19,7 @@ import itertools
 import random
 import time
 from dataclasses import dataclass, field
-from typing import AbstractSet
+from typing import AbstractSet, Iterable
 
 import grpc
 import structlog
@@ -284,10 +284,11 @@ class AdsServer:
                 connection.pinned = connection.pinned or self.views.get(connection.view)
                 log.warning("proxy keeps its configuration", node=connection.node.id, reason=str(exc))
         # What each view in use served so far: unchanged resources keep their bytes (see serve_view).
-        old_mesh, old_views = self.mesh, self.views
+        old_mesh, old_views, old_previous = self.mesh, self.views, self._previous
         self._previous = {view: served for view, served in {**self._previous, **self.views}.items()
                           if view in by_view} if self.mesh is not None else {}
         self._endpoints_of = endpoints_of if self.mesh is not None else None
+        self._let_go([*old_previous.values(), *old_views.values()])
         self.mesh, self.views = mesh, {}
         self.ready.set()
         try:
@@ -308,14 +309,17 @@ class AdsServer:
         except Exception:
             # A view of this revision cannot be compiled (a bug, surely): serve the previous revision
             # again, to every proxy, those already woken included, rather than half of each.
+            failed = self.views
             self.mesh, self.views, self._previous, self._endpoints_of = old_mesh, old_views, {}, None
+            self._let_go(failed.values())
             if old_mesh is None:
                 self.ready.clear()
             for connections in by_view.values():
                 for connection in connections:
                     self._wake(connection, started)
             raise
-        self._previous, self._endpoints_of = {}, None
+        superseded, self._previous, self._endpoints_of = self._previous, {}, None
+        self._let_go(superseded.values())
         self.metrics.views.set(len(self.views))
         # Endpoint updates come many a second: a debug line each.
         (log.info if endpoints_of is None else log.debug)(
@@ -414,6 +418,15 @@ class AdsServer:
         if self._accounting is None:
             self._accounting = asyncio.get_running_loop().call_later(ACCOUNT_DELAY, self._account)
 
+    def _let_go(self, views: Iterable[ServedView]) -> None:
+        """Of ``views``, those the server no longer keeps (neither served nor compiled from by the
+        publish under way) are superseded: streams may hold them for long, and must not keep the
+        meshes they were compiled from (ServedView.superseded)."""
+        kept = {id(served) for held in (self.views, self._previous) for served in held.values()}
+        for served in views:
+            if id(served) not in kept:
+                served.superseded()
+
     def _make_room(self, need: int) -> None:
         """Let go of views no connected proxy holds, least recently used first (those a publish compiles
         from before the mesh's), until ``need`` more bytes fit in --views-memory; else Refused, and none
@@ -435,7 +448,7 @@ class AdsServer:
         for views, view, freed in idle:
             if total + need <= self.views_memory:
                 break
-            del views[view]
+            self._let_go([views.pop(view)])
             total -= freed
             self.metrics.view_evictions.inc()
         self.metrics.views.set(len(self.views))
@@ -479,6 +492,7 @@ class AdsServer:
             connection = Connection(next(self._ids), name, node_identity(first.node), view, protocol,
                                     context.peer(), queue)
             connection.see(view, mesh)
+            del mesh  # (a stream lives for hours: it must not keep the mesh it came in under alive)
             self.connections[connection.id] = connection
             self.metrics.connected.labels(name).inc()
             if identity is None and self.gate.insecure:

@@ -264,6 +264,12 @@ class ServedView:
         """What it holds in memory beyond objects' own overhead: its resources and cached responses."""
         return self.size() + sum(len(whole[2]) for whole in self._whole.values()) + self._partial_bytes
 
+    def superseded(self) -> None:
+        """No compile will start from this view any more (the server has its successor, or let it go):
+        what only such a compile reads is let go, while the streams that hold it keep what they were
+        sent."""
+        self.compiled.units.let_go()
+
 
 class _PerSubscription:
     """What a view works out from each subscription, found by the subscription's identity (streams
