@@ -405,6 +405,23 @@ async def test_a_view_streams_still_hold_keeps_no_earlier_meshs_objects():
 
 
 @asynchronous
+async def test_a_view_no_proxy_is_on_any_more_keeps_no_mesh():
+    """A revision that puts a proxy in another view (its cluster on another network) leaves the old
+    view to the streams that still hold it, without the mesh it was compiled from."""
+    async with running() as (server, stub):
+        await server.publish(shop())
+        client = Client(stub, node_of())
+        await client.subscribe_all()
+        (connection,) = server.connections.values()
+        before = server.views[connection.view]
+        assert before.compiled.units.objects is not None
+        await server.publish(mesh_from({"mesh.yaml": ONE_CLUSTER.replace("network-1", "network-2")
+                                        + service("cart", "10.1.0.9", 9080) + service("pay", "10.1.0.2", 8080)}))
+        assert connection.view != before.view and before not in server.views.values()
+        assert before.compiled.units.objects is None
+
+
+@asynchronous
 async def test_syncz_shows_node_versions_and_last_nack():
     async with running(shop()) as (server, stub):
         client = Client(stub, node_of())

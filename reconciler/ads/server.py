@@ -288,8 +288,8 @@ class AdsServer:
         self._previous = {view: served for view, served in {**self._previous, **self.views}.items()
                           if view in by_view} if self.mesh is not None else {}
         self._endpoints_of = endpoints_of if self.mesh is not None else None
-        self._let_go([*old_previous.values(), *old_views.values()])
         self.mesh, self.views = mesh, {}
+        self._let_go([*old_previous.values(), *old_views.values()])  # those no stream's view needs now
         self.ready.set()
         try:
             for view, connections in by_view.items():
