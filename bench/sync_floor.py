@@ -42,9 +42,9 @@ import ads  # bench/ads.py: the benchmarks' client and /proc readings; it puts t
 import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 
-METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
-CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
-EDS = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+from compiler.xds_types import CLUSTER as CDS, ENDPOINT as EDS
+
+METHOD = ads.Proxy.METHOD
 
 
 def response(type_url: str, resources: int, size: int) -> bytes:
