@@ -1007,8 +1007,10 @@ def main(argv: list[str] | None = None) -> int:
         size = "" if (args.services, args.clusters * args.services * args.endpoints, args.streams) == \
             (5000, 150_000, 1000) else (f" [measured with {args.services:,} services, {endpoints:,} endpoints, "
                                         f"{args.streams:,} streams: not the target's 5,000, 150,000, 1,000]")
+        floor = "" if sync_total < TARGET_FIRST_SYNC else \
+            "; bench/sync_floor.py measures the part of it that is the client receiving on these CPUs"
         print(f"target: first sync of {args.clusters} clusters to every stream < {TARGET_FIRST_SYNC:g} s: "
-              f"{ads.verdict(sync_total < TARGET_FIRST_SYNC)} ({sync_total:.2f} s{'' if sync_total < TARGET_FIRST_SYNC else '; bench/sync_floor.py measures the part of it that is the client receiving on these CPUs'}){size}")
+              f"{ads.verdict(sync_total < TARGET_FIRST_SYNC)} ({sync_total:.2f} s{floor}){size}")
         at_target = next((s for s in steps if s["rate"] == TARGET_RATE), None)
         if at_target is not None:
             print(f"target: {TARGET_RATE} events/s, every affected stream ACKed (the slowest of each event) "

@@ -190,7 +190,7 @@ class _Compilation:
         same = previous is not None and previous.units.view_key == key
         if same and previous is not None:
             self.kept = previous.units
-        before = self.kept.objects  # (read once: the server may let a superseded view's go meanwhile)
+        before = self.kept.objects  # (read once: the server may drop a superseded view's meanwhile)
         self.changed = changes(mesh, before) if same and before is not None else None
         self.units = cache.ViewUnits(key, objects=mesh.per_service_objects)
         if same:
