@@ -20,7 +20,8 @@ from kubernetes.client import Configuration
 from kubernetes.config import kube_config
 
 from reconciler.kube.client import KubeError
-from reconciler.registry.kube import KubeFeed, client_from_kubeconfig, cluster_clients, remote_clusters
+from reconciler.registry.kube import (KubeFeed, RemoteSecrets, client_from_kubeconfig, cluster_clients,
+                                      remote_secret_kind)
 from reconciler.registry.sink import KIND_NAMES
 from tests.kube.standin import KubeStandIn, kubeconfig
 
@@ -49,7 +50,7 @@ class RecordingSink:
                 self.held[kind][name_of(obj)] = obj
         self._record(("event", cluster, kind, type, name_of(obj)), apply)
 
-    def failed(self, cluster: str, kind: str | None, error: str) -> None:
+    def failed(self, cluster: str, kind: str | None, error: str, refused: bool = False) -> None:
         self._record(("failed", cluster, kind, error), lambda: None)
 
     def unreadable(self, cluster: str, kind: str, name: str, reason: str) -> None:
@@ -324,39 +325,121 @@ def remote_secret(name: str, data: dict[str, str], labelled: bool = True) -> dic
         "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}
 
 
-def test_remote_secrets_give_a_client_per_cluster(standin, kubeconfig_file):
+class Secrets:
+    """Istio's remote secrets of CLUSTER's API server, followed by a feed into ``RemoteSecrets``; each
+    time they say something, what ``clusters()`` gives then."""
+
+    def __init__(self, api) -> None:
+        self.said: list[dict] = []
+        self._changed = threading.Condition()
+        self.remote = RemoteSecrets(self._on_change)
+        self.stop = threading.Event()
+        self.feed = KubeFeed(CLUSTER, api, self.remote, self.stop, kinds=[remote_secret_kind(api)],
+                             backoff=(0.05, 0.2))
+
+    def _on_change(self) -> None:
+        with self._changed:
+            self.said.append(self.remote.clusters())
+            self._changed.notify_all()
+
+    def wait_for(self, condition, timeout: float = 5) -> dict:
+        """Until what the secrets give meets ``condition``; that."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not (self.said and condition(self.said[-1])):
+                assert time.monotonic() < deadline, f"not met: {self.said}, {self.remote.status()}"
+                self._changed.wait(0.05)
+            return self.said[-1]
+
+    def __enter__(self) -> "Secrets":
+        self.feed.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        assert self.feed.join(5)
+
+
+def test_remote_secrets_give_a_client_per_cluster_and_are_followed(standin, kubeconfig_file):
+    """As Istio's multicluster controller: each data key of a secret labelled istio/multiCluster is a
+    cluster and its kubeconfig; a secret added, changed, unlabelled or deleted is followed."""
     with KubeStandIn() as remote_b, KubeStandIn() as remote_c:
         remote_b.put(pod("on-b"))
         remote_c.require_token("token-c")
         remote_c.put(pod("on-c"))
-        standin.put(remote_secret("istio-remote-secret-b", {"cluster-b": yaml.safe_dump(kubeconfig({"b": remote_b}))}))
+        b_config = yaml.safe_dump(kubeconfig({"b": remote_b}))
+        standin.put(remote_secret("istio-remote-secret-b", {"cluster-b": b_config}))
         standin.put(remote_secret("istio-remote-secret-c", {
-            "cluster-c": yaml.safe_dump(kubeconfig({"c": remote_c}, token="token-c")),
-            "cluster-b": yaml.safe_dump(kubeconfig({"b": remote_b}))}))
+            "cluster-c": yaml.safe_dump(kubeconfig({"c": remote_c}, token="token-c")), "cluster-b": b_config}))
         exec_user = kubeconfig({"d": remote_b})
         exec_user["users"][0]["user"] = {"exec": {"command": "/bin/sh", "apiVersion": "client.authentication.k8s.io/v1"}}
         standin.put(remote_secret("istio-remote-secret-d", {"cluster-d": yaml.safe_dump(exec_user),
                                                             "cluster-e": "not: [a kubeconfig"}))
-        standin.put(remote_secret("not-remote", {"cluster-f": yaml.safe_dump(kubeconfig({"f": remote_b}))},
-                                  labelled=False))
+        standin.put(remote_secret("not-remote", {"cluster-f": b_config}, labelled=False))
         api = cluster_clients({CLUSTER: "ctx-a"}, kubeconfig_file).clients[CLUSTER]
-        clients, errors = remote_clusters(api)
-        errors[-1] = errors[-1].split(" in \"<unicode string>\"")[0]  # the rest is PyYAML's pointer to the error
-        assert sorted(clients) == ["cluster-b", "cluster-c"]
-        assert errors == [
-            "remote secret istio-system/istio-remote-secret-c, cluster cluster-b: ignored, the cluster is already "
-            "given by istio-system/istio-remote-secret-b",
-            "remote secret istio-system/istio-remote-secret-d, cluster cluster-d: kubeconfig uses exec, which a "
-            "remote secret may not (use a token and certificate-authority-data)",
-            "remote secret istio-system/istio-remote-secret-d, cluster cluster-e: not a kubeconfig: while parsing a "
-            "flow sequence"]
-        for cluster, remote, name in (("cluster-b", remote_b, "on-b"), ("cluster-c", remote_c, "on-c")):
-            sink, stop = RecordingSink(), threading.Event()
-            feed = KubeFeed(cluster, clients[cluster], sink, stop)
-            feed.start()
-            sink.wait_for(all_listed)
-            stop.set()
-            assert feed.join(2) and sink.names("Pod") == [("shop", name)]
+        with Secrets(api) as secrets:
+            given = secrets.wait_for(lambda given: given)
+            assert sorted(given) == ["cluster-b", "cluster-c"] and secrets.remote.settled
+            status = secrets.remote.status()
+            status["errors"][-1] = status["errors"][-1].split(" in \"<unicode string>\"")[0]  # (PyYAML's pointer)
+            assert status == {
+                "listed": True, "last_error": None, "clusters": {"cluster-b": "istio-system/istio-remote-secret-b",
+                                                                 "cluster-c": "istio-system/istio-remote-secret-c"},
+                "secrets": ["istio-system/istio-remote-secret-b", "istio-system/istio-remote-secret-c",
+                            "istio-system/istio-remote-secret-d"],
+                "errors": [
+                    "remote secret istio-system/istio-remote-secret-c, cluster cluster-b: ignored, the cluster is "
+                    "already given by istio-system/istio-remote-secret-b",
+                    "remote secret istio-system/istio-remote-secret-d, cluster cluster-d: kubeconfig uses exec, which "
+                    "a remote secret may not (use a token and certificate-authority-data)",
+                    "remote secret istio-system/istio-remote-secret-d, cluster cluster-e: not a kubeconfig: while "
+                    "parsing a flow sequence"]}
+            for cluster, remote, name in (("cluster-b", remote_b, "on-b"), ("cluster-c", remote_c, "on-c")):
+                sink, stop = RecordingSink(), threading.Event()
+                feed = KubeFeed(cluster, given[cluster].client, sink, stop)
+                feed.start()
+                sink.wait_for(all_listed)
+                stop.set()
+                assert feed.join(2) and sink.names("Pod") == [("shop", name)]
+
+            # A token rotated: cluster-c gets a new client, cluster-b keeps its own.
+            remote_c.require_token("token-c2")
+            standin.put(remote_secret("istio-remote-secret-c", {
+                "cluster-c": yaml.safe_dump(kubeconfig({"c": remote_c}, token="token-c2")), "cluster-b": b_config}))
+            rotated = secrets.wait_for(lambda now: now["cluster-c"].client is not given["cluster-c"].client)
+            assert rotated["cluster-b"] is given["cluster-b"]
+            assert rotated["cluster-c"].client.configuration.api_key["BearerToken"] == "Bearer token-c2"
+            # Labelled later: followed; the label removed, or the secret deleted: its clusters go (the
+            # cluster a later secret also gave is then given by that one).
+            standin.put(remote_secret("not-remote", {"cluster-f": b_config}))
+            assert "cluster-f" in secrets.wait_for(lambda now: "cluster-f" in now)
+            standin.put(remote_secret("not-remote", {"cluster-f": b_config}, labelled=False))
+            secrets.wait_for(lambda now: "cluster-f" not in now)
+            standin.delete("secrets", "istio-system", "istio-remote-secret-b")
+            now = secrets.wait_for(lambda now: now["cluster-b"].secret == "istio-system/istio-remote-secret-c")
+            assert sorted(now) == ["cluster-b", "cluster-c"]
+            standin.delete("secrets", "istio-system", "istio-remote-secret-c")
+            assert secrets.wait_for(lambda now: not now) == {}
+
+
+def test_remote_secrets_refused_are_settled_and_unreachable_ones_are_not(standin, tmp_path):
+    """The first publish waits for the secrets' list (``settled``), but not when the API server refuses
+    to give them: waiting would not change that."""
+    standin.require_token("the-real-one")
+    wrong = cluster_clients({CLUSTER: "ctx-a"}, standin.write_kubeconfig(tmp_path / "wrong", ("ctx-a",),
+                                                                       token="wrong")).clients[CLUSTER]
+    with Secrets(wrong) as secrets:
+        secrets.wait_for(lambda given: True)
+        assert secrets.remote.settled and "credentials refused (401 Unauthorized)" in secrets.remote.status()["last_error"]
+    standin.require_token(None)
+    api = cluster_clients({CLUSTER: "ctx-a"}, standin.write_kubeconfig(tmp_path / "right", ("ctx-a",))).clients[CLUSTER]
+    standin.stop_serving()
+    with Secrets(api) as secrets:
+        secrets.wait_for(lambda given: True)
+        assert not secrets.remote.settled and "unreachable" in secrets.remote.status()["last_error"]
+        standin.resume()
+        secrets.wait_for(lambda given: secrets.remote.status()["listed"])
+        assert secrets.remote.settled and secrets.remote.status()["last_error"] is None
 
 
 def test_a_remote_kubeconfigs_ca_stays_in_memory(monkeypatch, tmp_path):

@@ -88,6 +88,26 @@ def test_a_failure_keeps_what_was_held_marked_stale_until_listed_again():
     assert registry.status()[0]["stale"] is False
 
 
+def test_a_cluster_forgotten_takes_its_objects_with_it():
+    """Its remote secret deleted: the cluster's objects leave what is served (a whole rebuild without
+    them), and it is no longer reported."""
+    states = []
+    changes = []
+    registry = Registry(changes.append, on_state=lambda: states.append(1))
+    list_all(registry, "east", pods=[pod("web-1", "10.0.0.1")])
+    list_all(registry, "west", pods=[pod("web-2", "10.1.0.1")], services=[service("west")])
+    changes.clear()
+    states.clear()
+    registry.forget("west")
+    assert [(c.cluster, sorted(o.name for o in c.gone), c.whole) for c in changes] == [("west", ["web", "web-2"], True)]
+    assert [c["cluster"] for c in registry.status()] == ["east"] and states == [1]
+    assert {o.name for o in registry.objects()} == {"web-1"}
+    registry.expect(["north"])
+    registry.forget("north")  # never synced: nothing was served of it
+    registry.forget("nowhere")
+    assert len(changes) == 1 and [c["cluster"] for c in registry.status()] == ["east"]
+
+
 def test_an_unreadable_object_is_skipped_and_reported_with_its_cluster_kind_and_name():
     registry, _ = recording()
     broken = {**service("east"), "spec": {"ports": "eighty"}}

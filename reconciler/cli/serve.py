@@ -90,7 +90,9 @@ def register(commands) -> argparse.ArgumentParser:
     live.add_argument("--registry", action="append", default=[], metavar="kube|dir:PATH",
                       help="serve the endpoints of the pods that run, beside those the source writes: kube reads "
                            "this cluster's API server (in-cluster, or --kubeconfig and --kube-context), every "
-                           "Cluster with a kubeContext, and Istio's remote secrets; dir:PATH reads manifests at "
+                           "Cluster with a kubeContext, and the clusters of Istio's remote secrets (followed: a secret "
+                           "created, changed or deleted adds, reconnects or removes its clusters); dir:PATH reads "
+                           "manifests at "
                            "PATH/<cluster>/<namespace>/<Kind>/<name>.yaml (Nodes at PATH/<cluster>/Node/<name>.yaml), "
                            "watched. Repeatable. A cluster's endpoints are served once it is fully listed; one that "
                            "becomes unreachable keeps its last endpoints, marked stale (/debug/registryz)")
@@ -99,7 +101,8 @@ def register(commands) -> argparse.ArgumentParser:
     live.add_argument("--registry-max-wait", type=float, default=1.0, metavar="SECONDS",
                       help="but at most this long after its first change (default: 1)")
     live.add_argument("--registry-sync-timeout", type=float, default=30.0, metavar="SECONDS",
-                      help="at start, serve no proxy until every cluster the registry follows is fully listed, "
+                      help="at start, serve no proxy until every cluster the registry follows (and Istio's remote "
+                           "secrets) is fully listed, "
                            "as Istio's istiod does (a proxy reconnecting after a restart would otherwise be sent "
                            "no endpoints of those clusters), but at most this long: then serve without the "
                            "clusters not listed yet, and add them once they are (default: 30; 0: do not wait)")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 import structlog
+from kubernetes.client import ApiClient
 
 from compiler.model import Mesh, kube_context, relisted
 from compiler.parse import SourceObject
@@ -31,9 +32,8 @@ from compiler.revision import Revision, with_live
 from .. import runtime
 from ..ads.server import AdsServer
 from ..metrics import Metrics
-from ..kube.client import KubeError
 from ..registry.directory import DirectoryError, DirectoryFeed
-from ..registry.kube import KubeFeed, cluster_clients, remote_clusters
+from ..registry.kube import KubeFeed, RemoteSecrets, cluster_clients, remote_secret_kind
 from ..registry.store import Change, Registry, kube_files
 from ..sources import SourceError
 from ..status import StatusBoard
@@ -42,6 +42,8 @@ from .options import RegistryOptions
 
 log = structlog.get_logger("galleon.serve")
 
+# What /readyz and the log call the remote secrets while the first publish waits for their list.
+REMOTE_SECRETS = "Istio's remote secrets (istio-system)"
 # How long a cluster just synced waits for the others being listed before its endpoints are published.
 SYNC_WAIT = 10.0
 # A batch of at most this many objects is relisted on the event loop: it costs less than handing it
@@ -69,6 +71,15 @@ class _Waiting:
     last: float
 
 
+@dataclass(frozen=True)
+class _Followed:
+    """A cluster read from its API server: the client, what stops its feed, and the remote secret that
+    gave it (None: this cluster, or a Cluster's kubeContext)."""
+    client: ApiClient
+    stop: threading.Event
+    secret: str | None = None
+
+
 @dataclass
 class _Batch:
     changed: list[SourceObject] = field(default_factory=list)
@@ -91,7 +102,9 @@ class Live:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._dir_feeds: list[DirectoryFeed] = []
-        self.kube_clients: dict = {}  # cluster -> the API client its KubeFeed reads with
+        self._kube: dict[str, _Followed] = {}  # clusters read from their API servers
+        # Istio's remote secrets in this cluster (with --registry kube), followed as they change.
+        self.secrets: RemoteSecrets | None = None
         self._said: set[str] = set()  # errors logged once
         self._states = asyncio.Event()  # a cluster turned synced, stale or fresh
         # Until the first revision is published: the clusters not listed yet, and when that wait ends.
@@ -141,31 +154,67 @@ class Live:
                 raise SourceError(f"--registry {source}: not a registry (give kube or dir:PATH)")
 
     async def _open_kube(self) -> None:
-        """Follow this cluster's API server, and every cluster of Istio's remote secrets there. Raises
-        SourceError when this cluster's API server cannot be configured."""
+        """Follow this cluster's API server, and Istio's remote secrets there: each cluster they give is
+        followed, reconnected when its kubeconfig changes, and removed when its secret is deleted.
+        Raises SourceError when this cluster's API server cannot be configured."""
         o = self.options
         assert o is not None
         found = await asyncio.to_thread(cluster_clients, {self.cluster: o.context}, o.kubeconfig)
         if found.errors:
             raise SourceError(f"--registry kube: {found.errors[0]}")
-        self._follow_cluster(self.cluster, found.clients[self.cluster])
-        try:
-            remote = await asyncio.to_thread(remote_clusters, found.clients[self.cluster])
-        except KubeError as exc:
-            log.warning("Istio's remote secrets cannot be read; other clusters come from their kubeContext",
-                        error=str(exc))
-            return
-        for error in remote.errors:
-            log.warning("remote secret not used", error=error)
-        for cluster, client in remote.clients.items():
-            if cluster not in self.kube_clients:
-                self._follow_cluster(cluster, client)
+        client = found.clients[self.cluster]
+        self._follow_cluster(self.cluster, _Followed(client, threading.Event()))
+        self.secrets = RemoteSecrets(self._secrets_changed)
+        KubeFeed(self.cluster, client, self.secrets, self._stop, kinds=[remote_secret_kind(client)]).start()
 
-    def _follow_cluster(self, cluster: str, client) -> None:
-        self.kube_clients[cluster] = client
+    def _follow_cluster(self, cluster: str, followed: _Followed) -> None:
+        self._kube[cluster] = followed
         self.registry.expect([cluster])
-        KubeFeed(cluster, client, self.registry, self._stop).start()
-        log.info("registry following", cluster=cluster, api_server=client.configuration.host)
+        KubeFeed(cluster, followed.client, self.registry, followed.stop).start()
+        log.info("registry following", cluster=cluster, api_server=followed.client.configuration.host,
+                 remote_secret=followed.secret)
+
+    def _secrets_changed(self) -> None:
+        """(On the secrets feed's thread.)"""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._follow_secrets)
+
+    def _follow_secrets(self) -> None:
+        """The clusters Istio's remote secrets give, followed as they say now: a cluster new to them is
+        followed, one whose kubeconfig changed (a rotated token) is read again with the new one (what
+        is held stays until the new list replaces it), one no secret gives any more is removed. A
+        cluster this daemon reads otherwise (itself, a ``dir:`` registry, a Cluster's kubeContext) is
+        not taken over."""
+        assert self.secrets is not None
+        if self._stop.is_set():  # (closing: no feed is to start)
+            return
+        for error in self.secrets.status()["errors"]:
+            self._say_once("remote secret not used", error)
+        given = self.secrets.clusters()
+        for cluster, remote in given.items():
+            followed = self._kube.get(cluster)
+            if (followed is not None and followed.secret is None) or self._dir_feed_of(cluster) is not None:
+                self._say_once("remote secret ignored", f"remote secret {remote.secret}, cluster {cluster}: "
+                               "ignored, the cluster is read otherwise (--cluster, a dir: registry or its kubeContext)")
+            elif followed is None or followed.client is not remote.client:
+                if followed is not None:
+                    followed.stop.set()
+                    log.info("remote secret changed: reading the cluster with its new kubeconfig", cluster=cluster,
+                             remote_secret=remote.secret)
+                self._follow_cluster(cluster, _Followed(remote.client, threading.Event(), remote.secret))
+        for cluster, followed in list(self._kube.items()):
+            if followed.secret is not None and cluster not in given:
+                followed.stop.set()
+                del self._kube[cluster]
+                log.info("remote secret deleted: the cluster is no longer read", cluster=cluster,
+                         remote_secret=followed.secret)
+                self.registry.forget(cluster)
+        self._states_changed()
+
+    def _say_once(self, event: str, error: str) -> None:
+        if error not in self._said:
+            self._said.add(error)
+            log.warning(event, error=error)
 
     async def _follow_contexts(self, revision: Revision) -> None:
         """With --registry kube: the revision's Clusters with a kubeContext that no registry follows yet are
@@ -173,7 +222,7 @@ class Live:
         if not self.on or "kube" not in self.options.sources:  # type: ignore[union-attr]
             return
         wanted = {c.name: context for c in revision.objects if c.kind == "Cluster"
-                  if (context := kube_context(c)) and c.name not in self.kube_clients
+                  if (context := kube_context(c)) and c.name not in self._kube
                   and self._dir_feed_of(c.name) is None}
         if not wanted:
             return
@@ -183,11 +232,13 @@ class Live:
                 self._said.add(error)
                 log.error("registry cannot follow a cluster", error=error)
         for cluster, client in found.clients.items():
-            self._follow_cluster(cluster, client)
+            if cluster not in self._kube:  # (a remote secret may have given it meanwhile)
+                self._follow_cluster(cluster, _Followed(client, threading.Event()))
 
     def client_of(self, cluster: str):
         """The API client the registry reads ``cluster`` with (for TokenReview), if any."""
-        return self.kube_clients.get(cluster)
+        followed = self._kube.get(cluster)
+        return followed.client if followed is not None else None
 
     def _thread(self, name: str, run) -> None:
         thread = threading.Thread(target=run, args=(self._stop,), name=name, daemon=True)
@@ -197,6 +248,8 @@ class Live:
     def close(self) -> None:
         """Stop following (on the loop): the feeds' threads end, a first publish waiting gives up."""
         self._stop.set()
+        for followed in self._kube.values():
+            followed.stop.set()
         self._states.set()
 
     def _files_of(self, cluster: str) -> Callable[[str, str, str], str]:
@@ -220,39 +273,49 @@ class Live:
 
     async def ready_to_publish(self, revision: Revision) -> bool:
         """Before a revision is published: the Clusters it names with a kubeContext are followed; before
-        the first, wait until every cluster followed has been listed completely, at most
-        ``sync_timeout`` seconds. Istio's istiod serves no proxy until its caches have synced: a proxy
-        reconnecting after a restart would otherwise be sent a mesh without those clusters'
-        endpoints, and drop them. New streams wait meanwhile (the ADS server holds them until the
-        first publish), and /readyz says why. False when the daemon is stopping."""
-        await self._follow_contexts(revision)
+        the first, wait until every cluster followed, and Istio's remote secrets, have been listed
+        completely, at most ``sync_timeout`` seconds. Istio's istiod serves no proxy until its caches
+        have synced: a proxy reconnecting after a restart would otherwise be sent a mesh without those
+        clusters' endpoints, and drop them. New streams wait meanwhile (the ADS server holds them until
+        the first publish), and /readyz says why. False when the daemon is stopping."""
         if self._first_synced or not self.on:
+            await self._follow_contexts(revision)
             return not self._stop.is_set()
         assert self.options is not None
         started = time.monotonic()
         deadline = started + self.options.sync_timeout
+        contexts_followed = False
         while True:
             self._states.clear()
             if self._stop.is_set():
                 self.awaiting = None
                 return False
-            waiting = sorted(c["cluster"] for c in self.registry.status() if not c["synced"])
+            secrets_waited = self.secrets is not None and not self.secrets.settled
+            if not secrets_waited and not contexts_followed:
+                # After the remote secrets: a cluster one gives is read through it, not its kubeContext.
+                await self._follow_contexts(revision)
+                contexts_followed = True
+            clusters = sorted(c["cluster"] for c in self.registry.status() if not c["synced"])
+            waiting = clusters + ([REMOTE_SECRETS] if secrets_waited else [])
+            secrets = {"remote_secrets": "not listed"} if secrets_waited else {}
             if not waiting:
                 if self.awaiting is not None:
                     log.info("registry listed; serving", seconds=round(time.monotonic() - started, 3))
                 break
             if time.monotonic() >= deadline:
                 log.warning("registry clusters not listed in time; serving without their endpoints until they are",
-                            clusters=waiting, seconds=self.options.sync_timeout)
+                            clusters=clusters, seconds=self.options.sync_timeout, **secrets)
                 break
             if self.awaiting is None:
-                log.info("waiting for the registry's first list before serving", clusters=waiting,
-                         at_most=self.options.sync_timeout)
+                log.info("waiting for the registry's first list before serving", clusters=clusters,
+                         at_most=self.options.sync_timeout, **secrets)
             self.awaiting = (waiting, deadline)
             try:
                 await asyncio.wait_for(self._states.wait(), deadline - time.monotonic())
             except asyncio.TimeoutError:
                 pass
+        if not contexts_followed:
+            await self._follow_contexts(revision)
         self.awaiting = None
         self._first_synced = True
         return True

@@ -21,13 +21,17 @@ Bodies are decoded with ``json.loads`` from the raw responses (``_preload_conten
 client's models would take many times longer for a large cluster's Pods.
 
 Which API server: each Cluster's ``kubeContext`` in the kubeconfig (``cluster_clients``), or Istio's
-remote secrets (``remote_clusters``).
+remote secrets, followed the same way (a ``KubeFeed`` of ``remote_secret_kind`` into ``RemoteSecrets``),
+as Istio's multicluster controller follows them: a secret added, changed or deleted adds, reconnects
+or removes its clusters.
 """
 from __future__ import annotations
 
 import base64
 import binascii
 import contextlib
+import functools
+import hashlib
 import json
 import random
 import threading
@@ -79,11 +83,20 @@ class _Kind:
     call: Callable[..., Any]  # the client's list of every namespace; with watch=True, its watch
 
 
-def _kinds(api: kubernetes.client.ApiClient) -> list[_Kind]:
+def _registry_kinds(api: kubernetes.client.ApiClient) -> list[_Kind]:
     core, discovery = kubernetes.client.CoreV1Api(api), kubernetes.client.DiscoveryV1Api(api)
     calls: dict[str, Callable[..., Any]] = {"Service": core.list_service_for_all_namespaces, "Pod": core.list_pod_for_all_namespaces,
              "EndpointSlice": discovery.list_endpoint_slice_for_all_namespaces, "Node": core.list_node}
     return [_Kind(kind, api_version, resource, calls[kind]) for kind, api_version, resource, _ in KINDS]
+
+
+def remote_secret_kind(api: kubernetes.client.ApiClient) -> _Kind:
+    """What a feed of Istio's remote secrets reads: the Secrets of istio-system labelled
+    ``istio/multiCluster: "true"`` (the label selector applies to the watch too: a secret that loses
+    the label is DELETED from it)."""
+    list_secrets = functools.partial(kubernetes.client.CoreV1Api(api).list_namespaced_secret, ISTIO_NAMESPACE,
+                                     label_selector=REMOTE_SECRET_SELECTOR)
+    return _Kind("Secret", "v1", "secrets", list_secrets)
 
 
 class _Gone(Exception):
@@ -108,21 +121,21 @@ class _Backoff:
 
 
 class KubeFeed:
-    """Lists then watches one cluster's ``sink.KINDS`` into ``sink``, one thread per kind, from
-    ``start()`` until ``stop`` is set.
+    """Lists then watches one cluster's ``sink.KINDS`` (or ``kinds``) into ``sink``, one thread per
+    kind, from ``start()`` until ``stop`` is set; once it is set, nothing more reaches ``sink``.
 
     ``api`` should not retry on its own (``configuration.retries = False``, as ``cluster_clients``
-    and ``remote_clusters`` make them): the feed retries, and reports each failure.
+    and ``client_from_kubeconfig`` make them): the feed retries, and reports each failure.
     """
 
     def __init__(self, cluster: str, api: kubernetes.client.ApiClient, sink: Sink, stop: threading.Event, *,
-                 page_size: int = PAGE_SIZE, watch_timeout: float = WATCH_TIMEOUT,
+                 kinds: list[_Kind] | None = None, page_size: int = PAGE_SIZE, watch_timeout: float = WATCH_TIMEOUT,
                  backoff: tuple[float, float] = BACKOFF,
                  timeouts: tuple[float, float] = (CONNECT_TIMEOUT, READ_TIMEOUT)) -> None:
         self.cluster = cluster
         self._sink, self._stop = sink, stop
         self._host = api.configuration.host
-        self._kinds = _kinds(api)
+        self._kinds = _registry_kinds(api) if kinds is None else kinds
         self._page_size, self._watch_timeout, self._backoff = page_size, watch_timeout, backoff
         self._connect_timeout, self._read_timeout = timeouts
         # The resourceVersion each kind's next watch starts from (the last list, event or bookmark).
@@ -167,7 +180,8 @@ class KubeFeed:
                     return
                 problem = self._problem(kind, exc)
                 log.warning("registry read failed", cluster=self.cluster, kind=kind.name, error=problem)
-                self._sink.failed(self.cluster, kind.name, problem)
+                self._sink.failed(self.cluster, kind.name, problem,
+                                  refused=isinstance(exc, ApiException) and exc.status in (401, 403))
                 listed = False
                 self._stop.wait(backoff.next())
 
@@ -188,6 +202,8 @@ class KubeFeed:
                 items.append(item)
             token = page["metadata"].get("continue")
             if not token:
+                if self._stop.is_set():  # (a feed replaced meanwhile must not undo its successor's list)
+                    return False
                 self.versions[kind.name] = page["metadata"]["resourceVersion"]
                 self._sink.listed(self.cluster, kind.name, items)
                 return True
@@ -217,6 +233,8 @@ class KubeFeed:
         with self._cut_when_stopped(resp):
             try:
                 for line in _lines(resp):
+                    if self._stop.is_set():
+                        break
                     self._apply(kind, json.loads(line))
                     delivered = True
             except (urllib3.exceptions.ProtocolError, urllib3.exceptions.ReadTimeoutError, OSError) as exc:
@@ -338,40 +356,112 @@ def cluster_clients(contexts: Mapping[str, str | None], kubeconfig: Path | None 
     return Clients(clients, errors)
 
 
-def remote_clusters(api: kubernetes.client.ApiClient, timeout: float = READ_TIMEOUT) -> Clients:
-    """A client for each cluster of Istio's remote secrets (``istioctl create-remote-secret``):
-    Secrets in istio-system labelled ``istio/multiCluster: "true"``, each data key a cluster id and
-    its value a kubeconfig. A kubeconfig that cannot be used is one line in ``errors``; KubeError
-    when the secrets cannot be read at all."""
-    where = f"Istio's remote secrets in {ISTIO_NAMESPACE} of API server {api.configuration.host}"
-    try:
-        resp: Any = kubernetes.client.CoreV1Api(api).list_namespaced_secret(  # raw: _preload_content=False
-            ISTIO_NAMESPACE, label_selector=REMOTE_SECRET_SELECTOR, _preload_content=False,
-            _request_timeout=(CONNECT_TIMEOUT, timeout))
-        secrets = json.loads(resp.data).get("items") or []
-    except ApiException as exc:
-        raise KubeError(f"{where}: {api_status(exc)}") from None
-    except (urllib3.exceptions.HTTPError, OSError) as exc:
-        raise KubeError(f"{where}: unreachable: {_network_problem(exc)}") from None
-    except ValueError as exc:
-        raise KubeError(f"{where}: an answer that cannot be read: {one_line(exc)}") from None
-    clients: dict[str, kubernetes.client.ApiClient] = {}
-    errors: list[str] = []
-    given_by: dict[str, str] = {}  # cluster -> the secret that gave it
-    for secret in sorted(secrets, key=lambda s: s["metadata"]["name"]):
-        name = secret["metadata"]["name"]
-        for cluster, value in sorted((secret.get("data") or {}).items()):
-            what = f"remote secret {ISTIO_NAMESPACE}/{name}, cluster {cluster}"
-            if cluster in given_by:
-                errors.append(f"{what}: ignored, the cluster is already given by {given_by[cluster]}")
-                continue
-            try:
-                clients[cluster] = client_from_kubeconfig(base64.b64decode(value, validate=True).decode())
-            except (KubeError, binascii.Error, UnicodeDecodeError) as exc:
-                errors.append(f"{what}: {one_line(exc)}")
-                continue
-            given_by[cluster] = f"{ISTIO_NAMESPACE}/{name}"
-    return Clients(clients, errors)
+@dataclass(frozen=True)
+class RemoteCluster:
+    """A cluster one of Istio's remote secrets gives: the client its kubeconfig makes, the secret
+    (``istio-system/NAME``), and a digest of the kubeconfig (a new one, a rotated token say, makes a
+    new client)."""
+    client: kubernetes.client.ApiClient
+    secret: str
+    digest: str
+
+
+class RemoteSecrets:
+    """The clusters Istio's remote secrets give (``istioctl create-remote-secret``): a ``Sink`` for a
+    ``KubeFeed`` of ``remote_secret_kind``, holding the secrets it lists and watches. Each data key
+    of a secret is a cluster id, its value a kubeconfig; the first secret by name gives a cluster.
+
+    ``on_change`` is called (from the feed's thread) when the clusters given change, when the
+    secrets are first listed, and when they cannot be read; ``clusters()`` and ``status()`` then
+    say what is known."""
+
+    def __init__(self, on_change: Callable[[], None] = lambda: None) -> None:
+        self._on_change = on_change
+        self._lock = threading.Lock()
+        self._secrets: dict[str, dict] = {}  # name -> the Secret as listed or watched
+        self._clusters: dict[str, RemoteCluster] = {}
+        self._errors: list[str] = []  # one line per kubeconfig not used
+        self._listed = False
+        self._failure: tuple[str, bool] | None = None  # (the last read error, whether it was refused)
+
+    # --- the Sink ------------------------------------------------------------------------------------
+
+    def listed(self, cluster: str, kind: str, objects: list[dict]) -> None:
+        with self._lock:
+            self._secrets = {_name(secret): secret for secret in objects}
+            self._listed, self._failure = True, None
+            self._update()
+        self._on_change()
+
+    def event(self, cluster: str, kind: str, type: str, obj: dict) -> None:
+        with self._lock:
+            if type == "DELETED":
+                self._secrets.pop(_name(obj), None)
+            else:
+                self._secrets[_name(obj)] = obj
+            changed = self._update()
+        if changed:
+            self._on_change()
+
+    def failed(self, cluster: str, kind: str | None, error: str, refused: bool = False) -> None:
+        with self._lock:
+            self._failure = (error, refused)
+        self._on_change()
+
+    def unreadable(self, cluster: str, kind: str, name: str, reason: str) -> None:
+        log.warning("remote secret skipped", cluster=cluster, secret=name, reason=reason)
+
+    # --- readers -------------------------------------------------------------------------------------
+
+    def clusters(self) -> dict[str, RemoteCluster]:
+        with self._lock:
+            return dict(self._clusters)
+
+    @property
+    def settled(self) -> bool:
+        """Whether the daemon knows all it will learn of them at start: they were listed, or reading
+        them was refused (401, 403: trying again will not help until someone grants it)."""
+        with self._lock:
+            return self._listed or (self._failure is not None and self._failure[1])
+
+    def status(self) -> dict:
+        with self._lock:
+            return {"listed": self._listed, "secrets": sorted(self._secrets),
+                    "clusters": {name: c.secret for name, c in sorted(self._clusters.items())},
+                    "errors": list(self._errors), "last_error": self._failure[0] if self._failure else None}
+
+    # --- inside the lock -----------------------------------------------------------------------------
+
+    def _update(self) -> bool:
+        """The clusters the secrets held give now; whether they (or the errors) changed."""
+        clusters: dict[str, RemoteCluster] = {}
+        errors: list[str] = []
+        for name, secret in sorted(self._secrets.items()):
+            data = secret.get("data")
+            for cluster, value in sorted(data.items() if isinstance(data, dict) else ()):
+                what = f"remote secret {name}, cluster {cluster}"
+                if cluster in clusters:
+                    errors.append(f"{what}: ignored, the cluster is already given by {clusters[cluster].secret}")
+                    continue
+                digest = hashlib.sha256(str(value).encode()).hexdigest()
+                held = self._clusters.get(cluster)
+                if held is not None and held.digest == digest:
+                    clusters[cluster] = held if held.secret == name else RemoteCluster(held.client, name, digest)
+                    continue
+                try:
+                    client = client_from_kubeconfig(base64.b64decode(str(value), validate=True).decode())
+                except (KubeError, binascii.Error, UnicodeDecodeError) as exc:
+                    errors.append(f"{what}: {one_line(exc)}")
+                    continue
+                clusters[cluster] = RemoteCluster(client, name, digest)
+        changed = clusters != self._clusters or errors != self._errors
+        self._clusters, self._errors = clusters, errors
+        return changed
+
+
+def _name(secret: dict) -> str:
+    metadata = secret.get("metadata") or {}
+    return f"{metadata.get('namespace') or ISTIO_NAMESPACE}/{metadata.get('name')}"
 
 
 def client_from_kubeconfig(text: str) -> kubernetes.client.ApiClient:

@@ -26,9 +26,11 @@ class Sink(Protocol):
     def event(self, cluster: str, kind: str, type: str, obj: dict) -> None:
         """One watch event: ``type`` is ADDED, MODIFIED or DELETED."""
 
-    def failed(self, cluster: str, kind: str | None, error: str) -> None:
+    def failed(self, cluster: str, kind: str | None, error: str, refused: bool = False) -> None:
         """The cluster (or one kind's watch) cannot be read now: what is held is kept, marked stale,
-        until the next ``listed``. ``error`` is one line a person can act on."""
+        until the next ``listed``. ``error`` is one line a person can act on; ``refused``: the API
+        server refused the credentials or the permission (trying again helps only once someone
+        changes them)."""
 
     def unreadable(self, cluster: str, kind: str, name: str, reason: str) -> None:
         """One object that cannot be read (skipped; the rest goes on)."""

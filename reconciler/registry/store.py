@@ -162,7 +162,7 @@ class Registry:
         if deliver:
             self._on_change(change)
 
-    def failed(self, cluster: str, kind: str | None, error: str) -> None:
+    def failed(self, cluster: str, kind: str | None, error: str, refused: bool = False) -> None:
         with self._lock:
             record = self._record(cluster)
             first = not record.stale
@@ -199,6 +199,18 @@ class Registry:
         with self._lock:
             for cluster in clusters:
                 self._record(cluster)
+
+    def forget(self, cluster: str) -> None:
+        """A cluster no longer read (its remote secret deleted): its objects go, and with them its
+        endpoints from what is served, as Istio removes a cluster whose secret is deleted."""
+        with self._lock:
+            record = self._clusters.pop(cluster, None)
+        if record is None:
+            return
+        log.info("registry cluster removed", cluster=cluster, objects=len(record.objects))
+        if record.synced and record.objects:
+            self._on_change(Change(cluster, gone=tuple(record.objects.values()), whole=True))
+        self._on_state()
 
     # --- inside the lock -----------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ authenticated by service-account tokens get only their namespace's view."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import grpc
 import pytest
@@ -177,32 +178,100 @@ def test_a_daemon_waiting_for_the_registry_stops_when_asked(setup, standin):
         g.stop()
 
 
+def started_waiting(repo: Path, kubeconfig: Path) -> Galleon:
+    """``galleon serve`` of ``repo`` in east, started but not waited for: its first publish waits up to
+    60 s for the registry."""
+    return Galleon(repo, "east", "--registry", "kube", "--kubeconfig", str(kubeconfig), "--kube-context", "east",
+                   "--registry-sync-timeout", "60").start(wait_ready=False)
+
+
+def east_and_west(tmp_path: Path, east, west, west_spec: str = "") -> Path:
+    """The source (its folder) of REPO's east and a Cluster west (``west_spec`` added to its spec), and
+    the API servers of both running a pod of web: east 10.0.0.1, west 10.1.0.1."""
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "repo" / "mesh.yaml").write_text(REPO + f"""\
+---
+apiVersion: galleon.io/v1alpha1
+kind: Cluster
+metadata: {{name: west, namespace: istio-system}}
+spec: {{network: net-1, locality: us-west/us-west-1a{", " + west_spec if west_spec else ""}}}
+""")
+    for api_server, name, ip, slice_name, region in ((east, "web-1", "10.0.0.1", "web-abc", "us-east"),
+                                                     (west, "web-2", "10.1.0.1", "web-xyz", "us-west")):
+        for body in (pod(name, ip), endpoint_slice(slice_name, [(name, ip, True)]),
+                     node("node-1", region, f"{region}-1a")):
+            api_server.put(json.loads(json.dumps(body)))
+    return tmp_path / "repo"
+
+
 def test_the_first_publish_waits_for_a_cluster_the_source_names_by_its_kube_context(tmp_path, standin):
     """A Cluster of the source with a kubeContext is followed before the first publish, and waited for
     as this cluster is: the first answer a proxy gets holds both clusters' pods."""
     from tests.kube.standin import KubeStandIn, write_kubeconfig
-    (tmp_path / "repo").mkdir()
-    (tmp_path / "repo" / "mesh.yaml").write_text(REPO + """\
----
-apiVersion: galleon.io/v1alpha1
-kind: Cluster
-metadata: {name: west, namespace: istio-system}
-spec: {network: net-1, locality: us-west/us-west-1a, kubeContext: west}
-""")
-    for body in (pod("web-1", "10.0.0.1"), endpoint_slice("web-abc", [("web-1", "10.0.0.1", True)]),
-                 node("node-1", "us-east", "us-east-1c")):
-        standin.put(json.loads(json.dumps(body)))
     with KubeStandIn() as west:
-        for body in (pod("web-2", "10.1.0.1"), endpoint_slice("web-xyz", [("web-2", "10.1.0.1", True)]),
-                     node("node-1", "us-west", "us-west-1a")):
-            west.put(json.loads(json.dumps(body)))
+        repo = east_and_west(tmp_path, standin, west, "kubeContext: west")
         kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", {"east": standin, "west": west})
         west.stop_serving()
-        g = Galleon(tmp_path / "repo", "east", "--registry", "kube", "--kubeconfig", str(kubeconfig),
-                    "--kube-context", "east", "--registry-sync-timeout", "60").start(wait_ready=False)
+        g = started_waiting(repo, kubeconfig)
         try:
             # (east, listed at once, is no longer waited for)
             assert wait_for(lambda: "first complete list of west (" in g.get("/readyz")[1], 10, g.log)
             assert first_answer_once_back(g, west) == {"10.0.0.1", "10.1.0.1"}
+        finally:
+            g.stop()
+
+
+def secret_for(cluster: str, api_server, token: str) -> dict:
+    """Istio's remote secret for ``cluster``, as ``istioctl create-remote-secret`` makes it."""
+    import base64
+
+    import yaml
+    from tests.kube.standin import kubeconfig
+    config = yaml.safe_dump(kubeconfig({cluster: api_server}, token=token))
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {
+        "name": f"istio-remote-secret-{cluster}", "namespace": "istio-system",
+        "labels": {"istio/multiCluster": "true"}, "annotations": {"networking.istio.io/cluster": cluster}},
+        "data": {cluster: base64.b64encode(config.encode()).decode()}}
+
+
+def test_remote_secrets_are_followed_while_the_daemon_runs(tmp_path, standin):
+    """A cluster given by a remote secret (no kubeContext) is waited for at start even when this
+    cluster's API server is away then (the secrets are read once it is back); a rotated token in the
+    secret reconnects the cluster; the secret deleted removes its pods from what proxies get, and
+    created again brings them back, with no restart."""
+    from tests.kube.standin import KubeStandIn
+    kubeconfig = standin.write_kubeconfig(tmp_path / "kubeconfig", contexts=("east",))
+    with KubeStandIn() as west:
+        west.require_token("west-1")
+        repo = east_and_west(tmp_path, standin, west)
+        standin.put(secret_for("west", west, "west-1"))
+        standin.stop_serving()
+        g = started_waiting(repo, kubeconfig)
+        try:
+            assert wait_for(lambda: "Istio's remote secrets (istio-system)" in g.get("/readyz")[1], 10, g.log)
+            assert first_answer_once_back(g, standin) == {"10.0.0.1", "10.1.0.1"}
+
+            def west_state() -> dict | None:
+                registryz = json.loads(g.get("/debug/registryz")[1])
+                return next((c for c in registryz["clusters"] if c["cluster"] == "west"), None)
+
+            west.require_token("west-2")  # the remote cluster's token rotated...
+            west.drop_watches()
+            assert wait_for(lambda: west_state()["stale"], 10, g.log)
+            assert "credentials refused" in west_state()["last_error"]
+            assert endpoints(g) == {"10.0.0.1", "10.1.0.1"}  # kept, stale
+            standin.put(secret_for("west", west, "west-2"))  # ...and its secret with it
+            assert wait_for(lambda: not west_state()["stale"], 10, g.log)
+            assert g.event("remote secret changed: reading the cluster with its new kubeconfig", cluster="west")
+
+            standin.delete("secrets", "istio-system", "istio-remote-secret-west")
+            assert wait_for(lambda: endpoints(g) == {"10.0.0.1"}, 10, g.log)
+            registryz = json.loads(g.get("/debug/registryz")[1])
+            assert [c["cluster"] for c in registryz["clusters"]] == ["east"]
+            assert registryz["remote_secrets"]["clusters"] == {}
+            standin.put(secret_for("west", west, "west-2"))
+            assert wait_for(lambda: endpoints(g) == {"10.0.0.1", "10.1.0.1"}, 10, g.log)
+            assert json.loads(g.get("/debug/registryz")[1])["remote_secrets"]["clusters"] == {
+                "west": "istio-system/istio-remote-secret-west"}
         finally:
             g.stop()
