@@ -65,6 +65,17 @@ def test_unusable_kubeconfigs_are_one_line_errors(tmp_path, content, says):
     assert says in str(caught.value) and "\n" not in str(caught.value)
 
 
+def test_a_kubeconfig_that_is_not_yaml_is_reported_without_quoting_it(tmp_path):
+    """PyYAML's message quotes the line it stopped at; a kubeconfig's lines hold tokens, and the error
+    reaches logs."""
+    path = tmp_path / "kubeconfig"
+    path.write_text("users:\n- name: u\n  user: {token: s3cr3t-t0ken\n")
+    with pytest.raises(KubeError) as caught:
+        api_client(path, None)
+    assert str(caught.value).startswith(f"kubeconfig {path}: not YAML: ") and "line 4" in str(caught.value)
+    assert "s3cr3t" not in str(caught.value)
+
+
 def test_without_kubeconfig_outside_a_cluster(tmp_path, monkeypatch):
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)

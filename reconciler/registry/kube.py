@@ -48,7 +48,7 @@ import yaml
 from kubernetes.client.exceptions import ApiException
 
 from ..kube.calls import status as api_status
-from ..kube.client import KubeError, api_client, one_line
+from ..kube.client import KubeError, api_client, one_line, yaml_problem
 from .sink import KINDS, Sink
 
 log = structlog.get_logger("galleon.registry")
@@ -470,7 +470,7 @@ def client_from_kubeconfig(text: str) -> kubernetes.client.ApiClient:
     try:
         config = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise KubeError(f"not a kubeconfig: {_yaml_problem(exc)}") from None
+        raise KubeError(f"not a kubeconfig: {yaml_problem(exc)}") from None
     if not isinstance(config, dict):
         raise KubeError("not a kubeconfig (no mapping of clusters, users and contexts)")
     context = _entry(config, "contexts", config.get("current-context"))
@@ -489,17 +489,6 @@ def client_from_kubeconfig(text: str) -> kubernetes.client.ApiClient:
     except Exception as exc:  # a malformed kubeconfig fails in many ways inside the library; say which
         raise KubeError(f"kubeconfig: {one_line(exc)}") from None
     return _without_retries(configuration)
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    """What is wrong with a kubeconfig's YAML, and where, without the text around it (PyYAML quotes
-    the line, and a kubeconfig's lines hold tokens)."""
-    problem = getattr(exc, "problem", None)
-    if not problem:
-        return "invalid YAML"
-    context, mark = getattr(exc, "context", None), getattr(exc, "problem_mark", None)
-    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-    return f"{problem}{where}" + (f" ({context})" if context else "")
 
 
 def _entry(config: dict, section: str, name: object) -> dict:
