@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import cProfile
 import collections
 import gc
@@ -706,22 +707,22 @@ def client_main(argv: list[str]) -> int:
             for p in self.proxies:
                 streams_of[p.view].append(p)
             for view, events in by_view.items():
-                nonces = {nonce for p in streams_of[view] for _, nonce in p.eds}
-                holding: dict[str, list[str]] = collections.defaultdict(list)  # name -> nonces holding it
-                for nonce in nonces:
-                    for name in analyses.get(nonce, {}):
-                        holding[name].append(nonce)
                 for p in streams_of[view]:
-                    acked = {}
+                    # Each response's first ACK, in time order: the first at or after an event holding its
+                    # service's assignment in a state at or after it is found by a search and a short scan
+                    # (a SotW response holds every assignment, so indexing by name would cost more).
+                    acked: dict[str, float] = {}
                     for at, nonce in p.eds:
                         acked.setdefault(nonce, at)
+                    order = sorted((at, nonce) for nonce, at in acked.items())
+                    times = [at for at, _ in order]
                     for number, at, name, states in events:
-                        times = [acked[n] for n in holding.get(name, ()) if n in acked
-                                 and analyses[n][name] in states and acked[n] >= at]
-                        if times:
-                            latency = min(times) - at
-                            latencies.append(latency)
-                            worst[number] = max(worst.get(number, 0.0), latency)
+                        for index in range(bisect.bisect_left(times, at), len(order)):
+                            if analyses.get(order[index][1], {}).get(name) in states:
+                                latency = times[index] - at
+                                latencies.append(latency)
+                                worst[number] = max(worst.get(number, 0.0), latency)
+                                break
                         else:
                             missing += 1
             latencies.sort()
