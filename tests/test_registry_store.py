@@ -106,6 +106,13 @@ def test_a_cluster_forgotten_takes_its_objects_with_it():
     registry.forget("north")  # never synced: nothing was served of it
     registry.forget("nowhere")
     assert len(changes) == 1 and [c["cluster"] for c in registry.status()] == ["east"]
+    # Its feed, stopped a moment too late, cannot bring it back; expected again, it is read anew.
+    registry.event("west", "Pod", "ADDED", pod("web-3", "10.1.0.3"))
+    registry.failed("west", "Pod", "connection lost")
+    assert [c["cluster"] for c in registry.status()] == ["east"] and len(changes) == 1
+    registry.expect(["west"])
+    list_all(registry, "west", pods=[pod("web-2", "10.1.0.1")])
+    assert {o.name for o in registry.objects()} == {"web-1", "web-2"}
 
 
 def test_an_unreadable_object_is_skipped_and_reported_with_its_cluster_kind_and_name():

@@ -95,6 +95,9 @@ class Registry:
                  on_state: Callable[[], None] = lambda: None) -> None:
         self._lock = threading.Lock()
         self._clusters: dict[str, ClusterRecord] = {}
+        # Clusters forgotten and not expected since: what a feed stopped a moment too late still
+        # reports of them is dropped, so that it cannot bring them back.
+        self._forgotten: set[str] = set()
         self._on_change = on_change
         self._files = files
         self._on_state = on_state  # called when a cluster turns synced, stale or fresh again
@@ -105,6 +108,8 @@ class Registry:
         with runtime.bulk():
             read, skipped = self._read_all(cluster, kind, objects)
         with self._lock:
+            if cluster in self._forgotten:
+                return
             record = self._record(cluster)
             was_synced = record.synced
             held = {key: obj for key, obj in record.objects.items() if key[0] == kind}
@@ -135,6 +140,8 @@ class Registry:
     def event(self, cluster: str, kind: str, type: str, obj: dict) -> None:
         key = _key(kind, obj)
         with self._lock:
+            if cluster in self._forgotten:
+                return
             record = self._record(cluster)
             record.last_event = time.time()
             record.events[kind] = record.events.get(kind, 0) + 1
@@ -164,6 +171,8 @@ class Registry:
 
     def failed(self, cluster: str, kind: str | None, error: str, refused: bool = False) -> None:
         with self._lock:
+            if cluster in self._forgotten:
+                return
             record = self._record(cluster)
             first = not record.stale
             record.stale[kind or ""] = error
@@ -176,7 +185,8 @@ class Registry:
     def unreadable(self, cluster: str, kind: str, name: str, reason: str) -> None:
         namespace, _, short = name.rpartition("/")
         with self._lock:
-            self._skip(self._record(cluster), (kind, namespace, short), reason)
+            if cluster not in self._forgotten:
+                self._skip(self._record(cluster), (kind, namespace, short), reason)
 
     # --- readers -------------------------------------------------------------------------------------
 
@@ -198,12 +208,14 @@ class Registry:
         """Clusters the registry is to read: reported (not synced) before their first report."""
         with self._lock:
             for cluster in clusters:
+                self._forgotten.discard(cluster)
                 self._record(cluster)
 
     def forget(self, cluster: str) -> None:
         """A cluster no longer read (its remote secret deleted): its objects go, and with them its
         endpoints from what is served, as Istio removes a cluster whose secret is deleted."""
         with self._lock:
+            self._forgotten.add(cluster)
             record = self._clusters.pop(cluster, None)
         if record is None:
             return
