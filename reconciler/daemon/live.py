@@ -103,8 +103,10 @@ class Live:
         self._threads: list[threading.Thread] = []
         self._dir_feeds: list[DirectoryFeed] = []
         self._kube: dict[str, _Followed] = {}  # clusters read from their API servers
-        # Istio's remote secrets in this cluster (with --registry kube), followed as they change.
+        # Istio's remote secrets in this cluster (with --registry kube), followed as they change, and
+        # whether what they said at start has been acted on (their clusters followed).
         self.secrets: RemoteSecrets | None = None
+        self._secrets_settled = False
         self._said: set[str] = set()  # errors logged once
         self._states = asyncio.Event()  # a cluster turned synced, stale or fresh
         # Until the first revision is published: the clusters not listed yet, and when that wait ends.
@@ -190,6 +192,7 @@ class Live:
             return
         for error in self.secrets.status()["errors"]:
             self._say_once("remote secret not used", error)
+        settled = self.secrets.settled  # (before the clusters are read: they are then at least as new)
         given = self.secrets.clusters()
         for cluster, remote in given.items():
             followed = self._kube.get(cluster)
@@ -209,6 +212,7 @@ class Live:
                 log.info("remote secret deleted: the cluster is no longer read", cluster=cluster,
                          remote_secret=followed.secret)
                 self.registry.forget(cluster)
+        self._secrets_settled = self._secrets_settled or settled
         self._states_changed()
 
     def _say_once(self, event: str, error: str) -> None:
@@ -290,7 +294,7 @@ class Live:
             if self._stop.is_set():
                 self.awaiting = None
                 return False
-            secrets_waited = self.secrets is not None and not self.secrets.settled
+            secrets_waited = self.secrets is not None and not self._secrets_settled
             if not secrets_waited and not contexts_followed:
                 # After the remote secrets: a cluster one gives is read through it, not its kubeContext.
                 await self._follow_contexts(revision)
