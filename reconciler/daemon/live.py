@@ -215,10 +215,10 @@ class Live:
         self._secrets_settled = self._secrets_settled or settled
         self._states_changed()
 
-    def _say_once(self, event: str, error: str) -> None:
+    def _say_once(self, event: str, error: str, say: Callable[..., object] = log.warning) -> None:
         if error not in self._said:
             self._said.add(error)
-            log.warning(event, error=error)
+            say(event, error=error)
 
     async def _follow_contexts(self, revision: Revision) -> None:
         """With --registry kube: the revision's Clusters with a kubeContext that no registry follows yet are
@@ -232,9 +232,7 @@ class Live:
             return
         found = await asyncio.to_thread(cluster_clients, wanted, self.options.kubeconfig)  # type: ignore[union-attr]
         for error in found.errors:
-            if error not in self._said:
-                self._said.add(error)
-                log.error("registry cannot follow a cluster", error=error)
+            self._say_once("registry cannot follow a cluster", error, log.error)
         for cluster, client in found.clients.items():
             if cluster not in self._kube:  # (a remote secret may have given it meanwhile)
                 self._follow_cluster(cluster, _Followed(client, threading.Event()))
