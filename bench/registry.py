@@ -33,6 +33,7 @@ See bench/README.md.
 from __future__ import annotations
 
 import argparse
+import array
 import asyncio
 import bisect
 import cProfile
@@ -51,7 +52,7 @@ import tempfile
 import threading
 import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -120,17 +121,65 @@ def source_files(services: int, clusters: int, sidecars: bool = False) -> dict[s
 
 # =========================================================================== the registry's feed (what runs)
 
-@dataclass
+@dataclass(slots=True)
 class Event:
     """One endpoint event: a pod of ``service`` in ``cluster`` started, stopped or turned unready,
-    reported as two watch events (the Pod, its EndpointSlice); ``at``: when the first was delivered."""
+    reported as two watch events (the Pod, its EndpointSlice); ``at``: when the first was delivered.
+    Kept only until a publish holds it (then it is an EventRecord's row)."""
     at: float
     action: str
     cluster: int
     service: int
     slice_version: int  # the EndpointSlice's resourceVersion after it
-    publish: int | None = None  # the index of the publish that first held it
-    views: dict[int, int] = field(default_factory=dict)  # view -> index in its history of the service's EDS
+
+
+class Rows:
+    """A growing record of numbers, one array per column: however many rows it holds, it adds no Python
+    objects, so that a long run's count of Python's blocks (sys.getallocatedblocks) is the daemon's and
+    not the benchmark's record of what it did. Iterated, each row is a dict of its columns."""
+
+    def __init__(self, **columns: str) -> None:  # column -> its array's typecode
+        self.columns = {name: array.array(code) for name, code in columns.items()}
+
+    def append(self, **row: float) -> None:
+        for name, column in self.columns.items():
+            column.append(row[name])
+
+    def __len__(self) -> int:
+        return len(next(iter(self.columns.values())))
+
+    def since(self, first: int):
+        names = list(self.columns)
+        for values in zip(*(column[first:] for column in self.columns.values())):
+            yield dict(zip(names, values))
+
+    def __iter__(self):
+        return self.since(0)
+
+
+class EventRecord:
+    """The events a publish has held, as arrays (see Rows): when each was delivered, its service, and
+    for each view it changed, the index in that view's history of the service's EDS of the state that
+    first held it."""
+
+    def __init__(self) -> None:
+        self.at, self.service, self.first = array.array("d"), array.array("i"), array.array("q")
+        self.view, self.state = array.array("h"), array.array("i")  # every event's views, one after another
+
+    def add(self, at: float, service: int, views: dict[int, int]) -> None:
+        self.at.append(at)
+        self.service.append(service)
+        self.first.append(len(self.view))
+        for view, state in views.items():
+            self.view.append(view)
+            self.state.append(state)
+
+    def __len__(self) -> int:
+        return len(self.at)
+
+    def views(self, event: int) -> dict[int, int]:
+        end = self.first[event + 1] if event + 1 < len(self.first) else len(self.view)
+        return dict(zip(self.view[self.first[event]:end], self.state[self.first[event]:end]))
 
 
 class Feed:
@@ -395,13 +444,15 @@ class Tracker:
         self.last_publish_start = 0.0
         self.endpoints_only = False  # whether the last publish was of endpoints alone
         # when the daemon waited for every woken stream to be written to, and whether they were
-        self.delivered_at: list[tuple[float, bool]] = []
-        self.batches: list[dict] = []
+        self.delivered = Rows(at="d", done="b")
+        self.batches = self.new_batches()
         self.pending: collections.deque[Event] = collections.deque()  # events not yet seen published
         self.open: list[Event] = []  # (loop thread) events waiting for a publish that holds them
+        self.record = EventRecord()  # (loop thread) the events published
         self.views: dict[object, int] = {}  # ProxyView -> the client's view index
-        # (service, view) -> [(publish index, crc of its EDS default cluster)], the states streams may hold
-        self.history: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        # (service, view) -> publish index, crc of its EDS default cluster, publish index, crc, ...: the
+        # states streams may hold, in order
+        self.history: dict[tuple[int, int], array.array] = {}
         self.publishes = 0
         self.cpu = 0.0  # thread CPU spent here (subtracted from the server's)
         # label -> [calls, wall, CPU, the longest call's wall]
@@ -422,9 +473,8 @@ class Tracker:
                 await original_live_publish(batch)
             finally:
                 self.busy -= 1
-            self.batches.append({"whole": batch.whole, "objects": len(batch.changed) + len(batch.gone),
-                                 "waited": waited, "seconds": time.time() - started, "at": started,
-                                 "endpoints_only": self.endpoints_only})
+            self.batches.append(whole=batch.whole, objects=len(batch.changed) + len(batch.gone), waited=waited,
+                                seconds=time.time() - started, at=started, endpoints_only=self.endpoints_only)
 
         async def publish(mesh, endpoints_of=None):
             self.last_publish_start = time.time()
@@ -438,7 +488,7 @@ class Tracker:
 
         async def delivered(timeout):
             done = await original_delivered(timeout)
-            self.delivered_at.append((time.time(), done))
+            self.delivered.append(at=time.time(), done=done)
             return done
 
         live._publish, ads_.publish, ads_.delivered = live_publish, publish, delivered
@@ -460,8 +510,13 @@ class Tracker:
                 entry[3] = max(entry[3], time.perf_counter() - wall)
         return run
 
+    @staticmethod
+    def new_batches() -> Rows:
+        return Rows(whole="b", objects="q", waited="d", seconds="d", at="d", endpoints_only="b")
+
     def reset(self) -> None:
-        self.batches = []
+        """(on the loop) From now on: the publishes, and the events published."""
+        self.batches, self.record = self.new_batches(), EventRecord()
 
     def baseline(self, view_indices: dict[object, int], services: int) -> None:
         """(on the loop) Each view's EDS of every service now: the state events start from."""
@@ -475,7 +530,7 @@ class Tracker:
             for s in range(services):
                 resource = held.get(default_cluster(s))
                 if resource is not None:
-                    self.history[s, index] = [(0, zlib.crc32(resource.data))]
+                    self.history[s, index] = array.array("q", (0, zlib.crc32(resource.data)))
 
     def published(self, mesh, endpoints_of) -> None:
         """(on the loop, after a publish) Which waiting events this publish holds, and each view's new
@@ -498,7 +553,7 @@ class Tracker:
         views = self.server.daemon.ads.views
         states: dict[tuple[int, int], int] = {}
         for event in held:
-            event.publish = self.publishes
+            changed: dict[int, int] = {}  # view -> the index of the state this publish gave it
             for view, index in self.views.items():
                 key = (event.service, index)
                 if key not in states:
@@ -507,24 +562,23 @@ class Tracker:
                     if resource is None:
                         continue
                     crc = zlib.crc32(resource.data)
-                    history = self.history.setdefault(key, [])
-                    if not history or history[-1][1] != crc:
-                        history.append((self.publishes, crc))
+                    history = self.history.setdefault(key, array.array("q"))
+                    if not history or history[-1] != crc:
+                        history.extend((self.publishes, crc))
                     states[key] = crc
                 history = self.history[key]
-                if history[-1][0] == self.publishes:  # this publish changed what the view gets
-                    event.views[index] = len(history) - 1
+                if history[-2] == self.publishes:  # this publish changed what the view gets
+                    changed[index] = len(history) // 2 - 1
+            self.record.add(event.at, event.service, changed)
 
-    def expectations(self, events: list[Event]) -> list:
-        """Per event: (when, its service's EDS name, {view: every state from the one holding it on})."""
-        out = []
-        for event in events:
-            if event.publish is None:
-                continue
-            out.append([event.at, default_cluster(event.service),
-                        {index: [crc for _, crc in self.history[event.service, index][at:]]
-                         for index, at in event.views.items()}])
-        return out
+    def expectations(self) -> list:
+        """Per event published: (when, its service's EDS name, {view: every state from the one holding it
+        on})."""
+        record = self.record
+        return [[record.at[event], default_cluster(record.service[event]),
+                 {index: self.history[record.service[event], index][2 * state + 1::2].tolist()
+                  for index, state in record.views(event).items()}]
+                for event in range(len(record))]
 
 
 class Profiles:
@@ -949,7 +1003,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{max(s[1] for s in sizes) / 2 ** 20:,.1f} MB (CDS {max(s[2] for s in sizes) / 2 ** 20:,.1f} MB), "
               f"{max(s[1] for s in sizes) * args.streams / 2 ** 30:,.1f} GB for the {args.streams:,} streams")
         held = ", holding as many assignments as the view has" if args.delta else ""
-        written = [(t - first_list, done) for t, done in server.tracker.delivered_at if t >= last_list]
+        written = [(row["at"] - first_list, row["done"]) for row in server.tracker.delivered if row["at"] >= last_list]
         if written:
             print(f"the daemon had written every stream's update {written[0][0]:.2f} s after the first list"
                   if written[0][1] else f"the daemon had not written every stream's update {written[0][0]:.2f} s "
@@ -1060,8 +1114,8 @@ def rebuild_step(server: Server, client, feed: Feed, feeder: FeedThread, known: 
     every stream holds the endpoints' new localities."""
     registry = server.daemon.live.registry
     server.collections.reset()
-    server.tracker.batches = []
-    written_before = len(server.tracker.delivered_at)
+    server.call(server.tracker.reset)
+    written_before = len(server.tracker.delivered)
     cpu0, process0 = ads.thread_cpu(os.getpid(), known), ads.process_cpu(os.getpid())
     tracker_cpu0 = server.tracker.cpu
     at: list[float] = []
@@ -1074,7 +1128,7 @@ def rebuild_step(server: Server, client, feed: Feed, feeder: FeedThread, known: 
     server_cpu = process1 - process0 - (cpu1.get("main", 0.0) - cpu0.get("main", 0.0)) \
         - (server.tracker.cpu - tracker_cpu0)
     publishes = ", ".join(f"{b['seconds']:.2f} s" for b in server.tracker.batches if b["whole"])
-    written = [t - at[0] for t, done in server.tracker.delivered_at[written_before:] if done]
+    written = [row["at"] - at[0] for row in server.tracker.delivered.since(written_before) if row["done"]]
     written_text = f"{written[0]:.2f} s after the event" if written else "not within the wait"
     held = max((t - at[0] for t in synced["times"]), default=float("nan"))
     never = f" ({synced['missing']} streams never did)" if synced["missing"] else ""
@@ -1091,12 +1145,12 @@ def run_step(args, server: Server, client, feed: Feed, feeder: FeedThread, known
     """Events at ``rate`` a second for --seconds; then every stream's latency to each event."""
     registry = server.daemon.live.registry
     tracker = server.tracker
-    tracker.reset()
+    server.call(tracker.reset)
     server.collections.reset()
     client.ask("record")
-    events: list[Event] = []
+    actions: collections.Counter[str] = collections.Counter()  # the events fed, by what each did
     total = int(rate * args.seconds)
-    lag: list[float] = []
+    lag = array.array("d")  # how late each event that was fed late was
     sinking = [0.0]
     making = [0.0]
     if server.profiling:
@@ -1132,9 +1186,8 @@ def run_step(args, server: Server, client, feed: Feed, feeder: FeedThread, known
             if profile is not None:
                 profile.disable()
             sinking[0] += time.perf_counter() - t
-            event = Event(at, action, c, s, int(feed.slices[c, s]["metadata"]["resourceVersion"]))
-            events.append(event)
-            tracker.pending.append(event)
+            actions[action] += 1
+            tracker.pending.append(Event(at, action, c, s, int(feed.slices[c, s]["metadata"]["resourceVersion"])))
 
     feeder.run(run)
     fed = time.time()
@@ -1143,8 +1196,9 @@ def run_step(args, server: Server, client, feed: Feed, feeder: FeedThread, known
     if server.profiling:
         server.call(lambda: Profiles.throughout(False))
     cpu1, process1, client_cpu1 = ads.thread_cpu(os.getpid(), known), ads.process_cpu(os.getpid()), ads.proc_sample(client.process.pid)["cpu"]
-    expected = server.call(lambda: tracker.expectations(events))
-    unpublished = sum(e.publish is None for e in events)
+    expected = server.call(tracker.expectations)
+    fed_events = sum(actions.values())
+    unpublished = fed_events - len(expected)
     path = work / f"expected-{rate:g}.json"
     path.write_text(json.dumps(expected))
     matched = client.ask(f"match {path}", timeout=1800)
@@ -1152,15 +1206,14 @@ def run_step(args, server: Server, client, feed: Feed, feeder: FeedThread, known
     store = feeder.cpu - making[0]
     server_cpu = process1 - process0 - cpu.get("main", 0.0) - making[0] - (tracker.cpu - tracker_cpu0)
     batches = tracker.batches
-    achieved = len(events) / (fed - began)
+    achieved = fed_events / (fed - began)
     holds = matched["event_worst_p99"] < TARGET_P99 and not matched["missing"] and not unpublished
-    affected = sum(len(e.views) for e in events if e.publish is not None)
-    actions = collections.Counter(e.action for e in events)
-    print(f"\n== (b) {rate:g} endpoint events/s for {args.seconds:g} s: {len(events):,} events "
+    affected = len(tracker.record.view)
+    print(f"\n== (b) {rate:g} endpoint events/s for {args.seconds:g} s: {fed_events:,} events "
           f"({', '.join(f'{n:,} {a}' for a, n in sorted(actions.items()))}), each a Pod and an EndpointSlice "
           f"watch event ==")
     print(f"fed at {achieved:,.0f} events/s (late by > 10 ms: {sum(x > 0.01 for x in lag):,}); the store took "
-          f"{sinking[0] / max(1, len(events)) * 1000:.2f} ms a event (wall, in the feed thread)")
+          f"{sinking[0] / max(1, fed_events) * 1000:.2f} ms a event (wall, in the feed thread)")
     print(f"published in {len(batches):,} batches ({len(batches) / args.seconds:.1f}/s; objects per batch median "
           f"{statistics_median([b['objects'] for b in batches]):.0f}; waited in the debounce p50 "
           f"{ads.ms(ads.percentile([b['waited'] for b in batches], 50))}; publish p50 "
@@ -1189,7 +1242,7 @@ def run_step(args, server: Server, client, feed: Feed, feeder: FeedThread, known
           f"{ads.ms(matched['max'])}"
           + (f"; MISSING {matched['missing']:,} stream-events" if matched["missing"] else "")
           + (f"; {unpublished} events never published" if unpublished else ""))
-    per_event = server_cpu / max(1, len(events))
+    per_event = server_cpu / max(1, fed_events)
     print(f"server CPU: {server_cpu:.2f} s = {per_event * 1000:.2f} ms per event ({server_cpu / args.seconds * 100:.0f} % "
           f"of a core; event loop {cpu.get('loop', 0):.2f} s, gRPC threads {cpu.get('grpc', 0):.2f} s, the store (Sink "
           f"calls, on the feed's thread) {store:.2f} s, others (relist, compile) "
@@ -1197,10 +1250,11 @@ def run_step(args, server: Server, client, feed: Feed, feeder: FeedThread, known
           f"client process {client_cpu1 - client_cpu0:.2f} s on the same {os.cpu_count()} CPUs; "
           f"p99 < {TARGET_P99:g} s: {ads.verdict(holds)}")
     print(f"server RSS: {ads.mb(rss0)} before the step -> {ads.mb(ads.process_memory(os.getpid())['VmRSS'])} after "
-          f"(the benchmark's own record of the events included)")
+          f"(the benchmark's own record of the events included, tens of bytes an event)")
     if len(by_minute) > 2:  # where a longer step's growth is: Python's objects, or the allocator's pages
         print("  by minute: resident set " + " -> ".join(ads.mb(rss) for rss, _ in by_minute) + "; Python's "
-              "allocated blocks " + " -> ".join(f"{blocks / 1e6:,.2f} M" for _, blocks in by_minute))
+              "allocated blocks (none of them the benchmark's record, which is kept in arrays) "
+              + " -> ".join(f"{blocks / 1e6:,.2f} M" for _, blocks in by_minute))
     tracker.timings.clear()
     return {"rate": rate, "p99": matched["event_worst_p99"], "missing": matched["missing"] + unpublished, "holds": holds,
             "cpu_per_event": per_event}
