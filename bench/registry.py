@@ -1093,6 +1093,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def memo_entries() -> dict[str, int]:
+    """How many entries each of the compiler's process-wide memos holds (compiler/cache.py)."""
+    from compiler import cache
+    return {memo.name: len(memo._values) for memo in vars(cache).values() if isinstance(memo, cache.Memo)}
+
+
 def statistics_median(values: list[float]) -> float:  # noqa: D103
     ordered = sorted(values)
     return ordered[len(ordered) // 2] if ordered else float("nan")
@@ -1158,7 +1164,8 @@ def run_step(args, server: Server, client, feed: Feed, feeder: FeedThread, known
     cpu0, process0, client_cpu0 = ads.thread_cpu(os.getpid(), known), ads.process_cpu(os.getpid()), ads.proc_sample(client.process.pid)["cpu"]
     tracker_cpu0 = tracker.cpu
     rss0 = ads.process_memory(os.getpid())["VmRSS"]
-    by_minute = [(rss0, sys.getallocatedblocks())]  # the resident set, and Python's allocated blocks
+    # the resident set, Python's allocated blocks, and the entries of the compiler's process-wide memos
+    by_minute = [(rss0, sys.getallocatedblocks(), memo_entries())]
     began = time.time()
 
     def run() -> None:
@@ -1167,7 +1174,8 @@ def run_step(args, server: Server, client, feed: Feed, feeder: FeedThread, known
         minute = max(1, int(rate * 60))
         for k in range(total):
             if k and not k % minute:
-                by_minute.append((ads.process_memory(os.getpid())["VmRSS"], sys.getallocatedblocks()))
+                by_minute.append((ads.process_memory(os.getpid())["VmRSS"], sys.getallocatedblocks(),
+                                  memo_entries()))
             due = start + k / rate
             now = time.monotonic()
             if due > now:
@@ -1252,9 +1260,13 @@ def run_step(args, server: Server, client, feed: Feed, feeder: FeedThread, known
     print(f"server RSS: {ads.mb(rss0)} before the step -> {ads.mb(ads.process_memory(os.getpid())['VmRSS'])} after "
           f"(the benchmark's own record of the events included, tens of bytes an event)")
     if len(by_minute) > 2:  # where a longer step's growth is: Python's objects, or the allocator's pages
-        print("  by minute: resident set " + " -> ".join(ads.mb(rss) for rss, _ in by_minute) + "; Python's "
+        print("  by minute: resident set " + " -> ".join(ads.mb(rss) for rss, _, _ in by_minute) + "; Python's "
               "allocated blocks (none of them the benchmark's record, which is kept in arrays) "
-              + " -> ".join(f"{blocks / 1e6:,.2f} M" for _, blocks in by_minute))
+              + " -> ".join(f"{blocks / 1e6:,.2f} M" for _, blocks, _ in by_minute))
+        for name in by_minute[0][2]:
+            entries = [memos[name] for _, _, memos in by_minute]
+            if entries[0] != entries[-1]:
+                print(f"  by minute: the compiler's memo of {name}, entries " + " -> ".join(f"{n:,}" for n in entries))
     tracker.timings.clear()
     return {"rate": rate, "p99": matched["event_worst_p99"], "missing": matched["missing"] + unpublished, "holds": holds,
             "cpu_per_event": per_event}
