@@ -101,6 +101,11 @@ FEEDING = MeshEntry("feeding", "(): the hosts each Service's listings feed, and 
 CHANGES = MeshEntry("changes", "(a previous mesh's per-service objects, by their serial: the objects "
                     "themselves would be kept with this mesh): what differs from them (fingerprints.changes)")
 HOSTS_BY_NAMESPACE = MeshEntry("hosts by namespace", "(): the hosts of each namespace's services")
+# With the mesh, not in the process: its keys are pods' addresses, and a live registry's pods come and go
+# each with an address of its own, so a process-wide memo would keep every address it ever saw. A mesh
+# built anew costs no more for starting it empty (bench/RESULTS.md).
+LB_ENDPOINTS = MeshEntry("lb endpoints", "(address, port, weight, tlsMode mark): a locality group holding one "
+                         "endpoint, serialized")
 
 
 # --- values derived from one source object ------------------------------------------------------------
@@ -149,8 +154,6 @@ STAMPS = Memo("revision stamps", "a resource's provenance and the revision stamp
 CLUSTER_SETTINGS = Memo("cluster settings", "a policy (its repr), discovery type, port protocol and locality "
                         "weighting: all of a cluster but its names, metadata, endpoints and TLS", 1 << 12)
 MTLS_CONTEXTS = Memo("Istio mTLS contexts", "the identities an Istio mTLS peer must present", 1 << 16)
-LB_ENDPOINTS = Memo("lb endpoints", "(address, port, weight, tlsMode mark): a locality group holding one "
-                    "endpoint", 1 << 20)
 GROUP_HEADS = Memo("locality group heads", "(locality, weight, priority) of a locality group", 1 << 16)
 ROUTE_TIMEOUTS = Memo("route timeouts", "the timeout text: a route action's timeout fields", 1 << 10)
 RETRY_POLICIES = Memo("retry policies", "a VirtualService's retries (its repr) and whether the route hashes",

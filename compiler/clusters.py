@@ -174,7 +174,7 @@ def _dns_endpoints(mesh: Mesh, view: ProxyView, service: Service, port: Port, su
         first = groups[0]
         groups = [endpoints.Group(first.locality, first.targets[:1], first.targets[0].weight, first.priority)]
     auto_mtls = endpoints.mtls_mode(mesh, service.host, port.number, subset) is None
-    return endpoints.encode(name, groups, mark_tls_mode=auto_mtls)
+    return endpoints.encode(mesh, name, groups, mark_tls_mode=auto_mtls)
 
 
 def _load_balancer(cluster: Cluster, lb: Mapping[str, Any]) -> None:

@@ -399,7 +399,7 @@ def local_mtls_targets(groups: list[Group], network: str) -> list[Group]:
 TLS_MATCH = "envoy.transport_socket_match"
 
 
-def encode(name: str, groups: list[Group], source: SourceObject | None = None,
+def encode(mesh: Mesh, name: str, groups: list[Group], source: SourceObject | None = None,
            mark_tls_mode: bool = False) -> endpoint_pb2.ClusterLoadAssignment:
     """Envoy's form; every group names ``source``. With ``mark_tls_mode`` (auto mTLS) targets that
     can do Istio mTLS carry tlsMode=istio, which the cluster's transport_socket_matches select on."""
@@ -411,19 +411,19 @@ def encode(name: str, groups: list[Group], source: SourceObject | None = None,
                     lambda: _group_head(group.locality, weight, group.priority))
         if source is not None:
             provenance.set_sources(encoded.metadata, source)
-        encoded.MergeFromString(_targets_bytes(group, mark_tls_mode))
+        encoded.MergeFromString(_targets_bytes(mesh, group, mark_tls_mode))
     return assignment
 
 
-def _targets_bytes(group: Group, mark_tls_mode: bool) -> bytes:
+def _targets_bytes(mesh: Mesh, group: Group, mark_tls_mode: bool) -> bytes:
     """The group's lb_endpoints, serialized (parsing appends them: a message's serialization is its
     fields' concatenation); kept in the group's memo, as every view that passes the group on
     unchanged sends the same."""
     memo = group.encoded
     found = None if memo is None else memo.get(mark_tls_mode)
     if found is None:
-        found = b"".join([cache.LB_ENDPOINTS.get((target.address, target.port, target.weight, marked),
-                                                 lambda: cache.serialize(_lb_endpoint(target, marked)))
+        found = b"".join([cache.LB_ENDPOINTS.of(mesh, (target.address, target.port, target.weight, marked),
+                                                lambda: cache.serialize(_lb_endpoint(target, marked)))
                           for target in group.targets
                           for marked in (mark_tls_mode and (target.sidecar or target.gateway),)])
         if memo is not None:
@@ -464,4 +464,4 @@ def build_load_assignment(mesh: Mesh, view: ProxyView, service: Service, port: P
     groups = compute_groups(mesh, view, service, port, subset, local_only=sni_dnat)
     name = (sni if sni_dnat else cluster_name)(port.number, subset, service.host)
     auto_mtls = _plan(mesh, service, port, subset).mtls is None and not sni_dnat
-    return encode(name, groups, service.source, mark_tls_mode=auto_mtls)
+    return encode(mesh, name, groups, service.source, mark_tls_mode=auto_mtls)

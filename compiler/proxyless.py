@@ -258,7 +258,7 @@ def build_load_assignments(mesh: Mesh, view: ProxyView, services: list[Service],
         service = by_host[host]
         groups = _groups(mesh, view, service, service.known_port(port), subset or None)
         auto_mtls = endpoints.mtls_mode(mesh, host, port, subset or None) is None
-        out.append(endpoints.encode(cluster.name, groups, service.source, mark_tls_mode=auto_mtls))
+        out.append(endpoints.encode(mesh, cluster.name, groups, service.source, mark_tls_mode=auto_mtls))
     return out
 
 
