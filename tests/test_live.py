@@ -343,6 +343,36 @@ def test_a_relisted_mesh_keeps_no_earlier_meshs_listings(repo):
     assert [ep.address for ep in mesh.services["svc-3.shop.svc.cluster.local"].endpoints] == ["10.0.1.3"]
 
 
+def test_no_process_wide_memo_keeps_the_address_of_a_pod_gone(repo):
+    """A live registry's pods come and go, each with an address of its own. What the compiler keeps for
+    the whole process (cache.Memo) must not hold them, else the daemon's memory follows every address
+    it ever served, not the mesh it serves; what is kept with a mesh goes with the mesh."""
+    import gc
+    from compiler import cache
+
+    gone = "10.9.0.1"
+    mesh = build_mesh(repo + running([pod("web-1", gone)]))
+    assert "outbound|80||web.shop.svc.cluster.local" in assignments(mesh)  # its endpoint was serialized
+    now = relisted(mesh, [live("east", pod("web-2", "10.9.0.2")),
+                          live("east", endpoint_slice("web-abc", [("web-2", "10.9.0.2", True)], rv="2"))],
+                   [live("east", pod("web-1", gone))]).mesh
+    served = assignments(now)["outbound|80||web.shop.svc.cluster.local"]
+    assert [lb.endpoint.address.socket_address.address for group in served.endpoints
+            for lb in group.lb_endpoints] == ["10.9.0.2"]
+    del mesh, now
+    gc.collect()
+
+    def holds(value) -> bool:
+        if isinstance(value, tuple):
+            return any(holds(part) for part in value)
+        return value == gone or (isinstance(value, bytes) and gone.encode() in value)
+
+    memos = [m for m in vars(cache).values() if isinstance(m, cache.Memo)]
+    assert memos
+    kept = [(m.name, key) for m in memos for key, value in m._values.items() if holds(key) or holds(value)]
+    assert not kept, f"process-wide memos keep a pod's address after its meshes are gone: {kept}"
+
+
 def test_a_preview_over_live_endpoints_says_so(repo):
     from compiler.revision import with_live
     from reconciler.preview import preview_of, render_json, render_markdown
