@@ -102,8 +102,9 @@ CHANGES = MeshEntry("changes", "(a previous mesh's per-service objects, by their
                     "themselves would be kept with this mesh): what differs from them (fingerprints.changes)")
 HOSTS_BY_NAMESPACE = MeshEntry("hosts by namespace", "(): the hosts of each namespace's services")
 # With the mesh, not in the process: its keys are pods' addresses, and a live registry's pods come and go
-# each with an address of its own, so a process-wide memo would keep every address it ever saw. A mesh
-# built anew costs no more for starting it empty (bench/RESULTS.md).
+# each with an address of its own, so a process-wide memo would keep every address it ever saw. What
+# that costs, a fresh mesh's compile from scratch serializing its endpoints again, the daemon pays only
+# for a view it has not served before (bench/RESULTS.md).
 LB_ENDPOINTS = MeshEntry("lb endpoints", "(address, port, weight, tlsMode mark): a locality group holding one "
                          "endpoint, serialized")
 
