@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import ctypes
 import datetime
 import gc
 import json
@@ -566,6 +567,23 @@ def process_memory(pid: int) -> dict[str, int]:
             if key in found:
                 found[key] = int(value.split()[0])
     return found
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def malloc_totals() -> tuple[int, int]:
+    """This process's C heap (glibc's mallinfo2, every arena): bytes in use, and bytes freed but kept.
+
+    Python's own objects live mostly in pymalloc's arenas, which it maps itself, so neither figure
+    counts them: the two tell a C-level growth (in use) from the allocator keeping freed pages (kept).
+    """
+    libc = ctypes.CDLL(None)
+    libc.mallinfo2.restype = _MallInfo2
+    info = libc.mallinfo2()
+    return info.uordblks + info.hblkhd, info.fordblks
 
 
 def proc_sample(pid: int) -> dict:

@@ -445,6 +445,8 @@ class Tracker:
         self.endpoints_only = False  # whether the last publish was of endpoints alone
         # when the daemon waited for every woken stream to be written to, and whether they were
         self.delivered = Rows(at="d", done="b")
+        # the resident set (kB) before and after each time the daemon gave the allocator's freed pages back
+        self.released = Rows(before="q", after="q")
         self.batches = self.new_batches()
         self.pending: collections.deque[Event] = collections.deque()  # events not yet seen published
         self.open: list[Event] = []  # (loop thread) events waiting for a publish that holds them
@@ -461,6 +463,7 @@ class Tracker:
     def install(self) -> None:
         import reconciler.ads.server as ads_server
         import reconciler.daemon.live as live_module
+        from reconciler import runtime
         daemon = self.server.daemon
         live, ads_ = daemon.live, daemon.ads
         original_publish, original_live_publish = ads_.publish, live._publish
@@ -492,8 +495,16 @@ class Tracker:
             return done
 
         live._publish, ads_.publish, ads_.delivered = live_publish, publish, delivered
-        for module, name in ((live_module, "relisted"), (ads_server, "serve_view")):
+        for module, name in ((live_module, "relisted"), (ads_server, "serve_view"), (runtime, "release_freed")):
             setattr(module, name, self.timed(name, getattr(module, name)))
+        timed_release = runtime.release_freed
+
+        def release_freed():
+            before = ads.process_memory(os.getpid())["VmRSS"]
+            timed_release()
+            self.released.append(before=before, after=ads.process_memory(os.getpid())["VmRSS"])
+
+        runtime.release_freed = release_freed
 
     def timed(self, label: str, fn):
         def run(*args, **kwargs):
@@ -1164,8 +1175,10 @@ def run_step(args, server: Server, client, feed: Feed, feeder: FeedThread, known
     cpu0, process0, client_cpu0 = ads.thread_cpu(os.getpid(), known), ads.process_cpu(os.getpid()), ads.proc_sample(client.process.pid)["cpu"]
     tracker_cpu0 = tracker.cpu
     rss0 = ads.process_memory(os.getpid())["VmRSS"]
-    # the resident set, Python's allocated blocks, and the entries of the compiler's process-wide memos
-    by_minute = [(rss0, sys.getallocatedblocks(), memo_entries())]
+    released0 = len(tracker.released)
+    # the resident set, Python's allocated blocks, the C heap's bytes in use and kept free, and the entries
+    # of the compiler's process-wide memos
+    by_minute = [(rss0, sys.getallocatedblocks(), ads.malloc_totals(), memo_entries())]
     began = time.time()
 
     def run() -> None:
@@ -1175,7 +1188,7 @@ def run_step(args, server: Server, client, feed: Feed, feeder: FeedThread, known
         for k in range(total):
             if k and not k % minute:
                 by_minute.append((ads.process_memory(os.getpid())["VmRSS"], sys.getallocatedblocks(),
-                                  memo_entries()))
+                                  ads.malloc_totals(), memo_entries()))
             due = start + k / rate
             now = time.monotonic()
             if due > now:
@@ -1259,12 +1272,19 @@ def run_step(args, server: Server, client, feed: Feed, feeder: FeedThread, known
           f"p99 < {TARGET_P99:g} s: {ads.verdict(holds)}")
     print(f"server RSS: {ads.mb(rss0)} before the step -> {ads.mb(ads.process_memory(os.getpid())['VmRSS'])} after "
           f"(the benchmark's own record of the events included, tens of bytes an event)")
+    released = [row["before"] - row["after"] for row in tracker.released.since(released0)]
+    if released:
+        print(f"  the allocator's freed pages given back ({len(released)} times, runtime.release_freed): the resident "
+              f"set fell by p50 {ads.mb(ads.percentile(released, 50))}, at most {ads.mb(max(released))}")
     if len(by_minute) > 2:  # where a longer step's growth is: Python's objects, or the allocator's pages
-        print("  by minute: resident set " + " -> ".join(ads.mb(rss) for rss, _, _ in by_minute) + "; Python's "
+        print("  by minute: resident set " + " -> ".join(ads.mb(rss) for rss, _, _, _ in by_minute) + "; Python's "
               "allocated blocks (none of them the benchmark's record, which is kept in arrays) "
-              + " -> ".join(f"{blocks / 1e6:,.2f} M" for _, blocks, _ in by_minute))
-        for name in by_minute[0][2]:
-            entries = [memos[name] for _, _, memos in by_minute]
+              + " -> ".join(f"{blocks / 1e6:,.2f} M" for _, blocks, _, _ in by_minute))
+        print("  by minute: the C heap in use " + " -> ".join(f"{used / 2 ** 20:,.0f}" for _, _, (used, _), _ in by_minute)
+              + " MB; freed but kept by the allocator "
+              + " -> ".join(f"{kept / 2 ** 20:,.0f}" for _, _, (_, kept), _ in by_minute) + " MB")
+        for name in by_minute[0][3]:
+            entries = [memos[name] for _, _, _, memos in by_minute]
             if entries[0] != entries[-1]:
                 print(f"  by minute: the compiler's memo of {name}, entries " + " -> ".join(f"{n:,}" for n in entries))
     tracker.timings.clear()

@@ -20,12 +20,14 @@ across threads):
   relisting to that), so reference counting frees it when it is replaced. What cycles other work
   froze are freed by a full ``settle`` (every object traversed once): after the first publish, then
   whenever the heap has grown by HEAP_GROWTH since the last, the collector's own rule for its
-  oldest generation (``settle_due``).
+  oldest generation (``settle_due``). At most once every RELEASE_INTERVAL after a publish, the C
+  allocator's freed pages go back to the system (``release_freed``).
 
 Benchmarks choose the policy of what they measure, as the programs do.
 """
 from __future__ import annotations
 
+import ctypes
 import gc
 import os
 import sys
@@ -140,6 +142,44 @@ def settle_recent() -> bool:
         return False
     _settled["checked"] = now
     return settle_due()
+
+
+# How often, at most, the daemon gives the C allocator's freed pages back to the system.
+RELEASE_INTERVAL = 60.0  # seconds
+_released = {"at": 0.0}
+
+
+def _malloc_trim():
+    """glibc's ``malloc_trim``, or None where the C library has none (musl)."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (AttributeError, OSError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+_trim = _malloc_trim()
+
+
+def release_due() -> bool:
+    """Whether ``release_freed`` is due: at most every RELEASE_INTERVAL (the daemon asks after a
+    publish, once its streams were woken)."""
+    return _trim is not None and time.monotonic() - _released["at"] >= RELEASE_INTERVAL
+
+
+def release_freed() -> None:
+    """Give back to the system the pages of memory the C allocator holds free (glibc's
+    ``malloc_trim(0)``). Safe from any thread; ctypes lets go of the GIL meanwhile.
+
+    Under churn every publish replaces buffers of megabytes (serialized responses, gRPC's messages)
+    from the arenas of several threads. glibc returns an arena's freed memory to the system only from
+    its top, so pages freed in the middle stay resident, and a daemon running for weeks would hold
+    the most it ever had free at once, in every arena. The pages given back cost a page fault each
+    when used again, which is why this runs once a minute, not after every publish."""
+    _released["at"] = time.monotonic()
+    if _trim is not None:
+        _trim(0)
 
 
 def leave(code: int) -> None:

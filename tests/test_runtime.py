@@ -1,13 +1,16 @@
 """The daemon's collector policy (reconciler/runtime.py): what settle_recent freezes, how often, when
-a full settle is due, and what bulk work does to the collector. These tests freeze
-objects of the test process itself, so each leaves the collector as it found it (nothing frozen)."""
+a full settle is due, what bulk work does to the collector, and the C allocator's freed pages given
+back. These tests freeze objects of the test process itself, so each leaves the collector as it
+found it (nothing frozen)."""
 from __future__ import annotations
 
 import gc
+import subprocess
 import sys
 import threading
 import time
 import weakref
+from pathlib import Path
 
 import pytest
 
@@ -174,3 +177,45 @@ def test_bulk_changes_nothing_when_no_policy_was_chosen(monkeypatch):
         made = Node()
     assert gc.isenabled() == enabled
     assert tracked(made)
+
+
+# A process of its own, so that what the C allocator holds is the script's alone: it frees 100 MB
+# of 100 kB buffers below one it keeps (so the heap's top is not free and glibc keeps the pages),
+# and prints its resident set (kB) before and after release_freed.
+RELEASE_SCRIPT = """
+import sys
+from reconciler import runtime
+
+def resident():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+start = resident()
+buffers = [b"x" * 100_000 for _ in range(1000)]
+kept = b"y" * 100_000
+del buffers
+freed = resident()
+runtime.release_freed()
+print(start, freed, resident(), runtime.release_due())
+"""
+
+
+@pytest.mark.skipif(runtime._trim is None, reason="a C library without malloc_trim (not glibc): nothing to release")
+def test_release_freed_gives_the_pages_freed_in_the_middle_of_the_heap_back():
+    ran = subprocess.run([sys.executable, "-c", RELEASE_SCRIPT], capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).resolve().parent.parent, check=True)
+    start, freed, released, due = ran.stdout.split()
+    start, freed, released = int(start), int(freed), int(released)
+    assert freed - start > 80_000, "the freed buffers' pages stay resident until released"
+    assert freed - released > 80_000, (start, freed, released)
+    assert due == "False", "released just now: not due again before RELEASE_INTERVAL"
+
+
+def test_release_is_due_at_most_every_interval(monkeypatch):
+    monkeypatch.setattr(runtime, "RELEASE_INTERVAL", 3600.0)
+    monkeypatch.setitem(runtime._released, "at", time.monotonic() - 2 * runtime.RELEASE_INTERVAL)
+    assert runtime.release_due() is (runtime._trim is not None)
+    runtime.release_freed()
+    assert not runtime.release_due()
+    monkeypatch.setattr(runtime, "RELEASE_INTERVAL", 0.0)
+    assert runtime.release_due() is (runtime._trim is not None)

@@ -415,6 +415,8 @@ class Live:
                     if runtime.settle_recent():  # (after its streams were woken: they need the CPU first)
                         await self.ads.delivered(runtime.DELIVERY_WAIT)
                         await asyncio.to_thread(runtime.settle)
+                if runtime.release_due():
+                    await asyncio.to_thread(runtime.release_freed)
             except Exception:  # noqa: BLE001 - a bug must not stop following the registries
                 log.exception("cannot publish the registries' changes; the next change tries again")
                 return

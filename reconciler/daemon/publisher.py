@@ -51,6 +51,8 @@ class Publisher:
         if runtime.settle_due():
             await asyncio.to_thread(runtime.settle)
             log.debug("heap settled", seconds=round(time.perf_counter() - started, 3))
+        if runtime.release_due():
+            await asyncio.to_thread(runtime.release_freed)
         if self.last_good is not None and vips_moved:
             try:
                 await asyncio.to_thread(self.last_good.save_vips, dict(self.loader.vips))
