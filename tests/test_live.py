@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import threading
 import types
 from pathlib import Path
 
@@ -506,6 +507,8 @@ def test_a_publish_leaves_the_heap_settled_once_pushed(tmp_path, monkeypatch, ch
         await asyncio.sleep(0.2)  # (nothing more comes)
         daemon.stop("test done")
         await asyncio.wait_for(running, 10)
+        # stopped means stopped: no feed's thread runs on, dropping what it held while other work runs
+        assert not [t.name for t in threading.enumerate() if t.name == f"registry dir:{registry}"]
 
     try:
         asyncio.run(main())

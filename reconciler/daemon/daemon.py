@@ -32,6 +32,10 @@ from .surface import Surface
 
 log = structlog.get_logger("galleon.serve")
 
+# How long a stopping daemon waits for its registry feeds' threads to end (each checks for the stop
+# every few tens of milliseconds).
+FEEDS_END = 5.0  # seconds
+
 
 def serve(options: ServeOptions) -> int:
     """Run the daemon in this thread until it is signalled (SIGTERM, SIGINT) or stopped; its exit
@@ -180,5 +184,9 @@ class Daemon:
             self.live.close()
             await self.ads.stop(o.grace)
             self.surface.stop_http()
+            lingering = await self.live.ended(FEEDS_END)
+            if lingering:
+                log.warning("registry feeds still running as the daemon stops", threads=lingering,
+                            waited=FEEDS_END)
             log.info("stopped")
         return 0

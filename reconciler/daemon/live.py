@@ -254,6 +254,14 @@ class Live:
             followed.stop.set()
         self._states.set()
 
+    async def ended(self, timeout: float) -> list[str]:
+        """(after ``close``) Wait at most ``timeout`` seconds for the feeds' threads to end, so that
+        nothing of this daemon runs on once it has stopped; the names of those still running."""
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            await asyncio.to_thread(thread.join, max(0.0, deadline - time.monotonic()))
+        return [thread.name for thread in self._threads if thread.is_alive()]
+
     def _files_of(self, cluster: str) -> Callable[[str, str, str], str]:
         """Where ``cluster``'s objects are said to be: its folder's files when a ``dir:`` registry holds
         it, else its API server's names. (Asked for every watch event: the feeds say what they hold, so
