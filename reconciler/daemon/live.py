@@ -423,8 +423,6 @@ class Live:
                     if runtime.settle_recent():  # (after its streams were woken: they need the CPU first)
                         await self.ads.delivered(runtime.DELIVERY_WAIT)
                         await asyncio.to_thread(runtime.settle)
-                if runtime.release_due():
-                    await asyncio.to_thread(runtime.release_freed)
             except Exception:  # noqa: BLE001 - a bug must not stop following the registries
                 log.exception("cannot publish the registries' changes; the next change tries again")
                 return
@@ -432,3 +430,5 @@ class Live:
             log.debug("registry changes published", whole=batch.whole, changed=len(batch.changed),
                       gone=len(batch.gone), waited=round(time.monotonic() - batch.oldest, 3),
                       seconds=round(time.perf_counter() - started, 3))
+        if runtime.release_due():  # (outside the publish lock, and not counted in the push's seconds)
+            await asyncio.to_thread(runtime.release_freed)
