@@ -183,7 +183,6 @@ def test_bulk_changes_nothing_when_no_policy_was_chosen(monkeypatch):
 # of 100 kB buffers below one it keeps (so the heap's top is not free and glibc keeps the pages),
 # and prints its resident set (kB) before and after release_freed.
 RELEASE_SCRIPT = """
-import sys
 from reconciler import runtime
 
 def resident():
