@@ -353,19 +353,33 @@ def _decode(file: str, data: bytes) -> str:
 _OPENED_AT = ("while parsing a flow", "while scanning a quoted scalar")
 
 
-def _yaml_error(file: str, exc: yaml.YAMLError) -> Finding:
+def yaml_problem(exc: yaml.YAMLError) -> tuple[int, str]:
+    """The line to look at for a YAML error, and what is wrong there from its column on, on one line
+    and without the text around it (PyYAML quotes the line, and a kubeconfig's lines hold tokens)."""
     problem = getattr(exc, "problem_mark", None)
     context = getattr(exc, "context", None) or ""
     opened = getattr(exc, "context_mark", None) if context.startswith(_OPENED_AT) else None
     mark = opened or problem or getattr(exc, "context_mark", None)
     line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-    message = f"invalid YAML, column {column}: {getattr(exc, 'problem', None) or exc}"
+    what = f"column {column}: {getattr(exc, 'problem', None) or ' '.join(str(exc).split())}"
     if context:
-        message += f" ({context}"
+        what += f" ({context}"
         if opened and problem:
-            message += f" opened here; the parser gave up at line {problem.line + 1}"
-        message += ")"
-    return Finding(file, line, Level.ERROR, CODE_YAML, message)
+            what += " opened here" + (f"; the parser gave up at line {problem.line + 1}" if problem.line != opened.line
+                                      else "")
+        what += ")"
+    return line, what
+
+
+def yaml_problem_text(exc: yaml.YAMLError) -> str:
+    """A YAML error for a message: "line L, column C: what" (see yaml_problem)."""
+    line, what = yaml_problem(exc)
+    return f"line {line}, {what}"
+
+
+def _yaml_error(file: str, exc: yaml.YAMLError) -> Finding:
+    line, what = yaml_problem(exc)
+    return Finding(file, line, Level.ERROR, CODE_YAML, f"invalid YAML, {what}")
 
 
 _GROUP_VERSION = re.compile(r"(?:([a-z0-9.-]+)/)?([a-z0-9]+)")

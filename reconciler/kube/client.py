@@ -13,6 +13,8 @@ import kubernetes.config
 import yaml
 from kubernetes.config.config_exception import ConfigException
 
+from compiler.parse import yaml_problem_text
+
 
 class KubeError(Exception):
     """The cluster cannot be reached as configured; the message says why in one line."""
@@ -67,7 +69,7 @@ def _contexts(files: list[str]) -> tuple[list[str], str | None]:
         try:
             doc = yaml.safe_load(path.read_text())
         except yaml.YAMLError as exc:
-            raise KubeError(f"kubeconfig {path}: not YAML: {yaml_problem(exc)}") from None
+            raise KubeError(f"kubeconfig {path}: not YAML: {yaml_problem_text(exc)}") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise KubeError(f"kubeconfig {path}: {one_line(exc)}") from None
         if doc is None:
@@ -94,14 +96,3 @@ def _in_cluster(context: str | None) -> kubernetes.client.ApiClient:
 def one_line(value: object) -> str:
     """An exception or a message on one line; an exception without a message by its type's name."""
     return " ".join(str(value).split()) or type(value).__name__
-
-
-def yaml_problem(exc: yaml.YAMLError) -> str:
-    """What is wrong with a kubeconfig's YAML, and where, without the text around it (PyYAML quotes
-    the line, and a kubeconfig's lines hold tokens)."""
-    problem = getattr(exc, "problem", None)
-    if not problem:
-        return "invalid YAML"
-    context, mark = getattr(exc, "context", None), getattr(exc, "problem_mark", None)
-    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-    return f"{problem}{where}" + (f" ({context})" if context else "")

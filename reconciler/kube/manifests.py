@@ -24,6 +24,8 @@ from pathlib import Path
 import structlog
 import yaml
 
+from compiler.parse import yaml_problem_text
+
 from .conflict import ConflictError
 
 TEMPORARY_SUFFIX = ".tmp"
@@ -75,9 +77,8 @@ class ManifestDir:
             return None
         try:
             manifest = yaml.safe_load(text)
-        except yaml.YAMLError:
-            # Not the parser's message: it quotes the text, which may hold a private key.
-            raise self.error(f"{path} is not YAML; fix or remove it") from None
+        except yaml.YAMLError as exc:
+            raise self.error(f"{path} is not YAML at {yaml_problem_text(exc)}; fix or remove it") from None
         if not isinstance(manifest, dict) or manifest.get("kind") != self.kind:
             raise self.error(f"{path} is not a {self.kind} manifest; fix or remove it")
         return manifest

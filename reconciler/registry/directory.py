@@ -19,6 +19,8 @@ import structlog
 import watchfiles
 import yaml
 
+from compiler.parse import yaml_problem_text
+
 from .sink import KIND_NAMES, Sink
 
 log = structlog.get_logger("galleon.registry")
@@ -123,7 +125,9 @@ class DirectoryFeed:
             why = _mismatch(body, kind, namespace, name)
         except FileNotFoundError:
             return None
-        except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
+        except yaml.YAMLError as exc:
+            why = f"invalid YAML at {yaml_problem_text(exc)}"
+        except (OSError, UnicodeDecodeError) as exc:
             why = _one_line(exc)
         if why:
             return _File(kind, where, held[1] if held is not None else None, f"{path}: {why}")

@@ -47,8 +47,10 @@ import urllib3
 import yaml
 from kubernetes.client.exceptions import ApiException
 
+from compiler.parse import yaml_problem_text
+
 from ..kube.calls import status as api_status
-from ..kube.client import KubeError, api_client, one_line, yaml_problem
+from ..kube.client import KubeError, api_client, one_line
 from .sink import KINDS, Sink
 
 log = structlog.get_logger("galleon.registry")
@@ -470,7 +472,7 @@ def client_from_kubeconfig(text: str) -> kubernetes.client.ApiClient:
     try:
         config = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise KubeError(f"not a kubeconfig: {yaml_problem(exc)}") from None
+        raise KubeError(f"not a kubeconfig: {yaml_problem_text(exc)}") from None
     if not isinstance(config, dict):
         raise KubeError("not a kubeconfig (no mapping of clusters, users and contexts)")
     context = _entry(config, "contexts", config.get("current-context"))
