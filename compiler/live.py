@@ -15,6 +15,7 @@ from typing import Any
 from .kinds import CLUSTER_LABEL, NODE
 from .parse import FileLines, SourceObject
 from .validate import schema
+from .validate.topology import kubernetes_address_errors
 
 # The kinds a registry reads, by (apiVersion, kind): their group and version.
 READ = {("v1", "Service"): ("", "v1"), ("discovery.k8s.io/v1", "EndpointSlice"): ("discovery.k8s.io", "v1"),
@@ -28,7 +29,8 @@ class Unreadable(ValueError):
 def live_object(cluster: str, body: Any, file: str, line: int = 1) -> SourceObject:
     """One object read from ``cluster``: labelled with it, and its digest from its resourceVersion
     (the API server's, which changes with every write) or, without one, its content. Raises
-    Unreadable for an object of another kind, or one its kind's schema refuses."""
+    Unreadable for an object of another kind, or one its kind's schema or address rules (GAL0111's)
+    refuse, as its API server would."""
     if not isinstance(body, dict):
         raise Unreadable(f"not an object but {type(body).__name__}")
     kind, api_version = body.get("kind"), body.get("apiVersion")
@@ -39,7 +41,13 @@ def live_object(cluster: str, body: Any, file: str, line: int = 1) -> SourceObje
     if not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str) or not metadata["name"]:
         raise Unreadable("metadata.name is missing")
     written = metadata.get("labels")
-    labels: dict = written if isinstance(written, dict) else {}
+    if written is not None and not isinstance(written, dict):
+        raise Unreadable(f".metadata.labels: expected a mapping, got {type(written).__name__}")
+    labels: dict = written or {}
+    if kind == NODE:  # (the other kinds' labels are their schema's)
+        for key, value in labels.items():
+            if not isinstance(value, str):
+                raise Unreadable(f".metadata.labels.{key}: expected a string, got {value!r}")
     labelled = {**body, "metadata": {**metadata, "labels": {**labels, CLUSTER_LABEL: cluster}}}
     version = metadata.get("resourceVersion")
     digest = (f"{cluster}@{version}" if isinstance(version, str) and version
@@ -51,6 +59,8 @@ def live_object(cluster: str, body: Any, file: str, line: int = 1) -> SourceObje
         problems = schema.check(obj)
         if problems:
             raise Unreadable(problems[0].message)
+        for path, message in kubernetes_address_errors(obj):
+            raise Unreadable(f".{'.'.join(map(str, path))}: {message}")
     return obj
 
 

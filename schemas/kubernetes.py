@@ -66,6 +66,12 @@ _POD_SPEC = {"type": "object", "properties": {"serviceAccountName": STRING, "ser
                                               "nodeName": STRING, "hostNetwork": BOOLEAN,
                                               "securityContext": {"type": "object", "properties": {
                                                   "runAsUser": INTEGER}}}}
+# What a running pod's status says that Galleon reads (a live registry's pods): its address and
+# its Ready condition (compiler/kube.py).
+_POD_STATUS = {"type": "object", "properties": {
+    "podIP": STRING, "podIPs": {"type": "array", "items": {"type": "object", "properties": {"ip": STRING}}},
+    "conditions": {"type": "array", "items": {"type": "object", "properties": {"type": STRING, "status": STRING}}},
+}}
 _POD_TEMPLATE = {"type": "object", "properties": {
     "metadata": {"type": "object", "properties": {"labels": STRING_MAP, "annotations": STRING_MAP}},
     "spec": _POD_SPEC,
@@ -141,7 +147,7 @@ KINDS: dict[tuple[str, str, str], dict[str, Any]] = {
     ("", "Service", "v1"): {"spec": _SERVICE_SPEC},
     ("discovery.k8s.io", "EndpointSlice", "v1"): _ENDPOINT_SLICE,
     ("", "Endpoints", "v1"): _ENDPOINTS,
-    ("", "Pod", "v1"): {"spec": _POD_SPEC},
+    ("", "Pod", "v1"): {"spec": _POD_SPEC, "status": _POD_STATUS},
     ("apps", "Deployment", "v1"): {"spec": _WORKLOAD_SPEC},
     ("apps", "StatefulSet", "v1"): {"spec": _WORKLOAD_SPEC},
     ("apps", "DaemonSet", "v1"): {"spec": _WORKLOAD_SPEC},
@@ -157,8 +163,8 @@ KINDS: dict[tuple[str, str, str], dict[str, Any]] = {
 
 
 def object_schema(kind: str, api: str, fields: dict[str, Any], required: tuple[str, ...] = ()) -> dict:
-    """One version of a kind: apiVersion, kind, the shared ObjectMeta, ``status`` (read by nothing,
-    allowed on every kind) and the kind's own fields."""
+    """One version of a kind: apiVersion, kind, the shared ObjectMeta, ``status`` (allowed on every
+    kind, open unless the kind's fields type what is read of it) and the kind's own fields."""
     return {
         "type": "object",
         "required": ["apiVersion", "kind", "metadata", *required],

@@ -13,7 +13,7 @@ from compiler.scope import visible_services
 from compiler.revision import load
 from compiler.view import make_view
 from tests.conftest import ONE_CLUSTER, check, snapshot_of
-from tests.analyzer_cases import BASE
+from tests.analyzer_cases import BASE, check_failing, check_passing
 
 
 def sidecar(name: str, spec: str | None = "", namespace: str = "bookinfo") -> str:
@@ -512,3 +512,55 @@ def test_sidecars_in_an_ambient_namespace_have_no_effect():
     # several namespace defaults in ambient mode: each has no effect, none conflicts
     other = default.replace("name: scoped", "name: another")
     assert sorted(code for code, _, _ in codes_of(AMBIENT_NAMESPACE, default, other)) == ["IST0167", "IST0167"]
+
+
+# --- GAL0111 on Kubernetes objects: the addresses their API server would refuse, and Envoy cannot use ---
+
+def _slice(address_type: str, addresses: str) -> str:
+    return ("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: web-x\n  namespace: shop\n"
+            "  labels: {kubernetes.io/service-name: web, topology.istio.io/cluster: cluster-a}\n"
+            f"addressType: {address_type}\nendpoints:\n" + addresses + "ports: [{name: http, port: 8080}]\n")
+
+
+@pytest.mark.parametrize("address_type, address, ok", [
+    ("IPv4", "10.1.2.3", True), ("IPv4", "999.1.2.3", False), ("IPv4", "fd00::1", False),
+    ("IPv4", "010.1.2.3", False),  # a leading zero: Envoy's parser (inet_pton) refuses it
+    ("IPv6", "fd00::1", True), ("IPv6", "10.1.2.3", False), ("IPv6", "fe80::1%eth0", False),
+    ("FQDN", "web.example.com", True), ("FQDN", "web_1!", False)])
+def test_an_endpoint_slice_address_is_of_its_address_type(address_type, address, ok):
+    case = _slice(address_type, f"- addresses: ['{address}']" + ("\n" if ok else "  # <-\n"))
+    if ok:
+        check_passing(case)
+    else:
+        check_failing("invalid-address", case)
+
+
+def test_pod_endpoints_and_service_addresses_are_ips():
+    check_failing("invalid-address", textwrap.dedent("""\
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: web-1, namespace: shop}
+        status:
+          podIP: 10.0.0.300  # <-
+          podIPs:
+          - {ip: 10.0.0.4}
+          - {ip: not-an-ip}  # <-
+        ---
+        apiVersion: v1
+        kind: Endpoints
+        metadata: {name: web, namespace: shop, labels: {topology.istio.io/cluster: cluster-a}}
+        subsets:
+        - addresses: [{ip: 10.0.0.4}, {ip: web-1}]  # <-
+          notReadyAddresses: [{ip: 300.0.0.1}]  # <-
+        ---
+        apiVersion: v1
+        kind: Service
+        metadata: {name: web, namespace: shop}
+        spec:
+          clusterIP: None
+          clusterIPs: ["None", 10.96.0.400]  # <-
+          ports: [{name: http, port: 80}]
+        """))
+    (finding,) = [f for f in check(BASE + "---\n" + _slice("IPv4", "- addresses: [10.0.0.1, 999.1.2.3]\n"))
+                  if f.code == "GAL0111"]
+    assert finding.message == "address '999.1.2.3' is not an IPv4 address (the slice's addressType)"

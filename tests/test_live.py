@@ -120,6 +120,22 @@ def test_a_live_object_is_labelled_with_its_cluster_and_checked():
         live("east", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}})
 
 
+@pytest.mark.parametrize("body, says", [
+    # what its API server would refuse: found before the object reaches a mesh, a view or Envoy
+    (node("node-1", "us-east", 123), r"^\.metadata\.labels\.topology\.kubernetes\.io/zone: expected a string, got 123$"),
+    ({**pod("web-1", "10.0.0.1"), "metadata": {"name": "web-1", "namespace": "shop", "labels": ["app"]}},
+     r"^\.metadata\.labels: expected a mapping, got list$"),
+    (pod("web-1", "999.0.0.1"), r"^\.status\.podIP: podIP '999\.0\.0\.1' is not an IP address$"),
+    ({**pod("web-1", "10.0.0.1"), "status": {"podIP": 7}}, r"^\.status\.podIP: expected a string"),
+    (endpoint_slice("web-abc", [("web-1", "fd00::1", True)]),
+     r"^\.endpoints\.0\.addresses\.0: address 'fd00::1' is not an IPv4 address \(the slice's addressType\)$"),
+    ({**service("east"), "spec": {**service("east")["spec"], "clusterIP": "web"}}, r"clusterIP 'web' is not an IP"),
+])
+def test_a_live_object_its_api_server_would_refuse_is_unreadable(body, says):
+    with pytest.raises(Unreadable, match=says):
+        live("east", body)
+
+
 def test_pods_take_their_nodes_locality(repo):
     mesh = build_mesh(repo + running([pod("web-1", "10.0.0.1")], [pod("web-2", "10.1.0.1")]))
     endpoints = {ep.address: ep for ep in mesh.services["web.shop.svc.cluster.local"].endpoints}
