@@ -371,10 +371,35 @@ def yaml_problem(exc: yaml.YAMLError) -> tuple[int, str]:
     return line, what
 
 
-def yaml_problem_text(exc: yaml.YAMLError) -> str:
-    """A YAML error for a message: "line L, column C: what" (see yaml_problem)."""
-    line, what = yaml_problem(exc)
-    return f"line {line}, {what}"
+def read_document(file: str, data: bytes) -> Any:
+    """The one YAML document of a file that holds one object (a ``dir:`` registry's manifest, a
+    kubeconfig), read by the repository's rules: aliases and nesting bounded (a file of a few hundred
+    bytes must not take a daemon's memory), a key given twice refused, a field set to null not set,
+    timestamps kept as text. Raises UnreadableFile, whose message says where (never the text: a
+    kubeconfig's lines hold tokens)."""
+    text = _decode(file, data)
+    try:
+        node = yaml.compose(text, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        line, what = yaml_problem(exc)
+        raise UnreadableFile(file, f"invalid YAML at line {line}, {what}") from None
+    except RecursionError:
+        raise UnreadableFile(file, f"nesting too deep to read (over {MAX_DEPTH} levels)") from None
+    if node is None:
+        return None
+    builder = _Builder(_budget(data))
+    try:
+        body = builder.build(node, "")
+    except (_Bomb, _Cycle, RecursionError) as exc:
+        cycle = exc if isinstance(exc, _Cycle) else _cycle(node)
+        if cycle is not None:
+            raise UnreadableFile(file, f"line {cycle.line}: {cycle}") from None
+        raise UnreadableFile(file, f"line {node.start_mark.line + 1}: "
+                                   f"{exc if isinstance(exc, _Bomb) else 'nesting too deep to read'}") from None
+    if builder.duplicate_keys:
+        raise UnreadableFile(file, f"line {builder.duplicate_keys[0][1]}: a key is given twice in one mapping; "
+                                   "YAML keeps only the last, remove one")
+    return body
 
 
 def _yaml_error(file: str, exc: yaml.YAMLError) -> Finding:

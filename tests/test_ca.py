@@ -462,7 +462,7 @@ def test_dir_target_errors_are_one_line(tmp_path, root, policy):
     path = target.file("cluster-a")
     path.parent.mkdir(parents=True)
     path.write_text("data: [unclosed\n  ca-key.pem: c2VjcmV0\n")
-    with pytest.raises(CAError, match=r"cacerts\.yaml is not YAML at line 1, column 7: .*; fix or remove it$") as caught:
+    with pytest.raises(CAError, match=r"cacerts\.yaml: invalid YAML at line 1, column 7: .*; fix or remove it$") as caught:
         reconcile(target, root, "cluster-a", policy, NOW)
     assert "c2VjcmV0" not in str(caught.value)  # where the parser stopped, not the key it stopped at
     path.write_text(yaml.safe_dump({"kind": "ConfigMap"}))

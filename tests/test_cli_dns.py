@@ -328,7 +328,7 @@ def test_render_for_a_cluster_whose_corefile_cannot_be_edited_is_one_line(capsys
     path.write_text("kind: ConfigMap\ndata: {Corefile: [broken\n")
     code, stdout, err = galleon(capsys, "dns", "render", SAMPLE_REPO, "--target", f"dir:{out}", "--cluster",
                                 "cluster-a")
-    assert code == 2 and stdout == "" and one_line_error(err) and "is not YAML" in err
+    assert code == 2 and stdout == "" and one_line_error(err) and ": invalid YAML at line " in err
 
 
 def test_the_kube_target_writes_each_clusters_configmap_through_its_context(capsys, tmp_path, vip):

@@ -233,7 +233,7 @@ def test_a_configmap_without_a_corefile_is_an_error(target, data):
     assert snapshot(path) == before
 
 
-@pytest.mark.parametrize("text, words", [("kind: ConfigMap\ndata: [unclosed\n", "is not YAML"),
+@pytest.mark.parametrize("text, words", [("kind: ConfigMap\ndata: [unclosed\n", "coredns.yaml: invalid YAML at line 2, column 7"),
                                          ("apiVersion: v1\nkind: Secret\n", "is not a ConfigMap manifest")])
 def test_a_file_that_is_no_configmap_is_an_error_naming_it(target, text, words):
     path = put_file(target, "cluster-a", text)
@@ -482,7 +482,7 @@ def test_an_unreadable_cluster_is_an_error_for_it_and_a_warning_for_the_others(t
     assert [cluster for cluster, _ in results] == CLUSTERS
     outcomes = dict(results)
     assert isinstance(outcomes["cluster-b"], DNSError)
-    assert str(broken) in str(outcomes["cluster-b"]) and "not YAML" in str(outcomes["cluster-b"])
+    assert str(broken) in str(outcomes["cluster-b"]) and "invalid YAML at line" in str(outcomes["cluster-b"])
     for cluster in ("cluster-a", "cluster-c"):
         outcome = outcomes[cluster]
         assert isinstance(outcome, Outcome) and outcome.action == CREATE

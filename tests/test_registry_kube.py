@@ -392,9 +392,9 @@ def test_remote_secrets_give_a_client_per_cluster_and_are_followed(standin, kube
                     "remote secret istio-system/istio-remote-secret-d, cluster cluster-d: kubeconfig uses exec, which "
                     "a remote secret may not (use a token and certificate-authority-data)",
                     # (PyYAML's own message would quote the line, and a kubeconfig's lines hold tokens)
-                    "remote secret istio-system/istio-remote-secret-d, cluster cluster-e: not a kubeconfig: line 1, "
-                    "column 6: expected ',' or ']', but got '<stream end>' (while parsing a flow sequence opened "
-                    "here)"]}
+                    "remote secret istio-system/istio-remote-secret-d, cluster cluster-e: not a kubeconfig: invalid "
+                    "YAML at line 1, column 6: did not find expected ',' or ']' (while parsing a flow sequence "
+                    "opened here; the parser gave up at line 2)"]}
             for cluster, remote, name in (("cluster-b", remote_b, "on-b"), ("cluster-c", remote_c, "on-c")):
                 sink, stop = RecordingSink(), threading.Event()
                 feed = KubeFeed(cluster, given[cluster].client, sink, stop)

@@ -212,6 +212,31 @@ def test_a_file_that_cannot_be_read_now_keeps_the_object_it_held(tmp_path):
     assert [o.name for o in registry.objects() if o.kind == "Pod"] == []
 
 
+def test_a_file_that_would_take_the_daemons_memory_is_unreadable(tmp_path):
+    """A file is read by the repository's rules: 500 bytes of nested aliases (a billion-item
+    expansion: PyYAML's own loader would try to build it) are refused at once, as are a key given
+    twice and bytes that are not UTF-8, each said with its line."""
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    bomb = "apiVersion: v1\nkind: Pod\nmetadata: {name: bomb, namespace: shop}\nstatus:\n" + \
+        "".join(f"  {level}\n" for level in levels)
+    folder = tmp_path / "east" / "shop" / "Pod"
+    folder.mkdir(parents=True)
+    (folder / "bomb.yaml").write_text(bomb)
+    (folder / "twice.yaml").write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: twice, namespace: shop}\n"
+                                       "spec: {nodeName: a}\nspec: {nodeName: b}\n")
+    (folder / "latin.yaml").write_bytes(b"apiVersion: v1\nkind: Pod\nmetadata: {name: latin}\n# caf\xe9\n")
+    registry = Registry()
+    started = time.perf_counter()
+    DirectoryFeed(tmp_path, registry).read_all()
+    assert time.perf_counter() - started < 2
+    reported = registry.status()[0]["unreadable"]
+    assert len(reported) == 3 and not registry.objects()
+    assert reported[0].startswith("Pod shop/bomb: ") and "bomb.yaml: line 1: anchors and aliases expand it far beyond" in reported[0]
+    assert "latin.yaml: line 4: not valid UTF-8 (byte 0xe9" in reported[1]
+    assert "twice.yaml: line 5: a key is given twice in one mapping" in reported[2]
+
+
 def test_a_cluster_being_listed_is_syncing_until_it_is_synced_or_fails():
     registry, _ = recording()
     assert not registry.syncing()

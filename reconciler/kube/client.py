@@ -10,10 +10,9 @@ from pathlib import Path
 
 import kubernetes.client
 import kubernetes.config
-import yaml
 from kubernetes.config.config_exception import ConfigException
 
-from compiler.parse import yaml_problem_text
+from compiler.parse import UnreadableFile, read_document
 
 
 class KubeError(Exception):
@@ -67,10 +66,10 @@ def _contexts(files: list[str]) -> tuple[list[str], str | None]:
         if not path.exists():
             continue
         try:
-            doc = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise KubeError(f"kubeconfig {path}: not YAML: {yaml_problem_text(exc)}") from None
-        except (OSError, UnicodeDecodeError) as exc:
+            doc = read_document(str(path), path.read_bytes())
+        except UnreadableFile as exc:
+            raise KubeError(f"kubeconfig {path}: {exc.message}") from None
+        except OSError as exc:
             raise KubeError(f"kubeconfig {path}: {one_line(exc)}") from None
         if doc is None:
             continue

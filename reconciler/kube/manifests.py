@@ -24,7 +24,7 @@ from pathlib import Path
 import structlog
 import yaml
 
-from compiler.parse import yaml_problem_text
+from compiler.parse import UnreadableFile, read_document
 
 from .conflict import ConflictError
 
@@ -76,9 +76,9 @@ class ManifestDir:
         if text is None:
             return None
         try:
-            manifest = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise self.error(f"{path} is not YAML at {yaml_problem_text(exc)}; fix or remove it") from None
+            manifest = read_document(str(path), text.encode())
+        except UnreadableFile as exc:
+            raise self.error(f"{path}: {exc.message}; fix or remove it") from None
         if not isinstance(manifest, dict) or manifest.get("kind") != self.kind:
             raise self.error(f"{path} is not a {self.kind} manifest; fix or remove it")
         return manifest

@@ -17,9 +17,8 @@ from pathlib import Path
 
 import structlog
 import watchfiles
-import yaml
 
-from compiler.parse import yaml_problem_text
+from compiler.parse import UnreadableFile, read_document
 
 from .sink import KIND_NAMES, Sink
 
@@ -121,13 +120,13 @@ class DirectoryFeed:
             stamp = (stat.st_size, stat.st_mtime_ns)
             if held is not None and held[0] == stamp:
                 return _File(kind, where, held[1])
-            body = _without_version(yaml.load(path.read_bytes(), Loader=yaml.CSafeLoader))
+            body = _without_version(read_document(str(path), path.read_bytes()))
             why = _mismatch(body, kind, namespace, name)
         except FileNotFoundError:
             return None
-        except yaml.YAMLError as exc:
-            why = f"invalid YAML at {yaml_problem_text(exc)}"
-        except (OSError, UnicodeDecodeError) as exc:
+        except UnreadableFile as exc:
+            why = exc.message
+        except OSError as exc:
             why = _one_line(exc)
         if why:
             return _File(kind, where, held[1] if held is not None else None, f"{path}: {why}")

@@ -44,10 +44,9 @@ import kubernetes.client
 import kubernetes.config
 import structlog
 import urllib3
-import yaml
 from kubernetes.client.exceptions import ApiException
 
-from compiler.parse import yaml_problem_text
+from compiler.parse import UnreadableFile, read_document
 
 from ..kube.calls import status as api_status
 from ..kube.client import KubeError, api_client, one_line
@@ -470,9 +469,9 @@ def client_from_kubeconfig(text: str) -> kubernetes.client.ApiClient:
     """An API client for the current context of a kubeconfig held in memory, which stays there: its
     CA certificate goes to the TLS layer as data, never to a file (the library would write one)."""
     try:
-        config = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise KubeError(f"not a kubeconfig: {yaml_problem_text(exc)}") from None
+        config = read_document("kubeconfig", text.encode())
+    except UnreadableFile as exc:
+        raise KubeError(f"not a kubeconfig: {exc.message}") from None
     if not isinstance(config, dict):
         raise KubeError("not a kubeconfig (no mapping of clusters, users and contexts)")
     context = _entry(config, "contexts", config.get("current-context"))
