@@ -14,7 +14,7 @@ SYSTEM_TOOLS := sshd:openssh-server ssh-keygen:openssh-client git:git gpg:gnupg 
 # The compiled modules (compiler/native.py) are rebuilt whenever their sources change.
 NATIVE_SOURCES := $(shell sed -n 's/^    "\(compiler\..*\)",$$/\1/p' compiler/native.py | tr . / | sed 's/$$/.py/')
 
-$(STAMP): pyproject.toml setup.py compiler/native.py $(NATIVE_SOURCES)
+$(STAMP): pyproject.toml setup.py compiler/native.py $(NATIVE_SOURCES) proto/galleon/v1/reconciler.proto
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'

@@ -8,6 +8,7 @@ implements it).
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
@@ -22,6 +23,8 @@ from .metrics import Metrics
 from .security.gate import Denied, Gate
 
 log = structlog.get_logger("galleon.status")
+
+WATCH_INTERVAL = 0.5  # WatchStatus sends at most one status this often
 
 SERVICE = "galleon.v1.Reconciler"
 
@@ -93,7 +96,8 @@ def status_message(daemon: Serving) -> pb.Status:
         connected_proxies=s.connected_proxies, leader=s.leader, generation=daemon.board.generation,
         registry=[pb.RegistryCluster(cluster=c["cluster"], synced=c["synced"], stale=c["stale"], services=c["services"],
                                      endpoints=c["endpoints"], last_event=c["last_event"] or "",
-                                     last_error=c["last_error"] or "") for c in s.registry])
+                                     last_error=c["last_error"] or "", last_error_at=c["last_error_at"] or "",
+                                     not_in_mesh=c.get("not_in_mesh") or "") for c in s.registry])
 
 
 class ReconcilerService(pb_grpc.ReconcilerServicer):
@@ -124,11 +128,14 @@ class ReconcilerService(pb_grpc.ReconcilerServicer):
         while not self.daemon.stopping:
             message = status_message(self.daemon)
             yield message
+            sent = time.monotonic()
             stopped = asyncio.ensure_future(self.daemon.stopped())
             changed = asyncio.ensure_future(self.daemon.board.after(message.generation))
             await asyncio.wait((stopped, changed), return_when=asyncio.FIRST_COMPLETED)
             for waiter in (stopped, changed):
                 waiter.cancel()
+            # Changes that come faster (a registry's endpoints under churn) are sent together.
+            await asyncio.sleep(max(0.0, sent + WATCH_INTERVAL - time.monotonic()))
 
     async def Sync(self, request, context):  # noqa: N802
         await self._admit(context, self.gate.admit_admin)

@@ -532,3 +532,39 @@ def test_a_publish_leaves_the_heap_settled_once_pushed(tmp_path, monkeypatch, ch
         gc.unfreeze()
     assert steps == expected
     assert gc.isenabled()
+
+
+def test_a_cluster_is_read_from_one_registry(tmp_path):
+    """Two registries holding one cluster would undo each other's lists (whichever changed last wins):
+    refused at start, with both named; a folder for it appearing later in the other is left alone."""
+    import shutil
+    from reconciler.daemon import Daemon, RegistryOptions, ServeOptions
+    from reconciler.sources import SourceError
+    from tests.conftest import SAMPLE_REPO
+    one, two = tmp_path / "one", tmp_path / "two"
+    shutil.copytree(SAMPLE_REPO.parent / "sample-registry", one)
+    shutil.copytree(SAMPLE_REPO.parent / "sample-registry", two)
+
+    def daemon_of(*registries):
+        return Daemon(ServeOptions(source=str(SAMPLE_REPO), cluster="cluster-a", ads="127.0.0.1:0",
+                                   http="127.0.0.1:0", state_dir=tmp_path / "state",
+                                   registry=RegistryOptions(tuple(f"dir:{r}" for r in registries))))
+
+    daemon = daemon_of(one, two)
+    with pytest.raises(SourceError, match=f"^--registry dir:{two}: cluster cluster-a is read from --registry "
+                                          f"dir:{one} too; a cluster is read from one registry"):
+        asyncio.run(daemon.live.open())
+    daemon.live.close()
+
+    shutil.rmtree(two / "cluster-a")
+    daemon = daemon_of(one, two)
+
+    async def later_folder():
+        await daemon.live.open()
+        shutil.copytree(one / "cluster-a", two / "cluster-a")
+        feed = daemon.live._dir_feeds[1]
+        assert feed.read_cluster("cluster-a") is False and "cluster-a" not in feed.holds
+        daemon.live.close()
+        await daemon.live.ended(5)
+
+    asyncio.run(later_folder())

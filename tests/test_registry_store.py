@@ -125,6 +125,29 @@ def test_an_unreadable_object_is_skipped_and_reported_with_its_cluster_kind_and_
     assert status["errors"]["Service"] == 1
 
 
+def test_an_object_still_unreadable_is_counted_and_said_once_until_its_reason_changes():
+    states = []
+    registry = Registry(on_state=lambda: states.append(1))
+    broken = {**service("east"), "spec": {"ports": "eighty"}}
+    list_all(registry, "east", services=[broken], pods=[pod("web-1", "10.0.0.1")])
+    states.clear()
+    for _ in range(3):  # listed again (a relist; a dir: registry reads a cluster's folder at each change)
+        registry.listed("east", "Service", [broken])
+        registry.event("east", "Service", "MODIFIED", broken)
+    assert registry.status()[0]["errors"] == {"Service": 1} and states == []
+    registry.listed("east", "Service", [{**broken, "spec": {"ports": [{"port": "eighty"}]}}])
+    assert registry.status()[0]["errors"] == {"Service": 2} and len(states) == 1  # a new reason: said
+    registry.listed("east", "Service", [service("east")])
+    status = registry.status()[0]
+    assert status["unreadable"] == [] and len(states) == 2  # mended: said too (galleon status --watch)
+    # a file's problem, reported with the list by a feed of files, the same way
+    registry.listed("east", "Pod", [pod("web-1", "10.0.0.1")], {"shop/web-2": "web-2.yaml: invalid YAML at line 3"})
+    registry.listed("east", "Pod", [pod("web-1", "10.0.0.1")], {"shop/web-2": "web-2.yaml: invalid YAML at line 3"})
+    status = registry.status()[0]
+    assert status["unreadable"] == ["Pod shop/web-2: web-2.yaml: invalid YAML at line 3"]
+    assert status["errors"] == {"Service": 2, "Pod": 1} and len(states) == 3
+
+
 def write(root: Path, cluster: str, body: dict) -> Path:
     meta = body["metadata"]
     folder = root / cluster / (meta["namespace"] if "namespace" in meta else "") / body["kind"]
@@ -179,6 +202,48 @@ def test_a_directory_registry_follows_its_files(tmp_path):
         watcher.join(5)
 
 
+def until(condition, seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return condition()
+
+
+def test_a_directory_registry_whose_folder_goes_keeps_its_objects_stale_until_it_is_back(tmp_path):
+    """A folder deleted (or unmounted) is a registry that cannot be read, not one that lists nothing;
+    and the watch of a folder deleted sees nothing more, so one is started on the folder once it is
+    back. A plain file beside the clusters' folders is no cluster."""
+    import shutil
+    root = tmp_path / "registry"
+    write(root, "east", service("east"))
+    write(root, "east", pod("web-1", "10.0.0.1"))
+    registry = Registry()
+    feed = DirectoryFeed(root, registry)
+    feed.read_all()
+    stop = threading.Event()
+    watcher = threading.Thread(target=feed.watch, args=(stop,), daemon=True)
+    watcher.start()
+    try:
+        time.sleep(0.5)
+        (root / "README.md").write_text("what runs where\n")
+        time.sleep(0.5)
+        assert [c["cluster"] for c in registry.status()] == ["east"]  # README.md made no cluster
+        shutil.rmtree(root)
+        assert until(lambda: registry.status()[0]["stale"])
+        assert sorted(o.name for o in registry.objects()) == ["web", "web-1"]  # kept
+        assert "is gone" in registry.status()[0]["last_error"]
+        write(root, "east", service("east"))
+        write(root, "east", pod("web-2", "10.0.0.2"))
+        assert until(lambda: not registry.status()[0]["stale"])
+        assert until(lambda: sorted(o.name for o in registry.objects()) == ["web", "web-2"])
+        write(root, "east", pod("web-3", "10.0.0.3"))  # followed again
+        assert until(lambda: "web-3" in {o.name for o in registry.objects()})
+    finally:
+        stop.set()
+        watcher.join(5)
+    assert not watcher.is_alive()
+
+
 def test_a_directory_registry_sees_an_edit_that_keeps_the_resource_version(tmp_path):
     """A manifest exported with kubectl carries the resourceVersion of its export, and keeps it when
     edited by hand: its content, not that, says it changed."""
@@ -192,6 +257,31 @@ def test_a_directory_registry_sees_an_edit_that_keeps_the_resource_version(tmp_p
     write(tmp_path, "east", exported)
     feed.read_cluster("east")
     assert [o.labels["version"] for c in changes for o in c.changed] == ["v2"]
+
+
+def test_a_file_replaced_by_one_of_the_same_size_and_time_is_read_again(tmp_path):
+    """cp -p, rsync -a and tar write a file with the modification time of its source: a replacement of
+    the same size and time is a new inode, or a new change time, which the cache of parsed files sees."""
+    import os
+    path = write(tmp_path, "east", pod("web-1", "10.7.0.1"))
+    registry = Registry()
+    feed = DirectoryFeed(tmp_path, registry)
+    feed.read_all()
+    stamp = path.stat()
+    for how in ("replaced", "overwritten"):
+        ip = "10.7.0.2" if how == "replaced" else "10.7.0.3"
+        text = yaml.safe_dump(pod("web-1", ip))
+        if how == "replaced":  # a new file moved over it
+            other = path.with_suffix(".tmp")
+            other.write_text(text)
+            os.utime(other, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+            other.rename(path)
+        else:  # written in place, its time set back (as cp -p does)
+            path.write_text(text)
+            os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+        assert (path.stat().st_size, path.stat().st_mtime_ns) == (stamp.st_size, stamp.st_mtime_ns)
+        feed.read_cluster("east")
+        assert [o.body["status"]["podIP"] for o in registry.objects() if o.kind == "Pod"] == [ip], how
 
 
 def test_a_file_that_cannot_be_read_now_keeps_the_object_it_held(tmp_path):

@@ -76,5 +76,8 @@ def _text(status) -> str:
     for c in status.registry:
         state = ("STALE" if c.stale else "synced") if c.synced else "not synced yet"
         lines.append(f"registry {c.cluster}: {state}, {c.services} services, {c.endpoints} endpoints, "
-                     f"last event {c.last_event or '-'}" + (f", last error: {c.last_error}" if c.last_error else ""))
+                     f"last event {c.last_event or '-'}"
+                     + (f", last error at {c.last_error_at}: {c.last_error}" if c.last_error else ""))
+        if c.not_in_mesh:
+            lines.append(f"  warning: {c.not_in_mesh}")
     return "\n".join(lines) + "\n"

@@ -112,6 +112,7 @@ class Live:
         # Until the first revision is published: the clusters not listed yet, and when that wait ends.
         self.awaiting: tuple[list[str], float] | None = None
         self._first_synced = False
+        self._mesh_clusters: frozenset[str] = frozenset()  # the Clusters of the revision served
 
     @property
     def on(self) -> bool:
@@ -129,6 +130,8 @@ class Live:
         store held each before it was noted), so they need not be published again."""
         self._waiting.clear()
         self._whole = None
+        self._mesh_clusters = frozenset(o.name for o in revision.objects if o.kind == "Cluster")
+        self._say_not_in_mesh()
         return self.live(revision)
 
     # --- on the event loop ---------------------------------------------------------------------------
@@ -143,8 +146,13 @@ class Live:
         for source in self.options.sources:
             if source.startswith("dir:"):
                 feed = DirectoryFeed(Path(source[4:]), self.registry)
-                self._dir_feeds.append(feed)
+                feed.taken = functools.partial(self._read_elsewhere, feed)
                 try:
+                    twice = [c for c in feed.clusters() if self._read_elsewhere(feed, c) is not None]
+                    if twice:
+                        raise DirectoryError(f"cluster {twice[0]} is read from {self._read_elsewhere(feed, twice[0])} "
+                                             "too; a cluster is read from one registry: remove one of its folders")
+                    self._dir_feeds.append(feed)
                     clusters = await asyncio.to_thread(feed.read_all)
                 except DirectoryError as exc:
                     raise SourceError(f"--registry {source}: {exc}") from None
@@ -161,6 +169,10 @@ class Live:
         Raises SourceError when this cluster's API server cannot be configured."""
         o = self.options
         assert o is not None
+        elsewhere = self._read_elsewhere(None, self.cluster)
+        if elsewhere is not None:
+            raise SourceError(f"--registry kube: this cluster, {self.cluster}, is read from {elsewhere} too; a "
+                              "cluster is read from one registry")
         found = await asyncio.to_thread(cluster_clients, {self.cluster: o.context}, o.kubeconfig)
         if found.errors:
             raise SourceError(f"--registry kube: {found.errors[0]}")
@@ -215,10 +227,12 @@ class Live:
         self._secrets_settled = self._secrets_settled or settled
         self._states_changed()
 
-    def _say_once(self, event: str, error: str, say: Callable[..., object] = log.warning) -> None:
+    def _say_once(self, event: str, error: str, level: str = "warning") -> None:
+        # (the level by name: a method of the logger taken at import would keep the logging set up then,
+        # not the daemon's JSON lines)
         if error not in self._said:
             self._said.add(error)
-            say(event, error=error)
+            getattr(log, level)(event, error=error)
 
     async def _follow_contexts(self, revision: Revision) -> None:
         """With --registry kube: the revision's Clusters with a kubeContext that no registry follows yet are
@@ -232,7 +246,7 @@ class Live:
             return
         found = await asyncio.to_thread(cluster_clients, wanted, self.options.kubeconfig)  # type: ignore[union-attr]
         for error in found.errors:
-            self._say_once("registry cannot follow a cluster", error, log.error)
+            self._say_once("registry cannot follow a cluster", error, "error")
         for cluster, client in found.clients.items():
             if cluster not in self._kube:  # (a remote secret may have given it meanwhile)
                 self._follow_cluster(cluster, _Followed(client, threading.Event()))
@@ -272,6 +286,13 @@ class Live:
     def _dir_feed_of(self, cluster: str) -> DirectoryFeed | None:
         return next((f for f in self._dir_feeds if cluster in f.holds), None)
 
+    def _read_elsewhere(self, asking: DirectoryFeed | None, cluster: str) -> str | None:
+        """The registry other than ``asking`` that reads ``cluster``, if any."""
+        feed = self._dir_feed_of(cluster)
+        if feed is not None and feed is not asking:
+            return f"--registry dir:{feed.root}"
+        return "--registry kube" if cluster in self._kube else None
+
     def _state_changed(self) -> None:
         """A cluster turned synced, stale or fresh (on a feed's thread): WatchStatus says so."""
         if self._loop is not None and not self._loop.is_closed():
@@ -280,6 +301,25 @@ class Live:
     def _states_changed(self) -> None:
         self._board.bump()
         self._states.set()
+        self._say_not_in_mesh()
+
+    def _say_not_in_mesh(self) -> None:
+        for c in self.status():
+            if c["synced"] and c["not_in_mesh"]:
+                self._say_once("registry cluster not in the mesh", c["not_in_mesh"])
+
+    def status(self) -> list[dict]:
+        """The store's status of each cluster, with ``not_in_mesh``: why a cluster the registries read
+        is no Cluster of the revision served (its endpoints then have no network or locality; a
+        ``dir:`` registry's folder named wrongly, or a Cluster missing), else None."""
+        clusters = self._mesh_clusters
+        out = self.registry.status()
+        for c in out:
+            c["not_in_mesh"] = None if not clusters or c["cluster"] in clusters else (
+                f"registry cluster {c['cluster']} is no Cluster of the repository ({', '.join(sorted(clusters))}): "
+                "its endpoints are served without a network or locality; name its folder (or remote secret) after "
+                "a Cluster, or add the Cluster")
+        return out
 
     async def ready_to_publish(self, revision: Revision) -> bool:
         """Before a revision is published: the Clusters it names with a kubeContext are followed; before
@@ -427,6 +467,7 @@ class Live:
                 log.exception("cannot publish the registries' changes; the next change tries again")
                 return
             self.metrics.registry_push_seconds.observe(time.perf_counter() - started)
+            self._board.bump()  # (galleon status --watch: the endpoints it shows changed)
             log.debug("registry changes published", whole=batch.whole, changed=len(batch.changed),
                       gone=len(batch.gone), waited=round(time.monotonic() - batch.oldest, 3),
                       seconds=round(time.perf_counter() - started, 3))

@@ -68,7 +68,7 @@ class Surface:
             cluster=self.options.cluster, source=self.options.source, served_revision=s.served_revision,
             served_at=s.served_at, from_state_dir=s.from_state_dir, seen_revision=s.seen_revision,
             rejection=s.rejection, error=s.error, findings=s.findings, connected_proxies=len(self.ads.connections),
-            leader=self.reconcilers.leader, registry=self.live.registry.status() if self.live.on else [])
+            leader=self.reconcilers.leader, registry=self.live.status() if self.live.on else [])
 
     # --- HTTP ----------------------------------------------------------------------------------------
 
@@ -111,7 +111,7 @@ class Surface:
                                                 "--registry dir:PATH"})
             secrets = self.live.secrets
             return json_body(200, {"registries": list(self.options.registry.sources),
-                                   "clusters": self.live.registry.status(),
+                                   "clusters": self.live.status(),
                                    "remote_secrets": secrets.status() if secrets is not None else None})
 
         def configz(_):
@@ -149,7 +149,7 @@ class Surface:
         if not self.live.on:
             return ""
         said = []
-        for c in self.live.registry.status():
+        for c in self.live.status():
             if c["synced"]:
                 state = "stale: " + (c["last_error"] or "") if c["stale"] else "synced"
             else:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Callable
 from pathlib import Path
 
 import structlog
@@ -23,6 +24,8 @@ from compiler.parse import UnreadableFile, read_document
 from .sink import KIND_NAMES, Sink
 
 log = structlog.get_logger("galleon.registry")
+
+LOST_POLL = 1.0  # how often a registry folder that went is looked for (a folder deleted cannot be watched)
 
 _CLUSTER_SCOPED = ("Node",)
 
@@ -40,11 +43,18 @@ class _File:
 
 
 class DirectoryFeed:
-    def __init__(self, root: Path, sink: Sink) -> None:
-        self.root, self.sink = root, sink
-        # A file read before and unchanged since (same size and modification time) is not parsed again.
-        self._parsed: dict[Path, tuple[tuple[int, int], dict]] = {}
+    """``taken``: which other registry reads a cluster already, if one does (its folder here is then
+    left alone, said once: a cluster is read from one registry, or two would undo each other's lists)."""
+
+    def __init__(self, root: Path, sink: Sink, taken: Callable[[str], str | None] = lambda cluster: None) -> None:
+        self.root, self.sink, self.taken = root, sink, taken
+        self._ignored: set[str] = set()  # folders left alone, said once
+        # A file read before and unchanged since is not parsed again. Unchanged: the same inode, size,
+        # and modification and change times (cp -p, rsync -a and tar keep the modification time of
+        # what they write; the change time they cannot set).
+        self._parsed: dict[Path, tuple[tuple[int, int, int, int], dict]] = {}
         self.holds: set[str] = set()  # the clusters whose folders it has read (their objects are its files)
+        self._gone = False  # the folder went (its clusters are stale until it is back)
 
     def file_of(self, cluster: str, kind: str, namespace: str, name: str) -> str:
         """Where an object of this registry is (its findings and provenance name the file)."""
@@ -53,23 +63,37 @@ class DirectoryFeed:
 
     def clusters(self) -> list[str]:
         if not self.root.is_dir():
-            raise DirectoryError(f"registry folder {self.root} does not exist (expected "
+            what = "is not a folder" if self.root.exists() else "does not exist"
+            raise DirectoryError(f"registry folder {self.root} {what} (expected "
                                  f"{self.root}/<cluster>/<namespace>/<Kind>/<name>.yaml)")
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        return self._folders()
+
+    def _folders(self) -> list[str]:
+        """The folders under the registry's, each a cluster's (none when it has gone meanwhile)."""
+        try:
+            return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        except OSError:
+            return []
 
     def read_all(self) -> list[str]:
         """Read every cluster folder and report it; the clusters read."""
-        clusters = self.clusters()
-        for cluster in clusters:
-            self.read_cluster(cluster)
-        return clusters
+        return [cluster for cluster in self.clusters() if self.read_cluster(cluster)]
 
-    def read_cluster(self, cluster: str) -> None:
+    def read_cluster(self, cluster: str) -> bool:
         """Report one cluster's objects, each kind as a complete list. A file that cannot be read now
-        (half written, broken) keeps the object it held when last read, and is reported."""
+        (half written, broken) keeps the object it held when last read, and is reported. False when
+        another registry reads the cluster."""
+        if cluster not in self.holds:
+            owner = self.taken(cluster)
+            if owner is not None:
+                if cluster not in self._ignored:
+                    self._ignored.add(cluster)
+                    log.warning("registry folder ignored", folder=str(self.root / cluster), cluster=cluster,
+                                reason=f"the cluster is read from {owner}; a cluster is read from one registry")
+                return False
         self.holds.add(cluster)
         by_kind: dict[str, list[dict]] = {kind: [] for kind in KIND_NAMES}
-        problems: list[tuple[str, str, str]] = []  # reported after the lists, which start each kind afresh
+        problems: dict[str, dict[str, str]] = {kind: {} for kind in KIND_NAMES}
         folder = self.root / cluster
         seen: set[Path] = set()
         for path in self._files(folder):
@@ -80,13 +104,12 @@ class DirectoryFeed:
             if found.body is not None:
                 by_kind[found.kind].append(found.body)
             if found.problem:
-                problems.append((found.kind, found.where, found.problem))
+                problems[found.kind][found.where] = found.problem
         for gone in [p for p in self._parsed if p.is_relative_to(folder) and p not in seen]:
             del self._parsed[gone]
         for kind, objects in by_kind.items():
-            self.sink.listed(cluster, kind, objects)
-        for kind, where, why in problems:
-            self.sink.unreadable(cluster, kind, where, why)
+            self.sink.listed(cluster, kind, objects, problems[kind])
+        return True
 
     @staticmethod
     def _files(folder: Path) -> list[Path]:
@@ -117,7 +140,7 @@ class DirectoryFeed:
         held = self._parsed.get(path)
         try:
             stat = path.stat()
-            stamp = (stat.st_size, stat.st_mtime_ns)
+            stamp = (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
             if held is not None and held[0] == stamp:
                 return _File(kind, where, held[1])
             body = _without_version(read_document(str(path), path.read_bytes()))
@@ -135,19 +158,58 @@ class DirectoryFeed:
         return _File(kind, where, body)
 
     def watch(self, stop: threading.Event) -> None:
-        """Report what changes until ``stop`` is set (run it on a thread of its own)."""
-        for changes in watchfiles.watch(self.root, stop_event=stop, debounce=50, step=20, yield_on_timeout=False,
+        """Report what changes until ``stop`` is set (run it on a thread of its own). Once the watch
+        runs, every cluster folder is read again (what changed before it started is not lost). When the
+        folder itself goes (deleted, unmounted, replaced), its clusters keep their objects, marked stale,
+        until it is back, and are then read again: a registry that cannot be read is not one that lists
+        nothing, and a watch of a folder deleted sees no more changes, so a new one is started."""
+        while not stop.is_set():
+            if not self.root.is_dir():
+                self._lost("it is gone")
+                stop.wait(LOST_POLL)
+                continue
+            self._gone = False
+            try:
+                self._follow(stop)
+            except (OSError, RuntimeError) as exc:  # the watch itself failed (inotify's limits...)
+                self._lost(f"its watch failed ({_one_line(exc)}); trying again")
+                stop.wait(LOST_POLL)
+
+    def _follow(self, stop: threading.Event) -> None:
+        """One watch of the folder, until ``stop`` is set or the folder goes."""
+        running = False
+        for changes in watchfiles.watch(self.root, stop_event=stop, debounce=50, step=20, yield_on_timeout=True,
                                         rust_timeout=200):
-            touched = set()
+            if not self.root.is_dir():
+                return  # (its watch would see nothing more)
+            touched: set[str] = set()
+            if not running:  # the watch's first answer: it runs, and what changed before is read now
+                running = True
+                touched.update(self.holds, self._folders())
             for _, changed in changes:
-                relative = Path(changed).relative_to(self.root).parts
-                if relative and not relative[0].startswith("."):
-                    touched.add(relative[0])
+                name = Path(changed).relative_to(self.root).parts[:1]
+                # (a plain file beside the clusters' folders is no cluster)
+                if name and not name[0].startswith(".") and (name[0] in self.holds or (self.root / name[0]).is_dir()):
+                    touched.add(name[0])
             for cluster in sorted(touched):
-                try:
-                    self.read_cluster(cluster)
-                except OSError as exc:  # the folder went while being read: the next change reads it again
-                    self.sink.failed(cluster, None, f"{self.root / cluster}: {_one_line(exc)}")
+                self._read_or_fail(cluster)
+
+    def _read_or_fail(self, cluster: str) -> None:
+        try:
+            self.read_cluster(cluster)
+        except OSError as exc:  # the folder went while being read: the next change reads it again
+            self.sink.failed(cluster, None, f"{self.root / cluster}: {_one_line(exc)}")
+
+    def _lost(self, why: str) -> None:
+        """The folder cannot be followed now: its clusters keep their last objects, marked stale (said
+        once, until it is followed again)."""
+        if self._gone:
+            return
+        self._gone = True
+        error = f"registry folder {self.root}: {why}; its clusters' last objects are kept until it can be read"
+        log.warning("registry stale", folder=str(self.root), clusters=sorted(self.holds), error=error)
+        for cluster in sorted(self.holds):
+            self.sink.failed(cluster, None, error)
 
 
 def _mismatch(body: object, kind: str, namespace: str, name: str) -> str | None:

@@ -409,9 +409,6 @@ class RemoteSecrets:
             self._failure = (error, refused)
         self._on_change()
 
-    def unreadable(self, cluster: str, kind: str, name: str, reason: str) -> None:
-        log.warning("remote secret skipped", cluster=cluster, secret=name, reason=reason)
-
     # --- readers -------------------------------------------------------------------------------------
 
     def clusters(self) -> dict[str, RemoteCluster]:

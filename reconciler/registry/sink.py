@@ -6,7 +6,7 @@ decoded, ``apiVersion`` and ``kind`` set, ``status`` kept); the kinds read are `
 """
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Mapping, Protocol
 
 # What a registry reads of each cluster: (kind, apiVersion, resource path segment, namespaced).
 KINDS = (
@@ -19,9 +19,12 @@ KIND_NAMES = tuple(kind for kind, _, _, _ in KINDS)
 
 
 class Sink(Protocol):
-    def listed(self, cluster: str, kind: str, objects: list[dict]) -> None:
+    def listed(self, cluster: str, kind: str, objects: list[dict], unreadable: Mapping[str, str] | None = None) -> None:
         """A complete list of ``kind`` in ``cluster``: it replaces what was held of that kind (objects
-        absent from it are deleted). The cluster is synced once each of its kinds has been listed."""
+        absent from it are deleted). The cluster is synced once each of its kinds has been listed.
+        ``unreadable``: objects of the list that cannot be read now, by ``namespace/name`` (a Node's
+        name), and why; reported and skipped, each once until its reason changes (a feed of files
+        lists the object a broken file held when last read in ``objects`` too)."""
 
     def event(self, cluster: str, kind: str, type: str, obj: dict) -> None:
         """One watch event: ``type`` is ADDED, MODIFIED or DELETED."""
@@ -31,6 +34,3 @@ class Sink(Protocol):
         until the next ``listed``. ``error`` is one line a person can act on; ``refused``: the API
         server refused the credentials or the permission (trying again helps only once someone
         changes them)."""
-
-    def unreadable(self, cluster: str, kind: str, name: str, reason: str) -> None:
-        """One object that cannot be read (skipped; the rest goes on)."""

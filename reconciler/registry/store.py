@@ -11,7 +11,7 @@ import functools
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 import structlog
 
@@ -104,9 +104,12 @@ class Registry:
 
     # --- the Sink ------------------------------------------------------------------------------------
 
-    def listed(self, cluster: str, kind: str, objects: list[dict]) -> None:
+    def listed(self, cluster: str, kind: str, objects: list[dict], unreadable: Mapping[str, str] | None = None) -> None:
         with runtime.bulk():
             read, skipped = self._read_all(cluster, kind, objects)
+        for where, why in (unreadable or {}).items():
+            namespace, _, name = where.rpartition("/")
+            skipped[(kind, namespace, name)] = why
         with self._lock:
             if cluster in self._forgotten:
                 return
@@ -120,14 +123,15 @@ class Registry:
             for key in held.keys() - read.keys():
                 del record.objects[key]
             record.objects.update(new)
+            before = {k: why for k, why in record.unreadable.items() if k[0] == kind}
             record.unreadable = {k: why for k, why in record.unreadable.items() if k[0] != kind}
             for key, why in skipped.items():
-                self._skip(record, key, why)
+                self._skip(record, key, why, before.get(key))
             was_stale = bool(record.stale)
             record.listed.add(kind)
             record.stale.pop(kind, None)
             record.stale.pop("", None)
-            state_changed = record.synced != was_synced or bool(record.stale) != was_stale
+            state_changed = record.synced != was_synced or bool(record.stale) != was_stale or before != skipped
             record.last_event = time.time()
             change = Change(cluster, tuple(changed), tuple(gone), whole=kind in WHOLE_KINDS or not was_synced)
             deliver = record.synced and (change.changed or change.gone or not was_synced)
@@ -149,25 +153,30 @@ class Registry:
                 return
             if type == "DELETED":
                 old = record.objects.pop(key, None)
-                record.unreadable.pop(key, None)
+                state_changed = record.unreadable.pop(key, None) is not None
                 change = Change(cluster, gone=(old,) if old is not None else (), whole=kind in WHOLE_KINDS)
             else:
                 try:
                     new = live_object(cluster, obj, self._files(cluster)(kind, key[1], key[2]))
                 except Unreadable as exc:
-                    self._skip(record, key, str(exc))
+                    said = record.unreadable.get(key)
+                    self._skip(record, key, str(exc), said)
+                    state_changed = said != str(exc)
                     old = record.objects.pop(key, None)  # what it was is no longer what runs
                     change = Change(cluster, gone=(old,) if old is not None else (), whole=kind in WHOLE_KINDS)
                 else:
-                    record.unreadable.pop(key, None)
+                    state_changed = record.unreadable.pop(key, None) is not None
                     old = record.objects.get(key)
                     if old is not None and old.digest == new.digest:
-                        return
-                    record.objects[key] = new
-                    change = Change(cluster, changed=(new,), whole=kind in WHOLE_KINDS)
+                        change = Change(cluster)
+                    else:
+                        record.objects[key] = new
+                        change = Change(cluster, changed=(new,), whole=kind in WHOLE_KINDS)
             deliver = record.synced and (change.changed or change.gone)
         if deliver:
             self._on_change(change)
+        if state_changed:
+            self._on_state()
 
     def failed(self, cluster: str, kind: str | None, error: str, refused: bool = False) -> None:
         with self._lock:
@@ -181,12 +190,6 @@ class Registry:
         if first:
             log.warning("registry stale: keeping the last endpoints", cluster=cluster, kind=kind, error=error)
             self._on_state()
-
-    def unreadable(self, cluster: str, kind: str, name: str, reason: str) -> None:
-        namespace, _, short = name.rpartition("/")
-        with self._lock:
-            if cluster not in self._forgotten:
-                self._skip(self._record(cluster), (kind, namespace, short), reason)
 
     # --- readers -------------------------------------------------------------------------------------
 
@@ -232,12 +235,15 @@ class Registry:
             record = self._clusters[cluster] = ClusterRecord(cluster)
         return record
 
-    def _skip(self, record: ClusterRecord, key: Key, reason: str) -> None:
-        kind, namespace, name = key
-        if record.unreadable.get(key) != reason:
-            log.warning("object skipped", cluster=record.name, kind=kind, namespace=namespace or None, name=name,
-                        reason=reason)
+    def _skip(self, record: ClusterRecord, key: Key, reason: str, said: str | None) -> None:
+        """An object skipped; logged and counted once until its reason changes (``said``: the reason
+        already reported for it, if any): a file still broken at the next read is not a new error."""
         record.unreadable[key] = reason
+        if said == reason:
+            return
+        kind, namespace, name = key
+        log.warning("object skipped", cluster=record.name, kind=kind, namespace=namespace or None, name=name,
+                    reason=reason)
         record.errors[kind] = record.errors.get(kind, 0) + 1
         record.last_error, record.last_error_at = f"{kind} {namespace + '/' if namespace else ''}{name}: {reason}", \
             time.time()

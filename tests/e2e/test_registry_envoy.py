@@ -308,7 +308,27 @@ def test_a_registry_and_its_clusters_are_reported_synced(world):
 
 
 def test_a_namespace_folder_removed_removes_its_endpoints(world):
+    import threading
+
+    import grpc
+
+    from reconciler.api import reconciler_pb2 as pb
+    from reconciler.api import reconciler_pb2_grpc as pb_grpc
     assert world.addresses(fqdn("jobs", "batch")) == {"10.10.1.5", "10.11.1.5"}
+    # galleon status --watch sees what the registry changed, not only what a revision did
+    channel = grpc.insecure_channel(world.galleon.ads)
+    stream = pb_grpc.ReconcilerStub(channel).WatchStatus(pb.WatchStatusRequest())
+    watched: list = []
+
+    def read():
+        try:
+            watched.extend(stream)
+        except grpc.RpcError:
+            pass  # cancelled, below
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    wait_for(lambda: watched, 5)
+    endpoints_before = {c.cluster: c.endpoints for c in watched[-1].registry}[A]
     world.registry.remove_namespace(A, "batch")
     # cluster-a runs nothing in batch any more; cluster-b's pod is still there
     wait_for(lambda: world.addresses(fqdn("jobs", "batch")) == {"10.11.1.5"}, 5,
@@ -318,6 +338,12 @@ def test_a_namespace_folder_removed_removes_its_endpoints(world):
         a = next(c for c in world.galleon.json("/debug/registryz")["clusters"] if c["cluster"] == A)
         return a["synced"] and not a["stale"] and a["pods"] == world.registry.counts(A)["pods"]
     wait_for(settled, 5, lambda: world.galleon.get("/debug/registryz")[1])
+    try:
+        wait_for(lambda: {c.cluster: c.endpoints for c in watched[-1].registry}[A] < endpoints_before, 5,
+                 lambda: [str(m.registry) for m in watched])
+    finally:
+        stream.cancel()
+        channel.close()
 
 
 def test_grpcs_xds_client_calls_a_pod_of_a_registry_service(world, tmp_path):
@@ -341,3 +367,26 @@ def test_grpcs_xds_client_calls_a_pod_of_a_registry_service(world, tmp_path):
         assert world.galleon.count("proxy rejected configuration") == 0, world.galleon.log()
     finally:
         client.close()
+
+
+def test_a_registry_cluster_that_is_no_cluster_of_the_mesh_is_said(tmp_path):
+    """A dir: registry's folder named for no Cluster (a typo, or the registry given one level too
+    deep) has its endpoints served without a network or locality: registryz, galleon status and the
+    log say so, naming the Clusters there are."""
+    import shutil
+    from tests.conftest import SAMPLE_REPO
+    registry = tmp_path / "registry"
+    shutil.copytree(SAMPLE_REPO.parent / "sample-registry", registry)
+    shutil.copytree(registry / "cluster-a", registry / "cluster-q")
+    with Galleon(SAMPLE_REPO, A, "--registry", f"dir:{registry}") as galleon:
+        def said():
+            clusters = {c["cluster"]: c for c in galleon.json("/debug/registryz")["clusters"]}
+            return clusters if clusters.get("cluster-q", {}).get("not_in_mesh") else None
+        clusters = wait_for(said, 10, lambda: galleon.get("/debug/registryz")[1])
+        assert clusters[A]["not_in_mesh"] is None
+        assert clusters["cluster-q"]["not_in_mesh"].startswith(
+            "registry cluster cluster-q is no Cluster of the repository (cluster-a, cluster-b, cluster-c)")
+        shown = subprocess.run([*GALLEON, "status", "--server", galleon.ads], capture_output=True, text=True,
+                               timeout=30)
+        assert "\n  warning: registry cluster cluster-q is no Cluster of the repository" in shown.stdout, shown.stdout
+        wait_for(lambda: galleon.count("registry cluster not in the mesh") == 1, 5, galleon.log)
