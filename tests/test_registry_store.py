@@ -4,6 +4,7 @@ keeps what was held (stale), an unreadable object is skipped and reported, and e
 on exactly what changed."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 import time
@@ -180,26 +181,30 @@ def test_a_directory_registry_follows_its_files(tmp_path):
     feed = DirectoryFeed(tmp_path, registry)
     feed.read_all()
     changes.clear()
-    stop = threading.Event()
-    watcher = threading.Thread(target=feed.watch, args=(stop,), daemon=True)
-    watcher.start()
-    try:
+    with watching(feed):
         time.sleep(0.3)
         write(tmp_path, "east", pod("web-2", "10.0.0.2"))
-        deadline = time.monotonic() + 5
-        while not changes and time.monotonic() < deadline:
-            time.sleep(0.05)
+        assert until(lambda: changes)
         assert [o.name for o in changes[0].changed] == ["web-2"]
         changes.clear()
         for path in (tmp_path / "east" / "shop").rglob("*.yaml"):  # the namespace deleted
             path.unlink()
-        deadline = time.monotonic() + 5
-        while not any(c.gone for c in changes) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        assert until(lambda: any(c.gone for c in changes))
         assert sorted(o.name for c in changes for o in c.gone) == ["web", "web-1", "web-2"]
+
+
+@contextlib.contextmanager
+def watching(feed: DirectoryFeed):
+    """The feed's watch running on a thread of its own, as the daemon runs it, and ended after."""
+    stop = threading.Event()
+    watcher = threading.Thread(target=feed.watch, args=(stop,), daemon=True)
+    watcher.start()
+    try:
+        yield
     finally:
         stop.set()
         watcher.join(5)
+    assert not watcher.is_alive()
 
 
 def until(condition, seconds: float = 5.0) -> bool:
@@ -220,10 +225,7 @@ def test_a_directory_registry_whose_folder_goes_keeps_its_objects_stale_until_it
     registry = Registry()
     feed = DirectoryFeed(root, registry)
     feed.read_all()
-    stop = threading.Event()
-    watcher = threading.Thread(target=feed.watch, args=(stop,), daemon=True)
-    watcher.start()
-    try:
+    with watching(feed):
         time.sleep(0.5)
         (root / "README.md").write_text("what runs where\n")
         time.sleep(0.5)
@@ -238,10 +240,6 @@ def test_a_directory_registry_whose_folder_goes_keeps_its_objects_stale_until_it
         assert until(lambda: sorted(o.name for o in registry.objects()) == ["web", "web-2"])
         write(root, "east", pod("web-3", "10.0.0.3"))  # followed again
         assert until(lambda: "web-3" in {o.name for o in registry.objects()})
-    finally:
-        stop.set()
-        watcher.join(5)
-    assert not watcher.is_alive()
 
 
 def test_a_directory_registry_sees_an_edit_that_keeps_the_resource_version(tmp_path):
