@@ -33,6 +33,7 @@ def live_object(cluster: str, body: Any, file: str, line: int = 1) -> SourceObje
     refuse, as its API server would."""
     if not isinstance(body, dict):
         raise Unreadable(f"not an object but {type(body).__name__}")
+    body = _set_fields(body)
     kind, api_version = body.get("kind"), body.get("apiVersion")
     group_version = READ.get((api_version, kind))  # type: ignore[arg-type]
     if group_version is None:
@@ -62,6 +63,20 @@ def live_object(cluster: str, body: Any, file: str, line: int = 1) -> SourceObje
         for path, message in kubernetes_address_errors(obj):
             raise Unreadable(f".{'.'.join(map(str, path))}: {message}")
     return obj
+
+
+def _set_fields(body: dict) -> dict:
+    """The object without its fields set to null, at its top and in its metadata, spec and status: a
+    field set to null is a field not set, as Kubernetes reads objects (and the API server writes an
+    empty list whose field has no omitempty as null: an EndpointSlice's ``endpoints`` and ``ports``).
+    Deeper fields are read where they are used."""
+    if None in body.values():
+        body = {key: value for key, value in body.items() if value is not None}
+    for part in ("metadata", "spec", "status"):
+        value = body.get(part)
+        if isinstance(value, dict) and None in value.values():
+            body = {**body, part: {key: item for key, item in value.items() if item is not None}}
+    return body
 
 
 def kube_file(cluster: str, kind: str, namespace: str, name: str) -> str:

@@ -29,3 +29,22 @@ def configure(level: str = "info", json_lines: bool | None = None) -> None:
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=False,
     )
+    # What libraries log through the standard library (the kubernetes client's errors, urllib3's
+    # warnings) goes out as these lines too, not as the standard library's own "ERROR:root:..." lines.
+    root = logging.getLogger()
+    root.handlers[:] = [_Library()]
+    root.setLevel(logging.WARNING)
+    logging.captureWarnings(True)
+
+
+class _Library(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a library's malformed log call is still worth a line
+            message = str(record.msg)
+        say = getattr(_library, record.levelname.lower(), _library.warning)
+        say(" ".join(message.split()), logger=record.name)
+
+
+_library = structlog.get_logger("library")

@@ -254,3 +254,19 @@ def test_a_source_missing_at_start_without_a_servable_last_good_snapshot_exits_2
     LastGood(state, "cluster-a").save(Snapshot("sha256:0", {"a.yaml": b"kind: [\n"}, "elsewhere"))
     last_line_error(galleon(*serve), "nope: the source path is missing",
                     "the last known good snapshot in the state directory cannot be served either")
+
+
+def test_what_libraries_log_is_in_the_daemons_own_lines():
+    """The kubernetes client logs a failed exec credential plugin with logging.error (which, unset, prints
+    "ERROR:root:..."), urllib3 warns through warnings: both come out as the daemon's JSON lines."""
+    import json
+    import subprocess
+    import sys
+    script = ("import logging, warnings\nfrom reconciler import logs\nlogs.configure('info', json_lines=True)\n"
+              "logging.error('[Errno 2] No such file or directory: %r', '/nonexistent/aws-iam')\n"
+              "warnings.warn('unverified HTTPS request', FutureWarning)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    lines = [json.loads(line) for line in done.stderr.splitlines()]
+    assert [(line["level"], line["logger"]) for line in lines] == [("error", "root"), ("warning", "py.warnings")]
+    assert lines[0]["event"] == "[Errno 2] No such file or directory: '/nonexistent/aws-iam'"
+    assert "unverified HTTPS request" in lines[1]["event"]

@@ -55,6 +55,10 @@ def test_a_kubeconfig_without_current_context_needs_one_named(tmp_path):
     ("just a string", "not a kubeconfig"),
     ("contexts: [{name: x, context: {cluster: nowhere, user: nobody}}]\ncurrent-context: x\n",
      "context 'x': Invalid kube-config file"),
+    # no server: the library would try an empty host for ever
+    ("clusters: [{name: c, cluster: {insecure-skip-tls-verify: true}}]\nusers: [{name: u, user: {token: t}}]\n"
+     "contexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n",
+     "context 'x': its cluster has no server (the API server's https:// address)"),
 ])
 def test_unusable_kubeconfigs_are_one_line_errors(tmp_path, content, says):
     path = tmp_path / "kubeconfig"

@@ -120,6 +120,17 @@ def test_a_live_object_is_labelled_with_its_cluster_and_checked():
         live("east", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}})
 
 
+def test_a_field_the_api_server_writes_as_null_is_not_set():
+    """The API server writes an empty list whose field has no omitempty as null: an EndpointSlice of a
+    Service without endpoints comes as ``endpoints: null``, and may have ``ports: null``."""
+    empty = {**endpoint_slice("web-abc", []), "endpoints": None, "ports": None}
+    assert "endpoints" not in live("east", empty).body
+    labels_null = {**pod("web-1", "10.0.0.1"), "spec": {**pod("web-1", "10.0.0.1")["spec"], "nodeName": None}}
+    labels_null["metadata"] = {**labels_null["metadata"], "labels": None, "annotations": None}
+    obj = live("east", labels_null)
+    assert obj.labels == {"topology.istio.io/cluster": "east"} and "nodeName" not in obj.spec
+
+
 @pytest.mark.parametrize("body, says", [
     # what its API server would refuse: found before the object reaches a mesh, a view or Envoy
     (node("node-1", "us-east", 123), r"^\.metadata\.labels\.topology\.kubernetes\.io/zone: expected a string, got 123$"),

@@ -314,8 +314,8 @@ def test_deleting_a_namespace_arrives_as_deleted_events(standin, run):
 def test_a_cluster_without_its_kube_context_is_an_error_line(kubeconfig_file):
     clients = cluster_clients({"cluster-a": "ctx-a", "cluster-b": "ctx-missing"}, kubeconfig_file)
     assert list(clients.clients) == ["cluster-a"]
-    assert clients.errors == [f"cluster-b: kubeconfig {kubeconfig_file} has no context 'ctx-missing' "
-                              "(known contexts: ctx-a)"]
+    assert clients.errors == {"cluster-b": f"kubeconfig {kubeconfig_file} has no context 'ctx-missing' "
+                                           "(known contexts: ctx-a)"}
 
 
 def remote_secret(name: str, data: dict[str, str], labelled: bool = True) -> dict:
@@ -373,8 +373,11 @@ def test_remote_secrets_give_a_client_per_cluster_and_are_followed(standin, kube
             "cluster-c": yaml.safe_dump(kubeconfig({"c": remote_c}, token="token-c")), "cluster-b": b_config}))
         exec_user = kubeconfig({"d": remote_b})
         exec_user["users"][0]["user"] = {"exec": {"command": "/bin/sh", "apiVersion": "client.authentication.k8s.io/v1"}}
+        no_server = kubeconfig({"g": remote_b})
+        del no_server["clusters"][0]["cluster"]["server"]
         standin.put(remote_secret("istio-remote-secret-d", {"cluster-d": yaml.safe_dump(exec_user),
-                                                            "cluster-e": "not: [a kubeconfig"}))
+                                                            "cluster-e": "not: [a kubeconfig",
+                                                            "cluster-g": yaml.safe_dump(no_server)}))
         standin.put(remote_secret("not-remote", {"cluster-f": b_config}, labelled=False))
         api = cluster_clients({CLUSTER: "ctx-a"}, kubeconfig_file).clients[CLUSTER]
         with Secrets(api) as secrets:
@@ -394,7 +397,9 @@ def test_remote_secrets_give_a_client_per_cluster_and_are_followed(standin, kube
                     # (PyYAML's own message would quote the line, and a kubeconfig's lines hold tokens)
                     "remote secret istio-system/istio-remote-secret-d, cluster cluster-e: not a kubeconfig: invalid "
                     "YAML at line 1, column 6: did not find expected ',' or ']' (while parsing a flow sequence "
-                    "opened here; the parser gave up at line 2)"]}
+                    "opened here; the parser gave up at line 2)",
+                    "remote secret istio-system/istio-remote-secret-d, cluster cluster-g: kubeconfig: its cluster has "
+                    "no server (the API server's https:// address)"]}
             for cluster, remote, name in (("cluster-b", remote_b, "on-b"), ("cluster-c", remote_c, "on-c")):
                 sink, stop = RecordingSink(), threading.Event()
                 feed = KubeFeed(cluster, given[cluster].client, sink, stop)

@@ -101,6 +101,7 @@ class Live:
         self._wake = asyncio.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._kube_feeds: list[KubeFeed] = []  # every feed of an API server started (ended with the daemon)
         self._dir_feeds: list[DirectoryFeed] = []
         self._kube: dict[str, _Followed] = {}  # clusters read from their API servers
         # Istio's remote secrets in this cluster (with --registry kube), followed as they change, and
@@ -113,6 +114,7 @@ class Live:
         self.awaiting: tuple[list[str], float] | None = None
         self._first_synced = False
         self._mesh_clusters: frozenset[str] = frozenset()  # the Clusters of the revision served
+        self._own_context_checked: str | None = None  # this cluster's Cluster's kubeContext, once compared
 
     @property
     def on(self) -> bool:
@@ -175,16 +177,16 @@ class Live:
                               "cluster is read from one registry")
         found = await asyncio.to_thread(cluster_clients, {self.cluster: o.context}, o.kubeconfig)
         if found.errors:
-            raise SourceError(f"--registry kube: {found.errors[0]}")
+            raise SourceError(f"--registry kube: {self.cluster}: {found.errors[self.cluster]}")
         client = found.clients[self.cluster]
         self._follow_cluster(self.cluster, _Followed(client, threading.Event()))
         self.secrets = RemoteSecrets(self._secrets_changed)
-        KubeFeed(self.cluster, client, self.secrets, self._stop, kinds=[remote_secret_kind(client)]).start()
+        self._start(KubeFeed(self.cluster, client, self.secrets, self._stop, kinds=[remote_secret_kind(client)]))
 
     def _follow_cluster(self, cluster: str, followed: _Followed) -> None:
         self._kube[cluster] = followed
         self.registry.expect([cluster])
-        KubeFeed(cluster, followed.client, self.registry, followed.stop).start()
+        self._start(KubeFeed(cluster, followed.client, self.registry, followed.stop))
         log.info("registry following", cluster=cluster, api_server=followed.client.configuration.host,
                  remote_secret=followed.secret)
 
@@ -208,9 +210,8 @@ class Live:
         given = self.secrets.clusters()
         for cluster, remote in given.items():
             followed = self._kube.get(cluster)
-            if (followed is not None and followed.secret is None) or self._dir_feed_of(cluster) is not None:
-                self._say_once("remote secret ignored", f"remote secret {remote.secret}, cluster {cluster}: "
-                               "ignored, the cluster is read otherwise (--cluster, a dir: registry or its kubeContext)")
+            if self._read_otherwise(cluster):
+                self._say_once("remote secret ignored", self._ignored_secret(cluster, remote.secret))
             elif followed is None or followed.client is not remote.client:
                 if followed is not None:
                     followed.stop.set()
@@ -227,6 +228,28 @@ class Live:
         self._secrets_settled = self._secrets_settled or settled
         self._states_changed()
 
+    def _read_otherwise(self, cluster: str) -> bool:
+        """Whether ``cluster`` is read otherwise than through a remote secret."""
+        followed = self._kube.get(cluster)
+        return (followed is not None and followed.secret is None) or self._dir_feed_of(cluster) is not None
+
+    @staticmethod
+    def _ignored_secret(cluster: str, secret: str) -> str:
+        return (f"remote secret {secret}, cluster {cluster}: ignored, the cluster is read otherwise (--cluster, a "
+                "dir: registry or its kubeContext)")
+
+    def secrets_status(self) -> dict | None:
+        """What Istio's remote secrets give (None without --registry kube): ``clusters`` those read
+        through them; ``errors`` every kubeconfig of theirs not used, and why."""
+        if self.secrets is None:
+            return None
+        status = self.secrets.status()
+        for cluster, secret in list(status["clusters"].items()):
+            if self._read_otherwise(cluster):
+                del status["clusters"][cluster]
+                status["errors"].append(self._ignored_secret(cluster, secret))
+        return status
+
     def _say_once(self, event: str, error: str, level: str = "warning") -> None:
         # (the level by name: a method of the logger taken at import would keep the logging set up then,
         # not the daemon's JSON lines)
@@ -239,17 +262,38 @@ class Live:
         followed from now on."""
         if not self.on or "kube" not in self.options.sources:  # type: ignore[union-attr]
             return
-        wanted = {c.name: context for c in revision.objects if c.kind == "Cluster"
-                  if (context := kube_context(c)) and c.name not in self._kube
-                  and self._dir_feed_of(c.name) is None}
+        contexts = {c.name: context for c in revision.objects if c.kind == "Cluster" if (context := kube_context(c))}
+        await self._check_own_context(contexts.get(self.cluster))
+        wanted = {name: context for name, context in contexts.items()
+                  if name not in self._kube and self._dir_feed_of(name) is None}
         if not wanted:
             return
         found = await asyncio.to_thread(cluster_clients, wanted, self.options.kubeconfig)  # type: ignore[union-attr]
-        for error in found.errors:
-            self._say_once("registry cannot follow a cluster", error, "error")
+        for cluster, error in found.errors.items():
+            # Shown as the other clusters are (registryz, galleon status, /readyz), and not waited for:
+            # only a changed kubeconfig or Cluster mends it, tried at the next revision.
+            self.registry.expect([cluster])
+            self.registry.failed(cluster, None, f"cannot follow it through its kubeContext: {error}", refused=True)
+            self._say_once("registry cannot follow a cluster", f"{cluster}: {error}", "error")
         for cluster, client in found.clients.items():
             if cluster not in self._kube:  # (a remote secret may have given it meanwhile)
                 self._follow_cluster(cluster, _Followed(client, threading.Event()))
+
+    async def _check_own_context(self, context: str | None) -> None:
+        """This cluster is read through --kube-context (or the kubeconfig's current context, or the pod's
+        service account), whatever its Cluster's kubeContext says: said once when the two lead to
+        different API servers (every proxy would be sent another cluster's pods as this one's)."""
+        own = self._kube.get(self.cluster)
+        if context is None or own is None or context in (self.options.context, self._own_context_checked):  # type: ignore[union-attr]
+            return
+        self._own_context_checked = context
+        found = await asyncio.to_thread(cluster_clients, {self.cluster: context},
+                                        self.options.kubeconfig)  # type: ignore[union-attr]
+        named = found.clients.get(self.cluster)
+        if named is not None and named.configuration.host != own.client.configuration.host:
+            self._say_once("registry reads this cluster from another API server than its Cluster names",
+                           f"cluster {self.cluster} is read from {own.client.configuration.host}, but its Cluster's "
+                           f"kubeContext {context!r} is {named.configuration.host}; give --kube-context {context}")
 
     def client_of(self, cluster: str):
         """The API client the registry reads ``cluster`` with (for TokenReview), if any."""
@@ -260,6 +304,11 @@ class Live:
         thread = threading.Thread(target=run, args=(self._stop,), name=name, daemon=True)
         thread.start()
         self._threads.append(thread)
+
+    def _start(self, feed: KubeFeed) -> None:
+        self._kube_feeds = [f for f in self._kube_feeds if not f.join(0)]  # (those of clusters removed)
+        self._kube_feeds.append(feed)
+        feed.start()
 
     def close(self) -> None:
         """Stop following (on the loop): the feeds' threads end, a first publish waiting gives up."""
@@ -274,7 +323,10 @@ class Live:
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             await asyncio.to_thread(thread.join, max(0.0, deadline - time.monotonic()))
-        return [thread.name for thread in self._threads if thread.is_alive()]
+        for feed in self._kube_feeds:
+            await asyncio.to_thread(feed.join, max(0.0, deadline - time.monotonic()))
+        return [thread.name for thread in self._threads if thread.is_alive()] + \
+            [f"registry kube {feed.cluster}" for feed in self._kube_feeds if not feed.join(0)]
 
     def _files_of(self, cluster: str) -> Callable[[str, str, str], str]:
         """Where ``cluster``'s objects are said to be: its folder's files when a ``dir:`` registry holds
@@ -341,11 +393,12 @@ class Live:
                 self.awaiting = None
                 return False
             secrets_waited = self.secrets is not None and not self._secrets_settled
-            if not secrets_waited and not contexts_followed:
-                # After the remote secrets: a cluster one gives is read through it, not its kubeContext.
+            if not contexts_followed and (not secrets_waited or self.secrets.failing):  # type: ignore[union-attr]
+                # After the remote secrets: a cluster one gives is read through it, not its kubeContext;
+                # but while they cannot be read (this cluster's API server down), not waiting for them.
                 await self._follow_contexts(revision)
                 contexts_followed = True
-            clusters = sorted(c["cluster"] for c in self.registry.status() if not c["synced"])
+            clusters = sorted(c["cluster"] for c in self.registry.status() if not c["synced"] and not c["refused"])
             waiting = clusters + ([REMOTE_SECRETS] if secrets_waited else [])
             secrets = {"remote_secrets": "not listed"} if secrets_waited else {}
             if not waiting:

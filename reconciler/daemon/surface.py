@@ -109,10 +109,9 @@ class Surface:
             if not self.live.on:
                 return json_body(404, {"error": "no live registry; start galleon serve with --registry kube or "
                                                 "--registry dir:PATH"})
-            secrets = self.live.secrets
             return json_body(200, {"registries": list(self.options.registry.sources),
                                    "clusters": self.live.status(),
-                                   "remote_secrets": secrets.status() if secrets is not None else None})
+                                   "remote_secrets": self.live.secrets_status()})
 
         def configz(_):
             s = self.loader.state

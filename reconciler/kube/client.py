@@ -50,9 +50,18 @@ def api_client(kubeconfig: Path | None = None, context: str | None = None) -> ku
                         f"{', '.join(known) or 'none'})")
     try:
         # persist_config=False: never rewrite the user's kubeconfig (token refreshes stay in memory).
-        return kubernetes.config.new_client_from_config(location, context=context, persist_config=False)
+        client = kubernetes.config.new_client_from_config(location, context=context, persist_config=False)
     except Exception as exc:  # a malformed kubeconfig fails in many ways inside the library; say which
         raise KubeError(f"kubeconfig {location}, context {context or current!r}: {one_line(exc)}") from None
+    require_server(client.configuration, f"kubeconfig {location}, context {context or current!r}")
+    return client
+
+
+def require_server(configuration: kubernetes.client.Configuration, where: str) -> None:
+    """A kubeconfig's cluster without a ``server`` gives the library an empty host, which it would try
+    (and fail) to reach for ever: refused when read."""
+    if configuration.host.rstrip("/") in ("", "http:", "https:"):
+        raise KubeError(f"{where}: its cluster has no server (the API server's https:// address)")
 
 
 def _contexts(files: list[str]) -> tuple[list[str], str | None]:

@@ -49,7 +49,7 @@ from kubernetes.client.exceptions import ApiException
 from compiler.parse import UnreadableFile, read_document
 
 from ..kube.calls import status as api_status
-from ..kube.client import KubeError, api_client, one_line
+from ..kube.client import KubeError, api_client, one_line, require_server
 from .sink import KINDS, Sink
 
 log = structlog.get_logger("galleon.registry")
@@ -71,9 +71,9 @@ _REFUSED_CLUSTER_FIELDS = ("certificate-authority",)
 
 
 class Clients(NamedTuple):
-    """API clients by cluster name, and one line for each cluster that has none."""
+    """API clients by cluster name, and why each cluster that has none has none."""
     clients: dict[str, kubernetes.client.ApiClient]
-    errors: list[str]
+    errors: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -163,11 +163,13 @@ class KubeFeed:
     def _run(self, kind: _Kind) -> None:
         backoff = _Backoff(*self._backoff)
         listed = False
+        said = None  # the failure last logged (a retry failing the same way is logged at debug)
         while not self._stop.is_set():
             try:
                 if not listed:
                     listed = self._list(kind)
                     backoff.reset()
+                    said = None
                 elif self._watch(kind):
                     backoff.reset()
                 else:  # dropped before it said anything: do not hammer a server that keeps doing that
@@ -180,7 +182,9 @@ class KubeFeed:
                 if self._stop.is_set():
                     return
                 problem = self._problem(kind, exc)
-                log.warning("registry read failed", cluster=self.cluster, kind=kind.name, error=problem)
+                (log.debug if problem == said else log.warning)("registry read failed", cluster=self.cluster,
+                                                                 kind=kind.name, error=problem)
+                said = problem
                 self._sink.failed(self.cluster, kind.name, problem,
                                   refused=isinstance(exc, ApiException) and exc.status in (401, 403))
                 listed = False
@@ -348,12 +352,12 @@ def _without_retries(configuration: kubernetes.client.Configuration) -> kubernet
 def cluster_clients(contexts: Mapping[str, str | None], kubeconfig: Path | None = None) -> Clients:
     """An API client for each cluster from its ``kubeContext`` (None: the current context, or the
     pod's service account), found as every Galleon command finds it (``reconciler/kube/client.py``)."""
-    clients, errors = {}, []
+    clients, errors = {}, {}
     for cluster, context in sorted(contexts.items()):
         try:
             clients[cluster] = _without_retries(api_client(kubeconfig, context).configuration)
         except KubeError as exc:
-            errors.append(f"{cluster}: {exc}")
+            errors[cluster] = str(exc)
     return Clients(clients, errors)
 
 
@@ -414,6 +418,12 @@ class RemoteSecrets:
     def clusters(self) -> dict[str, RemoteCluster]:
         with self._lock:
             return dict(self._clusters)
+
+    @property
+    def failing(self) -> bool:
+        """Whether they cannot be read now (this cluster's API server unreachable, or refusing)."""
+        with self._lock:
+            return self._failure is not None
 
     @property
     def settled(self) -> bool:
@@ -486,6 +496,7 @@ def client_from_kubeconfig(text: str) -> kubernetes.client.ApiClient:
             configuration.ca_cert_data = base64.b64decode(ca, validate=True).decode()
     except Exception as exc:  # a malformed kubeconfig fails in many ways inside the library; say which
         raise KubeError(f"kubeconfig: {one_line(exc)}") from None
+    require_server(configuration, "kubeconfig")
     return _without_retries(configuration)
 
 

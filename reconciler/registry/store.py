@@ -53,6 +53,7 @@ class ClusterRecord:
     objects: dict[Key, SourceObject] = field(default_factory=dict)
     listed: set[str] = field(default_factory=set)  # kinds listed at least once
     stale: dict[str, str] = field(default_factory=dict)  # kind ("" for all) -> the error that made it stale
+    refused: bool = False  # the last failure was a refusal (credentials, permissions, configuration)
     last_event: float | None = None
     last_error: str | None = None
     last_error_at: float | None = None
@@ -71,7 +72,8 @@ class ClusterRecord:
             counts[kind] = counts.get(kind, 0) + 1
             if kind == "EndpointSlice":
                 endpoints += sum(len(e.get("addresses") or ()) for e in obj.body.get("endpoints") or ())
-        return {"cluster": self.name, "synced": self.synced, "stale": bool(self.stale),
+        return {"cluster": self.name, "synced": self.synced, "stale": bool(self.stale) and self.synced,
+                "refused": bool(self.stale) and self.refused,
                 "services": counts.get("Service", 0), "endpoints": endpoints, "pods": counts.get("Pod", 0),
                 "nodes": counts.get("Node", 0), "endpoint_slices": counts.get("EndpointSlice", 0),
                 "last_event": _when(self.last_event), "last_error": self.last_error,
@@ -136,6 +138,8 @@ class Registry:
             change = Change(cluster, tuple(changed), tuple(gone), whole=kind in WHOLE_KINDS or not was_synced)
             deliver = record.synced and (change.changed or change.gone or not was_synced)
         log.debug("listed", cluster=cluster, kind=kind, objects=len(read), changed=len(changed), gone=len(gone))
+        if was_synced and was_stale and not record.stale:
+            log.info("registry listed again", cluster=cluster)
         if deliver:
             self._on_change(change)
         if state_changed:
@@ -185,10 +189,15 @@ class Registry:
             record = self._record(cluster)
             first = not record.stale
             record.stale[kind or ""] = error
+            record.refused = refused
             record.last_error, record.last_error_at = error, time.time()
             record.errors[kind or ""] = record.errors.get(kind or "", 0) + 1
+            synced = record.synced
         if first:
-            log.warning("registry stale: keeping the last endpoints", cluster=cluster, kind=kind, error=error)
+            if synced:
+                log.warning("registry stale: keeping the last endpoints", cluster=cluster, kind=kind, error=error)
+            else:
+                log.warning("registry cannot list the cluster", cluster=cluster, kind=kind, error=error)
             self._on_state()
 
     # --- readers -------------------------------------------------------------------------------------

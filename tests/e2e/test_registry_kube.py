@@ -273,5 +273,57 @@ def test_remote_secrets_are_followed_while_the_daemon_runs(tmp_path, standin):
             assert wait_for(lambda: endpoints(g) == {"10.0.0.1", "10.1.0.1"}, 10, g.log)
             assert json.loads(g.get("/debug/registryz")[1])["remote_secrets"]["clusters"] == {
                 "west": "istio-system/istio-remote-secret-west"}
+            # a secret for this cluster is not used (it is read through --kube-context): said so, not listed
+            standin.put(secret_for("east", standin, "any"))
+            ignored = ("remote secret istio-system/istio-remote-secret-east, cluster east: ignored, the cluster is "
+                       "read otherwise (--cluster, a dir: registry or its kubeContext)")
+            assert wait_for(lambda: ignored in g.json("/debug/registryz")["remote_secrets"]["errors"], 10, g.log)
+            assert g.json("/debug/registryz")["remote_secrets"]["clusters"] == {
+                "west": "istio-system/istio-remote-secret-west"}
         finally:
             g.stop()
+
+
+def test_clusters_named_by_kube_context_are_read_while_this_clusters_api_server_is_away(tmp_path, standin):
+    """With this cluster's API server away at start, Istio's remote secrets cannot be listed, but the
+    Clusters the source names by kubeContext are followed at once, not after --registry-sync-timeout;
+    and a Cluster whose kubeContext the kubeconfig lacks is shown (registryz, /readyz), refused, and not
+    waited for: only a changed kubeconfig or Cluster mends it."""
+    from tests.kube.standin import KubeStandIn, write_kubeconfig
+    with KubeStandIn() as west:
+        repo = east_and_west(tmp_path, standin, west, "kubeContext: west")
+        with (repo / "mesh.yaml").open("a") as mesh:
+            mesh.write("---\napiVersion: galleon.io/v1alpha1\nkind: Cluster\n"
+                       "metadata: {name: north, namespace: istio-system}\n"
+                       "spec: {network: net-1, locality: eu-north/eu-north-1a, kubeContext: north}\n")
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", {"east": standin, "west": west})
+        standin.stop_serving()
+        g = started_waiting(repo, kubeconfig)
+        try:
+            def read() -> dict | None:
+                clusters = {c["cluster"]: c for c in g.json("/debug/registryz")["clusters"]}
+                return clusters if clusters.get("west", {}).get("synced") and "north" in clusters else None
+            clusters = wait_for(read, 10, g.log)
+            assert clusters["north"]["refused"] and not clusters["north"]["synced"]
+            assert "has no context 'north'" in clusters["north"]["last_error"], clusters["north"]
+            waiting = g.get("/readyz")[1].splitlines()[0]
+            assert "east" in waiting and "north" not in waiting and "west" not in waiting, waiting
+            assert "registry north: not synced yet (cannot follow it through its kubeContext" in g.get("/readyz")[1]
+        finally:
+            g.stop()
+
+
+def test_this_cluster_read_from_another_api_server_than_its_cluster_names_is_said(tmp_path, standin):
+    """This cluster is read through --kube-context (else the kubeconfig's current context): when its
+    Cluster's kubeContext leads to another API server, every proxy would be sent another cluster's pods
+    as this one's. Said once, with what to give."""
+    from tests.kube.standin import KubeStandIn, write_kubeconfig
+    with KubeStandIn() as west:
+        repo = east_and_west(tmp_path, standin, west)
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", {"east": standin, "west": west})
+        g = Galleon(repo, "east", "--registry", "kube", "--kubeconfig", str(kubeconfig), "--kube-context", "west")
+        with g:
+            said = wait_for(lambda: g.event("registry reads this cluster from another API server than its Cluster "
+                                            "names"), 10, g.log)
+            assert said["error"] == (f"cluster east is read from {west.url}, but its Cluster's kubeContext 'east' is "
+                                     f"{standin.url}; give --kube-context east")
