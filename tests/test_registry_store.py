@@ -149,11 +149,11 @@ def test_an_object_still_unreadable_is_counted_and_said_once_until_its_reason_ch
     assert status["errors"] == {"Service": 2, "Pod": 1} and len(states) == 3
 
 
-def write(root: Path, cluster: str, body: dict) -> Path:
+def write(root: Path, cluster: str, body: dict, name: str | None = None) -> Path:
     meta = body["metadata"]
     folder = root / cluster / (meta["namespace"] if "namespace" in meta else "") / body["kind"]
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{meta['name']}.yaml"
+    path = folder / f"{name or meta['name']}.yaml"
     path.write_text(yaml.safe_dump(body))
     return path
 
@@ -298,6 +298,41 @@ def test_a_file_that_cannot_be_read_now_keeps_the_object_it_held(tmp_path):
     path.unlink()
     feed.read_cluster("east")
     assert [o.name for o in registry.objects() if o.kind == "Pod"] == []
+
+
+def test_a_misplaced_or_misspelt_kind_folder_is_said_once(tmp_path):
+    """Files in a folder the layout does not read are left alone (a README, a kustomization), but a
+    kind the registry reads, misplaced or misspelt, would lose every object in it without a word."""
+    from structlog.testing import capture_logs
+    for relative in ("east/shop/Pods/web-1.yaml", "east/shop/Pods/web-2.yaml", "east/shop/endpointslice/web.yaml",
+                     "east/Pod/web-3.yaml", "east/shop/Node/node-1.yaml", "east/shop/ConfigMap/settings.yaml"):
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_text("kind: Pod\n")
+    write(tmp_path, "east", {**pod("web-9", "10.0.0.9"), "metadata": {"namespace": "shop", "labels": {}}}, "web-9")
+    registry = Registry()
+    feed = DirectoryFeed(tmp_path, registry)
+    with capture_logs() as logs:
+        feed.read_all()
+        feed.read_cluster("east")  # (said once)
+    said = sorted((Path(e["folder"]).relative_to(tmp_path).as_posix(), e["reason"]) for e in logs
+                  if e["event"] == "registry folder not read")
+    assert said == [("east/Pod", "Pod is namespaced: <cluster>/<namespace>/Pod/<name>.yaml"),
+                    ("east/shop/Node", "Node is cluster-scoped: <cluster>/Node/<name>.yaml"),
+                    ("east/shop/Pods", "no kind 'Pods' is read; did you mean Pod?"),
+                    ("east/shop/endpointslice", "no kind 'endpointslice' is read; did you mean EndpointSlice?")]
+    assert registry.status()[0]["unreadable"][0].endswith("web-9.yaml: has no metadata.name (its file says 'web-9')")
+
+
+def test_a_list_after_the_first_counts_what_it_changed_as_events(tmp_path):
+    write(tmp_path, "east", pod("web-1", "10.0.0.1"))
+    registry = Registry()
+    feed = DirectoryFeed(tmp_path, registry)
+    feed.read_all()
+    assert registry.status()[0]["events"] == {}  # the first list is no event
+    write(tmp_path, "east", pod("web-2", "10.0.0.2"))
+    (tmp_path / "east" / "shop" / "Pod" / "web-1.yaml").unlink()
+    feed.read_cluster("east")
+    assert registry.status()[0]["events"] == {"Pod": 2}
 
 
 def test_a_file_that_would_take_the_daemons_memory_is_unreadable(tmp_path):

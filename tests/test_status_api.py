@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import grpc
 import pytest
@@ -86,6 +87,10 @@ def test_status_sync_watch_and_preview(remote, tmp_path):
                 stub.Preview(pb.PreviewRequest(clusters=["cluster-z"]), timeout=60)
             assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "cluster-z" in bad.value.details()
 
+            # (WatchStatus sends at most one status each WATCH_INTERVAL: the refusal comes that late at most)
+            deadline = time.monotonic() + 5
+            while third not in [s.last_revision_seen for s in watched] and time.monotonic() < deadline:
+                time.sleep(0.05)
             stream.cancel()
             reader.join(5)
         assert [s.served_revision for s in watched][:1] == [first]

@@ -28,6 +28,7 @@ log = structlog.get_logger("galleon.registry")
 LOST_POLL = 1.0  # how often a registry folder that went is looked for (a folder deleted cannot be watched)
 
 _CLUSTER_SCOPED = ("Node",)
+_KINDS_BY_SPELLING = {kind.lower(): kind for kind in KIND_NAMES}
 
 
 class DirectoryError(Exception):
@@ -48,7 +49,8 @@ class DirectoryFeed:
 
     def __init__(self, root: Path, sink: Sink, taken: Callable[[str], str | None] = lambda cluster: None) -> None:
         self.root, self.sink, self.taken = root, sink, taken
-        self._ignored: set[str] = set()  # folders left alone, said once
+        self._ignored: set[str] = set()  # clusters' folders left alone, said once
+        self._misplaced: set[Path] = set()  # folders of a kind misplaced or misspelt, said once
         # A file read before and unchanged since is not parsed again. Unchanged: the same inode, size,
         # and modification and change times (cp -p, rsync -a and tar keep the modification time of
         # what they write; the change time they cannot set).
@@ -133,8 +135,18 @@ class DirectoryFeed:
         elif len(parts) == 2 and parts[0] in _CLUSTER_SCOPED:
             namespace, kind = "", parts[0]
         else:
-            return None  # another layout: not a registry file (a README, a kustomization...)
+            # another layout: not a registry file (a README, a kustomization...); but a kind it reads,
+            # misplaced, is said (its objects would be missed without a word)
+            misplaced = parts[-2] if len(parts) in (2, 3) else None
+            if misplaced in _CLUSTER_SCOPED:
+                self._say_once(path.parent, f"{misplaced} is cluster-scoped: <cluster>/{misplaced}/<name>.yaml")
+            elif misplaced in KIND_NAMES:
+                self._say_once(path.parent, f"{misplaced} is namespaced: <cluster>/<namespace>/{misplaced}/<name>.yaml")
+            return None
         if kind not in KIND_NAMES:
+            meant = _KINDS_BY_SPELLING.get(kind.lower().removesuffix("s"))
+            if meant is not None:  # Pods/, endpointslice/: a misspelt kind would miss every object in it
+                self._say_once(path.parent, f"no kind {kind!r} is read; did you mean {meant}?")
             return None  # kinds a registry does not read (ConfigMaps, Secrets...) are left alone
         where = f"{namespace}/{name}" if namespace else name
         held = self._parsed.get(path)
@@ -200,6 +212,11 @@ class DirectoryFeed:
         except OSError as exc:  # the folder went while being read: the next change reads it again
             self.sink.failed(cluster, None, f"{self.root / cluster}: {_one_line(exc)}")
 
+    def _say_once(self, folder: Path, why: str) -> None:
+        if folder not in self._misplaced:
+            self._misplaced.add(folder)
+            log.warning("registry folder not read", folder=str(folder), reason=why)
+
     def _lost(self, why: str) -> None:
         """The folder cannot be followed now: its clusters keep their last objects, marked stale (said
         once, until it is followed again)."""
@@ -220,6 +237,8 @@ def _mismatch(body: object, kind: str, namespace: str, name: str) -> str | None:
     metadata: dict = found if isinstance(found, dict) else {}
     if body.get("kind") != kind:
         return f"holds kind {body.get('kind')!r}, but its folder says {kind}"
+    if not metadata.get("name"):
+        return f"has no metadata.name (its file says {name!r})"
     if metadata.get("name") != name:
         return f"holds {metadata.get('name')!r}, but its file is named {name!r}"
     if namespace and (metadata.get("namespace") or "default") != namespace:

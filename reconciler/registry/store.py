@@ -130,6 +130,8 @@ class Registry:
             for key, why in skipped.items():
                 self._skip(record, key, why, before.get(key))
             was_stale = bool(record.stale)
+            if kind in record.listed and (changed or gone):  # (a list after the first: what it changed happened)
+                record.events[kind] = record.events.get(kind, 0) + len(changed) + len(gone)
             record.listed.add(kind)
             record.stale.pop(kind, None)
             record.stale.pop("", None)
