@@ -66,16 +66,12 @@ def live_object(cluster: str, body: Any, file: str, line: int = 1) -> SourceObje
 
 
 def _set_fields(body: dict) -> dict:
-    """The object without its fields set to null, at its top and in its metadata, spec and status: a
-    field set to null is a field not set, as Kubernetes reads objects (and the API server writes an
-    empty list whose field has no omitempty as null: an EndpointSlice's ``endpoints`` and ``ports``).
-    Deeper fields are read where they are used."""
+    """The object without its top-level fields set to null: a field set to null is a field not set, as
+    Kubernetes reads objects, and the API server writes an empty list whose field has no omitempty as
+    null (an EndpointSlice's ``endpoints`` and ``ports``; the other fields a registry reads are
+    omitted when empty). A ``dir:`` registry's manifests are read without nulls at every depth."""
     if None in body.values():
-        body = {key: value for key, value in body.items() if value is not None}
-    for part in ("metadata", "spec", "status"):
-        value = body.get(part)
-        if isinstance(value, dict) and None in value.values():
-            body = {**body, part: {key: item for key, item in value.items() if item is not None}}
+        return {key: value for key, value in body.items() if value is not None}
     return body
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
-from typing import Iterator
 
 from .. import meshnetworks
 from ..findings import Level
@@ -31,60 +30,68 @@ def is_cidr(text: str) -> bool:
     return True
 
 
-def _is_address_of(families: tuple[int, ...], text: str) -> bool:
-    for family in families:
-        try:
-            socket.inet_pton(family, text)
-            return True
-        except (OSError, ValueError):
-            pass
-    return False
+def _is_ipv4(text: str) -> bool:
+    try:
+        socket.inet_pton(socket.AF_INET, text)
+        return True
+    except (OSError, ValueError):
+        return False
 
 
-_IP: tuple[int, ...] = (socket.AF_INET, socket.AF_INET6)  # either family, without an IPv6 zone, as Kubernetes takes them
-# An EndpointSlice's addressType: the families its addresses are of.
-_SLICE_FAMILIES: dict[str, tuple[int, ...]] = {"IPv4": (socket.AF_INET,), "IPv6": (socket.AF_INET6,)}
+def _is_ipv6(text: str) -> bool:
+    try:
+        socket.inet_pton(socket.AF_INET6, text)  # (no zone: Kubernetes takes none)
+        return True
+    except (OSError, ValueError):
+        return False
 
 
-def kubernetes_address_errors(obj: SourceObject) -> Iterator[tuple[Path, str]]:
+def _is_ip(text: str) -> bool:
+    return _is_ipv4(text) or _is_ipv6(text)
+
+
+# An EndpointSlice's addressType: what each of its addresses must be, and that said.
+_SLICE_ADDRESSES = {"IPv4": (_is_ipv4, "an IPv4 address (the slice's addressType)"),
+                    "IPv6": (_is_ipv6, "an IPv6 address (the slice's addressType)"),
+                    "FQDN": (is_hostname, "a DNS name (the slice's addressType is FQDN)")}
+
+
+def kubernetes_address_errors(obj: SourceObject) -> list[tuple[Path, str]]:
     """(path, message) for each address of a Kubernetes object that its API server would refuse and
-    Envoy cannot use: an EndpointSlice's addresses (of its addressType; a DNS name for FQDN), an
-    Endpoints' ``ip``s, a Pod's ``status.podIP`` and ``podIPs``, a Service's ``clusterIP`` and
-    ``clusterIPs`` (an IP, or None: headless). A plain loop: a live registry checks every object it
-    reads, 150,000 endpoints in a large mesh."""
+    Envoy cannot use: an EndpointSlice's addresses (of its addressType), an Endpoints' ``ip``s, a
+    Pod's ``status.podIP`` and ``podIPs``, a Service's ``clusterIP`` and ``clusterIPs`` (an IP, or
+    None: headless). A live registry checks every object it reads (150,000 endpoints in a large
+    mesh): nothing is made for an address that is valid."""
     body, kind = obj.body, obj.kind
-    # (path, the field said, the address, its families: () for a DNS name)
-    found: list[tuple[Path, str, str, tuple[int, ...]]] = []
+    errors: list[tuple[Path, str]] = []
     if kind == "EndpointSlice":
-        address_type = str(body.get("addressType"))
-        families: tuple[int, ...] = () if address_type == "FQDN" else _SLICE_FAMILIES.get(address_type, _IP)
+        valid, what = _SLICE_ADDRESSES.get(str(body.get("addressType")), (_is_ip, "an IP address"))
         for i, endpoint in enumerate(body.get("endpoints") or ()):
             for j, address in enumerate(endpoint.get("addresses") or ()):
-                found.append((("endpoints", i, "addresses", j), "address", address, families))
+                if not valid(address):
+                    errors.append((("endpoints", i, "addresses", j), f"address {address!r} is not {what}"))
+    elif kind == "Pod":
+        status = body.get("status") or {}
+        ip = status.get("podIP")
+        if ip and not _is_ip(ip):
+            errors.append((("status", "podIP"), f"podIP {ip!r} is not an IP address"))
+        for i, entry in enumerate(status.get("podIPs") or ()):
+            ip = entry.get("ip")
+            if ip is not None and not _is_ip(ip):
+                errors.append((("status", "podIPs", i, "ip"), f"podIPs ip {ip!r} is not an IP address"))
     elif kind == "Endpoints":
         for i, subset in enumerate(body.get("subsets") or ()):
             for field in ("addresses", "notReadyAddresses"):
                 for j, address in enumerate(subset.get(field) or ()):
-                    found.append((("subsets", i, field, j, "ip"), "ip", address["ip"], _IP))
-    elif kind == "Pod":
-        status = body.get("status") or {}
-        if status.get("podIP"):
-            found.append((("status", "podIP"), "podIP", status["podIP"], _IP))
-        for i, entry in enumerate(status.get("podIPs") or ()):
-            if "ip" in entry:
-                found.append((("status", "podIPs", i, "ip"), "podIPs ip", entry["ip"], _IP))
+                    if not _is_ip(address["ip"]):
+                        errors.append((("subsets", i, field, j, "ip"), f"ip {address['ip']!r} is not an IP address"))
     elif kind == "Service":
         spec = obj.spec
         written: list[tuple[Path, str, str | None]] = [(("spec", "clusterIP"), "clusterIP", spec.get("clusterIP"))]
         written += [(("spec", "clusterIPs", i), "clusterIPs", ip) for i, ip in enumerate(spec.get("clusterIPs") or ())]
-        found += [(path, field, ip, _IP) for path, field, ip in written if ip and ip != HEADLESS]
-    for path, field, address, families in found:
-        if families and not _is_address_of(families, address):
-            what = (f"an {obj.body['addressType']} address (the slice's addressType)" if families != _IP
-                    else "an IP address" + (", nor None (headless)" if kind == "Service" else ""))
-            yield path, f"{field} {address!r} is not {what}"
-        elif not families and not is_hostname(address):
-            yield path, f"address {address!r} is not a DNS name (the slice's addressType is FQDN)"
+        errors += [(path, f"{field} {ip!r} is not an IP address, nor None (headless)")
+                   for path, field, ip in written if ip and ip != HEADLESS and not _is_ip(ip)]
+    return errors
 
 
 def _endpoints(index: Index):
