@@ -21,7 +21,7 @@ NAME = "outbound|80||svc.ns.svc.cluster.local"
 
 
 def assignment(groups, overprovisioning=None) -> endpoint_pb2.ClusterLoadAssignment:
-    """groups: (locality 'r/z', priority, locality weight, [(address, weight)])."""
+    """groups: (locality 'r/z', priority, locality weight, [(address, weight) or (address, weight, port)])."""
     out = endpoint_pb2.ClusterLoadAssignment(cluster_name=NAME)
     for locality, priority, weight, hosts in groups:
         region, zone = locality.split("/")
@@ -29,10 +29,10 @@ def assignment(groups, overprovisioning=None) -> endpoint_pb2.ClusterLoadAssignm
         group.locality.region, group.locality.zone = region, zone
         if weight:
             group.load_balancing_weight.value = weight
-        for address, host_weight in hosts:
+        for address, host_weight, *port in hosts:
             lb = group.lb_endpoints.add()
             lb.endpoint.address.socket_address.address = address
-            lb.endpoint.address.socket_address.port_value = 80
+            lb.endpoint.address.socket_address.port_value = port[0] if port else 80
             lb.load_balancing_weight.value = host_weight
     if overprovisioning:
         out.policy.overprovisioning_factor.value = overprovisioning
@@ -55,6 +55,13 @@ def shares(view: CompiledView, down: str | None = None) -> dict[str, float]:
 def test_locality_weights_then_endpoint_weights():
     view = config([("r/a", 0, 3, [("10.0.0.1", 1), ("10.0.0.2", 2)]), ("r/b", 0, 1, [("10.0.0.3", 1)])])
     assert shares(view) == {"10.0.0.1": 0.25, "10.0.0.2": 0.5, "10.0.0.3": 0.25}
+
+
+def test_hosts_on_one_address_are_each_a_host():
+    """Pods on one machine (the demo's, on 127.0.0.1) or with hostNetwork share an address: each is a
+    host of its own, by its port; the shares still add up to the whole."""
+    view = config([("r/a", 0, 1, [("127.0.0.1", 1, 18081), ("127.0.0.1", 1, 18083), ("10.0.0.3", 1, 18082)])])
+    assert shares(view) == {"127.0.0.1": round(2 / 3, 4), "10.0.0.3": round(1 / 3, 4)}
 
 
 def test_without_locality_weighted_lb_the_locality_weights_are_ignored():

@@ -57,6 +57,7 @@ Shares = dict[Destination, float]  # fractions of requests, summing to 1 when tr
 @dataclass(frozen=True)
 class _Host:
     address: str
+    port: int  # (two pods may share an address, on one machine or by hostNetwork: each is a host)
     weight: int
     locality: str
     healthy: bool
@@ -128,8 +129,9 @@ def cluster_shares(config: CompiledView, cluster_name: str, caller_locality: str
     by_priority: dict[int, list[tuple[str, int, list[_Host]]]] = defaultdict(list)
     for group in assignment.endpoints:
         where = "/".join(filter(None, (group.locality.region, group.locality.zone, group.locality.sub_zone)))
-        hosts = [_Host(lb.endpoint.address.socket_address.address, lb.load_balancing_weight.value or 1,
-                       where, where != caller_locality) for lb in group.lb_endpoints]
+        hosts = [_Host(lb.endpoint.address.socket_address.address, lb.endpoint.address.socket_address.port_value,
+                       lb.load_balancing_weight.value or 1, where, where != caller_locality)
+                 for lb in group.lb_endpoints]
         by_priority[group.priority].append((where, group.load_balancing_weight.value or 1, hosts))
     levels = [by_priority[p] for p in sorted(by_priority)]
     loads = _priority_loads(levels, factor)
