@@ -44,7 +44,7 @@ class _Library(logging.Handler):
         except Exception:  # noqa: BLE001 - a library's malformed log call is still worth a line
             message = str(record.msg)
         say = getattr(_library, record.levelname.lower(), _library.warning)
-        say(" ".join(message.split()), logger=record.name)
+        say(" ".join(message.split()), logger=record.name, exc_info=record.exc_info or False)
 
 
 _library = structlog.get_logger("library")

@@ -97,7 +97,8 @@ def status_message(daemon: Serving) -> pb.Status:
         registry=[pb.RegistryCluster(cluster=c["cluster"], synced=c["synced"], stale=c["stale"], services=c["services"],
                                      endpoints=c["endpoints"], last_event=c["last_event"] or "",
                                      last_error=c["last_error"] or "", last_error_at=c["last_error_at"] or "",
-                                     not_in_mesh=c.get("not_in_mesh") or "") for c in s.registry])
+                                     not_in_mesh=c.get("not_in_mesh") or "", refused=c["refused"],
+                                     not_ready=c["not_ready"]) for c in s.registry])
 
 
 class ReconcilerService(pb_grpc.ReconcilerServicer):

@@ -53,9 +53,6 @@ class RecordingSink:
     def failed(self, cluster: str, kind: str | None, error: str, refused: bool = False) -> None:
         self._record(("failed", cluster, kind, error), lambda: None)
 
-    def unreadable(self, cluster: str, kind: str, name: str, reason: str) -> None:
-        self._record(("unreadable", cluster, kind, name, reason), lambda: None)
-
     def _record(self, call: tuple, apply) -> None:
         with self._changed:
             apply()

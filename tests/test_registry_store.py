@@ -240,6 +240,22 @@ def test_a_directory_registry_whose_folder_goes_keeps_its_objects_stale_until_it
         assert until(lambda: sorted(o.name for o in registry.objects()) == ["web", "web-2"])
         write(root, "east", pod("web-3", "10.0.0.3"))  # followed again
         assert until(lambda: "web-3" in {o.name for o in registry.objects()})
+        # another folder moved to its path (a deploy's rename): followed, not the one it replaced
+        staged = tmp_path / "staged"
+        write(staged, "east", service("east"))
+        write(staged, "east", pod("web-4", "10.0.0.4"))
+        root.rename(tmp_path / "old")
+        staged.rename(root)
+        assert until(lambda: sorted(o.name for o in registry.objects()) == ["web", "web-4"])
+        write(root, "east", pod("web-5", "10.0.0.5"))
+        assert until(lambda: "web-5" in {o.name for o in registry.objects()})
+        # a cluster's folder removed: the cluster is no longer read, as a remote secret deleted
+        write(root, "west", pod("web-6", "10.0.0.6"))
+        assert until(lambda: [c["cluster"] for c in registry.status()] == ["east", "west"])
+        shutil.rmtree(root / "west")
+        assert until(lambda: [c["cluster"] for c in registry.status()] == ["east"])
+        write(root, "west", pod("web-7", "10.0.0.7"))  # and back
+        assert until(lambda: "web-7" in {o.name for o in registry.objects()})
 
 
 def test_a_directory_registry_sees_an_edit_that_keeps_the_resource_version(tmp_path):

@@ -74,8 +74,9 @@ def _text(status) -> str:
               for f in status.findings]
     lines.append(f"{status.connected_proxies} proxies connected; " + ("leader" if status.leader else "not the leader"))
     for c in status.registry:
-        state = ("STALE" if c.stale else "synced") if c.synced else "not synced yet"
-        lines.append(f"registry {c.cluster}: {state}, {c.services} services, {c.endpoints} endpoints, "
+        state = ("STALE" if c.stale else "synced") if c.synced else "REFUSED" if c.refused else "not synced yet"
+        lines.append(f"registry {c.cluster}: {state}, {c.services} services, {c.endpoints} endpoints "
+                     f"({c.not_ready} not ready), "
                      f"last event {c.last_event or '-'}"
                      + (f", last error at {c.last_error_at}: {c.last_error}" if c.last_error else ""))
         if c.not_in_mesh:

@@ -115,6 +115,7 @@ class Live:
         self._first_synced = False
         self._mesh_clusters: frozenset[str] = frozenset()  # the Clusters of the revision served
         self._own_context_checked: str | None = None  # this cluster's Cluster's kubeContext, once compared
+        self._unfollowable: set[str] = set()  # Clusters whose kubeContext the kubeconfig cannot give
 
     @property
     def on(self) -> bool:
@@ -266,17 +267,25 @@ class Live:
         await self._check_own_context(contexts.get(self.cluster))
         wanted = {name: context for name, context in contexts.items()
                   if name not in self._kube and self._dir_feed_of(name) is None}
+        for cluster in self._unfollowable - wanted.keys():  # (its Cluster gone, or read otherwise now)
+            self._unfollowable.discard(cluster)
+            if cluster not in self._kube and self._dir_feed_of(cluster) is None:
+                self.registry.forget(cluster)
         if not wanted:
             return
         found = await asyncio.to_thread(cluster_clients, wanted, self.options.kubeconfig)  # type: ignore[union-attr]
         for cluster, error in found.errors.items():
             # Shown as the other clusters are (registryz, galleon status, /readyz), and not waited for:
             # only a changed kubeconfig or Cluster mends it, tried at the next revision.
-            self.registry.expect([cluster])
-            self.registry.failed(cluster, None, f"cannot follow it through its kubeContext: {error}", refused=True)
-            self._say_once("registry cannot follow a cluster", f"{cluster}: {error}", "error")
+            error = f"cannot follow it through its kubeContext: {error}"
+            if self.registry.last_error(cluster) != error:
+                self._unfollowable.add(cluster)
+                self.registry.expect([cluster])
+                self.registry.failed(cluster, None, error, refused=True)
         for cluster, client in found.clients.items():
-            if cluster not in self._kube:  # (a remote secret may have given it meanwhile)
+            # (a remote secret or a dir: registry may have taken it meanwhile)
+            if cluster not in self._kube and self._dir_feed_of(cluster) is None:
+                self._unfollowable.discard(cluster)
                 self._follow_cluster(cluster, _Followed(client, threading.Event()))
 
     async def _check_own_context(self, context: str | None) -> None:
@@ -356,9 +365,9 @@ class Live:
         self._say_not_in_mesh()
 
     def _say_not_in_mesh(self) -> None:
-        for c in self.status():
-            if c["synced"] and c["not_in_mesh"]:
-                self._say_once("registry cluster not in the mesh", c["not_in_mesh"])
+        for cluster in self.registry.synced():
+            if self._mesh_clusters and cluster not in self._mesh_clusters:
+                self._say_once("registry cluster not in the mesh", self._not_in_mesh(cluster))
 
     def status(self) -> list[dict]:
         """The store's status of each cluster, with ``not_in_mesh``: why a cluster the registries read
@@ -367,11 +376,13 @@ class Live:
         clusters = self._mesh_clusters
         out = self.registry.status()
         for c in out:
-            c["not_in_mesh"] = None if not clusters or c["cluster"] in clusters else (
-                f"registry cluster {c['cluster']} is no Cluster of the repository ({', '.join(sorted(clusters))}): "
-                "its endpoints are served without a network or locality; name its folder (or remote secret) after "
-                "a Cluster, or add the Cluster")
+            c["not_in_mesh"] = None if not clusters or c["cluster"] in clusters else self._not_in_mesh(c["cluster"])
         return out
+
+    def _not_in_mesh(self, cluster: str) -> str:
+        return (f"registry cluster {cluster} is no Cluster of the repository ({', '.join(sorted(self._mesh_clusters))}): "
+                "its endpoints are served without a network or locality; name its folder (or remote secret) after a "
+                "Cluster, or add the Cluster")
 
     async def ready_to_publish(self, revision: Revision) -> bool:
         """Before a revision is published: the Clusters it names with a kubeContext are followed; before

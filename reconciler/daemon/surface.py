@@ -151,6 +151,8 @@ class Surface:
         for c in self.live.status():
             if c["synced"]:
                 state = "stale: " + (c["last_error"] or "") if c["stale"] else "synced"
+            elif c["refused"]:
+                state = f"refused (not waited for): {c['last_error']}"
             else:
                 state = "not synced yet" + (f" ({c['last_error']})" if c["last_error"] else "")
             said.append(f"registry {c['cluster']}: {state}")

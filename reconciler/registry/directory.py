@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable, Protocol
 from pathlib import Path
 
 import structlog
@@ -22,6 +22,14 @@ import watchfiles
 from compiler.parse import UnreadableFile, read_document
 
 from .sink import KIND_NAMES, Sink
+
+
+class FolderSink(Sink, Protocol):
+    """A sink that can also be told a cluster's folder is gone (it is no longer read), or new."""
+
+    def expect(self, clusters: Iterable[str]) -> None: ...
+
+    def forget(self, cluster: str) -> None: ...
 
 log = structlog.get_logger("galleon.registry")
 
@@ -47,7 +55,8 @@ class DirectoryFeed:
     """``taken``: which other registry reads a cluster already, if one does (its folder here is then
     left alone, said once: a cluster is read from one registry, or two would undo each other's lists)."""
 
-    def __init__(self, root: Path, sink: Sink, taken: Callable[[str], str | None] = lambda cluster: None) -> None:
+    def __init__(self, root: Path, sink: FolderSink,
+                 taken: Callable[[str], str | None] = lambda cluster: None) -> None:
         self.root, self.sink, self.taken = root, sink, taken
         self._ignored: set[str] = set()  # clusters' folders left alone, said once
         self._misplaced: set[Path] = set()  # folders of a kind misplaced or misspelt, said once
@@ -83,8 +92,16 @@ class DirectoryFeed:
 
     def read_cluster(self, cluster: str) -> bool:
         """Report one cluster's objects, each kind as a complete list. A file that cannot be read now
-        (half written, broken) keeps the object it held when last read, and is reported. False when
-        another registry reads the cluster."""
+        (half written, broken) keeps the object it held when last read, and is reported. A cluster
+        whose folder was removed is no longer read: its objects go, as a cluster's whose remote secret
+        is deleted. False when the cluster is not read (its folder gone, or another registry reads it)."""
+        folder = self.root / cluster
+        if not folder.is_dir():
+            if cluster in self.holds and self.root.is_dir():
+                self.holds.discard(cluster)
+                self._parsed = {p: held for p, held in self._parsed.items() if not p.is_relative_to(folder)}
+                self.sink.forget(cluster)
+            return False
         if cluster not in self.holds:
             owner = self.taken(cluster)
             if owner is not None:
@@ -93,6 +110,7 @@ class DirectoryFeed:
                     log.warning("registry folder ignored", folder=str(self.root / cluster), cluster=cluster,
                                 reason=f"the cluster is read from {owner}; a cluster is read from one registry")
                 return False
+            self.sink.expect([cluster])
         self.holds.add(cluster)
         by_kind: dict[str, list[dict]] = {kind: [] for kind in KIND_NAMES}
         problems: dict[str, dict[str, str]] = {kind: {} for kind in KIND_NAMES}
@@ -138,6 +156,8 @@ class DirectoryFeed:
             # another layout: not a registry file (a README, a kustomization...); but a kind it reads,
             # misplaced, is said (its objects would be missed without a word)
             misplaced = parts[-2] if len(parts) in (2, 3) else None
+            if misplaced is not None and misplaced not in KIND_NAMES:
+                misplaced = _KINDS_BY_SPELLING.get(misplaced.lower().removesuffix("s"), misplaced)
             if misplaced in _CLUSTER_SCOPED:
                 self._say_once(path.parent, f"{misplaced} is cluster-scoped: <cluster>/{misplaced}/<name>.yaml")
             elif misplaced in KIND_NAMES:
@@ -180,23 +200,26 @@ class DirectoryFeed:
                 self._lost("it is gone")
                 stop.wait(LOST_POLL)
                 continue
-            self._gone = False
             try:
                 self._follow(stop)
-            except (OSError, RuntimeError) as exc:  # the watch itself failed (inotify's limits...)
+            except Exception as exc:  # noqa: BLE001 - the watch failed (inotify's limits, a bug): tried again
+                log.exception("registry watch failed", folder=str(self.root))
                 self._lost(f"its watch failed ({_one_line(exc)}); trying again")
                 stop.wait(LOST_POLL)
 
     def _follow(self, stop: threading.Event) -> None:
-        """One watch of the folder, until ``stop`` is set or the folder goes."""
+        """One watch of the folder, until ``stop`` is set or the folder goes (or another takes its path:
+        a watch follows the folder it started on)."""
         running = False
+        watched = _identity(self.root)
         for changes in watchfiles.watch(self.root, stop_event=stop, debounce=50, step=20, yield_on_timeout=True,
                                         rust_timeout=200):
-            if not self.root.is_dir():
+            if _identity(self.root) != watched:
                 return  # (its watch would see nothing more)
             touched: set[str] = set()
             if not running:  # the watch's first answer: it runs, and what changed before is read now
                 running = True
+                self._gone = False
                 touched.update(self.holds, self._folders())
             for _, changed in changes:
                 name = Path(changed).relative_to(self.root).parts[:1]
@@ -227,6 +250,15 @@ class DirectoryFeed:
         log.warning("registry stale", folder=str(self.root), clusters=sorted(self.holds), error=error)
         for cluster in sorted(self.holds):
             self.sink.failed(cluster, None, error)
+
+
+def _identity(folder: Path) -> tuple[int, int] | None:
+    """Which folder is at a path now (None: none is)."""
+    try:
+        stat = folder.stat()
+    except OSError:
+        return None
+    return (stat.st_dev, stat.st_ino) if folder.is_dir() else None
 
 
 def _mismatch(body: object, kind: str, namespace: str, name: str) -> str | None:

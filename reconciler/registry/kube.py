@@ -391,7 +391,7 @@ class RemoteSecrets:
 
     # --- the Sink ------------------------------------------------------------------------------------
 
-    def listed(self, cluster: str, kind: str, objects: list[dict]) -> None:
+    def listed(self, cluster: str, kind: str, objects: list[dict], unreadable: Mapping[str, str] | None = None) -> None:
         with self._lock:
             self._secrets = {_name(secret): secret for secret in objects}
             self._listed, self._failure = True, None

@@ -67,14 +67,20 @@ class ClusterRecord:
 
     def status(self) -> dict:
         counts: dict[str, int] = {}
-        endpoints = 0
+        endpoints = not_ready = 0
         for (kind, _, _), obj in self.objects.items():
             counts[kind] = counts.get(kind, 0) + 1
             if kind == "EndpointSlice":
-                endpoints += sum(len(e.get("addresses") or ()) for e in obj.body.get("endpoints") or ())
+                for endpoint in obj.body.get("endpoints") or ():
+                    addresses = len(endpoint.get("addresses") or ())
+                    endpoints += addresses
+                    conditions = endpoint.get("conditions") or {}
+                    if conditions.get("ready") is False or conditions.get("terminating"):
+                        not_ready += addresses  # (listed, but sent to no proxy: Istio's rules)
         return {"cluster": self.name, "synced": self.synced, "stale": bool(self.stale) and self.synced,
                 "refused": bool(self.stale) and self.refused,
-                "services": counts.get("Service", 0), "endpoints": endpoints, "pods": counts.get("Pod", 0),
+                "services": counts.get("Service", 0), "endpoints": endpoints, "not_ready": not_ready,
+                "pods": counts.get("Pod", 0),
                 "nodes": counts.get("Node", 0), "endpoint_slices": counts.get("EndpointSlice", 0),
                 "last_event": _when(self.last_event), "last_error": self.last_error,
                 "last_error_at": _when(self.last_error_at), "events": dict(self.events),
@@ -136,11 +142,12 @@ class Registry:
             record.stale.pop(kind, None)
             record.stale.pop("", None)
             state_changed = record.synced != was_synced or bool(record.stale) != was_stale or before != skipped
+            fresh_again = was_synced and was_stale and not record.stale
             record.last_event = time.time()
             change = Change(cluster, tuple(changed), tuple(gone), whole=kind in WHOLE_KINDS or not was_synced)
             deliver = record.synced and (change.changed or change.gone or not was_synced)
         log.debug("listed", cluster=cluster, kind=kind, objects=len(read), changed=len(changed), gone=len(gone))
-        if was_synced and was_stale and not record.stale:
+        if fresh_again:
             log.info("registry listed again", cluster=cluster)
         if deliver:
             self._on_change(change)
@@ -189,7 +196,7 @@ class Registry:
             if cluster in self._forgotten:
                 return
             record = self._record(cluster)
-            first = not record.stale
+            first, said = not record.stale, record.last_error
             record.stale[kind or ""] = error
             record.refused = refused
             record.last_error, record.last_error_at = error, time.time()
@@ -200,6 +207,7 @@ class Registry:
                 log.warning("registry stale: keeping the last endpoints", cluster=cluster, kind=kind, error=error)
             else:
                 log.warning("registry cannot list the cluster", cluster=cluster, kind=kind, error=error)
+        if first or error != said:  # (galleon status --watch shows the last error)
             self._on_state()
 
     # --- readers -------------------------------------------------------------------------------------
@@ -217,6 +225,16 @@ class Registry:
     def status(self) -> list[dict]:
         with self._lock:
             return [record.status() for _, record in sorted(self._clusters.items())]
+
+    def last_error(self, cluster: str) -> str | None:
+        with self._lock:
+            record = self._clusters.get(cluster)
+            return record.last_error if record is not None else None
+
+    def synced(self) -> list[str]:
+        """The clusters synced (cheaper than ``status``, which counts every cluster's endpoints)."""
+        with self._lock:
+            return sorted(name for name, record in self._clusters.items() if record.synced)
 
     def expect(self, clusters: Iterable[str]) -> None:
         """Clusters the registry is to read: reported (not synced) before their first report."""

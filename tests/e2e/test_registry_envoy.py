@@ -268,6 +268,9 @@ def test_pods_added_made_not_ready_and_deleted_reach_envoy_by_eds_alone(world):
         {t: sent.get(t) for t in ("clusters", "listeners", "routes")}, (sent, after)
     assert after["endpoints"] >= sent["endpoints"] + 3
     assert galleon.json("/debug/configz")["served_revision"] == served
+    # the pod made not ready is still listed, and said to be not ready (sent to no proxy)
+    a = next(c for c in galleon.json("/debug/registryz")["clusters"] if c["cluster"] == A)
+    assert a["not_ready"] == 1 and a["endpoints"] > a["not_ready"], a
 
 
 def test_a_subset_route_follows_the_pods_labels(world):
@@ -303,7 +306,8 @@ def test_a_registry_and_its_clusters_are_reported_synced(world):
     shown = subprocess.run([*GALLEON, "status", "--server", galleon.ads], capture_output=True, text=True, timeout=30)
     assert shown.returncode == 0, shown.stdout + shown.stderr
     for name, c in clusters.items():
-        assert f"registry {name}: synced, {c['services']} services, {c['endpoints']} endpoints," in shown.stdout, \
+        assert (f"registry {name}: synced, {c['services']} services, {c['endpoints']} endpoints "
+                f"({c['not_ready']} not ready),") in shown.stdout, \
             shown.stdout
 
 

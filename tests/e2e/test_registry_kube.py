@@ -308,7 +308,7 @@ def test_clusters_named_by_kube_context_are_read_while_this_clusters_api_server_
             assert "has no context 'north'" in clusters["north"]["last_error"], clusters["north"]
             waiting = g.get("/readyz")[1].splitlines()[0]
             assert "east" in waiting and "north" not in waiting and "west" not in waiting, waiting
-            assert "registry north: not synced yet (cannot follow it through its kubeContext" in g.get("/readyz")[1]
+            assert "registry north: refused (not waited for): cannot follow it through its kubeContext" in g.get("/readyz")[1]
         finally:
             g.stop()
 
