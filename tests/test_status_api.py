@@ -133,3 +133,16 @@ def test_galleon_diff_asks_the_daemon_that_serves_base_and_says_when_it_cannot(r
         assert bad.returncode == 2 and "cluster-z" in bad.stderr and "Traceback" not in bad.stderr
     gone = galleon("diff", origin, base, head, "--server", daemon.ads, "--server-timeout", "2")
     assert gone.returncode == 0 and "gave no preview (UNAVAILABLE" in gone.stderr and "comparing here" in gone.stderr
+
+
+def test_status_watch_says_when_the_daemon_stops(tmp_path):
+    import subprocess
+
+    from tests.conftest import SAMPLE_REPO
+    from tests.e2e.daemon import GALLEON
+    with Galleon(SAMPLE_REPO, "cluster-a", state_dir=tmp_path / "state") as daemon:
+        watch = subprocess.Popen([*GALLEON, "status", "--server", daemon.ads, "--watch"], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        assert watch.stdout.readline().startswith("cluster cluster-a, source ")
+    out, err = watch.communicate(timeout=30)
+    assert watch.returncode == 2 and err == f"galleon: error: galleon serve at {daemon.ads} stopped\n", (out, err)

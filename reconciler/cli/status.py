@@ -15,7 +15,8 @@ def register(commands) -> argparse.ArgumentParser:
         description="Ask galleon serve (its status API, on the ADS port) what it serves: the revision, whether it "
                     "came from the state directory, the newest revision seen and why it was refused (with its "
                     "findings), source errors, connected proxies, leadership. Exits 0 when the newest revision is "
-                    "served, 1 when it was refused or nothing is served, 2 when the daemon cannot be reached.")
+                    "served, 1 when it was refused or nothing is served, 2 when the daemon cannot be reached (with "
+                    "--watch: once it stops).")
     add_status_api(p)
     p.add_argument("--watch", action="store_true", help="print the status again each time it changes")
     return p
@@ -30,7 +31,8 @@ def run(args) -> int:
     def watch(stub) -> int:
         for status in stub.WatchStatus(reconciler_pb2.WatchStatusRequest()):
             show(status, args.format)
-        return EXIT_OK
+        # (the daemon ends the stream when it stops)
+        raise UsageError(f"galleon serve at {args.server} stopped")
     return call(args, watch)
 
 
