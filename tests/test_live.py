@@ -428,9 +428,19 @@ def test_a_preview_over_live_endpoints_says_so(repo):
                                                                   "name: v3, labels: {version: v3}")}), loaded),
                      base.live)
     preview = preview_of(base, head, [])
-    assert preview.live() == {"clusters": ["east", "west"], "pods": 2, "objects": len(base.live)}
-    assert "live endpoints" in render_markdown(preview) and '"live"' in render_json(preview)
+    assert preview.live() == {"clusters": ["east", "west"], "endpoints": 2, "objects": len(base.live), "stale": {}}
+    assert "over the **live endpoints** the daemon's registries read now (2 endpoints in east, west)" in \
+        render_markdown(preview) and '"live"' in render_json(preview)
     assert "live endpoints" not in render_markdown(preview_of(loaded, loaded, []))
+    # a cluster that cannot be read now: its endpoints are those it last listed, and the preview says so
+    preview.stale = {"west": "west: API server https://west:6443 unreachable"}
+    assert ("> **west cannot be read now** (west: API server https://west:6443 unreachable): its endpoints are "
+            "those it last listed.") in render_markdown(preview)
+    # the CLI's own comparison after the daemon could not give one: not over live endpoints, and says so
+    local = preview_of(loaded, loaded, [])
+    local.not_live = "galleon serve at 127.0.0.1:15010 serves 1b82c3d4e5f6, not BASE 0a1b2c3d4e5f"
+    assert ("> galleon serve at 127.0.0.1:15010 serves 1b82c3d4e5f6, not BASE 0a1b2c3d4e5f: endpoints and traffic "
+            "shares are computed here, over the endpoints the repository writes alone") in render_markdown(local)
 
 
 def test_relisted_gives_the_per_service_objects_a_mesh_built_anew_has(repo):

@@ -148,6 +148,10 @@ class Preview:
     old_findings: list[Finding]
     clusters: list[ClusterDiff]
     plans: list[PlanSection] = field(default_factory=list)
+    # Said with the endpoints: the registries' clusters that cannot be read now, with their last error
+    # (their endpoints are those last listed); or why a daemon's live endpoints were not used.
+    stale: dict[str, str] = field(default_factory=dict)
+    not_live: str | None = None
 
     @property
     def envoy_compared(self) -> bool:
@@ -178,13 +182,19 @@ class Preview:
         }
 
     def live(self) -> dict | None:
-        """What the live registries read, when the endpoints compared are theirs (the daemon's Preview)."""
+        """What the live registries read, when the endpoints compared are theirs (the daemon's Preview):
+        the clusters with endpoints, the endpoints their slices list, those stale; or, with ``not_live``,
+        why they are not."""
+        if self.not_live is not None:
+            return {"not_live": self.not_live}
         objects = self.head.live or self.base.live
         if not objects:
             return None
-        clusters = sorted({obj.labels.get(CLUSTER_LABEL, "") for obj in objects} - {""})
-        pods = sum(1 for obj in objects if obj.kind == "Pod")
-        return {"clusters": clusters, "pods": pods, "objects": len(objects)}
+        listed = [(obj.labels.get(CLUSTER_LABEL, ""), len(endpoint.get("addresses") or ()))
+                  for obj in objects if obj.kind == "EndpointSlice" for endpoint in obj.body.get("endpoints") or ()]
+        clusters = sorted({cluster for cluster, count in listed if count} - {""})
+        return {"clusters": clusters, "endpoints": sum(count for _, count in listed), "objects": len(objects),
+                "stale": dict(sorted(self.stale.items()))}
 
 
 def _finding_dict(finding: Finding) -> dict:

@@ -61,7 +61,7 @@ def run(args) -> int:
         raise UsageError(f"--max-bytes must be at least {defaults.PREVIEW_MIN_MAX_BYTES}")
     source = open_source(args.source, args.state_dir, credentials(args, True))
     source.refresh()
-    answer = _preview_from_server(args, source) if args.server else None
+    answer, not_live = _preview_from_server(args, source) if args.server else (None, None)
     if answer is not None:
         text, head_revision, head_valid, has_changes = answer.body, answer.head_revision, answer.head_valid, \
             answer.has_changes
@@ -80,6 +80,7 @@ def run(args) -> int:
             result = preview.preview_of(base, head, args.cluster, progress=say)
         except ValueError as exc:
             raise UsageError(f"--cluster {exc}") from None
+        result.not_live = not_live
         text = (preview.render_json(result) if args.format == "json"
                 else preview.render_markdown(result, args.max_bytes))
         head_revision, head_valid, has_changes = head.snapshot.revision, head.valid, result.has_changes
@@ -97,9 +98,9 @@ def run(args) -> int:
     return EXIT_OK
 
 
-def _preview_from_server(args, source) -> reconciler_pb2.PreviewResponse | None:
+def _preview_from_server(args, source) -> tuple[reconciler_pb2.PreviewResponse | None, str | None]:
     """The preview from the `galleon serve` at --server, which holds BASE parsed and modelled when it
-    serves it; None (said on stderr) when it cannot give this one, and the preview is made here."""
+    serves it; else (None, why), said on stderr and in the preview, which is then made here."""
     import grpc
     from compiler.snapshot import short_revision
 
@@ -116,11 +117,11 @@ def _preview_from_server(args, source) -> reconciler_pb2.PreviewResponse | None:
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:  # an unknown --cluster
                 raise UsageError(f"galleon serve at {args.server}: {exc.details()}") from None
-            print(f"galleon: galleon serve at {args.server} gave no preview ({exc.code().name}: {exc.details()}); "
-                  "comparing here", file=sys.stderr)
-            return None
+            why = f"galleon serve at {args.server} gave no preview ({exc.code().name}: {exc.details()})"
+            print(f"galleon: {why}; comparing here", file=sys.stderr)
+            return None, why
     if answer.base_revision != base:
-        print(f"galleon: galleon serve at {args.server} serves {short_revision(answer.base_revision)}, not BASE "
-              f"{short_revision(base)}; comparing here", file=sys.stderr)
-        return None
-    return answer
+        why = f"galleon serve at {args.server} serves {short_revision(answer.base_revision)}, not BASE {short_revision(base)}"
+        print(f"galleon: {why}; comparing here", file=sys.stderr)
+        return None, why
+    return answer, None
