@@ -95,6 +95,13 @@ def test_weight_change_shows_the_traffic_shift_from_every_cluster(repo):
         route = resources(preview, cluster)[("route", "9080")]
         assert any(line.endswith(f"clusters[outbound|9080|v1|{HOST}].weight: 50 → 20") for line in route.lines)
     assert preview.biggest_shifts()[0].shift == 30.0
+    # a cluster's summary counts services, not a service's tables (one per locality of its sidecars)
+    import dataclasses
+    from reconciler.preview import render_markdown
+    first = preview.clusters[0]
+    preview.clusters[0] = dataclasses.replace(first, traffic=(*first.traffic, dataclasses.replace(
+        first.traffic[0], locality="eu-west/eu-west-1a")))
+    assert f"<b>{first.name}: traffic</b> (1 service from 2 localities)" in render_markdown(preview)
 
 
 def test_new_endpoint_in_another_network_is_gateway_weight_there_and_direct_at_home(repo):
