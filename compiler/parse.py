@@ -387,19 +387,30 @@ def read_document(file: str, data: bytes) -> Any:
         raise UnreadableFile(file, f"nesting too deep to read (over {MAX_DEPTH} levels)") from None
     if node is None:
         return None
-    builder = _Builder(_budget(data))
+    builder = _Builder(_budget(data), record=True)  # (one object: its lines name a key given twice)
     try:
         body = builder.build(node, "")
     except (_Bomb, _Cycle, RecursionError) as exc:
-        cycle = exc if isinstance(exc, _Cycle) else _cycle(node)
-        if cycle is not None:
-            raise UnreadableFile(file, f"line {cycle.line}: {cycle}") from None
+        cycle = _the_cycle(file, node, exc)
+        raise UnreadableFile(file, f"line {cycle.line}: {cycle}") from None
+    if builder.duplicate_keys:
+        path, line = builder.duplicate_keys[0]
+        raise UnreadableFile(file, f"line {line}: {_twice(path)}")
+    return body
+
+
+def _the_cycle(file: str, node: yaml.Node, exc: Exception) -> _Cycle:
+    """The cycle that made a document unreadable; UnreadableFile when it was not one (a bomb of
+    aliases, or nesting too deep)."""
+    cycle = exc if isinstance(exc, _Cycle) else _cycle(node)
+    if cycle is None:
         raise UnreadableFile(file, f"line {node.start_mark.line + 1}: "
                                    f"{exc if isinstance(exc, _Bomb) else 'nesting too deep to read'}") from None
-    if builder.duplicate_keys:
-        raise UnreadableFile(file, f"line {builder.duplicate_keys[0][1]}: a key is given twice in one mapping; "
-                                   "YAML keeps only the last, remove one")
-    return body
+    return cycle
+
+
+def _twice(path: str) -> str:
+    return f"key {_display(path)} is given twice in one mapping; YAML keeps only the last, remove one"
 
 
 def _yaml_error(file: str, exc: yaml.YAMLError) -> Finding:
@@ -542,10 +553,7 @@ def _parse_file(file: str, data: bytes, known) -> FileParse:
         try:
             body = builder.build(node, "")
         except (_Bomb, _Cycle, RecursionError) as exc:
-            cycle = exc if isinstance(exc, _Cycle) else _cycle(node)
-            if cycle is None:
-                raise UnreadableFile(file, f"line {node.start_mark.line + 1}: "
-                                           f"{exc if isinstance(exc, _Bomb) else 'nesting too deep to read'}") from None
+            cycle = _the_cycle(file, node, exc)
             findings.append(Finding(file, cycle.line, Level.ERROR, CODE_YAML, str(cycle)))
             continue
         budget = builder.budget
@@ -554,9 +562,7 @@ def _parse_file(file: str, data: bytes, known) -> FileParse:
         line = node.start_mark.line + 1
         if builder.duplicate_keys:
             for path, key_line in file_lines.duplicate_keys(document):
-                findings.append(Finding(file, key_line, Level.ERROR, CODE_DUPLICATE_KEY,
-                                        f"key {_display(path)} is given twice in one mapping; "
-                                        "YAML keeps only the last, remove one"))
+                findings.append(Finding(file, key_line, Level.ERROR, CODE_DUPLICATE_KEY, _twice(path)))
         objects += _objects(file, line, body, file_lines, document, known, findings)
     return FileParse(data, objects, findings)
 

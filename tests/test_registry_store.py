@@ -373,7 +373,7 @@ def test_a_file_that_would_take_the_daemons_memory_is_unreadable(tmp_path):
     assert len(reported) == 3 and not registry.objects()
     assert reported[0].startswith("Pod shop/bomb: ") and "bomb.yaml: line 1: anchors and aliases expand it far beyond" in reported[0]
     assert "latin.yaml: line 4: not valid UTF-8 (byte 0xe9" in reported[1]
-    assert "twice.yaml: line 5: a key is given twice in one mapping" in reported[2]
+    assert "twice.yaml: line 5: key .spec is given twice in one mapping" in reported[2]
 
 
 def test_a_cluster_being_listed_is_syncing_until_it_is_synced_or_fails():

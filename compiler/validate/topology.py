@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import socket
 
 from .. import meshnetworks
 from ..findings import Level
@@ -30,29 +29,13 @@ def is_cidr(text: str) -> bool:
     return True
 
 
-def _is_ipv4(text: str) -> bool:
-    try:
-        socket.inet_pton(socket.AF_INET, text)
-        return True
-    except (OSError, ValueError):
-        return False
-
-
-def _is_ipv6(text: str) -> bool:
-    try:
-        socket.inet_pton(socket.AF_INET6, text)  # (no zone: Kubernetes takes none)
-        return True
-    except (OSError, ValueError):
-        return False
-
-
 def _is_ip(text: str) -> bool:
-    return _is_ipv4(text) or _is_ipv6(text)
+    return syntax.is_ip(text, zone=False)
 
 
 # An EndpointSlice's addressType: what each of its addresses must be, and that said.
-_SLICE_ADDRESSES = {"IPv4": (_is_ipv4, "an IPv4 address (the slice's addressType)"),
-                    "IPv6": (_is_ipv6, "an IPv6 address (the slice's addressType)"),
+_SLICE_ADDRESSES = {"IPv4": (syntax.is_ipv4, "an IPv4 address (the slice's addressType)"),
+                    "IPv6": (syntax.is_ipv6, "an IPv6 address (the slice's addressType)"),
                     "FQDN": (is_hostname, "a DNS name (the slice's addressType is FQDN)")}
 
 
@@ -60,8 +43,8 @@ def kubernetes_address_errors(obj: SourceObject) -> list[tuple[Path, str]]:
     """(path, message) for each address of a Kubernetes object that its API server would refuse and
     Envoy cannot use: an EndpointSlice's addresses (of its addressType), an Endpoints' ``ip``s, a
     Pod's ``status.podIP`` and ``podIPs``, a Service's ``clusterIP`` and ``clusterIPs`` (an IP, or
-    None: headless). A live registry checks every object it reads (150,000 endpoints in a large
-    mesh): nothing is made for an address that is valid."""
+    None: headless). A live registry checks every object it reads: nothing is made for an address
+    that is valid."""
     body, kind = obj.body, obj.kind
     errors: list[tuple[Path, str]] = []
     if kind == "EndpointSlice":
