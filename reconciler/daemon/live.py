@@ -299,7 +299,7 @@ class Live:
         found = await asyncio.to_thread(cluster_clients, {self.cluster: context},
                                         self.options.kubeconfig)  # type: ignore[union-attr]
         named = found.clients.get(self.cluster)
-        if named is not None and named.configuration.host != own.client.configuration.host:
+        if named is not None and named.configuration.host.rstrip("/") != own.client.configuration.host.rstrip("/"):
             self._say_once("registry reads this cluster from another API server than its Cluster names",
                            f"cluster {self.cluster} is read from {own.client.configuration.host}, but its Cluster's "
                            f"kubeContext {context!r} is {named.configuration.host}; give --kube-context {context}")
