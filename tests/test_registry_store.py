@@ -89,6 +89,21 @@ def test_a_failure_keeps_what_was_held_marked_stale_until_listed_again():
     assert registry.status()[0]["stale"] is False
 
 
+def test_each_new_failure_is_said_and_a_cluster_never_listed_is_not_stale():
+    """galleon status --watch is woken by a failure, and by each new error after it (not by a retry
+    failing the same way); a cluster that holds nothing is not "stale", but refused or not synced."""
+    states = []
+    registry = Registry(on_state=lambda: states.append(1))
+    registry.expect(["east"])
+    registry.failed("east", "Pod", "east: credentials refused (401)", refused=True)
+    registry.failed("east", "Pod", "east: credentials refused (401)", refused=True)
+    assert len(states) == 1
+    status = registry.status()[0]
+    assert (status["synced"], status["stale"], status["refused"]) == (False, False, True)
+    registry.failed("east", "Pod", "east: API server https://10.0.0.1 unreachable: connection refused")
+    assert len(states) == 2 and registry.status()[0]["refused"] is False
+
+
 def test_a_cluster_forgotten_takes_its_objects_with_it():
     """Its remote secret deleted: the cluster's objects leave what is served (a whole rebuild without
     them), and it is no longer reported."""
