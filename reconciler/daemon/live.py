@@ -74,10 +74,13 @@ class _Waiting:
 @dataclass(frozen=True)
 class _Followed:
     """A cluster read from its API server: the client, what stops its feed, and the remote secret that
-    gave it (None: this cluster, or a Cluster's kubeContext)."""
+    gave it (None: this cluster, or a Cluster's kubeContext). ``provisional``: followed through its
+    kubeContext before the remote secrets could be read (this cluster's API server away), so a remote
+    secret that gives it takes it over, as it would have at start."""
     client: ApiClient
     stop: threading.Event
     secret: str | None = None
+    provisional: bool = False
 
 
 @dataclass
@@ -216,8 +219,10 @@ class Live:
             elif followed is None or followed.client is not remote.client:
                 if followed is not None:
                     followed.stop.set()
-                    log.info("remote secret changed: reading the cluster with its new kubeconfig", cluster=cluster,
-                             remote_secret=remote.secret)
+                    log.info("remote secret changed: reading the cluster with its new kubeconfig"
+                             if followed.secret is not None else
+                             "remote secret gives the cluster read through its kubeContext: reading it through the "
+                             "secret", cluster=cluster, remote_secret=remote.secret)
                 self._follow_cluster(cluster, _Followed(remote.client, threading.Event(), remote.secret))
         for cluster, followed in list(self._kube.items()):
             if followed.secret is not None and cluster not in given:
@@ -232,7 +237,8 @@ class Live:
     def _read_otherwise(self, cluster: str) -> bool:
         """Whether ``cluster`` is read otherwise than through a remote secret."""
         followed = self._kube.get(cluster)
-        return (followed is not None and followed.secret is None) or self._dir_feed_of(cluster) is not None
+        return (followed is not None and followed.secret is None and not followed.provisional) \
+            or self._dir_feed_of(cluster) is not None
 
     @staticmethod
     def _ignored_secret(cluster: str, secret: str) -> str:
@@ -286,7 +292,8 @@ class Live:
             # (a remote secret or a dir: registry may have taken it meanwhile)
             if cluster not in self._kube and self._dir_feed_of(cluster) is None:
                 self._unfollowable.discard(cluster)
-                self._follow_cluster(cluster, _Followed(client, threading.Event()))
+                provisional = self.secrets is not None and not self._secrets_settled
+                self._follow_cluster(cluster, _Followed(client, threading.Event(), provisional=provisional))
 
     async def _check_own_context(self, context: str | None) -> None:
         """This cluster is read through --kube-context (or the kubeconfig's current context, or the pod's

@@ -327,3 +327,29 @@ def test_this_cluster_read_from_another_api_server_than_its_cluster_names_is_sai
                                             "names"), 10, g.log)
             assert said["error"] == (f"cluster east is read from {west.url}, but its Cluster's kubeContext 'east' is "
                                      f"{standin.url}; give --kube-context east")
+
+
+def test_a_remote_secret_takes_over_a_cluster_read_through_its_kube_context_while_it_could_not_be_read(
+        tmp_path, standin):
+    """With this cluster's API server away at start, west is read through its kubeContext at once; once
+    the remote secrets can be read, the one that gives west takes it over, as it would have at start
+    (which source reads a cluster does not depend on what was up first)."""
+    from tests.kube.standin import KubeStandIn, write_kubeconfig
+    with KubeStandIn() as west:
+        west.require_token("west-secret")
+        repo = east_and_west(tmp_path, standin, west, "kubeContext: west")
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", {"east": standin, "west": west})
+        standin.put(secret_for("west", west, "west-secret"))
+        standin.stop_serving()
+        g = started_waiting(repo, kubeconfig)
+        try:
+            assert wait_for(lambda: g.event("registry following", cluster="west"), 10, g.log)
+            standin.resume()
+            said = wait_for(lambda: g.event("remote secret gives the cluster read through its kubeContext: reading "
+                                            "it through the secret", cluster="west"), 20, g.log)
+            assert said["remote_secret"] == "istio-system/istio-remote-secret-west"
+            assert wait_for(lambda: endpoints(g) == {"10.0.0.1", "10.1.0.1"}, 20, g.log)
+            assert g.json("/debug/registryz")["remote_secrets"]["clusters"] == {
+                "west": "istio-system/istio-remote-secret-west"}
+        finally:
+            g.stop()
