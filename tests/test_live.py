@@ -588,3 +588,42 @@ def test_a_cluster_is_read_from_one_registry(tmp_path):
         await daemon.live.ended(5)
 
     asyncio.run(later_folder())
+
+
+def test_a_stopped_daemon_waits_for_its_api_servers_feeds_and_names_one_that_runs_on(tmp_path):
+    """Against the Kubernetes API stand-in (tests/kube/standin.py: no API server can be installed here):
+    a list the API server holds without answering cannot be cut (the request has no response yet);
+    a stopped daemon waits for it at most FEEDS_END seconds, then says which cluster's feed runs on."""
+    import time
+
+    from structlog.testing import capture_logs
+
+    from reconciler.daemon import Daemon, RegistryOptions, ServeOptions
+    from reconciler.daemon.daemon import FEEDS_END
+    from tests.conftest import SAMPLE_REPO
+    from tests.kube.standin import KubeStandIn
+    with KubeStandIn() as api:
+        api.delay(100, path_contains="/pods")
+        kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig", contexts=("cluster-a",))
+        daemon = Daemon(ServeOptions(source=str(SAMPLE_REPO), cluster="cluster-a", ads="127.0.0.1:0",
+                                     http="127.0.0.1:0", state_dir=tmp_path / "state",
+                                     registry=RegistryOptions(("kube",), kubeconfig=kubeconfig,
+                                                              context="cluster-a", sync_timeout=60)))
+
+        async def main() -> float:
+            running = asyncio.create_task(daemon.run())
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 20
+            while not any(t.name.startswith("kube-cluster-a-") for t in threading.enumerate()):
+                assert loop.time() < deadline and not running.done()
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)  # (the list of pods hangs)
+            daemon.stop("test done")
+            stopping = time.monotonic()
+            await asyncio.wait_for(running, FEEDS_END + 10)
+            return time.monotonic() - stopping
+
+        with capture_logs() as logs:
+            took = asyncio.run(main())
+    said = [e for e in logs if e["event"] == "registry feeds still running as the daemon stops"]
+    assert FEEDS_END - 0.5 <= took < FEEDS_END + 5 and [e["threads"] for e in said] == [["registry kube cluster-a"]]
