@@ -594,6 +594,7 @@ def test_a_stopped_daemon_waits_for_its_api_servers_feeds_and_names_one_that_run
     """Against the Kubernetes API stand-in (tests/kube/standin.py: no API server can be installed here):
     a list the API server holds without answering cannot be cut (the request has no response yet);
     a stopped daemon waits for it at most FEEDS_END seconds, then says which cluster's feed runs on."""
+    import gc
     import time
 
     from structlog.testing import capture_logs
@@ -602,6 +603,7 @@ def test_a_stopped_daemon_waits_for_its_api_servers_feeds_and_names_one_that_run
     from reconciler.daemon.daemon import FEEDS_END
     from tests.conftest import SAMPLE_REPO
     from tests.kube.standin import KubeStandIn
+    before = set(threading.enumerate())
     with KubeStandIn() as api:
         api.delay(100, path_contains="/pods")
         kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig", contexts=("cluster-a",))
@@ -625,5 +627,18 @@ def test_a_stopped_daemon_waits_for_its_api_servers_feeds_and_names_one_that_run
 
         with capture_logs() as logs:
             took = asyncio.run(main())
+        # The API server going away cuts the held list: the feed then ends (else it would drop what it
+        # holds in the middle of another test's count of cyclic garbage).
+        api.stop_serving()
+        for thread in [t for t in threading.enumerate() if t.name.startswith("kube-cluster-a-")]:
+            thread.join(10)
+        assert not [t.name for t in threading.enumerate() if t.name.startswith("kube-cluster-a-")]
+    # (the stand-in's request held, released as it stops, ends on its own thread: waited for, and what
+    # it leaves collected, so that no other test's count of cyclic garbage finds it)
+    deadline = time.monotonic() + 10
+    for thread in set(threading.enumerate()) - before:
+        if not thread.name.endswith("(_poll_wrapper)"):  # (gRPC's poller lives as long as the process)
+            thread.join(max(0.0, deadline - time.monotonic()))
+    gc.collect()
     said = [e for e in logs if e["event"] == "registry feeds still running as the daemon stops"]
     assert FEEDS_END - 0.5 <= took < FEEDS_END + 5 and [e["threads"] for e in said] == [["registry kube cluster-a"]]
