@@ -116,14 +116,31 @@ def slice_endpoints(obj: SourceObject) -> list[ListedEndpoint]:
     ports = _ports(obj.body.get("ports"))
     out = []
     for i, endpoint in enumerate(obj.body.get("endpoints") or ()):
-        conditions = endpoint.get("conditions") or {}
-        terminating = bool(conditions.get("terminating"))
-        ready = conditions.get("ready", True) is not False and not terminating
+        terminating = bool((endpoint.get("conditions") or {}).get("terminating"))
+        ready = endpoint_ready(endpoint)
         for j, address in enumerate(endpoint.get("addresses") or ()):
             out.append(ListedEndpoint(address, ports, ready, terminating, endpoint.get("zone", ""),
                                       endpoint.get("nodeName", ""), _pod(endpoint.get("targetRef")),
                                       ("endpoints", i, "addresses", j)))
     return out
+
+
+def endpoint_ready(endpoint: dict) -> bool:
+    """Whether an EndpointSlice's endpoint takes traffic: without conditions it is ready; one not
+    ready, or terminating, is never sent (Istio's health rules)."""
+    conditions = endpoint.get("conditions") or {}
+    return conditions.get("ready", True) is not False and not conditions.get("terminating")
+
+
+def slice_addresses(body: dict) -> tuple[int, int]:
+    """The addresses an EndpointSlice lists, and of them those not ready (listed, sent to no proxy)."""
+    listed = not_ready = 0
+    for endpoint in body.get("endpoints") or ():
+        addresses = len(endpoint.get("addresses") or ())
+        listed += addresses
+        if not endpoint_ready(endpoint):
+            not_ready += addresses
+    return listed, not_ready
 
 
 def endpoints_endpoints(obj: SourceObject) -> list[ListedEndpoint]:

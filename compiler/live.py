@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from .kinds import CLUSTER_LABEL, NODE
-from .parse import FileLines, SourceObject
+from .parse import FileLines, SourceObject, format_path
 from .validate import schema
 from .validate.topology import kubernetes_address_errors
 
@@ -60,8 +60,10 @@ def live_object(cluster: str, body: Any, file: str, line: int = 1) -> SourceObje
         problems = schema.check(obj)
         if problems:
             raise Unreadable(problems[0].message)
-        for path, message in kubernetes_address_errors(obj):
-            raise Unreadable(f".{'.'.join(map(str, path))}: {message}")
+        errors = kubernetes_address_errors(obj)
+        if errors:
+            path, message = errors[0]
+            raise Unreadable(f"{format_path(path)}: {message}")
     return obj
 
 

@@ -138,7 +138,7 @@ def test_a_field_the_api_server_writes_as_null_is_not_set():
     (pod("web-1", "999.0.0.1"), r"^\.status\.podIP: podIP '999\.0\.0\.1' is not an IP address$"),
     ({**pod("web-1", "10.0.0.1"), "status": {"podIP": 7}}, r"^\.status\.podIP: expected a string"),
     (endpoint_slice("web-abc", [("web-1", "fd00::1", True)]),
-     r"^\.endpoints\.0\.addresses\.0: address 'fd00::1' is not an IPv4 address \(the slice's addressType\)$"),
+     r"^\.endpoints\[0\]\.addresses\[0\]: address 'fd00::1' is not an IPv4 address \(the slice's addressType\)$"),
     ({**service("east"), "spec": {**service("east")["spec"], "clusterIP": "web"}}, r"clusterIP 'web' is not an IP"),
 ])
 def test_a_live_object_its_api_server_would_refuse_is_unreadable(body, says):

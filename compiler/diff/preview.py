@@ -16,6 +16,7 @@ from ..fingerprints import changes
 from ..gateways import destination_hosts
 from ..hosts import fqdn, matches
 from ..kinds import CLUSTER_LABEL
+from ..kube import slice_addresses
 from ..model import Mesh
 from ..names import parse_eds_name
 from ..parse import SourceObject
@@ -190,8 +191,8 @@ class Preview:
         objects = self.head.live or self.base.live
         if not objects:
             return None
-        listed = [(obj.labels.get(CLUSTER_LABEL, ""), len(endpoint.get("addresses") or ()))
-                  for obj in objects if obj.kind == "EndpointSlice" for endpoint in obj.body.get("endpoints") or ()]
+        listed = [(obj.labels.get(CLUSTER_LABEL, ""), slice_addresses(obj.body)[0])
+                  for obj in objects if obj.kind == "EndpointSlice"]
         clusters = sorted({cluster for cluster, count in listed if count} - {""})
         return {"clusters": clusters, "endpoints": sum(count for _, count in listed), "objects": len(objects),
                 "stale": dict(sorted(self.stale.items()))}

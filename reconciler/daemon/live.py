@@ -271,11 +271,10 @@ class Live:
             return
         contexts = {c.name: context for c in revision.objects if c.kind == "Cluster" if (context := kube_context(c))}
         await self._check_own_context(contexts.get(self.cluster))
-        wanted = {name: context for name, context in contexts.items()
-                  if name not in self._kube and self._dir_feed_of(name) is None}
+        wanted = {name: context for name, context in contexts.items() if self._read_elsewhere(None, name) is None}
         for cluster in self._unfollowable - wanted.keys():  # (its Cluster gone, or read otherwise now)
             self._unfollowable.discard(cluster)
-            if cluster not in self._kube and self._dir_feed_of(cluster) is None:
+            if self._read_elsewhere(None, cluster) is None:
                 self.registry.forget(cluster)
         if not wanted:
             return
@@ -289,8 +288,7 @@ class Live:
                 self.registry.expect([cluster])
                 self.registry.failed(cluster, None, error, refused=True)
         for cluster, client in found.clients.items():
-            # (a remote secret or a dir: registry may have taken it meanwhile)
-            if cluster not in self._kube and self._dir_feed_of(cluster) is None:
+            if self._read_elsewhere(None, cluster) is None:  # (a remote secret or a dir: registry may have meanwhile)
                 self._unfollowable.discard(cluster)
                 provisional = self.secrets is not None and not self._secrets_settled
                 self._follow_cluster(cluster, _Followed(client, threading.Event(), provisional=provisional))
@@ -416,7 +414,7 @@ class Live:
                 # but while they cannot be read (this cluster's API server down), not waiting for them.
                 await self._follow_contexts(revision)
                 contexts_followed = True
-            clusters = sorted(c["cluster"] for c in self.registry.status() if not c["synced"] and not c["refused"])
+            clusters = self.registry.waited_for()
             waiting = clusters + ([REMOTE_SECRETS] if secrets_waited else [])
             secrets = {"remote_secrets": "not listed"} if secrets_waited else {}
             if not waiting:

@@ -11,6 +11,7 @@ deleted) removes its objects.
 """
 from __future__ import annotations
 
+import stat
 import threading
 from dataclasses import dataclass
 from typing import Callable, Iterable, Protocol
@@ -114,7 +115,6 @@ class DirectoryFeed:
         self.holds.add(cluster)
         by_kind: dict[str, list[dict]] = {kind: [] for kind in KIND_NAMES}
         problems: dict[str, dict[str, str]] = {kind: {} for kind in KIND_NAMES}
-        folder = self.root / cluster
         seen: set[Path] = set()
         for path in self._files(folder):
             seen.add(path)
@@ -155,16 +155,14 @@ class DirectoryFeed:
         else:
             # another layout: not a registry file (a README, a kustomization...); but a kind it reads,
             # misplaced, is said (its objects would be missed without a word)
-            misplaced = parts[-2] if len(parts) in (2, 3) else None
-            if misplaced is not None and misplaced not in KIND_NAMES:
-                misplaced = _KINDS_BY_SPELLING.get(misplaced.lower().removesuffix("s"), misplaced)
+            misplaced = _meant(parts[-2]) if len(parts) in (2, 3) else None
             if misplaced in _CLUSTER_SCOPED:
                 self._say_once(path.parent, f"{misplaced} is cluster-scoped: <cluster>/{misplaced}/<name>.yaml")
             elif misplaced in KIND_NAMES:
                 self._say_once(path.parent, f"{misplaced} is namespaced: <cluster>/<namespace>/{misplaced}/<name>.yaml")
             return None
         if kind not in KIND_NAMES:
-            meant = _KINDS_BY_SPELLING.get(kind.lower().removesuffix("s"))
+            meant = _meant(kind)
             if meant is not None:  # Pods/, endpointslice/: a misspelt kind would miss every object in it
                 self._say_once(path.parent, f"no kind {kind!r} is read; did you mean {meant}?")
             return None  # kinds a registry does not read (ConfigMaps, Secrets...) are left alone
@@ -252,13 +250,18 @@ class DirectoryFeed:
             self.sink.failed(cluster, None, error)
 
 
+def _meant(folder: str) -> str | None:
+    """The kind a registry reads that a folder's name is, or is a misspelling of (Pods, endpointslice)."""
+    return _KINDS_BY_SPELLING.get(folder.lower().removesuffix("s"))
+
+
 def _identity(folder: Path) -> tuple[int, int] | None:
     """Which folder is at a path now (None: none is)."""
     try:
-        stat = folder.stat()
+        found = folder.stat()
     except OSError:
         return None
-    return (stat.st_dev, stat.st_ino) if folder.is_dir() else None
+    return (found.st_dev, found.st_ino) if stat.S_ISDIR(found.st_mode) else None
 
 
 def _mismatch(body: object, kind: str, namespace: str, name: str) -> str | None:

@@ -15,6 +15,7 @@ from typing import Callable, Iterable, Mapping
 
 import structlog
 
+from compiler.kube import slice_addresses
 from compiler.live import Unreadable, kube_file, live_object
 from compiler.parse import SourceObject
 
@@ -71,12 +72,8 @@ class ClusterRecord:
         for (kind, _, _), obj in self.objects.items():
             counts[kind] = counts.get(kind, 0) + 1
             if kind == "EndpointSlice":
-                for endpoint in obj.body.get("endpoints") or ():
-                    addresses = len(endpoint.get("addresses") or ())
-                    endpoints += addresses
-                    conditions = endpoint.get("conditions") or {}
-                    if conditions.get("ready") is False or conditions.get("terminating"):
-                        not_ready += addresses  # (listed, but sent to no proxy: Istio's rules)
+                listed, not_listening = slice_addresses(obj.body)
+                endpoints, not_ready = endpoints + listed, not_ready + not_listening
         return {"cluster": self.name, "synced": self.synced, "stale": bool(self.stale) and self.synced,
                 "refused": bool(self.stale) and self.refused,
                 "services": counts.get("Service", 0), "endpoints": endpoints, "not_ready": not_ready,
@@ -132,9 +129,10 @@ class Registry:
                 del record.objects[key]
             record.objects.update(new)
             before = {k: why for k, why in record.unreadable.items() if k[0] == kind}
-            record.unreadable = {k: why for k, why in record.unreadable.items() if k[0] != kind}
             for key, why in skipped.items():
-                self._skip(record, key, why, before.get(key))
+                self._skip(record, key, why)
+            for key in before.keys() - skipped.keys():
+                del record.unreadable[key]
             was_stale = bool(record.stale)
             if kind in record.listed and (changed or gone):  # (a list after the first: what it changed happened)
                 record.events[kind] = record.events.get(kind, 0) + len(changed) + len(gone)
@@ -172,9 +170,7 @@ class Registry:
                 try:
                     new = live_object(cluster, obj, self._files(cluster)(kind, key[1], key[2]))
                 except Unreadable as exc:
-                    said = record.unreadable.get(key)
-                    self._skip(record, key, str(exc), said)
-                    state_changed = said != str(exc)
+                    state_changed = self._skip(record, key, str(exc))
                     old = record.objects.pop(key, None)  # what it was is no longer what runs
                     change = Change(cluster, gone=(old,) if old is not None else (), whole=kind in WHOLE_KINDS)
                 else:
@@ -236,6 +232,13 @@ class Registry:
         with self._lock:
             return sorted(name for name, record in self._clusters.items() if record.synced)
 
+    def waited_for(self) -> list[str]:
+        """The clusters a first publish waits for: not synced, and not refused (only a change of
+        configuration or credentials mends a refusal). Cheap, as ``synced``."""
+        with self._lock:
+            return sorted(name for name, record in self._clusters.items()
+                          if not record.synced and not (record.stale and record.refused))
+
     def expect(self, clusters: Iterable[str]) -> None:
         """Clusters the registry is to read: reported (not synced) before their first report."""
         with self._lock:
@@ -264,18 +267,20 @@ class Registry:
             record = self._clusters[cluster] = ClusterRecord(cluster)
         return record
 
-    def _skip(self, record: ClusterRecord, key: Key, reason: str, said: str | None) -> None:
-        """An object skipped; logged and counted once until its reason changes (``said``: the reason
-        already reported for it, if any): a file still broken at the next read is not a new error."""
+    def _skip(self, record: ClusterRecord, key: Key, reason: str) -> bool:
+        """An object skipped; logged and counted once until its reason changes (a file still broken at
+        the next read is not a new error). Whether it was news."""
+        said = record.unreadable.get(key)
         record.unreadable[key] = reason
         if said == reason:
-            return
+            return False
         kind, namespace, name = key
         log.warning("object skipped", cluster=record.name, kind=kind, namespace=namespace or None, name=name,
                     reason=reason)
         record.errors[kind] = record.errors.get(kind, 0) + 1
         record.last_error, record.last_error_at = f"{kind} {namespace + '/' if namespace else ''}{name}: {reason}", \
             time.time()
+        return True
 
     def _read_all(self, cluster: str, kind: str, objects: list[dict]) -> tuple[dict[Key, SourceObject], dict[Key, str]]:
         """(outside the lock) The objects of a list, and those skipped with why."""
