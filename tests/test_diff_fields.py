@@ -37,6 +37,25 @@ def test_an_insertion_into_a_plain_list_is_one_addition():
     assert texts({"hosts": ["a", "b", "c"]}, {"hosts": ["c"]}) == [".hosts[0]: - a", ".hosts[1]: - b"]
 
 
+def test_an_element_edited_beside_one_added_reads_as_a_change_and_an_addition():
+    """A canary: the route's weight goes 100 → 90 and a second destination takes 10."""
+    v1 = {"destination": {"host": "reviews", "subset": "v1"}}
+    old = {"route": [{**v1, "weight": 100}]}
+    new = {"route": [{**v1, "weight": 90}, {"destination": {"host": "reviews", "subset": "v2"}, "weight": 10}]}
+    assert texts(old, new) == [".route[0].weight: 100 → 90",
+                               '.route[1]: + {"destination": {"host": "reviews", "subset": "v2"}, "weight": 10}']
+    # the other way round, and with the edited element second
+    assert texts(new, old) == [".route[0].weight: 90 → 100",
+                               '.route[1]: - {"destination": {"host": "reviews", "subset": "v2"}, "weight": 10}']
+    old = {"route": [{**v1, "weight": 100}]}
+    new = {"route": [{"destination": {"host": "ratings"}, "weight": 10}, {**v1, "weight": 90}]}
+    assert texts(old, new) == ['.route[0]: + {"destination": {"host": "ratings"}, "weight": 10}',
+                               ".route[1].weight: 100 → 90"]
+    # nothing alike: a removal and an addition
+    assert [c.action for c in diff_values({"r": [{"a": 1, "b": 2}]}, {"r": [{"c": 3}, {"d": 4}]})] == \
+        ["removed", "added", "added"]
+
+
 def test_format_path_reads_like_the_findings():
     assert format_path(("spec", "http", 0, "route", 1, "weight")) == ".spec.http[0].route[1].weight"
     assert format_path(()) == "."

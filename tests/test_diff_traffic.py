@@ -49,7 +49,7 @@ def config(groups, weighted=True, panic=None, lb=cluster_pb2.Cluster.LEAST_REQUE
 
 
 def shares(view: CompiledView, down: str | None = None) -> dict[str, float]:
-    return {address: round(share, 4) for (_, address), share in cluster_shares(view, NAME, down).items()}
+    return {pick.address: round(share, 4) for pick, share in cluster_shares(view, NAME, down).items()}
 
 
 def test_locality_weights_then_endpoint_weights():
@@ -105,6 +105,23 @@ def test_nothing_healthy_without_panic_is_a_503_and_with_panic_uses_every_host()
     view = config([("r/a", 0, 0, [("10.0.0.1", 1), ("10.0.0.2", 1)]), ("r/b", 0, 0, [("10.0.0.3", 1)])],
                   weighted=False)
     assert shares(view, down="r/a") == {"10.0.0.1": 0.3333, "10.0.0.2": 0.3333, "10.0.0.3": 0.3333}
+
+
+def test_a_down_endpoint_picked_in_panic_is_labelled_so():
+    """In panic Envoy sends requests to endpoints it knows are down: the preview must not show them as
+    an ordinary destination of the failover."""
+    view = config([("r/a", 0, 0, [("10.0.0.1", 1), ("10.0.0.2", 1)]), ("r/b", 0, 0, [("10.0.0.3", 1)])],
+                  weighted=False)
+    picks = cluster_shares(view, NAME, "r/a")
+    assert {(p.address, p.down) for p in picks} == {("10.0.0.1", True), ("10.0.0.2", True), ("10.0.0.3", False)}
+    got = service_shares(view, "svc.ns.svc.cluster.local", 80, "r/a", {"10.0.0.1": "c1", "10.0.0.2": "c1",
+                                                                          "10.0.0.3": "c2"})
+    assert got == {Destination("", "c1", "r/a", down=True): pytest.approx(2 / 3),
+                   Destination("", "c2", "r/b"): pytest.approx(1 / 3)}
+    assert "panic" in Destination("", "c1", "r/a", down=True).text()
+    assert "panic" not in Destination("", "c2", "r/b").text()
+    # every endpoint healthy: nothing is down, whatever the threshold
+    assert not any(p.down for p in cluster_shares(view, NAME, None))
 
 
 def test_route_weights_split_between_clusters_and_missing_clusters_are_503():

@@ -274,10 +274,17 @@ def test_an_unreachable_server_is_reported_objects_are_kept_then_it_is_listed_ag
 
 
 def test_refused_credentials_and_server_errors_are_one_line_then_retried(standin, run):
+    from structlog.testing import capture_logs
     standin.require_token("secret")
-    _, sink = run()
-    sink.wait_for(lambda s: len(s.of("failed", "Pod")) >= 2)
+    with capture_logs() as logs:
+        _, sink = run()
+        sink.wait_for(lambda s: len(s.of("failed", "Pod")) >= 3)
     assert sink.of("listed") == []
+    # each retry is reported to the sink (status, metrics), but a retry failing as the last did is no
+    # new warning in the log
+    warned = [e for e in logs if e["event"] == "registry read failed" and e["kind"] == "Pod"
+              and e["log_level"] == "warning"]
+    assert len(warned) == 1, warned
     assert sink.of("failed", "Pod")[0][3] == f"{CLUSTER}: credentials refused (401 Unauthorized) by API server {standin.url}"
     standin.fail(path_contains="/api/v1/pods", status=503, times=None)
     standin.require_token(None)

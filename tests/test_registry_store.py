@@ -85,8 +85,13 @@ def test_a_failure_keeps_what_was_held_marked_stale_until_listed_again():
     status = registry.status()[0]
     assert status["stale"] and "unreachable" in status["last_error"] and status["synced"]
     assert [o.name for o in registry.objects() if o.kind == "Pod"] == ["web-1"]
-    registry.listed("east", "Pod", [pod("web-1", "10.0.0.1")])
+    from structlog.testing import capture_logs
+    with capture_logs() as logs:
+        registry.listed("east", "Pod", [pod("web-1", "10.0.0.1")])
+        registry.listed("east", "Pod", [pod("web-1", "10.0.0.1")])  # (fresh already: nothing to say)
     assert registry.status()[0]["stale"] is False
+    # the log that said it failed says it is back
+    assert [e["cluster"] for e in logs if e["event"] == "registry listed again"] == ["east"]
 
 
 def test_each_new_failure_is_said_and_a_cluster_never_listed_is_not_stale():

@@ -22,6 +22,9 @@ class _Missing:
 
 MISSING: Any = _Missing()
 
+# Pairing edited list elements compares each old element with each new one of a changed block.
+PAIRING_LIMIT = 10_000
+
 
 @dataclass(frozen=True)
 class FieldChange:
@@ -102,12 +105,63 @@ def _diff_lists(old: list, new: list, named: bool, path: Path) -> list[FieldChan
         if op == "equal":
             continue
         if op == "replace" and i2 - i1 == j2 - j1:
-            for k in range(i2 - i1):
-                changes += diff_values(old[i1 + k], new[j1 + k], named, path + (j1 + k,))
-            continue
-        changes += [FieldChange(path + (i,), old=old[i]) for i in range(i1, i2)]
-        changes += [FieldChange(path + (j,), new=new[j]) for j in range(j1, j2)]
+            pairs = [(i1 + k, j1 + k) for k in range(i2 - i1)]
+        else:
+            pairs = _pair_alike(old, new, range(i1, i2), range(j1, j2))
+        for i, j in pairs + [(i2, j2)]:  # in order: what went and came before a pair, then the pair
+            changes += [FieldChange(path + (k,), old=old[k]) for k in range(i1, i)]
+            changes += [FieldChange(path + (k,), new=new[k]) for k in range(j1, j)]
+            if i < i2:
+                changes += diff_values(old[i], new[j], named, path + (j,))
+            i1, j1 = i + 1, j + 1
     return changes
+
+
+def _pair_alike(old: list, new: list, olds: range, news: range) -> list[tuple[int, int]]:
+    """Old and new elements that are one element edited, in order: a route's weight changed while
+    another destination is added reads as that change and one addition, not as a route removed and
+    two added. Elements pair when at least half of their leaves are the same. Blocks too large to
+    compare pairwise cheaply stay removals and additions."""
+    if len(olds) * len(news) > PAIRING_LIMIT:
+        return []
+    leaves = {j: _leaves(new[j]) for j in news}
+    pairs: list[tuple[int, int]] = []
+    start = news.start
+    for i in olds:
+        mine = _leaves(old[i])
+        alike = {j: _alike(mine, leaves[j]) for j in range(start, news.stop)}
+        best = max(alike, key=alike.__getitem__, default=None)  # the first of equals
+        if best is not None and alike[best] >= 0.5:
+            pairs.append((i, best))
+            start = best + 1
+    return pairs
+
+
+def _alike(a: set | None, b: set | None) -> float:
+    """The share of two mappings' leaves they have in common; 0 unless both are mappings."""
+    if a is None or b is None:
+        return 0.0
+    return len(a & b) / len(a | b) if a | b else 1.0
+
+
+def _leaves(value: Any) -> set | None:
+    """A mapping's leaves as (path, value) pairs; None for anything else."""
+    if not isinstance(value, dict):
+        return None
+    out: set = set()
+
+    def walk(item: Any, path: Path) -> None:
+        if isinstance(item, dict):
+            for key, child in item.items():
+                walk(child, path + (key,))
+        elif isinstance(item, list):
+            for k, child in enumerate(item):
+                walk(child, path + (k,))
+        else:
+            out.add((path, json.dumps(item, default=str)))
+
+    walk(value, ())
+    return out
 
 
 def show(value: Any, limit: int = 120) -> str:

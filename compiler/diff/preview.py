@@ -70,6 +70,7 @@ class TrafficRow:
     def to_dict(self) -> dict:
         return {"destination": self.destination.text(), "subset": self.destination.subset,
                 "place": self.destination.place, "locality": self.destination.locality,
+                "down": self.destination.down,
                 "before": self.before, "after": self.after,
                 "failover_before": self.failover_before, "failover_after": self.failover_after,
                 "delta": round(abs((self.after or 0) - (self.before or 0)), 1)}

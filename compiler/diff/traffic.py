@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, NamedTuple
 
 from envoy.config.cluster.v3 import cluster_pb2
 from google.protobuf.message import Message
@@ -36,6 +36,16 @@ NO_HEALTHY_UPSTREAM = "no healthy endpoint (503)"
 NO_CLUSTER = "no such cluster (503)"
 NO_ENDPOINT = "no endpoints (503)"
 ORIGINAL_DESTINATION = "the address the caller asked for (ORIGINAL_DST)"
+PANIC = "down, yet sent requests (panic: too few healthy endpoints)"
+
+
+class Pick(NamedTuple):
+    """Where a share of one cluster's requests lands: an endpoint's locality and address, and whether
+    that endpoint is down (Envoy picks it only in panic)."""
+
+    locality: str
+    address: str
+    down: bool = False
 
 
 @dataclass(frozen=True, order=True)
@@ -46,9 +56,11 @@ class Destination:
     subset: str
     place: str
     locality: str
+    down: bool = False  # picked though down: its priority is in panic, so Envoy balances over every host
 
     def text(self) -> str:
-        return " · ".join(p for p in (self.subset and f"subset {self.subset}", self.place, self.locality) if p)
+        return " · ".join(p for p in (self.subset and f"subset {self.subset}", self.place, self.locality,
+                                      self.down and PANIC) if p)
 
 
 Shares = dict[Destination, float]  # fractions of requests, summing to 1 when traffic goes anywhere
@@ -77,8 +89,9 @@ def service_shares(config: CompiledView, host: str, port: int, caller_locality: 
             shares[Destination("", cluster_name, "")] += weight / total  # a direct response or redirect
             continue
         subset = parse_cluster_name(cluster_name)[1]
-        for (locality, address), share in cluster_shares(config, cluster_name, caller_locality).items():
-            shares[Destination(subset, places.get(address, address), locality)] += share * weight / total
+        for pick, share in cluster_shares(config, cluster_name, caller_locality).items():
+            destination = Destination(subset, places.get(pick.address, pick.address), pick.locality, pick.down)
+            shares[destination] += share * weight / total
     return dict(sorted(shares.items()))
 
 
@@ -108,20 +121,20 @@ def _catch_all(route: Message) -> bool:
         and not match.query_parameters
 
 
-def cluster_shares(config: CompiledView, cluster_name: str, caller_locality: str | None) -> dict[tuple[str, str], float]:
-    """(locality, address) → share of one cluster's requests. Where Envoy picks no endpoint of its
-    own the address says why (NO_CLUSTER, NO_ENDPOINT, ORIGINAL_DESTINATION, NO_HEALTHY_UPSTREAM)."""
+def cluster_shares(config: CompiledView, cluster_name: str, caller_locality: str | None) -> dict[Pick, float]:
+    """Where one cluster's requests land, and their shares. Where Envoy picks no endpoint of its own
+    the address says why (NO_CLUSTER, NO_ENDPOINT, ORIGINAL_DESTINATION, NO_HEALTHY_UPSTREAM)."""
     cluster = config.message(CLUSTER, cluster_name)
     if cluster is None:
-        return {("", NO_CLUSTER): 1.0}
+        return {Pick("", NO_CLUSTER): 1.0}
     if cluster.type == cluster_pb2.Cluster.EDS:
         assignment = config.message(ENDPOINT, cluster_name)
     elif cluster.HasField("load_assignment"):
         assignment = cluster.load_assignment
     else:
-        return {("", ORIGINAL_DESTINATION): 1.0}
+        return {Pick("", ORIGINAL_DESTINATION): 1.0}
     if assignment is None or not any(g.lb_endpoints for g in assignment.endpoints):
-        return {("", NO_ENDPOINT): 1.0}
+        return {Pick("", NO_ENDPOINT): 1.0}
     factor = (assignment.policy.overprovisioning_factor.value
               if assignment.policy.HasField("overprovisioning_factor") else DEFAULT_OVERPROVISIONING) / 100
     lb = cluster.common_lb_config
@@ -137,7 +150,7 @@ def cluster_shares(config: CompiledView, cluster_name: str, caller_locality: str
     loads = _priority_loads(levels, factor)
     weighted = lb.HasField("locality_weighted_lb_config")
     equal = cluster.lb_policy == cluster_pb2.Cluster.RANDOM
-    shares: dict[tuple[str, str], float] = defaultdict(float)
+    shares: dict[Pick, float] = defaultdict(float)
     for level, load in zip(levels, loads):
         if load <= 0:
             continue
@@ -145,10 +158,10 @@ def cluster_shares(config: CompiledView, cluster_name: str, caller_locality: str
         healthy = sum(h.healthy for h in hosts)
         in_panic = 100 * healthy / len(hosts) < panic
         if not healthy and not in_panic:
-            shares[("", NO_HEALTHY_UPSTREAM)] += load  # Envoy answers 503 "no healthy upstream"
+            shares[Pick("", NO_HEALTHY_UPSTREAM)] += load  # Envoy answers 503 "no healthy upstream"
             continue
         for host, share in _level_shares(level, factor, weighted, equal, in_panic).items():
-            shares[(host.locality, host.address)] += load * share
+            shares[Pick(host.locality, host.address, not host.healthy)] += load * share
     return dict(shares)
 
 

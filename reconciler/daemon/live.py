@@ -119,6 +119,9 @@ class Live:
         self._mesh_clusters: frozenset[str] = frozenset()  # the Clusters of the revision served
         self._own_context_checked: str | None = None  # this cluster's Cluster's kubeContext, once compared
         self._unfollowable: set[str] = set()  # Clusters whose kubeContext the kubeconfig cannot give
+        # Held while a registry takes a cluster: a dir: registry's folder appearing (on its watch thread)
+        # and an API server followed (on the loop) cannot both find the cluster free.
+        self._claims = threading.Lock()
 
     @property
     def on(self) -> bool:
@@ -152,7 +155,7 @@ class Live:
         for source in self.options.sources:
             if source.startswith("dir:"):
                 feed = DirectoryFeed(Path(source[4:]), self.registry)
-                feed.taken = functools.partial(self._read_elsewhere, feed)
+                feed.claim = functools.partial(self._claim_folder, feed)
                 try:
                     twice = [c for c in feed.clusters() if self._read_elsewhere(feed, c) is not None]
                     if twice:
@@ -213,17 +216,18 @@ class Live:
         settled = self.secrets.settled  # (before the clusters are read: they are then at least as new)
         given = self.secrets.clusters()
         for cluster, remote in given.items():
-            followed = self._kube.get(cluster)
-            if self._read_otherwise(cluster):
-                self._say_once("remote secret ignored", self._ignored_secret(cluster, remote.secret))
-            elif followed is None or followed.client is not remote.client:
-                if followed is not None:
-                    followed.stop.set()
-                    log.info("remote secret changed: reading the cluster with its new kubeconfig"
-                             if followed.secret is not None else
-                             "remote secret gives the cluster read through its kubeContext: reading it through the "
-                             "secret", cluster=cluster, remote_secret=remote.secret)
-                self._follow_cluster(cluster, _Followed(remote.client, threading.Event(), remote.secret))
+            with self._claims:
+                followed = self._kube.get(cluster)
+                if self._read_otherwise(cluster):
+                    self._say_once("remote secret ignored", self._ignored_secret(cluster, remote.secret))
+                elif followed is None or followed.client is not remote.client:
+                    if followed is not None:
+                        followed.stop.set()
+                        log.info("remote secret changed: reading the cluster with its new kubeconfig"
+                                 if followed.secret is not None else
+                                 "remote secret gives the cluster read through its kubeContext: reading it through "
+                                 "the secret", cluster=cluster, remote_secret=remote.secret)
+                    self._follow_cluster(cluster, _Followed(remote.client, threading.Event(), remote.secret))
         for cluster, followed in list(self._kube.items()):
             if followed.secret is not None and cluster not in given:
                 followed.stop.set()
@@ -288,10 +292,11 @@ class Live:
                 self.registry.expect([cluster])
                 self.registry.failed(cluster, None, error, refused=True)
         for cluster, client in found.clients.items():
-            if self._read_elsewhere(None, cluster) is None:  # (a remote secret or a dir: registry may have meanwhile)
-                self._unfollowable.discard(cluster)
-                provisional = self.secrets is not None and not self._secrets_settled
-                self._follow_cluster(cluster, _Followed(client, threading.Event(), provisional=provisional))
+            with self._claims:
+                if self._read_elsewhere(None, cluster) is None:  # (a remote secret or a dir: registry may have meanwhile)
+                    self._unfollowable.discard(cluster)
+                    provisional = self.secrets is not None and not self._secrets_settled
+                    self._follow_cluster(cluster, _Followed(client, threading.Event(), provisional=provisional))
 
     async def _check_own_context(self, context: str | None) -> None:
         """This cluster is read through --kube-context (or the kubeconfig's current context, or the pod's
@@ -304,7 +309,7 @@ class Live:
         found = await asyncio.to_thread(cluster_clients, {self.cluster: context},
                                         self.options.kubeconfig)  # type: ignore[union-attr]
         named = found.clients.get(self.cluster)
-        if named is not None and named.configuration.host.rstrip("/") != own.client.configuration.host.rstrip("/"):
+        if named is not None and named.configuration.host != own.client.configuration.host:
             self._say_once("registry reads this cluster from another API server than its Cluster names",
                            f"cluster {self.cluster} is read from {own.client.configuration.host}, but its Cluster's "
                            f"kubeContext {context!r} is {named.configuration.host}; give --kube-context {context}")
@@ -351,6 +356,14 @@ class Live:
 
     def _dir_feed_of(self, cluster: str) -> DirectoryFeed | None:
         return next((f for f in self._dir_feeds if cluster in f.holds), None)
+
+    def _claim_folder(self, feed: DirectoryFeed, cluster: str) -> str | None:
+        """(DirectoryFeed.claim, on its watch thread.)"""
+        with self._claims:
+            owner = self._read_elsewhere(feed, cluster)
+            if owner is None:
+                feed.holds.add(cluster)
+            return owner
 
     def _read_elsewhere(self, asking: DirectoryFeed | None, cluster: str) -> str | None:
         """The registry other than ``asking`` that reads ``cluster``, if any."""

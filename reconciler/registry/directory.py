@@ -53,12 +53,15 @@ class _File:
 
 
 class DirectoryFeed:
-    """``taken``: which other registry reads a cluster already, if one does (its folder here is then
-    left alone, said once: a cluster is read from one registry, or two would undo each other's lists)."""
+    """``claim``: asked before a cluster's folder is first read; it records the cluster as this feed's
+    (in ``holds``) unless another registry reads it already, and then names that registry (the folder
+    is left alone, said once: a cluster is read from one registry, or two would undo each other's
+    lists). Checking and recording are one step, so that another registry cannot take the cluster in
+    between."""
 
-    def __init__(self, root: Path, sink: FolderSink,
-                 taken: Callable[[str], str | None] = lambda cluster: None) -> None:
-        self.root, self.sink, self.taken = root, sink, taken
+    def __init__(self, root: Path, sink: FolderSink, claim: Callable[[str], str | None] | None = None) -> None:
+        self.root, self.sink = root, sink
+        self.claim = claim or self._claim
         self._ignored: set[str] = set()  # clusters' folders left alone, said once
         self._misplaced: set[Path] = set()  # folders of a kind misplaced or misspelt, said once
         # A file read before and unchanged since is not parsed again. Unchanged: the same inode, size,
@@ -67,6 +70,9 @@ class DirectoryFeed:
         self._parsed: dict[Path, tuple[tuple[int, int, int, int], dict]] = {}
         self.holds: set[str] = set()  # the clusters whose folders it has read (their objects are its files)
         self._gone = False  # the folder went (its clusters are stale until it is back)
+
+    def _claim(self, cluster: str) -> None:
+        self.holds.add(cluster)
 
     def file_of(self, cluster: str, kind: str, namespace: str, name: str) -> str:
         """Where an object of this registry is (its findings and provenance name the file)."""
@@ -104,7 +110,7 @@ class DirectoryFeed:
                 self.sink.forget(cluster)
             return False
         if cluster not in self.holds:
-            owner = self.taken(cluster)
+            owner = self.claim(cluster)
             if owner is not None:
                 if cluster not in self._ignored:
                     self._ignored.add(cluster)
@@ -112,7 +118,6 @@ class DirectoryFeed:
                                 reason=f"the cluster is read from {owner}; a cluster is read from one registry")
                 return False
             self.sink.expect([cluster])
-        self.holds.add(cluster)
         by_kind: dict[str, list[dict]] = {kind: [] for kind in KIND_NAMES}
         problems: dict[str, dict[str, str]] = {kind: {} for kind in KIND_NAMES}
         seen: set[Path] = set()

@@ -309,6 +309,14 @@ def test_clusters_named_by_kube_context_are_read_while_this_clusters_api_server_
             waiting = g.get("/readyz")[1].splitlines()[0]
             assert "east" in waiting and "north" not in waiting and "west" not in waiting, waiting
             assert "registry north: refused (not waited for): cannot follow it through its kubeContext" in g.get("/readyz")[1]
+            # once served, its Cluster removed from the source: no longer shown, as a cluster no source names
+            standin.resume()
+            assert wait_for(lambda: g.get("/readyz")[0] == 200, 10, g.log)
+            (repo / "mesh.yaml").write_text((repo / "mesh.yaml").read_text().split("\n---\napiVersion: galleon.io/v1alpha1"
+                                                                                 "\nkind: Cluster\nmetadata: {name: north")[0])
+            assert wait_for(lambda: "north" not in {c["cluster"] for c in g.json("/debug/registryz")["clusters"]},
+                            10, g.log)
+            assert "north" not in g.get("/readyz")[1]
         finally:
             g.stop()
 
@@ -327,6 +335,28 @@ def test_this_cluster_read_from_another_api_server_than_its_cluster_names_is_sai
                                             "names"), 10, g.log)
             assert said["error"] == (f"cluster east is read from {west.url}, but its Cluster's kubeContext 'east' is "
                                      f"{standin.url}; give --kube-context east")
+
+
+def test_the_same_api_server_written_with_a_trailing_slash_is_not_another(tmp_path, standin):
+    """A kubeconfig may write a server either way: https://host:port and https://host:port/ are one API
+    server (the comparison relies on the kubernetes client dropping the trailing slash as it reads)."""
+    import yaml
+    from tests.kube.standin import KubeStandIn, write_kubeconfig
+    with KubeStandIn() as west:
+        repo = east_and_west(tmp_path, standin, west)
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", {"east": standin, "east-slash": standin, "west": west})
+        config = yaml.safe_load(kubeconfig.read_text())
+        cluster_of = {c["name"]: c["context"]["cluster"] for c in config["contexts"]}
+        for cluster in config["clusters"]:
+            if cluster["name"] == cluster_of["east-slash"]:
+                cluster["cluster"]["server"] = standin.url + "/"
+        assert {c["cluster"]["server"] for c in config["clusters"]} >= {standin.url, standin.url + "/"}
+        kubeconfig.write_text(yaml.safe_dump(config))
+        g = Galleon(repo, "east", "--registry", "kube", "--kubeconfig", str(kubeconfig), "--kube-context",
+                    "east-slash")
+        with g:
+            assert wait_for(lambda: registry(g)["synced"], 10, g.log)
+            assert g.event("registry reads this cluster from another API server than its Cluster names") is None
 
 
 def test_a_remote_secret_takes_over_a_cluster_read_through_its_kube_context_while_it_could_not_be_read(
