@@ -209,6 +209,9 @@ class Listings:
     slices: dict[tuple[str, str], dict[str, list[SourceObject]]] = field(default_factory=dict)
     pods: Mapping[tuple[str, str, str], SourceObject] = field(default_factory=dict)
     nodes: dict[tuple[str, str], SourceObject] = field(default_factory=dict)
+    # The Service each EndpointSlice, by (cluster, namespace, name), is listed under: where a slice
+    # edited to name another Service is to be taken from.
+    slice_services: Mapping[tuple[str, str, str], str] = field(default_factory=dict)
 
 
 _OBJECTS_SERIALS = itertools.count(1)
@@ -539,7 +542,8 @@ def _listings(by_kind: dict[str, list[SourceObject]], clusters: dict[str, MeshCl
     """Index the EndpointSlices (and Endpoints), Pods and Nodes by the cluster their
     ``topology.istio.io/cluster`` label names (in a mesh of one cluster, that one)."""
     only = next(iter(clusters)) if len(clusters) == 1 else ""
-    listings = Listings()
+    slice_services: dict[tuple[str, str, str], str] = {}
+    listings = Listings(slice_services=slice_services)
     for kind in ("EndpointSlice", "Endpoints"):
         for obj in by_kind.get(kind, []):
             name = kube.endpoint_slice_service(obj) if kind == "EndpointSlice" else obj.name
@@ -549,6 +553,8 @@ def _listings(by_kind: dict[str, list[SourceObject]], clusters: dict[str, MeshCl
                 # A cluster's EndpointSlices list its endpoints; legacy Endpoints only where it has none.
                 if kind == "EndpointSlice" or not any(o.kind == "EndpointSlice" for o in by_cluster.get(cluster, ())):
                     by_cluster.setdefault(cluster, []).append(obj)
+                if kind == "EndpointSlice":
+                    slice_services[(cluster, obj.namespace, obj.name)] = name
     listings.pods = {(p.labels.get(CLUSTER_LABEL) or only, p.namespace, p.name): p for p in by_kind.get("Pod", [])}
     listings.nodes.update(((n.labels.get(CLUSTER_LABEL) or only, n.name), n) for n in by_kind.get(NODE, []))
     return listings
@@ -746,10 +752,12 @@ def relisted(mesh: Mesh, changed: Collection[SourceObject], gone: Collection[Sou
     namespaces_pods: dict[str, list[Mapping[str, str]]] = {}  # a changed pod's labels, old and new
     listed: set[tuple[str, str]] = set()  # (namespace, Service name) whose listings changed
 
+    slice_services: dict[tuple[str, str, str], str] = {}  # the batch's: "" when listed under none
+
     def place(obj: SourceObject, add: bool) -> None:
         cluster = obj.labels.get(CLUSTER_LABEL) or only
+        key = (cluster, obj.namespace, obj.name)
         if obj.kind == "Pod":
-            key = (cluster, obj.namespace, obj.name)
             old = pods[key] if key in pods else mesh.listings.pods.get(key)
             if old is not None:
                 replaced[id(old)] = old
@@ -758,8 +766,15 @@ def relisted(mesh: Mesh, changed: Collection[SourceObject], gone: Collection[Sou
             namespaces_pods.setdefault(obj.namespace, []).append(obj.labels)
             return
         service = kube.endpoint_slice_service(obj) if obj.kind == "EndpointSlice" else obj.name
-        if not service:
-            return
+        if obj.kind == "EndpointSlice":
+            held = slice_services[key] if key in slice_services else (mesh.listings.slice_services.get(key) or "")
+            if held and held != service:  # edited to name another Service: it feeds the one it named no more
+                relist(obj, cluster, held, add=False)
+            slice_services[key] = (service or "") if add else ""
+        if service:
+            relist(obj, cluster, service, add)
+
+    def relist(obj: SourceObject, cluster: str, service: str, add: bool) -> None:
         by_cluster = dict(slices.get((obj.namespace, service), {}))
         kept = []
         for other in by_cluster.get(cluster, []):
@@ -780,7 +795,10 @@ def relisted(mesh: Mesh, changed: Collection[SourceObject], gone: Collection[Sou
         place(obj, add=True)
     listings = Listings(slices, Overlay.of(mesh.listings.pods).changed(
         ((key, pod) for key, pod in pods.items() if pod is not None),
-        (key for key, pod in pods.items() if pod is None)), mesh.listings.nodes)
+        (key for key, pod in pods.items() if pod is None)), mesh.listings.nodes,
+        Overlay.of(mesh.listings.slice_services).changed(
+            ((key, service) for key, service in slice_services.items() if service),
+            (key for key, service in slice_services.items() if not service)))
     services = dict(mesh.services)
     hosts: set[str] = set()
     endpoints_only = True

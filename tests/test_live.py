@@ -203,6 +203,26 @@ def test_relisted_is_a_mesh_built_anew(repo, change):
                        {n: r.data for n, r in whole.resources[url].items()}, (change, cluster, url)
 
 
+def test_a_slice_edited_to_name_another_service_feeds_the_one_it_named_no_more(repo):
+    """An EndpointSlice's service-name label is its Service: edited (a slice managed by hand, or moved),
+    its endpoints leave the Service it named, as in a mesh built anew; and edited back, return."""
+    objects = running([pod("web-1", "10.0.0.1")], [pod("web-2", "10.1.0.1")])
+    before = build_mesh(repo + objects)
+    body = endpoint_slice("web-abc", [("web-1", "10.0.0.1", True)], rv="9")
+    body["metadata"]["labels"]["kubernetes.io/service-name"] = "api"
+    moved = live("east", body)
+    east_slice = next(o for o in objects if o.kind == "EndpointSlice" and "east" in o.file)
+    after = [moved if o is east_slice else o for o in objects]
+    found = relisted(before, [moved], [])
+    assert "web.shop.svc.cluster.local" in found.hosts
+    assert assignments(found.mesh) == assignments(build_mesh(repo + after))
+    assert "10.0.0.1" not in {ep.address for ep in found.mesh.services["web.shop.svc.cluster.local"].endpoints}
+    back = live("east", endpoint_slice("web-abc", [("web-1", "10.0.0.1", True)], rv="10"))
+    again = relisted(found.mesh, [back], [])
+    assert assignments(again.mesh) == assignments(build_mesh(repo + [back if o is east_slice else o for o in objects]))
+    assert "10.0.0.1" in {ep.address for ep in again.mesh.services["web.shop.svc.cluster.local"].endpoints}
+
+
 def test_relisted_renews_exactly_the_services_a_change_may_feed():
     """A batch renews the services whose listings changed and those whose selector picks a changed Pod
     (old labels or new) in its namespace, found through an index rather than by trying every service:
