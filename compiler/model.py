@@ -769,25 +769,12 @@ def relisted(mesh: Mesh, changed: Collection[SourceObject], gone: Collection[Sou
         if obj.kind == "EndpointSlice":
             held = slice_services[key] if key in slice_services else (mesh.listings.slice_services.get(key) or "")
             if held and held != service:  # edited to name another Service: it feeds the one it named no more
-                relist(obj, cluster, held, add=False)
+                replaced.update(_relist(slices, obj, cluster, held, add=False))
+                listed.add((obj.namespace, held))
             slice_services[key] = (service or "") if add else ""
         if service:
-            relist(obj, cluster, service, add)
-
-    def relist(obj: SourceObject, cluster: str, service: str, add: bool) -> None:
-        by_cluster = dict(slices.get((obj.namespace, service), {}))
-        kept = []
-        for other in by_cluster.get(cluster, []):
-            if (other.kind, other.name) == (obj.kind, obj.name):
-                replaced[id(other)] = other
-            else:
-                kept.append(other)
-        if add:
-            kept.append(obj)
-            kept.sort(key=lambda o: (o.kind, o.name))
-        by_cluster[cluster] = kept
-        slices[(obj.namespace, service)] = by_cluster
-        listed.add((obj.namespace, service))
+            replaced.update(_relist(slices, obj, cluster, service, add))
+            listed.add((obj.namespace, service))
 
     for obj in gone:
         place(obj, add=False)
@@ -835,6 +822,25 @@ def relisted(mesh: Mesh, changed: Collection[SourceObject], gone: Collection[Sou
     # (the services' sources read other listings now, but the same Services and selectors)
     cache.FEEDING.seed(relisted_mesh, (), (by_listing, selecting))
     return Relisted(relisted_mesh, frozenset(hosts), endpoints_only)
+
+
+def _relist(slices: dict[tuple[str, str], dict[str, list[SourceObject]]], obj: SourceObject, cluster: str,
+            service: str, add: bool) -> dict[int, SourceObject]:
+    """``obj`` (an EndpointSlice or Endpoints) put into, or taken out of, ``service``'s listings in
+    ``cluster``, replacing the one of its name; what it replaced, by id."""
+    by_cluster = dict(slices.get((obj.namespace, service), {}))
+    kept, replaced = [], {}
+    for other in by_cluster.get(cluster, []):
+        if (other.kind, other.name) == (obj.kind, obj.name):
+            replaced[id(other)] = other
+        else:
+            kept.append(other)
+    if add:
+        kept.append(obj)
+        kept.sort(key=lambda o: (o.kind, o.name))
+    by_cluster[cluster] = kept
+    slices[(obj.namespace, service)] = by_cluster
+    return replaced
 
 
 Selecting = dict[str, dict[tuple[str, str] | None, set[str]]]
