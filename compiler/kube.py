@@ -10,7 +10,6 @@ from typing import Any, Mapping
 
 from . import protocols
 from .hosts import CLUSTER_DOMAIN
-from .kinds import WORKLOAD_KINDS
 from .parse import SourceObject
 
 EXPORT_TO_ANNOTATION = "networking.istio.io/exportTo"
@@ -84,10 +83,6 @@ def workload_service_account(obj: SourceObject) -> str:
     return pod_spec.get("serviceAccountName") or pod_spec.get("serviceAccount") or DEFAULT_SERVICE_ACCOUNT
 
 
-def is_workload(obj: SourceObject) -> bool:
-    return obj.kind in WORKLOAD_KINDS
-
-
 @dataclass(frozen=True)
 class ListedEndpoint:
     """One address an EndpointSlice (or Endpoints) lists for a Service, with its ports by the name of
@@ -96,11 +91,9 @@ class ListedEndpoint:
     address: str
     ports: Mapping[str, int]
     ready: bool
-    terminating: bool
     zone: str
     node: str
     pod: str  # the Pod its targetRef names, "" when none
-    path: tuple  # where the address is written in its object
 
 
 def endpoint_slice_service(obj: SourceObject) -> str | None:
@@ -115,13 +108,11 @@ def slice_endpoints(obj: SourceObject) -> list[ListedEndpoint]:
         return []
     ports = _ports(obj.body.get("ports"))
     out = []
-    for i, endpoint in enumerate(obj.body.get("endpoints") or ()):
-        terminating = bool((endpoint.get("conditions") or {}).get("terminating"))
+    for endpoint in obj.body.get("endpoints") or ():
         ready = endpoint_ready(endpoint)
-        for j, address in enumerate(endpoint.get("addresses") or ()):
-            out.append(ListedEndpoint(address, ports, ready, terminating, endpoint.get("zone", ""),
-                                      endpoint.get("nodeName", ""), _pod(endpoint.get("targetRef")),
-                                      ("endpoints", i, "addresses", j)))
+        for address in endpoint.get("addresses") or ():
+            out.append(ListedEndpoint(address, ports, ready, endpoint.get("zone", ""), endpoint.get("nodeName", ""),
+                                      _pod(endpoint.get("targetRef"))))
     return out
 
 
@@ -146,12 +137,12 @@ def slice_addresses(body: dict) -> tuple[int, int]:
 def endpoints_endpoints(obj: SourceObject) -> list[ListedEndpoint]:
     """The endpoints of a legacy v1 Endpoints object: ``addresses`` ready, ``notReadyAddresses`` not."""
     out = []
-    for i, subset in enumerate(obj.body.get("subsets") or ()):
+    for subset in obj.body.get("subsets") or ():
         ports = _ports(subset.get("ports"))
         for field, ready in (("addresses", True), ("notReadyAddresses", False)):
-            for j, address in enumerate(subset.get(field) or ()):
-                out.append(ListedEndpoint(address["ip"], ports, ready, False, "", address.get("nodeName", ""),
-                                          _pod(address.get("targetRef")), ("subsets", i, field, j, "ip")))
+            for address in subset.get(field) or ():
+                out.append(ListedEndpoint(address["ip"], ports, ready, "", address.get("nodeName", ""),
+                                          _pod(address.get("targetRef"))))
     return out
 
 

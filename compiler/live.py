@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from .kinds import CLUSTER_LABEL, NODE
@@ -17,16 +18,30 @@ from .parse import FileLines, SourceObject, format_path
 from .validate import schema
 from .validate.topology import kubernetes_address_errors
 
-# The kinds a registry reads, by (apiVersion, kind): their group and version.
-READ = {("v1", "Service"): ("", "v1"), ("discovery.k8s.io/v1", "EndpointSlice"): ("discovery.k8s.io", "v1"),
-        ("v1", "Pod"): ("", "v1"), ("v1", NODE): ("", "v1")}
+
+
+@dataclass(frozen=True)
+class RegistryKind:
+    """A kind a registry reads of each cluster: its apiVersion, the resource its API serves it as, and
+    whether it lives in a namespace."""
+    kind: str
+    api_version: str
+    resource: str
+    namespaced: bool = True
+
+
+REGISTRY_KINDS = (RegistryKind("Service", "v1", "services"),
+                  RegistryKind("EndpointSlice", "discovery.k8s.io/v1", "endpointslices"),
+                  RegistryKind("Pod", "v1", "pods"),
+                  RegistryKind(NODE, "v1", "nodes", namespaced=False))
+_READ = {(k.api_version, k.kind): k for k in REGISTRY_KINDS}
 
 
 class Unreadable(ValueError):
     """An object a registry cannot use; the message says why, in one line."""
 
 
-def live_object(cluster: str, body: Any, file: str, line: int = 1) -> SourceObject:
+def live_object(cluster: str, body: Any, file: str) -> SourceObject:
     """One object read from ``cluster``: labelled with it, and its digest from its resourceVersion
     (the API server's, which changes with every write) or, without one, its content. Raises
     Unreadable for an object of another kind, or one its kind's schema or address rules (GAL0111's)
@@ -35,8 +50,8 @@ def live_object(cluster: str, body: Any, file: str, line: int = 1) -> SourceObje
         raise Unreadable(f"not an object but {type(body).__name__}")
     body = _set_fields(body)
     kind, api_version = body.get("kind"), body.get("apiVersion")
-    group_version = READ.get((api_version, kind))  # type: ignore[arg-type]
-    if group_version is None:
+    read = _READ.get((api_version, kind))  # type: ignore[arg-type]
+    if read is None:
         raise Unreadable(f"{api_version} {kind} is not a kind a registry reads")
     metadata = body.get("metadata")
     if not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str) or not metadata["name"]:
@@ -53,8 +68,9 @@ def live_object(cluster: str, body: Any, file: str, line: int = 1) -> SourceObje
     version = metadata.get("resourceVersion")
     digest = (f"{cluster}@{version}" if isinstance(version, str) and version
               else hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:24])
-    namespace = "" if kind == NODE else metadata.get("namespace") or "default"
-    obj = SourceObject(group_version[0], group_version[1], str(kind), namespace, metadata["name"], labelled, file, line,
+    namespace = (metadata.get("namespace") or "default") if read.namespaced else ""
+    group, _, version = read.api_version.rpartition("/")
+    obj = SourceObject(group, version, str(kind), namespace, metadata["name"], labelled, file, 1,
                        FileLines("", 0, ((0, 0),), (digest,)))
     if kind != NODE:  # a Node is read for its labels alone
         problems = schema.check(obj)

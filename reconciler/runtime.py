@@ -1,6 +1,6 @@
 """The process's garbage-collector and exit policy, chosen once at its entry.
 
-Galleon's work allocates millions of small, acyclic, long-lived objects (parsed objects, a mesh,
+Galleon's work allocates a great many small, acyclic, long-lived objects (parsed objects, a mesh,
 compiled resources). Python's cyclic collector would traverse them again and again while they are
 made, for nothing: they hold no cycles worth collecting. How to avoid that depends on how long the
 process lives, so it is decided here, at the entry, for the whole process, and nowhere else (no
@@ -11,12 +11,12 @@ across threads):
   for its whole life, and it leaves without freeing its heap object by object (``leave``);
 - the **daemon** (``galleon serve``) runs for weeks: the collector stays on, with a young
   generation large enough that a compile does not trigger it every few thousand allocations. Work
-  that makes long-lived objects by the million (a revision's or a registry's mesh made and compiled;
+  that makes long-lived objects in bulk (a revision's or a registry's mesh made and compiled;
   a cluster's list taken in) runs in ``bulk``: the collector waits until it is over, and what it
   made is then frozen as it is, never traversed (on a large mesh a pass over it stops every thread
-  for seconds, only to find it alive). After a live registry's endpoint publishes, at most once a
-  second, ``settle_recent`` freezes what they made the same way (see there why it must). Freezing
-  is safe because what is kept makes no reference cycles (tests hold the mesh, its views and their
+  for long, only to find it alive). After a live registry's endpoint publishes, at most once every
+  RECENT_INTERVAL, ``settle_recent`` freezes what they made the same way (see there why it must).
+  Freezing is safe because what is kept makes no reference cycles (tests hold the mesh, its views and their
   relisting to that), so reference counting frees it when it is replaced. What cycles other work
   froze are freed by a full ``settle`` (every object traversed once): after the first publish, then
   whenever the heap has grown by HEAP_GROWTH since the last, the collector's own rule for its
@@ -36,8 +36,8 @@ import time
 from contextlib import contextmanager
 from typing import Iterator
 
-# Allocations (net of deallocations) between two collections of the youngest generation: Python's
-# default (700) makes a compile collect thousands of times.
+# Allocations (net of deallocations) between two collections of the youngest generation: with
+# Python's default, a compile would start a collection every few hundred of its objects.
 DAEMON_YOUNG_GENERATION = 50_000
 
 
@@ -68,10 +68,10 @@ def for_daemon() -> None:
 
 @contextmanager
 def bulk() -> Iterator[None]:
-    """Work that makes long-lived objects by the million: under the daemon's policy, the collector
+    """Work that makes long-lived objects in bulk: under the daemon's policy, the collector
     is paused until every such work under way, on any thread, is over, and what was made meanwhile is
-    then frozen (a pass would traverse all of it, only to find it alive). Each is over within seconds,
-    so garbage waits seconds longer at most; a cycle made meanwhile and dropped waits for the next full
+    then frozen (a pass would traverse all of it, only to find it alive). Each such work is short, so
+    garbage waits little longer; a cycle made meanwhile and dropped waits for the next full
     settle. Under any other policy it changes nothing."""
     if _policy["chosen"] != "daemon":
         yield
@@ -176,7 +176,8 @@ def release_freed() -> None:
     from the arenas of several threads. glibc returns an arena's freed memory to the system only from
     its top, so pages freed in the middle stay resident, and a daemon running for weeks would hold
     the most it ever had free at once, in every arena. The pages given back cost a page fault each
-    when used again, which is why this runs once a minute, not after every publish."""
+    when used again, which is why this runs at most once every RELEASE_INTERVAL, not after every
+    publish."""
     _released["at"] = time.monotonic()
     if _trim is not None:
         _trim(0)

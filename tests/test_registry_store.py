@@ -234,6 +234,23 @@ def until(condition, seconds: float = 5.0) -> bool:
     return condition()
 
 
+def test_a_registry_folder_given_relative_is_followed(tmp_path, monkeypatch):
+    """--registry dir:sample-registry, as the sample's README gives it: the watch reports absolute
+    paths, and each change is read as it comes, the cluster never marked stale."""
+    from structlog.testing import capture_logs
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "registry", "east", pod("web-1", "10.0.0.1"))
+    registry = Registry()
+    feed = DirectoryFeed(Path("registry"), registry)
+    feed.read_all()
+    with capture_logs() as logs, watching(feed):
+        time.sleep(0.5)
+        write(tmp_path / "registry", "east", pod("web-2", "10.0.0.2"))
+        assert until(lambda: "web-2" in {o.name for o in registry.objects()})
+    assert registry.status()[0]["errors"] == {} and not registry.status()[0]["stale"]
+    assert not [e for e in logs if e["log_level"] in ("warning", "error")], logs
+
+
 def test_a_directory_registry_whose_folder_goes_keeps_its_objects_stale_until_it_is_back(tmp_path):
     """A folder deleted (or unmounted) is a registry that cannot be read, not one that lists nothing;
     and the watch of a folder deleted sees nothing more, so one is started on the folder once it is

@@ -18,7 +18,8 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from reconciler.kube.calls import ClusterCalls, status
-from reconciler.kube.client import KubeError, api_client, one_line
+from compiler.errors import one_line
+from reconciler.kube.client import KubeError, api_client
 
 from .errors import CAError
 from .root import RootCA, root_from_pem

@@ -261,12 +261,10 @@ class Live:
                 status["errors"].append(self._ignored_secret(cluster, secret))
         return status
 
-    def _say_once(self, event: str, error: str, level: str = "warning") -> None:
-        # (the level by name: a method of the logger taken at import would keep the logging set up then,
-        # not the daemon's JSON lines)
+    def _say_once(self, event: str, error: str) -> None:
         if error not in self._said:
             self._said.add(error)
-            getattr(log, level)(event, error=error)
+            log.warning(event, error=error)
 
     async def _follow_contexts(self, revision: Revision) -> None:
         """With --registry kube: the revision's Clusters with a kubeContext that no registry follows yet are

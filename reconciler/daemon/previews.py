@@ -65,7 +65,7 @@ class Previews:
             # Both over the same live endpoints (the registries' now): the change is the source's alone.
             head = with_live(load(self.loader.snapshot_of(rev, allowed), base), base.live)
             result = preview_of(base, head, clusters)  # raises ValueError for an unknown cluster
-            result.stale = {c["cluster"]: c["last_error"] or "stale" for c in self.live.status() if c["stale"]}
+            result.stale = {c["cluster"]: c["last_error"] or "stale" for c in self.live.registry.states() if c["stale"]}
             body = (render_json(result) if fmt == "json"
                     else render_markdown(result, max_bytes or DEFAULT_MAX_BYTES))
             log.info("preview made", base=short_revision(base.snapshot.revision),

@@ -148,7 +148,7 @@ class Surface:
         if not self.live.on:
             return ""
         said = []
-        for c in self.live.status():
+        for c in self.live.registry.states():
             if c["synced"]:
                 state = "stale: " + (c["last_error"] or "") if c["stale"] else "synced"
             elif c["refused"]:

@@ -18,7 +18,9 @@ import kubernetes.client
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from .client import KubeError, api_client, one_line
+from compiler.errors import one_line
+
+from .client import KubeError, api_client
 from .conflict import ConflictError
 
 T = TypeVar("T")
@@ -44,7 +46,7 @@ class ClusterCalls:
                 configuration = api_client(self.kubeconfig, context).configuration
             except KubeError as exc:
                 raise self.error_type(f"cluster {cluster}: {exc}") from None
-            # urllib3 would otherwise retry timeouts and lost connections three more times, silently:
+            # urllib3 would otherwise retry timeouts and lost connections itself, silently:
             # ``retries`` and ``timeout`` are to bound the whole call.
             configuration.retries = False
             self._apis[context] = kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(configuration))

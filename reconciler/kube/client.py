@@ -12,6 +12,7 @@ import kubernetes.client
 import kubernetes.config
 from kubernetes.config.config_exception import ConfigException
 
+from compiler.errors import one_line
 from compiler.parse import UnreadableFile, read_document
 
 
@@ -101,6 +102,3 @@ def _in_cluster(context: str | None) -> kubernetes.client.ApiClient:
     return kubernetes.client.ApiClient(configuration)
 
 
-def one_line(value: object) -> str:
-    """An exception or a message on one line; an exception without a message by its type's name."""
-    return " ".join(str(value).split()) or type(value).__name__

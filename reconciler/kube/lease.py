@@ -32,6 +32,8 @@ import structlog
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
+from compiler.errors import one_line
+
 log = structlog.get_logger("galleon.lease")
 
 # client-go's JitterFactor: a candidate waits retry_period plus up to 1.2 times that again, so
@@ -225,4 +227,4 @@ def _micro_time(seconds: float) -> dt.datetime:
 def _reason(exc: Exception) -> str:
     if isinstance(exc, ApiException):
         return str(exc.reason or exc.status)
-    return " ".join(str(exc).split()) or type(exc).__name__
+    return one_line(exc)

@@ -20,9 +20,10 @@ from pathlib import Path
 import structlog
 import watchfiles
 
+from compiler.errors import one_line
 from compiler.parse import UnreadableFile, read_document
 
-from .sink import KIND_NAMES, Sink
+from .sink import CLUSTER_SCOPED, KIND_NAMES, Sink
 
 
 class FolderSink(Sink, Protocol):
@@ -36,7 +37,6 @@ log = structlog.get_logger("galleon.registry")
 
 LOST_POLL = 1.0  # how often a registry folder that went is looked for (a folder deleted cannot be watched)
 
-_CLUSTER_SCOPED = ("Node",)
 _KINDS_BY_SPELLING = {kind.lower(): kind for kind in KIND_NAMES}
 
 
@@ -60,7 +60,8 @@ class DirectoryFeed:
     between."""
 
     def __init__(self, root: Path, sink: FolderSink, claim: Callable[[str], str | None] | None = None) -> None:
-        self.root, self.sink = root, sink
+        # (absolute: the watch reports absolute paths, which a relative root would not contain)
+        self.root, self.sink = root.absolute(), sink
         self.claim = claim or self._claim
         self._ignored: set[str] = set()  # clusters' folders left alone, said once
         self._misplaced: set[Path] = set()  # folders of a kind misplaced or misspelt, said once
@@ -153,15 +154,15 @@ class DirectoryFeed:
         """What a file holds; None when it is not a registry file, or was deleted meanwhile."""
         parts = path.relative_to(folder).parts
         name = path.stem
-        if len(parts) == 3 and parts[1] not in _CLUSTER_SCOPED:
+        if len(parts) == 3 and parts[1] not in CLUSTER_SCOPED:
             namespace, kind = parts[0], parts[1]
-        elif len(parts) == 2 and parts[0] in _CLUSTER_SCOPED:
+        elif len(parts) == 2 and parts[0] in CLUSTER_SCOPED:
             namespace, kind = "", parts[0]
         else:
             # another layout: not a registry file (a README, a kustomization...); but a kind it reads,
             # misplaced, is said (its objects would be missed without a word)
             misplaced = _meant(parts[-2]) if len(parts) in (2, 3) else None
-            if misplaced in _CLUSTER_SCOPED:
+            if misplaced in CLUSTER_SCOPED:
                 self._say_once(path.parent, f"{misplaced} is cluster-scoped: <cluster>/{misplaced}/<name>.yaml")
             elif misplaced in KIND_NAMES:
                 self._say_once(path.parent, f"{misplaced} is namespaced: <cluster>/<namespace>/{misplaced}/<name>.yaml")
@@ -185,7 +186,7 @@ class DirectoryFeed:
         except UnreadableFile as exc:
             why = exc.message
         except OSError as exc:
-            why = _one_line(exc)
+            why = one_line(exc)
         if why:
             return _File(kind, where, held[1] if held is not None else None, f"{path}: {why}")
         assert isinstance(body, dict)
@@ -205,9 +206,12 @@ class DirectoryFeed:
                 continue
             try:
                 self._follow(stop)
-            except Exception as exc:  # noqa: BLE001 - the watch failed (inotify's limits, a bug): tried again
+            except OSError as exc:  # the system's refusal (inotify's limits): said in one line, tried again
+                self._lost(f"its watch failed ({one_line(exc)}); trying again")
+                stop.wait(LOST_POLL)
+            except Exception as exc:  # noqa: BLE001 - a bug: its traceback logged, the watch tried again
                 log.exception("registry watch failed", folder=str(self.root))
-                self._lost(f"its watch failed ({_one_line(exc)}); trying again")
+                self._lost(f"its watch failed ({one_line(exc)}); trying again")
                 stop.wait(LOST_POLL)
 
     def _follow(self, stop: threading.Event) -> None:
@@ -236,7 +240,7 @@ class DirectoryFeed:
         try:
             self.read_cluster(cluster)
         except OSError as exc:  # the folder went while being read: the next change reads it again
-            self.sink.failed(cluster, None, f"{self.root / cluster}: {_one_line(exc)}")
+            self.sink.failed(cluster, None, f"{self.root / cluster}: {one_line(exc)}")
 
     def _say_once(self, folder: Path, why: str) -> None:
         if folder not in self._misplaced:
@@ -299,5 +303,3 @@ def _without_version(body: object) -> object:
     return {**body, "metadata": {k: v for k, v in metadata.items() if k != "resourceVersion"}}
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__

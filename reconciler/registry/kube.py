@@ -8,7 +8,7 @@ One ``KubeFeed`` per cluster runs one thread per kind:
   the complete list to ``Sink.listed``, which replaces what was held: objects stay until a new
   list is in, so a relist never leaves a gap.
 - Watch from the list's resourceVersion, with bookmarks, for a server-side ``timeoutSeconds``
-  (about five minutes, jittered so that the feeds of many clusters do not reconnect together).
+  (WATCH_TIMEOUT, jittered so that the feeds of many clusters do not reconnect together).
   Each event goes to ``Sink.event``; events and bookmarks advance the version the next watch
   starts from. A watch that ends, or whose connection drops, is opened again from there.
 - 410 Gone (the version fell out of the API server's watch window: an HTTP status or an ERROR
@@ -18,7 +18,7 @@ One ``KubeFeed`` per cluster runs one thread per kind:
   list: what is held stays, stale, until one succeeds.
 
 Bodies are decoded with ``json.loads`` from the raw responses (``_preload_content=False``): the
-client's models would take many times longer for a large cluster's Pods.
+client's models would build an object per field of every Pod, which a large cluster cannot afford.
 
 Which API server: each Cluster's ``kubeContext`` in the kubeconfig (``cluster_clients``), or Istio's
 remote secrets, followed the same way (a ``KubeFeed`` of ``remote_secret_kind`` into ``RemoteSecrets``),
@@ -46,17 +46,18 @@ import structlog
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
+from compiler.errors import one_line
 from compiler.parse import UnreadableFile, read_document
 
 from ..kube.calls import status as api_status
-from ..kube.client import KubeError, api_client, one_line, require_server
+from ..kube.client import KubeError, api_client, require_server
 from .sink import KINDS, Sink
 
 log = structlog.get_logger("galleon.registry")
 
 PAGE_SIZE = 1000
 WATCH_TIMEOUT = 300.0  # seconds the API server keeps a watch open before it ends it cleanly
-BACKOFF = (0.2, 30.0)  # the first wait after a failure and the longest, in seconds (each ±20 %)
+BACKOFF = (0.2, 30.0)  # the first wait after a failure and the longest, in seconds (each jittered)
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 60.0  # for a list page; a watch waits for its own timeout plus this
 
@@ -88,7 +89,7 @@ def _registry_kinds(api: kubernetes.client.ApiClient) -> list[_Kind]:
     core, discovery = kubernetes.client.CoreV1Api(api), kubernetes.client.DiscoveryV1Api(api)
     calls: dict[str, Callable[..., Any]] = {"Service": core.list_service_for_all_namespaces, "Pod": core.list_pod_for_all_namespaces,
              "EndpointSlice": discovery.list_endpoint_slice_for_all_namespaces, "Node": core.list_node}
-    return [_Kind(kind, api_version, resource, calls[kind]) for kind, api_version, resource, _ in KINDS]
+    return [_Kind(k.kind, k.api_version, k.resource, calls[k.kind]) for k in KINDS]
 
 
 def remote_secret_kind(api: kubernetes.client.ApiClient) -> _Kind:
@@ -105,8 +106,8 @@ class _Gone(Exception):
 
 
 class _Backoff:
-    """Waits after failures: ``first``, doubling up to ``most``, each ±20 % so that feeds that failed
-    together do not retry together."""
+    """Waits after failures: ``first``, doubling up to ``most``, each jittered so that feeds that
+    failed together do not retry together."""
 
     def __init__(self, first: float, most: float) -> None:
         self._first, self._most = first, most
@@ -344,7 +345,7 @@ def _network_problem(exc: BaseException) -> str:
 
 
 def _without_retries(configuration: kubernetes.client.Configuration) -> kubernetes.client.ApiClient:
-    # urllib3 would otherwise retry refused and timed-out connections three more times, silently.
+    # urllib3 would otherwise retry refused and timed-out connections itself, silently.
     configuration.retries = False
     return kubernetes.client.ApiClient(configuration)
 

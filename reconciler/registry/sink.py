@@ -8,14 +8,10 @@ from __future__ import annotations
 
 from typing import Mapping, Protocol
 
-# What a registry reads of each cluster: (kind, apiVersion, resource path segment, namespaced).
-KINDS = (
-    ("Service", "v1", "services", True),
-    ("EndpointSlice", "discovery.k8s.io/v1", "endpointslices", True),
-    ("Pod", "v1", "pods", True),
-    ("Node", "v1", "nodes", False),
-)
-KIND_NAMES = tuple(kind for kind, _, _, _ in KINDS)
+from compiler.live import REGISTRY_KINDS as KINDS
+
+KIND_NAMES = tuple(k.kind for k in KINDS)
+CLUSTER_SCOPED = frozenset(k.kind for k in KINDS if not k.namespaced)
 
 
 class Sink(Protocol):

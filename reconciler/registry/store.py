@@ -20,7 +20,7 @@ from compiler.live import Unreadable, kube_file, live_object
 from compiler.parse import SourceObject
 
 from .. import runtime
-from .sink import KIND_NAMES
+from .sink import CLUSTER_SCOPED, KIND_NAMES
 
 log = structlog.get_logger("galleon.registry")
 
@@ -66,6 +66,12 @@ class ClusterRecord:
     def synced(self) -> bool:
         return self.listed.issuperset(KIND_NAMES)
 
+    def state(self) -> dict:
+        """Whether it is synced, stale or refused, and its last error: what readiness asks, without
+        counting every object as ``status`` does."""
+        return {"cluster": self.name, "synced": self.synced, "stale": bool(self.stale) and self.synced,
+                "refused": bool(self.stale) and self.refused, "last_error": self.last_error}
+
     def status(self) -> dict:
         counts: dict[str, int] = {}
         endpoints = not_ready = 0
@@ -74,13 +80,11 @@ class ClusterRecord:
             if kind == "EndpointSlice":
                 listed, not_listening = slice_addresses(obj.body)
                 endpoints, not_ready = endpoints + listed, not_ready + not_listening
-        return {"cluster": self.name, "synced": self.synced, "stale": bool(self.stale) and self.synced,
-                "refused": bool(self.stale) and self.refused,
+        return {**self.state(),
                 "services": counts.get("Service", 0), "endpoints": endpoints, "not_ready": not_ready,
                 "pods": counts.get("Pod", 0),
                 "nodes": counts.get("Node", 0), "endpoint_slices": counts.get("EndpointSlice", 0),
-                "last_event": _when(self.last_event), "last_error": self.last_error,
-                "last_error_at": _when(self.last_error_at), "events": dict(self.events),
+                "last_event": _when(self.last_event), "last_error_at": _when(self.last_error_at), "events": dict(self.events),
                 "errors": dict(self.errors),
                 "unreadable": [f"{kind} {ns + '/' if ns else ''}{name}: {why}"
                                for (kind, ns, name), why in sorted(self.unreadable.items())][:20]}
@@ -222,6 +226,11 @@ class Registry:
         with self._lock:
             return [record.status() for _, record in sorted(self._clusters.items())]
 
+    def states(self) -> list[dict]:
+        """Each cluster's ``ClusterRecord.state``: cheap, as readiness is asked often."""
+        with self._lock:
+            return [record.state() for _, record in sorted(self._clusters.items())]
+
     def last_error(self, cluster: str) -> str | None:
         with self._lock:
             record = self._clusters.get(cluster)
@@ -302,4 +311,4 @@ def _key(kind: str, obj: dict) -> Key | None:
     metadata = obj.get("metadata") if isinstance(obj, dict) else None
     if not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str):
         return None
-    return kind, "" if kind == "Node" else str(metadata.get("namespace") or "default"), metadata["name"]
+    return kind, "" if kind in CLUSTER_SCOPED else str(metadata.get("namespace") or "default"), metadata["name"]
