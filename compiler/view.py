@@ -55,6 +55,11 @@ def parse_node_id(node_id: str) -> tuple[str, str]:
     return parts[0], namespace
 
 
+# What a repository without a Cluster lacks: every proxy's view is of one cluster of the mesh.
+NO_CLUSTER_HINT = ("apiVersion: galleon.io/v1alpha1, kind: Cluster, metadata.name: the cluster's name, "
+                   "spec.network, spec.locality: region/zone")
+
+
 def make_view(mesh: Mesh, cluster: str, node_id: str = "sidecar~127.0.0.1~proxy.default~default.svc.cluster.local",
               labels: Mapping[str, str] | None = None, locality: str | None = None,
               network: str | None = None, listen_address: str = ANY_ADDRESS, proxyless: bool = False) -> ProxyView:
@@ -62,8 +67,10 @@ def make_view(mesh: Mesh, cluster: str, node_id: str = "sidecar~127.0.0.1~proxy.
     ``proxyless``: a gRPC client (role ``grpc``) rather than the Envoy its node id names."""
     home = mesh.clusters.get(cluster)
     if home is None:
-        known = ", ".join(sorted(mesh.clusters)) or "none defined"
-        raise ViewError(f"cluster {cluster!r} is not a Cluster of this mesh (clusters: {known})")
+        if not mesh.clusters:
+            raise ViewError(f"cluster {cluster!r} is not a Cluster of this mesh: the repository defines none; add one "
+                            f"per Kubernetes cluster ({NO_CLUSTER_HINT})")
+        raise ViewError(f"cluster {cluster!r} is not a Cluster of this mesh (clusters: {', '.join(sorted(mesh.clusters))})")
     role, namespace = parse_node_id(node_id)
     if proxyless:
         role = GRPC

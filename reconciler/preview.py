@@ -40,6 +40,7 @@ PLANNERS: list[Planner] = [ca_plan, dns_plan]
 def _template() -> jinja2.Template:
     env = environment()
     env.filters["cell"] = lambda text: str(text).replace("|", "\\|")
+    env.filters["code"] = lambda text: f"`{text}`"
     return env.get_template("preview.md.j2")
 
 

@@ -146,6 +146,52 @@ def test_subset_rename_shows_clusters_replaced_and_the_dangling_route_as_a_new_f
     assert markdown.index("**HEAD is invalid** (1 error)") < markdown.index("**Objects:**")
 
 
+def test_objects_of_a_file_broken_at_head_are_unreadable_not_removed(repo):
+    """A file HEAD cannot read loses its objects from HEAD: they are not removed by the change, and the
+    preview says so beside the file's GAL0001."""
+    change(repo, replace(REVIEWS, "  hosts:\n    - reviews.bookinfo.svc.cluster.local\n",
+                         "  hosts: [reviews.bookinfo.svc.cluster.local\n"))
+    preview = preview_of(repo)
+    assert any(f.code == "GAL0001" and f.file == REVIEWS for f in preview.new_findings)
+    actions = {(c.kind, c.name): c.action for c in preview.objects.changes}
+    assert actions[("VirtualService", "reviews")] == "unreadable"
+    assert "removed" not in actions.values()
+    markdown = render_markdown(preview)
+    assert "unreadable at HEAD** (invalid YAML)" in markdown
+    assert "- **unreadable at HEAD** `VirtualService bookinfo/reviews`" in markdown
+    assert json.loads(render_json(preview))["objects"]["counts"]["unreadable"] == preview.objects.count("unreadable")
+
+
+def test_shares_to_no_endpoint_say_the_repository_has_none_and_where_live_ones_come_from(repo):
+    """A subset whose pods the repository does not hold gets `no endpoints (503)`: true of what the
+    repository says, not necessarily of the cluster, and the preview says so."""
+    change(repo, replace(REVIEWS, "      labels:\n        version: v3\n", "      labels:\n        version: v9\n"))
+    preview = preview_of(repo)
+    assert traffic(preview, "cluster-a")["subset v3 · no endpoints (503)"].after == 10.0
+    assert preview.without_endpoints() == [f"{HOST}:9080"]
+    markdown = render_markdown(preview)
+    assert f"1 service (`{HOST}:9080`) has no endpoints in the repository" in markdown
+    assert "`galleon diff --server`" in markdown
+
+
+def test_a_repository_without_a_cluster_is_told_why_no_envoy_change_is_shown(tmp_path, repo):
+    """A plain Istio repository (no Galleon Cluster): its objects are compared, and the preview says why
+    no proxy's configuration is, and what to add; compiling for a cluster says the same."""
+    from compiler.view import ViewError, make_view
+    service = ("apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\n"
+               "spec: {selector: {app: web}, ports: [{name: http, port: 80}]}\n")
+    plain = gitutil.init(tmp_path / "plain")
+    gitutil.commit(plain, {"web.yaml": service.encode()})
+    gitutil.commit(plain, {"web.yaml": service.replace("port: 80", "port: 8080").encode()})
+    preview = preview_of(plain, clusters=[])
+    assert preview.envoy_compared and preview.clusters == [] and preview.objects.count("changed") == 1
+    assert "The repository defines no Cluster" in render_markdown(preview)
+    change(repo, replace(REVIEWS, "    - name: v3\n", "    - name: v3-canary\n"))
+    assert "defines no Cluster" not in render_markdown(preview_of(repo))
+    with pytest.raises(ViewError, match="the repository defines none; add one per Kubernetes cluster"):
+        make_view(preview.head.mesh, "cluster-a")
+
+
 def test_whitespace_reordered_keys_and_moves_change_nothing(repo):
     def reformat(files):
         # blank lines and a comment shift every line; keys reordered; one object moved to a new file

@@ -7,11 +7,13 @@ of configuration (a move is still reported, as such).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Collection
 
 from ..parse import SourceObject
 from .fields import FieldChange, diff_values
 
-ADDED, REMOVED, CHANGED, MOVED = "added", "removed", "changed", "moved"
+ADDED, REMOVED, CHANGED, MOVED, UNREADABLE = "added", "removed", "changed", "moved", "unreadable"
+ACTIONS = (ADDED, CHANGED, REMOVED, MOVED, UNREADABLE)
 
 
 @dataclass(frozen=True)
@@ -64,8 +66,10 @@ def _key(obj: SourceObject) -> tuple[str, str, str]:
     return (obj.kind, obj.namespace, obj.name)
 
 
-def diff_objects(base: list[SourceObject], head: list[SourceObject]) -> ObjectDiff:
-    """Changes from ``base`` to ``head`` by HEAD's file and line (removed ones last, by BASE's)."""
+def diff_objects(base: list[SourceObject], head: list[SourceObject], unreadable: Collection[str] = ()) -> ObjectDiff:
+    """Changes from ``base`` to ``head`` by HEAD's file and line (removed ones last, by BASE's).
+    ``unreadable``: HEAD's files that cannot be read (invalid YAML): a BASE object of one of them
+    that HEAD lacks is unreadable there, not removed (its file's finding says why)."""
     # An object parsed once for both revisions (its file is unchanged) has not changed: leave it out
     # (it cannot match another object, whose key would make it a duplicate).
     shared = {id(obj) for obj in base} & {id(obj) for obj in head}
@@ -90,8 +94,8 @@ def diff_objects(base: list[SourceObject], head: list[SourceObject]) -> ObjectDi
         if fields or moved:
             changes.append(ObjectChange(CHANGED if fields else MOVED, new.shown_kind, *key[1:], new.file, new.line,
                                         fields, moved))
-    removed = [ObjectChange(REMOVED, old.shown_kind, *key[1:], old.file, old.line)
-               for key, old in before.items() if key not in after]
+    removed = [ObjectChange(UNREADABLE if old.file in unreadable else REMOVED, old.shown_kind, *key[1:], old.file,
+                            old.line) for key, old in before.items() if key not in after]
     changes.sort(key=lambda c: (c.file, c.line))
     removed.sort(key=lambda c: (c.file, c.line))
     return ObjectDiff(tuple(changes + removed))

@@ -19,14 +19,14 @@ from ..kinds import CLUSTER_LABEL
 from ..kube import slice_addresses
 from ..model import Mesh
 from ..names import parse_eds_name
-from ..parse import SourceObject
+from ..parse import CODE_YAML, SourceObject
 from ..revision import Revision
 from ..view import SIDECAR, ProxyView
 from ..xds import CompiledView, compile_view
 from ..xds_types import ROUTE
-from .objects import MOVED, ObjectDiff, diff_objects
+from .objects import ACTIONS, MOVED, ObjectDiff, diff_objects
 from .resources import ResourceChange, diff_views
-from .traffic import Destination, service_shares
+from .traffic import NO_ENDPOINT, Destination, service_shares
 from .views import DEFAULT_NAMESPACE, ViewSpec, caller_localities, proxy_specs
 
 
@@ -169,11 +169,17 @@ class Preview:
         moves = [t for c in self.clusters for t in c.traffic if t.shift > 0]
         return sorted(moves, key=lambda t: (-t.shift, t.cluster, t.locality, t.service))[:limit]
 
+    def without_endpoints(self) -> list[str]:
+        """The services whose traffic moved and of which some share goes to no endpoint at all."""
+        return sorted({t.service for c in self.clusters for t in c.traffic
+                       if any(r.destination.place == NO_ENDPOINT for r in t.rows)})
+
     def to_dict(self) -> dict:
         return {
             "base": _revision_dict(self.base), "head": _revision_dict(self.head),
             "has_changes": self.has_changes, "envoy_compared": self.envoy_compared,
-            "objects": {"counts": {a: self.objects.count(a) for a in ("added", "removed", "changed", "moved")},
+            "without_endpoints": self.without_endpoints(),
+            "objects": {"counts": {a: self.objects.count(a) for a in ACTIONS},
                         "changes": [c.to_dict() for c in self.objects.changes]},
             "findings": {"new": [_finding_dict(f) for f in self.new_findings],
                          "existing": [_finding_dict(f) for f in self.old_findings]},
@@ -271,7 +277,9 @@ def build_preview(base: Revision, head: Revision, clusters: list[str] | None = N
     ``narrow``: compile only the services the change may touch (affected_hosts); False compiles
     every service, for the same result."""
     new, old = split_findings(base.findings, head.findings)
-    preview = Preview(base, head, diff_objects(base.parsed.objects, head.parsed.objects), new, old, [], plans or [])
+    unreadable = {f.file for f in head.findings if f.code == CODE_YAML}
+    preview = Preview(base, head, diff_objects(base.parsed.objects, head.parsed.objects, unreadable), new, old, [],
+                      plans or [])
     if not preview.envoy_compared:
         return preview
     names = clusters if clusters is not None else sorted(base.mesh.clusters.keys() | head.mesh.clusters.keys())
