@@ -12,6 +12,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from compiler.xds_types import BY_URL
 
+XDS_PROTOCOLS = ("sotw", "delta")  # the two ADS variants: state of the world, incremental
 LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -24,7 +25,10 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.connected = Gauge("galleon_xds_connected_proxies", "xDS streams open now", ["protocol"], registry=r)
+        self.connected = Gauge("galleon_xds_connected_proxies", "xDS streams open now, by protocol (sotw, delta)",
+                               ["protocol"], registry=r)
+        for protocol in XDS_PROTOCOLS:  # (shown at 0 too: an alert on no proxy connected needs the series)
+            self.connected.labels(protocol)
         self.views = Gauge("galleon_xds_views", "Distinct proxy views compiled and held", registry=r)
         self.pushes = Counter("galleon_xds_pushes", "xDS responses sent", ["type"], registry=r)
         self.nacks = Counter("galleon_xds_nacks", "xDS responses a proxy rejected", ["type"], registry=r)

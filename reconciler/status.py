@@ -98,7 +98,7 @@ def status_message(daemon: Serving) -> pb.Status:
                                      endpoints=c["endpoints"], last_event=c["last_event"] or "",
                                      last_error=c["last_error"] or "", last_error_at=c["last_error_at"] or "",
                                      not_in_mesh=c.get("not_in_mesh") or "", refused=c["refused"],
-                                     not_ready=c["not_ready"]) for c in s.registry])
+                                     not_ready=c["not_ready"], pods=c["pods"]) for c in s.registry])
 
 
 class ReconcilerService(pb_grpc.ReconcilerServicer):

@@ -131,6 +131,14 @@ async def running(mesh=None, cluster: str = "cluster-a"):
         await server.stop(0)
 
 
+def test_connected_proxies_are_counted_by_protocol_from_zero():
+    """An alert on no proxy connected needs the series before the first proxy comes."""
+    from reconciler.metrics import Metrics
+    exposition = Metrics().exposition().decode()
+    for protocol in ("sotw", "delta"):
+        assert f'galleon_xds_connected_proxies{{protocol="{protocol}"}} 0.0' in exposition
+
+
 def sample(server: AdsServer, name: str, **labels) -> float:
     value = server.metrics.registry.get_sample_value(name, labels or None)
     return 0.0 if value is None else value

@@ -99,7 +99,8 @@ def test_status_sync_watch_and_preview(remote, tmp_path):
 
         # the command line reads the same API
         text = galleon("status", "--server", daemon.ads)
-        assert text.returncode == 1 and "REFUSED" in text.stdout and "IST0101" in text.stdout
+        assert text.returncode == 1 and "REFUSED: 1 error\n" in text.stdout and "IST0101" in text.stdout
+        assert text.stdout.count("IST0101") == 1, text.stdout  # (the finding listed once, under the refusal)
         push(repo, files, REVIEWS, b"subset: v9", b"subset: v3")
         synced = galleon("sync", "--server", daemon.ads, "--format", "json")
         assert synced.returncode == 0, synced.stdout + synced.stderr

@@ -69,18 +69,25 @@ def _text(status) -> str:
                                     if status.from_state_dir else ""),
              f"newest revision seen {status.last_revision_seen or '-'}: "
              + ("served" if status.last_revision_seen == status.served_revision and status.last_revision_valid
-                else "valid" if status.last_revision_valid else f"REFUSED: {status.rejection}")]
+                else "valid" if status.last_revision_valid else f"REFUSED: {_reason(status)}")]
     if status.source_error:
         lines.append(f"source error: {status.source_error}")
     lines += [f"  {f.file}:{f.line}: {f.level} {f.code} {f.kind} {f.namespace}/{f.name}: {f.message}"
               for f in status.findings]
-    lines.append(f"{status.connected_proxies} proxies connected; " + ("leader" if status.leader else "not the leader"))
+    proxies = status.connected_proxies
+    lines.append(f"{proxies} prox{'y' if proxies == 1 else 'ies'} connected; "
+                 + ("leader" if status.leader else "not the leader"))
     for c in status.registry:
         state = ("STALE" if c.stale else "synced") if c.synced else "REFUSED" if c.refused else "not synced yet"
-        lines.append(f"registry {c.cluster}: {state}, {c.services} services, {c.endpoints} endpoints "
-                     f"({c.not_ready} not ready), "
+        lines.append(f"registry {c.cluster}: {state}, lists {c.services} Services, {c.pods} pods, "
+                     f"{c.endpoints} endpoints ({c.not_ready} not ready), "
                      f"last event {c.last_event or '-'}"
                      + (f", last error at {c.last_error_at}: {c.last_error}" if c.last_error else ""))
         if c.not_in_mesh:
             lines.append(f"  warning: {c.not_in_mesh}")
     return "\n".join(lines) + "\n"
+
+
+def _reason(status) -> str:
+    """Why the newest revision is refused; when its findings follow, without the first of them again."""
+    return status.rejection.split(", the first: ")[0] if status.findings else status.rejection

@@ -306,7 +306,7 @@ def test_a_registry_and_its_clusters_are_reported_synced(world):
     shown = subprocess.run([*GALLEON, "status", "--server", galleon.ads], capture_output=True, text=True, timeout=30)
     assert shown.returncode == 0, shown.stdout + shown.stderr
     for name, c in clusters.items():
-        assert (f"registry {name}: synced, {c['services']} services, {c['endpoints']} endpoints "
+        assert (f"registry {name}: synced, lists {c['services']} Services, {c['pods']} pods, {c['endpoints']} endpoints "
                 f"({c['not_ready']} not ready),") in shown.stdout, \
             shown.stdout
 
