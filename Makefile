@@ -15,6 +15,7 @@ SYSTEM_TOOLS := sshd:openssh-server ssh-keygen:openssh-client git:git gpg:gnupg 
 NATIVE_SOURCES := $(shell sed -n 's/^    "\(compiler\..*\)",$$/\1/p' compiler/native.py | tr . / | sed 's/$$/.py/')
 
 $(STAMP): pyproject.toml setup.py compiler/native.py $(NATIVE_SOURCES) proto/galleon/v1/reconciler.proto
+	@echo "installing Galleon into $(VENV) and compiling the compiler's hot modules (a few minutes, once)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
