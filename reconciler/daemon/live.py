@@ -157,9 +157,9 @@ class Live:
                 feed = DirectoryFeed(Path(source[4:]), self.registry)
                 feed.claim = functools.partial(self._claim_folder, feed)
                 try:
-                    twice = [c for c in feed.clusters() if self._read_elsewhere(feed, c) is not None]
+                    twice = [c for c in feed.clusters() if self._other_reader(feed, c) is not None]
                     if twice:
-                        raise DirectoryError(f"cluster {twice[0]} is read from {self._read_elsewhere(feed, twice[0])} "
+                        raise DirectoryError(f"cluster {twice[0]} is read from {self._other_reader(feed, twice[0])} "
                                              "too; a cluster is read from one registry: remove one of its folders")
                     self._dir_feeds.append(feed)
                     clusters = await asyncio.to_thread(feed.read_all)
@@ -178,7 +178,7 @@ class Live:
         Raises SourceError when this cluster's API server cannot be configured."""
         o = self.options
         assert o is not None
-        elsewhere = self._read_elsewhere(None, self.cluster)
+        elsewhere = self._other_reader(None, self.cluster)
         if elsewhere is not None:
             raise SourceError(f"--registry kube: this cluster, {self.cluster}, is read from {elsewhere} too; a "
                               "cluster is read from one registry")
@@ -218,7 +218,7 @@ class Live:
         for cluster, remote in given.items():
             with self._claims:
                 followed = self._kube.get(cluster)
-                if self._read_otherwise(cluster):
+                if self._read_without_secret(cluster):
                     self._say_once("remote secret ignored", self._ignored_secret(cluster, remote.secret))
                 elif followed is None or followed.client is not remote.client:
                     if followed is not None:
@@ -238,7 +238,7 @@ class Live:
         self._secrets_settled = self._secrets_settled or settled
         self._states_changed()
 
-    def _read_otherwise(self, cluster: str) -> bool:
+    def _read_without_secret(self, cluster: str) -> bool:
         """Whether ``cluster`` is read otherwise than through a remote secret."""
         followed = self._kube.get(cluster)
         return (followed is not None and followed.secret is None and not followed.provisional) \
@@ -256,7 +256,7 @@ class Live:
             return None
         status = self.secrets.status()
         for cluster, secret in list(status["clusters"].items()):
-            if self._read_otherwise(cluster):
+            if self._read_without_secret(cluster):
                 del status["clusters"][cluster]
                 status["errors"].append(self._ignored_secret(cluster, secret))
         return status
@@ -273,10 +273,10 @@ class Live:
             return
         contexts = {c.name: context for c in revision.objects if c.kind == "Cluster" if (context := kube_context(c))}
         await self._check_own_context(contexts.get(self.cluster))
-        wanted = {name: context for name, context in contexts.items() if self._read_elsewhere(None, name) is None}
+        wanted = {name: context for name, context in contexts.items() if self._other_reader(None, name) is None}
         for cluster in self._unfollowable - wanted.keys():  # (its Cluster gone, or read otherwise now)
             self._unfollowable.discard(cluster)
-            if self._read_elsewhere(None, cluster) is None:
+            if self._other_reader(None, cluster) is None:
                 self.registry.forget(cluster)
         if not wanted:
             return
@@ -291,7 +291,7 @@ class Live:
                 self.registry.failed(cluster, None, error, refused=True)
         for cluster, client in found.clients.items():
             with self._claims:
-                if self._read_elsewhere(None, cluster) is None:  # (a remote secret or a dir: registry may have meanwhile)
+                if self._other_reader(None, cluster) is None:  # (a remote secret or a dir: registry may have meanwhile)
                     self._unfollowable.discard(cluster)
                     provisional = self.secrets is not None and not self._secrets_settled
                     self._follow_cluster(cluster, _Followed(client, threading.Event(), provisional=provisional))
@@ -358,12 +358,12 @@ class Live:
     def _claim_folder(self, feed: DirectoryFeed, cluster: str) -> str | None:
         """(DirectoryFeed.claim, on its watch thread.)"""
         with self._claims:
-            owner = self._read_elsewhere(feed, cluster)
+            owner = self._other_reader(feed, cluster)
             if owner is None:
                 feed.holds.add(cluster)
             return owner
 
-    def _read_elsewhere(self, asking: DirectoryFeed | None, cluster: str) -> str | None:
+    def _other_reader(self, asking: DirectoryFeed | None, cluster: str) -> str | None:
         """The registry other than ``asking`` that reads ``cluster``, if any."""
         feed = self._dir_feed_of(cluster)
         if feed is not None and feed is not asking:
