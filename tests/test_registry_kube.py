@@ -20,8 +20,8 @@ from kubernetes.client import Configuration
 from kubernetes.config import kube_config
 
 from reconciler.kube.client import KubeError
-from reconciler.registry.kube import (KubeFeed, RemoteSecrets, client_from_kubeconfig, cluster_clients,
-                                      remote_secret_kind)
+from reconciler.registry.kube import KubeFeed, cluster_clients
+from reconciler.registry.remote_secrets import RemoteSecrets, client_from_kubeconfig, remote_secret_kind
 from reconciler.registry.sink import KIND_NAMES
 from tests.kube.standin import KubeStandIn, kubeconfig
 

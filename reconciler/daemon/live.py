@@ -33,7 +33,8 @@ from .. import runtime
 from ..ads.server import AdsServer
 from ..metrics import Metrics
 from ..registry.directory import DirectoryError, DirectoryFeed
-from ..registry.kube import KubeFeed, RemoteSecrets, cluster_clients, remote_secret_kind
+from ..registry.kube import KubeFeed, cluster_clients
+from ..registry.remote_secrets import RemoteSecrets, remote_secret_kind
 from ..registry.store import Change, Registry, kube_files
 from ..sources import SourceError
 from ..status import StatusBoard
