@@ -1,12 +1,14 @@
 """The last known good snapshot, kept on disk so a restarted daemon can serve without its source.
 
 Every revision the daemon serves is written to ``STATE_DIR/last-good/CLUSTER.json`` (its files,
-revision and origin, with a checksum). The write is atomic: a temporary file in the same folder,
-flushed and fsynced, then renamed over the old one (and the folder fsynced), so a crash at any
-moment leaves the old snapshot or the new one, never a torn file. A file that does not read back
-(corrupt, truncated by hand, another format) is set aside with a warning, never trusted. The
-temporary files a write killed midway leaves are removed when the daemon starts again
-(``remove_temporaries``).
+revision and origin, the source it is of, with a checksum). Only a snapshot of the source the daemon
+is given is served: another source's (another daemon's of the same cluster name, sharing the state
+directory), or one that does not say whose it is (an older galleon wrote it), is not. The write is
+atomic: a temporary file in the same folder, flushed and fsynced, then renamed over the old one (and
+the folder fsynced), so a crash at any moment leaves the old snapshot or the new one, never a torn
+file. A file that does not read back (corrupt, truncated by hand, another format) is set aside with a
+warning, never trusted. The temporary files a write killed midway leaves are removed when the daemon
+starts again (``remove_temporaries``).
 """
 from __future__ import annotations
 
@@ -23,18 +25,29 @@ from compiler.snapshot import Snapshot
 
 from .files import write_atomic
 from .parse_cache import STALE_TEMPORARY_SECONDS
+from .sources import is_remote
+from .sources.git import redact
 
 FORMAT = 1
 TEMPORARY = ".{name}.*.tmp"  # what write_atomic names its temporary file for NAME
 log = structlog.get_logger("galleon.state")
 
 
+def source_identity(location: str, rev: str | None) -> str:
+    """Which source a snapshot is of: a URL without its credentials, or a local path made absolute
+    (links not followed: a link moved to a new checkout names the same source), with ``--rev`` when it
+    names more than the default."""
+    where = redact(location) if is_remote(location) else os.path.abspath(location)
+    return where if rev in (None, "HEAD") else f"{where} --rev {rev}"
+
+
 class LastGood:
-    def __init__(self, state_dir: Path, cluster: str) -> None:
+    def __init__(self, state_dir: Path, cluster: str, source: str) -> None:
+        """The snapshots of ``cluster`` served from ``source`` (``source_identity``)."""
         self.path = Path(state_dir) / "last-good" / f"{cluster}.json"
         # The VIPs served with it, apart: small, read at every start (compiler/vips.py keeps them).
         self.vips_path = self.path.with_name(f"{cluster}.vips.json")
-        self.cluster = cluster
+        self.cluster, self.source = cluster, source
 
     def save_vips(self, vips: dict[str, str]) -> None:
         """Replace the stored VIPs (name -> address), atomically. Raises OSError."""
@@ -56,7 +69,7 @@ class LastGood:
 
     def save(self, snapshot: Snapshot) -> None:
         """Replace the stored snapshot with ``snapshot``, atomically. Raises OSError."""
-        content = {"format": FORMAT, "cluster": self.cluster, "revision": snapshot.revision,
+        content = {"format": FORMAT, "cluster": self.cluster, "source": self.source, "revision": snapshot.revision,
                    "origin": snapshot.origin,
                    "files": {path: base64.b64encode(data).decode() for path, data in snapshot.files.items()}}
         body = json.dumps(content, sort_keys=True)
@@ -65,7 +78,8 @@ class LastGood:
         write_atomic(self.path, data)
 
     def load(self) -> Snapshot | None:
-        """The stored snapshot; None when there is none or it does not read back (then it is set aside)."""
+        """The stored snapshot; None when there is none, when it is another source's (left in place, said
+        in the log), or when it does not read back (then it is set aside)."""
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
@@ -80,6 +94,11 @@ class LastGood:
                 raise ValueError("checksum mismatch")
             if content["format"] != FORMAT or content["cluster"] != self.cluster:
                 raise ValueError(f"format {content['format']} for cluster {content['cluster']!r}")
+            if content.get("source") != self.source:
+                log.warning("last known good snapshot is of another source; not used", path=str(self.path),
+                            source=self.source,
+                            snapshot_of=content.get("source") or "unknown (written by an older galleon)")
+                return None
             files = {path: base64.b64decode(text, validate=True) for path, text in content["files"].items()}
             return Snapshot(content["revision"], files, content["origin"])
         except (ValueError, KeyError, TypeError) as exc:

@@ -12,7 +12,7 @@ import pygit2
 import yaml
 
 from compiler.snapshot import Snapshot
-from reconciler.state import LastGood
+from reconciler.state import LastGood, source_identity
 from tests.conftest import SAMPLE_REPO
 from tests.e2e.daemon import Galleon
 from tests.e2e.envoy import wait_for
@@ -251,9 +251,26 @@ def test_a_source_missing_at_start_without_a_servable_last_good_snapshot_exits_2
              "--state-dir", state)
     last_line_error(galleon(*serve), "nope: no such file or directory",
                     "no last known good snapshot of cluster-a")
-    LastGood(state, "cluster-a").save(Snapshot("sha256:0", {"a.yaml": b"kind: [\n"}, "elsewhere"))
+    LastGood(state, "cluster-a", source_identity(str(tmp_path / "nope"), None)).save(
+        Snapshot("sha256:0", {"a.yaml": b"kind: [\n"}, "elsewhere"))
     last_line_error(galleon(*serve), "nope: the source path is missing",
                     "the last known good snapshot in the state directory cannot be served either")
+
+
+def test_a_last_good_snapshot_of_another_source_is_never_served(tmp_path):
+    """Daemons of one cluster name share the state directory (the default one, ~/.cache/galleon): the
+    snapshot one served stands in for no other source, nor for another revision of it."""
+    repo = tmp_path / "repo"
+    shutil.copytree(SAMPLE_REPO, repo)
+    served_before_moved_away(tmp_path, repo)
+    for source, rev in ((tmp_path / "other", ()), (repo, ("--rev", "main"))):
+        result = galleon("serve", source, *rev, "--cluster", "cluster-a", "--ads", "127.0.0.1:0", "--http",
+                         "127.0.0.1:0", "--state-dir", tmp_path / "state")
+        last_line_error(result, f"{source}: the source path is missing",
+                        "the last known good snapshot in the state directory cannot be served either")
+        (refused,) = [json.loads(line) for line in result.stderr.splitlines()[:-1]
+                      if "last known good snapshot is of another source" in line]
+        assert (refused["snapshot_of"], refused["source"]) == (str(repo), " ".join([str(source), *rev])), refused
 
 
 def test_what_libraries_log_is_in_the_daemons_own_lines():

@@ -14,7 +14,7 @@ from reconciler.daemon import loader as loader_module
 from reconciler.daemon.loader import Loader
 from reconciler.metrics import Metrics
 from reconciler.sources import DirectorySource, SourceMissing
-from reconciler.state import LastGood
+from reconciler.state import LastGood, source_identity
 from tests.conftest import SAMPLE_REPO
 
 
@@ -54,7 +54,7 @@ def test_a_rejected_revision_is_recorded_by_the_loop(tmp_path):
 
 def test_opening_removes_what_a_killed_write_left_in_the_state_directory(tmp_path):
     shutil.copytree(SAMPLE_REPO, tmp_path / "repo")
-    store = LastGood(tmp_path / "state", "cluster-a")
+    store = LastGood(tmp_path / "state", "cluster-a", source_identity(str(tmp_path / "repo"), None))
     store.path.parent.mkdir(parents=True)
     stray = store.path.with_name(f".{store.path.name}.k1ll3d00.tmp")  # as write_atomic names it
     stray.write_bytes(b"{\"torn")
@@ -67,7 +67,7 @@ def test_a_source_missing_at_start_is_opened_once_it_appears_as_something_to_fol
     """A file in its place is reported once and looked at again; the directory then put there is opened."""
     monkeypatch.setattr(loader_module, "APPEAR_POLL", 0.01)
     path = tmp_path / "repo"
-    store = LastGood(tmp_path / "state", "cluster-a")
+    store = LastGood(tmp_path / "state", "cluster-a", source_identity(str(path), None))
     options = ServeOptions(source=str(path), cluster="cluster-a", state_dir=tmp_path / "state")
     with pytest.raises(SourceMissing, match="no last known good snapshot of cluster-a"):
         asyncio.run(Loader(options, Metrics(), store).open())

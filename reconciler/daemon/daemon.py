@@ -18,7 +18,7 @@ from .. import status
 from ..ads.server import AdsServer
 from ..metrics import Metrics
 from ..sources import SourceError
-from ..state import LastGood
+from ..state import LastGood, source_identity
 from ..security.tls import ReloadingCredentials
 from .follow import Follower
 from .live import Live
@@ -52,7 +52,8 @@ class Daemon:
         self.gate = gate_of(options, lambda cluster: self.live.client_of(cluster))
         self.ads = AdsServer(options.cluster, self.metrics, options.max_connection_age, self.gate,
                              views_memory=options.views_memory << 20)
-        self.last_good = LastGood(options.state_dir, options.cluster) if options.state_dir else None
+        self.last_good = (LastGood(options.state_dir, options.cluster, source_identity(options.source, options.rev))
+                          if options.state_dir else None)
         self._reloading = asyncio.Lock()
         self._stop = asyncio.Event()
         self.loader = Loader(options, self.metrics, self.last_good)

@@ -203,7 +203,8 @@ class _Callbacks(pygit2.RemoteCallbacks):
             self.creds.progress(stats.received_objects, stats.total_objects, stats.received_bytes)
 
 
-def _redact(url: str) -> str:
+def redact(url: str) -> str:
+    """``url`` without the user name and password it may carry (a token)."""
     return re.sub(r"//[^/@]*@", "//***@", url)
 
 
@@ -212,7 +213,7 @@ class RemoteGitSource(_GitSource):
 
     def __init__(self, url: str, state_dir: Path, creds: GitCredentials):
         self.url = url
-        self.location = _redact(url)
+        self.location = redact(url)
         self.creds = creds
         digest = hashlib.sha256(url.encode()).hexdigest()[:12]
         slug = re.sub(r"[^A-Za-z0-9]+", "-", url.rsplit("/", 1)[-1].removesuffix(".git"))[:40] or "repo"
