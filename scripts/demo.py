@@ -191,13 +191,14 @@ def main() -> int:
             f"a Node)")
         shutil.copytree(ROOT / "sample-registry", registry)
         ads, web = free_port(), free_port()
-        clusters = work / "clusters"
+        clusters, state = work / "clusters", work / "state"
         say(f"galleon serve sample-repo --cluster cluster-a --registry dir:{registry} --ads 127.0.0.1:{ads} "
-            f"--http 127.0.0.1:{web} --dns-target dir:{clusters} --dns-create")
+            f"--http 127.0.0.1:{web} --dns-target dir:{clusters} --dns-create --state-dir {state}")
+        # Its own state directory: the user's (~/.cache/galleon) would keep sample-repo's snapshot and VIPs.
         processes.append(subprocess.Popen(
             [*GALLEON, "serve", "sample-repo", "--cluster", "cluster-a", "--registry", f"dir:{registry}",
              "--ads", f"127.0.0.1:{ads}", "--http", f"127.0.0.1:{web}", "--dns-target", f"dir:{clusters}",
-             "--dns-create"],
+             "--dns-create", "--state-dir", str(state)],
             cwd=ROOT, stderr=serve_log.open("w"), stdout=subprocess.DEVNULL))
         status = f"http://127.0.0.1:{web}"
         for line in wait_for("galleon serve ready", lambda: get(f"{status}/readyz"), 30, [serve_log]).splitlines():

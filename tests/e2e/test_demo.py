@@ -3,6 +3,7 @@ the pods the live registry lists, and a pod written into the registry reaches En
 and takes traffic, without a commit."""
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -16,11 +17,14 @@ pytestmark = pytest.mark.e2e
 REQUESTS = 300
 
 
-def test_the_demo_sends_requests_through_envoy_as_sample_repo_routes_them():
+def test_the_demo_sends_requests_through_envoy_as_sample_repo_routes_them(tmp_path):
+    cache = tmp_path / "cache"  # the user's state directory, as galleon serve defaults to it
     result = subprocess.run([sys.executable, "scripts/demo.py", "--requests", str(REQUESTS)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "GALLEON_STATE_DIR": str(cache)})
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
+    assert not cache.exists()  # its last known good snapshot would stand for cluster-a there
     assert "ready: serving sha256:" in out
     assert "registry cluster-a: synced" in out
     assert "/debug/registryz: cluster-a: synced, 2 pods, 2 EndpointSlices (2 endpoints), 1 Node" in out
