@@ -16,6 +16,7 @@ import base64
 import hashlib
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from .sources import is_remote
 from .sources.git import redact
 
 FORMAT = 1
+FOLDER = "last-good"  # in the state directory
 TEMPORARY = ".{name}.*.tmp"  # what write_atomic names its temporary file for NAME
 log = structlog.get_logger("galleon.state")
 
@@ -41,10 +43,20 @@ def source_identity(location: str, rev: str | None) -> str:
     return where if rev in (None, "HEAD") else f"{where} --rev {rev}"
 
 
+def check_writable(state_dir: Path) -> None:
+    """Make the snapshots' folder in ``state_dir`` and write a file there, removed at once: a state
+    directory that cannot keep the snapshot is refused at start, not found out once the source is
+    gone. Raises OSError."""
+    folder = Path(state_dir) / FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe.", suffix=".tmp"):
+        pass
+
+
 class LastGood:
     def __init__(self, state_dir: Path, cluster: str, source: str) -> None:
         """The snapshots of ``cluster`` served from ``source`` (``source_identity``)."""
-        self.path = Path(state_dir) / "last-good" / f"{cluster}.json"
+        self.path = Path(state_dir) / FOLDER / f"{cluster}.json"
         # The VIPs served with it, apart: small, read at every start (compiler/vips.py keeps them).
         self.vips_path = self.path.with_name(f"{cluster}.vips.json")
         self.cluster, self.source = cluster, source

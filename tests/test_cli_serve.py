@@ -76,6 +76,10 @@ def test_serve_refuses_what_it_cannot_serve(tmp_path):
                     "commit signatures need a Git source")
     last_line_error(galleon("serve", SAMPLE_REPO, "--cluster", "a", "--poll", "0"), "--poll")
     last_line_error(galleon("serve", SAMPLE_REPO, "--cluster", "a", "--views-memory", "0"), "--views-memory")
+    (tmp_path / "file").write_text("")
+    last_line_error(galleon("serve", SAMPLE_REPO, "--cluster", "cluster-a", "--ads", "127.0.0.1:0", "--http",
+                            "127.0.0.1:0", "--state-dir", tmp_path / "file"),
+                    f"--state-dir {tmp_path / 'file'}: cannot keep the last known good snapshot", "Not a directory")
     for flag in ("--registry-quiet", "--registry-max-wait", "--registry-sync-timeout"):
         last_line_error(galleon("serve", SAMPLE_REPO, "--cluster", "a", flag, "-1"), flag, "negative")
     with socket.socket() as taken:

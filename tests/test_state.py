@@ -10,11 +10,12 @@ import subprocess
 import sys
 import time
 
+import pytest
 from structlog.testing import capture_logs
 
 from compiler.snapshot import Snapshot
 from reconciler.parse_cache import STALE_TEMPORARY_SECONDS
-from reconciler.state import LastGood, remove_temporaries, source_identity
+from reconciler.state import LastGood, check_writable, remove_temporaries, source_identity
 from tests.conftest import ROOT
 
 SOURCE = "/srv/mesh"  # as source_identity names a local path
@@ -92,6 +93,14 @@ def test_a_source_is_named_the_same_from_anywhere_and_without_credentials(tmp_pa
     assert source_identity("repo", None) == str(tmp_path / "elsewhere" / "repo")
     assert source_identity("https://x-access-token:s3cret@git.example.com/mesh.git", "v2") == (
         "https://***@git.example.com/mesh.git --rev v2")
+
+
+def test_a_state_directory_is_checked_by_writing_in_it(tmp_path):
+    check_writable(tmp_path / "state")
+    assert [p.name for p in (tmp_path / "state").rglob("*")] == ["last-good"]  # nothing else left
+    (tmp_path / "file").write_text("")
+    with pytest.raises(NotADirectoryError):
+        check_writable(tmp_path / "file")
 
 
 WRITER = """

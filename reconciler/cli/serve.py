@@ -197,6 +197,7 @@ def run(args) -> int:
                       if args.verify_ssh_key or args.verify_gpg_key else None)
     except (ValueError, SignatureError) as exc:
         raise UsageError(str(exc)) from None
+    _check_state_dir(args.state_dir)
     options = ServeOptions(source=args.source, cluster=args.cluster, rev=args.rev, ads=args.ads, http=args.http,
                            poll=args.poll, state_dir=args.state_dir, parse_cache=not args.no_cache,
                            credentials=credentials(args, False),
@@ -221,6 +222,18 @@ def run(args) -> int:
         return serve(options)
     except OSError as exc:
         raise UsageError(str(exc)) from None
+
+
+def _check_state_dir(state_dir: Path) -> None:
+    """Refuse a ``state_dir`` the last known good snapshot cannot be kept in: the daemon would run without
+    it, and that would show only once the source is gone. Raises UsageError."""
+    from ..state import FOLDER, check_writable
+    try:
+        check_writable(state_dir)
+    except OSError as exc:
+        raise UsageError(f"--state-dir {state_dir}: cannot keep the last known good snapshot in "
+                         f"{state_dir / FOLDER} ({exc.strerror or exc}); give a folder galleon serve can create "
+                         "and write") from None
 
 
 def _security(args):
