@@ -13,7 +13,7 @@ from reconciler.daemon import ServeOptions
 from reconciler.daemon import loader as loader_module
 from reconciler.daemon.loader import Loader
 from reconciler.metrics import Metrics
-from reconciler.sources import DirectorySource, SourceMissing
+from reconciler.sources import DirectorySource, SourceError, SourceMissing
 from reconciler.state import LastGood, source_identity
 from tests.conftest import SAMPLE_REPO
 
@@ -50,6 +50,15 @@ def test_a_rejected_revision_is_recorded_by_the_loop(tmp_path):
     loader._apply(reading)
     assert loader.state.unknown_cluster == loader.state.rejection == reading.rejection.reason
     assert loader.state.seen_revision == reading.seen
+
+
+def test_a_rev_the_source_can_never_have_is_refused_when_it_is_opened(tmp_path):
+    """Not reported on each read as a source unreadable for now: galleon serve exits 2, as validate does."""
+    shutil.copytree(SAMPLE_REPO, tmp_path / "repo")
+    options = ServeOptions(source=str(tmp_path / "repo"), cluster="cluster-a", rev="main")
+    with pytest.raises(SourceError, match="--rev main needs a Git repository") as refused:
+        asyncio.run(Loader(options, Metrics(), None).open())
+    assert not isinstance(refused.value, SourceMissing)
 
 
 def test_opening_removes_what_a_killed_write_left_in_the_state_directory(tmp_path):

@@ -160,6 +160,7 @@ class Loader:
             raise SourceError(f"{o.source}: galleon serve follows a repository or a directory, not a file")
         if o.signatures is not None and isinstance(source, DirectorySource):
             raise SourceError(f"{o.source}: commit signatures need a Git source; a directory has no commits")
+        source.check_rev(o.rev)  # a --rev it can never have: an error now, not a source unreadable forever
         return source
 
     async def seed_vips(self, answered: Callable[[], Awaitable[dict[str, str]]]) -> None:

@@ -25,6 +25,10 @@ class Source(ABC):
     def snapshot(self, rev: str | None = None) -> Snapshot:
         """The YAML files of revision ``rev`` (None: the default, HEAD or the working files)."""
 
+    def check_rev(self, rev: str | None) -> None:
+        """Raise SourceError when this source can never have revision ``rev`` (a directory has none but
+        its working files), whatever it holds later."""
+
     def refresh(self) -> None:
         """Bring the local view up to date with the origin (a fetch for remotes)."""
 

@@ -16,10 +16,13 @@ class DirectorySource(Source):
         self.root = Path(root)
         self.location = str(root)
 
-    def snapshot(self, rev: str | None = None) -> Snapshot:
+    def check_rev(self, rev: str | None) -> None:
         if rev not in (None, "HEAD"):
             raise SourceError(f"{self.location}: --rev {rev} needs a Git repository; "
                               "a plain directory has only its working files")
+
+    def snapshot(self, rev: str | None = None) -> Snapshot:
+        self.check_rev(rev)
         files = self.read_files()
         digest = hashlib.sha256()
         for path, data in sorted(files.items()):

@@ -26,10 +26,13 @@ class FilesSource(Source):
         self._stdin = stdin
         self._read: dict[str, bytes] | None = None
 
-    def snapshot(self, rev: str | None = None) -> Snapshot:
+    def check_rev(self, rev: str | None) -> None:
         if rev not in (None, "HEAD"):
             raise SourceError(f"--rev {rev} needs a Git repository; files named on the command line have no "
                               "revisions")
+
+    def snapshot(self, rev: str | None = None) -> Snapshot:
+        self.check_rev(rev)
         if self._read is None:  # standard input can be read once: the files are read once
             self._read = {self._name(name): self._bytes(name) for name in self.names}
         digest = hashlib.sha256()
