@@ -234,6 +234,15 @@ def test_compile_router_view_and_output_dir(tmp_path):
     assert "router in cluster-a" in result.stderr
 
 
+def test_compile_output_that_cannot_be_a_folder_is_one_line(tmp_path):
+    (tmp_path / "notes.txt").write_text("kept\n")
+    compile_to = ("compile", SAMPLE_REPO, "--cluster", "cluster-a", "-o")
+    one_line_error(galleon(*compile_to, tmp_path / "notes.txt"), "-o", "notes.txt: exists and is not a folder")
+    one_line_error(galleon(*compile_to, tmp_path / "notes.txt" / "y"), "notes.txt is a file, not a folder")
+    one_line_error(galleon(*compile_to, "/proc/galleon-out"), "/proc/galleon-out", "cannot write")
+    assert (tmp_path / "notes.txt").read_text() == "kept\n"
+
+
 def test_compile_refuses_invalid_revisions_and_unknown_clusters(tmp_path):
     result = galleon("compile", write_repo(tmp_path, BROKEN), "--cluster", "cluster-a")
     assert result.returncode == 1 and result.stdout == "" and "IST0101" in result.stderr

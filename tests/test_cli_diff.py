@@ -60,6 +60,13 @@ def test_json_is_deterministic_and_written_to_a_file(repo, tmp_path):
     assert again.stdout == out.read_text()
 
 
+def test_an_output_file_that_cannot_be_written_is_one_line(repo, tmp_path):
+    (tmp_path / "notes.txt").write_text("kept\n")
+    result = galleon("diff", repo, "main", "weights", "-o", tmp_path / "notes.txt" / "preview.md")
+    assert result.returncode == 2 and "Traceback" not in result.stderr and result.stderr.count("\n") == 1
+    assert f"-o {tmp_path}/notes.txt/preview.md: {tmp_path}/notes.txt is a file, not a folder" in result.stderr
+
+
 def test_help_explains_the_command():
     result = galleon("diff", "--help")
     assert result.returncode == 0

@@ -1,12 +1,14 @@
 """What several commands do: read SOURCE at --rev and validate it, describe a proxy, check the
-clusters a command names, report progress, and the exit codes and UsageError they end with.
+clusters a command names, report progress, write -o, and the exit codes and UsageError they end with.
 
 Nothing heavy is imported here at the top: every command module imports this one, and all of them
 are imported to build the parser, even for `galleon --help`."""
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Iterable, TextIO
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Iterator, TextIO
 
 from compiler.errors import InputError
 
@@ -113,6 +115,21 @@ def labels(pairs: list[str]) -> dict[str, str]:
             raise UsageError(f"--label {pair!r} is not KEY=VALUE")
         found[key] = value
     return found
+
+
+@contextmanager
+def writing_output(path: Path) -> Iterator[None]:
+    """Around what a command writes to -o PATH: an OSError is a UsageError naming PATH and what is
+    wrong with it."""
+    try:
+        yield
+    except FileExistsError:  # made as a folder, but there is a file of that name
+        raise UsageError(f"-o {path}: exists and is not a folder") from None
+    except OSError as exc:
+        file = next((p for p in reversed(path.parents) if p.is_file()), None)
+        why = (f"{file} is a file, not a folder" if file
+               else f"cannot write {exc.filename or path}: {exc.strerror or exc}")
+        raise UsageError(f"-o {path}: {why}") from None
 
 
 def check_address(address: str, flag: str) -> None:

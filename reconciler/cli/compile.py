@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .common import EXIT_INVALID, EXIT_OK, UsageError, labels, valid_revision
+from .common import EXIT_INVALID, EXIT_OK, UsageError, labels, valid_revision, writing_output
 from .options import add_proxy, add_source
 
 
@@ -45,9 +45,10 @@ def run(args) -> int:
     if args.output is None:
         sys.stdout.write(dump_json(dump))
         return EXIT_OK
-    args.output.mkdir(parents=True, exist_ok=True)
-    for key, resources in dump.items():
-        (args.output / f"{key}.json").write_text(dump_json(resources))
+    with writing_output(args.output):
+        args.output.mkdir(parents=True, exist_ok=True)
+        for key, resources in dump.items():
+            (args.output / f"{key}.json").write_text(dump_json(resources))
     counts = ", ".join(f"{len(v)} {k}" for k, v in dump.items())
     print(f"wrote {counts} to {args.output}/ for {view.role} in {view.cluster} "
           f"({view.network}, {view.locality}) at {short_revision(result.snapshot.revision)}", file=sys.stderr)

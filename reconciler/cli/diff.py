@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from .. import defaults
 from .common import (EXIT_CHANGES, EXIT_HEAD_INVALID_STRICT, EXIT_INVALID, EXIT_OK, UsageError, channel_to,
-                     check_address, credentials, parse_cache, say)
+                     check_address, credentials, parse_cache, say, writing_output)
 from .options import add_server_tls, add_source
 
 if TYPE_CHECKING:
@@ -87,7 +87,8 @@ def run(args) -> int:
     if args.output is None:
         sys.stdout.write(text)
     else:
-        args.output.write_text(text, encoding="utf-8")
+        with writing_output(args.output):
+            args.output.write_text(text, encoding="utf-8")
         say(f"wrote the preview to {args.output}")
     if not head_valid:
         print(f"galleon: HEAD ({short_revision(head_revision)}) has errors; see the preview's "
