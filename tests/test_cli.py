@@ -19,9 +19,9 @@ LINE = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+): (?P<level>error|warning) (?P
                   r"(?P<kind>\S+) (?P<ns>\S+)/(?P<name>\S+): (?P<message>.+)$")
 
 
-def galleon(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
+def galleon(*args: str, cwd=ROOT, stdin: str = "") -> subprocess.CompletedProcess:
     env = {**os.environ, "GALLEON_STATE_DIR": str(cwd / ".state-test")} if cwd != ROOT else None
-    return subprocess.run([sys.executable, "-m", "reconciler.cli", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "reconciler.cli", *map(str, args)], input=stdin,
                           capture_output=True, text=True, cwd=cwd, env=env, timeout=120)
 
 
@@ -130,6 +130,16 @@ def one_line_error(result: subprocess.CompletedProcess, *words: str) -> None:
 
 def test_missing_path(tmp_path):
     one_line_error(galleon("validate", tmp_path / "nope"), "nope", "no such file")
+
+
+def test_a_source_without_yaml_is_refused_not_valid(tmp_path):
+    """A mistyped path in CI must not go green: nothing to check is exit 2, not "valid"."""
+    (tmp_path / "README.md").write_text("not configuration\n")
+    one_line_error(galleon("validate", tmp_path), str(tmp_path), "no .yaml or .yml file")
+    one_line_error(galleon("compile", tmp_path, "--cluster", "cluster-a"), "no .yaml or .yml file")
+    commit_all(tmp_path)
+    one_line_error(galleon("validate", tmp_path, "--rev", "HEAD"), f"{tmp_path} at HEAD", "no .yaml or .yml file")
+    one_line_error(galleon("validate", "-", stdin=" \n"), "standard input (-) is empty")
 
 
 def test_unknown_revision(tmp_path):

@@ -64,11 +64,15 @@ def read(args) -> Revision:
     """Read SOURCE at --rev and validate it; raises SourceError/UnreadableFile for exit 2."""
     from compiler.revision import load
 
-    from ..sources import open_sources
+    from ..sources import SourceError, open_sources
     locations = args.source if isinstance(args.source, list) else [args.source]
     source = open_sources(locations, args.state_dir, credentials(args, True))
     source.refresh()
     snapshot, cache = source.snapshot(args.rev), parse_cache(args)
+    if not snapshot.files:  # a mistyped path must not pass for a valid mesh
+        at = f" at {args.rev}" if args.rev else ""
+        raise SourceError(f"{snapshot.origin}{at}: no .yaml or .yml file (dot-folders are skipped); give the folder "
+                          "or Git repository that holds the mesh's configuration")
     result = load(snapshot, stored=cache.stored(snapshot))
     cache.keep(result.parsed)
     return result

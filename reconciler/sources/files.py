@@ -46,7 +46,11 @@ class FilesSource(Source):
 
     def _bytes(self, name: str) -> bytes:
         if name == STDIN:
-            return (self._stdin or sys.stdin.buffer).read()
+            data = (self._stdin or sys.stdin.buffer).read()
+            if not data.strip():  # what a failed command before the | leaves
+                raise SourceError("standard input (-) is empty: expected YAML documents (did the command "
+                                  "before the | fail?)")
+            return data
         path = Path(name)
         if path.is_dir():
             raise SourceError(f"{name}: a directory; give one directory or repository alone, or files")
