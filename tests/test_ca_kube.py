@@ -218,5 +218,7 @@ def test_configuration_errors_are_one_line(kubeconfig):
         KubeTarget({"cluster-a": "ctx-z"}, kubeconfig).read("cluster-a")
     with pytest.raises(CAError, match="^cluster cluster-b: no kubeContext is known for it$"):
         KubeTarget({"cluster-a": "ctx-a"}, kubeconfig).read("cluster-b")
-    with pytest.raises(CAError, match=r"^unknown target 'kube:x'; use dir:PATH or kube$"):
+    with pytest.raises(CAError, match=r"^unknown target 'kube:x'; did you mean kube\? \(or dir:PATH\)$"):
         target_from("kube:x")
+    with pytest.raises(CAError, match=r"^unknown target 'dir:'; the path after dir: is empty; give dir:PATH$"):
+        target_from("dir:")

@@ -94,6 +94,16 @@ def test_serve_refuses_what_it_cannot_serve(tmp_path):
                                 "--http", f"127.0.0.1:{port}"), f"127.0.0.1:{port}", "HTTP")
 
 
+def test_serve_says_what_is_wrong_with_a_registry(tmp_path):
+    (tmp_path / "notes.txt").write_text("a file\n")
+    for registry, words in ((f"dir:{tmp_path}/notes.txt", ["notes.txt is a file, not a folder"]),
+                            (f"dir:{tmp_path}/nope", [f"no folder {tmp_path}/nope"]),
+                            ("kub", ["--registry kub:", "did you mean kube?"]),
+                            ("dir:", ["the path after dir: is empty"]),
+                            ("dir", ["give dir:PATH"])):
+        one_line_error(galleon("serve", SAMPLE_REPO, "--cluster", "cluster-a", "--registry", registry), *words)
+
+
 def test_serve_follows_a_directory_and_keeps_the_last_valid_revision(tmp_path):
     repo = tmp_path / "repo"
     repo.mkdir()

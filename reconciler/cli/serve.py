@@ -149,6 +149,7 @@ def run(args) -> int:
     from .. import ca, dns, logs, webhook
     from ..daemon import CaOptions, DnsOptions, LeaseOptions, RegistryOptions, ServeOptions, serve
     from ..http import HttpLimits, load_token
+    from ..kube.manifests import kube_or_dir
     from ..sources.signatures import SignatureError, SignaturePolicy
     logs.configure(args.log_level)
     for value, flag in ((args.debounce, "--debounce"), (args.debounce_max, "--debounce-max")):
@@ -177,11 +178,14 @@ def run(args) -> int:
             raise UsageError(f"{flag} must not be negative")
     security = _security(args)
     for registry in args.registry:
-        if registry != "kube" and not (registry.startswith("dir:") and len(registry) > 4):
-            raise UsageError(f"--registry {registry}: give kube or dir:PATH")
-        if registry.startswith("dir:") and not Path(registry[4:]).is_dir():
-            raise UsageError(f"--registry {registry}: no folder {registry[4:]} (expected "
-                             f"{registry[4:]}/<cluster>/<namespace>/<Kind>/<name>.yaml)")
+        try:
+            folder = kube_or_dir(registry)
+        except ValueError as exc:
+            raise UsageError(f"--registry {registry}: {exc}") from None
+        if folder is not None and not folder.is_dir():
+            what = f"{folder} is a file, not a folder" if folder.exists() else f"no folder {folder}"
+            raise UsageError(f"--registry {registry}: {what} (expected "
+                             f"{folder}/<cluster>/<namespace>/<Kind>/<name>.yaml)")
     if args.max_connection_age is not None and args.max_connection_age <= 0:
         raise UsageError("--max-connection-age must be a positive number of seconds")
     for value, flag in ((args.http_max_body, "--http-max-body"), (args.http_timeout, "--http-timeout"),

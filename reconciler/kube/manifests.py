@@ -13,6 +13,7 @@ if it appears between a check and a write. ``PATH`` itself is the operator's cho
 """
 from __future__ import annotations
 
+import difflib
 import errno
 import fcntl
 import os
@@ -216,8 +217,23 @@ def _log():
 
 def parse_target(spec: str, error: type[Exception]) -> Path | None:
     """A ``--target`` value: the directory of ``dir:PATH``, or None for ``kube``."""
-    if spec.startswith("dir:") and len(spec) > len("dir:"):
-        return Path(spec[len("dir:"):])
+    try:
+        return kube_or_dir(spec)
+    except ValueError as exc:
+        raise error(f"unknown target {spec!r}; {exc}") from None
+
+
+def kube_or_dir(spec: str) -> Path | None:
+    """A ``kube`` or ``dir:PATH`` value (a --target, a --registry): the directory of ``dir:PATH``, or
+    None for ``kube``; else ValueError saying what to give instead."""
     if spec == "kube":
         return None
-    raise error(f"unknown target {spec!r}; use dir:PATH or kube")
+    if spec.startswith("dir:") and len(spec) > len("dir:"):
+        return Path(spec[len("dir:"):])
+    if spec == "dir:":
+        raise ValueError("the path after dir: is empty; give dir:PATH")
+    if spec == "dir":
+        raise ValueError("give dir:PATH, the folder after dir:")
+    if difflib.get_close_matches(spec, ["kube"], n=1):
+        raise ValueError("did you mean kube? (or dir:PATH)")
+    raise ValueError("use dir:PATH or kube")
