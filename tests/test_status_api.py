@@ -107,10 +107,13 @@ def test_status_sync_watch_and_preview(remote, tmp_path):
         assert json.loads(synced.stdout)["last_revision_valid"] is True
 
 
-def test_status_of_a_daemon_that_is_not_there():
-    result = galleon("status", "--server", "127.0.0.1:1", "--timeout", "2")
-    assert result.returncode == 2 and result.stderr.startswith("galleon: error: galleon serve at 127.0.0.1:1")
-    assert "Traceback" not in result.stderr
+@pytest.mark.parametrize("command", ["status", "sync"])
+def test_status_of_a_daemon_that_is_not_there(command):
+    result = galleon(command, "--server", "127.0.0.1:1", "--timeout", "2")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("galleon: error: no galleon serve answers at 127.0.0.1:1 (is it running? "
+                                    "--server is its --ads address): ")
+    assert "Connection refused" in result.stderr and "failed to connect to all addresses" not in result.stderr
 
 
 def test_galleon_diff_asks_the_daemon_that_serves_base_and_says_when_it_cannot(remote, tmp_path):

@@ -3,6 +3,7 @@ API is called and its answer shown, which galleon sync shares."""
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from .common import EXIT_INVALID, EXIT_OK, UsageError, channel_to, check_address
@@ -47,7 +48,17 @@ def call(args, method):
         try:
             return method(stub)
         except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                raise UsageError(f"no galleon serve answers at {args.server} (is it running? --server is its --ads "
+                                 f"address): {_unreachable(exc.details())}") from None
             raise UsageError(f"galleon serve at {args.server}: {exc.code().name}: {exc.details()}") from None
+
+
+def _unreachable(details: str) -> str:
+    """gRPC's reason for not reaching a server without its preamble ("failed to connect to all
+    addresses; last error: UNKNOWN: ipv4:127.0.0.1:15010: "): "Failed to connect to remote host:
+    Connection refused"."""
+    return re.sub(r"^[A-Z_]+: \S+: ", "", details.rpartition("last error: ")[2])
 
 
 def show(status, fmt: str) -> int:
