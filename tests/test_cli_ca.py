@@ -35,6 +35,9 @@ def test_bad_input_is_one_line(tmp_path):
     galleon("ca", "init-root", tmp_path / "root")
     common = ["ca", "reconcile", SAMPLE_REPO, "--root-ca", tmp_path / "root"]
     for args, words in (((f"dir:{tmp_path}",), "--cluster NAME"),
+                        ((f"dir:{tmp_path}", "--cluster", "cluster-a", "--all-clusters"), "--all-clusters, not both"),
+                        ((f"dir:{tmp_path}", "--all-clusters", "--root-ca-secret", "istio-system/root"),
+                         "--root-ca-secret NAMESPACE/NAME, not both"),
                         ((f"dir:{tmp_path}", "--cluster", "cluster-z"), "not a Cluster"),
                         (("kube:x", "--all-clusters"), "unknown target"),
                         (("dir:", "--all-clusters"), "unknown target")):

@@ -166,6 +166,7 @@ def test_reconcile_needs_cluster_or_all_clusters(capsys, tmp_path, selection):
     code, out, err = galleon(capsys, "dns", "reconcile", SAMPLE_REPO, "--target", f"dir:{tmp_path}", *selection)
     assert code == 2 and out == "" and one_line_error(err)
     assert "give --cluster NAME (repeatable) or --all-clusters" in err
+    assert ("not both" in err) == bool(selection)
 
 
 def test_reconcile_unknown_cluster_names_the_known_ones(capsys, tmp_path):

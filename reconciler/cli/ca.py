@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .common import EXIT_INVALID, EXIT_OK, UsageError, check_clusters, clusters_revision, valid_revision
+from .common import EXIT_INVALID, EXIT_OK, UsageError, check_clusters, clusters_revision, one_of, valid_revision
 from .options import add_clusters, add_kubeconfig, add_source
 
 if TYPE_CHECKING:
@@ -88,8 +88,8 @@ def init_root(args) -> int:
 
 def _root_ca(args) -> ca.RootCA:
     from .. import ca
-    if bool(args.root_ca) == bool(args.root_ca_secret):
-        raise UsageError("give the root CA as --root-ca DIR or --root-ca-secret NAMESPACE/NAME")
+    one_of(bool(args.root_ca), bool(args.root_ca_secret),
+           "give the root CA as --root-ca DIR or --root-ca-secret NAMESPACE/NAME")
     if args.root_ca:
         return ca.load_root(args.root_ca)
     from ..ca.kube import load_root_secret  # the Kubernetes client is slow to import: only when asked

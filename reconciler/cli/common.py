@@ -98,9 +98,16 @@ def valid_revision(args, consequence: str) -> Revision | None:
 
 def clusters_revision(args, consequence: str) -> Revision | None:
     """As valid_revision, for a command that writes to --cluster NAME ... or --all-clusters."""
-    if bool(args.cluster) == args.all_clusters:
-        raise UsageError("give --cluster NAME (repeatable) or --all-clusters")
+    one_of(bool(args.cluster), args.all_clusters, "give --cluster NAME (repeatable) or --all-clusters")
     return valid_revision(args, consequence)
+
+
+def one_of(first: bool, second: bool, choice: str) -> None:
+    """A UsageError saying ``choice`` unless exactly one of two options was given."""
+    if first and second:
+        raise UsageError(f"{choice}, not both")
+    if not (first or second):
+        raise UsageError(choice)
 
 
 def check_clusters(wanted: list[str], known) -> None:
