@@ -84,6 +84,9 @@ def test_serve_refuses_what_it_cannot_serve(tmp_path):
                     f"--state-dir {tmp_path / 'file'}: cannot keep the last known good snapshot", "Not a directory")
     for flag in ("--registry-quiet", "--registry-max-wait", "--registry-sync-timeout"):
         last_line_error(galleon("serve", SAMPLE_REPO, "--cluster", "a", flag, "-1"), flag, "negative")
+    for quiet, most in (("--debounce", "--debounce-max"), ("--registry-quiet", "--registry-max-wait")):
+        last_line_error(galleon("serve", SAMPLE_REPO, "--cluster", "a", quiet, "5", most, "1"),
+                        f"{most} 1 is shorter than {quiet} 5", f"give {most} at least 5")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

@@ -176,6 +176,12 @@ def run(args) -> int:
                         (args.registry_sync_timeout, "--registry-sync-timeout")):
         if value < 0:
             raise UsageError(f"{flag} must not be negative")
+    for (quiet, quiet_flag), (most, most_flag) in (
+            ((args.debounce, "--debounce"), (args.debounce_max, "--debounce-max")),
+            ((args.registry_quiet, "--registry-quiet"), (args.registry_max_wait, "--registry-max-wait"))):
+        if most < quiet:
+            raise UsageError(f"{most_flag} {most:g} is shorter than {quiet_flag} {quiet:g}, the quiet time it "
+                             f"caps: give {most_flag} at least {quiet:g}")
     security = _security(args)
     for registry in args.registry:
         try:
