@@ -17,6 +17,8 @@ GRPC_CERTIFICATE_DIR = "/var/lib/istio/data"
 def split_address(text: str, what: str) -> tuple[str, int]:
     """HOST:PORT or [V6]:PORT -> (host, port); ValueError with a message a person can act on."""
     host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
+    if not sep or not host or not port.isdigit():
         raise ValueError(f"{what} {text!r} is not HOST:PORT")
+    if int(port) > 65535:
+        raise ValueError(f"{what} {text!r}: port {port} is out of range (1-65535)")
     return host.strip("[]"), int(port)
