@@ -259,6 +259,8 @@ def test_compile_refuses_invalid_revisions_and_unknown_clusters(tmp_path):
     one_line_error(galleon("compile", SAMPLE_REPO, "--cluster", "cluster-z"), "cluster-z", "cluster-a")
     one_line_error(galleon("compile", SAMPLE_REPO, "--cluster", "cluster-a", "--label", "novalue"), "KEY=VALUE")
     one_line_error(galleon("compile", SAMPLE_REPO, "--cluster", "cluster-a", "--node-id", "bogus"), "node id")
+    one_line_error(galleon("compile", SAMPLE_REPO, "--cluster", "cluster-a", "--locality", "a/b/c/d"),
+                   "--locality 'a/b/c/d' is not REGION[/ZONE[/SUBZONE]]")
 
 
 def test_a_reader_that_stops_early_is_not_an_error():

@@ -54,6 +54,8 @@ def test_bootstrap_refuses_bad_input_in_one_line():
     one_line_error(galleon("bootstrap", "--cluster", "a", "--node-id", "web-1"), "web-1", "sidecar~")
     one_line_error(galleon("bootstrap", "--cluster", "a", "--node-id", NODE, "--ads", "nowhere"), "--ads")
     one_line_error(galleon("bootstrap", "--cluster", "a", "--node-id", NODE, "--label", "app"), "KEY=VALUE")
+    one_line_error(galleon("bootstrap", "--cluster", "a", "--node-id", NODE, "--locality", "eu/eu-1a/rack-4/x"),
+                   "--locality", "REGION[/ZONE[/SUBZONE]]")
     one_line_error(galleon("bootstrap", "--cluster", "a", "--node-id", NODE, "--listen-address", "localhost"),
                    "--listen-address")
 

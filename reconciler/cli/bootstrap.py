@@ -7,7 +7,7 @@ import sys
 from compiler.names import ANY_ADDRESS
 
 from .. import defaults
-from .common import EXIT_OK, UsageError, labels
+from .common import EXIT_OK, UsageError, labels, locality
 from .options import add_proxy
 
 
@@ -55,7 +55,7 @@ def run(args) -> int:
     tls = (XdsTls(args.xds_ca, args.xds_cert, args.xds_key, args.xds_sds)
            if args.xds_ca or args.xds_cert or args.xds_key or args.xds_sds else None)
     options = BootstrapOptions(cluster=args.cluster, node_id=args.node_id, ads=args.ads, labels=labels(args.label),
-                               locality=args.locality, network=args.network, admin=args.admin,
+                               locality=locality(args.locality), network=args.network, admin=args.admin,
                                listen_address=args.listen_address, delta=args.delta, sds_socket=args.sds_socket,
                                xds_tls=tls)
     try:

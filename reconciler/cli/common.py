@@ -128,6 +128,14 @@ def labels(pairs: list[str]) -> dict[str, str]:
     return found
 
 
+def locality(text: str | None) -> str | None:
+    """--locality R/Z/S, checked (None when not given)."""
+    if text is not None and (len(parts := text.split("/")) > 3 or not all(parts)):
+        raise UsageError(f"--locality {text!r} is not REGION[/ZONE[/SUBZONE]]: a locality is a region, optionally "
+                         "a zone in it and a subzone in that, separated by /")
+    return text
+
+
 @contextmanager
 def writing_output(path: Path) -> Iterator[None]:
     """Around what a command writes to -o PATH: an OSError is a UsageError naming PATH and what is

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .common import EXIT_INVALID, EXIT_OK, UsageError, labels, valid_revision, writing_output
+from .common import EXIT_INVALID, EXIT_OK, UsageError, labels, locality, valid_revision, writing_output
 from .options import add_proxy, add_source
 
 
@@ -38,7 +38,8 @@ def run(args) -> int:
         return EXIT_INVALID
     mesh = result.mesh
     try:
-        view = make_view(mesh, args.cluster, args.node_id, labels(args.label), args.locality, proxyless=args.grpc)
+        view = make_view(mesh, args.cluster, args.node_id, labels(args.label), locality(args.locality),
+                         proxyless=args.grpc)
     except ViewError as exc:
         raise UsageError(str(exc)) from None
     dump = config_dump(compile_view(mesh, view))
