@@ -186,6 +186,12 @@ def test_help_explains_itself():
         assert word in sub.stdout
 
 
+def test_version_is_the_installed_packages():
+    from importlib.metadata import version
+    result = galleon("--version")
+    assert (result.returncode, result.stdout, result.stderr) == (0, f"galleon {version('galleon')}\n", "")
+
+
 def test_every_command_is_a_module_that_registers_and_runs_itself():
     """reconciler/cli/ is a dispatcher over one module per command: each adds its own subparser
     (register) and runs it (run); `galleon --help` lists them all, in the dispatcher's order."""

@@ -34,10 +34,21 @@ def build_parser() -> argparse.ArgumentParser:
                     "per-cluster Envoy configuration and cluster state for a federation of clusters.",
         epilog="Exit codes: 0 ok, 1 the configuration has errors, 2 the source or arguments cannot be used. "
                "Run 'galleon COMMAND --help' for a command's options.")
+    parser.add_argument("--version", action=_Version, nargs=0, help="print galleon's version and exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS:
         command.register(commands).set_defaults(run=command.run)
     return parser
+
+
+class _Version(argparse.Action):
+    """--version: the installed package's version, looked up only when asked (importlib.metadata
+    takes longer to import than the parser takes to build)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from importlib.metadata import version
+        print(f"galleon {version('galleon')}")
+        parser.exit()
 
 
 def main(argv: list[str] | None = None) -> int:
