@@ -43,8 +43,11 @@ def test_unreadable_input_is_exit_2_with_one_line(repo):
         result = galleon("diff", repo, *args)
         assert result.returncode == 2 and message in result.stderr, result.stderr
         assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
-    directory = galleon("diff", SAMPLE_REPO, "HEAD~1", "HEAD")
-    assert directory.returncode == 2 and "needs a Git repository" in directory.stderr
+    for base, head in (("HEAD~1", "HEAD"), ("HEAD", "HEAD~1")):
+        directory = galleon("diff", SAMPLE_REPO, base, head)
+        assert directory.returncode == 2 and directory.stderr.count("\n") == 1, directory.stderr
+        assert "not a Git repository; galleon diff compares two revisions of one" in directory.stderr
+        assert "--rev" not in directory.stderr  # diff has no --rev
 
 
 def test_json_is_deterministic_and_written_to_a_file(repo, tmp_path):
@@ -72,3 +75,4 @@ def test_help_explains_the_command():
     assert result.returncode == 0
     for words in ("BASE", "HEAD", "--max-bytes", "--exit-code", "traffic", "65,535"):
         assert words in result.stdout
+    assert "plain directory" not in result.stdout  # SOURCE is a Git repository

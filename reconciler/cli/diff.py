@@ -56,10 +56,13 @@ def register(commands) -> argparse.ArgumentParser:
 def run(args) -> int:
     from compiler.snapshot import short_revision
 
-    from ..sources import open_source
+    from ..sources import DirectorySource, FilesSource, open_source
     if args.max_bytes < defaults.PREVIEW_MIN_MAX_BYTES:
         raise UsageError(f"--max-bytes must be at least {defaults.PREVIEW_MIN_MAX_BYTES}")
     source = open_source(args.source, args.state_dir, credentials(args, True))
+    if isinstance(source, (DirectorySource, FilesSource)):
+        raise UsageError(f"{args.source}: not a Git repository; galleon diff compares two revisions of one (BASE "
+                         "and HEAD: branches, tags, commit ids), so give its folder or URL")
     source.refresh()
     answer, not_live = _preview_from_server(args, source) if args.server else (None, None)
     if answer is not None:
@@ -107,8 +110,6 @@ def _preview_from_server(args, source) -> tuple[reconciler_pb2.PreviewResponse |
 
     from ..api import reconciler_pb2, reconciler_pb2_grpc
     base, head = source.head(args.base), source.head(args.head)
-    if base is None:
-        raise UsageError("--server needs a Git SOURCE: a directory has no revisions to name")
     request = reconciler_pb2.PreviewRequest(rev=head, format=args.format, clusters=args.cluster,
                                             max_bytes=args.max_bytes)
     check_address(args.server, "--server")

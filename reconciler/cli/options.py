@@ -23,10 +23,14 @@ def add_source(parser: argparse.ArgumentParser, rev: bool = True, files: bool = 
                             help="a local Git repository, a remote Git URL (file://, https://, ssh://, "
                                  "user@host:path) or a plain directory of YAML files; or one or more YAML files, "
                                  "- for standard input (findings name each file as given)")
-    else:
+    elif rev:
         parser.add_argument("source", metavar="SOURCE",
                             help="a local Git repository, a remote Git URL (file://, https://, ssh://, "
                                  "user@host:path) or a plain directory of YAML files")
+    else:  # the command names its revisions itself: a Git repository
+        parser.add_argument("source", metavar="SOURCE",
+                            help="a local Git repository or a remote Git URL (file://, https://, ssh://, "
+                                 "user@host:path)")
     if rev:
         parser.add_argument("--rev", default=None, metavar="REV",
                             help="Git revision to read: branch, tag, commit id (full or short), HEAD~2... "
