@@ -116,7 +116,11 @@ def test_remote_url_is_mirrored_into_the_state_dir(tmp_path):
     result = galleon("validate", f"file://{origin}", "--format", "json", cwd=work)
     assert result.returncode == 1, result.stderr
     assert json.loads(result.stdout)["errors"] == 4
-    assert (work / ".state-test" / "git").is_dir()
+    (mirror,) = (work / ".state-test" / "git").iterdir()
+    # A mirror that holds what was fetched is kept when the remote cannot be reached.
+    origin.rename(tmp_path / "moved")
+    one_line_error(galleon("validate", f"file://{origin}", cwd=work), "fetch failed")
+    assert list(pygit2.Repository(str(mirror)).references)
 
 
 def one_line_error(result: subprocess.CompletedProcess, *words: str) -> None:
@@ -150,6 +154,7 @@ def test_unknown_revision(tmp_path):
 
 def test_unreachable_remote(tmp_path):
     one_line_error(galleon("validate", f"file://{tmp_path}/absent.git", cwd=tmp_path), "absent.git", "fetch failed")
+    assert list((tmp_path / ".state-test" / "git").iterdir()) == []  # no empty mirror left behind
 
 
 @pytest.mark.parametrize("name, data, words", [

@@ -607,6 +607,11 @@ def test_remote_that_does_not_exist(tmp_path: Path) -> None:
     assert "nowhere" in str(info.value)
     with pytest.raises(SourceError, match="nothing fetched"):
         source.snapshot()
+    assert list((tmp_path / "state" / "git").iterdir()) == []  # no empty mirror left behind
+    # The daemon fetches again: once the remote is there, the mirror is made anew.
+    commit(init(tmp_path / "nowhere" / "mesh.git", bare=True), {"mesh.yaml": MESH_V1})
+    assert source.refresh() is True
+    assert source.snapshot().files == {"mesh.yaml": MESH_V1}
 
 
 def test_remote_that_is_not_a_repository(tmp_path: Path) -> None:

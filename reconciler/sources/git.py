@@ -222,14 +222,19 @@ class RemoteGitSource(_GitSource):
         pygit2.settings.server_timeout = IO_TIMEOUT_MS
         if creds.known_hosts:
             self._use_known_hosts(Path(state_dir), Path(creds.known_hosts))
+        self._created = False  # whether this run made the mirror (removed again if its first fetch fails)
+        self._open_mirror()
+
+    def _open_mirror(self) -> None:
         try:
             if self.path.exists():
                 self.repo = pygit2.Repository(str(self.path), RepositoryOpenFlag.NO_SEARCH)
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self.repo = pygit2.init_repository(str(self.path), bare=True)
-                self.repo.remotes.create("origin", url, MIRROR_REFSPECS[0])
+                self.repo.remotes.create("origin", self.url, MIRROR_REFSPECS[0])
                 self.repo.remotes.add_fetch("origin", MIRROR_REFSPECS[1])
+                self._created = True
             # libgit2's automatic tag following never moves an existing tag; leave tags to the
             # forced refspec above so a tag moved on the remote is followed too.
             self.repo.config["remote.origin.tagopt"] = "--no-tags"
@@ -254,22 +259,34 @@ class RemoteGitSource(_GitSource):
         return self.refs(), None if self.repo.head_is_unborn else self.repo.head.name
 
     def refresh(self) -> bool:
-        """Fetch every branch and tag; True when any ref moved, appeared or vanished, or HEAD changed branch."""
+        """Fetch every branch and tag; True when any ref moved, appeared or vanished, or HEAD changed branch.
+        A mirror this run made is removed again when nothing could be fetched into it: a mistyped or
+        unreachable URL leaves no empty mirror behind (and a later fetch makes it anew)."""
+        if not self.path.exists():
+            self._open_mirror()
         before = self._state()
-        remote = self.repo.remotes["origin"]
-        callbacks = _Callbacks(self.url, self.creds)
         try:
-            remote.fetch(callbacks=callbacks, prune=FetchPrune.PRUNE)
-            heads = remote.list_heads(callbacks=_Callbacks(self.url, self.creds))
-        except pygit2.GitError as exc:
-            raise SourceError(f"{self.location}: fetch failed: {str(exc).strip()}") from None
+            heads = self._fetch()
+        except SourceError:
+            if self._created and not self.refs():
+                shutil.rmtree(self.path, ignore_errors=True)
+            raise
         for head in heads:
             if head.name == "HEAD" and head.symref_target and head.symref_target in self.repo.references:
                 self.repo.set_head(head.symref_target)
         return self._state() != before
 
+    def _fetch(self) -> list:
+        """Fetch into the mirror; the remote's heads. Raises SourceError."""
+        remote = self.repo.remotes["origin"]
+        try:
+            remote.fetch(callbacks=_Callbacks(self.url, self.creds), prune=FetchPrune.PRUNE)
+            return remote.list_heads(callbacks=_Callbacks(self.url, self.creds))
+        except pygit2.GitError as exc:
+            raise SourceError(f"{self.location}: fetch failed: {str(exc).strip()}") from None
+
     def _fetched(self) -> None:
-        if not self.refs():
+        if not self.path.exists() or not self.refs():  # (a mirror whose first fetch failed is removed)
             raise SourceError(f"{self.location}: nothing fetched yet (the first fetch has not succeeded)")
 
     def head(self, rev: str | None = None) -> str | None:
