@@ -18,6 +18,7 @@ import asyncio
 import concurrent.futures
 import hmac
 import json
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -132,8 +133,9 @@ class HttpServer:
         self._thread.start()
         try:
             return listening.result()
-        except OSError as exc:
-            raise OSError(f"cannot listen on {address} for HTTP: {exc.strerror or exc}") from None
+        except OSError as exc:  # asyncio words a bind error its own way: the system's words for its errno
+            why = os.strerror(exc.errno) if (exc.errno or 0) > 0 else exc.strerror or exc
+            raise OSError(f"cannot listen on {address}: {why}") from None
 
     def stop(self) -> None:
         if self._thread is not None and self._stop is not None:

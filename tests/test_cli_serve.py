@@ -95,10 +95,15 @@ def test_serve_refuses_what_it_cannot_serve(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        last_line_error(galleon("serve", SAMPLE_REPO, "--cluster", "cluster-a", "--ads", f"127.0.0.1:{port}",
-                                "--http", "127.0.0.1:0"), f"127.0.0.1:{port}", "ADS")
-        last_line_error(galleon("serve", SAMPLE_REPO, "--cluster", "cluster-a", "--ads", "127.0.0.1:0",
-                                "--http", f"127.0.0.1:{port}"), f"127.0.0.1:{port}", "HTTP")
+        # One line each, without gRPC's own log line before it.
+        one_line_error(galleon("serve", SAMPLE_REPO, "--cluster", "cluster-a", "--ads", f"127.0.0.1:{port}",
+                               "--http", "127.0.0.1:0"), f"--ads: cannot listen on 127.0.0.1:{port}",
+                       "choose another address")
+        one_line_error(galleon("serve", SAMPLE_REPO, "--cluster", "cluster-a", "--ads", "127.0.0.1:0",
+                               "--http", f"127.0.0.1:{port}"),
+                       f"--http: cannot listen on 127.0.0.1:{port}: Address already in use; choose another address")
+    one_line_error(galleon("serve", SAMPLE_REPO, "--cluster", "cluster-a", "--ads", "127.0.0.1:15999",
+                           "--http", "127.0.0.1:15999"), "--ads and --http are both 127.0.0.1:15999")
 
 
 def test_serve_says_what_is_wrong_with_a_registry(tmp_path):

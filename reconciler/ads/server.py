@@ -613,7 +613,7 @@ class AdsServer:
         except RuntimeError:  # grpc's way of saying the address is taken or not ours
             port = 0
         if port == 0:
-            raise OSError(f"cannot listen on {address} for ADS: the address is in use or not on this host")
+            raise OSError(f"cannot listen on {address}: the address is in use or not on this host")
         await self._grpc.start()
         return port
 

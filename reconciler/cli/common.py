@@ -151,10 +151,10 @@ def writing_output(path: Path) -> Iterator[None]:
         raise UsageError(f"-o {path}: {why}") from None
 
 
-def check_address(address: str, flag: str) -> None:
-    """HOST:PORT, or a UsageError naming the flag."""
+def check_address(address: str, flag: str) -> tuple[str, int]:
+    """HOST:PORT as (host, port), or a UsageError naming the flag."""
     try:
-        split_address(address, flag)
+        return split_address(address, flag)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 

@@ -146,6 +146,11 @@ def register(commands) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
+    # gRPC's C core writes its own lines to stderr, outside the daemon's log: a taken --ads port would
+    # print one ("add_port.cc ... Failed to add port") before Galleon's one-line error. The C core reads
+    # GRPC_VERBOSITY once, when grpc is first imported (by the imports below), hence here, for this
+    # command only; a GRPC_VERBOSITY the user sets (debug, to see those lines) wins.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     from .. import ca, dns, logs, webhook
     from ..daemon import CaOptions, DnsOptions, LeaseOptions, RegistryOptions, ServeOptions, serve
     from ..http import HttpLimits, load_token
@@ -157,8 +162,9 @@ def run(args) -> int:
             raise UsageError(f"{flag} must not be negative")
     if args.poll is not None and args.poll <= 0:
         raise UsageError("--poll must be a positive number of seconds")
-    check_address(args.ads, "--ads")
-    check_address(args.http, "--http")
+    ads = check_address(args.ads, "--ads")
+    if check_address(args.http, "--http") == ads and ads[1] != 0:
+        raise UsageError(f"--ads and --http are both {args.ads}: give each its own address")
     if bool(args.root_ca) != bool(args.ca_target):
         raise UsageError("--root-ca and --ca-target go together (the CA reconciler needs both)")
     if args.root_ca:

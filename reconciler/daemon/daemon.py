@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from contextlib import contextmanager
+from typing import Iterator
 
 import structlog
 
@@ -35,6 +37,15 @@ log = structlog.get_logger("galleon.serve")
 # How long a stopping daemon waits for its registry feeds' threads to end (each checks for the stop
 # every few tens of milliseconds).
 FEEDS_END = 5.0  # seconds
+
+
+@contextmanager
+def _listening(flag: str) -> Iterator[None]:
+    """An OSError of listening where ``flag`` says, as one line that names the flag and what to do."""
+    try:
+        yield
+    except OSError as exc:
+        raise OSError(f"{flag}: {exc}; choose another address") from None
 
 
 def serve(options: ServeOptions) -> int:
@@ -134,9 +145,11 @@ class Daemon:
             tls = o.security
             credentials = (ReloadingCredentials(tls.tls_cert, tls.tls_key, tls.client_ca).server_credentials()
                            if tls.tls_cert and tls.tls_key else None)
-            self.ads_port = await self.ads.start(o.ads, status.handlers(self.surface, self.gate, self.metrics),
-                                                 credentials)
-            self.http_port = self.surface.start_http(loop, o.http)
+            with _listening("--ads"):
+                self.ads_port = await self.ads.start(o.ads, status.handlers(self.surface, self.gate, self.metrics),
+                                                     credentials)
+            with _listening("--http"):
+                self.http_port = self.surface.start_http(loop, o.http)
         except OSError:
             await self.ads.stop(0)
             raise
