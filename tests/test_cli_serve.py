@@ -91,6 +91,9 @@ def test_serve_refuses_what_it_cannot_serve(tmp_path):
     for quiet, most in (("--debounce", "--debounce-max"), ("--registry-quiet", "--registry-max-wait")):
         last_line_error(galleon("serve", SAMPLE_REPO, "--cluster", "a", quiet, "5", most, "1"),
                         f"{most} 1 is shorter than {quiet} 5", f"give {most} at least 5")
+    # a longer quiet time alone raises the cap it has by default: refused only later, for cluster-x
+    last_line_error(galleon("serve", SAMPLE_REPO, "--cluster", "cluster-x", "--debounce", "15", "--registry-quiet",
+                            "5", "--ads", "127.0.0.1:0", "--http", "127.0.0.1:0"), "no Cluster named 'cluster-x'")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

@@ -14,6 +14,9 @@ from .common import UsageError, check_address, credentials
 from .options import add_kubeconfig, add_source
 
 
+DEBOUNCE_MAX = 10.0  # seconds: --debounce-max when not given
+REGISTRY_MAX_WAIT = 1.0  # seconds: --registry-max-wait when not given
+
 def register(commands) -> argparse.ArgumentParser:
     p = commands.add_parser(
         "serve", help="serve one cluster's proxies over ADS, following the source",
@@ -47,8 +50,9 @@ def register(commands) -> argparse.ArgumentParser:
                    help="also read the source every SECONDS (for remote Git; default: only on changes and SIGHUP)")
     p.add_argument("--debounce", type=float, default=0.1, metavar="SECONDS",
                    help="wait until changes have been quiet this long before reloading (default: 0.1)")
-    p.add_argument("--debounce-max", type=float, default=10.0, metavar="SECONDS",
-                   help="but reload at most this long after the first change (default: 10)")
+    p.add_argument("--debounce-max", type=float, default=None, metavar="SECONDS",
+                   help=f"but reload at most this long after the first change (default: {DEBOUNCE_MAX:g}, or "
+                        "--debounce when that is longer)")
     p.add_argument("--webhook-secret-file", type=Path, default=None, metavar="FILE",
                    help="turn on POST /hook on --http: a push notice signed with the secret in FILE (GitHub's "
                         "X-Hub-Signature-256, GitLab's X-Gitlab-Token, or X-Galleon-Signature: sha256=HMAC) "
@@ -98,8 +102,9 @@ def register(commands) -> argparse.ArgumentParser:
                            "becomes unreachable keeps its last endpoints, marked stale (/debug/registryz)")
     live.add_argument("--registry-quiet", type=float, default=0.1, metavar="SECONDS",
                       help="publish an object's change once it has been quiet this long (default: 0.1)")
-    live.add_argument("--registry-max-wait", type=float, default=1.0, metavar="SECONDS",
-                      help="but at most this long after its first change (default: 1)")
+    live.add_argument("--registry-max-wait", type=float, default=None, metavar="SECONDS",
+                      help=f"but at most this long after its first change (default: {REGISTRY_MAX_WAIT:g}, or "
+                           "--registry-quiet when that is longer)")
     live.add_argument("--registry-sync-timeout", type=float, default=30.0, metavar="SECONDS",
                       help="at start, serve no proxy until every cluster the registry follows (and Istio's remote "
                            "secrets) is fully listed, "
@@ -157,6 +162,11 @@ def run(args) -> int:
     from ..kube.manifests import kube_or_dir
     from ..sources.signatures import SignatureError, SignaturePolicy
     logs.configure(args.log_level)
+    # A cap not given follows a longer quiet time: raising one alone is not an error.
+    if args.debounce_max is None:
+        args.debounce_max = max(DEBOUNCE_MAX, args.debounce)
+    if args.registry_max_wait is None:
+        args.registry_max_wait = max(REGISTRY_MAX_WAIT, args.registry_quiet)
     for value, flag in ((args.debounce, "--debounce"), (args.debounce_max, "--debounce-max")):
         if value < 0:
             raise UsageError(f"{flag} must not be negative")
