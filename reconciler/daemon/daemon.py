@@ -34,8 +34,8 @@ from .surface import Surface
 
 log = structlog.get_logger("galleon.serve")
 
-# How long a stopping daemon waits for its registry feeds' threads to end (each checks for the stop
-# every few tens of milliseconds).
+# How long a stopping daemon waits for its registry feeds' threads to end (a list the API server still
+# holds is not cut: its thread ends once the list is answered, and may outlive the daemon).
 FEEDS_END = 5.0  # seconds
 
 
@@ -151,7 +151,7 @@ class Daemon:
             with _listening("--http"):
                 self.http_port = self.surface.start_http(loop, o.http)
         except OSError:
-            await self.ads.stop(0)
+            await self._shut_down([], 0)
             raise
         log.info("serving", cluster=o.cluster, source=o.source, ads=f"{o.ads.rpartition(':')[0]}:{self.ads_port}",
                  http=f"{o.http.rpartition(':')[0]}:{self.http_port}", tls=bool(o.security.tls_cert),
@@ -176,12 +176,7 @@ class Daemon:
             await self._serve_last_good()
         refused = self._refused()
         if refused:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            self.live.close()
-            await self.ads.stop(0)
-            self.surface.stop_http()
+            await self._shut_down(tasks, 0)
             raise SourceError(refused)
         election = asyncio.create_task(self.reconcilers.elect(self._stop)) if self.reconcilers.electing else None
         tasks += [asyncio.create_task(reconciling) for reconciling in self.reconcilers.loops()]
@@ -192,15 +187,19 @@ class Daemon:
         finally:
             if election is not None:  # it releases the lease on stop, so that another replica leads at once
                 await asyncio.wait({election}, timeout=5)
-            for task in tasks + ([election] if election else []):
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            self.live.close()
-            await self.ads.stop(o.grace)
-            self.surface.stop_http()
-            lingering = await self.live.ended(FEEDS_END)
-            if lingering:
-                log.warning("registry feeds still running as the daemon stops", threads=lingering,
-                            waited=FEEDS_END)
+            await self._shut_down(tasks + ([election] if election else []), o.grace)
             log.info("stopped")
         return 0
+
+    async def _shut_down(self, tasks: list[asyncio.Task], grace: float) -> None:
+        """Stop what runs: ``tasks``, the registries' feeds, the ADS server (its streams given ``grace``
+        seconds) and the HTTP server; the feeds' threads waited for at most FEEDS_END."""
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.live.close()
+        await self.ads.stop(grace)
+        self.surface.stop_http()
+        lingering = await self.live.ended(FEEDS_END)
+        if lingering:
+            log.warning("registry feeds still running as the daemon stops", threads=lingering, waited=FEEDS_END)
