@@ -1001,7 +1001,8 @@ def main(argv: list[str] | None = None) -> int:
         batches = list(server.tracker.batches)
         publishes = ", ".join(f"{b['seconds']:.2f} s" for b in batches)
         status = registry.status()
-        never = f"; {synced['missing']} streams never did" if synced["missing"] else ""
+        never = (f"; {synced['missing']} streams never did, for example: {'; '.join(synced['errors']) or 'no error'}"
+                 if synced["missing"] else "")
         print(f"\n== (a) first sync: {args.clusters} clusters listed ({listed_objects[0]:,} objects: Nodes, Pods, "
               f"EndpointSlices), {endpoints:,} endpoints ==")
         print(f"lists reported in {last_list - first_list:.2f} s (the store: schema checks, labels); the daemon "
@@ -1148,7 +1149,8 @@ def rebuild_step(server: Server, client, feed: Feed, feeder: FeedThread, known: 
     written = [row["at"] - at[0] for row in server.tracker.delivered.since(written_before) if row["done"]]
     written_text = f"{written[0]:.2f} s after the event" if written else "not within the wait"
     held = max((t - at[0] for t in synced["times"]), default=float("nan"))
-    never = f" ({synced['missing']} streams never did)" if synced["missing"] else ""
+    never = (f" ({synced['missing']} streams never did, for example: {'; '.join(synced['errors']) or 'no error'})"
+             if synced["missing"] else "")
     print("\n== (a2) a Node moved to another zone: the mesh built anew from every object and every view compiled, "
           "as a Service changed or a commit does ==")
     print(f"whole publishes: {publishes} (with the after-work); the daemon had written every stream's update "
