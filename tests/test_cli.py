@@ -106,6 +106,20 @@ def test_git_revisions(tmp_path):
     assert json.loads(result.stdout)["revision"] == str(good)
 
 
+def test_a_checkout_is_read_at_its_commit_and_its_uncommitted_edits_are_named(tmp_path):
+    write_repo(tmp_path, {"c.yaml": (SAMPLE_REPO / "mesh" / "clusters.yaml").read_text()})
+    commit_all(tmp_path)
+    assert "galleon: warning" not in galleon("validate", tmp_path).stderr
+    (tmp_path / "c.yaml").write_text("not: [valid\n")
+    (tmp_path / "new.yaml").write_text("kind: Nothing\n")
+    (tmp_path / "notes.txt").write_text("not YAML, not said\n")
+    result = galleon("validate", tmp_path)
+    assert result.returncode == 0, result.stderr  # the commit is what is read
+    assert ("is read at its HEAD commit, not as its working tree: 2 YAML files changed since (c.yaml, new.yaml) "
+            "are not") in result.stderr
+    assert "galleon: warning" not in galleon("validate", tmp_path, "--rev", "HEAD").stderr  # a revision asked for
+
+
 def test_remote_url_is_mirrored_into_the_state_dir(tmp_path):
     origin = tmp_path / "origin"
     origin.mkdir()

@@ -69,6 +69,7 @@ def read(args) -> Revision:
     source = open_sources(locations, args.state_dir, credentials(args, True))
     source.refresh()
     snapshot, cache = source.snapshot(args.rev), parse_cache(args)
+    _say_uncommitted(source, args.rev)
     if not snapshot.files:  # a mistyped path must not pass for a valid mesh
         at = f" at {args.rev}" if args.rev else ""
         raise SourceError(f"{snapshot.origin}{at}: no .yaml or .yml file (dot-folders are skipped); give the folder "
@@ -76,6 +77,20 @@ def read(args) -> Revision:
     result = load(snapshot, stored=cache.stored(snapshot))
     cache.keep(result.parsed)
     return result
+
+
+def _say_uncommitted(source, rev: str | None) -> None:
+    """A checkout is read at its HEAD commit: edits not committed yet are not read, which a pre-commit
+    check would otherwise pass over in silence."""
+    from ..sources import LocalGitSource
+    if rev is not None or not isinstance(source, LocalGitSource):
+        return
+    changed = source.uncommitted()
+    if changed:
+        shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+        warn(f"{source.location} is read at its HEAD commit, not as its working tree: {len(changed)} YAML "
+             f"file{'s' if len(changed) != 1 else ''} changed since ({shown}) are not; commit them, or name "
+             "the files to read them as they are")
 
 
 def print_findings(findings: Iterable[Finding], file: TextIO | None = None) -> None:

@@ -141,6 +141,14 @@ class LocalGitSource(_GitSource):
         except pygit2.GitError as exc:
             raise SourceError(f"{path}: not a readable Git repository: {exc}") from None
 
+    def uncommitted(self) -> list[str]:
+        """The YAML files of the working tree that differ from its HEAD (edited, added, deleted), which a
+        read of a revision does not see; none for a bare repository."""
+        if self.repo.is_bare:
+            return []
+        return sorted(path for path, flags in self.repo.status(untracked_files="all").items()
+                      if path.endswith((".yaml", ".yml")) and flags != pygit2.enums.FileStatus.IGNORED)
+
     @staticmethod
     def is_repository(path: Path) -> bool:
         """Only the repository's own folder counts, so a plain folder inside a checkout is a directory source."""
