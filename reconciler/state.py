@@ -2,8 +2,8 @@
 
 Every revision the daemon serves is written to ``STATE_DIR/last-good/CLUSTER.json`` (its files,
 revision and origin, the source it is of, with a checksum). Only a snapshot of the source the daemon
-is given is served: another source's (another daemon's of the same cluster name, sharing the state
-directory), or one that does not say whose it is (an older galleon wrote it), is not. The write is
+is given is served, not another source's (another daemon's of the same cluster name, sharing the state
+directory); a snapshot an older galleon wrote is named by its origin. The write is
 atomic: a temporary file in the same folder, flushed and fsynced, then renamed over the old one (and
 the folder fsynced), so a crash at any moment leaves the old snapshot or the new one, never a torn
 file. A file that does not read back (corrupt, truncated by hand, another format) is set aside with a
@@ -106,10 +106,11 @@ class LastGood:
                 raise ValueError("checksum mismatch")
             if content["format"] != FORMAT or content["cluster"] != self.cluster:
                 raise ValueError(f"format {content['format']} for cluster {content['cluster']!r}")
-            if content.get("source") != self.source:
+            # (an older galleon wrote no source: its origin, the source as given, names it, at the default --rev)
+            of = content.get("source") or source_identity(content["origin"], None)
+            if of != self.source:
                 log.warning("last known good snapshot is of another source; not used", path=str(self.path),
-                            source=self.source,
-                            snapshot_of=content.get("source") or "unknown (written by an older galleon)")
+                            source=self.source, snapshot_of=of)
                 return None
             files = {path: base64.b64decode(text, validate=True) for path, text in content["files"].items()}
             return Snapshot(content["revision"], files, content["origin"])

@@ -116,8 +116,17 @@ def test_a_checkout_is_read_at_its_commit_and_its_uncommitted_edits_are_named(tm
     result = galleon("validate", tmp_path)
     assert result.returncode == 0, result.stderr  # the commit is what is read
     assert ("is read at its HEAD commit, not as its working tree: 2 YAML files changed since (c.yaml, new.yaml) "
-            "are not") in result.stderr
+            "are not read") in result.stderr
     assert "galleon: warning" not in galleon("validate", tmp_path, "--rev", "HEAD").stderr  # a revision asked for
+    # what a read skips is not named (a dot-folder's files); a damaged index is said, never a traceback
+    (tmp_path / "new.yaml").unlink()
+    (tmp_path / ".github").mkdir()
+    (tmp_path / ".github" / "ci.yaml").write_text("on: push\n")
+    assert "1 YAML file changed since (c.yaml) is not read; commit it" in galleon("validate", tmp_path).stderr
+    (tmp_path / ".git" / "index").write_bytes(b"not an index")
+    damaged = galleon("validate", tmp_path)
+    assert damaged.returncode == 0 and "Traceback" not in damaged.stderr, damaged.stderr
+    assert "whether files changed since cannot be told" in damaged.stderr
 
 
 def test_remote_url_is_mirrored_into_the_state_dir(tmp_path):

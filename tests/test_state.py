@@ -68,19 +68,25 @@ def test_a_snapshot_of_another_source_is_not_used(tmp_path):
     assert LastGood(tmp_path, "cluster-a", SOURCE).load().revision == "r1"
 
 
-def test_a_snapshot_that_does_not_name_its_source_is_not_used(tmp_path):
-    """An older galleon wrote no source: whose it is cannot be told, so it is not served (nor set aside:
-    the first revision read from the source replaces it)."""
-    store = LastGood(tmp_path, "cluster-a", SOURCE)
-    store.save(snapshot("r1"))
-    document = json.loads(store.path.read_bytes())
-    del document["snapshot"]["source"]
-    document["sha256"] = hashlib.sha256(json.dumps(document["snapshot"], sort_keys=True).encode()).hexdigest()
-    store.path.write_text(json.dumps(document))
+def test_a_snapshot_an_older_galleon_wrote_is_named_by_its_origin(tmp_path):
+    """An older galleon wrote no source: its origin (the source as it was given) names it, at the default
+    --rev; a snapshot of another origin is not served (nor set aside: the first revision read replaces it)."""
+    def older(origin: str) -> LastGood:
+        store = LastGood(tmp_path, "cluster-a", SOURCE)
+        store.save(Snapshot("r1", {"a.yaml": b"kind: A\n"}, origin))
+        document = json.loads(store.path.read_bytes())
+        del document["snapshot"]["source"]
+        document["sha256"] = hashlib.sha256(json.dumps(document["snapshot"], sort_keys=True).encode()).hexdigest()
+        store.path.write_text(json.dumps(document))
+        return store
+
+    assert older(SOURCE).load().revision == "r1"
+    assert LastGood(tmp_path, "cluster-a", source_identity(SOURCE, "main")).load() is None  # another --rev
+    store = older("/srv/other-mesh")
     with capture_logs() as logs:
         assert store.load() is None
     assert [(e["event"], e["snapshot_of"]) for e in logs] == [
-        ("last known good snapshot is of another source; not used", "unknown (written by an older galleon)")]
+        ("last known good snapshot is of another source; not used", "/srv/other-mesh")]
     assert store.path.exists()
 
 

@@ -86,11 +86,15 @@ def _say_uncommitted(source, rev: str | None) -> None:
     if rev is not None or not isinstance(source, LocalGitSource):
         return
     changed = source.uncommitted()
-    if changed:
+    if changed is None:
+        warn(f"{source.location} is read at its HEAD commit; whether files changed since cannot be told (its "
+             "index cannot be read)")
+    elif changed:
         shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+        many = len(changed) != 1
         warn(f"{source.location} is read at its HEAD commit, not as its working tree: {len(changed)} YAML "
-             f"file{'s' if len(changed) != 1 else ''} changed since ({shown}) are not; commit them, or name "
-             "the files to read them as they are")
+             f"file{'s' if many else ''} changed since ({shown}) {'are' if many else 'is'} not read; commit "
+             f"{'them' if many else 'it'}, or name the files to read them as they are")
 
 
 def print_findings(findings: Iterable[Finding], file: TextIO | None = None) -> None:

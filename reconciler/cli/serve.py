@@ -151,11 +151,6 @@ def register(commands) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    # gRPC's C core writes its own lines to stderr, outside the daemon's log: a taken --ads port would
-    # print one ("add_port.cc ... Failed to add port") before Galleon's one-line error. The C core reads
-    # GRPC_VERBOSITY once, when grpc is first imported (by the imports below), hence here, for this
-    # command only; a GRPC_VERBOSITY the user sets (debug, to see those lines) wins.
-    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     from .. import ca, dns, logs, webhook
     from ..daemon import CaOptions, DnsOptions, LeaseOptions, RegistryOptions, ServeOptions, serve
     from ..http import HttpLimits, load_token
@@ -175,6 +170,7 @@ def run(args) -> int:
     ads = check_address(args.ads, "--ads")
     if check_address(args.http, "--http") == ads and ads[1] != 0:
         raise UsageError(f"--ads and --http are both {args.ads}: give each its own address")
+    _free(ads, "--ads")
     if bool(args.root_ca) != bool(args.ca_target):
         raise UsageError("--root-ca and --ca-target go together (the CA reconciler needs both)")
     if args.root_ca:
@@ -248,6 +244,21 @@ def run(args) -> int:
         return serve(options)
     except OSError as exc:
         raise UsageError(str(exc)) from None
+
+
+def _free(address: tuple[str, int], flag: str) -> None:
+    """Refuse an address another process listens on, before gRPC tries it: gRPC would say so in a
+    line of its own C core's log, beside Galleon's. (A race with another process stays possible; the
+    daemon's own error then follows gRPC's line.)"""
+    host, port = address
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # (as gRPC binds: a TIME_WAIT is no use)
+            probe.bind((host, port))
+    except OSError as exc:
+        raise UsageError(f"{flag}: cannot listen on {host}:{port}: {exc.strerror or exc}; choose another "
+                         "address") from None
 
 
 def _check_state_dir(state_dir: Path) -> None:

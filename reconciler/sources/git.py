@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 import pygit2
-from pygit2.enums import CredentialType, FetchPrune, FileMode, ObjectType, Option, RepositoryOpenFlag
+from pygit2.enums import CredentialType, FetchPrune, FileMode, FileStatus, ObjectType, Option, RepositoryOpenFlag
 
 from compiler.snapshot import Snapshot
 
@@ -141,13 +141,19 @@ class LocalGitSource(_GitSource):
         except pygit2.GitError as exc:
             raise SourceError(f"{path}: not a readable Git repository: {exc}") from None
 
-    def uncommitted(self) -> list[str]:
-        """The YAML files of the working tree that differ from its HEAD (edited, added, deleted), which a
-        read of a revision does not see; none for a bare repository."""
+    def uncommitted(self) -> list[str] | None:
+        """The files a read would take (read_tree's rule) that differ in the working tree from its HEAD
+        (edited, added, deleted), which a read of a revision does not see; none for a bare repository,
+        None when the working tree cannot be compared (a damaged index)."""
         if self.repo.is_bare:
             return []
-        return sorted(path for path, flags in self.repo.status(untracked_files="all").items()
-                      if path.endswith((".yaml", ".yml")) and flags != pygit2.enums.FileStatus.IGNORED)
+        try:
+            status = self.repo.status(untracked_files="all")
+        except pygit2.GitError:
+            return None
+        return sorted(path for path, flags in status.items()
+                      if flags != FileStatus.IGNORED and is_config_file(path)
+                      and not any(part.startswith(".") for part in path.split("/")[:-1]))
 
     @staticmethod
     def is_repository(path: Path) -> bool:
