@@ -10,6 +10,9 @@ DNS_TTL = 30
 # The zone file's name server; see reconciler/dns/render.py.
 DNS_NS_ADDRESS = "127.0.0.1"
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# galleon serve: a change is acted on once quiet this long, or at most this long after it came (seconds)
+DEBOUNCE, DEBOUNCE_MAX = 0.1, 10.0  # a source's
+REGISTRY_QUIET, REGISTRY_MAX_WAIT = 0.1, 1.0  # a registry object's
 SDS_SOCKET = "./var/run/secrets/workload-spiffe-uds/socket"
 GRPC_CERTIFICATE_DIR = "/var/lib/istio/data"
 
@@ -20,5 +23,5 @@ def split_address(text: str, what: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit():
         raise ValueError(f"{what} {text!r} is not HOST:PORT")
     if int(port) > 65535:
-        raise ValueError(f"{what} {text!r}: port {port} is out of range (1-65535)")
+        raise ValueError(f"{what} {text!r}: port {port} is out of range (1-65535, or 0 for any free port)")
     return host.strip("[]"), int(port)

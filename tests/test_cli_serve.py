@@ -80,7 +80,7 @@ def test_serve_refuses_what_it_cannot_serve(tmp_path):
     last_line_error(galleon("serve", SAMPLE_REPO, "--cluster", "cluster-a", "--rev", "main", "--ads", "127.0.0.1:0",
                             "--http", "127.0.0.1:0"), "--rev main needs a Git repository")
     last_line_error(galleon("serve", SAMPLE_REPO, "--cluster", "a", "--ads", "127.0.0.1:99999"),
-                    "--ads '127.0.0.1:99999': port 99999 is out of range (1-65535)")
+                    "--ads '127.0.0.1:99999': port 99999 is out of range (1-65535, or 0 for any free port)")
     last_line_error(galleon("serve", SAMPLE_REPO, "--cluster", "a", "--views-memory", "0"), "--views-memory")
     (tmp_path / "file").write_text("")
     last_line_error(galleon("serve", SAMPLE_REPO, "--cluster", "cluster-a", "--ads", "127.0.0.1:0", "--http",

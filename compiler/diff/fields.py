@@ -149,18 +149,15 @@ def _leaves(value: Any) -> set | None:
     if not isinstance(value, dict):
         return None
     out: set = set()
-
-    def walk(item: Any, path: Path) -> None:
+    pending: list[tuple[Any, Path]] = [(value, ())]
+    while pending:
+        item, path = pending.pop()
         if isinstance(item, dict):
-            for key, child in item.items():
-                walk(child, path + (key,))
+            pending += [(child, path + (key,)) for key, child in item.items()]
         elif isinstance(item, list):
-            for k, child in enumerate(item):
-                walk(child, path + (k,))
+            pending += [(child, path + (k,)) for k, child in enumerate(item)]
         else:
             out.add((path, json.dumps(item, default=str)))
-
-    walk(value, ())
     return out
 
 

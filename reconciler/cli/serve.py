@@ -14,9 +14,6 @@ from .common import UsageError, check_address, credentials
 from .options import add_kubeconfig, add_source
 
 
-DEBOUNCE_MAX = 10.0  # seconds: --debounce-max when not given
-REGISTRY_MAX_WAIT = 1.0  # seconds: --registry-max-wait when not given
-
 def register(commands) -> argparse.ArgumentParser:
     p = commands.add_parser(
         "serve", help="serve one cluster's proxies over ADS, following the source",
@@ -48,10 +45,11 @@ def register(commands) -> argparse.ArgumentParser:
                         "are being answered (default: 64)")
     p.add_argument("--poll", type=float, default=None, metavar="SECONDS",
                    help="also read the source every SECONDS (for remote Git; default: only on changes and SIGHUP)")
-    p.add_argument("--debounce", type=float, default=0.1, metavar="SECONDS",
-                   help="wait until changes have been quiet this long before reloading (default: 0.1)")
+    p.add_argument("--debounce", type=float, default=defaults.DEBOUNCE, metavar="SECONDS",
+                   help="wait until changes have been quiet this long before reloading (default: "
+                        f"{defaults.DEBOUNCE:g})")
     p.add_argument("--debounce-max", type=float, default=None, metavar="SECONDS",
-                   help=f"but reload at most this long after the first change (default: {DEBOUNCE_MAX:g}, or "
+                   help=f"but reload at most this long after the first change (default: {defaults.DEBOUNCE_MAX:g}, or "
                         "--debounce when that is longer)")
     p.add_argument("--webhook-secret-file", type=Path, default=None, metavar="FILE",
                    help="turn on POST /hook on --http: a push notice signed with the secret in FILE (GitHub's "
@@ -100,10 +98,11 @@ def register(commands) -> argparse.ArgumentParser:
                            "PATH/<cluster>/<namespace>/<Kind>/<name>.yaml (Nodes at PATH/<cluster>/Node/<name>.yaml), "
                            "watched. Repeatable. A cluster's endpoints are served once it is fully listed; one that "
                            "becomes unreachable keeps its last endpoints, marked stale (/debug/registryz)")
-    live.add_argument("--registry-quiet", type=float, default=0.1, metavar="SECONDS",
-                      help="publish an object's change once it has been quiet this long (default: 0.1)")
+    live.add_argument("--registry-quiet", type=float, default=defaults.REGISTRY_QUIET, metavar="SECONDS",
+                      help="publish an object's change once it has been quiet this long (default: "
+                           f"{defaults.REGISTRY_QUIET:g})")
     live.add_argument("--registry-max-wait", type=float, default=None, metavar="SECONDS",
-                      help=f"but at most this long after its first change (default: {REGISTRY_MAX_WAIT:g}, or "
+                      help=f"but at most this long after its first change (default: {defaults.REGISTRY_MAX_WAIT:g}, or "
                            "--registry-quiet when that is longer)")
     live.add_argument("--registry-sync-timeout", type=float, default=30.0, metavar="SECONDS",
                       help="at start, serve no proxy until every cluster the registry follows (and Istio's remote "
@@ -159,9 +158,9 @@ def run(args) -> int:
     logs.configure(args.log_level)
     # A cap not given follows a longer quiet time: raising one alone is not an error.
     if args.debounce_max is None:
-        args.debounce_max = max(DEBOUNCE_MAX, args.debounce)
+        args.debounce_max = max(defaults.DEBOUNCE_MAX, args.debounce)
     if args.registry_max_wait is None:
-        args.registry_max_wait = max(REGISTRY_MAX_WAIT, args.registry_quiet)
+        args.registry_max_wait = max(defaults.REGISTRY_MAX_WAIT, args.registry_quiet)
     for value, flag in ((args.debounce, "--debounce"), (args.debounce_max, "--debounce-max")):
         if value < 0:
             raise UsageError(f"{flag} must not be negative")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import ca, dns
+from .. import ca, defaults, dns
 from ..http import HttpLimits
 from ..sources import GitCredentials
 from ..sources.signatures import SignaturePolicy
@@ -22,8 +22,8 @@ class ServeOptions:
     state_dir: Path | None = None
     parse_cache: bool = True  # keep parsed files in STATE_DIR/parses (reconciler/parse_cache.py)
     credentials: GitCredentials = field(default_factory=GitCredentials)
-    debounce: float = 0.1
-    debounce_max: float = 10.0
+    debounce: float = defaults.DEBOUNCE
+    debounce_max: float = defaults.DEBOUNCE_MAX
     grace: float = 5.0
     poll_jitter: float = 0.1  # each poll waits poll x (1 ± this), so replicas do not fetch in step
     webhook_secret: bytes | None = None
@@ -80,8 +80,8 @@ class RegistryOptions:
     sources: tuple[str, ...]  # each kube or dir:PATH
     kubeconfig: Path | None = None
     context: str | None = None
-    quiet: float = 0.1  # an object's changes are published once it has been quiet this long...
-    max_wait: float = 1.0  # ...or this long after its first change
+    quiet: float = defaults.REGISTRY_QUIET  # an object's changes are published once it has been quiet this long...
+    max_wait: float = defaults.REGISTRY_MAX_WAIT  # ...or this long after its first change
     sync_timeout: float = 30.0  # at start, nothing is served until every cluster is listed, or this long
 
 
