@@ -15,7 +15,7 @@ import operator
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 from yaml.constructor import SafeConstructor
@@ -32,6 +32,7 @@ MAX_DEPTH = 100
 DEFAULT_NAMESPACE = "default"
 
 CODE_YAML = "GAL0001"
+STOPPED_AT = "invalid YAML,"  # how the finding after which a file is read no further begins
 CODE_DUPLICATE_OBJECT = "GAL0002"
 CODE_UNKNOWN_KIND = "GAL0003"
 CODE_MALFORMED = "GAL0004"
@@ -414,8 +415,15 @@ def _twice(path: str) -> str:
 
 
 def _yaml_error(file: str, exc: yaml.YAMLError) -> Finding:
+    """The finding of invalid YAML, after which no more of the file is read."""
     line, what = yaml_problem(exc)
-    return Finding(file, line, Level.ERROR, CODE_YAML, f"invalid YAML, {what}")
+    return Finding(file, line, Level.ERROR, CODE_YAML, f"{STOPPED_AT} {what}")
+
+
+def stopped_files(findings: Iterable[Finding]) -> set[str]:
+    """The files whose reading stopped at invalid YAML: what follows the error in them is not read
+    (a document refused on its own, an alias cycle say, leaves the others read)."""
+    return {f.file for f in findings if f.code == CODE_YAML and f.message.startswith(STOPPED_AT)}
 
 
 _GROUP_VERSION = re.compile(r"(?:([a-z0-9.-]+)/)?([a-z0-9]+)")

@@ -160,6 +160,14 @@ def test_objects_of_a_file_broken_at_head_are_unreadable_not_removed(repo):
     assert "unreadable at HEAD** (invalid YAML)" in markdown
     assert "- **unreadable at HEAD** `VirtualService bookinfo/reviews`" in markdown
     assert json.loads(render_json(preview))["objects"]["counts"]["unreadable"] == preview.objects.count("unreadable")
+    # a document refused on its own (an alias cycle) leaves the file's others read: one removed is removed
+    change(repo, replace(REVIEWS, "  hosts: [reviews.bookinfo.svc.cluster.local\n",
+                         "  hosts:\n    - reviews.bookinfo.svc.cluster.local\n"))
+    change(repo, lambda files: files.update({REVIEWS: files[REVIEWS].split("---\n# Requests from user")[0]
+                                             + "---\nloop: &a [*a]\n"}))
+    preview = preview_of(repo)
+    assert [f.message for f in preview.head.findings if f.code == "GAL0001" and f.file == REVIEWS]
+    assert {(c.kind, c.name): c.action for c in preview.objects.changes}[("VirtualService", "reviews")] == "removed"
 
 
 def test_shares_to_no_endpoint_say_the_repository_has_none_and_where_live_ones_come_from(repo):

@@ -68,8 +68,8 @@ def _key(obj: SourceObject) -> tuple[str, str, str]:
 
 def diff_objects(base: list[SourceObject], head: list[SourceObject], unreadable: Collection[str] = ()) -> ObjectDiff:
     """Changes from ``base`` to ``head`` by HEAD's file and line (removed ones last, by BASE's).
-    ``unreadable``: HEAD's files that cannot be read (invalid YAML): a BASE object of one of them
-    that HEAD lacks is unreadable there, not removed (its file's finding says why)."""
+    ``unreadable``: HEAD's files read only up to invalid YAML: a BASE object of one of them that HEAD
+    lacks is unreadable there, not removed (its file's finding says why)."""
     # An object parsed once for both revisions (its file is unchanged) has not changed: leave it out
     # (it cannot match another object, whose key would make it a duplicate).
     shared = {id(obj) for obj in base} & {id(obj) for obj in head}

@@ -19,7 +19,7 @@ from ..kinds import CLUSTER_LABEL
 from ..kube import slice_addresses
 from ..model import Mesh
 from ..names import parse_eds_name
-from ..parse import CODE_YAML, SourceObject
+from ..parse import SourceObject, stopped_files
 from ..revision import Revision
 from ..view import SIDECAR, ProxyView
 from ..xds import CompiledView, compile_view
@@ -277,7 +277,7 @@ def build_preview(base: Revision, head: Revision, clusters: list[str] | None = N
     ``narrow``: compile only the services the change may touch (affected_hosts); False compiles
     every service, for the same result."""
     new, old = split_findings(base.findings, head.findings)
-    unreadable = {f.file for f in head.findings if f.code == CODE_YAML}
+    unreadable = stopped_files(head.findings)
     preview = Preview(base, head, diff_objects(base.parsed.objects, head.parsed.objects, unreadable), new, old, [],
                       plans or [])
     if not preview.envoy_compared:
