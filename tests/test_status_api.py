@@ -111,7 +111,7 @@ def test_status_sync_watch_and_preview(remote, tmp_path):
 def test_status_of_a_daemon_that_is_not_there(command):
     result = galleon(command, "--server", "127.0.0.1:1", "--timeout", "2")
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
-    assert result.stderr.startswith("galleon: error: no galleon serve answers at 127.0.0.1:1 (is it running? "
+    assert result.stderr.startswith("galleon: error: cannot reach galleon serve at 127.0.0.1:1 (is it running? "
                                     "--server is its --ads address): ")
     assert "Connection refused" in result.stderr and "failed to connect to all addresses" not in result.stderr
 

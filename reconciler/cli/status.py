@@ -49,8 +49,11 @@ def call(args, method):
             return method(stub)
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.UNAVAILABLE:
-                raise UsageError(f"no galleon serve answers at {args.server} (is it running? --server is its --ads "
-                                 f"address): {_unreachable(exc.details())}") from None
+                why = _unreachable(exc.details())
+                hint = ("is it running? --server is its --ads address" if "refused" in why.lower()
+                        else "if it serves TLS, give --server-ca" if args.server_ca is None
+                        else "is --server its --ads address?")
+                raise UsageError(f"cannot reach galleon serve at {args.server} ({hint}): {why}") from None
             raise UsageError(f"galleon serve at {args.server}: {exc.code().name}: {exc.details()}") from None
 
 

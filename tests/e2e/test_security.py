@@ -155,3 +155,18 @@ def test_plaintext_off_loopback_is_refused_at_start(tmp_path):
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "--tls-cert/--tls-key and --client-ca or --token-review" in lines[0], done.stderr
+
+
+def test_galleon_status_over_tls_with_the_servers_ca_and_a_hint_without(galleon, pki):
+    """`galleon status` reads a daemon serving TLS with --server-ca (and, the status API needing an
+    authenticated peer, a client certificate); without --server-ca it says to give one, not that no
+    daemon runs."""
+    cert, key = pki["admin"]
+    run = [*GALLEON, "status", "--server", galleon.ads, "--timeout", "5"]
+    shown = subprocess.run([*run, "--server-ca", str(pki["root"]), "--server-cert", str(cert), "--server-key", str(key)],
+                           capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0 and "cluster cluster-a" in shown.stdout, shown.stdout + shown.stderr
+    plain = subprocess.run(run, capture_output=True, text=True, timeout=60)
+    last = plain.stderr.strip().splitlines()[-1]
+    assert plain.returncode == 2 and last.startswith(f"galleon: error: cannot reach galleon serve at {galleon.ads} "
+                                                     "(if it serves TLS, give --server-ca)"), plain.stderr
