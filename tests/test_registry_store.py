@@ -234,6 +234,23 @@ def until(condition, seconds: float = 5.0) -> bool:
     return condition()
 
 
+def test_a_folder_is_taken_under_the_lock_another_registry_takes_its_clusters_under(tmp_path):
+    """A cluster is read from one registry: a dir: folder appearing while an API server is being
+    followed for the same cluster waits for that check-and-take, then finds the cluster taken."""
+    import threading
+    write(tmp_path, "east", pod("web-1", "10.0.0.1"))
+    registry, lock, taken = Registry(), threading.Lock(), {}
+    feed = DirectoryFeed(tmp_path, registry, others=taken.get, lock=lock)
+    with lock:  # (the other registry checks that east is free, and takes it)
+        reading = threading.Thread(target=feed.read_cluster, args=("east",))
+        reading.start()
+        reading.join(0.3)
+        assert reading.is_alive()
+        taken["east"] = "--registry kube"
+    reading.join(5)
+    assert "east" not in feed.holds and registry.status() == []
+
+
 def test_a_registry_folder_given_relative_is_followed(tmp_path, monkeypatch):
     """--registry dir:sample-registry, as the sample's README gives it: the watch reports absolute
     paths, and each change is read as it comes, the cluster never marked stale."""

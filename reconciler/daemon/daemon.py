@@ -139,9 +139,9 @@ class Daemon:
         loop = asyncio.get_running_loop()
         o = self.options
         await self.loader.open()
-        await self.live.open()
-        await self.reconcilers.open_lease()
-        try:
+        try:  # (what has started by a failure here is stopped: the registries' feeds, the ADS server)
+            await self.live.open()
+            await self.reconcilers.open_lease()
             tls = o.security
             credentials = (ReloadingCredentials(tls.tls_cert, tls.tls_key, tls.client_ca).server_credentials()
                            if tls.tls_cert and tls.tls_key else None)
@@ -150,7 +150,7 @@ class Daemon:
                                                      credentials)
             with _listening("--http"):
                 self.http_port = self.surface.start_http(loop, o.http)
-        except OSError:
+        except Exception:
             await self._shut_down([], 0)
             raise
         log.info("serving", cluster=o.cluster, source=o.source, ads=f"{o.ads.rpartition(':')[0]}:{self.ads_port}",

@@ -10,7 +10,10 @@ are updated in EDS alone; a Service or Node changed, or a cluster synced, builds
 the served revision and every synced cluster's objects, as a new revision does.
 
 Threads: the pending changes, the tasks and the publishing are the loop's; the store is
-thread-safe; feed threads end when ``close`` sets their stop event.
+thread-safe; feed threads end when ``close`` sets their stop event. Which registry reads a cluster
+is asked from both sides (a ``dir:`` watch thread claims a folder, the loop follows an API server):
+``_claims`` makes each check-and-take one step, and what reads it (``_kube``, a feed's ``holds``) is
+changed only under it.
 """
 from __future__ import annotations
 
@@ -155,8 +158,8 @@ class Live:
         assert self.options is not None
         for source in self.options.sources:
             if source.startswith("dir:"):
-                feed = DirectoryFeed(Path(source[4:]), self.registry)
-                feed.claim = functools.partial(self._claim_folder, feed)
+                feed = DirectoryFeed(Path(source[4:]), self.registry, lock=self._claims)
+                feed.others = functools.partial(self._other_reader, feed)
                 try:
                     twice = [c for c in feed.clusters() if self._other_reader(feed, c) is not None]
                     if twice:
@@ -187,7 +190,13 @@ class Live:
         if found.errors:
             raise SourceError(f"--registry kube: {self.cluster}: {found.errors[self.cluster]}")
         client = found.clients[self.cluster]
-        self._follow_cluster(self.cluster, _Followed(client, threading.Event()))
+        with self._claims:
+            elsewhere = self._other_reader(None, self.cluster)  # (a dir: folder may have come meanwhile)
+            if elsewhere is None:
+                self._follow_cluster(self.cluster, _Followed(client, threading.Event()))
+        if elsewhere is not None:
+            raise SourceError(f"--registry kube: this cluster, {self.cluster}, is read from {elsewhere} too; a "
+                              "cluster is read from one registry")
         self.secrets = RemoteSecrets(self._secrets_changed)
         self._start(KubeFeed(self.cluster, client, self.secrets, self._stop, kinds=[remote_secret_kind(client)]))
 
@@ -232,10 +241,11 @@ class Live:
         for cluster, followed in list(self._kube.items()):
             if followed.secret is not None and cluster not in given:
                 followed.stop.set()
-                del self._kube[cluster]
                 log.info("remote secret deleted: the cluster is no longer read", cluster=cluster,
                          remote_secret=followed.secret)
-                self.registry.forget(cluster)
+                with self._claims:  # (a dir: folder for it, claimed once it is let go, is not forgotten)
+                    del self._kube[cluster]
+                    self.registry.forget(cluster)
         self._secrets_settled = self._secrets_settled or settled
         self._states_changed()
 
@@ -277,8 +287,9 @@ class Live:
         wanted = {name: context for name, context in contexts.items() if self._other_reader(None, name) is None}
         for cluster in self._unfollowable - wanted.keys():  # (its Cluster gone, or read otherwise now)
             self._unfollowable.discard(cluster)
-            if self._other_reader(None, cluster) is None:
-                self.registry.forget(cluster)
+            with self._claims:
+                if self._other_reader(None, cluster) is None:
+                    self.registry.forget(cluster)
         if not wanted:
             return
         found = await asyncio.to_thread(cluster_clients, wanted, self.options.kubeconfig)  # type: ignore[union-attr]
@@ -355,14 +366,6 @@ class Live:
 
     def _dir_feed_of(self, cluster: str) -> DirectoryFeed | None:
         return next((f for f in self._dir_feeds if cluster in f.holds), None)
-
-    def _claim_folder(self, feed: DirectoryFeed, cluster: str) -> str | None:
-        """(DirectoryFeed.claim, on its watch thread.)"""
-        with self._claims:
-            owner = self._other_reader(feed, cluster)
-            if owner is None:
-                feed.holds.add(cluster)
-            return owner
 
     def _other_reader(self, asking: DirectoryFeed | None, cluster: str) -> str | None:
         """The registry other than ``asking`` that reads ``cluster``, if any."""

@@ -53,16 +53,16 @@ class _File:
 
 
 class DirectoryFeed:
-    """``claim``: asked before a cluster's folder is first read; it records the cluster as this feed's
-    (in ``holds``) unless another registry reads it already, and then names that registry (the folder
-    is left alone, said once: a cluster is read from one registry, or two would undo each other's
-    lists). Checking and recording are one step, so that another registry cannot take the cluster in
-    between."""
+    """``others``: which other registry reads a cluster, if one does (its folder here is then left
+    alone, said once: a cluster is read from one registry, or two would undo each other's lists).
+    ``lock``: held while it takes or lets go of a cluster (``holds``), shared with the other
+    registries' so that a cluster cannot be taken by two between one's check and its taking."""
 
-    def __init__(self, root: Path, sink: FolderSink, claim: Callable[[str], str | None] | None = None) -> None:
+    def __init__(self, root: Path, sink: FolderSink, others: Callable[[str], str | None] = lambda cluster: None,
+                 lock: threading.Lock | None = None) -> None:
         # (absolute: the watch reports absolute paths, which a relative root would not contain)
-        self.root, self.sink = root.absolute(), sink
-        self.claim = claim or self._claim
+        self.root, self.sink, self.others = root.absolute(), sink, others
+        self.lock = lock or threading.Lock()
         self._ignored: set[str] = set()  # clusters' folders left alone, said once
         self._misplaced: set[Path] = set()  # folders of a kind misplaced or misspelt, said once
         # A file read before and unchanged since is not parsed again. Unchanged: the same inode, size,
@@ -71,9 +71,6 @@ class DirectoryFeed:
         self._parsed: dict[Path, tuple[tuple[int, int, int, int], dict]] = {}
         self.holds: set[str] = set()  # the clusters whose folders it has read (their objects are its files)
         self._gone = False  # the folder went (its clusters are stale until it is back)
-
-    def _claim(self, cluster: str) -> None:
-        self.holds.add(cluster)
 
     def file_of(self, cluster: str, kind: str, namespace: str, name: str) -> str:
         """Where an object of this registry is (its findings and provenance name the file)."""
@@ -106,12 +103,16 @@ class DirectoryFeed:
         folder = self.root / cluster
         if not folder.is_dir():
             if cluster in self.holds and self.root.is_dir():
-                self.holds.discard(cluster)
+                with self.lock:
+                    self.holds.discard(cluster)
+                    self.sink.forget(cluster)
                 self._parsed = {p: held for p, held in self._parsed.items() if not p.is_relative_to(folder)}
-                self.sink.forget(cluster)
             return False
         if cluster not in self.holds:
-            owner = self.claim(cluster)
+            with self.lock:
+                owner = self.others(cluster)
+                if owner is None:
+                    self.holds.add(cluster)
             if owner is not None:
                 if cluster not in self._ignored:
                     self._ignored.add(cluster)
