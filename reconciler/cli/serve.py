@@ -14,6 +14,13 @@ from .common import UsageError, check_address, credentials
 from .options import add_kubeconfig, add_source
 
 
+# A change is acted on once it has been quiet for the first flag's time, or at the latest the second's
+# after it came: each flag with its default.
+QUIET_AND_CAPS = ((("--debounce", defaults.DEBOUNCE), ("--debounce-max", defaults.DEBOUNCE_MAX)),
+                  (("--registry-quiet", defaults.REGISTRY_QUIET), ("--registry-max-wait", defaults.REGISTRY_MAX_WAIT)))
+_DEFAULTS = dict(flag for pair in QUIET_AND_CAPS for flag in pair)
+
+
 def register(commands) -> argparse.ArgumentParser:
     p = commands.add_parser(
         "serve", help="serve one cluster's proxies over ADS, following the source",
@@ -45,12 +52,8 @@ def register(commands) -> argparse.ArgumentParser:
                         "are being answered (default: 64)")
     p.add_argument("--poll", type=float, default=None, metavar="SECONDS",
                    help="also read the source every SECONDS (for remote Git; default: only on changes and SIGHUP)")
-    p.add_argument("--debounce", type=float, default=defaults.DEBOUNCE, metavar="SECONDS",
-                   help="wait until changes have been quiet this long before reloading (default: "
-                        f"{defaults.DEBOUNCE:g})")
-    p.add_argument("--debounce-max", type=float, default=None, metavar="SECONDS",
-                   help=f"but reload at most this long after the first change (default: {defaults.DEBOUNCE_MAX:g}, or "
-                        "--debounce when that is longer)")
+    _add_quiet_and_cap(p, "--debounce", "wait until changes have been quiet this long before reloading",
+                       "--debounce-max", "but reload at most this long after the first change")
     p.add_argument("--webhook-secret-file", type=Path, default=None, metavar="FILE",
                    help="turn on POST /hook on --http: a push notice signed with the secret in FILE (GitHub's "
                         "X-Hub-Signature-256, GitLab's X-Gitlab-Token, or X-Galleon-Signature: sha256=HMAC) "
@@ -98,12 +101,8 @@ def register(commands) -> argparse.ArgumentParser:
                            "PATH/<cluster>/<namespace>/<Kind>/<name>.yaml (Nodes at PATH/<cluster>/Node/<name>.yaml), "
                            "watched. Repeatable. A cluster's endpoints are served once it is fully listed; one that "
                            "becomes unreachable keeps its last endpoints, marked stale (/debug/registryz)")
-    live.add_argument("--registry-quiet", type=float, default=defaults.REGISTRY_QUIET, metavar="SECONDS",
-                      help="publish an object's change once it has been quiet this long (default: "
-                           f"{defaults.REGISTRY_QUIET:g})")
-    live.add_argument("--registry-max-wait", type=float, default=None, metavar="SECONDS",
-                      help=f"but at most this long after its first change (default: {defaults.REGISTRY_MAX_WAIT:g}, or "
-                           "--registry-quiet when that is longer)")
+    _add_quiet_and_cap(live, "--registry-quiet", "publish an object's change once it has been quiet this long",
+                       "--registry-max-wait", "but at most this long after its first change")
     live.add_argument("--registry-sync-timeout", type=float, default=30.0, metavar="SECONDS",
                       help="at start, serve no proxy until every cluster the registry follows (and Istio's remote "
                            "secrets) is fully listed, "
@@ -156,14 +155,8 @@ def run(args) -> int:
     from ..kube.manifests import kube_or_dir
     from ..sources.signatures import SignatureError, SignaturePolicy
     logs.configure(args.log_level)
-    # A cap not given follows a longer quiet time: raising one alone is not an error.
-    if args.debounce_max is None:
-        args.debounce_max = max(defaults.DEBOUNCE_MAX, args.debounce)
-    if args.registry_max_wait is None:
-        args.registry_max_wait = max(defaults.REGISTRY_MAX_WAIT, args.registry_quiet)
-    for value, flag in ((args.debounce, "--debounce"), (args.debounce_max, "--debounce-max")):
-        if value < 0:
-            raise UsageError(f"{flag} must not be negative")
+    for quiet, cap in QUIET_AND_CAPS:
+        _check_quiet_and_cap(args, quiet, cap)
     if args.poll is not None and args.poll <= 0:
         raise UsageError("--poll must be a positive number of seconds")
     ads = check_address(args.ads, "--ads")
@@ -183,16 +176,8 @@ def run(args) -> int:
         raise UsageError("--dns-interval must be a positive number of seconds")
     if not 1 <= args.dns_ttl <= 65535:
         raise UsageError("--dns-ttl must be 1-65535 seconds")
-    for value, flag in ((args.registry_quiet, "--registry-quiet"), (args.registry_max_wait, "--registry-max-wait"),
-                        (args.registry_sync_timeout, "--registry-sync-timeout")):
-        if value < 0:
-            raise UsageError(f"{flag} must not be negative")
-    for (quiet, quiet_flag), (most, most_flag) in (
-            ((args.debounce, "--debounce"), (args.debounce_max, "--debounce-max")),
-            ((args.registry_quiet, "--registry-quiet"), (args.registry_max_wait, "--registry-max-wait"))):
-        if most < quiet:
-            raise UsageError(f"{most_flag} {most:g} is shorter than {quiet_flag} {quiet:g}, the quiet time it "
-                             f"caps: give {most_flag} at least {quiet:g}")
+    if args.registry_sync_timeout < 0:
+        raise UsageError("--registry-sync-timeout must not be negative")
     security = _security(args)
     for registry in args.registry:
         try:
@@ -243,6 +228,29 @@ def run(args) -> int:
         return serve(options)
     except OSError as exc:
         raise UsageError(str(exc)) from None
+
+
+def _add_quiet_and_cap(group, quiet: str, quiet_help: str, cap: str, cap_help: str) -> None:
+    group.add_argument(quiet, type=float, default=_DEFAULTS[quiet], metavar="SECONDS",
+                       help=f"{quiet_help} (default: {_DEFAULTS[quiet]:g})")
+    group.add_argument(cap, type=float, default=None, metavar="SECONDS",
+                       help=f"{cap_help} (default: {_DEFAULTS[cap]:g}, or {quiet} when that is longer)")
+
+
+def _check_quiet_and_cap(args, quiet: tuple[str, float], cap: tuple[str, float]) -> None:
+    """A cap not given follows a longer quiet time (raising one alone is not an error); neither may be
+    negative, nor a cap given shorter than its quiet time. Raises UsageError."""
+    (quiet_flag, _), (cap_flag, cap_default) = quiet, cap
+    quiet_attr, cap_attr = (flag.lstrip("-").replace("-", "_") for flag in (quiet_flag, cap_flag))
+    if getattr(args, cap_attr) is None:
+        setattr(args, cap_attr, max(cap_default, getattr(args, quiet_attr)))
+    quiet_value, cap_value = getattr(args, quiet_attr), getattr(args, cap_attr)
+    for value, flag in ((quiet_value, quiet_flag), (cap_value, cap_flag)):
+        if value < 0:
+            raise UsageError(f"{flag} must not be negative")
+    if cap_value < quiet_value:
+        raise UsageError(f"{cap_flag} {cap_value:g} is shorter than {quiet_flag} {quiet_value:g}, the quiet time it "
+                         f"caps: give {cap_flag} at least {quiet_value:g}")
 
 
 def _free(address: tuple[str, int], flag: str) -> None:
