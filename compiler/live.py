@@ -19,7 +19,6 @@ from .validate import schema
 from .validate.topology import kubernetes_address_errors
 
 
-
 @dataclass(frozen=True)
 class RegistryKind:
     """A kind a registry reads of each cluster: its apiVersion, the resource its API serves it as, and

@@ -385,9 +385,9 @@ class Live:
         self._say_not_in_mesh()
 
     def _say_not_in_mesh(self) -> None:
-        for cluster in self.registry.synced():
-            if self._mesh_clusters and cluster not in self._mesh_clusters:
-                self._say_once("registry cluster not in the mesh", self._not_in_mesh(cluster))
+        for c in self.registry.states():
+            if c["synced"] and self._mesh_clusters and c["cluster"] not in self._mesh_clusters:
+                self._say_once("registry cluster not in the mesh", self._not_in_mesh(c["cluster"]))
 
     def status(self) -> list[dict]:
         """The store's status of each cluster, with ``not_in_mesh``: why a cluster the registries read

@@ -20,7 +20,7 @@ from kubernetes.client.exceptions import ApiException
 
 from compiler.errors import one_line
 
-from .client import KubeError, api_client
+from .client import KubeError, api_client, without_retries
 from .conflict import ConflictError
 
 T = TypeVar("T")
@@ -46,10 +46,7 @@ class ClusterCalls:
                 configuration = api_client(self.kubeconfig, context).configuration
             except KubeError as exc:
                 raise self.error_type(f"cluster {cluster}: {exc}") from None
-            # urllib3 would otherwise retry timeouts and lost connections itself, silently:
-            # ``retries`` and ``timeout`` are to bound the whole call.
-            configuration.retries = False
-            self._apis[context] = kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(configuration))
+            self._apis[context] = kubernetes.client.CoreV1Api(without_retries(configuration))
         return self._apis[context]
 
     def read(self, cluster: str, what: str, call: Callable[[float], T]) -> T | None:

@@ -58,6 +58,14 @@ def api_client(kubeconfig: Path | None = None, context: str | None = None) -> ku
     return client
 
 
+def without_retries(configuration: kubernetes.client.Configuration) -> kubernetes.client.ApiClient:
+    """An ApiClient of ``configuration`` that makes each request once: urllib3 would otherwise retry
+    refused and timed-out connections itself, silently, so that a caller's timeout or backoff would
+    not bound the whole call."""
+    configuration.retries = False
+    return kubernetes.client.ApiClient(configuration)
+
+
 def require_server(configuration: kubernetes.client.Configuration, where: str) -> None:
     """A kubeconfig's cluster without a ``server`` gives the library an empty host, which it would try
     (and fail) to reach for ever: refused when read."""

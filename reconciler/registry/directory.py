@@ -207,11 +207,9 @@ class DirectoryFeed:
                 continue
             try:
                 self._follow(stop)
-            except OSError as exc:  # the system's refusal (inotify's limits): said in one line, tried again
-                self._lost(f"its watch failed ({one_line(exc)}); trying again")
-                stop.wait(LOST_POLL)
-            except Exception as exc:  # noqa: BLE001 - a bug: its traceback logged, the watch tried again
-                log.exception("registry watch failed", folder=str(self.root))
+            except Exception as exc:  # noqa: BLE001 - the watch failed: said, and tried again
+                if not isinstance(exc, OSError):  # a bug, not the system's refusal (inotify's limits): its traceback
+                    log.exception("registry watch failed", folder=str(self.root))
                 self._lost(f"its watch failed ({one_line(exc)}); trying again")
                 stop.wait(LOST_POLL)
 
@@ -302,5 +300,3 @@ def _without_version(body: object) -> object:
     if not isinstance(metadata, dict) or "resourceVersion" not in metadata:
         return body
     return {**body, "metadata": {k: v for k, v in metadata.items() if k != "resourceVersion"}}
-
-

@@ -43,7 +43,7 @@ from kubernetes.client.exceptions import ApiException
 from compiler.errors import one_line
 
 from ..kube.calls import status as api_status
-from ..kube.client import KubeError, api_client
+from ..kube.client import KubeError, api_client, without_retries
 from .sink import KINDS, Sink
 
 log = structlog.get_logger("galleon.registry")
@@ -102,7 +102,7 @@ class KubeFeed:
     """Lists then watches one cluster's ``sink.KINDS`` (or ``kinds``) into ``sink``, one thread per
     kind, from ``start()`` until ``stop`` is set; once it is set, nothing more reaches ``sink``.
 
-    ``api`` should not retry on its own (``configuration.retries = False``, as ``cluster_clients``
+    ``api`` should not retry on its own (``kube.client.without_retries``, as ``cluster_clients``
     and ``client_from_kubeconfig`` make them): the feed retries, and reports each failure.
     """
 
@@ -318,12 +318,6 @@ def _network_problem(exc: BaseException) -> str:
     if isinstance(exc, urllib3.exceptions.ProtocolError):
         return "connection lost"
     return one_line(exc)
-
-
-def without_retries(configuration: kubernetes.client.Configuration) -> kubernetes.client.ApiClient:
-    # urllib3 would otherwise retry refused and timed-out connections itself, silently.
-    configuration.retries = False
-    return kubernetes.client.ApiClient(configuration)
 
 
 def cluster_clients(contexts: Mapping[str, str | None], kubeconfig: Path | None = None) -> Clients:

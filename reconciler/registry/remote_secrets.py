@@ -19,8 +19,8 @@ import kubernetes.config
 from compiler.errors import one_line
 from compiler.parse import UnreadableFile, read_document
 
-from ..kube.client import KubeError, require_server
-from .kube import FeedKind, without_retries
+from ..kube.client import KubeError, require_server, without_retries
+from .kube import FeedKind
 
 ISTIO_NAMESPACE = "istio-system"
 REMOTE_SECRET_SELECTOR = "istio/multiCluster=true"

@@ -236,17 +236,10 @@ class Registry:
             record = self._clusters.get(cluster)
             return record.last_error if record is not None else None
 
-    def synced(self) -> list[str]:
-        """The clusters synced (cheaper than ``status``, which counts every cluster's endpoints)."""
-        with self._lock:
-            return sorted(name for name, record in self._clusters.items() if record.synced)
-
     def waited_for(self) -> list[str]:
         """The clusters a first publish waits for: not synced, and not refused (only a change of
-        configuration or credentials mends a refusal). Cheap, as ``synced``."""
-        with self._lock:
-            return sorted(name for name, record in self._clusters.items()
-                          if not record.synced and not (record.stale and record.refused))
+        configuration or credentials mends a refusal)."""
+        return [c["cluster"] for c in self.states() if not c["synced"] and not c["refused"]]
 
     def expect(self, clusters: Iterable[str]) -> None:
         """Clusters the registry is to read: reported (not synced) before their first report."""
